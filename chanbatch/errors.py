@@ -1,0 +1,90 @@
+"""The error tree of chanbatch.
+
+Every error the library raises on purpose derives from :class:`ChanbatchError`. The CLI catches
+that one class, prints ``Error: <message>`` (plus a hint line when there is one) and exits with
+the error's ``exit_code``; anything else is a bug and is reported as an internal error.
+
+::
+
+    ChanbatchError                      exit_code
+    ├── UsageError                      2  the user asked for something that cannot be done
+    │   ├── InvalidNameError               a dataset name that fails the name rule
+    │   ├── InputError                     a missing or unreadable input file, a missing column
+    │   ├── SchemaConflictError            a slice whose schema disagrees with its dataset's
+    │   └── RefError                       a REF that cannot be resolved
+    │       ├── RefNotFoundError           ... resolves to nothing
+    │       └── AmbiguousRefError          ... resolves to more than one snapshot
+    └── StoreError                      1  the store itself is unwell or busy
+        ├── IntegrityError                 bytes that do not match their content hash
+        └── ConcurrencyError               a write that kept losing races and gave up
+
+Messages name the thing at fault (dataset, file, column, slice) and, where one exists, carry a
+``hint`` that says what to do next.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ChanbatchError(Exception):
+    """Base of every error chanbatch raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(ChanbatchError):
+    """Bad input from the user: a name, a file, a REF, an option. Exit code 2."""
+
+    exit_code = 2
+
+
+class InvalidNameError(UsageError):
+    """A dataset name that does not match ``^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$``."""
+
+
+class InputError(UsageError):
+    """An input that cannot be read or does not have what was asked of it."""
+
+
+class SchemaConflictError(UsageError):
+    """A slice whose column types disagree with the dataset's schema."""
+
+
+class RefError(UsageError):
+    """A REF (``DATASET``, ``DATASET@prefix``, ``DATASET[slice]``) that cannot be resolved."""
+
+
+class RefNotFoundError(RefError):
+    """A REF that resolves to nothing."""
+
+
+class AmbiguousRefError(RefError):
+    """An id prefix that matches more than one snapshot."""
+
+
+class StoreError(ChanbatchError):
+    """The store cannot do what was asked, for reasons other than the user's input. Exit 1."""
+
+
+class IntegrityError(StoreError):
+    """Stored bytes whose hash does not match their name: corruption, never silently ignored."""
+
+
+class ConcurrencyError(StoreError):
+    """A write that lost the race for the next ref too many times in a row."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """Return ``"did you mean 'x'?"`` for the closest of ``choices``, or None if none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None

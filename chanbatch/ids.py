@@ -1,0 +1,63 @@
+"""Identifier types, each built only by a validating constructor.
+
+An id is 64 lowercase hex characters: a blake3 digest. The types are distinct so that a
+function taking a ``SliceId`` cannot silently be handed an ``ObjectId``; they cost nothing at
+run time (``NewType``), and the constructors below are the one place that makes them.
+
+- ``ObjectId``: digest of one Parquet object's bytes.
+- ``SliceId``: digest of a slice's canonical manifest (key + ordered parts).
+- ``SnapshotId``: digest of a snapshot's canonical manifest (ordered slices, schema, counts).
+- ``CacheKey``: digest of a stage's inputs and spec on one slice (DESIGN.md section 1).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NewType
+
+ObjectId = NewType("ObjectId", str)
+SliceId = NewType("SliceId", str)
+SnapshotId = NewType("SnapshotId", str)
+CacheKey = NewType("CacheKey", str)
+
+ID_LENGTH = 64
+SHORT_LENGTH = 12
+MIN_PREFIX = 8
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_PREFIX = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+def _checked(value: str, kind: str) -> str:
+    if not isinstance(value, str) or not _HEX64.match(value):
+        raise ValueError(f"not a valid {kind}: {value!r} (expected 64 lowercase hex characters)")
+    return value
+
+
+def object_id(value: str) -> ObjectId:
+    """Validate ``value`` as an object id; raises ValueError if it is not 64 hex characters."""
+    return ObjectId(_checked(value, "object id"))
+
+
+def slice_id(value: str) -> SliceId:
+    """Validate ``value`` as a slice id; raises ValueError if it is not 64 hex characters."""
+    return SliceId(_checked(value, "slice id"))
+
+
+def snapshot_id(value: str) -> SnapshotId:
+    """Validate ``value`` as a snapshot id; raises ValueError if it is not 64 hex characters."""
+    return SnapshotId(_checked(value, "snapshot id"))
+
+
+def cache_key(value: str) -> CacheKey:
+    """Validate ``value`` as a cache key; raises ValueError if it is not 64 hex characters."""
+    return CacheKey(_checked(value, "cache key"))
+
+
+def is_id_prefix(value: str) -> bool:
+    """True if ``value`` can stand for an id: 8 to 64 lowercase hex characters."""
+    return bool(_PREFIX.match(value))
+
+
+def short(value: str) -> str:
+    """The 12-character form of an id that the CLI shows."""
+    return value[:SHORT_LENGTH]

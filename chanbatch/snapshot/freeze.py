@@ -1,0 +1,486 @@
+"""Freeze: cut input into slices, write each slice's objects, then manifests, then a ref.
+
+The order of writes is what keeps a store valid through any crash: an object is complete before
+a manifest names it, a manifest is complete before a snapshot names it, and the ref that makes a
+snapshot visible is written last, exclusively. A crash leaves at most unreferenced files, which
+``gc`` removes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chanbatch.errors import InputError, SchemaConflictError, UsageError, did_you_mean
+from chanbatch.ids import ObjectId, SliceId
+from chanbatch.snapshot import refs
+from chanbatch.snapshot.manifest import (
+    Column,
+    Part,
+    SliceEntry,
+    SliceManifest,
+    SnapshotManifest,
+)
+from chanbatch.snapshot.names import (
+    KeyType,
+    SliceKey,
+    check_dataset_name,
+    encode_key,
+    key_type,
+    parse_key,
+    sort_token,
+)
+from chanbatch.snapshot.normalize import PART_ROWS, WRITE_OPTIONS, normalize_table, type_name
+from chanbatch.snapshot.objects import get_snapshot, put_manifest, put_object
+from chanbatch.snapshot.read import arrow_schema
+from chanbatch.snapshot.storage import Storage
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+Progress = Callable[[int, int], None]
+_WORKERS = max(2, min(8, os.cpu_count() or 2))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FrozenSlice:
+    """A slice as one freeze saw it; ``new`` is False when the head already had it unchanged."""
+
+    key: SliceKey
+    id: SliceId
+    rows: int
+    bytes: int
+    new: bool
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "key": encode_key(self.key),
+            "id": self.id,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "new": self.new,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FreezeResult:
+    """What a freeze did: the dataset's head afterwards and each slice it was given."""
+
+    dataset: str
+    snapshot: str
+    version: int
+    created: bool
+    slices: tuple[FrozenSlice, ...]
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "snapshot": self.snapshot,
+            "slices": [s.document() for s in self.slices],
+        }
+
+
+@dataclass(slots=True)
+class _Input:
+    label: str
+    table: pa.Table
+    key: SliceKey | None = None
+
+
+def freeze(
+    storage: Storage,
+    dataset: str,
+    data: Any,
+    *,
+    slice: SliceKey | None = None,
+    slice_by: str | None = None,
+    lineage: dict[str, Any] | None = None,
+    operation: str = "freeze",
+    progress: Progress | None = None,
+) -> FreezeResult:
+    """Freeze ``data`` into ``dataset`` and commit a new version if anything changed.
+
+    ``data`` is a pandas, pyarrow or dask DataFrame, or one or more Parquet/CSV file paths.
+    Slices come from ``slice`` (all of it is one slice), ``slice_by`` (one slice per value of a
+    column), or, for files with neither, one slice per file keyed by its stem.
+
+    Raises InvalidNameError, InputError (unreadable file, missing column, bad key column),
+    SchemaConflictError (a slice whose types disagree with the dataset's) and UsageError.
+    Nothing is committed when any of these is raised.
+    """
+    check_dataset_name(dataset)
+    if slice is not None and slice_by is not None:
+        raise UsageError("give either a slice key or a column to slice by, not both")
+    head = refs.head(storage, dataset)
+    base = get_snapshot(storage, head.snapshot) if head else None
+
+    inputs = _load(data, slice, slice_by, base.key_type if base else None)
+    target = _unify_inputs(inputs, arrow_schema(storage, base) if base else None)
+    pieces = _cut(inputs, target, slice, slice_by, base.key_type if base else None)
+    _check_key_types(pieces, base, dataset)
+
+    keys = sorted(pieces, key=sort_token)
+    written = _write_slices(storage, keys, pieces, target, progress)
+
+    schema = tuple(Column(name=f.name, type=type_name(f.type)) for f in target)
+    ktype = key_type(keys[0]) if keys else (base.key_type if base else "str")
+
+    def propose(current: refs.RefEntry | None) -> refs.Change | None:
+        latest = get_snapshot(storage, current.snapshot) if current else None
+        if latest is not None and latest.schema != schema:
+            _raise_schema_conflict(dataset, latest, schema, keys)
+        merged = {e.key: e for e in latest.slices} if latest else {}
+        added, replaced = [], []
+        for manifest in written:
+            before = merged.get(manifest.key)
+            if before is not None and before.id == manifest.id:
+                continue
+            (replaced if before is not None else added).append(encode_key(manifest.key))
+            merged[manifest.key] = SliceEntry(
+                key=manifest.key, id=manifest.id, rows=manifest.rows, bytes=manifest.bytes
+            )
+        if latest is not None and not added and not replaced:
+            return None
+        snapshot = SnapshotManifest(
+            key_type=latest.key_type if latest else ktype,
+            slice_by=slice_by or (latest.slice_by if latest else None),
+            schema=schema,
+            slices=tuple(merged[k] for k in sorted(merged, key=sort_token)),
+        )
+        put_manifest(storage, snapshot)
+        return refs.Change(
+            snapshot=snapshot.id,
+            operation=operation,
+            added=tuple(added),
+            replaced=tuple(replaced),
+            lineage=dict(lineage or {}),
+        )
+
+    final, created = refs.commit(storage, dataset, propose)
+    assert final is not None
+    before = {e.key: e.id for e in base.slices} if base else {}
+    return FreezeResult(
+        dataset=dataset,
+        snapshot=final.snapshot,
+        version=final.version,
+        created=created,
+        slices=tuple(
+            FrozenSlice(
+                key=m.key, id=m.id, rows=m.rows, bytes=m.bytes, new=before.get(m.key) != m.id
+            )
+            for m in written
+        ),
+    )
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def _load(
+    data: Any, slice: SliceKey | None, slice_by: str | None, kind: KeyType | None
+) -> list[_Input]:
+    if isinstance(data, str | os.PathLike) or (
+        isinstance(data, Sequence) and not isinstance(data, str) and _all_paths(data)
+    ):
+        paths = [data] if isinstance(data, str | os.PathLike) else list(data)
+        if not paths:
+            raise UsageError("no files given to freeze")
+        inputs = []
+        for path in paths:
+            table = normalize_table(_read_file(Path(path)))
+            key = None
+            if slice is None and slice_by is None:
+                key = parse_key(_stem(Path(path)), kind)
+            inputs.append(_Input(label=str(path), table=table, key=key))
+        return inputs
+    if slice is None and slice_by is None:
+        raise UsageError(
+            "a frame needs a slice key or a column to slice by",
+            hint="pass slice='2013-01' for one slice, or slice_by='month' to cut by a column",
+        )
+    return [_Input(label="input frame", table=normalize_table(_to_arrow(data)))]
+
+
+def _all_paths(items: Sequence[Any]) -> bool:
+    return bool(items) and all(isinstance(i, str | os.PathLike) for i in items)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".gz", ".bz2", ".zst", ".xz"):
+        name = name.removesuffix(suffix)
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def _read_file(path: Path) -> pa.Table:
+    import pyarrow as pa
+
+    if not path.is_file():
+        raise InputError(f"file not found: {path}", hint="check the path; globs must be expanded")
+    suffixes = [s.lower() for s in path.suffixes]
+    try:
+        if ".parquet" in suffixes or ".pq" in suffixes:
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        if ".csv" in suffixes or ".tsv" in suffixes:
+            import pyarrow.csv as pacsv
+
+            delimiter = "\t" if ".tsv" in suffixes else ","
+            return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        detail = " ".join(str(exc).split())
+        raise InputError(f"cannot read {path}: {detail}") from exc
+    raise InputError(
+        f"cannot freeze {path}: unknown file type {path.suffix or '(none)'}",
+        hint="chanbatch freezes Parquet (.parquet, .pq) and CSV (.csv, .tsv, optionally .gz)",
+    )
+
+
+def _to_arrow(data: Any) -> pa.Table:
+    import pyarrow as pa
+
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if hasattr(data, "__dask_graph__") and hasattr(data, "compute"):
+        data = data.compute()
+    if type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns"):
+        bad = [c for c in data.columns if not isinstance(c, str)]
+        if bad:
+            raise InputError(f"column names must be strings; got {bad[:3]!r}")
+        try:
+            return pa.Table.from_pandas(data, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise InputError(f"cannot convert the frame to Arrow: {exc}") from exc
+    raise UsageError(
+        f"cannot freeze a {type(data).__name__}",
+        hint="pass a pandas, pyarrow or dask DataFrame, or Parquet/CSV file paths",
+    )
+
+
+# -- schemas ------------------------------------------------------------------------------------
+
+
+def _unify_inputs(inputs: list[_Input], base: pa.Schema | None) -> pa.Schema:
+    """The schema every slice will be written with; raises SchemaConflictError.
+
+    Columns are matched by name (their order follows the dataset's), and an all-null column
+    takes the type the other slices give it.
+    """
+    import pyarrow as pa
+
+    order = list(base.names) if base is not None else list(inputs[0].table.schema.names)
+    known: dict[str, tuple[pa.DataType, str]] = (
+        {f.name: (f.type, "the dataset") for f in base} if base is not None else {}
+    )
+    problems: list[str] = []
+    for item in inputs:
+        names = item.table.schema.names
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise InputError(f"{item.label} has duplicate columns: {', '.join(dupes)}")
+        missing = [n for n in order if n not in names]
+        extra = [n for n in names if n not in order]
+        if missing or extra:
+            what = []
+            if missing:
+                what.append("lacks column " + ", ".join(repr(n) for n in missing))
+            if extra:
+                what.append("adds column " + ", ".join(repr(n) for n in extra))
+            problems.append(f"{item.label} {' and '.join(what)}")
+            continue
+        for field in item.table.schema:
+            if pa.types.is_null(field.type):
+                continue
+            seen = known.get(field.name)
+            if seen is None:
+                known[field.name] = (field.type, item.label)
+            elif seen[0] != field.type:
+                problems.append(
+                    f"column {field.name!r} is {type_name(seen[0])} in {seen[1]} "
+                    f"but {type_name(field.type)} in {item.label}"
+                )
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise SchemaConflictError(
+            "schema conflict: " + "; ".join(problems[:5]) + more,
+            hint="every slice of a dataset has the same columns and types; cast the input, "
+            "or freeze it as a new dataset",
+        )
+    return pa.schema([pa.field(n, known[n][0] if n in known else pa.null()) for n in order])
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    if table.schema.equals(schema):
+        return table
+    table = table.select(schema.names)
+    return table.cast(schema)
+
+
+def _raise_schema_conflict(
+    dataset: str, latest: SnapshotManifest, schema: tuple[Column, ...], keys: list[SliceKey]
+) -> None:
+    had = {c.name: c.type for c in latest.schema}
+    now = {c.name: c.type for c in schema}
+    diffs = [f"{n!r} is {had[n]} in the dataset but {now[n]}" for n in had if n in now and had[n] != now[n]]
+    diffs += [f"{n!r} is missing" for n in had if n not in now]
+    diffs += [f"{n!r} is new" for n in now if n not in had]
+    shown = ", ".join(str(k) for k in keys[:5]) + (" ..." if len(keys) > 5 else "")
+    raise SchemaConflictError(
+        f"schema conflict in {dataset!r}: {'; '.join(diffs)} (slices {shown})",
+        hint="every slice of a dataset has the same columns and types",
+    )
+
+
+# -- cutting ------------------------------------------------------------------------------------
+
+
+def _cut(
+    inputs: list[_Input],
+    schema: pa.Schema,
+    slice: SliceKey | None,
+    slice_by: str | None,
+    kind: KeyType | None,
+) -> dict[SliceKey, list[pa.Table]]:
+    pieces: dict[SliceKey, list[Any]] = defaultdict(list)
+    for item in inputs:
+        table = _conform(item.table, schema)
+        if slice is not None:
+            key = parse_key(slice, kind) if isinstance(slice, str) else slice
+            pieces[key].append(table)
+        elif slice_by is not None:
+            for key, piece in _split(table, slice_by, item.label):
+                pieces[key].append(piece)
+        else:
+            assert item.key is not None
+            pieces[item.key].append(table)
+    return pieces
+
+
+def _split(table: pa.Table, column: str, label: str) -> Iterable[tuple[SliceKey, Any]]:
+    """Cut ``table`` into (key, rows) by ``column``, keeping each slice's rows in input order.
+
+    Works batch by batch: a stable sort inside each batch and zero-copy slices of it. This avoids
+    one global ``take`` over the whole table, which costs more than writing it.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column not in table.schema.names:
+        hint = did_you_mean(column, table.schema.names)
+        raise InputError(
+            f"column {column!r} not found in {label}",
+            hint=hint or "available columns: " + ", ".join(table.schema.names),
+        )
+    ctype = table.schema.field(column).type
+    if not (pa.types.is_integer(ctype) or pa.types.is_date32(ctype) or pa.types.is_string(ctype)):
+        raise InputError(
+            f"cannot slice by column {column!r} of type {ctype}",
+            hint="slice by an integer, date or string column; derive one (for example a "
+            "'YYYY-MM' month) first",
+        )
+    nulls = table[column].null_count
+    if nulls:
+        raise InputError(
+            f"column {column!r} has {nulls} null values in {label}; every row needs a slice key"
+        )
+
+    def split_batch(batch: pa.RecordBatch) -> list[tuple[SliceKey, pa.RecordBatch]]:
+        encoded = pc.dictionary_encode(batch.column(column))
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        values = encoded.dictionary.to_pylist()
+        if len(values) == 1:
+            return [(values[0], batch)]
+        order = np.argsort(codes, kind="stable")
+        sorted_codes = codes[order]
+        bounds = np.flatnonzero(np.diff(sorted_codes)) + 1
+        starts = np.concatenate(([0], bounds))
+        ends = np.concatenate((bounds, [len(sorted_codes)]))
+        taken = batch.take(pa.array(order))
+        return [
+            (values[sorted_codes[s]], taken.slice(s, e - s))
+            for s, e in zip(starts.tolist(), ends.tolist(), strict=True)
+        ]
+
+    batches = table.to_batches(max_chunksize=1 << 17)
+    with ThreadPoolExecutor(_WORKERS) as pool:
+        for parts in pool.map(split_batch, batches):
+            yield from parts
+
+
+def _check_key_types(
+    pieces: dict[SliceKey, list[Any]], base: SnapshotManifest | None, dataset: str
+) -> None:
+    kinds = {key_type(k) for k in pieces}
+    if base is not None and base.slices:
+        kinds.add(base.key_type)
+    if len(kinds) > 1:
+        raise InputError(
+            f"slice keys of {dataset!r} would mix types ({', '.join(sorted(kinds))})",
+            hint="keep one key type per dataset: all integers, all dates or all strings",
+        )
+    if not pieces:
+        raise InputError(f"nothing to freeze into {dataset!r}: the input has no rows")
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def _write_slices(
+    storage: Storage,
+    keys: list[SliceKey],
+    pieces: dict[SliceKey, list[Any]],
+    schema: pa.Schema,
+    progress: Progress | None,
+) -> list[SliceManifest]:
+    import pyarrow as pa
+
+    def write(key: SliceKey) -> SliceManifest:
+        parts_in = pieces[key]
+        if isinstance(parts_in[0], pa.RecordBatch):
+            table = pa.Table.from_batches(parts_in, schema=schema)
+        else:
+            table = pa.concat_tables(parts_in)
+        table = table.combine_chunks()
+        parts = []
+        for start in range(0, max(table.num_rows, 1), PART_ROWS):
+            chunk = table.slice(start, PART_ROWS)
+            oid, size = _write_object(storage, chunk)
+            parts.append(Part(object=oid, rows=chunk.num_rows, bytes=size))
+        manifest = SliceManifest(key=key, parts=tuple(parts))
+        put_manifest(storage, manifest)
+        return manifest
+
+    done = 0
+    results = []
+    with ThreadPoolExecutor(_WORKERS) as pool:
+        for manifest in pool.map(write, keys):
+            results.append(manifest)
+            done += 1
+            if progress is not None:
+                progress(done, len(keys))
+    return results
+
+
+def encode_parquet(table: pa.Table) -> memoryview:
+    """The Parquet bytes of ``table`` with the store's fixed writer options."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **WRITE_OPTIONS)
+    return memoryview(sink.getvalue())
+
+
+def _write_object(storage: Storage, table: pa.Table) -> tuple[ObjectId, int]:
+    data = encode_parquet(table)
+    oid, _new = put_object(storage, data)
+    return oid, len(data)

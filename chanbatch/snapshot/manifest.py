@@ -1,0 +1,165 @@
+"""Slice and snapshot manifests: the canonical documents whose digests are their ids.
+
+A manifest holds only what defines the data. Row and byte counts are derived from the data, so
+they may appear; timestamps, authors and lineage never do (they live in the ref log).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chanbatch import FORMAT_VERSION
+from chanbatch.errors import IntegrityError
+from chanbatch.hashing import canonical_json, digest
+from chanbatch.ids import ObjectId, SliceId, SnapshotId, object_id, slice_id, snapshot_id
+from chanbatch.snapshot.names import KeyType, SliceKey, decode_key, encode_key, key_type
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Part:
+    """One Parquet object of a slice."""
+
+    object: ObjectId
+    rows: int
+    bytes: int
+
+    def document(self) -> dict[str, Any]:
+        return {"object": self.object, "rows": self.rows, "bytes": self.bytes}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Column:
+    """A column of a snapshot's schema; ``type`` is the Arrow type's string form."""
+
+    name: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SliceManifest:
+    """A slice: its key and its objects in order. Its id is the digest of :meth:`to_bytes`."""
+
+    key: SliceKey
+    parts: tuple[Part, ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(part.rows for part in self.parts)
+
+    @property
+    def bytes(self) -> int:
+        return sum(part.bytes for part in self.parts)
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "kind": "slice",
+            "key": encode_key(self.key),
+            "key_type": key_type(self.key),
+            "parts": [part.document() for part in self.parts],
+        }
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(self.document())
+
+    @property
+    def id(self) -> SliceId:
+        return slice_id(digest(self.to_bytes()))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SliceEntry:
+    """A slice as a snapshot lists it."""
+
+    key: SliceKey
+    id: SliceId
+    rows: int
+    bytes: int
+
+    def document(self) -> dict[str, Any]:
+        return {"key": encode_key(self.key), "id": self.id, "rows": self.rows, "bytes": self.bytes}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SnapshotManifest:
+    """One version of a dataset: its slices in key order, its schema and its counts."""
+
+    key_type: KeyType
+    slice_by: str | None
+    schema: tuple[Column, ...]
+    slices: tuple[SliceEntry, ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(entry.rows for entry in self.slices)
+
+    @property
+    def bytes(self) -> int:
+        return sum(entry.bytes for entry in self.slices)
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "kind": "snapshot",
+            "key_type": self.key_type,
+            "slice_by": self.slice_by,
+            "schema": [{"name": c.name, "type": c.type} for c in self.schema],
+            "slices": [entry.document() for entry in self.slices],
+            "rows": self.rows,
+            "bytes": self.bytes,
+        }
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(self.document())
+
+    @property
+    def id(self) -> SnapshotId:
+        return snapshot_id(digest(self.to_bytes()))
+
+    def slice(self, key: SliceKey) -> SliceEntry | None:
+        for entry in self.slices:
+            if entry.key == key:
+                return entry
+        return None
+
+
+def parse_manifest(data: bytes, expected_id: str) -> SliceManifest | SnapshotManifest:
+    """Check ``data`` against its id and parse it; raises IntegrityError on any mismatch."""
+    import json
+
+    if digest(data) != expected_id:
+        raise IntegrityError(
+            f"manifest {expected_id[:12]} is corrupt: its bytes do not match its id",
+            hint="run `chanbatch snapshot verify` to list every damaged file",
+        )
+    try:
+        doc = json.loads(data)
+        if doc.get("kind") == "slice":
+            kind: KeyType = doc["key_type"]
+            return SliceManifest(
+                key=decode_key(doc["key"], kind),
+                parts=tuple(
+                    Part(object=object_id(p["object"]), rows=int(p["rows"]), bytes=int(p["bytes"]))
+                    for p in doc["parts"]
+                ),
+            )
+        if doc.get("kind") == "snapshot":
+            kind = doc["key_type"]
+            return SnapshotManifest(
+                key_type=kind,
+                slice_by=doc.get("slice_by"),
+                schema=tuple(Column(name=c["name"], type=c["type"]) for c in doc["schema"]),
+                slices=tuple(
+                    SliceEntry(
+                        key=decode_key(s["key"], kind),
+                        id=slice_id(s["id"]),
+                        rows=int(s["rows"]),
+                        bytes=int(s["bytes"]),
+                    )
+                    for s in doc["slices"]
+                ),
+            )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError(f"manifest {expected_id[:12]} is malformed: {exc}") from exc
+    raise IntegrityError(f"manifest {expected_id[:12]} has an unknown kind")

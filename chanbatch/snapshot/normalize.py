@@ -1,0 +1,91 @@
+"""Column-type normalisation and the one place Parquet writer options are fixed.
+
+A slice's bytes must not depend on how its frame was built: pandas or CSV, ``large_string`` or
+``string_view``, naive or zoned timestamps, a pandas index or none. So before anything is
+written, every table goes through :func:`normalize_table`:
+
+- strings, binaries and lists use their 32-bit offset forms (``string``, ``binary``, ``list``);
+- dictionary-encoded (categorical) columns are decoded to their value type;
+- timestamps are UTC: naive ones are taken to be UTC already, zoned ones are converted. The unit
+  is microseconds, or nanoseconds where microseconds would lose precision;
+- ``date64`` becomes ``date32``;
+- schema and field metadata (pandas index, Parquet field ids) are dropped.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# Fixed writer options: changing any of them changes every object id, so it is a format change.
+WRITE_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "compression_level": 1,
+    "use_dictionary": True,
+    "write_statistics": True,
+    "version": "2.6",
+    "data_page_version": "1.0",
+    "row_group_size": 1 << 20,
+}
+
+# A slice larger than this is written as several objects (parts) of this many rows.
+PART_ROWS = 1 << 23
+
+
+def normalize_type(t: pa.DataType) -> pa.DataType:
+    """The canonical form of an Arrow type (see the module docstring)."""
+    import pyarrow as pa
+
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return pa.binary()
+    if pa.types.is_dictionary(t):
+        return normalize_type(t.value_type)
+    if pa.types.is_timestamp(t):
+        return pa.timestamp("us", tz="UTC")
+    if pa.types.is_date64(t):
+        return pa.date32()
+    if pa.types.is_large_list(t) or pa.types.is_list(t) or pa.types.is_list_view(t):
+        return pa.list_(normalize_type(t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct(
+            [pa.field(f.name, normalize_type(f.type), f.nullable) for f in t.fields]
+        )
+    return t
+
+
+def normalize_table(table: pa.Table) -> pa.Table:
+    """``table`` with canonical column types and no metadata."""
+    import pyarrow as pa
+
+    columns = []
+    fields = []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        target = normalize_type(field.type)
+        if target != field.type:
+            column = _cast(column, field.type, target)
+            target = column.type
+        columns.append(column)
+        fields.append(pa.field(field.name, target, nullable=True))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def _cast(column: pa.ChunkedArray, source: pa.DataType, target: pa.DataType) -> pa.ChunkedArray:
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(source):
+        if source.tz is None:  # naive timestamps are taken to be UTC: relabel, do not shift
+            column = column.cast(pa.timestamp(source.unit, tz="UTC"))
+        try:
+            return column.cast(target, safe=True)
+        except pa.ArrowInvalid:  # sub-microsecond values: keep every digit
+            return column.cast(pa.timestamp("ns", tz="UTC"))
+    return column.cast(target)
+
+
+def type_name(t: pa.DataType) -> str:
+    """The string form of a type used in manifests and messages."""
+    return str(t)

@@ -1,0 +1,80 @@
+"""Content-addressed reads and writes of objects and manifests.
+
+Every read re-hashes what it read and raises IntegrityError on a mismatch, so corrupt bytes
+never reach a caller as data.
+"""
+
+from __future__ import annotations
+
+from chanbatch.errors import IntegrityError, StoreError
+from chanbatch.hashing import digest
+from chanbatch.ids import ObjectId, object_id
+from chanbatch.snapshot.layout import manifest_path, object_path
+from chanbatch.snapshot.manifest import SliceManifest, SnapshotManifest, parse_manifest
+from chanbatch.snapshot.storage import Storage
+
+
+def put_object(
+    storage: Storage, data: bytes | memoryview, known_id: str | None = None) -> tuple[ObjectId, bool]:
+    """Store ``data`` under its digest; returns (id, whether it was new)."""
+    oid = object_id(known_id or digest(data))
+    rel = object_path(oid)
+    if storage.exists(rel):
+        return oid, False
+    storage.write_atomic(rel, data)
+    return oid, True
+
+
+def get_object(storage: Storage, oid: str) -> bytes:
+    """The verified bytes of object ``oid``; raises IntegrityError if missing or corrupt."""
+    try:
+        data = storage.read_bytes(object_path(oid))
+    except FileNotFoundError:
+        raise IntegrityError(
+            f"object {oid[:12]} is missing from the store",
+            hint="run `chanbatch snapshot verify` to see what else is damaged",
+        ) from None
+    if digest(data) != oid:
+        raise IntegrityError(
+            f"object {oid[:12]} is corrupt: its bytes do not match its id",
+            hint="run `chanbatch snapshot verify` to list every damaged file",
+        )
+    return data
+
+
+def put_manifest(storage: Storage, manifest: SliceManifest | SnapshotManifest) -> str:
+    """Store a manifest under its id (idempotent); returns the id."""
+    data = manifest.to_bytes()
+    mid = digest(data)
+    rel = manifest_path(mid)
+    if not storage.exists(rel):
+        storage.write_atomic(rel, data)
+    return mid
+
+
+def get_manifest(storage: Storage, mid: str) -> SliceManifest | SnapshotManifest:
+    """The verified, parsed manifest ``mid``; raises IntegrityError if missing or corrupt."""
+    try:
+        data = storage.read_bytes(manifest_path(mid))
+    except FileNotFoundError:
+        raise IntegrityError(
+            f"manifest {mid[:12]} is missing from the store",
+            hint="the store was damaged or garbage-collected; run `chanbatch snapshot verify`",
+        ) from None
+    return parse_manifest(data, mid)
+
+
+def get_snapshot(storage: Storage, sid: str) -> SnapshotManifest:
+    """The snapshot manifest ``sid``; raises IntegrityError if it is not a snapshot."""
+    manifest = get_manifest(storage, sid)
+    if not isinstance(manifest, SnapshotManifest):
+        raise StoreError(f"{sid[:12]} is a slice, not a snapshot")
+    return manifest
+
+
+def get_slice(storage: Storage, sid: str) -> SliceManifest:
+    """The slice manifest ``sid``; raises IntegrityError if it is not a slice."""
+    manifest = get_manifest(storage, sid)
+    if not isinstance(manifest, SliceManifest):
+        raise StoreError(f"{sid[:12]} is a snapshot, not a slice")
+    return manifest

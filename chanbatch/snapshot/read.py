@@ -1,0 +1,100 @@
+"""Read snapshots back as Arrow tables or pandas frames, verified as they are read.
+
+The dask DataFrame view (one partition per object, aligned to slices) is built on top of
+:func:`slice_parts` and :func:`load_object` by :mod:`chanbatch.api`, because only the upper
+layers import dask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from chanbatch.errors import RefError
+from chanbatch.ids import ObjectId
+from chanbatch.snapshot.manifest import SliceEntry, SnapshotManifest
+from chanbatch.snapshot.names import SliceKey, parse_key, sort_token
+from chanbatch.snapshot.objects import get_object, get_slice
+from chanbatch.snapshot.storage import Storage
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PartRef:
+    """One object to read, and the slice it belongs to."""
+
+    key: SliceKey
+    slice_id: str
+    object: ObjectId
+    rows: int
+
+
+def select_slices(
+    manifest: SnapshotManifest,
+    *,
+    key: SliceKey | None = None,
+    start: SliceKey | str | None = None,
+    stop: SliceKey | str | None = None,
+) -> list[SliceEntry]:
+    """The slices of ``manifest`` with ``key``, or with ``start <= key <= stop`` (inclusive).
+
+    Raises RefError when ``key`` names no slice.
+    """
+    if key is not None:
+        entry = manifest.slice(_typed(key, manifest))
+        if entry is None:
+            raise RefError(f"no slice {key!r} in snapshot {manifest.id[:12]}")
+        return [entry]
+    lo = sort_token(_typed(start, manifest)) if start is not None else None
+    hi = sort_token(_typed(stop, manifest)) if stop is not None else None
+    return [
+        e
+        for e in manifest.slices
+        if (lo is None or sort_token(e.key) >= lo) and (hi is None or sort_token(e.key) <= hi)
+    ]
+
+
+def slice_parts(storage: Storage, entries: list[SliceEntry]) -> list[PartRef]:
+    """Every object of ``entries``, in slice order then part order."""
+    out = []
+    for entry in entries:
+        manifest = get_slice(storage, entry.id)
+        out.extend(
+            PartRef(key=entry.key, slice_id=entry.id, object=p.object, rows=p.rows)
+            for p in manifest.parts
+        )
+    return out
+
+
+def load_object(storage: Storage, oid: str) -> pa.Table:
+    """The table in object ``oid``; raises IntegrityError if it is missing or corrupt."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.read_table(pa.BufferReader(get_object(storage, oid)))
+
+
+def read_table(storage: Storage, entries: list[SliceEntry]) -> pa.Table:
+    """The rows of ``entries`` as one Arrow table, in slice order."""
+    import pyarrow as pa
+
+    tables = [load_object(storage, part.object) for part in slice_parts(storage, entries)]
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def read_pandas(storage: Storage, entries: list[SliceEntry]) -> pd.DataFrame:
+    """The rows of ``entries`` as one pandas frame with a fresh RangeIndex."""
+    return read_table(storage, entries).to_pandas()
+
+
+def arrow_schema(storage: Storage, manifest: SnapshotManifest) -> pa.Schema:
+    """The Arrow schema of a snapshot, read from the footer of its first object."""
+    first = slice_parts(storage, list(manifest.slices[:1]))
+    return load_object(storage, first[0].object).schema
+
+
+def _typed(key: SliceKey | str, manifest: SnapshotManifest) -> SliceKey:
+    return parse_key(key, manifest.key_type) if isinstance(key, str) else key

@@ -1,0 +1,233 @@
+"""The ref log: one file per dataset version, created exclusively, and REF resolution.
+
+A new version is ``refs/<dataset>/<n+1>.json``. Two writers may race for the same n+1; exactly
+one wins the exclusive create, and the loser re-reads the head, merges its change onto it and
+tries again, so no update is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chanbatch.errors import AmbiguousRefError, ConcurrencyError, IntegrityError, RefNotFoundError
+from chanbatch.errors import did_you_mean as suggest
+from chanbatch.ids import SnapshotId, short, snapshot_id
+from chanbatch.snapshot import layout
+from chanbatch.snapshot.manifest import SnapshotManifest
+from chanbatch.snapshot.names import Ref, SliceKey, check_dataset_name, parse_key, parse_ref
+from chanbatch.snapshot.objects import get_snapshot
+from chanbatch.snapshot.storage import Storage
+
+MAX_ATTEMPTS = 200
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefEntry:
+    """One version in a dataset's ref log. Nothing here is hashed."""
+
+    dataset: str
+    version: int
+    snapshot: SnapshotId
+    parent: SnapshotId | None = None
+    created_at: str = ""
+    author: str = ""
+    operation: str = "freeze"
+    added: tuple[Any, ...] = ()
+    replaced: tuple[Any, ...] = ()
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "version": self.version,
+            "snapshot": self.snapshot,
+            "parent": self.parent,
+            "created_at": self.created_at,
+            "author": self.author,
+            "operation": self.operation,
+            "added": list(self.added),
+            "replaced": list(self.replaced),
+            "lineage": self.lineage,
+        }
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> RefEntry:
+        return cls(
+            dataset=doc["dataset"],
+            version=int(doc["version"]),
+            snapshot=snapshot_id(doc["snapshot"]),
+            parent=snapshot_id(doc["parent"]) if doc.get("parent") else None,
+            created_at=doc.get("created_at", ""),
+            author=doc.get("author", ""),
+            operation=doc.get("operation", "freeze"),
+            added=tuple(doc.get("added", ())),
+            replaced=tuple(doc.get("replaced", ())),
+            lineage=dict(doc.get("lineage") or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """What a writer wants to commit on top of the current head."""
+
+    snapshot: SnapshotId
+    operation: str = "freeze"
+    added: tuple[Any, ...] = ()
+    replaced: tuple[Any, ...] = ()
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+def list_datasets(storage: Storage) -> list[str]:
+    """Names of every dataset with at least one version."""
+    return [name for name in storage.listdir(layout.REFS) if _has_versions(storage, name)]
+
+
+def versions(storage: Storage, dataset: str) -> list[int]:
+    """Version numbers of ``dataset``'s ref log, oldest first."""
+    names = storage.listdir(layout.ref_dir(dataset))
+    return sorted(v for v in map(layout.ref_version, names) if v is not None)
+
+
+def read_entry(storage: Storage, dataset: str, version: int) -> RefEntry:
+    """One ref-log entry; raises IntegrityError if it is unreadable."""
+    rel = layout.ref_path(dataset, version)
+    try:
+        return RefEntry.from_document(json.loads(storage.read_bytes(rel)))
+    except FileNotFoundError:
+        raise RefNotFoundError(f"dataset {dataset!r} has no version {version}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError(f"ref {rel} is unreadable: {exc}") from exc
+
+
+def history(storage: Storage, dataset: str) -> list[RefEntry]:
+    """Every version of ``dataset``, oldest first."""
+    return [read_entry(storage, dataset, v) for v in versions(storage, dataset)]
+
+
+def head(storage: Storage, dataset: str) -> RefEntry | None:
+    """The latest version of ``dataset``, or None if it has none."""
+    found = versions(storage, check_dataset_name(dataset))
+    return read_entry(storage, dataset, found[-1]) if found else None
+
+
+def commit(
+    storage: Storage,
+    dataset: str,
+    propose: Callable[[RefEntry | None], Change | None],
+) -> tuple[RefEntry | None, bool]:
+    """Append a version built by ``propose(head)``, retrying on lost races.
+
+    ``propose`` is called with the current head and returns the change to commit, or None when
+    there is nothing to do. Returns (the resulting head, whether a new version was written).
+    Raises ConcurrencyError if the race is lost :data:`MAX_ATTEMPTS` times.
+    """
+    for attempt in range(MAX_ATTEMPTS):
+        current = head(storage, dataset)
+        change = propose(current)
+        if change is None:
+            return current, False
+        entry = RefEntry(
+            dataset=dataset,
+            version=(current.version + 1) if current else 1,
+            snapshot=change.snapshot,
+            parent=current.snapshot if current else None,
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            author=_author(),
+            operation=change.operation,
+            added=change.added,
+            replaced=change.replaced,
+            lineage=change.lineage,
+        )
+        data = json.dumps(entry.document(), indent=1, sort_keys=True).encode()
+        if storage.create_exclusive(layout.ref_path(dataset, entry.version), data):
+            return entry, True
+        time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 25)))
+    raise ConcurrencyError(
+        f"gave up writing a new version of {dataset!r} after {MAX_ATTEMPTS} lost races",
+        hint="another writer is committing continuously; retry later",
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resolved:
+    """A REF resolved against the store."""
+
+    dataset: str
+    entry: RefEntry
+    manifest: SnapshotManifest
+    slice_key: SliceKey | None = None
+
+    @property
+    def snapshot(self) -> SnapshotId:
+        return self.entry.snapshot
+
+
+def resolve(storage: Storage, ref: str | Ref) -> Resolved:
+    """Resolve ``DATASET``, ``DATASET@prefix`` or ``DATASET[slice]`` to a snapshot.
+
+    Raises RefNotFoundError when nothing matches and AmbiguousRefError when a prefix matches
+    several snapshots.
+    """
+    parsed = parse_ref(ref) if isinstance(ref, str) else ref
+    entries = history(storage, parsed.dataset)
+    if not entries:
+        known = list_datasets(storage)
+        raise RefNotFoundError(
+            f"dataset {parsed.dataset!r} not found in store {storage.url}",
+            hint=suggest(parsed.dataset, known)
+            or ("known datasets: " + ", ".join(known) if known else "the store has no datasets"),
+        )
+    if parsed.snapshot is None:
+        entry = entries[-1]
+    else:
+        matches = {e.snapshot: e for e in entries if e.snapshot.startswith(parsed.snapshot)}
+        if not matches:
+            recent = ", ".join(short(e.snapshot) for e in reversed(entries[-5:]))
+            raise RefNotFoundError(
+                f"no snapshot of {parsed.dataset!r} matches {parsed.snapshot!r}",
+                hint=f"recent snapshots: {recent}",
+            )
+        if len(matches) > 1:
+            listed = ", ".join(short(s) for s in sorted(matches))
+            raise AmbiguousRefError(
+                f"{parsed.dataset}@{parsed.snapshot} is ambiguous: it matches {listed}",
+                hint="give more characters of the snapshot id",
+            )
+        # the newest ref entry carrying that snapshot
+        entry = next(e for e in reversed(entries) if e.snapshot in matches)
+    manifest = get_snapshot(storage, entry.snapshot)
+    key = None
+    if parsed.slice is not None:
+        key = parse_key(parsed.slice, manifest.key_type)
+        if manifest.slice(key) is None:
+            keys = [str(s.key) for s in manifest.slices]
+            raise RefNotFoundError(
+                f"snapshot {short(entry.snapshot)} of {parsed.dataset!r} has no slice {parsed.slice!r}",
+                hint=suggest(parsed.slice, keys)
+                or (f"slices run from {keys[0]} to {keys[-1]}" if keys else "it has no slices"),
+            )
+    return Resolved(dataset=parsed.dataset, entry=entry, manifest=manifest, slice_key=key)
+
+
+def _has_versions(storage: Storage, name: str) -> bool:
+    try:
+        check_dataset_name(name)
+    except Exception:
+        return False
+    return bool(versions(storage, name))
+
+
+def _author() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user database entry (some containers)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"

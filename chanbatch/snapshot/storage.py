@@ -1,0 +1,177 @@
+"""Byte-level access to a store over fsspec, with the two write primitives the layout needs.
+
+- :meth:`Storage.write_atomic`: the file appears whole or not at all. Locally it is written
+  under ``tmp/`` and renamed into place; on object stores (and ``memory://``) one put already is
+  atomic.
+- :meth:`Storage.create_exclusive`: as above, and it fails if the file exists. Locally it uses a
+  hard link, which is both atomic and exclusive (``link(2)`` refuses to replace), so a reader
+  never sees a half-written ref; elsewhere it uses fsspec's ``mode="create"``.
+
+Paths given to this class are relative to the store root and always built by the layout
+functions in this package, never from raw user input.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from chanbatch.errors import StoreError
+
+TMP_DIR = "tmp"
+
+
+class Storage:
+    """A store root on any fsspec filesystem."""
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+        from fsspec.implementations.local import LocalFileSystem
+
+        self.url = str(url)
+        try:
+            fs, root = fsspec.core.url_to_fs(self.url)
+        except (ImportError, ValueError) as exc:
+            raise StoreError(f"cannot open store {self.url!r}: {exc}") from exc
+        self.fs: Any = fs
+        self.root: str = root.rstrip("/") if root not in ("/", "") else root
+        self.is_local = isinstance(fs, LocalFileSystem)
+
+    # -- paths ------------------------------------------------------------------------------
+
+    def full(self, rel: str) -> str:
+        """The filesystem path of ``rel``."""
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def local_path(self, rel: str) -> str | None:
+        """The OS path of ``rel`` if the store is on a local disk, else None."""
+        return self.full(rel) if self.is_local else None
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def read_bytes(self, rel: str) -> bytes:
+        """The bytes of ``rel``; raises FileNotFoundError if it does not exist."""
+        if self.is_local:
+            with open(self.full(rel), "rb") as handle:
+                return handle.read()
+        return self.fs.cat_file(self.full(rel))
+
+    def exists(self, rel: str) -> bool:
+        if self.is_local:
+            return os.path.exists(self.full(rel))
+        return self.fs.exists(self.full(rel))
+
+    def listdir(self, rel: str) -> list[str]:
+        """Names (not paths) of the entries directly under ``rel``; empty if it does not exist."""
+        if self.is_local:
+            try:
+                return sorted(os.listdir(self.full(rel)))
+            except FileNotFoundError:
+                return []
+        try:
+            entries = self.fs.ls(self.full(rel), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries)
+
+    def walk(self, rel: str) -> Iterator[tuple[str, float, int]]:
+        """Every file under ``rel``: (path relative to the root, mtime in epoch seconds, size)."""
+        if self.is_local:
+            base = self.full(rel)
+            for dirpath, _dirs, files in os.walk(base):
+                for name in files:
+                    path = os.path.join(dirpath, name)
+                    try:
+                        stat = os.stat(path)
+                    except FileNotFoundError:  # removed while walking
+                        continue
+                    yield os.path.relpath(path, self.root), stat.st_mtime, stat.st_size
+            return
+        try:
+            found = self.fs.find(self.full(rel), detail=True)
+        except FileNotFoundError:
+            return
+        prefix = len(self.root) + 1 if self.root else 0
+        for path, info in found.items():
+            yield path[prefix:].lstrip("/"), _mtime(info), int(info.get("size") or 0)
+
+    def mtime(self, rel: str) -> float | None:
+        """Modification time of ``rel`` in epoch seconds, or None if it does not exist."""
+        if self.is_local:
+            try:
+                return os.stat(self.full(rel)).st_mtime
+            except FileNotFoundError:
+                return None
+        try:
+            return _mtime(self.fs.info(self.full(rel)))
+        except FileNotFoundError:
+            return None
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def write_atomic(self, rel: str, data: bytes | memoryview) -> None:
+        """Write ``data`` to ``rel`` so that readers see all of it or nothing."""
+        if not self.is_local:
+            self.fs.pipe_file(self.full(rel), bytes(data))
+            return
+        tmp = self._write_tmp(data)
+        target = self.full(rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(tmp, target)
+
+    def create_exclusive(self, rel: str, data: bytes) -> bool:
+        """Create ``rel`` holding ``data``; False (and nothing written) if it already exists."""
+        if not self.is_local:
+            path = self.full(rel)
+            if self.fs.exists(path):
+                return False
+            try:
+                self.fs.pipe_file(path, data, mode="create")
+            except FileExistsError:
+                return False
+            return True
+        tmp = self._write_tmp(data)
+        target = self.full(rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
+
+    def delete(self, rel: str) -> None:
+        """Remove ``rel``; a file that is already gone is not an error."""
+        try:
+            if self.is_local:
+                os.unlink(self.full(rel))
+            else:
+                self.fs.rm_file(self.full(rel))
+        except FileNotFoundError:
+            pass
+
+    def _write_tmp(self, data: bytes | memoryview) -> str:
+        tmp_dir = self.full(TMP_DIR)
+        os.makedirs(tmp_dir, exist_ok=True)
+        tmp = os.path.join(tmp_dir, f"{uuid.uuid4().hex}.tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        return tmp
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    for field in ("mtime", "LastModified", "last_modified", "created", "updated"):
+        value = info.get(field)
+        if value is None:
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    return time.time()  # unknown age: treat as brand new, so gc's grace period protects it

@@ -1,0 +1,137 @@
+"""The store: one object over a store URL, with a method per verb of this package."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from chanbatch.snapshot import diff as _diff
+from chanbatch.snapshot import freeze as _freeze
+from chanbatch.snapshot import gc as _gc
+from chanbatch.snapshot import inspect as _inspect
+from chanbatch.snapshot import pins as _pins
+from chanbatch.snapshot import read as _read
+from chanbatch.snapshot import refs
+from chanbatch.snapshot import verify as _verify
+from chanbatch.snapshot.names import SliceKey
+from chanbatch.snapshot.storage import Storage
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+DEFAULT_STORE = "snapshots"
+
+
+def default_store_url() -> str:
+    """``$CHANBATCH_STORE`` if set, else ``./snapshots``."""
+    return os.environ.get("CHANBATCH_STORE") or DEFAULT_STORE
+
+
+class SnapshotStore:
+    """A content-addressed snapshot store at any fsspec URL (a path, ``memory://``, ``s3://``)."""
+
+    def __init__(self, url: str | os.PathLike[str] | None = None) -> None:
+        self.storage = Storage(os.fspath(url) if url is not None else default_store_url())
+
+    @property
+    def url(self) -> str:
+        return self.storage.url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def freeze(
+        self,
+        dataset: str,
+        data: Any,
+        *,
+        slice: SliceKey | None = None,
+        slice_by: str | None = None,
+        lineage: dict[str, Any] | None = None,
+        progress: _freeze.Progress | None = None,
+    ) -> _freeze.FreezeResult:
+        """Freeze a frame or files into ``dataset``; see :func:`chanbatch.snapshot.freeze.freeze`."""
+        return _freeze.freeze(
+            self.storage,
+            dataset,
+            data,
+            slice=slice,
+            slice_by=slice_by,
+            lineage=lineage,
+            progress=progress,
+        )
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> refs.Resolved:
+        """Resolve a REF; raises RefNotFoundError or AmbiguousRefError."""
+        return refs.resolve(self.storage, ref)
+
+    def datasets(self) -> list[str]:
+        """Names of the datasets in the store."""
+        return refs.list_datasets(self.storage)
+
+    def history(self, dataset: str) -> list[refs.RefEntry]:
+        """The ref log of ``dataset``, oldest first."""
+        return refs.history(self.storage, dataset)
+
+    def slices(
+        self, ref: str, *, start: SliceKey | None = None, stop: SliceKey | None = None
+    ) -> list[Any]:
+        """The slice entries a REF and an optional inclusive key range select."""
+        resolved = self.resolve(ref)
+        return _read.select_slices(
+            resolved.manifest, key=resolved.slice_key, start=start, stop=stop
+        )
+
+    def read_table(
+        self, ref: str, *, start: SliceKey | None = None, stop: SliceKey | None = None
+    ) -> pa.Table:
+        """A REF's rows as one Arrow table, verified as read."""
+        return _read.read_table(self.storage, self.slices(ref, start=start, stop=stop))
+
+    def read_pandas(
+        self, ref: str, *, start: SliceKey | None = None, stop: SliceKey | None = None
+    ) -> pd.DataFrame:
+        """A REF's rows as one pandas frame, verified as read."""
+        return _read.read_pandas(self.storage, self.slices(ref, start=start, stop=stop))
+
+    # -- maintenance ----------------------------------------------------------------------------
+
+    def inspect(self, ref: str) -> _inspect.InspectReport:
+        """Schema, counts, column statistics, lineage and history of a REF."""
+        return _inspect.inspect(self.storage, self.resolve(ref))
+
+    def verify(self, ref: str | None = None) -> _verify.VerifyReport:
+        """Re-hash the whole store, or what one REF needs."""
+        return _verify.verify(self.storage, self.resolve(ref) if ref else None)
+
+    def diff(self, a: str, b: str) -> _diff.DiffReport:
+        """Compare two REFs slice by slice."""
+        return _diff.diff(self.resolve(a), self.resolve(b))
+
+    def pin(self, ref: str) -> tuple[_pins.Pin, bool]:
+        """Pin a REF's snapshot so gc keeps it."""
+        return _pins.pin(self.storage, self.resolve(ref))
+
+    def unpin(self, ref: str) -> bool:
+        """Unpin a REF's snapshot; returns whether it was pinned."""
+        return _pins.unpin(self.storage, self.resolve(ref))
+
+    def pins(self) -> list[_pins.Pin]:
+        return _pins.list_pins(self.storage)
+
+    def gc(
+        self,
+        *,
+        grace_seconds: float = 3600.0,
+        dry_run: bool = False,
+        keep_versions: int | None = None,
+    ) -> _gc.GcReport:
+        """Sweep what nothing references; see :mod:`chanbatch.snapshot.gc`."""
+        return _gc.gc(
+            self.storage, grace_seconds=grace_seconds, dry_run=dry_run, keep_versions=keep_versions
+        )
