@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-FORMAT_VERSION = 1
+from chanbatch.version import FORMAT_VERSION, __version__
 
 __all__ = ["FORMAT_VERSION", "Store", "__version__"]
 

@@ -7,6 +7,7 @@ metadata never enter these documents; they live beside them in the ref log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any, BinaryIO
@@ -44,14 +45,11 @@ def digest_stream(stream: BinaryIO) -> tuple[str, int]:
 def digest_file(path: str) -> tuple[str, int]:
     """The blake3 hex digest of a local file, memory-mapped, and its size in bytes."""
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    try:
+    with contextlib.suppress(ValueError):  # an empty file cannot be memory-mapped
         hasher.update_mmap(path)
-    except ValueError:  # an empty file cannot be memory-mapped
-        pass
     return hasher.hexdigest(), os.path.getsize(path)
 
 
 def digest_json(document: Any) -> str:
     """The blake3 hex digest of ``document``'s canonical JSON."""
     return digest(canonical_json(document))
-

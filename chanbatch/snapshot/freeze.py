@@ -329,7 +329,11 @@ def _raise_schema_conflict(
 ) -> None:
     had = {c.name: c.type for c in latest.schema}
     now = {c.name: c.type for c in schema}
-    diffs = [f"{n!r} is {had[n]} in the dataset but {now[n]}" for n in had if n in now and had[n] != now[n]]
+    diffs = [
+        f"{n!r} is {had[n]} in the dataset but {now[n]}"
+        for n in had
+        if n in now and had[n] != now[n]
+    ]
     diffs += [f"{n!r} is missing" for n in had if n not in now]
     diffs += [f"{n!r} is new" for n in now if n not in had]
     shown = ", ".join(str(k) for k in keys[:5]) + (" ..." if len(keys) > 5 else "")

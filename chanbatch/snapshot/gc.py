@@ -92,9 +92,7 @@ def gc(
     live_objects: set[str] = set(roots_objects)
     for sid in snapshots:
         _mark_manifest(storage, sid, live_manifests, live_objects)
-    report.live_objects = len(live_objects)
-
-    for rel, mtime, size in list(storage.walk(layout.CACHE)):
+    for rel, mtime, _size in list(storage.walk(layout.CACHE)):
         key = rel.rsplit("/", 1)[-1].removesuffix(".json")
         if key in live_cache:
             for oid in _cache_objects(storage, rel):
@@ -106,6 +104,8 @@ def gc(
                 live_objects.add(oid)
             continue
         report.cache.append(rel)
+
+    report.live_objects = len(live_objects)
 
     sweep: list[tuple[str, list[str], str, str]] = [
         (layout.MANIFESTS, report.manifests, layout.MANIFESTS, ".json"),

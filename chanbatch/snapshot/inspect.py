@@ -16,7 +16,7 @@ from typing import Any
 from chanbatch.snapshot import layout, refs
 from chanbatch.snapshot.names import encode_key
 from chanbatch.snapshot.pins import list_pins
-from chanbatch.snapshot.read import slice_parts, select_slices
+from chanbatch.snapshot.read import select_slices, slice_parts
 from chanbatch.snapshot.refs import Resolved
 from chanbatch.snapshot.storage import Storage
 

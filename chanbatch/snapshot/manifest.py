@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chanbatch import FORMAT_VERSION
+from chanbatch.version import FORMAT_VERSION
 from chanbatch.errors import IntegrityError
 from chanbatch.hashing import canonical_json, digest
 from chanbatch.ids import ObjectId, SliceId, SnapshotId, object_id, slice_id, snapshot_id

@@ -51,9 +51,7 @@ def normalize_type(t: pa.DataType) -> pa.DataType:
     if pa.types.is_large_list(t) or pa.types.is_list(t) or pa.types.is_list_view(t):
         return pa.list_(normalize_type(t.value_type))
     if pa.types.is_struct(t):
-        return pa.struct(
-            [pa.field(f.name, normalize_type(f.type), f.nullable) for f in t.fields]
-        )
+        return pa.struct([pa.field(f.name, normalize_type(f.type), f.nullable) for f in t.fields])
     return t
 
 

@@ -15,7 +15,8 @@ from chanbatch.snapshot.storage import Storage
 
 
 def put_object(
-    storage: Storage, data: bytes | memoryview, known_id: str | None = None) -> tuple[ObjectId, bool]:
+    storage: Storage, data: bytes | memoryview, known_id: str | None = None
+) -> tuple[ObjectId, bool]:
     """Store ``data`` under its digest; returns (id, whether it was new)."""
     oid = object_id(known_id or digest(data))
     rel = object_path(oid)

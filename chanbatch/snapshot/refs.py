@@ -17,7 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chanbatch.errors import AmbiguousRefError, ConcurrencyError, IntegrityError, RefNotFoundError
+from chanbatch.errors import (
+    AmbiguousRefError,
+    ConcurrencyError,
+    IntegrityError,
+    InvalidNameError,
+    RefNotFoundError,
+)
 from chanbatch.errors import did_you_mean as suggest
 from chanbatch.ids import SnapshotId, short, snapshot_id
 from chanbatch.snapshot import layout
@@ -209,10 +215,15 @@ def resolve(storage: Storage, ref: str | Ref) -> Resolved:
         key = parse_key(parsed.slice, manifest.key_type)
         if manifest.slice(key) is None:
             keys = [str(s.key) for s in manifest.slices]
+            close = suggest(parsed.slice, keys) if manifest.key_type == "str" else None
             raise RefNotFoundError(
                 f"snapshot {short(entry.snapshot)} of {parsed.dataset!r} has no slice {parsed.slice!r}",
-                hint=suggest(parsed.slice, keys)
-                or (f"slices run from {keys[0]} to {keys[-1]}" if keys else "it has no slices"),
+                hint=close
+                or (
+                    f"its {len(keys)} slices run from {keys[0]} to {keys[-1]}"
+                    if keys
+                    else "it has no slices"
+                ),
             )
     return Resolved(dataset=parsed.dataset, entry=entry, manifest=manifest, slice_key=key)
 
@@ -220,7 +231,7 @@ def resolve(storage: Storage, ref: str | Ref) -> Resolved:
 def _has_versions(storage: Storage, name: str) -> bool:
     try:
         check_dataset_name(name)
-    except Exception:
+    except InvalidNameError:
         return False
     return bool(versions(storage, name))
 

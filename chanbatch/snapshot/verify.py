@@ -6,7 +6,6 @@ verification runs at disk speed rather than at one core's hashing speed.
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -118,7 +117,9 @@ def _check_reachable(
                     report.missing.append(part.object)
 
 
-def _verify_snapshot(storage: Storage, sid: str, report: VerifyReport, checked_ids: set[str]) -> None:
+def _verify_snapshot(
+    storage: Storage, sid: str, report: VerifyReport, checked_ids: set[str]
+) -> None:
     snap = _load_manifest(storage, sid, report)
     if not isinstance(snap, SnapshotManifest):
         return
@@ -175,5 +176,3 @@ def _hash_objects(storage: Storage, objects: list[tuple[str, str]], report: Veri
             report.bytes += size
             if found != oid:
                 report.corrupt.append(oid)
-
-

@@ -1,0 +1,302 @@
+"""Human output: Rich tables and progress bars. Reports arrive here as plain documents."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+SLICE_PREVIEW = 24
+
+
+def short(value: str | None) -> str:
+    return value[:12] if value else "-"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def rows(n: int) -> str:
+    return f"{n:,}"
+
+
+def cell(value: Any, width: int = 40) -> str:
+    """A data value as table text: shortened, and escaped so Rich never reads it as markup."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value)
+    return escape(text if len(text) <= width else text[: width - 3] + "...")
+
+
+def when(stamp: str) -> str:
+    return stamp[:16].replace("T", " ")
+
+
+@contextlib.contextmanager
+def freeze_progress(enabled: bool = True) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress callback that draws a bar on a terminal once a freeze has more than 3 slices."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    task: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if total <= 3:
+            return
+        if not task:
+            progress.start()
+            task.append(progress.add_task("freezing slices", total=total))
+        progress.update(task[0], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if task:
+            progress.stop()
+
+
+def freeze_result(result: Any) -> None:
+    slices = result.slices
+    new = sum(1 for s in slices if s.new)
+    table = Table(box=box.SIMPLE_HEAD, title=None)
+    for name, justify in (
+        ("slice", "left"),
+        ("id", "left"),
+        ("rows", "right"),
+        ("bytes", "right"),
+        ("", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    shown = slices if len(slices) <= SLICE_PREVIEW * 2 else slices[:SLICE_PREVIEW]
+    for s in shown:
+        table.add_row(
+            cell(s.key),
+            short(s.id),
+            rows(s.rows),
+            human_bytes(s.bytes),
+            "[green]new[/]" if s.new else "[dim]unchanged[/]",
+        )
+    if len(shown) < len(slices):
+        table.add_row(f"... {len(slices) - len(shown)} more", "", "", "", "")
+    console.print(table)
+    verb = "created" if result.created else "unchanged at"
+    console.print(
+        f"[bold]{result.dataset}[/]: {verb} snapshot [cyan]{short(result.snapshot)}[/] "
+        f"(version {result.version}); {len(slices)} slices given, {new} new"
+    )
+
+
+def demo_result(url: str, results: list[Any]) -> None:
+    table = Table(box=box.SIMPLE_HEAD, title=f"demo data in {url}")
+    for name in ("dataset", "snapshot", "slices", "rows", "new slices"):
+        table.add_column(
+            name, justify="right" if name in ("slices", "rows", "new slices") else "left"
+        )
+    for r in results:
+        table.add_row(
+            r.dataset,
+            short(r.snapshot),
+            str(len(r.slices)),
+            rows(sum(s.rows for s in r.slices)),
+            str(sum(1 for s in r.slices if s.new)),
+        )
+    console.print(table)
+    console.print("Next: [bold]chanbatch snapshot inspect flights[/]")
+
+
+def dataset_list(url: str, entries: list[dict[str, Any]]) -> None:
+    if not entries:
+        console.print(f"No datasets in {url}. Try [bold]chanbatch demo[/].")
+        return
+    table = Table(box=box.SIMPLE_HEAD, title=f"datasets in {url}")
+    for name in ("dataset", "snapshot", "version", "slices", "rows", "bytes", "updated"):
+        table.add_column(
+            name, justify="right" if name in ("version", "slices", "rows", "bytes") else "left"
+        )
+    for e in entries:
+        table.add_row(
+            e["dataset"],
+            short(e["snapshot"]),
+            str(e["version"]),
+            str(e["slices"]),
+            rows(e["rows"]),
+            human_bytes(e["bytes"]),
+            when(e["updated"]),
+        )
+    console.print(table)
+
+
+def history(dataset: str, versions: list[dict[str, Any]]) -> None:
+    table = Table(box=box.SIMPLE_HEAD, title=f"history of {dataset}")
+    for name in ("version", "snapshot", "created", "author", "operation", "added", "replaced"):
+        table.add_column(
+            name, justify="right" if name in ("version", "added", "replaced") else "left"
+        )
+    for v in versions:
+        table.add_row(
+            str(v["version"]),
+            short(v["snapshot"]),
+            when(v["created_at"]),
+            v["author"],
+            v["operation"],
+            str(len(v["added"])),
+            str(len(v["replaced"])),
+        )
+    console.print(table)
+
+
+def inspect_report(doc: dict[str, Any], show_all: bool = False) -> None:
+    title = escape(doc["dataset"] + (f"[{doc['slice']}]" if doc["slice"] is not None else ""))
+    lineage = doc["lineage"]
+    console.print(f"[bold]{title}[/]  snapshot [cyan]{doc['snapshot']}[/]")
+    console.print(
+        f"version {doc['version']}  ·  {rows(doc['rows'])} rows  ·  {human_bytes(doc['bytes'])}"
+        f"  ·  {len(doc['slices'])} slices"
+        + (f" by {doc['slice_by']}" if doc["slice_by"] else "")
+        + ("  ·  [yellow]pinned[/]" if doc["pinned"] else "")
+    )
+    console.print(
+        f"[dim]{lineage['operation']} by {lineage['author']} at {lineage['created_at']}; "
+        f"parent {short(lineage['parent'])}[/]"
+    )
+    extra = {
+        k: v for k, v in lineage.items() if k not in ("parent", "operation", "created_at", "author")
+    }
+    for key, value in extra.items():
+        console.print(f"[dim]{escape(str(key))}: {cell(value, 200)}[/]")
+
+    schema = Table(box=box.SIMPLE_HEAD, title="schema")
+    for name in ("column", "type", "min", "max", "nulls"):
+        schema.add_column(name, justify="right" if name == "nulls" else "left")
+    for c in doc["columns"]:
+        schema.add_row(
+            cell(c["name"]),
+            cell(c["type"]),
+            cell(c["min"], 28),
+            cell(c["max"], 28),
+            rows(c["nulls"]),
+        )
+    console.print(schema)
+
+    slices = doc["slices"]
+    table = Table(box=box.SIMPLE_HEAD, title="slices")
+    for name in ("slice", "id", "rows", "bytes"):
+        table.add_column(name, justify="right" if name in ("rows", "bytes") else "left")
+    limit = len(slices) if show_all or len(slices) <= SLICE_PREVIEW * 2 else SLICE_PREVIEW
+    for s in slices[:limit]:
+        table.add_row(cell(s["key"]), short(s["id"]), rows(s["rows"]), human_bytes(s["bytes"]))
+    if limit < len(slices):
+        table.add_row(f"... {len(slices) - limit} more (--all)", "", "", "")
+    console.print(table)
+
+    hist = doc["history"][-10:]
+    table = Table(box=box.SIMPLE_HEAD, title="history (newest 10)")
+    for name in ("version", "snapshot", "created", "operation", "added", "replaced"):
+        table.add_column(
+            name, justify="right" if name in ("version", "added", "replaced") else "left"
+        )
+    for v in hist:
+        mark = " ←" if v["snapshot"] == doc["snapshot"] else ""
+        table.add_row(
+            str(v["version"]),
+            short(v["snapshot"]) + mark,
+            when(v["created_at"]),
+            v["operation"],
+            str(len(v["added"])),
+            str(len(v["replaced"])),
+        )
+    console.print(table)
+
+
+def verify_report(doc: dict[str, Any]) -> None:
+    rate = doc["bytes"] / doc["seconds"] / 1e9 if doc["seconds"] else 0.0
+    summary = (
+        f"checked {doc['checked']} files, {human_bytes(doc['bytes'])} "
+        f"in {doc['seconds']:.2f}s ({rate:.2f} GB/s)"
+    )
+    if doc["ok"]:
+        console.print(f"[green]ok[/]: {summary}")
+        return
+    for ident in doc["corrupt"]:
+        err_console.print(f"[red]corrupt[/]: {ident}")
+    for ident in doc["missing"]:
+        err_console.print(f"[red]missing[/]: {ident}")
+    for problem in doc["problems"]:
+        err_console.print(f"[red]problem[/]: {problem}")
+    n = len(doc["corrupt"]) + len(doc["missing"]) + len(doc["problems"])
+    err_console.print(f"[red]FAILED[/]: {n} problems; {summary}")
+
+
+def diff_report(doc: dict[str, Any]) -> None:
+    a, b = doc["from"], doc["to"]
+    console.print(f"{a['dataset']}@{short(a['snapshot'])} → {b['dataset']}@{short(b['snapshot'])}")
+    if doc["identical"]:
+        console.print("identical")
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for name in ("", "slice", "before", "after", "rows before", "rows after"):
+        table.add_column(name, justify="right" if name.startswith("rows") else "left")
+    for kind, mark in (
+        ("added", "[green]+[/]"),
+        ("removed", "[red]-[/]"),
+        ("changed", "[yellow]~[/]"),
+    ):
+        for c in doc[kind]:
+            table.add_row(
+                mark,
+                cell(c["key"]),
+                short(c["before"]),
+                short(c["after"]),
+                rows(c["rows_before"]),
+                rows(c["rows_after"]),
+            )
+    console.print(table)
+    for s in doc["schema"]:
+        console.print(
+            f"[yellow]schema[/]: {cell(s['column'])}: {cell(s['before'])} → {cell(s['after'])}"
+        )
+    console.print(
+        f"{len(doc['added'])} added, {len(doc['removed'])} removed, "
+        f"{len(doc['changed'])} changed, {doc['unchanged']} unchanged"
+    )
+
+
+def gc_report(doc: dict[str, Any]) -> None:
+    removed = doc["removed"]
+    verb = "would remove" if doc["dry_run"] else "removed"
+    console.print(
+        f"gc {verb} {removed['objects']} objects, {removed['manifests']} manifests, "
+        f"{removed['refs']} old versions, {removed['cache']} cache entries, {removed['tmp']} "
+        f"temporary files ({human_bytes(doc['bytes'])}); kept {doc['live_objects']} live objects"
+        + (
+            f" and {doc['kept_young']} files younger than the grace period"
+            if doc["kept_young"]
+            else ""
+        )
+    )
