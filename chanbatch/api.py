@@ -33,7 +33,8 @@ class Store(SnapshotStore):
         parts = _read.slice_parts(storage, self.slices(ref, start=start, stop=stop))
         if not parts:
             raise ValueError(f"{ref} selects no slices")
-        meta = _read.load_object(storage, parts[0].object).schema.empty_table().to_pandas()
+        schema = _read.read_footer(storage, parts[0].object).schema.to_arrow_schema()
+        meta = schema.empty_table().to_pandas()
         return dd.from_map(
             _load_pandas,
             [p.object for p in parts],

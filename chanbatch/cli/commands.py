@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from chanbatch.version import __version__
 from chanbatch.errors import UsageError
+from chanbatch.version import __version__
 
 STORE_HELP = "Store URL: a path, memory://, s3://... [default: $CHANBATCH_STORE, else ./snapshots]"
 

@@ -357,7 +357,7 @@ def _cut(
     for item in inputs:
         table = _conform(item.table, schema)
         if slice is not None:
-            key = parse_key(slice, kind) if isinstance(slice, str) else slice
+            key = parse_key(slice, kind) if isinstance(slice, str) and kind else slice
             pieces[key].append(table)
         elif slice_by is not None:
             for key, piece in _split(table, slice_by, item.label):

@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from chanbatch.snapshot import layout, refs
+from chanbatch.snapshot import refs
 from chanbatch.snapshot.names import encode_key
 from chanbatch.snapshot.pins import list_pins
-from chanbatch.snapshot.read import select_slices, slice_parts
+from chanbatch.snapshot.read import read_footer, select_slices, slice_parts
 from chanbatch.snapshot.refs import Resolved
 from chanbatch.snapshot.storage import Storage
 
@@ -96,7 +96,7 @@ def inspect(storage: Storage, resolved: Resolved) -> InspectReport:
     )
     parts = slice_parts(storage, entries)
     with ThreadPoolExecutor(8) as pool:
-        footers = list(pool.map(lambda p: _footer(storage, p.object), parts))
+        footers = list(pool.map(lambda p: read_footer(storage, p.object), parts))
     stats = {c.name: ColumnStats(name=c.name, type=c.type) for c in manifest.schema}
     for meta in footers:
         for rg in range(meta.num_row_groups):
@@ -125,17 +125,6 @@ def inspect(storage: Storage, resolved: Resolved) -> InspectReport:
         history=refs.history(storage, resolved.dataset),
         pinned=pinned,
     )
-
-
-def _footer(storage: Storage, oid: str) -> Any:
-    import pyarrow.parquet as pq
-
-    rel = layout.object_path(oid)
-    local = storage.local_path(rel)
-    if local is not None:
-        return pq.read_metadata(local)
-    with storage.fs.open(storage.full(rel), "rb") as handle:
-        return pq.read_metadata(handle)
 
 
 def jsonable(value: Any) -> Any:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chanbatch.version import FORMAT_VERSION
 from chanbatch.errors import IntegrityError
 from chanbatch.hashing import canonical_json, digest
 from chanbatch.ids import ObjectId, SliceId, SnapshotId, object_id, slice_id, snapshot_id
 from chanbatch.snapshot.names import KeyType, SliceKey, decode_key, encode_key, key_type
+from chanbatch.version import FORMAT_VERSION
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

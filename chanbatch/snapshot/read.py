@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from chanbatch.errors import RefError
+from chanbatch.errors import IntegrityError, RefError
 from chanbatch.ids import ObjectId
+from chanbatch.snapshot.layout import object_path
 from chanbatch.snapshot.manifest import SliceEntry, SnapshotManifest
 from chanbatch.snapshot.names import SliceKey, parse_key, sort_token
 from chanbatch.snapshot.objects import get_object, get_slice
@@ -20,6 +21,7 @@ from chanbatch.snapshot.storage import Storage
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,10 +92,30 @@ def read_pandas(storage: Storage, entries: list[SliceEntry]) -> pd.DataFrame:
     return read_table(storage, entries).to_pandas()
 
 
+def read_footer(storage: Storage, oid: str) -> pq.FileMetaData:
+    """The Parquet footer of object ``oid``, read without reading (or re-hashing) the data.
+
+    Used for schemas and statistics only; ``verify`` is what checks integrity.
+    """
+    import pyarrow.parquet as pq
+
+    rel = object_path(oid)
+    local = storage.local_path(rel)
+    try:
+        if local is not None:
+            return pq.read_metadata(local)
+        with storage.fs.open(storage.full(rel), "rb") as handle:
+            return pq.read_metadata(handle)
+    except FileNotFoundError:
+        raise IntegrityError(f"object {oid[:12]} is missing from the store") from None
+    except OSError as exc:  # pyarrow reports an unreadable footer as an OSError
+        raise IntegrityError(f"object {oid[:12]} has an unreadable footer: {exc}") from exc
+
+
 def arrow_schema(storage: Storage, manifest: SnapshotManifest) -> pa.Schema:
     """The Arrow schema of a snapshot, read from the footer of its first object."""
     first = slice_parts(storage, list(manifest.slices[:1]))
-    return load_object(storage, first[0].object).schema
+    return read_footer(storage, first[0].object).schema.to_arrow_schema()
 
 
 def _typed(key: SliceKey | str, manifest: SnapshotManifest) -> SliceKey:
