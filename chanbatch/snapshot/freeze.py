@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +105,8 @@ def freeze(
 ) -> FreezeResult:
     """Freeze ``data`` into ``dataset`` and commit a new version if anything changed.
 
-    ``data`` is a pandas, pyarrow or dask DataFrame, or one or more Parquet/CSV file paths.
+    ``data`` is a pandas, pyarrow or dask DataFrame, one or more Parquet/CSV file paths, or a
+    mapping of slice key to frame.
     Slices come from ``slice`` (all of it is one slice), ``slice_by`` (one slice per value of a
     column), or, for files with neither, one slice per file keyed by its stem.
 
@@ -198,6 +199,11 @@ def _load(
                 key = parse_key(_stem(Path(path)), kind)
             inputs.append(_Input(label=str(path), table=table, key=key))
         return inputs
+    if isinstance(data, Mapping) and slice is None and slice_by is None:
+        return [
+            _Input(label=f"slice {key}", table=normalize_table(_to_arrow(frame)), key=key)
+            for key, frame in data.items()
+        ]
     if slice is None and slice_by is None:
         raise UsageError(
             "a frame needs a slice key or a column to slice by",

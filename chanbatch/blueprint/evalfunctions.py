@@ -1,0 +1,305 @@
+"""The allowlisted functions, implemented on pandas Series (see ``functions.FUNCTIONS``).
+
+Every function takes the evaluator and the call node and returns a Series or, for null input,
+None. Nulls in give nulls out, except for ``is_null``/``not_null`` and ``coalesce``. Failures
+from pandas or pyarrow are turned into one ExprEvalError that names the call, here and only here.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pandas.api import types as ptypes
+
+from chanbatch.blueprint.expr import ExprEvalError
+from chanbatch.blueprint.nodes import Call, Literal
+
+if TYPE_CHECKING:
+    from chanbatch.blueprint.evaluation import _Evaluator
+
+Implementation = Callable[["_Evaluator", Call], Any]
+FUNCTION_IMPLEMENTATIONS: dict[str, Implementation] = {}
+
+_DATE = pd.ArrowDtype(pa.date32())
+_TRUE_WORDS = {"true": True, "t": True, "yes": True, "1": True}
+_FALSE_WORDS = {"false": False, "f": False, "no": False, "0": False}
+
+
+def _implements(name: str) -> Callable[[Implementation], Implementation]:
+    def register(function: Implementation) -> Implementation:
+        @functools.wraps(function)
+        def guarded(evaluator: _Evaluator, node: Call) -> Any:
+            try:
+                return function(evaluator, node)
+            except ExprEvalError:
+                raise
+            except (TypeError, ValueError, AttributeError, pa.ArrowException) as exc:
+                raise ExprEvalError(f"cannot compute {node.render()!r}: {exc}") from exc
+
+        FUNCTION_IMPLEMENTATIONS[name] = guarded
+        return guarded
+
+    return register
+
+
+def _literal(node: Call, index: int) -> Any:
+    argument = node.args[index]
+    assert isinstance(argument, Literal)  # the parser only lets literals through here
+    return argument.value
+
+
+def _argument(evaluator: _Evaluator, node: Call, index: int = 0) -> pd.Series | None:
+    value = evaluator.eval(node.args[index])
+    return None if value is None else evaluator.series(value)
+
+
+def _is_text(series: pd.Series) -> bool:
+    if ptypes.is_string_dtype(series.dtype) and series.dtype != object:
+        return True
+    return series.dtype == object and all(isinstance(v, str) for v in series.dropna())
+
+
+def _text(evaluator: _Evaluator, node: Call) -> pd.Series | None:
+    series = _argument(evaluator, node)
+    if series is not None and not _is_text(series):
+        raise ExprEvalError(
+            f"{node.name}() needs text, got {series.dtype} values in {node.render()!r}"
+        )
+    return series
+
+
+def _timestamps(evaluator: _Evaluator, node: Call) -> pd.Series | None:
+    series = _argument(evaluator, node)
+    if series is None:
+        return None
+    dtype = series.dtype
+    if ptypes.is_datetime64_any_dtype(dtype) or dtype == _DATE:
+        return series
+    if _is_text(series):
+        return _parse_timestamps(series, node)
+    raise ExprEvalError(
+        f"{node.name}() needs a date or timestamp, got {dtype} values in {node.render()!r}"
+    )
+
+
+def _parse_timestamps(series: pd.Series, node: Call) -> pd.Series:
+    parsed = pd.to_datetime(series, utc=True, format="mixed", errors="coerce")
+    _refuse_unparsed(series, parsed, "a timestamp", node)
+    return parsed
+
+
+def _refuse_unparsed(original: pd.Series, parsed: pd.Series, what: str, node: Call) -> None:
+    bad = parsed.isna() & original.notna()
+    if bad.any():
+        example = original[bad].iloc[0]
+        raise ExprEvalError(
+            f"cannot read {example!r} as {what} in {node.render()!r} ({int(bad.sum())} rows)"
+        )
+
+
+def _to_date(series: pd.Series) -> pd.Series:
+    if series.dtype == _DATE:
+        return series
+    if getattr(series.dtype, "tz", None) is not None:
+        # The date a reader of the timestamp would see, in the timestamp's own zone.
+        series = series.dt.tz_localize(None)
+    return series.astype(_DATE)
+
+
+@_implements("is_null")
+def _is_null(evaluator: _Evaluator, node: Call) -> Any:
+    return evaluator.series(evaluator.eval(node.args[0])).isna()
+
+
+@_implements("not_null")
+def _not_null(evaluator: _Evaluator, node: Call) -> Any:
+    return evaluator.series(evaluator.eval(node.args[0])).notna()
+
+
+@_implements("abs")
+def _abs(evaluator: _Evaluator, node: Call) -> Any:
+    series = _argument(evaluator, node)
+    return None if series is None else series.abs()
+
+
+@_implements("round")
+def _round(evaluator: _Evaluator, node: Call) -> Any:
+    series = _argument(evaluator, node)
+    digits = _literal(node, 1) if len(node.args) > 1 else 0
+    # pandas rounds half to even (2.5 -> 2), like numpy; documented rather than emulating SQL.
+    return None if series is None else series.round(digits)
+
+
+@_implements("lower")
+def _lower(evaluator: _Evaluator, node: Call) -> Any:
+    series = _text(evaluator, node)
+    return None if series is None else series.str.lower()
+
+
+@_implements("upper")
+def _upper(evaluator: _Evaluator, node: Call) -> Any:
+    series = _text(evaluator, node)
+    return None if series is None else series.str.upper()
+
+
+@_implements("length")
+def _length(evaluator: _Evaluator, node: Call) -> Any:
+    series = _text(evaluator, node)
+    return None if series is None else series.str.len().astype("Int64")
+
+
+@_implements("starts_with")
+def _starts_with(evaluator: _Evaluator, node: Call) -> Any:
+    series = _text(evaluator, node)
+    if series is None:
+        return None
+    return series.str.startswith(_literal(node, 1)).astype("boolean").mask(series.isna())
+
+
+@_implements("contains")
+def _contains(evaluator: _Evaluator, node: Call) -> Any:
+    series = _text(evaluator, node)
+    if series is None:
+        return None
+    found = series.str.contains(_literal(node, 1), regex=False)
+    return found.astype("boolean").mask(series.isna())
+
+
+def _date_part(part: str) -> Implementation:
+    def extract(evaluator: _Evaluator, node: Call) -> Any:
+        series = _timestamps(evaluator, node)
+        if series is None:
+            return None
+        return getattr(series.dt, part).astype("Int64")
+
+    return extract
+
+
+for _part in ("year", "month", "day", "hour"):
+    _implements(_part)(_date_part(_part))
+
+
+@_implements("date")
+def _date(evaluator: _Evaluator, node: Call) -> Any:
+    series = _timestamps(evaluator, node)
+    return None if series is None else _to_date(series)
+
+
+@_implements("coalesce")
+def _coalesce(evaluator: _Evaluator, node: Call) -> Any:
+    result = None
+    for argument in node.args:
+        value = evaluator.eval(argument)
+        if value is None:
+            continue
+        result = value if result is None else result.where(result.notna(), value)
+        if not isinstance(result, pd.Series):
+            break  # a non-null literal: nothing after it can be reached
+    return result
+
+
+@_implements("if_else")
+def _if_else(evaluator: _Evaluator, node: Call) -> Any:
+    condition_node, then_node, otherwise_node = node.args
+    # A null condition takes the 'otherwise' branch, as SQL's CASE WHEN does.
+    condition = evaluator.boolean(evaluator.eval(condition_node), condition_node)
+    condition = condition.fillna(False).astype(bool)
+    then, otherwise = evaluator.eval(then_node), evaluator.eval(otherwise_node)
+    if then is None and otherwise is None:
+        return None
+    if then is None:
+        return evaluator.series(otherwise).where(~condition)
+    if otherwise is None:
+        return evaluator.series(then).where(condition)
+    return evaluator.series(then).where(condition, otherwise)
+
+
+@_implements("between")
+def _between(evaluator: _Evaluator, node: Call) -> Any:
+    value, low, high = (evaluator.eval(argument) for argument in node.args)
+    above = evaluator._compare_pair(">=", value, low, node)
+    below = evaluator._compare_pair("<=", value, high, node)
+    return above & below
+
+
+@_implements("cast")
+def _cast(evaluator: _Evaluator, node: Call) -> Any:
+    series = _argument(evaluator, node)
+    if series is None:
+        return None
+    target = _literal(node, 1)
+    return _CASTS[target](series, node)
+
+
+def _numbers(series: pd.Series, node: Call) -> pd.Series:
+    if ptypes.is_bool_dtype(series.dtype):
+        return series.astype("Int64")
+    if ptypes.is_numeric_dtype(series.dtype):
+        return series
+    if _is_text(series):
+        parsed = pd.to_numeric(series.str.strip(), errors="coerce")
+        _refuse_unparsed(series, parsed, "a number", node)
+        return parsed
+    raise ExprEvalError(f"cannot cast {series.dtype} values to a number in {node.render()!r}")
+
+
+def _cast_int(series: pd.Series, node: Call) -> pd.Series:
+    numbers = _numbers(series, node)
+    if ptypes.is_float_dtype(numbers.dtype):
+        if np.isinf(numbers.astype("float64")).any():
+            raise ExprEvalError(f"cannot cast an infinite value to int in {node.render()!r}")
+        # Toward zero, as C, Java and Spark do; Int64 keeps the nulls.
+        numbers = np.trunc(numbers)
+    return numbers.astype("Int64")
+
+
+def _cast_float(series: pd.Series, node: Call) -> pd.Series:
+    return _numbers(series, node).astype("float64")
+
+
+def _cast_str(series: pd.Series, node: Call) -> pd.Series:
+    return series.astype("str")
+
+
+def _cast_bool(series: pd.Series, node: Call) -> pd.Series:
+    if ptypes.is_bool_dtype(series.dtype):
+        return series.astype("boolean")
+    if ptypes.is_numeric_dtype(series.dtype):
+        return (series != 0).astype("boolean").mask(series.isna())
+    if _is_text(series):
+        words = {**_TRUE_WORDS, **_FALSE_WORDS}
+        parsed = series.str.strip().str.lower().map(words)
+        _refuse_unparsed(series, parsed, "true or false", node)
+        return parsed.astype("boolean")
+    raise ExprEvalError(f"cannot cast {series.dtype} values to bool in {node.render()!r}")
+
+
+def _cast_date(series: pd.Series, node: Call) -> pd.Series:
+    return _to_date(_cast_timestamp(series, node)) if series.dtype != _DATE else series
+
+
+def _cast_timestamp(series: pd.Series, node: Call) -> pd.Series:
+    dtype = series.dtype
+    if ptypes.is_datetime64_any_dtype(dtype):
+        zone = getattr(dtype, "tz", None)
+        return series.dt.tz_localize("UTC") if zone is None else series.dt.tz_convert("UTC")
+    if dtype == _DATE:
+        return pd.to_datetime(series.astype(object)).dt.tz_localize("UTC")
+    if _is_text(series):
+        return _parse_timestamps(series, node)
+    raise ExprEvalError(f"cannot cast {dtype} values to timestamp in {node.render()!r}")
+
+
+_CASTS: dict[str, Callable[[pd.Series, Call], pd.Series]] = {
+    "int": _cast_int,
+    "float": _cast_float,
+    "str": _cast_str,
+    "bool": _cast_bool,
+    "date": _cast_date,
+    "timestamp": _cast_timestamp,
+}

@@ -1,0 +1,265 @@
+"""Evaluate an expression tree on a pandas DataFrame: vectorised, with SQL's nulls.
+
+This is the only module of the blueprint package that imports pandas; the package's
+``__init__`` loads it on first use, so that parsing and validating a blueprint stays free of
+dataframe libraries.
+
+Nulls (None, NaN, NA, NaT) follow SQL: arithmetic and comparisons with a null are null;
+``and``/``or``/``not`` use three-valued logic; ``x in [...]`` is null for a null ``x``;
+``is_null`` and ``not_null`` are never null. A filter keeps only rows whose condition is true,
+so a null condition drops the row. Division by zero follows pandas (inf or NaN) unless
+``strict=True``, which raises instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import operator
+from collections.abc import Callable
+from functools import reduce
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+from chanbatch.blueprint.evalfunctions import FUNCTION_IMPLEMENTATIONS
+from chanbatch.blueprint.expr import ExprEvalError
+from chanbatch.blueprint.nodes import (
+    BinOp,
+    BoolOp,
+    Call,
+    Column,
+    Compare,
+    Expr,
+    InList,
+    Literal,
+    Negate,
+    Not,
+)
+from chanbatch.errors import did_you_mean
+
+_ARITH: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "//": operator.floordiv,
+    "%": operator.mod,
+    "**": operator.pow,
+}
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+Value = Any  # a pandas Series, or a Python scalar from a literal (None is null)
+
+
+def evaluate(expr: Expr, frame: pd.DataFrame, *, strict: bool = False) -> pd.Series:
+    """The value of ``expr`` on every row of ``frame``, as a Series on ``frame.index``.
+
+    Raises ExprEvalError for a missing column, mismatched types, a value that cannot be cast,
+    or (with ``strict``) a division by zero.
+    """
+    evaluator = _Evaluator(frame, strict=strict)
+    return evaluator.series(evaluator.eval(expr))
+
+
+def evaluate_mask(expr: Expr, frame: pd.DataFrame, *, strict: bool = False) -> pd.Series:
+    """A plain bool Series that keeps the rows where ``expr`` is true; null counts as false.
+
+    Raises ExprEvalError as :func:`evaluate` does, and when ``expr`` is not a condition.
+    """
+    evaluator = _Evaluator(frame, strict=strict)
+    condition = evaluator.boolean(evaluator.eval(expr), expr)
+    return condition.fillna(False).astype(bool)
+
+
+class _Evaluator:
+    def __init__(self, frame: pd.DataFrame, *, strict: bool) -> None:
+        self.frame = frame
+        self.index = frame.index
+        self.strict = strict
+
+    # -- values -------------------------------------------------------------------------
+
+    def series(self, value: Value) -> pd.Series:
+        """Broadcast a scalar to the frame's length; a null becomes a column of nulls."""
+        if isinstance(value, pd.Series):
+            return value
+        if value is None:
+            return pd.Series([None] * len(self.index), index=self.index, dtype=object)
+        return pd.Series(value, index=self.index)
+
+    def boolean(self, value: Value, node: Expr) -> pd.Series:
+        """The value as a nullable boolean Series; raises if it holds anything but booleans."""
+        series = self.series(value)
+        if ptypes.is_bool_dtype(series.dtype):
+            return series.astype("boolean")
+        non_null = series.dropna()
+        if series.dtype == object and all(isinstance(v, bool | np.bool_) for v in non_null):
+            return series.astype("boolean")
+        raise ExprEvalError(f"{node.render()!r} is not a condition: it has {series.dtype} values")
+
+    def eval(self, node: Expr) -> Value:
+        method = _DISPATCH.get(type(node))
+        if method is None:
+            raise TypeError(f"not an expression node: {node!r}")
+        return method(self, node)
+
+    # -- nodes --------------------------------------------------------------------------
+
+    def _column(self, node: Column) -> Value:
+        if node.name not in self.frame.columns:
+            names = [str(c) for c in self.frame.columns]
+            hint = did_you_mean(node.name, names)
+            raise ExprEvalError(f"unknown column {node.name!r}", hint=hint)
+        return self.frame[node.name]
+
+    def _literal(self, node: Literal) -> Value:
+        return node.value
+
+    def _negate(self, node: Negate) -> Value:
+        value = self.eval(node.operand)
+        if value is None:
+            return None
+        try:
+            return -self.series(value)
+        except TypeError as exc:
+            raise ExprEvalError(f"cannot negate {node.operand.render()!r}: {exc}") from exc
+
+    def _binop(self, node: BinOp) -> Value:
+        left, right = self.eval(node.left), self.eval(node.right)
+        if left is None or right is None:
+            return None
+        if not isinstance(left, pd.Series) and not isinstance(right, pd.Series):
+            left = self.series(left)
+        if self.strict and node.op in ("/", "//", "%"):
+            self._check_divisor(left, right, node)
+        if node.op == "**":
+            # Powers are computed in floating point: integer powers overflow silently and
+            # refuse negative exponents.
+            left, right = _as_float(left), _as_float(right)
+        try:
+            with np.errstate(all="ignore"):
+                return _ARITH[node.op](left, right)
+        except (TypeError, ValueError) as exc:
+            raise ExprEvalError(
+                f"cannot compute {node.render()!r}: {_kind(left)} {node.op} {_kind(right)}"
+            ) from exc
+
+    def _check_divisor(self, left: Value, right: Value, node: BinOp) -> None:
+        if isinstance(right, pd.Series):
+            zero = (right == 0).fillna(False).astype(bool) & right.notna()
+        else:
+            zero = pd.Series(right == 0, index=self.index)
+        if isinstance(left, pd.Series):
+            zero &= left.notna()  # null / 0 is null, as in SQL, not an error
+        rows = int(zero.sum())
+        if rows:
+            raise ExprEvalError(f"division by zero in {node.render()!r} on {rows} row(s)")
+
+    def _compare(self, node: Compare) -> Value:
+        values = [self.eval(operand) for operand in node.operands]
+        parts = [
+            self._compare_pair(op, left, right, node)
+            for op, left, right in zip(node.ops, values, values[1:], strict=False)
+        ]
+        return reduce(operator.and_, parts)
+
+    def _compare_pair(self, op: str, left: Value, right: Value, node: Expr) -> pd.Series:
+        if left is None or right is None:
+            return self.series(None).astype("boolean")
+        left, right = _align_temporal(left, right), _align_temporal(right, left)
+        if not isinstance(left, pd.Series) and not isinstance(right, pd.Series):
+            left = self.series(left)
+        try:
+            raw = _COMPARE[op](left, right)
+        except TypeError as exc:
+            raise ExprEvalError(
+                f"cannot compare {_kind(left)} with {_kind(right)} in {node.render()!r}"
+            ) from exc
+        return raw.astype("boolean").mask(_null_mask(left) | _null_mask(right))
+
+    def _in_list(self, node: InList) -> Value:
+        operand = self.series(self.eval(node.operand))
+        values = [_align_temporal(v, operand) for v in node.values if v is not None]
+        found = operand.isin(values).astype(bool)
+        result = found.astype("boolean")
+        if len(values) < len(node.values):
+            # `x in [1, null]` is true for 1 and unknown otherwise: x might equal the null.
+            result = result.mask(~found)
+        result = result.mask(operand.isna())
+        return ~result if node.negated else result
+
+    def _bool_op(self, node: BoolOp) -> Value:
+        parts = [self.boolean(self.eval(operand), operand) for operand in node.operands]
+        # pandas' nullable boolean implements Kleene logic: false and null is false.
+        return reduce(operator.and_ if node.op == "and" else operator.or_, parts)
+
+    def _not(self, node: Not) -> Value:
+        return ~self.boolean(self.eval(node.operand), node.operand)
+
+    def _call(self, node: Call) -> Value:
+        return FUNCTION_IMPLEMENTATIONS[node.name](self, node)
+
+
+_DISPATCH: dict[type, Callable[[_Evaluator, Any], Value]] = {
+    Column: _Evaluator._column,
+    Literal: _Evaluator._literal,
+    Negate: _Evaluator._negate,
+    BinOp: _Evaluator._binop,
+    Compare: _Evaluator._compare,
+    InList: _Evaluator._in_list,
+    BoolOp: _Evaluator._bool_op,
+    Not: _Evaluator._not,
+    Call: _Evaluator._call,
+}
+
+
+def _null_mask(value: Value) -> Any:
+    return value.isna() if isinstance(value, pd.Series) else False
+
+
+def _kind(value: Value) -> str:
+    if isinstance(value, pd.Series):
+        return f"{value.dtype} column"
+    return type(value).__name__
+
+
+def _as_float(value: Value) -> Value:
+    if isinstance(value, pd.Series):
+        if ptypes.is_numeric_dtype(value.dtype) and not ptypes.is_bool_dtype(value.dtype):
+            return value.astype("float64")
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _align_temporal(value: Value, other: Value) -> Value:
+    """Read a string literal as a date or timestamp when it is compared with one.
+
+    ``ts > '2013-06-01'`` should compare times, not fail on a str; the literal takes the
+    column's time zone, as snapshots store timestamps in UTC.
+    """
+    if not isinstance(value, str) or not isinstance(other, pd.Series):
+        return value
+    dtype = other.dtype
+    try:
+        if isinstance(dtype, pd.ArrowDtype) and str(dtype.pyarrow_dtype).startswith("date"):
+            return dt.date.fromisoformat(value)
+        if ptypes.is_datetime64_any_dtype(dtype):
+            stamp = pd.Timestamp(value)
+            zone = getattr(dtype, "tz", None)
+            if zone is not None and stamp.tzinfo is None:
+                stamp = stamp.tz_localize(zone)
+            return stamp
+    except ValueError as exc:
+        raise ExprEvalError(f"cannot read {value!r} as a {dtype} value") from exc
+    return value

@@ -1,0 +1,157 @@
+"""Parse the blueprint expression language into our own tree, never into anything runnable.
+
+Python's ``ast`` does the tokenising and precedence; :mod:`chanbatch.blueprint.convert` then
+walks the syntax tree with an allowlist and builds :mod:`chanbatch.blueprint.nodes`. Nothing is
+ever passed to ``eval``, ``compile`` or ``pandas.eval``: a string that the walk does not
+understand is rejected, and the error names the offending token and where it starts::
+
+    >>> parse_expr("x.__class__")
+    Traceback (most recent call last):
+    ...
+    chanbatch.blueprint.problems.ExprError: attribute access '.__class__' is not allowed at position 2
+
+The language: column names (identifiers), int/float/str/bool literals and ``null``;
+``+ - * / // % **`` and unary minus; comparisons, chained too (``0 < x <= 5``); ``and``,
+``or``, ``not``; ``x in [...]`` and ``x not in [...]`` over literals; and calls to the functions
+in :data:`chanbatch.blueprint.functions.FUNCTIONS`.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from chanbatch.blueprint.convert import Converter
+from chanbatch.blueprint.functions import AGGREGATES, FUNCTIONS
+from chanbatch.blueprint.nodes import AggCall, Expr
+from chanbatch.blueprint.problems import ExprError, ExprEvalError
+from chanbatch.errors import did_you_mean
+
+__all__ = ["MAX_LENGTH", "ExprError", "ExprEvalError", "parse_aggregate", "parse_expr"]
+
+# Long enough for any hand-written expression, short enough that a pathological one cannot
+# exhaust the parser's recursion or memory.
+MAX_LENGTH = 10_000
+
+
+def parse_expr(text: str) -> Expr:
+    """Parse one expression into a tree.
+
+    Raises ExprError for text that does not parse or that uses anything outside the language.
+    """
+    return Converter(text).convert(_parse_python(text))
+
+
+def parse_aggregate(text: str) -> AggCall:
+    """Parse one aggregate such as ``count()``, ``mean(dep_delay)`` or ``sum(a * b)``.
+
+    Raises ExprError for an unknown aggregate, a wrong number of arguments, or a bad argument.
+    """
+    if re.fullmatch(r"\s*count\s*\(\s*\*\s*\)\s*", text):
+        # SQL habit; Python cannot even parse it, so say what to write instead.
+        raise ExprError(
+            "'count(*)' is not allowed",
+            token="*",
+            position=text.index("*") + 1,
+            text=text,
+            hint="count rows with count()",
+        )
+    body = _parse_python(text)
+    converter = Converter(text, inside_aggregate=True)
+    allowed = ", ".join(AGGREGATES)
+    if not isinstance(body, ast.Call) or not isinstance(body.func, ast.Name):
+        raise converter.error(
+            body,
+            f"expected an aggregate such as mean(column), got {converter.segment(body)!r}",
+            hint=f"aggregates: {allowed}",
+        )
+    name = body.func.id
+    if name in FUNCTIONS:
+        raise converter.error(
+            body.func,
+            f"{name!r} is a function, not an aggregate",
+            token=name,
+            hint="aggregate first, then apply functions in a later 'derive' stage",
+        )
+    if name not in AGGREGATES:
+        close = did_you_mean(name, AGGREGATES)
+        raise converter.error(
+            body.func, f"unknown aggregate {name!r}", hint=close or f"aggregates: {allowed}"
+        )
+    if body.keywords:
+        raise converter.keyword_error(body.keywords[0])
+    if any(isinstance(arg, ast.Starred) for arg in body.args):
+        hint = "count rows with count()" if name == "count" else None
+        raise converter.error(body.args[0], "starred argument is not allowed", hint=hint)
+    low, high = AGGREGATES[name]
+    if not low <= len(body.args) <= high:
+        expected = f"{low} or {high} arguments" if low != high else f"{low} argument"
+        raise converter.error(body, f"aggregate {name!r} takes {expected}, got {len(body.args)}")
+    arg = converter.convert(body.args[0]) if body.args else None
+    return AggCall(func=name, arg=arg)
+
+
+def _parse_python(text: str) -> ast.expr:
+    if not isinstance(text, str):
+        raise TypeError(f"an expression is a string, got {type(text).__name__}")
+    if not text.strip():
+        raise ExprError("empty expression", token="", position=1, text=text)
+    if len(text) > MAX_LENGTH:
+        raise ExprError(
+            f"expression is longer than {MAX_LENGTH} characters",
+            token=text[:20],
+            position=1,
+            text=text,
+        )
+    # YAML block scalars may spread an expression over lines; the language has no statements,
+    # so a newline is just whitespace. Each is replaced one for one to keep positions right.
+    source = text.replace("\r", " ").replace("\n", " ")
+    indent = len(source) - len(source.lstrip())
+    try:
+        tree = ast.parse(source.lstrip(), mode="eval")
+    except SyntaxError as exc:
+        # Python reports offset 0 when the text ends too early.
+        offset = exc.offset if exc.offset and exc.offset >= 1 else len(source) - indent + 1
+        position = indent + min(offset, len(source) - indent + 1)
+        token = _token_at(text, position - 1)
+        near = f" near {token!r}" if token else " at the end"
+        raise ExprError(
+            f"cannot parse: {_python_message(exc.msg)}{near}",
+            token=token,
+            position=position,
+            text=text,
+        ) from None
+    except (ValueError, RecursionError, MemoryError) as exc:
+        reason = "expression is nested too deeply" if not isinstance(exc, ValueError) else str(exc)
+        raise ExprError(f"cannot parse: {reason}", token="", position=1, text=text) from None
+    if indent:
+        _Shifted(indent).visit(tree)
+    return tree.body
+
+
+def _python_message(message: str) -> str:
+    # Python's hints ("Perhaps you forgot a comma?", "(detected at line 1)") talk about Python
+    # code; keep only the first clause, which is about the text itself.
+    message = re.sub(r"\s*\(detected at line \d+\)", "", message)
+    return message.split(". ")[0].rstrip(".")
+
+
+def _token_at(text: str, index: int) -> str:
+    if index >= len(text):
+        return ""
+    match = re.compile(r"\w+|\S").match(text, index)
+    return match.group(0) if match else text[index]
+
+
+class _Shifted(ast.NodeTransformer):
+    """Moves column offsets past the leading whitespace that was stripped before parsing."""
+
+    def __init__(self, shift: int) -> None:
+        self.shift = shift
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        if self.shift and hasattr(node, "col_offset"):
+            node.col_offset += self.shift
+            if getattr(node, "end_col_offset", None) is not None:
+                node.end_col_offset += self.shift
+        return super().generic_visit(node)

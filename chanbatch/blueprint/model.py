@@ -1,0 +1,287 @@
+"""The blueprint data model: what a blueprint says, after parsing and validation.
+
+Everything here is a frozen dataclass with no behaviour beyond describing itself. Each
+operation's :meth:`canonical` returns a plain JSON-able dict that feeds the stage's cache key
+(DESIGN.md section 1), so it holds exactly what decides the stage's output and nothing else:
+
+- expressions appear as their canonical rendering, so spacing and redundant parentheses do not
+  change a key;
+- lists whose order shapes the output (derived columns, selected columns, aggregates, sort
+  keys) keep their order; mappings whose order does not (rename) are sorted;
+- names of other stages and inputs never appear: which data flows in enters the key through
+  the upstream keys and broadcast input ids, so renaming a stage keeps its cache.
+
+Mappings are plain dicts (in declaration order) so that the model pickles onto Dask workers;
+treat them as read-only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from chanbatch.blueprint.functions import DECOMPOSABLE_AGGREGATES
+from chanbatch.blueprint.nodes import AggCall, Expr
+
+JoinHow = Literal["inner", "left", "right", "outer"]
+JOIN_HOWS: tuple[str, ...] = ("inner", "left", "right", "outer")
+DEFAULT_SUFFIXES: tuple[str, str] = ("", "_right")
+
+Canonical = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Filter:
+    """Keep the rows where ``expr`` is true (null counts as false)."""
+
+    kind: ClassVar[str] = "filter"
+    expr: Expr
+
+    def canonical(self) -> Canonical:
+        """The stage spec that enters the cache key."""
+        return {"op": self.kind, "expr": self.expr.render()}
+
+    def references(self) -> tuple[str, ...]:
+        """Inputs or stages read besides ``from``: none."""
+        return ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Derive:
+    """Add or replace columns, in order; each expression may use the columns derived above it."""
+
+    kind: ClassVar[str] = "derive"
+    columns: dict[str, Expr]
+
+    def canonical(self) -> Canonical:
+        """The stage spec that enters the cache key."""
+        return {"op": self.kind, "columns": [[n, e.render()] for n, e in self.columns.items()]}
+
+    def references(self) -> tuple[str, ...]:
+        """Inputs or stages read besides ``from``: none."""
+        return ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Select:
+    """Keep these columns, in this order."""
+
+    kind: ClassVar[str] = "select"
+    columns: tuple[str, ...]
+
+    def canonical(self) -> Canonical:
+        """The stage spec that enters the cache key."""
+        return {"op": self.kind, "columns": list(self.columns)}
+
+    def references(self) -> tuple[str, ...]:
+        """Inputs or stages read besides ``from``: none."""
+        return ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rename:
+    """Rename columns, old name -> new name; other columns keep their names and places."""
+
+    kind: ClassVar[str] = "rename"
+    mapping: dict[str, str]
+
+    def canonical(self) -> Canonical:
+        """The stage spec that enters the cache key."""
+        return {"op": self.kind, "mapping": dict(sorted(self.mapping.items()))}
+
+    def references(self) -> tuple[str, ...]:
+        """Inputs or stages read besides ``from``: none."""
+        return ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Join:
+    """Join ``from`` (left) with ``right`` on equal values of the ``on`` columns.
+
+    Columns other than ``on`` that both sides have get ``suffixes`` (left, right) appended.
+    """
+
+    kind: ClassVar[str] = "join"
+    right: str
+    on: tuple[str, ...]
+    how: JoinHow = "inner"
+    suffixes: tuple[str, str] = DEFAULT_SUFFIXES
+
+    def canonical(self) -> Canonical:
+        """The stage spec that enters the cache key (``right`` enters through its id)."""
+        return {
+            "op": self.kind,
+            "on": list(self.on),
+            "how": self.how,
+            "suffixes": list(self.suffixes),
+        }
+
+    def references(self) -> tuple[str, ...]:
+        """Inputs or stages read besides ``from``: the right side."""
+        return (self.right,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Aggregate:
+    """Group by ``group_by`` (or the whole input, when empty) and compute ``aggregates``."""
+
+    kind: ClassVar[str] = "aggregate"
+    group_by: tuple[str, ...] = ()
+    aggregates: dict[str, AggCall]
+
+    def canonical(self) -> Canonical:
+        """The stage spec that enters the cache key."""
+        return {
+            "op": self.kind,
+            "group_by": list(self.group_by),
+            "aggregates": [[name, agg.render()] for name, agg in self.aggregates.items()],
+        }
+
+    def references(self) -> tuple[str, ...]:
+        """Inputs or stages read besides ``from``: none."""
+        return ()
+
+    @property
+    def decomposable(self) -> bool:
+        """True if per-slice partials combine exactly; False means it needs the whole input."""
+        return all(agg.func in DECOMPOSABLE_AGGREGATES for agg in self.aggregates.values())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SortKey:
+    """One sort column and its direction."""
+
+    column: str
+    ascending: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sort:
+    """A stable sort by the keys in order; nulls sort last in either direction."""
+
+    kind: ClassVar[str] = "sort"
+    by: tuple[SortKey, ...]
+
+    def canonical(self) -> Canonical:
+        """The stage spec that enters the cache key."""
+        keys = [[key.column, "asc" if key.ascending else "desc"] for key in self.by]
+        return {"op": self.kind, "by": keys}
+
+    def references(self) -> tuple[str, ...]:
+        """Inputs or stages read besides ``from``: none."""
+        return ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limit:
+    """The first ``n`` rows."""
+
+    kind: ClassVar[str] = "limit"
+    n: int
+
+    def canonical(self) -> Canonical:
+        """The stage spec that enters the cache key."""
+        return {"op": self.kind, "n": self.n}
+
+    def references(self) -> tuple[str, ...]:
+        """Inputs or stages read besides ``from``: none."""
+        return ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Union:
+    """The rows of ``from`` followed by the rows of each of ``others``, in order."""
+
+    kind: ClassVar[str] = "union"
+    others: tuple[str, ...]
+
+    def canonical(self) -> Canonical:
+        """The stage spec that enters the cache key (the inputs enter through their keys)."""
+        return {"op": self.kind, "inputs": 1 + len(self.others)}
+
+    def references(self) -> tuple[str, ...]:
+        """Inputs or stages read besides ``from``: the others."""
+        return self.others
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Map:
+    """A user function ``module:function`` from DataFrame to DataFrame, at ``version``.
+
+    The code itself cannot be hashed reliably, so ``version`` stands for it: bump it whenever
+    the function's output changes, or cached results will be reused.
+    """
+
+    kind: ClassVar[str] = "map"
+    function: str
+    version: str
+
+    def canonical(self) -> Canonical:
+        """The stage spec that enters the cache key."""
+        return {"op": self.kind, "function": self.function, "version": self.version}
+
+    def references(self) -> tuple[str, ...]:
+        """Inputs or stages read besides ``from``: none."""
+        return ()
+
+
+Operation = Filter | Derive | Select | Rename | Join | Aggregate | Sort | Limit | Union | Map
+
+#: Operation keyword in a blueprint -> its class.
+OPERATIONS: dict[str, type[Operation]] = {
+    cls.kind: cls
+    for cls in (Filter, Derive, Select, Rename, Join, Aggregate, Sort, Limit, Union, Map)
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stage:
+    """One named step: an operation applied to ``from_`` (and to what the operation references)."""
+
+    name: str
+    from_: str
+    operation: Operation
+    per_slice: bool = False
+    line: int | None = None
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        """Every input or stage this stage reads, ``from_`` first."""
+        return (self.from_, *self.operation.references())
+
+    def canonical(self) -> Canonical:
+        """The stage spec that enters the cache key: the operation's, plus ``per_slice``."""
+        return {**self.operation.canonical(), "per_slice": self.per_slice}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Blueprint:
+    """A validated blueprint: named inputs, stages in declaration order, and outputs."""
+
+    name: str
+    inputs: dict[str, str]
+    stages: dict[str, Stage]
+    outputs: dict[str, str]
+    source: str = "<string>"
+
+    @classmethod
+    def from_yaml(cls, path_or_text: str | Path) -> Blueprint:
+        """Load a blueprint from a file path or from YAML text.
+
+        Raises BlueprintError listing every problem found, or InputError if a path is given
+        that cannot be read.
+        """
+        from chanbatch.blueprint.parse import load_blueprint  # parse imports this module
+
+        return load_blueprint(path_or_text)
+
+    def topological_order(self) -> list[str]:
+        """Stage names, each after everything it reads; ties keep declaration order."""
+        from chanbatch.blueprint.graph import topological_order
+
+        edges = {
+            name: [up for up in stage.upstream if up in self.stages]
+            for name, stage in self.stages.items()
+        }
+        return topological_order(edges)

@@ -1,0 +1,278 @@
+"""The expression tree: small, immutable, picklable, and rendered in one canonical spelling.
+
+Trees come from :func:`chanbatch.blueprint.expr.parse_expr`; the evaluator walks them on
+pandas. :meth:`Expr.render` is the canonical text that stage specs, and so cache keys, are built
+from: one space around every operator, only the parentheses the grammar needs, literals spelled
+one way (``null``, ``true``, ``'text'``). Parsing a rendering gives back a tree that renders the
+same, so two spellings of one expression share a key.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal as TypingLiteral
+
+Scalar = int | float | str | bool | None
+ArithOp = TypingLiteral["+", "-", "*", "/", "//", "%", "**"]
+CompareOp = TypingLiteral["==", "!=", "<", "<=", ">", ">="]
+
+#: Names that spell literals, so they cannot name a column.
+RESERVED_NAMES = frozenset({"null", "None", "true", "True", "false", "False"})
+
+ARITH_OPS: tuple[str, ...] = ("+", "-", "*", "/", "//", "%", "**")
+COMPARE_OPS: tuple[str, ...] = ("==", "!=", "<", "<=", ">", ">=")
+
+# Binding strength as in Python's grammar, so render() adds exactly the parentheses that keep
+# the tree's meaning when the text is parsed again.
+_OR, _AND, _NOT, _CMP, _ADD, _MUL, _NEG, _POW, _ATOM = 1, 2, 3, 4, 6, 7, 8, 9, 10
+_ARITH_PRECEDENCE = {"+": _ADD, "-": _ADD, "*": _MUL, "/": _MUL, "//": _MUL, "%": _MUL, "**": _POW}
+
+
+class Expr:
+    """Base of every expression node."""
+
+    __slots__ = ()
+
+    def children(self) -> tuple[Expr, ...]:
+        """The direct sub-expressions, left to right."""
+        return ()
+
+    def walk(self) -> Iterator[Expr]:
+        """This node and every node below it, depth first."""
+        stack: list[Expr] = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children()))
+
+    def columns(self) -> frozenset[str]:
+        """The names of every column the expression reads."""
+        return frozenset(node.name for node in self.walk() if isinstance(node, Column))
+
+    def render(self) -> str:
+        """The canonical text of the expression; parsing it gives an equal rendering."""
+        return _render(self)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Column(Expr):
+    """A reference to a column of the input frame, by a plain identifier."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if not is_column_name(self.name):
+            raise ValueError(f"not a column name an expression can spell: {self.name!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Literal(Expr):
+    """A constant: int, finite float, str, bool, or null (``None``)."""
+
+    value: Scalar
+
+    def __post_init__(self) -> None:
+        if isinstance(self.value, float) and not math.isfinite(self.value):
+            raise ValueError(f"a literal must be finite, got {self.value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Negate(Expr):
+    """Unary minus of an expression that is not a plain number (those fold into a Literal)."""
+
+    operand: Expr
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.operand,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BinOp(Expr):
+    """Arithmetic: ``left op right``."""
+
+    op: ArithOp
+    left: Expr
+    right: Expr
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.left, self.right)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Compare(Expr):
+    """A comparison, possibly chained: ``0 < x <= 5`` is operands (0, x, 5), ops (<, <=)."""
+
+    operands: tuple[Expr, ...]
+    ops: tuple[CompareOp, ...]
+
+    def __post_init__(self) -> None:
+        if not self.ops or len(self.operands) != len(self.ops) + 1:
+            raise ValueError("a comparison needs one more operand than operators")
+
+    def children(self) -> tuple[Expr, ...]:
+        return self.operands
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InList(Expr):
+    """``operand in [v, ...]`` or, when ``negated``, ``operand not in [...]``."""
+
+    operand: Expr
+    values: tuple[Scalar, ...]
+    negated: bool = False
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.operand,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BoolOp(Expr):
+    """``and`` / ``or`` over two or more operands; nested runs of the same operator flatten."""
+
+    op: TypingLiteral["and", "or"]
+    operands: tuple[Expr, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.operands) < 2:
+            raise ValueError(f"'{self.op}' needs at least two operands")
+        # `(a and b) and c` means `a and b and c`; flattening here gives both one rendering,
+        # hence one cache key.
+        flat: list[Expr] = []
+        for operand in self.operands:
+            if isinstance(operand, BoolOp) and operand.op == self.op:
+                flat.extend(operand.operands)
+            else:
+                flat.append(operand)
+        object.__setattr__(self, "operands", tuple(flat))
+
+    def children(self) -> tuple[Expr, ...]:
+        return self.operands
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Not(Expr):
+    """Logical negation."""
+
+    operand: Expr
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.operand,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Call(Expr):
+    """A call to one of the allowlisted functions in :mod:`chanbatch.blueprint.functions`."""
+
+    name: str
+    args: tuple[Expr, ...]
+
+    def children(self) -> tuple[Expr, ...]:
+        return self.args
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AggCall:
+    """One aggregate of a stage: ``func`` over ``arg``, or over rows when ``arg`` is None."""
+
+    func: str
+    arg: Expr | None = None
+
+    def columns(self) -> frozenset[str]:
+        """The columns the aggregate reads (none for ``count()``)."""
+        return self.arg.columns() if self.arg is not None else frozenset()
+
+    def render(self) -> str:
+        """The canonical text, such as ``mean(dep_delay)``."""
+        return f"{self.func}({self.arg.render() if self.arg is not None else ''})"
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def is_column_name(name: str) -> bool:
+    """True if ``name`` can be written as a column in an expression."""
+    return (
+        isinstance(name, str)
+        and name.isidentifier()
+        and not keyword.iskeyword(name)
+        and not name.startswith("__")
+        and name not in RESERVED_NAMES
+    )
+
+
+def render_scalar(value: Scalar) -> str:
+    """The canonical spelling of a literal value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return repr(value)
+    raise TypeError(f"not a literal value: {value!r}")
+
+
+def _precedence(node: Expr) -> int:
+    if isinstance(node, BoolOp):
+        return _OR if node.op == "or" else _AND
+    if isinstance(node, Not):
+        return _NOT
+    if isinstance(node, Compare | InList):
+        return _CMP
+    if isinstance(node, BinOp):
+        return _ARITH_PRECEDENCE[node.op]
+    if isinstance(node, Negate):
+        return _NEG
+    if isinstance(node, Literal):
+        # A negative number reads as a unary minus: `(-2) ** 2` differs from `-2 ** 2`.
+        value = node.value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return _ATOM
+        negative = value < 0 or (isinstance(value, float) and math.copysign(1.0, value) < 0)
+        return _NEG if negative else _ATOM
+    return _ATOM
+
+
+def _wrap(node: Expr, parenthesise: bool) -> str:
+    text = _render(node)
+    return f"({text})" if parenthesise else text
+
+
+def _render(node: Expr) -> str:
+    if isinstance(node, Column):
+        return node.name
+    if isinstance(node, Literal):
+        return render_scalar(node.value)
+    if isinstance(node, Negate):
+        return "-" + _wrap(node.operand, _precedence(node.operand) < _NEG)
+    if isinstance(node, BinOp):
+        own = _ARITH_PRECEDENCE[node.op]
+        right_assoc = node.op == "**"
+        left_prec, right_prec = _precedence(node.left), _precedence(node.right)
+        left = _wrap(node.left, left_prec < own or (right_assoc and left_prec == own))
+        right = _wrap(node.right, right_prec < own or (not right_assoc and right_prec == own))
+        return f"{left} {node.op} {right}"
+    if isinstance(node, Compare):
+        # A comparison inside a comparison must keep its parentheses: `(a < b) == c` is not
+        # the chain `a < b == c`.
+        parts = [_wrap(node.operands[0], _precedence(node.operands[0]) <= _CMP)]
+        for op, operand in zip(node.ops, node.operands[1:], strict=True):
+            parts.append(f"{op} {_wrap(operand, _precedence(operand) <= _CMP)}")
+        return " ".join(parts)
+    if isinstance(node, InList):
+        keyword = "not in" if node.negated else "in"
+        values = ", ".join(render_scalar(value) for value in node.values)
+        return f"{_wrap(node.operand, _precedence(node.operand) <= _CMP)} {keyword} [{values}]"
+    if isinstance(node, BoolOp):
+        own = _precedence(node)
+        return f" {node.op} ".join(_wrap(o, _precedence(o) <= own) for o in node.operands)
+    if isinstance(node, Not):
+        return "not " + _wrap(node.operand, _precedence(node.operand) < _NOT)
+    if isinstance(node, Call):
+        return f"{node.name}({', '.join(_render(arg) for arg in node.args)})"
+    raise TypeError(f"not an expression node: {node!r}")

@@ -1,0 +1,363 @@
+"""Turn blueprint YAML into a validated :class:`Blueprint`, reporting every problem at once.
+
+The check runs in three passes over the located YAML (:mod:`chanbatch.blueprint.reader`):
+the top level, each stage on its own (:mod:`chanbatch.blueprint.operations`), then the graph:
+references that name nothing, cycles, and outputs. Every pass records into one problem log,
+and a single BlueprintError lists them all, in line order.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from chanbatch.blueprint import checks
+from chanbatch.blueprint.checks import DATASET_NAME, STAGE_NAME, Scope, describe
+from chanbatch.blueprint.graph import find_cycles
+from chanbatch.blueprint.model import OPERATIONS, Blueprint, Operation, Stage
+from chanbatch.blueprint.operations import build_operation
+from chanbatch.blueprint.problems import ProblemLog
+from chanbatch.blueprint.reader import LocatedList, LocatedMap, read_yaml
+from chanbatch.errors import InputError, did_you_mean
+
+TOP_LEVEL_KEYS = ("name", "description", "inputs", "stages", "outputs")
+STAGE_KEYS = ("from", "per_slice", "description", "group_by", *OPERATIONS)
+_REQUIRED = ("name", "inputs", "stages", "outputs")
+# DATASET, DATASET@<id prefix> or DATASET[slice] (DESIGN.md section 3). Only the shape is
+# checked here; whether it resolves is the store's business, at plan time.
+_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}(?:@[0-9a-f]{8,64}|\[[^\[\]]+\])?$")
+_NAME_RULE = "use letters, digits, '_' and '-', starting with a letter or '_'"
+_DATASET_RULE = "use up to 128 letters, digits, '_', '.' and '-', starting with a letter or digit"
+
+
+@dataclass(slots=True)
+class _Draft:
+    """A stage as parsed so far, with the lines of the names it refers to."""
+
+    line: int
+    stage: Stage | None = None
+    refs: list[tuple[str, int, str]] = field(default_factory=list)  # (name, line, field)
+
+
+def load_blueprint(path_or_text: str | os.PathLike[str]) -> Blueprint:
+    """Load a blueprint from a path (``os.PathLike``, or a one-line str naming a file or
+    ending in ``.yaml``/``.yml``) or from YAML text. Problems name the path as given.
+
+    Raises BlueprintError listing every problem, or InputError if the file cannot be read.
+    """
+    if isinstance(path_or_text, os.PathLike) or _looks_like_path(path_or_text):
+        path = os.fspath(path_or_text)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(f"blueprint file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read blueprint {path}: {exc}") from exc
+        return parse_blueprint(text, source=path)
+    return parse_blueprint(path_or_text)
+
+
+def _looks_like_path(value: str) -> bool:
+    if not isinstance(value, str) or "\n" in value:
+        return False
+    value = value.strip()
+    return value.endswith((".yaml", ".yml")) or os.path.isfile(value)
+
+
+def parse_blueprint(text: str, *, source: str = "<string>") -> Blueprint:
+    """Parse and validate blueprint YAML; ``source`` names it in problems.
+
+    Raises BlueprintError listing every problem found.
+    """
+    log = ProblemLog(source)
+    top = Scope(log)
+    document = _read(text, log)
+    if not isinstance(document, LocatedMap):
+        line = document.line if isinstance(document, LocatedList) else 1
+        top.problem(
+            line,
+            f"expected a mapping with {', '.join(map(repr, _REQUIRED))}, got {describe(document)}",
+        )
+        log.raise_if_any()
+    assert isinstance(document, LocatedMap)
+    misspelled = checks.unknown_keys(top, document, TOP_LEVEL_KEYS)
+    for key in _REQUIRED:
+        # A misspelt key was just reported with a "did you mean"; once is enough.
+        if key not in document and key not in misspelled:
+            top.problem(document.line, f"missing {key!r}")
+    name = _name(document, top)
+    inputs = _inputs(document, top)
+    drafts = _stages(document, log, inputs)
+    outputs = _outputs(document, top, drafts, inputs)
+    _check_graph(drafts, inputs, log)
+    log.raise_if_any()
+    stages = {stage_name: draft.stage for stage_name, draft in drafts.items()}
+    assert name is not None and all(stage is not None for stage in stages.values())
+    return Blueprint(name=name, inputs=inputs, stages=stages, outputs=outputs, source=source)  # type: ignore[arg-type]
+
+
+def _read(text: str, log: ProblemLog) -> Any:
+    try:
+        document, duplicates = read_yaml(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = f"invalid YAML: {exc.problem or exc.context or 'cannot be read'}"
+        if exc.problem and exc.context and exc.context_mark:
+            # Where the unfinished thing began is often where the mistake is.
+            message += f" {exc.context} (started at line {exc.context_mark.line + 1})"
+        # PyYAML words indentation mistakes in terms of its parser's states.
+        hint = "check the indentation" if "<block" in message else None
+        log.add(mark.line + 1 if mark else None, message, hint=hint)
+        log.raise_if_any()
+    except yaml.YAMLError as exc:
+        log.add(None, f"invalid YAML: {exc}")
+        log.raise_if_any()
+    for duplicate in duplicates:
+        log.add(
+            duplicate.line,
+            f"key {duplicate.key!r} is given twice",
+            hint=f"first at line {duplicate.first_line}",
+        )
+    return document
+
+
+def _name(document: LocatedMap, top: Scope) -> str | None:
+    if "name" not in document:
+        return None
+    value = document["name"]
+    if isinstance(value, str) and DATASET_NAME.match(value):
+        return value
+    top.problem(
+        document.value_line("name"),
+        f"{describe(value)} is not a valid blueprint name",
+        field="name",
+        hint=_DATASET_RULE,
+    )
+    return None
+
+
+def _inputs(document: LocatedMap, top: Scope) -> dict[str, str]:
+    if "inputs" not in document:
+        return {}
+    expected = "a mapping of input name to dataset REF"
+    inputs = checks.mapping(
+        top, document["inputs"], document.value_line("inputs"), "inputs", expected
+    )
+    if inputs is None:
+        return {}
+    result: dict[str, str] = {}
+    for key, ref in inputs.items():
+        if not (isinstance(key, str) and STAGE_NAME.match(key)):
+            top.problem(
+                inputs.key_line(key),
+                f"input name {key!r} is not valid",
+                field="inputs",
+                hint=_NAME_RULE,
+            )
+            continue
+        if not (isinstance(ref, str) and _REF.match(ref)):
+            top.problem(
+                inputs.value_line(key),
+                f"expected a dataset REF such as 'flights', 'flights@1a2b3c4d' or "
+                f"'flights[2013-01]', got {describe(ref)}",
+                field=f"inputs.{key}",
+            )
+        # Kept even when the REF is bad, so that stages reading it are not also reported.
+        result[key] = ref if isinstance(ref, str) else ""
+    return result
+
+
+def _stages(document: LocatedMap, log: ProblemLog, inputs: dict[str, str]) -> dict[str, _Draft]:
+    if "stages" not in document:
+        return {}
+    stages = checks.mapping(
+        Scope(log),
+        document["stages"],
+        document.value_line("stages"),
+        "stages",
+        "a mapping of stage name to stage",
+    )
+    if stages is None:
+        return {}
+    drafts: dict[str, _Draft] = {}
+    for key, body in stages.items():
+        line = stages.key_line(key)
+        if not (isinstance(key, str) and STAGE_NAME.match(key)):
+            log.add(line, f"stage name {key!r} is not valid", field="stages", hint=_NAME_RULE)
+            continue
+        scope = Scope(log, key)
+        if key in inputs:
+            scope.problem(
+                line,
+                "a stage cannot have the same name as an input",
+                hint="rename the stage or the input",
+            )
+        drafts[key] = _stage(key, body, line, scope)
+    return drafts
+
+
+def _stage(name: str, body: Any, line: int, scope: Scope) -> _Draft:
+    draft = _Draft(line=line)
+    if not isinstance(body, LocatedMap):
+        scope.problem(
+            line, f"expected a mapping with 'from' and one operation, got {describe(body)}"
+        )
+        return draft
+    misspelled = checks.unknown_keys(scope, body, STAGE_KEYS)
+    source = _from(body, line, scope, draft, misspelled)
+    per_slice = body.get("per_slice", False)
+    if not isinstance(per_slice, bool):
+        scope.problem(
+            body.value_line("per_slice"),
+            f"expected true or false, got {describe(per_slice)}",
+            field="per_slice",
+        )
+    kinds = [key for key in body if key in OPERATIONS]
+    operation: Operation | None = None
+    if not kinds:
+        if "group_by" in body:
+            scope.problem(
+                body.key_line("group_by"),
+                "'group_by' needs 'aggregate'",
+                field="group_by",
+                hint="add for example 'aggregate: {rows: count()}'",
+            )
+        elif not misspelled & set(OPERATIONS):
+            scope.problem(line, "no operation", hint=f"add one of: {', '.join(OPERATIONS)}")
+    elif len(kinds) > 1:
+        scope.problem(
+            body.key_line(kinds[1]),
+            f"{len(kinds)} operations ({', '.join(kinds)}), but a stage has exactly one",
+            hint="split it into stages that read each other with 'from'",
+        )
+    elif "group_by" in body and kinds[0] != "aggregate":
+        scope.problem(
+            body.key_line("group_by"),
+            f"'group_by' does not go with {kinds[0]!r}",
+            field="group_by",
+            hint="'group_by' belongs to 'aggregate'",
+        )
+    else:
+        operation = build_operation(kinds[0], body, scope)
+    if len(kinds) == 1:
+        draft.refs.extend(_references(kinds[0], body))
+    if operation is not None and source is not None and isinstance(per_slice, bool):
+        draft.stage = Stage(
+            name=name, from_=source, operation=operation, per_slice=per_slice, line=line
+        )
+    return draft
+
+
+def _from(
+    body: LocatedMap, line: int, scope: Scope, draft: _Draft, misspelled: set[str]
+) -> str | None:
+    if "from" not in body:
+        if "from" in misspelled:
+            return None
+        scope.problem(line, "missing 'from'", hint="name the input or stage this stage reads")
+        return None
+    value, value_line = body["from"], body.value_line("from")
+    if isinstance(value, list):
+        scope.problem(
+            value_line,
+            "expected one input or stage name, got a list",
+            field="from",
+            hint="to combine several, add 'union: [...]' next to 'from'",
+        )
+        return None
+    source = checks.name(scope, value, value_line, "from", "an input or stage name")
+    if source is not None:
+        draft.refs.append((source, value_line, "from"))
+    return source
+
+
+def _references(kind: str, body: LocatedMap) -> list[tuple[str, int, str]]:
+    """Names a join or union refers to, read from the YAML so that they are checked even when
+    the operation has other problems."""
+    value = body[kind]
+    if kind == "join" and isinstance(value, LocatedMap) and isinstance(value.get("right"), str):
+        return [(value["right"], value.value_line("right"), "join.right")]
+    if kind == "union" and isinstance(value, str):
+        return [(value, body.value_line("union"), "union")]
+    if kind == "union" and isinstance(value, LocatedList):
+        return [
+            (other, value.item_line(i), "union")
+            for i, other in enumerate(value)
+            if isinstance(other, str) and other
+        ]
+    return []
+
+
+def _outputs(
+    document: LocatedMap, top: Scope, drafts: dict[str, _Draft], inputs: dict[str, str]
+) -> dict[str, str]:
+    if "outputs" not in document:
+        return {}
+    outputs = checks.mapping(
+        top,
+        document["outputs"],
+        document.value_line("outputs"),
+        "outputs",
+        "a mapping of stage name to the dataset it is frozen as",
+    )
+    if outputs is None:
+        return {}
+    result: dict[str, str] = {}
+    first_use: dict[str, tuple[str, int]] = {}
+    for stage, dataset in outputs.items():
+        key_line, value_line = outputs.key_line(stage), outputs.value_line(stage)
+        if stage not in drafts and "stages" in document:
+            if isinstance(stage, str) and stage in inputs:
+                hint = "an input is already a dataset; output a stage"
+            else:
+                hint = did_you_mean(str(stage), drafts) or f"stages: {', '.join(drafts)}"
+            top.problem(key_line, f"{stage!r} is not a stage", field="outputs", hint=hint)
+        if not (isinstance(dataset, str) and DATASET_NAME.match(dataset)):
+            top.problem(
+                value_line,
+                f"{describe(dataset)} is not a valid dataset name",
+                field=f"outputs.{stage}",
+                hint=_DATASET_RULE,
+            )
+            continue
+        if dataset in first_use:
+            other, other_line = first_use[dataset]
+            top.problem(
+                value_line,
+                f"dataset {dataset!r} is already the output of stage {other!r} (line {other_line})",
+                field=f"outputs.{stage}",
+            )
+            continue
+        first_use[dataset] = (str(stage), value_line)
+        result[str(stage)] = dataset
+    return result
+
+
+def _check_graph(drafts: dict[str, _Draft], inputs: dict[str, str], log: ProblemLog) -> None:
+    known = [*inputs, *drafts]
+    for name, draft in drafts.items():
+        for ref, line, ref_field in draft.refs:
+            if ref in inputs or ref in drafts:
+                continue
+            hint = did_you_mean(ref, known) or (
+                f"inputs: {', '.join(inputs) or 'none'}; stages: {', '.join(drafts)}"
+            )
+            log.add(
+                line,
+                f"{ref!r} is neither an input nor a stage",
+                stage=name,
+                field=ref_field,
+                hint=hint,
+            )
+    edges = {
+        name: [ref for ref, _, _ in draft.refs if ref in drafts and ref not in inputs]
+        for name, draft in drafts.items()
+    }
+    for cycle in find_cycles(edges):
+        first = cycle[0]
+        log.add(drafts[first].line, f"stages form a cycle: {' -> '.join(cycle)}", stage=first)

@@ -1,0 +1,250 @@
+"""Grouped aggregates as per-slice partials, an associative combine, and a finish.
+
+A partial holds, for each group, the state each aggregate needs to be merged exactly:
+
+=================  ===========================  =============================================
+aggregate          state columns                combine
+=================  ===========================  =============================================
+count(), count(x)  n                            sum
+sum(x)             n, sum                       sum (null when n == 0, as in SQL)
+mean(x)            n, sum                       sum; finish sum / n
+min(x), max(x)     n, min / max                 min / max
+var(x), std(x)     n, mean, m2                  Chan et al.: m2 = Σ m2ᵢ + Σ nᵢ (meanᵢ − mean)²
+=================  ===========================  =============================================
+
+``count_distinct`` has no such state; a stage using it runs on its whole input instead.
+
+Null group keys form one group, as SQL's GROUP BY does. Groups come out sorted by their keys
+(nulls last), so a result never depends on how its input was cut into slices or on the order the
+partials were computed in; partials are always combined in slice-key order, so floating-point
+sums are added in the same order on every run and every cluster.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from chanbatch.blueprint.evaluation import evaluate
+from chanbatch.blueprint.model import Aggregate
+from chanbatch.blueprint.nodes import Column
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SEP = "\x1f"  # cannot appear in a column name a blueprint can spell
+
+
+def _state(name: str, part: str) -> str:
+    return f"{name}{SEP}{part}"
+
+
+def _states(func: str) -> tuple[str, ...]:
+    if func == "count":
+        return ("n",)
+    if func in ("sum", "mean"):
+        return ("n", "sum")
+    if func in ("min", "max"):
+        return ("n", func)
+    if func in ("var", "std"):
+        return ("n", "mean", "m2")
+    raise ValueError(f"aggregate {func!r} does not decompose into partials")
+
+
+def _argument(frame: pd.DataFrame, arg: Any) -> pd.Series:
+    if isinstance(arg, Column):
+        return frame[arg.name]
+    return evaluate(arg, frame)
+
+
+def partial(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
+    """The partial state of ``spec`` over ``frame`` (one slice), one row per group."""
+    import pandas as pd
+
+    keys = list(spec.group_by)
+    work = pd.DataFrame({k: frame[k] for k in keys}, index=frame.index)
+    plans: list[tuple[str, str, str, str]] = []  # (state column, source column, how)
+    for name, agg in spec.aggregates.items():
+        src = f"{name}{SEP}arg"
+        if agg.arg is None:
+            work[src] = 1
+            plans.append((_state(name, "n"), src, "size", agg.func))
+            continue
+        values = _argument(frame, agg.arg)
+        if agg.func in ("var", "std", "mean", "sum"):
+            values = values.astype("float64") if agg.func != "sum" else values
+        work[src] = values
+        plans.append((_state(name, "n"), src, "count", agg.func))
+        if agg.func in ("sum", "mean"):
+            plans.append((_state(name, "sum"), src, "sum", agg.func))
+        elif agg.func in ("min", "max"):
+            plans.append((_state(name, agg.func), src, agg.func, agg.func))
+        elif agg.func in ("var", "std"):
+            plans.append((_state(name, "mean"), src, "mean", agg.func))
+            plans.append((_state(name, "m2"), src, "m2", agg.func))
+    if not keys:
+        return _global_partial(work, plans)
+    grouped = work.groupby(keys, dropna=False, sort=True, observed=True)
+    out = {}
+    for state, src, how, _func in plans:
+        if how == "size":
+            out[state] = grouped.size()
+        elif how == "m2":
+            col = grouped[src]
+            out[state] = col.var(ddof=0) * col.count()
+        else:
+            out[state] = getattr(grouped[src], how)()
+    result = pd.DataFrame(out)
+    return _sorted(result.reset_index(), keys)
+
+
+def _global_partial(work: pd.DataFrame, plans: list[tuple[str, str, str, str]]) -> pd.DataFrame:
+    import pandas as pd
+
+    row: dict[str, Any] = {}
+    for state, src, how, _func in plans:
+        col = work[src]
+        if how == "size":
+            row[state] = len(col)
+        elif how == "count":
+            row[state] = int(col.count())
+        elif how == "m2":
+            row[state] = float(col.var(ddof=0) * col.count()) if col.count() else 0.0
+        elif how == "mean":
+            row[state] = float(col.mean()) if col.count() else 0.0
+        else:
+            row[state] = getattr(col, how)()
+    return pd.DataFrame([row])
+
+
+def combine(spec: Aggregate, partials: list[pd.DataFrame]) -> pd.DataFrame:
+    """Merge partials (given in slice-key order) into one partial of the same shape."""
+    import pandas as pd
+
+    keys = list(spec.group_by)
+    frames = [p for p in partials if len(p)]
+    if not frames:
+        return partials[0] if partials else pd.DataFrame()
+    if len(frames) == 1:
+        return frames[0]
+    stacked = pd.concat(frames, ignore_index=True)
+    if keys:
+        grouped = stacked.groupby(keys, dropna=False, sort=True, observed=True)
+    else:
+        stacked["\x1fall"] = 0
+        grouped = stacked.groupby("\x1fall", sort=False)
+    out: dict[str, Any] = {}
+    for name, agg in spec.aggregates.items():
+        n = _state(name, "n")
+        out[n] = grouped[n].sum()
+        if agg.func in ("sum", "mean"):
+            s = _state(name, "sum")
+            out[s] = grouped[s].sum(min_count=1)
+        elif agg.func in ("min", "max"):
+            s = _state(name, agg.func)
+            out[s] = getattr(grouped[s], agg.func)()
+        elif agg.func in ("var", "std"):
+            mean_col, m2_col = _state(name, "mean"), _state(name, "m2")
+            count = stacked[n].astype("float64")
+            weighted = (
+                (stacked[mean_col].fillna(0.0) * count).groupby(_group_ids(stacked, keys)).sum()
+            )
+            total = out[n].astype("float64").to_numpy()
+            grand = weighted.to_numpy() / _nonzero(total)
+            ids = _group_ids(stacked, keys)
+            spread = (
+                stacked[m2_col].fillna(0.0)
+                + count * (stacked[mean_col].fillna(0.0) - grand[ids]) ** 2
+            )
+            out[mean_col] = pd.Series(grand, index=out[n].index)
+            out[m2_col] = pd.Series(spread.groupby(ids).sum().to_numpy(), index=out[n].index)
+    result = pd.DataFrame(out)
+    if keys:
+        return _sorted(result.reset_index(), keys)
+    return result.reset_index(drop=True)
+
+
+def finish(spec: Aggregate, combined: pd.DataFrame) -> pd.DataFrame:
+    """The aggregate's output columns from a combined partial: group keys, then aggregates."""
+    import numpy as np
+    import pandas as pd
+
+    keys = list(spec.group_by)
+    out = {k: combined[k] for k in keys}
+    for name, agg in spec.aggregates.items():
+        n = combined[_state(name, "n")]
+        if agg.func == "count":
+            out[name] = n.astype("int64")
+        elif agg.func == "sum":
+            out[name] = combined[_state(name, "sum")].where(n > 0)
+        elif agg.func == "mean":
+            out[name] = combined[_state(name, "sum")].astype("float64") / n.where(n > 0)
+        elif agg.func in ("min", "max"):
+            out[name] = combined[_state(name, agg.func)].where(n > 0)
+        elif agg.func in ("var", "std"):
+            var = combined[_state(name, "m2")] / (n - 1).where(n > 1)
+            out[name] = np.sqrt(var) if agg.func == "std" else var
+    result = pd.DataFrame(out)
+    if not keys and len(result) == 0:
+        result = pd.DataFrame(
+            [{name: (0 if a.func == "count" else None) for name, a in spec.aggregates.items()}]
+        )
+    return result.reset_index(drop=True)
+
+
+def whole(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
+    """``spec`` over a whole input at once, for aggregates with no partial form."""
+    import pandas as pd
+
+    keys = list(spec.group_by)
+    columns: dict[str, pd.Series] = {k: frame[k] for k in keys}
+    for name, agg in spec.aggregates.items():
+        columns[name] = frame.index.to_series() if agg.arg is None else _argument(frame, agg.arg)
+    work = pd.DataFrame(columns, index=frame.index)
+    out: dict[str, Any] = {}
+    if keys:
+        grouped = work.groupby(keys, dropna=False, sort=True, observed=True)
+    for name, agg in spec.aggregates.items():
+        col = grouped[name] if keys else work[name]
+        out[name] = _whole_one(agg.func, agg.arg is None, col)
+    if keys:
+        result = pd.DataFrame(out).reset_index()
+        return _sorted(result, keys)[keys + list(spec.aggregates)]
+    return pd.DataFrame([out])
+
+
+def _whole_one(func: str, rows: bool, col: Any) -> Any:
+    if func == "count":
+        return (
+            col.size()
+            if rows and hasattr(col, "size") and callable(col.size)
+            else (len(col) if rows else col.count())
+        )
+    if func == "count_distinct":
+        return col.nunique(dropna=True)
+    if func == "sum":
+        return col.sum(min_count=1)
+    if func in ("mean", "min", "max"):
+        return getattr(col, func)()
+    if func in ("var", "std"):
+        return getattr(col, func)(ddof=1)
+    raise ValueError(f"unknown aggregate {func!r}")
+
+
+def _group_ids(frame: pd.DataFrame, keys: list[str]) -> Any:
+    if not keys:
+        import numpy as np
+
+        return np.zeros(len(frame), dtype="int64")
+    return frame.groupby(keys, dropna=False, sort=True, observed=True).ngroup().to_numpy()
+
+
+def _nonzero(values: Any) -> Any:
+    import numpy as np
+
+    return np.where(values == 0, np.nan, values)
+
+
+def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    if not keys or len(frame) <= 1:
+        return frame.reset_index(drop=True)
+    return frame.sort_values(keys, na_position="last", kind="stable").reset_index(drop=True)

@@ -1,0 +1,52 @@
+"""Reuse decisions: which tasks to compute, which to take from the cache, and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from chanbatch.cache import lookup
+from chanbatch.compile.plan import Plan
+from chanbatch.snapshot.storage import Storage
+
+Action = Literal["compute", "reuse", "load"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    action: Action
+    reason: str
+    cached: bool = False  # the result is read from the cache
+
+
+def decide(plan: Plan, storage: Storage) -> dict[str, Decision]:
+    """Walk from the outputs back: a needed task is reused if its result is cached and
+    verifies, else computed, which makes its inputs needed in turn."""
+    needed: set[str] = set()
+    for stage in plan.blueprint.outputs:
+        needed.update(k for k in plan.results[stage].keys if k)
+    decisions: dict[str, Decision] = {}
+    for task in reversed(list(plan.tasks.values())):
+        if task.key not in needed:
+            decisions[task.key] = Decision(
+                action="reuse", reason="not needed: every result that uses it is cached"
+            )
+            continue
+        if task.kind == "load":
+            decisions[task.key] = Decision(action="load", reason="input slice")
+            continue
+        if task.stored and lookup(storage, task.key, verify=True) is not None:
+            decisions[task.key] = Decision(action="reuse", reason="cached", cached=True)
+            continue
+        decisions[task.key] = Decision(action="compute", reason=_why(task.kind))
+        needed.update(task.deps)
+    return decisions
+
+
+def _why(kind: str) -> str:
+    return {
+        "partial": "no cached partial for this slice",
+        "combine": "no cached combine for these children",
+        "finish": "no cached result",
+        "whole": "no cached result",
+    }.get(kind, "not cached")

@@ -1,0 +1,185 @@
+"""What each task does, on pandas frames. Pure functions: no dask, no store, no cache.
+
+Null semantics follow SQL where SQL and pandas disagree: a filter keeps a row only where its
+condition is true (null is not true), null group keys form one group, and null join keys never
+match anything (pandas would match NaN to NaN).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from chanbatch.blueprint.evaluation import evaluate, evaluate_mask
+from chanbatch.blueprint.model import (
+    Aggregate,
+    Derive,
+    Filter,
+    Join,
+    Limit,
+    Map,
+    Rename,
+    Select,
+    Sort,
+    Stage,
+    Union,
+)
+from chanbatch.compile import aggregate
+from chanbatch.errors import ChanbatchError, UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class StageFailed(ChanbatchError):
+    """A stage raised while running on a slice. Exit code 1."""
+
+    exit_code = 1
+
+
+def concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Frames one after another, with a fresh index."""
+    import pandas as pd
+
+    frames = list(frames)
+    if len(frames) == 1:
+        return frames[0].reset_index(drop=True)
+    return pd.concat(frames, ignore_index=True)
+
+
+def apply_rowwise(
+    stage: Stage, frame: pd.DataFrame, broadcast: Sequence[pd.DataFrame], allow: frozenset[str]
+) -> pd.DataFrame:
+    """A per-slice stage on one slice's frame (``per_slice`` aggregates, sorts and limits too)."""
+    op = stage.operation
+    if isinstance(op, Filter):
+        return frame.loc[evaluate_mask(op.expr, frame).to_numpy()].reset_index(drop=True)
+    if isinstance(op, Derive):
+        out = frame.copy(deep=False)
+        for name, expr in op.columns.items():
+            out[name] = evaluate(expr, out)
+        return out
+    if isinstance(op, Select):
+        return frame[list(op.columns)]
+    if isinstance(op, Rename):
+        return frame.rename(columns=op.mapping)
+    if isinstance(op, Join):
+        return join(op, frame, broadcast[0])
+    if isinstance(op, Map):
+        return run_map(op, frame, allow)
+    return apply_whole(stage, [frame], broadcast, allow)
+
+
+def apply_whole(
+    stage: Stage,
+    parts: Sequence[pd.DataFrame],
+    broadcast: Sequence[pd.DataFrame],
+    allow: frozenset[str],
+    union_sizes: Sequence[int] = (),
+) -> pd.DataFrame:
+    """A stage on its whole input, given as its slices' frames in key order."""
+    op = stage.operation
+    if isinstance(op, Aggregate):
+        frame = concat(parts)
+        if op.decomposable:
+            return aggregate.finish(op, aggregate.partial(op, frame))
+        return aggregate.whole(op, frame)
+    if isinstance(op, Sort):
+        frame = concat(parts)
+        if not len(frame):
+            return frame
+        return frame.sort_values(
+            [k.column for k in op.by],
+            ascending=[k.ascending for k in op.by],
+            na_position="last",
+            kind="stable",
+        ).reset_index(drop=True)
+    if isinstance(op, Limit):
+        return concat(parts).head(op.n).reset_index(drop=True)
+    if isinstance(op, Union):
+        frames = list(parts)
+        first = frames[0].columns if frames else []
+        return concat([f[list(first)] for f in frames])
+    return apply_rowwise(stage, concat(parts), broadcast, allow)
+
+
+def join(op: Join, left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
+    """``left`` joined to ``right``; rows whose key has a null match nothing, as in SQL."""
+    import pandas as pd
+
+    on = list(op.on)
+    left_null = left[on].isna().any(axis=1)
+    right_null = right[on].isna().any(axis=1)
+    merged = left.loc[~left_null].merge(
+        right.loc[~right_null], on=on, how=op.how, suffixes=op.suffixes, sort=False
+    )
+    shared = (set(left.columns) & set(right.columns)) - set(on)
+    extra = []
+    if op.how in ("left", "outer"):
+        extra.append(_suffixed(left.loc[left_null], shared, op.suffixes[0]))
+    if op.how in ("right", "outer"):
+        extra.append(_suffixed(right.loc[right_null], shared, op.suffixes[1]))
+    extra = [frame for frame in extra if len(frame)]
+    if not extra:
+        return merged.reset_index(drop=True)
+    return pd.concat([merged, *extra], ignore_index=True)[list(merged.columns)]
+
+
+def _suffixed(frame: pd.DataFrame, shared: set[str], suffix: str) -> pd.DataFrame:
+    return frame.rename(columns={c: c + suffix for c in shared})
+
+
+def run_map(op: Map, frame: pd.DataFrame, allow: frozenset[str]) -> pd.DataFrame:
+    """Call a ``module:function`` map, if its module is on the allowlist."""
+    import pandas as pd
+
+    module_name, _, func_name = op.function.partition(":")
+    if not _allowed(module_name, allow):
+        raise UsageError(
+            f"map function {op.function!r} is not allowed: module {module_name!r} is not on "
+            "the allowlist",
+            hint=f"run with --allow-module {module_name} if you trust it",
+        )
+    try:
+        module = importlib.import_module(module_name)
+        func = getattr(module, func_name)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"cannot load map function {op.function!r}: {exc}") from exc
+    result = func(frame)
+    if not isinstance(result, pd.DataFrame):
+        raise UsageError(
+            f"map function {op.function!r} returned {type(result).__name__}, not a DataFrame"
+        )
+    return result.reset_index(drop=True)
+
+
+def _allowed(module: str, allow: frozenset[str]) -> bool:
+    parts = module.split(".")
+    return any(".".join(parts[:i]) in allow for i in range(1, len(parts) + 1))
+
+
+def partial(stage: Stage, frame: pd.DataFrame) -> pd.DataFrame:
+    assert isinstance(stage.operation, Aggregate)
+    return aggregate.partial(stage.operation, frame)
+
+
+def combine(stage: Stage, parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    assert isinstance(stage.operation, Aggregate)
+    return aggregate.combine(stage.operation, list(parts))
+
+
+def finish(stage: Stage, parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    assert isinstance(stage.operation, Aggregate)
+    import pandas as pd
+
+    op = stage.operation
+    if not parts:  # an input with no slices
+        return pd.DataFrame(columns=[*op.group_by, *op.aggregates])
+    return aggregate.finish(op, parts[0])
+
+
+def describe_failure(stage: Stage, where: Any, exc: BaseException) -> StageFailed:
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    at = f" on slice {where}" if where is not None else ""
+    return StageFailed(f"stage {stage.name!r} failed{at}: {type(exc).__name__}: {detail}")

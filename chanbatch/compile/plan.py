@@ -1,0 +1,393 @@
+"""Blueprint + store -> plan: every task, its key, and what it depends on. No dask, no pandas.
+
+How each stage runs (DESIGN.md section 6):
+
+- Row-wise stages (filter, derive, select, rename, map) and joins against a broadcast right side
+  run once per slice of their input: one ``apply`` task per slice.
+- An aggregate over a sliced input runs as a ``partial`` per slice, merged by ``combine`` tasks
+  in a tree with fixed, aligned boundaries (:data:`FANOUT` children per node), then ``finish``.
+  Appending a slice changes only the nodes on its path to the root; every other node keeps its
+  key, because a node's key is the hash of its children's keys.
+- An aggregate that does not decompose (``count_distinct``), sort, limit and union need their
+  whole input: one ``whole`` task that reads every slice in key order.
+- ``per_slice: true`` keeps any stage per slice: an aggregate, sort or limit then runs on each
+  slice alone, and the output dataset is sliced like the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from chanbatch.blueprint.model import (
+    Aggregate,
+    Blueprint,
+    Derive,
+    Filter,
+    Join,
+    Limit,
+    Map,
+    Rename,
+    Select,
+    Sort,
+    Stage,
+    Union,
+)
+from chanbatch.blueprint.problems import BlueprintError, Problem
+from chanbatch.compile.keys import task_key
+from chanbatch.errors import did_you_mean
+from chanbatch.snapshot.names import SliceKey
+from chanbatch.snapshot.refs import Resolved
+
+FANOUT = 8
+
+TaskKind = Literal["load", "apply", "partial", "combine", "finish", "whole", "gather"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    """One unit of work. ``key`` is both its cache key and its Dask key."""
+
+    key: str
+    kind: TaskKind
+    stage: str
+    slice: SliceKey | None = None
+    deps: tuple[str, ...] = ()
+    broadcast: tuple[str, ...] = ()
+    level: int = 0
+    stored: bool = False  # its result is kept in the cache
+
+    @property
+    def label(self) -> str:
+        where = f"@{self.slice}" if self.slice is not None else ""
+        level = f"[{self.level}]" if self.kind == "combine" else ""
+        return f"{self.stage}{where} {self.kind}{level}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StageResult:
+    """A stage's result: per slice (``sliced``) or one whole frame (``whole``)."""
+
+    name: str
+    sliced: tuple[tuple[SliceKey, str], ...] | None = None
+    whole: str | None = None
+    columns: tuple[str, ...] | None = None  # None when unknown (after a map)
+    incremental: bool = True
+
+    @property
+    def keys(self) -> list[str]:
+        return [k for _, k in self.sliced] if self.sliced is not None else [self.whole or ""]
+
+
+@dataclass(slots=True, kw_only=True)
+class Plan:
+    """Everything a run needs, as plain data."""
+
+    blueprint: Blueprint
+    inputs: dict[str, Resolved]
+    tasks: dict[str, Task] = field(default_factory=dict)
+    results: dict[str, StageResult] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        return dict(self.blueprint.outputs)
+
+    def stage_tasks(self, stage: str) -> list[Task]:
+        return [t for t in self.tasks.values() if t.stage == stage]
+
+
+def build_plan(blueprint: Blueprint, inputs: dict[str, Resolved]) -> Plan:
+    """Lay out every task of ``blueprint`` over the resolved ``inputs``.
+
+    Raises BlueprintError when a stage names a column its input does not have.
+    """
+    plan = Plan(blueprint=blueprint, inputs=inputs)
+    problems: list[Problem] = []
+    for name, resolved in inputs.items():
+        entries = resolved.manifest.slices
+        for entry in entries:
+            plan.tasks.setdefault(
+                entry.id, Task(key=entry.id, kind="load", stage=name, slice=entry.key)
+            )
+        plan.results[name] = StageResult(
+            name=name,
+            sliced=tuple((e.key, e.id) for e in entries),
+            columns=tuple(c.name for c in resolved.manifest.schema),
+        )
+    for name in blueprint.topological_order():
+        stage = blueprint.stages[name]
+        before = len(problems)
+        _check_columns(blueprint, stage, plan, problems)
+        if len(problems) > before:
+            plan.results[name] = StageResult(name=name, whole="", columns=None)
+            continue
+        plan.results[name] = _lay_out(stage, plan)
+    if problems:
+        raise BlueprintError(problems, source=blueprint.source)
+    for stage_name in blueprint.outputs:
+        for key in plan.results[stage_name].keys:
+            task = plan.tasks.get(key)
+            if task is not None and not task.stored:
+                plan.tasks[key] = _replace_stored(task)
+    return plan
+
+
+def _replace_stored(task: Task) -> Task:
+    return Task(
+        key=task.key,
+        kind=task.kind,
+        stage=task.stage,
+        slice=task.slice,
+        deps=task.deps,
+        broadcast=task.broadcast,
+        level=task.level,
+        stored=True,
+    )
+
+
+def _add(plan: Plan, task: Task) -> str:
+    plan.tasks.setdefault(task.key, task)
+    return task.key
+
+
+def _whole_key(plan: Plan, result: StageResult, stage: str) -> str:
+    """A single key holding all of ``result``: itself if whole, else a gather of its slices."""
+    if result.whole is not None:
+        return result.whole
+    keys = [k for _, k in result.sliced or ()]
+    return _add(
+        plan,
+        Task(key=task_key("gather", {}, keys), kind="gather", stage=stage, deps=tuple(keys)),
+    )
+
+
+def _lay_out(stage: Stage, plan: Plan) -> StageResult:
+    op = stage.operation
+    spec = stage.canonical()
+    up = plan.results[stage.from_]
+    columns = _output_columns(stage, plan)
+    incremental = up.incremental
+
+    broadcast: tuple[str, ...] = ()
+    if isinstance(op, Join):
+        broadcast = (_whole_key(plan, plan.results[op.right], f"{op.right}"),)
+
+    rowwise = isinstance(op, Filter | Derive | Select | Rename | Map | Join)
+    per_slice_op = rowwise or stage.per_slice
+    if up.sliced is not None and per_slice_op and not isinstance(op, Union):
+        kind: TaskKind = "apply"
+        sliced = []
+        for slice_key, up_key in up.sliced:
+            key = task_key(kind, spec, [up_key], broadcast)
+            _add(
+                plan,
+                Task(
+                    key=key,
+                    kind=kind,
+                    stage=stage.name,
+                    slice=slice_key,
+                    deps=(up_key, *broadcast),
+                    broadcast=broadcast,
+                    stored=stage.per_slice,
+                ),
+            )
+            sliced.append((slice_key, key))
+        return StageResult(
+            name=stage.name, sliced=tuple(sliced), columns=columns, incremental=incremental
+        )
+
+    if isinstance(op, Aggregate) and up.sliced is not None and op.decomposable:
+        level_keys: list[tuple[SliceKey, str]] = []
+        for slice_key, up_key in up.sliced:
+            key = task_key("partial", spec, [up_key])
+            _add(
+                plan,
+                Task(
+                    key=key,
+                    kind="partial",
+                    stage=stage.name,
+                    slice=slice_key,
+                    deps=(up_key,),
+                    stored=True,
+                ),
+            )
+            level_keys.append((slice_key, key))
+        root = _combine_tree(plan, stage, spec, [k for _, k in level_keys])
+        finish = task_key("finish", spec, [root] if root else [])
+        _add(
+            plan,
+            Task(
+                key=finish,
+                kind="finish",
+                stage=stage.name,
+                deps=(root,) if root else (),
+                stored=True,
+            ),
+        )
+        return StageResult(name=stage.name, whole=finish, columns=columns, incremental=True)
+
+    # everything else needs its whole input at once
+    if isinstance(op, Aggregate) and not op.decomposable:
+        funcs = sorted(
+            {a.func for a in op.aggregates.values()}
+            - {"count", "sum", "mean", "min", "max", "var", "std"}
+        )
+        plan.notes.append(
+            f"stage {stage.name!r}: {', '.join(funcs)} does not decompose into per-slice "
+            "partials; it runs on the whole input and is not incremental"
+        )
+        incremental = False
+    elif up.sliced is not None:
+        incremental = False
+    ups = [stage.from_, *op.references()] if isinstance(op, Union) else [stage.from_]
+    deps: list[str] = []
+    for name in ups:
+        result = plan.results[name]
+        deps.extend(k for _, k in result.sliced) if result.sliced is not None else deps.append(
+            result.whole or ""
+        )
+    key = task_key(
+        "whole", {**spec, "parts": [len(plan.results[n].keys) for n in ups]}, deps, broadcast
+    )
+    _add(
+        plan,
+        Task(
+            key=key,
+            kind="whole",
+            stage=stage.name,
+            deps=(*deps, *broadcast),
+            broadcast=broadcast,
+            stored=True,
+        ),
+    )
+    return StageResult(name=stage.name, whole=key, columns=columns, incremental=incremental)
+
+
+def _combine_tree(plan: Plan, stage: Stage, spec: dict, keys: list[str]) -> str | None:
+    """Combine ``keys`` in aligned groups of FANOUT, level by level; returns the root key."""
+    if not keys:
+        return None
+    level = 1
+    while len(keys) > 1:
+        nxt = []
+        for start in range(0, len(keys), FANOUT):
+            group = keys[start : start + FANOUT]
+            if len(group) == 1:
+                nxt.append(group[0])
+                continue
+            key = task_key("combine", spec, group)
+            _add(
+                plan,
+                Task(
+                    key=key,
+                    kind="combine",
+                    stage=stage.name,
+                    deps=tuple(group),
+                    level=level,
+                    stored=True,
+                ),
+            )
+            nxt.append(key)
+        keys = nxt
+        level += 1
+    return keys[0]
+
+
+# -- column checks ---------------------------------------------------------------------------
+
+
+def _output_columns(stage: Stage, plan: Plan) -> tuple[str, ...] | None:
+    op = stage.operation
+    cols = plan.results[stage.from_].columns
+    if cols is None or isinstance(op, Map):
+        return None
+    if isinstance(op, Filter | Sort | Limit | Union):
+        return cols
+    if isinstance(op, Derive):
+        out = list(cols)
+        out.extend(n for n in op.columns if n not in out)
+        return tuple(out)
+    if isinstance(op, Select):
+        return tuple(op.columns)
+    if isinstance(op, Rename):
+        return tuple(op.mapping.get(c, c) for c in cols)
+    if isinstance(op, Join):
+        right = plan.results[op.right].columns
+        if right is None:
+            return None
+        left_suffix, right_suffix = op.suffixes
+        shared = (set(cols) & set(right)) - set(op.on)
+        out = [c + left_suffix if c in shared else c for c in cols]
+        out += [c + right_suffix if c in shared else c for c in right if c not in op.on]
+        return tuple(out)
+    if isinstance(op, Aggregate):
+        return (*op.group_by, *op.aggregates)
+    return None
+
+
+def _check_columns(blueprint: Blueprint, stage: Stage, plan: Plan, problems: list[Problem]) -> None:
+    op = stage.operation
+    available = plan.results[stage.from_].columns
+    if available is None:
+        return
+
+    def need(
+        names: set[str] | frozenset[str] | tuple[str, ...],
+        field: str,
+        have: tuple[str, ...] | list[str],
+        side: str = "",
+    ) -> None:
+        for name in sorted(set(names) - set(have)):
+            close = did_you_mean(name, have)
+            listing = ", ".join(have)
+            where = f" of {side}" if side else ""
+            problems.append(
+                Problem(
+                    file=blueprint.source,
+                    line=stage.line,
+                    stage=stage.name,
+                    field=field,
+                    message=f"unknown column {name!r}{where}",
+                    hint=(f"{close} " if close else "") + f"available: {listing}",
+                )
+            )
+
+    if isinstance(op, Filter):
+        need(op.expr.columns(), "filter", available)
+    elif isinstance(op, Derive):
+        have = list(available)
+        for name, expr in op.columns.items():
+            need(expr.columns(), f"derive.{name}", have)
+            if name not in have:
+                have.append(name)
+    elif isinstance(op, Select):
+        need(op.columns, "select", available)
+    elif isinstance(op, Rename):
+        need(tuple(op.mapping), "rename", available)
+    elif isinstance(op, Join):
+        need(op.on, "join.on", available)
+        right = plan.results[op.right].columns
+        if right is not None:
+            need(op.on, "join.on", right, side=f"right side {op.right!r}")
+    elif isinstance(op, Aggregate):
+        need(op.group_by, "group_by", available)
+        for name, agg in op.aggregates.items():
+            need(agg.columns(), f"aggregate.{name}", available)
+    elif isinstance(op, Sort):
+        need(tuple(k.column for k in op.by), "sort", available)
+    elif isinstance(op, Union):
+        for other in op.others:
+            cols = plan.results[other].columns
+            if cols is not None and set(cols) != set(available):
+                missing = sorted(set(available) ^ set(cols))
+                problems.append(
+                    Problem(
+                        file=blueprint.source,
+                        line=stage.line,
+                        stage=stage.name,
+                        field="union",
+                        message=f"{other!r} does not have the same columns as {stage.from_!r}",
+                        hint="columns that differ: " + ", ".join(missing),
+                    )
+                )

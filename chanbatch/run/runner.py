@@ -1,0 +1,310 @@
+"""Plan and run a blueprint against a store.
+
+``run_blueprint`` resolves the inputs, lays out the plan, decides what to reuse, executes the
+rest on a Dask scheduler (each stored task records its result as it finishes), freezes each
+output as a snapshot with its lineage, and writes a run record to ``runs/<run id>.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from chanbatch.blueprint.model import Blueprint
+from chanbatch.compile.decide import Decision, decide
+from chanbatch.compile.graph import Ref, build_graph, load_cached
+from chanbatch.compile.keys import blueprint_digest
+from chanbatch.compile.plan import Plan, build_plan
+from chanbatch.errors import UsageError, did_you_mean
+from chanbatch.snapshot import SnapshotStore, layout, refs
+from chanbatch.snapshot.freeze import FreezeResult, freeze
+from chanbatch.snapshot.names import encode_key
+
+Progress = Callable[[int, int], None]
+REPORTED_KINDS = ("apply", "partial", "combine", "finish", "whole")
+
+
+@dataclass(slots=True, kw_only=True)
+class PlanReport:
+    """A plan with its reuse decisions, as ``plan`` shows it."""
+
+    plan: Plan
+    decisions: dict[str, Decision]
+
+    def tasks(self) -> list[dict[str, Any]]:
+        out = []
+        for task in self.plan.tasks.values():
+            if task.kind not in REPORTED_KINDS:
+                continue
+            decision = self.decisions[task.key]
+            out.append(
+                {
+                    "stage": task.stage,
+                    "slice": encode_key(task.slice) if task.slice is not None else None,
+                    "action": decision.action,
+                    "reason": decision.reason,
+                    "kind": task.kind,
+                    "key": task.key,
+                }
+            )
+        return out
+
+    def summary(self) -> dict[str, int]:
+        tasks = self.tasks()
+        return {
+            "compute": sum(1 for t in tasks if t["action"] == "compute"),
+            "reuse": sum(1 for t in tasks if t["action"] == "reuse"),
+        }
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "blueprint": self.plan.blueprint.name,
+            "inputs": {
+                name: {"dataset": r.dataset, "snapshot": r.snapshot}
+                for name, r in self.plan.inputs.items()
+            },
+            "tasks": self.tasks(),
+            "summary": self.summary(),
+            "notes": list(self.plan.notes),
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class RunResult:
+    """What a run produced: output snapshots (and dask views of them) and its statistics."""
+
+    run_id: str
+    snapshots: dict[str, dict[str, Any]]
+    stats: dict[str, Any]
+    store: SnapshotStore
+    _frames: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """Each output stage's frozen result as a dask DataFrame."""
+        if not self._frames:
+            from chanbatch.run.frames import to_dask
+
+            for name, info in self.snapshots.items():
+                resolved = self.store.resolve(f"{info['dataset']}@{info['snapshot']}")
+                self._frames[name] = to_dask(self.store.storage, list(resolved.manifest.slices))
+        return self._frames
+
+    def document(self) -> dict[str, Any]:
+        return {"run": self.run_id, "outputs": self.snapshots, "stats": self.stats}
+
+
+def resolve_inputs(
+    blueprint: Blueprint, store: SnapshotStore, sets: Mapping[str, str] | None = None
+) -> dict[str, refs.Resolved]:
+    """Resolve every input REF, with ``sets`` rebinding some (``--set input=REF``).
+
+    Raises UsageError for a rebinding of an unknown input, and RefError for a REF that does not
+    resolve.
+    """
+    bindings = dict(blueprint.inputs)
+    for name, ref in (sets or {}).items():
+        if name not in bindings:
+            close = did_you_mean(name, bindings)
+            raise UsageError(
+                f"--set {name}=...: blueprint {blueprint.name!r} has no input {name!r}",
+                hint=close or "inputs: " + ", ".join(bindings),
+            )
+        bindings[name] = ref
+    resolved = {}
+    for name, ref in bindings.items():
+        try:
+            resolved[name] = store.resolve(ref)
+        except UsageError as exc:
+            raise type(exc)(f"input {name!r}: {exc.message}", hint=exc.hint) from exc
+    return resolved
+
+
+def plan_blueprint(
+    blueprint: Blueprint, store: SnapshotStore, *, sets: Mapping[str, str] | None = None
+) -> PlanReport:
+    """The plan of ``blueprint`` on ``store`` and what a run would compute or reuse."""
+    plan = build_plan(blueprint, resolve_inputs(blueprint, store, sets))
+    return PlanReport(plan=plan, decisions=decide(plan, store.storage))
+
+
+def run_blueprint(
+    blueprint: Blueprint,
+    store: SnapshotStore,
+    *,
+    scheduler: Any = "threads",
+    workers: int | None = None,
+    sets: Mapping[str, str] | None = None,
+    allow_modules: tuple[str, ...] | frozenset[str] = (),
+    progress: Progress | None = None,
+) -> RunResult:
+    """Run ``blueprint`` and freeze its outputs; see the module docstring.
+
+    Raises BlueprintError, RefError and UsageError before anything runs, and StageFailed
+    (naming the stage and slice) when a stage raises.
+    """
+    started = time.perf_counter()
+    started_at = dt.datetime.now(dt.UTC)
+    run_id = started_at.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    report = plan_blueprint(blueprint, store, sets=sets)
+    plan, decisions = report.plan, report.decisions
+    storage = store.storage
+    allow = frozenset(allow_modules)
+
+    targets: list[str] = []
+    for stage in blueprint.outputs:
+        targets.extend(k for k in plan.results[stage].keys if k)
+    computed = [k for k, d in decisions.items() if d.action == "compute"]
+    timings: dict[str, float] = {}
+    if computed:
+        graph = build_graph(plan, decisions, storage.url, allow)
+        values = _execute(graph, targets, scheduler, workers, progress, timings)
+    else:
+        values = {key: load_cached(Ref(storage.url, key)) for key in dict.fromkeys(targets)}
+
+    lineage_base = {
+        "blueprint": blueprint.name,
+        "blueprint_hash": blueprint_digest(blueprint),
+        "run": run_id,
+        "inputs": {name: r.snapshot for name, r in plan.inputs.items()},
+    }
+    snapshots: dict[str, dict[str, Any]] = {}
+    frozen: dict[str, FreezeResult] = {}
+    for stage, dataset in blueprint.outputs.items():
+        result = plan.results[stage]
+        if result.sliced is not None:
+            data = {key: values[k] for key, k in result.sliced}
+        else:
+            data = {"all": values[result.whole or ""]}
+        if not data:
+            raise UsageError(f"output {stage!r} has no slices to freeze: its input is empty")
+        info = freeze(
+            storage,
+            dataset,
+            data,
+            lineage={**lineage_base, "stage": stage},
+            operation="run",
+        )
+        frozen[stage] = info
+        snapshots[stage] = {
+            "dataset": dataset,
+            "snapshot": info.snapshot,
+            "rows": sum(s.rows for s in info.slices),
+        }
+
+    seconds = time.perf_counter() - started
+    summary = report.summary()
+    stats = {
+        "computed": summary["compute"],
+        "reused": summary["reuse"],
+        "seconds": round(seconds, 3),
+        "stages": _stage_stats(report),
+    }
+    _write_record(store, run_id, started_at, report, snapshots, frozen, stats, scheduler)
+    return RunResult(run_id=run_id, snapshots=snapshots, stats=stats, store=store)
+
+
+def _stage_stats(report: PlanReport) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for task in report.tasks():
+        counts = out.setdefault(task["stage"], {"computed": 0, "reused": 0})
+        counts["computed" if task["action"] == "compute" else "reused"] += 1
+    return out
+
+
+def _execute(
+    graph: dict[str, Any],
+    targets: list[str],
+    scheduler: Any,
+    workers: int | None,
+    progress: Progress | None,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    unique = list(dict.fromkeys(targets))
+    if scheduler in ("threads", "sync", None):
+        import dask
+        from dask.callbacks import Callback
+
+        total = len(graph)
+        done = [0]
+
+        def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total)
+
+        get = dask.get if scheduler == "sync" else dask.threaded.get
+        kwargs = {} if scheduler == "sync" else {"num_workers": workers or os.cpu_count() or 1}
+        with Callback(posttask=posttask):
+            results = get(graph, unique, **kwargs)
+        return dict(zip(unique, results, strict=True))
+    return _execute_distributed(graph, unique, scheduler, workers)
+
+
+def _execute_distributed(
+    graph: dict[str, Any], targets: list[str], scheduler: Any, workers: int | None
+) -> dict[str, Any]:
+    from distributed import Client, LocalCluster
+
+    if isinstance(scheduler, Client):
+        results = scheduler.get(graph, targets, sync=True)
+        return dict(zip(targets, results, strict=True))
+    if scheduler == "processes":
+        n = workers or os.cpu_count() or 1
+        with (
+            LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            results = client.get(graph, targets, sync=True)
+        return dict(zip(targets, results, strict=True))
+    if isinstance(scheduler, str) and "://" in scheduler:
+        with Client(scheduler) as client:
+            results = client.get(graph, targets, sync=True)
+        return dict(zip(targets, results, strict=True))
+    raise UsageError(
+        f"unknown scheduler {scheduler!r}",
+        hint="use threads, sync, processes, a tcp://host:port address, or a distributed.Client",
+    )
+
+
+def _write_record(
+    store: SnapshotStore,
+    run_id: str,
+    started_at: dt.datetime,
+    report: PlanReport,
+    snapshots: dict[str, dict[str, Any]],
+    frozen: dict[str, FreezeResult],
+    stats: dict[str, Any],
+    scheduler: Any,
+) -> None:
+    plan = report.plan
+    stored = [t.key for t in plan.tasks.values() if t.stored]
+    record = {
+        "run": run_id,
+        "started_at": started_at.isoformat(timespec="milliseconds"),
+        "blueprint": plan.blueprint.name,
+        "blueprint_hash": blueprint_digest(plan.blueprint),
+        "source": plan.blueprint.source,
+        "scheduler": scheduler if isinstance(scheduler, str) else type(scheduler).__name__,
+        "inputs": {
+            name: {"dataset": r.dataset, "snapshot": r.snapshot} for name, r in plan.inputs.items()
+        },
+        "tasks": report.tasks(),
+        "outputs": snapshots,
+        "stats": stats,
+        "roots": {
+            "snapshots": sorted({f.snapshot for f in frozen.values()}),
+            "cache": stored,
+        },
+    }
+    store.storage.write_atomic(
+        f"{layout.RUNS}/{run_id}.json", json.dumps(record, indent=1, default=str).encode()
+    )
