@@ -1,24 +1,25 @@
 """chanbatch: batch dataframes on Dask over immutable, content-hashed Parquet snapshots.
 
 ``import chanbatch`` stays light: it imports neither dask nor pandas, so that ``--help``,
-``validate`` and a fully cached run start fast. The public names below load on first use.
+``validate`` and a fully cached run start fast. ``Store`` and ``Blueprint`` load on first use.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import importlib
+from typing import Any
 
 from chanbatch.version import FORMAT_VERSION, __version__
 
-__all__ = ["FORMAT_VERSION", "Store", "__version__"]
+__all__ = ["FORMAT_VERSION", "Blueprint", "Store", "__version__"]
 
-if TYPE_CHECKING:
-    from chanbatch.api import Store
+_LAZY = {"Store": "chanbatch.api", "Blueprint": "chanbatch.api"}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Store":
-        from chanbatch.api import Store
-
-        return Store
-    raise AttributeError(f"module 'chanbatch' has no attribute {name!r}")
+    # A dynamic import keeps the package root out of the layer graph: the root re-exports the
+    # top layer, and every module below would otherwise appear to depend on it.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chanbatch' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -6,13 +6,17 @@ DataFrames, and only the upper layers import dask. It imports dask lazily, insid
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from chanbatch.snapshot import SnapshotStore
 from chanbatch.snapshot.names import SliceKey
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
+
+    from chanbatch.blueprint.model import Blueprint as BlueprintModel
 
 
 class Store(SnapshotStore):
@@ -29,3 +33,66 @@ class Store(SnapshotStore):
         from chanbatch.run.frames import to_dask
 
         return to_dask(self.storage, self.slices(ref, start=start, stop=stop))
+
+
+class Blueprint:
+    """A validated blueprint, ready to plan and run against any store.
+
+    ``Blueprint.from_yaml`` parses and validates in full; ``plan`` and ``run`` take a store (or
+    its URL) and optional ``sets`` rebinding inputs to other REFs, so one saved blueprint runs
+    against other snapshots.
+    """
+
+    def __init__(self, model: BlueprintModel) -> None:
+        self.model = model
+
+    @classmethod
+    def from_yaml(cls, path_or_text: str | os.PathLike[str]) -> Blueprint:
+        """Parse a blueprint file or YAML text; raises BlueprintError listing every problem."""
+        from chanbatch.blueprint.parse import load_blueprint
+
+        return cls(load_blueprint(path_or_text))
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def __repr__(self) -> str:
+        return f"Blueprint({self.model.name!r}, stages={list(self.model.stages)})"
+
+    def plan(self, store: SnapshotStore | str, *, sets: Mapping[str, str] | None = None) -> Any:
+        """What a run would compute and reuse, and why (a PlanReport; ``.document()``)."""
+        from chanbatch.run import plan_blueprint
+
+        return plan_blueprint(self.model, _store(store), sets=sets)
+
+    def run(
+        self,
+        store: SnapshotStore | str,
+        *,
+        scheduler: Any = "threads",
+        workers: int | None = None,
+        sets: Mapping[str, str] | None = None,
+        allow_modules: tuple[str, ...] = (),
+        progress: Any = None,
+    ) -> Any:
+        """Run and freeze the outputs; returns a RunResult (``.outputs``, ``.stats``).
+
+        ``scheduler`` is ``"threads"``, ``"sync"``, ``"processes"``, a ``tcp://`` address or a
+        ``distributed.Client``. Raises BlueprintError, RefError or StageFailed.
+        """
+        from chanbatch.run import run_blueprint
+
+        return run_blueprint(
+            self.model,
+            _store(store),
+            scheduler=scheduler,
+            workers=workers,
+            sets=sets,
+            allow_modules=allow_modules,
+            progress=progress,
+        )
+
+
+def _store(store: SnapshotStore | str) -> SnapshotStore:
+    return store if isinstance(store, SnapshotStore) else Store(store)

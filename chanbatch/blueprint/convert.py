@@ -123,9 +123,9 @@ class Converter:
         return self.error(node, f"{what} {token!r} is not allowed", token=token, hint=hint)
 
     def keyword_error(self, keyword: ast.keyword) -> ExprError:
+        token = f"**{self.segment(keyword.value)}" if keyword.arg is None else f"{keyword.arg}="
         if keyword.arg is None:
-            return self.refuse(keyword.value, "'**' argument")
-        token = f"{keyword.arg}="
+            return self.error(keyword, f"argument {token!r} is not allowed", token=token)
         return self.error(
             keyword,
             f"keyword argument {token!r} is not allowed",

@@ -294,3 +294,128 @@ def demo_cmd(store_url: str, as_json: bool) -> None:
         emit_json({"store": store.url, "datasets": [r.document() for r in results]})
     else:
         render.demo_result(store.url, results)
+
+
+def parse_sets(items: tuple[str, ...]) -> dict[str, str]:
+    """``--set input=REF`` pairs as a dict; raises UsageError on a malformed one."""
+    sets = {}
+    for item in items:
+        name, eq, ref = item.partition("=")
+        if not eq or not name.strip() or not ref.strip():
+            raise UsageError(f"cannot read --set {item!r}", hint="write --set INPUT=REF")
+        sets[name.strip()] = ref.strip()
+    return sets
+
+
+def set_option(func: Any) -> Any:
+    return click.option(
+        "--set",
+        "sets",
+        multiple=True,
+        metavar="INPUT=REF",
+        help="Bind INPUT to another REF (repeatable).",
+    )(func)
+
+
+@cli.command("validate")
+@click.argument("blueprint", type=click.Path(dir_okay=False))
+@json_option
+def validate_cmd(blueprint: str, as_json: bool) -> None:
+    """Check BLUEPRINT in full: syntax, names, cycles, expressions, aggregates."""
+    from chanbatch.blueprint.parse import load_blueprint
+
+    model = load_blueprint(blueprint)
+    doc = {
+        "ok": True,
+        "blueprint": model.name,
+        "inputs": model.inputs,
+        "stages": list(model.stages),
+        "outputs": model.outputs,
+    }
+    if as_json:
+        emit_json(doc)
+    else:
+        click.echo(
+            f"ok: blueprint {model.name!r}: {len(model.inputs)} inputs, "
+            f"{len(model.stages)} stages, {len(model.outputs)} outputs"
+        )
+
+
+@cli.command("plan")
+@click.argument("blueprint", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--all", "show_all", is_flag=True, help="List every task, not a summary per stage.")
+@store_option
+@json_option
+def plan_cmd(
+    blueprint: str, sets: tuple[str, ...], show_all: bool, store_url: str, as_json: bool
+) -> None:
+    """Show what a run would compute and what it would reuse, and why."""
+    from chanbatch.blueprint.parse import load_blueprint
+    from chanbatch.run import plan_blueprint
+
+    report = plan_blueprint(load_blueprint(blueprint), open_store(store_url), sets=parse_sets(sets))
+    if as_json:
+        emit_json(report.document())
+    else:
+        from chanbatch.cli import render
+
+        render.plan_report(report.document(), show_all=show_all)
+
+
+@cli.command("run")
+@click.argument("blueprint", type=click.Path(dir_okay=False))
+@click.option(
+    "--scheduler",
+    default="threads",
+    show_default=True,
+    metavar="threads|sync|processes|ADDRESS",
+    help="Where tasks run: local threads, one process, a LocalCluster of "
+    "single-threaded workers, or a tcp:// Dask scheduler address.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Worker threads or processes [default: one per core].",
+)
+@set_option
+@click.option(
+    "--allow-module",
+    "allow_modules",
+    multiple=True,
+    metavar="MODULE",
+    help="Allow `map` stages to import functions from MODULE (repeatable).",
+)
+@store_option
+@json_option
+def run_cmd(
+    blueprint: str,
+    scheduler: str,
+    workers: int | None,
+    sets: tuple[str, ...],
+    allow_modules: tuple[str, ...],
+    store_url: str,
+    as_json: bool,
+) -> None:
+    """Run BLUEPRINT, reusing every cached result, and freeze its outputs as snapshots."""
+    from chanbatch.blueprint.parse import load_blueprint
+    from chanbatch.cli import render
+    from chanbatch.run import run_blueprint
+
+    store = open_store(store_url)
+    model = load_blueprint(blueprint)
+    with render.task_progress(enabled=not as_json) as progress:
+        result = run_blueprint(
+            model,
+            store,
+            scheduler=scheduler,
+            workers=workers,
+            sets=parse_sets(sets),
+            allow_modules=allow_modules,
+            progress=progress,
+        )
+    if as_json:
+        emit_json(result.document())
+    else:
+        render.run_result(store, result.document())

@@ -300,3 +300,96 @@ def gc_report(doc: dict[str, Any]) -> None:
             else ""
         )
     )
+
+
+@contextlib.contextmanager
+def task_progress(enabled: bool = True) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress callback drawing tasks done / total on a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    task: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if not task:
+            progress.start()
+            task.append(progress.add_task("running tasks", total=total))
+        progress.update(task[0], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if task:
+            progress.stop()
+
+
+def plan_report(doc: dict[str, Any], show_all: bool = False) -> None:
+    summary = doc["summary"]
+    console.print(
+        f"[bold]{escape(doc['blueprint'])}[/]: {summary['compute']} tasks to compute, "
+        f"{summary['reuse']} to reuse"
+    )
+    for name, info in doc["inputs"].items():
+        console.print(
+            f"[dim]input {escape(name)} = {escape(info['dataset'])}@{short(info['snapshot'])}[/]"
+        )
+    table = Table(box=box.SIMPLE_HEAD)
+    if show_all:
+        for name in ("stage", "slice", "kind", "action", "reason"):
+            table.add_column(name)
+        for t in doc["tasks"]:
+            colour = "yellow" if t["action"] == "compute" else "green"
+            table.add_row(
+                cell(t["stage"]),
+                cell(t["slice"]),
+                t["kind"],
+                f"[{colour}]{t['action']}[/]",
+                cell(t["reason"], 80),
+            )
+    else:
+        for name in ("stage", "compute", "reuse", "why"):
+            table.add_column(name, justify="right" if name in ("compute", "reuse") else "left")
+        stages: dict[str, dict[str, Any]] = {}
+        for t in doc["tasks"]:
+            entry = stages.setdefault(t["stage"], {"compute": 0, "reuse": 0, "reasons": {}})
+            entry[t["action"]] += 1
+            if t["action"] == "compute":
+                entry["reasons"][t["reason"]] = entry["reasons"].get(t["reason"], 0) + 1
+        for stage, entry in stages.items():
+            why = "; ".join(f"{r} ({n})" if n > 1 else r for r, n in entry["reasons"].items())
+            table.add_row(
+                cell(stage), str(entry["compute"]), str(entry["reuse"]), cell(why or "-", 80)
+            )
+    console.print(table)
+    for note in doc["notes"]:
+        console.print(f"[yellow]note[/]: {escape(note)}")
+
+
+def run_result(store: Any, doc: dict[str, Any]) -> None:
+    stats = doc["stats"]
+    console.print(
+        f"run {doc['run']}: computed {stats['computed']} tasks, reused {stats['reused']}, "
+        f"in {stats['seconds']:.2f}s"
+    )
+    for name, info in doc["outputs"].items():
+        console.print(
+            f"[bold]{escape(name)}[/] → {escape(info['dataset'])}@[cyan]{short(info['snapshot'])}[/]"
+            f" ({rows(info['rows'])} rows)"
+        )
+        frame = store.read_pandas(f"{info['dataset']}@{info['snapshot']}").head(5)
+        table = Table(box=box.SIMPLE_HEAD)
+        for column in frame.columns:
+            table.add_column(cell(column))
+        for values in frame.itertuples(index=False):
+            table.add_row(*(cell(v, 24) for v in values))
+        console.print(table)
