@@ -419,3 +419,16 @@ def run_cmd(
         emit_json(result.document())
     else:
         render.run_result(store, result.document())
+
+
+@cli.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON Schema of blueprint files, for editor autocompletion.
+
+    \b
+    chanbatch schema > blueprint.schema.json
+    # VS Code (YAML extension): "yaml.schemas": {"blueprint.schema.json": "blueprints/*.yaml"}
+    """
+    from chanbatch.blueprint.schema import blueprint_json_schema
+
+    emit_json(blueprint_json_schema())
