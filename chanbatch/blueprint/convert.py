@@ -12,14 +12,17 @@ import math
 
 from chanbatch.blueprint.functions import AGGREGATES, CAST_TYPES, FUNCTIONS
 from chanbatch.blueprint.nodes import (
+    ArithOp,
     BinOp,
     BoolOp,
     Call,
     Column,
     Compare,
+    CompareOp,
     Expr,
     InList,
     Literal,
+    LogicOp,
     Negate,
     Not,
     Scalar,
@@ -27,7 +30,7 @@ from chanbatch.blueprint.nodes import (
 from chanbatch.blueprint.problems import ExprError
 from chanbatch.errors import did_you_mean
 
-_ARITH = {
+_ARITH: dict[type, ArithOp] = {
     ast.Add: "+",
     ast.Sub: "-",
     ast.Mult: "*",
@@ -44,7 +47,14 @@ _REFUSED_OPERATORS = {
     ast.RShift: (">>", None),
     ast.MatMult: ("@", None),
 }
-_COMPARE = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+_COMPARE: dict[type, CompareOp] = {
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+}
 _NAMED_LITERALS: dict[str, Scalar] = {
     "null": None,
     "None": None,
@@ -68,6 +78,7 @@ _REFUSED_NODES: dict[type, tuple[str, str | None]] = {
     ast.List: ("list literal", "a list may only follow 'in' or 'not in'"),
     ast.Tuple: ("tuple", "a list may only follow 'in' or 'not in'"),
     ast.Starred: ("starred expression", None),
+    ast.Slice: ("slice", None),
 }
 # Refused keywords are named by the keyword alone: "'lambda' is not allowed".
 _REFUSED_KEYWORDS: dict[type, str] = {
@@ -75,7 +86,6 @@ _REFUSED_KEYWORDS: dict[type, str] = {
     ast.Yield: "yield",
     ast.YieldFrom: "yield from",
     ast.Await: "await",
-    ast.Slice: ("slice", None),
 }
 
 
@@ -145,7 +155,7 @@ class Converter:
         if isinstance(node, ast.BinOp):
             return self._binop(node)
         if isinstance(node, ast.BoolOp):
-            op = "and" if isinstance(node.op, ast.And) else "or"
+            op: LogicOp = "and" if isinstance(node.op, ast.And) else "or"
             return BoolOp(op=op, operands=tuple(self._convert(v) for v in node.values))
         if isinstance(node, ast.Compare):
             return self._compare(node)

@@ -152,6 +152,7 @@ class _Shifted(ast.NodeTransformer):
     def generic_visit(self, node: ast.AST) -> ast.AST:
         if self.shift and hasattr(node, "col_offset"):
             node.col_offset += self.shift
-            if getattr(node, "end_col_offset", None) is not None:
-                node.end_col_offset += self.shift
+            end = getattr(node, "end_col_offset", None)
+            if end is not None:
+                node.end_col_offset = end + self.shift  # type: ignore[attr-defined]
         return super().generic_visit(node)

@@ -18,6 +18,7 @@ from typing import Literal as TypingLiteral
 Scalar = int | float | str | bool | None
 ArithOp = TypingLiteral["+", "-", "*", "/", "//", "%", "**"]
 CompareOp = TypingLiteral["==", "!=", "<", "<=", ">", ">="]
+LogicOp = TypingLiteral["and", "or"]
 
 #: Names that spell literals, so they cannot name a column.
 RESERVED_NAMES = frozenset({"null", "None", "true", "True", "false", "False"})
@@ -135,7 +136,7 @@ class InList(Expr):
 class BoolOp(Expr):
     """``and`` / ``or`` over two or more operands; nested runs of the same operator flatten."""
 
-    op: TypingLiteral["and", "or"]
+    op: LogicOp
     operands: tuple[Expr, ...]
 
     def __post_init__(self) -> None:

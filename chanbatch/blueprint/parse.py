@@ -96,9 +96,10 @@ def parse_blueprint(text: str, *, source: str = "<string>") -> Blueprint:
     outputs = _outputs(document, top, drafts, inputs)
     _check_graph(drafts, inputs, log)
     log.raise_if_any()
-    stages = {stage_name: draft.stage for stage_name, draft in drafts.items()}
-    assert name is not None and all(stage is not None for stage in stages.values())
-    return Blueprint(name=name, inputs=inputs, stages=stages, outputs=outputs, source=source)  # type: ignore[arg-type]
+    # No problems means every part was built; the asserts only narrow types.
+    stages = {n: draft.stage for n, draft in drafts.items() if draft.stage is not None}
+    assert name is not None and len(stages) == len(drafts)
+    return Blueprint(name=name, inputs=inputs, stages=stages, outputs=outputs, source=source)
 
 
 def _read(text: str, log: ProblemLog) -> Any:

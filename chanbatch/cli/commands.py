@@ -432,3 +432,69 @@ def schema_cmd() -> None:
     from chanbatch.blueprint.schema import blueprint_json_schema
 
     emit_json(blueprint_json_schema())
+
+
+@cli.group()
+def cache() -> None:
+    """List, size and evict cached stage results."""
+
+
+@cache.command("ls")
+@click.option("--stage", help="Only entries of this stage.")
+@store_option
+@json_option
+def cache_ls_cmd(stage: str | None, store_url: str, as_json: bool) -> None:
+    """List cache entries: key, stage, kind, rows, bytes, age."""
+    from chanbatch.cache.manage import list_entries
+
+    entries = [e.document() for e in list_entries(open_store(store_url).storage, stage=stage)]
+    if as_json:
+        emit_json({"entries": entries})
+    else:
+        from chanbatch.cli import render
+
+        render.cache_list(entries)
+
+
+@cache.command("du")
+@store_option
+@json_option
+def cache_du_cmd(store_url: str, as_json: bool) -> None:
+    """How much the cache holds, in total and per stage."""
+    from chanbatch.cache.manage import usage
+
+    doc = usage(open_store(store_url).storage)
+    if as_json:
+        emit_json(doc)
+    else:
+        from chanbatch.cli import render
+
+        render.cache_usage(doc)
+
+
+@cache.command("evict")
+@click.argument("keys", nargs=-1, metavar="[KEY_PREFIX]...")
+@click.option("--stage", help="Evict every entry of this stage.")
+@click.option("--all", "everything", is_flag=True, help="Evict every entry.")
+@store_option
+@json_option
+def cache_evict_cmd(
+    keys: tuple[str, ...], stage: str | None, everything: bool, store_url: str, as_json: bool
+) -> None:
+    """Evict cache entries; the next run recomputes them. Objects stay until gc."""
+    from chanbatch.cache.manage import evict
+
+    if not (keys or stage or everything):
+        raise UsageError("say what to evict", hint="give key prefixes, --stage NAME or --all")
+    short_keys = [k for k in keys if len(k) < 8]
+    if short_keys:
+        raise UsageError(
+            f"key prefix {short_keys[0]!r} is too short", hint="give at least 8 hex characters"
+        )
+    evicted = evict(
+        open_store(store_url).storage, prefixes=keys, stage=stage, everything=everything
+    )
+    if as_json:
+        emit_json({"evicted": evicted})
+    else:
+        click.echo(f"evicted {len(evicted)} cache entries")

@@ -393,3 +393,33 @@ def run_result(store: Any, doc: dict[str, Any]) -> None:
         for values in frame.itertuples(index=False):
             table.add_row(*(cell(v, 24) for v in values))
         console.print(table)
+
+
+def cache_list(entries: list[dict[str, Any]]) -> None:
+    if not entries:
+        console.print("The cache is empty.")
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for name in ("key", "stage", "kind", "rows", "bytes", "created"):
+        table.add_column(name, justify="right" if name in ("rows", "bytes") else "left")
+    for e in entries:
+        table.add_row(
+            short(e["key"]),
+            cell(e["stage"]),
+            e["kind"],
+            rows(e["rows"]),
+            human_bytes(e["bytes"]),
+            when(e["created_at"]),
+        )
+    console.print(table)
+
+
+def cache_usage(doc: dict[str, Any]) -> None:
+    table = Table(
+        box=box.SIMPLE_HEAD, title=f"cache: {doc['entries']} entries, {human_bytes(doc['bytes'])}"
+    )
+    for name in ("stage", "entries", "bytes"):
+        table.add_column(name, justify="left" if name == "stage" else "right")
+    for stage, s in sorted(doc["stages"].items()):
+        table.add_row(cell(stage), str(s["entries"]), human_bytes(s["bytes"]))
+    console.print(table)

@@ -121,7 +121,17 @@ def freeze(
     base = get_snapshot(storage, head.snapshot) if head else None
 
     inputs = _load(data, slice, slice_by, base.key_type if base else None)
-    target = _unify_inputs(inputs, arrow_schema(storage, base) if base else None)
+    for item in inputs:
+        if slice is not None:
+            item.label += f" (slice {slice})"
+        elif item.key is not None and not item.label.startswith("slice "):
+            item.label += f" (slice {item.key})"
+    base_label = "the dataset"
+    if base is not None and base.slices:
+        first, last = base.slices[0].key, base.slices[-1].key
+        span = f"slice {first}" if len(base.slices) == 1 else f"slices {first}..{last}"
+        base_label = f"dataset {dataset!r} ({span})"
+    target = _unify_inputs(inputs, arrow_schema(storage, base) if base else None, base_label)
     pieces = _cut(inputs, target, slice, slice_by, base.key_type if base else None)
     _check_key_types(pieces, base, dataset)
 
@@ -274,7 +284,9 @@ def _to_arrow(data: Any) -> pa.Table:
 # -- schemas ------------------------------------------------------------------------------------
 
 
-def _unify_inputs(inputs: list[_Input], base: pa.Schema | None) -> pa.Schema:
+def _unify_inputs(
+    inputs: list[_Input], base: pa.Schema | None, base_label: str = "the dataset"
+) -> pa.Schema:
     """The schema every slice will be written with; raises SchemaConflictError.
 
     Columns are matched by name (their order follows the dataset's), and an all-null column
@@ -284,7 +296,7 @@ def _unify_inputs(inputs: list[_Input], base: pa.Schema | None) -> pa.Schema:
 
     order = list(base.names) if base is not None else list(inputs[0].table.schema.names)
     known: dict[str, tuple[pa.DataType, str]] = (
-        {f.name: (f.type, "the dataset") for f in base} if base is not None else {}
+        {f.name: (f.type, base_label) for f in base} if base is not None else {}
     )
     problems: list[str] = []
     for item in inputs:

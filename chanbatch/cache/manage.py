@@ -1,0 +1,63 @@
+"""Listing, sizing and evicting cache entries (``chanbatch cache ls|du|evict``).
+
+Evicting removes entries only; the objects they named stay until ``gc`` finds nothing else uses
+them, because the same object may hold a frozen slice or another entry's equal result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from chanbatch.cache.index import CacheEntry, entry_path, lookup
+from chanbatch.snapshot import layout
+from chanbatch.snapshot.storage import Storage
+
+
+def list_entries(storage: Storage, *, stage: str | None = None) -> list[CacheEntry]:
+    """Every readable cache entry (optionally of one stage), oldest first."""
+    entries = []
+    for rel, _mtime, _size in storage.walk(layout.CACHE):
+        name = rel.rsplit("/", 1)[-1]
+        if not name.endswith(".json"):
+            continue
+        entry = lookup(storage, name.removesuffix(".json"))
+        if entry is not None and (stage is None or entry.stage == stage):
+            entries.append(entry)
+    return sorted(entries, key=lambda e: (e.created_at, e.key))
+
+
+def usage(storage: Storage) -> dict[str, object]:
+    """Entry count and bytes, in total and per stage; shared objects are counted once."""
+    entries = list_entries(storage)
+    seen: dict[str, int] = {}
+    stages: dict[str, dict[str, int]] = {}
+    for e in entries:
+        seen.setdefault(e.object, e.bytes)
+        s = stages.setdefault(e.stage or "?", {"entries": 0, "bytes": 0})
+        s["entries"] += 1
+        s["bytes"] += e.bytes
+    return {"entries": len(entries), "bytes": sum(seen.values()), "stages": stages}
+
+
+def evict(
+    storage: Storage,
+    *,
+    prefixes: Iterable[str] = (),
+    stage: str | None = None,
+    everything: bool = False,
+) -> list[str]:
+    """Remove the entries whose key starts with one of ``prefixes``, or of ``stage``, or all.
+
+    Returns the evicted keys. The next run recomputes them.
+    """
+    wanted = [p.lower() for p in prefixes]
+    evicted = []
+    for entry in list_entries(storage):
+        if (
+            everything
+            or (stage is not None and entry.stage == stage)
+            or any(entry.key.startswith(p) for p in wanted)
+        ):
+            storage.delete(entry_path(entry.key))
+            evicted.append(entry.key)
+    return evicted
