@@ -23,6 +23,18 @@ if TYPE_CHECKING:
     from chanbatch.blueprint.evaluation import _Evaluator
 
 Implementation = Callable[["_Evaluator", Call], Any]
+
+#: What pandas, numpy and pyarrow raise when data does not fit an operation; each is turned
+#: into an ExprEvalError naming the sub-expression that failed.
+DATA_ERRORS: tuple[type[Exception], ...] = (
+    TypeError,
+    ValueError,
+    AttributeError,
+    NotImplementedError,
+    OverflowError,
+    ZeroDivisionError,
+    pa.ArrowException,
+)
 FUNCTION_IMPLEMENTATIONS: dict[str, Implementation] = {}
 
 _DATE = pd.ArrowDtype(pa.date32())
@@ -38,7 +50,7 @@ def _implements(name: str) -> Callable[[Implementation], Implementation]:
                 return function(evaluator, node)
             except ExprEvalError:
                 raise
-            except (TypeError, ValueError, AttributeError, pa.ArrowException) as exc:
+            except DATA_ERRORS as exc:
                 raise ExprEvalError(f"cannot compute {node.render()!r}: {exc}") from exc
 
         FUNCTION_IMPLEMENTATIONS[name] = guarded

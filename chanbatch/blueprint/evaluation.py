@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from chanbatch.blueprint.evalfunctions import FUNCTION_IMPLEMENTATIONS
+from chanbatch.blueprint.evalfunctions import DATA_ERRORS, FUNCTION_IMPLEMENTATIONS
 from chanbatch.blueprint.expr import ExprEvalError
 from chanbatch.blueprint.nodes import (
     BinOp,
@@ -110,7 +110,13 @@ class _Evaluator:
         method = _DISPATCH.get(type(node))
         if method is None:
             raise TypeError(f"not an expression node: {node!r}")
-        return method(self, node)
+        try:
+            return method(self, node)
+        except ExprEvalError:
+            raise
+        except DATA_ERRORS as exc:
+            # The innermost node that failed names itself; its callers let that error rise.
+            raise ExprEvalError(f"cannot compute {node.render()!r}: {exc}") from exc
 
     # -- nodes --------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 
 from chanbatch.blueprint.convert import Converter
 from chanbatch.blueprint.functions import AGGREGATES, FUNCTIONS
@@ -108,7 +109,12 @@ def _parse_python(text: str) -> ast.expr:
     source = text.replace("\r", " ").replace("\n", " ")
     indent = len(source) - len(source.lstrip())
     try:
-        tree = ast.parse(source.lstrip(), mode="eval")
+        with warnings.catch_warnings():
+            # Python warns about its own style (`1and x`, `'\d'`); none of it is the user's
+            # concern here, and a warning filter set to "error" must not turn it into a crash.
+            warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            tree = ast.parse(source.lstrip(), mode="eval")
     except SyntaxError as exc:
         # Python reports offset 0 when the text ends too early.
         offset = exc.offset if exc.offset and exc.offset >= 1 else len(source) - indent + 1

@@ -35,7 +35,7 @@ def decide(plan: Plan, storage: Storage) -> dict[str, Decision]:
         if task.kind == "load":
             decisions[task.key] = Decision(action="load", reason="input slice")
             continue
-        if task.stored and lookup(storage, task.key, verify=True) is not None:
+        if (task.stored or task.checkpoint) and lookup(storage, task.key, verify=True) is not None:
             decisions[task.key] = Decision(action="reuse", reason="cached", cached=True)
             continue
         decisions[task.key] = Decision(action="compute", reason=_why(task.kind))

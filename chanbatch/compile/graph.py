@@ -13,7 +13,7 @@ from chanbatch.blueprint.model import Stage
 from chanbatch.cache import lookup, read_result, write_result
 from chanbatch.compile import execute
 from chanbatch.compile.decide import Decision
-from chanbatch.compile.plan import Plan, Task
+from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
 from chanbatch.errors import ChanbatchError
 from chanbatch.snapshot.objects import get_slice
 from chanbatch.snapshot.read import load_object
@@ -97,7 +97,9 @@ def run_task(call: Call, *deps: pd.DataFrame) -> pd.DataFrame:
         raise execute.describe_failure(stage, task.slice, exc) from exc
     except Exception as exc:
         raise execute.describe_failure(stage, task.slice, exc) from exc
-    if task.stored:
+    if task.stored or (
+        task.checkpoint and len(result) <= CHECKPOINT_RATIO * max(task.source_rows, 1)
+    ):
         write_result(storage_for(call.url), task.key, result, kind=task.kind, stage=task.stage)
     return result
 

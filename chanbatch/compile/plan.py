@@ -16,6 +16,7 @@ How each stage runs (DESIGN.md section 6):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -40,6 +41,7 @@ from chanbatch.snapshot.names import SliceKey
 from chanbatch.snapshot.refs import Resolved
 
 FANOUT = 8
+CHECKPOINT_RATIO = 0.5
 
 TaskKind = Literal["load", "apply", "partial", "combine", "finish", "whole", "gather"]
 
@@ -55,7 +57,11 @@ class Task:
     deps: tuple[str, ...] = ()
     broadcast: tuple[str, ...] = ()
     level: int = 0
-    stored: bool = False  # its result is kept in the cache
+    stored: bool = False  # its result is always kept in the cache
+    # A per-slice result that feeds an aggregate or a whole-input stage: kept in the cache
+    # when it is selective (see CHECKPOINT_RATIO), so editing what comes after it reuses it.
+    checkpoint: bool = False
+    source_rows: int = 0  # rows of the input slice this task descends from
 
     @property
     def label(self) -> str:
@@ -73,6 +79,7 @@ class StageResult:
     whole: str | None = None
     columns: tuple[str, ...] | None = None  # None when unknown (after a map)
     incremental: bool = True
+    rows: tuple[int, ...] = ()  # per slice: rows of the input slice it descends from
 
     @property
     def keys(self) -> list[str]:
@@ -114,6 +121,7 @@ def build_plan(blueprint: Blueprint, inputs: dict[str, Resolved]) -> Plan:
             name=name,
             sliced=tuple((e.key, e.id) for e in entries),
             columns=tuple(c.name for c in resolved.manifest.schema),
+            rows=tuple(e.rows for e in entries),
         )
     for name in blueprint.topological_order():
         stage = blueprint.stages[name]
@@ -134,16 +142,14 @@ def build_plan(blueprint: Blueprint, inputs: dict[str, Resolved]) -> Plan:
 
 
 def _replace_stored(task: Task) -> Task:
-    return Task(
-        key=task.key,
-        kind=task.kind,
-        stage=task.stage,
-        slice=task.slice,
-        deps=task.deps,
-        broadcast=task.broadcast,
-        level=task.level,
-        stored=True,
-    )
+    return dataclasses.replace(task, stored=True)
+
+
+def _mark_checkpoints(plan: Plan, keys: list[str]) -> None:
+    for key in keys:
+        task = plan.tasks.get(key)
+        if task is not None and task.kind == "apply" and not task.checkpoint:
+            plan.tasks[key] = dataclasses.replace(task, checkpoint=True)
 
 
 def _add(plan: Plan, task: Task) -> str:
@@ -178,7 +184,8 @@ def _lay_out(stage: Stage, plan: Plan) -> StageResult:
     if up.sliced is not None and per_slice_op and not isinstance(op, Union):
         kind: TaskKind = "apply"
         sliced = []
-        for slice_key, up_key in up.sliced:
+        rows = up.rows or (0,) * len(up.sliced)
+        for (slice_key, up_key), source_rows in zip(up.sliced, rows, strict=True):
             key = task_key(kind, spec, [up_key], broadcast)
             _add(
                 plan,
@@ -190,13 +197,20 @@ def _lay_out(stage: Stage, plan: Plan) -> StageResult:
                     deps=(up_key, *broadcast),
                     broadcast=broadcast,
                     stored=stage.per_slice,
+                    source_rows=source_rows,
                 ),
             )
             sliced.append((slice_key, key))
         return StageResult(
-            name=stage.name, sliced=tuple(sliced), columns=columns, incremental=incremental
+            name=stage.name,
+            sliced=tuple(sliced),
+            columns=columns,
+            incremental=incremental,
+            rows=rows,
         )
 
+    if up.sliced is not None:
+        _mark_checkpoints(plan, [k for _, k in up.sliced])
     if isinstance(op, Aggregate) and up.sliced is not None and op.decomposable:
         level_keys: list[tuple[SliceKey, str]] = []
         for slice_key, up_key in up.sliced:

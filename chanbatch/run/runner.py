@@ -18,8 +18,9 @@ from typing import Any
 
 from chanbatch.blueprint.model import Blueprint
 from chanbatch.compile.decide import Decision, decide
+from chanbatch.compile.explain import explain, load_previous
 from chanbatch.compile.graph import Ref, build_graph, load_cached
-from chanbatch.compile.keys import blueprint_digest
+from chanbatch.compile.keys import blueprint_digest, engine_salt
 from chanbatch.compile.plan import Plan, build_plan
 from chanbatch.errors import UsageError, did_you_mean
 from chanbatch.snapshot import SnapshotStore, layout, refs
@@ -131,7 +132,26 @@ def plan_blueprint(
 ) -> PlanReport:
     """The plan of ``blueprint`` on ``store`` and what a run would compute or reuse."""
     plan = build_plan(blueprint, resolve_inputs(blueprint, store, sets))
-    return PlanReport(plan=plan, decisions=decide(plan, store.storage))
+    decisions = decide(plan, store.storage)
+    if any(d.action == "compute" for d in decisions.values()):
+        record = last_run(store, blueprint.name)
+        decisions = explain(plan, decisions, load_previous(store.storage, record))
+    return PlanReport(plan=plan, decisions=decisions)
+
+
+def last_run(
+    store: SnapshotStore, blueprint_name: str, *, scan: int = 200
+) -> dict[str, Any] | None:
+    """The newest run record of ``blueprint_name`` (run ids sort by start time)."""
+    names = [n for n in store.storage.listdir(layout.RUNS) if n.endswith(".json")]
+    for name in reversed(names[-scan:]):
+        try:
+            record = json.loads(store.storage.read_bytes(f"{layout.RUNS}/{name}"))
+        except (ValueError, FileNotFoundError):
+            continue
+        if record.get("blueprint") == blueprint_name:
+            return record
+    return None
 
 
 def run_blueprint(
@@ -293,6 +313,8 @@ def _write_record(
         "blueprint": plan.blueprint.name,
         "blueprint_hash": blueprint_digest(plan.blueprint),
         "source": plan.blueprint.source,
+        "salt": engine_salt(),
+        "specs": {name: stage.canonical() for name, stage in plan.blueprint.stages.items()},
         "scheduler": scheduler if isinstance(scheduler, str) else type(scheduler).__name__,
         "inputs": {
             name: {"dataset": r.dataset, "snapshot": r.snapshot} for name, r in plan.inputs.items()
