@@ -85,6 +85,17 @@ def _text(evaluator: _Evaluator, node: Call) -> pd.Series | None:
     return series
 
 
+def _numeric(evaluator: _Evaluator, node: Call) -> pd.Series | None:
+    series = _argument(evaluator, node)
+    if series is not None and not (
+        ptypes.is_numeric_dtype(series.dtype) and not ptypes.is_bool_dtype(series.dtype)
+    ):
+        raise ExprEvalError(
+            f"{node.name}() needs numbers, got {series.dtype} values in {node.render()!r}"
+        )
+    return series
+
+
 def _timestamps(evaluator: _Evaluator, node: Call) -> pd.Series | None:
     series = _argument(evaluator, node)
     if series is None:
@@ -135,13 +146,13 @@ def _not_null(evaluator: _Evaluator, node: Call) -> Any:
 
 @_implements("abs")
 def _abs(evaluator: _Evaluator, node: Call) -> Any:
-    series = _argument(evaluator, node)
+    series = _numeric(evaluator, node)
     return None if series is None else series.abs()
 
 
 @_implements("round")
 def _round(evaluator: _Evaluator, node: Call) -> Any:
-    series = _argument(evaluator, node)
+    series = _numeric(evaluator, node)
     digits = _literal(node, 1) if len(node.args) > 1 else 0
     # pandas rounds half to even (2.5 -> 2), like numpy; documented rather than emulating SQL.
     return None if series is None else series.round(digits)

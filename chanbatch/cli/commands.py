@@ -498,3 +498,32 @@ def cache_evict_cmd(
         emit_json({"evicted": evicted})
     else:
         click.echo(f"evicted {len(evicted)} cache entries")
+
+
+@cli.command("explain")
+@click.argument("target", metavar="STAGE[@SLICE]")
+@click.argument("blueprint", type=click.Path(dir_okay=False))
+@set_option
+@store_option
+@json_option
+def explain_cmd(
+    target: str, blueprint: str, sets: tuple[str, ...], store_url: str, as_json: bool
+) -> None:
+    """Show a task's cache key components and which differ from the last run."""
+    from chanbatch.blueprint.parse import load_blueprint
+    from chanbatch.run.runner import explain_task
+
+    stage, _, slice_text = target.partition("@")
+    docs = explain_task(
+        load_blueprint(blueprint),
+        open_store(store_url),
+        stage,
+        slice_text or None,
+        sets=parse_sets(sets),
+    )
+    if as_json:
+        emit_json({"tasks": docs})
+    else:
+        from chanbatch.cli import render
+
+        render.explain_report(docs)

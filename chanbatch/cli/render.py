@@ -423,3 +423,29 @@ def cache_usage(doc: dict[str, Any]) -> None:
     for stage, s in sorted(doc["stages"].items()):
         table.add_row(cell(stage), str(s["entries"]), human_bytes(s["bytes"]))
     console.print(table)
+
+
+def explain_report(docs: list[dict[str, Any]]) -> None:
+    import json as _json
+
+    for doc in docs:
+        where = f"@{doc['slice']}" if doc["slice"] is not None else ""
+        level = f" (level {doc['level']})" if doc["kind"] == "combine" else ""
+        console.print(
+            f"[bold]{escape(doc['stage'])}{escape(where)}[/] {doc['kind']}{level}: "
+            f"key [cyan]{doc['key']}[/]"
+        )
+        c = doc["components"]
+        console.print(f"  salt       {escape(_json.dumps(c['salt'], sort_keys=True))}")
+        console.print(f"  spec       {escape(_json.dumps(c['spec'], sort_keys=True))}")
+        for dep in c["upstream"]:
+            console.print(f"  upstream   {short(dep['key'])}  {escape(dep['what'])}")
+        for dep in c["broadcast"]:
+            console.print(f"  broadcast  {short(dep['key'])}  {escape(dep['what'])}")
+        if doc["changed"]:
+            console.print(
+                f"  [yellow]differs from run {doc['previous_run'] or '-'}[/]: "
+                + escape("; ".join(doc["changed"]))
+            )
+        else:
+            console.print(f"  [green]unchanged since run {doc['previous_run']}[/]")

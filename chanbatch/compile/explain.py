@@ -174,3 +174,66 @@ def _driving_input(bp: Blueprint, name: str) -> str | None:
     while current in bp.stages:
         current = bp.stages[current].from_
     return current if current in bp.inputs else None
+
+
+def describe_key(plan: Plan, task: Task, previous: Previous | None) -> dict[str, Any]:
+    """A task's key, its components, and which of them differ from the last run's same task."""
+    from chanbatch.compile.keys import engine_salt
+
+    stage = plan.blueprint.stages.get(task.stage)
+    spec = stage.canonical() if stage is not None else {}
+    main = [d for d in task.deps if d not in task.broadcast]
+    components: dict[str, Any] = {
+        "salt": engine_salt(),
+        "kind": task.kind,
+        "spec": spec,
+        "upstream": [_dep_label(plan, d) for d in main],
+        "broadcast": [_dep_label(plan, d) for d in task.broadcast],
+    }
+    doc: dict[str, Any] = {
+        "stage": task.stage,
+        "slice": encode_key(task.slice) if task.slice is not None else None,
+        "kind": task.kind,
+        "level": task.level,
+        "key": task.key,
+        "components": components,
+        "previous_run": previous.run if previous else None,
+        "changed": [],
+    }
+    if previous is None:
+        doc["changed"] = ["no earlier run of this blueprint"]
+        return doc
+    before = previous.tasks.get((task.stage, doc["slice"], task.kind))
+    if before is None:
+        doc["changed"] = ["this task did not exist in the last run"]
+        return doc
+    if before.get("key") == task.key:
+        return doc
+    changed = []
+    if previous.specs.get(task.stage) != spec:
+        changed.append("spec")
+    if before.get("salt") not in (None, engine_salt()):
+        changed.append("salt")
+    old_deps = before.get("deps")
+    if old_deps is not None:
+        old_main = [d for d in old_deps if d not in before.get("broadcast", [])]
+        if old_main != main:
+            diff = [_dep_label(plan, d)["what"] for d in main if d not in old_main]
+            changed.append("upstream: " + (", ".join(diff[:5]) or "different inputs"))
+        if list(before.get("broadcast", [])) != list(task.broadcast):
+            changed.append("broadcast")
+    doc["changed"] = changed or ["key differs"]
+    return doc
+
+
+def _dep_label(plan: Plan, key: str) -> dict[str, str]:
+    dep = plan.tasks.get(key)
+    if dep is None:
+        return {"key": key, "what": "?"}
+    if dep.kind == "load":
+        what = f"input {dep.stage} slice {dep.slice} (slice id)"
+    elif dep.kind == "gather":
+        what = f"all slices of {dep.stage}"
+    else:
+        what = dep.label
+    return {"key": key, "what": what}

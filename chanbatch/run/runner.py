@@ -18,7 +18,7 @@ from typing import Any
 
 from chanbatch.blueprint.model import Blueprint
 from chanbatch.compile.decide import Decision, decide
-from chanbatch.compile.explain import explain, load_previous
+from chanbatch.compile.explain import describe_key, explain, load_previous
 from chanbatch.compile.graph import Ref, build_graph, load_cached
 from chanbatch.compile.keys import blueprint_digest, engine_salt
 from chanbatch.compile.plan import Plan, build_plan
@@ -52,6 +52,8 @@ class PlanReport:
                     "reason": decision.reason,
                     "kind": task.kind,
                     "key": task.key,
+                    "deps": list(task.deps),
+                    "broadcast": list(task.broadcast),
                 }
             )
         return out
@@ -64,13 +66,16 @@ class PlanReport:
         }
 
     def document(self) -> dict[str, Any]:
+        tasks = [
+            {k: v for k, v in t.items() if k not in ("deps", "broadcast")} for t in self.tasks()
+        ]
         return {
             "blueprint": self.plan.blueprint.name,
             "inputs": {
                 name: {"dataset": r.dataset, "snapshot": r.snapshot}
                 for name, r in self.plan.inputs.items()
             },
-            "tasks": self.tasks(),
+            "tasks": tasks,
             "summary": self.summary(),
             "notes": list(self.plan.notes),
         }
@@ -137,6 +142,41 @@ def plan_blueprint(
         record = last_run(store, blueprint.name)
         decisions = explain(plan, decisions, load_previous(store.storage, record))
     return PlanReport(plan=plan, decisions=decisions)
+
+
+def explain_task(
+    blueprint: Blueprint,
+    store: SnapshotStore,
+    stage: str,
+    slice_text: str | None = None,
+    *,
+    sets: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """The key components of ``stage``'s tasks (on one slice, if given), against the last run.
+
+    Raises UsageError for an unknown stage or slice.
+    """
+    if stage not in blueprint.stages:
+        raise UsageError(
+            f"blueprint {blueprint.name!r} has no stage {stage!r}",
+            hint=did_you_mean(stage, blueprint.stages) or "stages: " + ", ".join(blueprint.stages),
+        )
+    plan = build_plan(blueprint, resolve_inputs(blueprint, store, sets))
+    previous = load_previous(store.storage, last_run(store, blueprint.name))
+    tasks = [t for t in plan.tasks.values() if t.stage == stage]
+    if slice_text is not None:
+        tasks = [t for t in tasks if t.slice is not None and str(encode_key(t.slice)) == slice_text]
+        if not tasks:
+            slices = sorted(
+                {str(encode_key(t.slice)) for t in plan.stage_tasks(stage) if t.slice is not None}
+            )
+            raise UsageError(
+                f"stage {stage!r} has no task on slice {slice_text!r}",
+                hint=("its slices: " + ", ".join(slices[:12]))
+                if slices
+                else "it runs on its whole input",
+            )
+    return [describe_key(plan, t, previous) for t in tasks]
 
 
 def last_run(
