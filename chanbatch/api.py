@@ -30,9 +30,13 @@ class Store(SnapshotStore):
         Partitions are in slice order and every partition holds rows of one slice only. Each
         object is re-hashed as it is read; a corrupt one raises IntegrityError.
         """
+        from chanbatch.errors import RefNotFoundError
         from chanbatch.run.frames import to_dask
 
-        return to_dask(self.storage, self.slices(ref, start=start, stop=stop))
+        entries = self.slices(ref, start=start, stop=stop)
+        if not entries:
+            raise RefNotFoundError(f"{ref} has no slices from {start} to {stop}")
+        return to_dask(self.storage, entries)
 
 
 class Blueprint:

@@ -126,6 +126,8 @@ def freeze(
             item.label += f" (slice {slice})"
         elif item.key is not None and not item.label.startswith("slice "):
             item.label += f" (slice {item.key})"
+        elif slice_by is not None and slice_by in item.table.schema.names:
+            item.label += f" ({_describe_keys(item.table[slice_by])})"
     base_label = "the dataset"
     if base is not None and base.slices:
         first, last = base.slices[0].key, base.slices[-1].key
@@ -243,7 +245,10 @@ def _read_file(path: Path) -> pa.Table:
         if ".parquet" in suffixes or ".pq" in suffixes:
             import pyarrow.parquet as pq
 
-            return pq.read_table(path)
+            table = pq.read_table(path)
+            pandas_meta = table.schema.pandas_metadata or {}
+            index = [c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)]
+            return table.drop_columns(index) if index else table
         if ".csv" in suffixes or ".tsv" in suffixes:
             import pyarrow.csv as pacsv
 
@@ -256,6 +261,14 @@ def _read_file(path: Path) -> pa.Table:
         f"cannot freeze {path}: unknown file type {path.suffix or '(none)'}",
         hint="chanbatch freezes Parquet (.parquet, .pq) and CSV (.csv, .tsv, optionally .gz)",
     )
+
+
+def _describe_keys(column: Any) -> str:
+    import pyarrow.compute as pc
+
+    keys = sorted((k for k in pc.unique(column).to_pylist() if k is not None), key=sort_token)
+    shown = ", ".join(str(k) for k in keys[:5]) + (" ..." if len(keys) > 5 else "")
+    return f"slice {shown}" if len(keys) == 1 else f"slices {shown}"
 
 
 def _to_arrow(data: Any) -> pa.Table:

@@ -24,7 +24,7 @@ _REF = re.compile(r"^(?P<dataset>[^@\[\]]+)(?:@(?P<id>[^\[\]]*))?(?:\[(?P<slice>
 
 def check_dataset_name(name: str) -> str:
     """Return ``name`` if it is a valid dataset name; raises InvalidNameError otherwise."""
-    if not isinstance(name, str) or not DATASET_NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not DATASET_NAME.fullmatch(name) or ".." in name:
         raise InvalidNameError(
             f"invalid dataset name {name!r}",
             hint="use 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit "

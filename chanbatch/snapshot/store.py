@@ -91,13 +91,19 @@ class SnapshotStore:
         self, ref: str, *, start: SliceKey | None = None, stop: SliceKey | None = None
     ) -> pa.Table:
         """A REF's rows as one Arrow table, verified as read."""
-        return _read.read_table(self.storage, self.slices(ref, start=start, stop=stop))
+        resolved = self.resolve(ref)
+        entries = _read.select_slices(
+            resolved.manifest, key=resolved.slice_key, start=start, stop=stop
+        )
+        if not entries:
+            return _read.arrow_schema(self.storage, resolved.manifest).empty_table()
+        return _read.read_table(self.storage, entries)
 
     def read_pandas(
         self, ref: str, *, start: SliceKey | None = None, stop: SliceKey | None = None
     ) -> pd.DataFrame:
         """A REF's rows as one pandas frame, verified as read."""
-        return _read.read_pandas(self.storage, self.slices(ref, start=start, stop=stop))
+        return self.read_table(ref, start=start, stop=stop).to_pandas()
 
     # -- maintenance ----------------------------------------------------------------------------
 

@@ -54,7 +54,9 @@ def verify(storage: Storage, resolved: refs.Resolved | None = None) -> VerifyRep
     if resolved is None:
         _verify_all(storage, report)
     else:
-        _verify_snapshot(storage, resolved.entry.snapshot, report, checked_ids=set())
+        _verify_snapshot(
+            storage, resolved.entry.snapshot, report, checked_ids=set(), key=resolved.slice_key
+        )
     report.seconds = time.perf_counter() - started
     return report
 
@@ -118,13 +120,15 @@ def _check_reachable(
 
 
 def _verify_snapshot(
-    storage: Storage, sid: str, report: VerifyReport, checked_ids: set[str]
+    storage: Storage, sid: str, report: VerifyReport, checked_ids: set[str], key: object = None
 ) -> None:
     snap = _load_manifest(storage, sid, report)
     if not isinstance(snap, SnapshotManifest):
         return
     objects: list[tuple[str, str]] = []
     for entry in snap.slices:
+        if key is not None and entry.key != key:
+            continue
         manifest = _load_manifest(storage, entry.id, report)
         if isinstance(manifest, SliceManifest):
             objects.extend(

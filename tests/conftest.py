@@ -1,0 +1,57 @@
+"""Fixtures shared by every test package, and the ``--runslow`` switch.
+
+Tests marked ``@pytest.mark.slow`` are skipped unless pytest is given ``--runslow``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--runslow", action="store_true", default=False, help="also run tests marked slow"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def clear_memory_fs() -> None:
+    """Empty fsspec's global in-memory filesystem, which every ``memory://`` URL shares."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.store.clear()
+    fs.pseudo_dirs.clear()
+    fs.pseudo_dirs.append("")
+
+
+@pytest.fixture(params=["local", "memory"])
+def store_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A fresh, empty store URL on each backend: a local directory and ``memory://``."""
+    if request.param == "local":
+        yield str(tmp_path_factory.mktemp("store") / "snapshots")
+        return
+    clear_memory_fs()
+    try:
+        yield f"memory://chanbatch-test-{uuid.uuid4().hex}"
+    finally:
+        clear_memory_fs()
+
+
+@pytest.fixture
+def local_store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A fresh, empty store in a local directory (for tests that need real files and mtimes)."""
+    return str(tmp_path_factory.mktemp("store") / "snapshots")
