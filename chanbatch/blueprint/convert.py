@@ -26,6 +26,7 @@ from chanbatch.blueprint.nodes import (
     Negate,
     Not,
     Scalar,
+    constant,
 )
 from chanbatch.blueprint.problems import ExprError
 from chanbatch.errors import did_you_mean
@@ -212,15 +213,6 @@ class Converter:
         operand = self._convert(node.operand)
         if isinstance(node.op, ast.UAdd):
             return operand
-        # Fold `-3` into one literal, but only a number written right after the minus, so
-        # that `--3` keeps its shape and renders the same after a round trip.
-        literal = node.operand
-        if (
-            isinstance(literal, ast.Constant)
-            and isinstance(literal.value, int | float)
-            and not isinstance(literal.value, bool)
-        ):
-            return Literal(value=-literal.value)
         return Negate(operand=operand)
 
     def _binop(self, node: ast.BinOp) -> Expr:
@@ -278,13 +270,13 @@ class Converter:
             )
         values = []
         for element in node.elts:
-            converted = self._convert(element)
-            if not isinstance(converted, Literal):
+            literal = constant(self._convert(element))
+            if literal is None:
                 raise self.error(
                     element,
                     f"an 'in' list may hold only literals, got {self.segment(element)!r}",
                 )
-            values.append(converted.value)
+            values.append(literal.value)
         return tuple(values)
 
     def _call(self, node: ast.Call) -> Expr:
@@ -332,7 +324,8 @@ class Converter:
         return Call(name=name, args=args)
 
     def _check_literal(self, node: ast.expr, arg: Expr, kind: str, function: str) -> None:
-        value = arg.value if isinstance(arg, Literal) else None
+        literal = constant(arg)
+        value = literal.value if literal is not None else None
         if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
             raise self.error(
                 node, f"{function}() needs a whole number here, got {self.segment(node)!r}"

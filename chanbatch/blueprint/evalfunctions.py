@@ -17,7 +17,7 @@ import pyarrow as pa
 from pandas.api import types as ptypes
 
 from chanbatch.blueprint.expr import ExprEvalError
-from chanbatch.blueprint.nodes import Call, Literal
+from chanbatch.blueprint.nodes import Call, constant
 
 if TYPE_CHECKING:
     from chanbatch.blueprint.evaluation import _Evaluator
@@ -60,9 +60,9 @@ def _implements(name: str) -> Callable[[Implementation], Implementation]:
 
 
 def _literal(node: Call, index: int) -> Any:
-    argument = node.args[index]
-    assert isinstance(argument, Literal)  # the parser only lets literals through here
-    return argument.value
+    literal = constant(node.args[index])
+    assert literal is not None  # the parser only lets literals through here
+    return literal.value
 
 
 def _argument(evaluator: _Evaluator, node: Call, index: int = 0) -> pd.Series | None:

@@ -1,8 +1,8 @@
 """Evaluate an expression tree on a pandas DataFrame: vectorised, with SQL's nulls.
 
-This is the only module of the blueprint package that imports pandas; the package's
-``__init__`` loads it on first use, so that parsing and validating a blueprint stays free of
-dataframe libraries.
+This module and :mod:`chanbatch.blueprint.evalfunctions` are the only ones in the blueprint
+package that import pandas; the package's ``__init__`` loads them on first use, so that parsing
+and validating a blueprint stays free of dataframe libraries.
 
 Nulls (None, NaN, NA, NaT) follow SQL: arithmetic and comparisons with a null are null;
 ``and``/``or``/``not`` use three-valued logic; ``x in [...]`` is null for a null ``x``;
@@ -134,6 +134,8 @@ class _Evaluator:
         value = self.eval(node.operand)
         if value is None:
             return None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return -value  # a negative number literal stays a scalar, cheap to broadcast
         try:
             return -self.series(value)
         except TypeError as exc:

@@ -85,7 +85,8 @@ class Literal(Expr):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Negate(Expr):
-    """Unary minus of an expression that is not a plain number (those fold into a Literal)."""
+    """Unary minus. The parser keeps ``-3`` as Negate(Literal(3)), mirroring the text, so that
+    every tree it builds renders back to text that parses to the same tree."""
 
     operand: Expr
 
@@ -194,6 +195,17 @@ class AggCall:
 
     def __str__(self) -> str:
         return self.render()
+
+
+def constant(expr: Expr) -> Literal | None:
+    """The literal that ``expr`` spells, if any; ``-3`` parses as Negate(3) and counts as one."""
+    if isinstance(expr, Literal):
+        return expr
+    if isinstance(expr, Negate) and isinstance(expr.operand, Literal):
+        value = expr.operand.value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return Literal(value=-value)
+    return None
 
 
 def is_column_name(name: str) -> bool:
