@@ -134,24 +134,30 @@ def run_map(op: Map, frame: pd.DataFrame, allow: frozenset[str]) -> pd.DataFrame
     """Call a ``module:function`` map, if its module is on the allowlist."""
     import pandas as pd
 
+    check_allowed(op, allow)
     module_name, _, func_name = op.function.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        func = getattr(module, func_name)
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(f"cannot load map function {op.function!r}: {exc}") from exc
+    result = func(frame)
+    if not isinstance(result, pd.DataFrame):
+        raise TypeError(
+            f"map function {op.function!r} returned {type(result).__name__}, not a DataFrame"
+        )
+    return result.reset_index(drop=True)
+
+
+def check_allowed(op: Map, allow: frozenset[str]) -> None:
+    """Raise UsageError unless ``op``'s module is on the allowlist (before anything runs)."""
+    module_name = op.function.partition(":")[0]
     if not _allowed(module_name, allow):
         raise UsageError(
             f"map function {op.function!r} is not allowed: module {module_name!r} is not on "
             "the allowlist",
             hint=f"run with --allow-module {module_name} if you trust it",
         )
-    try:
-        module = importlib.import_module(module_name)
-        func = getattr(module, func_name)
-    except (ImportError, AttributeError) as exc:
-        raise UsageError(f"cannot load map function {op.function!r}: {exc}") from exc
-    result = func(frame)
-    if not isinstance(result, pd.DataFrame):
-        raise UsageError(
-            f"map function {op.function!r} returned {type(result).__name__}, not a DataFrame"
-        )
-    return result.reset_index(drop=True)
 
 
 def _allowed(module: str, allow: frozenset[str]) -> bool:

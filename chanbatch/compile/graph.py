@@ -14,7 +14,7 @@ from chanbatch.cache import lookup, read_result, write_result
 from chanbatch.compile import execute
 from chanbatch.compile.decide import Decision
 from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
-from chanbatch.errors import ChanbatchError
+from chanbatch.errors import ChanbatchError, UsageError
 from chanbatch.snapshot.objects import get_slice
 from chanbatch.snapshot.read import load_object
 from chanbatch.snapshot.storage import Storage
@@ -91,9 +91,9 @@ def run_task(call: Call, *deps: pd.DataFrame) -> pd.DataFrame:
             result = execute.finish(stage, main)
         else:
             result = execute.apply_whole(stage, main, broadcast, call.allow)
+    except (execute.StageFailed, UsageError):
+        raise
     except ChanbatchError as exc:
-        if isinstance(exc, execute.StageFailed):
-            raise
         raise execute.describe_failure(stage, task.slice, exc) from exc
     except Exception as exc:
         raise execute.describe_failure(stage, task.slice, exc) from exc

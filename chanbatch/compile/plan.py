@@ -179,7 +179,11 @@ def _lay_out(stage: Stage, plan: Plan) -> StageResult:
     if isinstance(op, Join):
         broadcast = (_whole_key(plan, plan.results[op.right], f"{op.right}"),)
 
-    rowwise = isinstance(op, Filter | Derive | Select | Rename | Map | Join)
+    # A right or outer join must see every slice at once: a right row that matches nothing
+    # in one slice may match in another, and must come out once, not once per slice.
+    rowwise = isinstance(op, Filter | Derive | Select | Rename | Map) or (
+        isinstance(op, Join) and op.how in ("inner", "left")
+    )
     per_slice_op = rowwise or stage.per_slice
     if up.sliced is not None and per_slice_op and not isinstance(op, Union):
         kind: TaskKind = "apply"

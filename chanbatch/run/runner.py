@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chanbatch.blueprint.model import Blueprint
+from chanbatch.blueprint.model import Blueprint, Map
 from chanbatch.compile.decide import Decision, decide
+from chanbatch.compile.execute import check_allowed
 from chanbatch.compile.explain import describe_key, explain, load_previous
 from chanbatch.compile.graph import Ref, build_graph, load_cached
 from chanbatch.compile.keys import blueprint_digest, engine_salt
@@ -221,6 +222,10 @@ def run_blueprint(
     for stage in blueprint.outputs:
         targets.extend(k for k in plan.results[stage].keys if k)
     computed = [k for k, d in decisions.items() if d.action == "compute"]
+    for key in computed:
+        stage_model = blueprint.stages.get(plan.tasks[key].stage)
+        if stage_model is not None and isinstance(stage_model.operation, Map):
+            check_allowed(stage_model.operation, allow)
     timings: dict[str, float] = {}
     if computed:
         graph = build_graph(plan, decisions, storage.url, allow)
@@ -239,7 +244,7 @@ def run_blueprint(
     for stage, dataset in blueprint.outputs.items():
         result = plan.results[stage]
         if result.sliced is not None:
-            data = {key: values[k] for key, k in result.sliced}
+            data = unify_dtypes({key: values[k] for key, k in result.sliced})
         else:
             data = {"all": values[result.whole or ""]}
         if not data:
@@ -250,6 +255,7 @@ def run_blueprint(
             data,
             lineage={**lineage_base, "stage": stage},
             operation="run",
+            replace=True,
         )
         frozen[stage] = info
         snapshots[stage] = {
@@ -268,6 +274,41 @@ def run_blueprint(
     }
     _write_record(store, run_id, started_at, report, snapshots, frozen, stats, scheduler)
     return RunResult(run_id=run_id, snapshots=snapshots, stats=stats, store=store)
+
+
+def unify_dtypes(frames: dict[Any, Any]) -> dict[Any, Any]:
+    """Per-slice frames of one output with one dtype per column.
+
+    A slice's frame can differ in dtype only because of its data: an integer aggregate over a
+    slice with no rows is null (float), a column that is all null is ``object``. Numbers are
+    promoted to float64 and all-null columns take the type the other slices agree on.
+    """
+    import pandas as pd
+
+    if len(frames) < 2:
+        return frames
+    columns = next(iter(frames.values())).columns
+    casts: dict[str, Any] = {}
+    for column in columns:
+        dtypes = {
+            f[column].dtype
+            for f in frames.values()
+            if column in f and not (f[column].dtype == object and f[column].isna().all())
+        }
+        if len(dtypes) == 1:
+            (target,) = dtypes
+        elif dtypes and all(
+            pd.api.types.is_numeric_dtype(d) and not pd.api.types.is_bool_dtype(d) for d in dtypes
+        ):
+            target = "float64"
+        else:
+            continue
+        casts[column] = target
+    out = {}
+    for key, frame in frames.items():
+        needs = {c: t for c, t in casts.items() if c in frame and frame[c].dtype != t}
+        out[key] = frame.astype(needs) if needs else frame
+    return out
 
 
 def _stage_stats(report: PlanReport) -> dict[str, dict[str, int]]:

@@ -102,8 +102,14 @@ def freeze(
     lineage: dict[str, Any] | None = None,
     operation: str = "freeze",
     progress: Progress | None = None,
+    replace: bool = False,
 ) -> FreezeResult:
     """Freeze ``data`` into ``dataset`` and commit a new version if anything changed.
+
+    By default the new slices are merged into the dataset's head: new keys are added, existing
+    keys replaced, and the schema must match. With ``replace`` the new version holds exactly
+    these slices, whatever the head held (a run's output: the result of this run, no more);
+    history is kept either way.
 
     ``data`` is a pandas, pyarrow or dask DataFrame, one or more Parquet/CSV file paths, or a
     mapping of slice key to frame.
@@ -133,6 +139,8 @@ def freeze(
         first, last = base.slices[0].key, base.slices[-1].key
         span = f"slice {first}" if len(base.slices) == 1 else f"slices {first}..{last}"
         base_label = f"dataset {dataset!r} ({span})"
+    if replace:
+        base = None  # the head neither constrains the schema nor contributes slices
     target = _unify_inputs(inputs, arrow_schema(storage, base) if base else None, base_label)
     pieces = _cut(inputs, target, slice, slice_by, base.key_type if base else None)
     _check_key_types(pieces, base, dataset)
@@ -145,22 +153,26 @@ def freeze(
 
     def propose(current: refs.RefEntry | None) -> refs.Change | None:
         latest = get_snapshot(storage, current.snapshot) if current else None
-        if latest is not None and latest.schema != schema:
+        if latest is not None and latest.schema != schema and not replace:
             _raise_schema_conflict(dataset, latest, schema, keys)
-        merged = {e.key: e for e in latest.slices} if latest else {}
+        previous = {e.key: e for e in latest.slices} if latest else {}
+        merged = {} if replace else dict(previous)
         added, replaced = [], []
         for manifest in written:
-            before = merged.get(manifest.key)
-            if before is not None and before.id == manifest.id:
-                continue
-            (replaced if before is not None else added).append(encode_key(manifest.key))
+            before = previous.get(manifest.key)
             merged[manifest.key] = SliceEntry(
                 key=manifest.key, id=manifest.id, rows=manifest.rows, bytes=manifest.bytes
             )
-        if latest is not None and not added and not replaced:
+            if before is None:
+                added.append(encode_key(manifest.key))
+            elif before.id != manifest.id:
+                replaced.append(encode_key(manifest.key))
+        removed = [encode_key(k) for k in previous if k not in merged] if replace else []
+        unchanged = not (added or replaced or removed)
+        if latest is not None and unchanged and latest.schema == schema:
             return None
         snapshot = SnapshotManifest(
-            key_type=latest.key_type if latest else ktype,
+            key_type=latest.key_type if latest and not replace else ktype,
             slice_by=slice_by or (latest.slice_by if latest else None),
             schema=schema,
             slices=tuple(merged[k] for k in sorted(merged, key=sort_token)),
@@ -171,7 +183,7 @@ def freeze(
             operation=operation,
             added=tuple(added),
             replaced=tuple(replaced),
-            lineage=dict(lineage or {}),
+            lineage={**(lineage or {}), **({"removed": removed} if removed else {})},
         )
 
     final, created = refs.commit(storage, dataset, propose)
