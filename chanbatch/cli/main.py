@@ -23,8 +23,10 @@ def format_error(exc: ChanbatchError) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with its code; never prints a traceback without ``--verbose``."""
-    args = sys.argv[1:] if argv is None else argv
-    verbose = "--verbose" in args or "-v" in args
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args or (bool(args) and args[0] == "-v")
+    if "--verbose" in args[1:]:  # accepted after the command too, where Click would refuse it
+        args = ["--verbose", *(a for a in args if a != "--verbose")]
     try:
         code = cli.main(args=args, prog_name="chanbatch", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -357,7 +357,17 @@ def _unify_inputs(
             hint="every slice of a dataset has the same columns and types; cast the input, "
             "or freeze it as a new dataset",
         )
-    return pa.schema([pa.field(n, known[n][0] if n in known else pa.null()) for n in order])
+    untyped = [n for n in order if n not in known or pa.types.is_null(known[n][0])]
+    if untyped:
+        names = ", ".join(repr(n) for n in untyped)
+        where = ", ".join(item.label for item in inputs[:3]) + (" ..." if len(inputs) > 3 else "")
+        raise InputError(
+            f"column{'s' if len(untyped) > 1 else ''} {names} {'have' if len(untyped) > 1 else 'has'} "
+            f"no type: every value is null in {where}",
+            hint="a dataset's column types are fixed by its first slice; freeze a slice with "
+            "values first, or cast the column",
+        )
+    return pa.schema([pa.field(n, known[n][0]) for n in order])
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -179,8 +179,34 @@ class Resolved:
 def resolve(storage: Storage, ref: str | Ref) -> Resolved:
     """Resolve ``DATASET``, ``DATASET@prefix`` or ``DATASET[slice]`` to a snapshot.
 
-    Raises RefNotFoundError when nothing matches and AmbiguousRefError when a prefix matches
-    several snapshots.
+    Raises RefNotFoundError when nothing matches, AmbiguousRefError when a prefix matches
+    several snapshots, and IntegrityError when the snapshot's manifest is damaged.
+    """
+    parsed = parse_ref(ref) if isinstance(ref, str) else ref
+    entry = resolve_entry(storage, parsed)
+    manifest = get_snapshot(storage, entry.snapshot)
+    key = None
+    if parsed.slice is not None:
+        key = parse_key(parsed.slice, manifest.key_type)
+        if manifest.slice(key) is None:
+            keys = [str(s.key) for s in manifest.slices]
+            close = suggest(parsed.slice, keys) if manifest.key_type == "str" else None
+            raise RefNotFoundError(
+                f"snapshot {short(entry.snapshot)} of {parsed.dataset!r} has no slice {parsed.slice!r}",
+                hint=close
+                or (
+                    f"its {len(keys)} slices run from {keys[0]} to {keys[-1]}"
+                    if keys
+                    else "it has no slices"
+                ),
+            )
+    return Resolved(dataset=parsed.dataset, entry=entry, manifest=manifest, slice_key=key)
+
+
+def resolve_entry(storage: Storage, ref: str | Ref) -> RefEntry:
+    """The ref-log entry a REF names, without reading its manifest (which may be damaged).
+
+    Raises RefNotFoundError and AmbiguousRefError as :func:`resolve` does.
     """
     parsed = parse_ref(ref) if isinstance(ref, str) else ref
     entries = history(storage, parsed.dataset)
@@ -209,23 +235,7 @@ def resolve(storage: Storage, ref: str | Ref) -> Resolved:
             )
         # the newest ref entry carrying that snapshot
         entry = next(e for e in reversed(entries) if e.snapshot in matches)
-    manifest = get_snapshot(storage, entry.snapshot)
-    key = None
-    if parsed.slice is not None:
-        key = parse_key(parsed.slice, manifest.key_type)
-        if manifest.slice(key) is None:
-            keys = [str(s.key) for s in manifest.slices]
-            close = suggest(parsed.slice, keys) if manifest.key_type == "str" else None
-            raise RefNotFoundError(
-                f"snapshot {short(entry.snapshot)} of {parsed.dataset!r} has no slice {parsed.slice!r}",
-                hint=close
-                or (
-                    f"its {len(keys)} slices run from {keys[0]} to {keys[-1]}"
-                    if keys
-                    else "it has no slices"
-                ),
-            )
-    return Resolved(dataset=parsed.dataset, entry=entry, manifest=manifest, slice_key=key)
+    return entry
 
 
 def _has_versions(storage: Storage, name: str) -> bool:

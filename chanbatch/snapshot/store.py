@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from chanbatch.errors import IntegrityError
 from chanbatch.snapshot import diff as _diff
 from chanbatch.snapshot import freeze as _freeze
 from chanbatch.snapshot import gc as _gc
@@ -112,8 +113,18 @@ class SnapshotStore:
         return _inspect.inspect(self.storage, self.resolve(ref))
 
     def verify(self, ref: str | None = None) -> _verify.VerifyReport:
-        """Re-hash the whole store, or what one REF needs."""
-        return _verify.verify(self.storage, self.resolve(ref) if ref else None)
+        """Re-hash the whole store, or what one REF needs.
+
+        A REF whose own snapshot manifest is damaged is reported in ``corrupt``, not raised.
+        """
+        if not ref:
+            return _verify.verify(self.storage, None)
+        try:
+            resolved = self.resolve(ref)
+        except IntegrityError:
+            entry = refs.resolve_entry(self.storage, ref)
+            return _verify.verify_snapshot(self.storage, entry.snapshot)
+        return _verify.verify(self.storage, resolved)
 
     def diff(self, a: str, b: str) -> _diff.DiffReport:
         """Compare two REFs slice by slice."""
