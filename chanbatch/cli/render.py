@@ -49,8 +49,10 @@ def when(stamp: str) -> str:
 
 
 @contextlib.contextmanager
-def freeze_progress(enabled: bool = True) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress callback that draws a bar on a terminal once a freeze has more than 3 slices."""
+def progress_bar(
+    description: str, *, enabled: bool = True, min_total: int = 0
+) -> Iterator[Callable[[int, int], None] | None]:
+    """A ``(done, total)`` callback drawing a bar on a terminal once ``total > min_total``."""
     if not enabled or not sys.stderr.isatty():
         yield None
         return
@@ -67,11 +69,11 @@ def freeze_progress(enabled: bool = True) -> Iterator[Callable[[int, int], None]
     task: list[Any] = []
 
     def update(done: int, total: int) -> None:
-        if total <= 3:
+        if total <= min_total:
             return
         if not task:
             progress.start()
-            task.append(progress.add_task("freezing slices", total=total))
+            task.append(progress.add_task(description, total=total))
         progress.update(task[0], completed=done, total=total)
 
     try:
@@ -79,6 +81,16 @@ def freeze_progress(enabled: bool = True) -> Iterator[Callable[[int, int], None]
     finally:
         if task:
             progress.stop()
+
+
+def freeze_progress(enabled: bool = True) -> Any:
+    """A freeze's bar, shown once it has more than 3 slices."""
+    return progress_bar("freezing slices", enabled=enabled, min_total=3)
+
+
+def task_progress(enabled: bool = True) -> Any:
+    """A run's bar: tasks done out of tasks to run."""
+    return progress_bar("running tasks", enabled=enabled)
 
 
 def freeze_result(result: Any) -> None:
@@ -300,37 +312,6 @@ def gc_report(doc: dict[str, Any]) -> None:
             else ""
         )
     )
-
-
-@contextlib.contextmanager
-def task_progress(enabled: bool = True) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress callback drawing tasks done / total on a terminal."""
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    progress = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
-    task: list[Any] = []
-
-    def update(done: int, total: int) -> None:
-        if not task:
-            progress.start()
-            task.append(progress.add_task("running tasks", total=total))
-        progress.update(task[0], completed=done, total=total)
-
-    try:
-        yield update
-    finally:
-        if task:
-            progress.stop()
 
 
 def plan_report(doc: dict[str, Any], show_all: bool = False) -> None:
