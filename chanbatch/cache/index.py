@@ -19,6 +19,7 @@ from chanbatch.snapshot import layout
 from chanbatch.snapshot.freeze import encode_parquet
 from chanbatch.snapshot.normalize import normalize_table
 from chanbatch.snapshot.objects import get_object, put_object
+from chanbatch.snapshot.read import to_pandas
 from chanbatch.snapshot.storage import Storage
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def read_result(storage: Storage, entry: CacheEntry) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     table = pq.read_table(pa.BufferReader(get_object(storage, entry.object)))
-    return table.to_pandas()
+    return to_pandas(table)
 
 
 def write_result(

@@ -16,7 +16,7 @@ from chanbatch.compile.decide import Decision
 from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
 from chanbatch.errors import ChanbatchError, UsageError
 from chanbatch.snapshot.objects import get_slice
-from chanbatch.snapshot.read import load_object
+from chanbatch.snapshot.read import load_object, to_pandas
 from chanbatch.snapshot.storage import Storage
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def load_slice(ref: Ref) -> pd.DataFrame:
     manifest = get_slice(storage, ref.key)
     tables = [load_object(storage, part.object) for part in manifest.parts]
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-    return table.to_pandas()
+    return to_pandas(table)
 
 
 def load_cached(ref: Ref) -> pd.DataFrame:

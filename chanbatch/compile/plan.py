@@ -113,6 +113,8 @@ def build_plan(blueprint: Blueprint, inputs: dict[str, Resolved]) -> Plan:
     problems: list[Problem] = []
     for name, resolved in inputs.items():
         entries = resolved.manifest.slices
+        if resolved.slice_key is not None:  # an input bound to DATASET[slice]
+            entries = tuple(e for e in entries if e.key == resolved.slice_key)
         for entry in entries:
             plan.tasks.setdefault(
                 entry.id, Task(key=entry.id, kind="load", stage=name, slice=entry.key)

@@ -26,7 +26,7 @@ def to_dask(
     if not parts:
         raise ValueError("no slices selected")
     schema = _read.read_footer(storage, parts[0].object).schema.to_arrow_schema()
-    meta = schema.empty_table().to_pandas(types_mapper=_types)
+    meta = _read.to_pandas(schema.empty_table())
     return dd.from_map(
         _load_pandas,
         [p.object for p in parts],
@@ -40,12 +40,4 @@ def to_dask(
 def _load_pandas(oid: str, url: str) -> pd.DataFrame:
     from chanbatch.compile.graph import storage_for
 
-    return _read.load_object(storage_for(url), oid).to_pandas(types_mapper=_types)
-
-
-def _types(t: object) -> object:
-    """Arrow dates as pandas Arrow dtypes: as objects, dask would turn them into strings."""
-    import pandas as pd
-    import pyarrow as pa
-
-    return pd.ArrowDtype(t) if pa.types.is_date(t) else None
+    return _read.to_pandas(_read.load_object(storage_for(url), oid))

@@ -387,7 +387,7 @@ def _write_record(
     scheduler: Any,
 ) -> None:
     plan = report.plan
-    stored = [t.key for t in plan.tasks.values() if t.stored]
+    stored = [t.key for t in plan.tasks.values() if t.stored or t.checkpoint]
     record = {
         "run": run_id,
         "started_at": started_at.isoformat(timespec="milliseconds"),

@@ -89,7 +89,24 @@ def read_table(storage: Storage, entries: list[SliceEntry]) -> pa.Table:
 
 def read_pandas(storage: Storage, entries: list[SliceEntry]) -> pd.DataFrame:
     """The rows of ``entries`` as one pandas frame with a fresh RangeIndex."""
-    return read_table(storage, entries).to_pandas()
+    return to_pandas(read_table(storage, entries))
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """``table`` as pandas, the one way chanbatch converts: dates stay Arrow dates.
+
+    By default pyarrow turns ``date32`` into Python ``date`` objects, which neither compare
+    with date literals nor survive dask's string conversion; an Arrow-backed date dtype does
+    both, and round-trips to the same Parquet type.
+    """
+    return table.to_pandas(types_mapper=_pandas_type)
+
+
+def _pandas_type(t: pa.DataType) -> object:
+    import pandas as pd
+    import pyarrow as pa
+
+    return pd.ArrowDtype(t) if pa.types.is_date(t) else None
 
 
 def read_footer(storage: Storage, oid: str) -> pq.FileMetaData:

@@ -104,7 +104,7 @@ class SnapshotStore:
         self, ref: str, *, start: SliceKey | None = None, stop: SliceKey | None = None
     ) -> pd.DataFrame:
         """A REF's rows as one pandas frame, verified as read."""
-        return self.read_table(ref, start=start, stop=stop).to_pandas()
+        return _read.to_pandas(self.read_table(ref, start=start, stop=stop))
 
     # -- maintenance ----------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import blake3
 import fsspec
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 HEX64 = r"^[0-9a-f]{64}$"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,7 +57,8 @@ def flights(rows: int = 60, *, seed: int = 0, months: int = 3) -> pd.DataFrame:
 
 
 def normalised(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` as the store documents it comes back: UTC timestamps, Arrow strings, no index."""
+    """``df`` as the store documents it comes back: UTC timestamps, Arrow strings, Arrow dates,
+    no index."""
     out = {}
     for name in df.columns:
         col = df[name]
@@ -68,6 +70,10 @@ def normalised(df: pd.DataFrame) -> pd.DataFrame:
             col = col.dt.tz_localize("UTC").astype("datetime64[us, UTC]")
         elif col.dtype == object and all(isinstance(v, str) or v is None for v in col):
             col = col.astype("str")
+        elif col.dtype == object and all(
+            (isinstance(v, dt.date) and not isinstance(v, dt.datetime)) or v is None for v in col
+        ):
+            col = col.astype(pd.ArrowDtype(pa.date32()))
         out[name] = col.reset_index(drop=True)
     return pd.DataFrame(out)
 
