@@ -36,6 +36,7 @@ from chanbatch.blueprint.model import (
 )
 from chanbatch.blueprint.problems import BlueprintError, Problem
 from chanbatch.compile.keys import task_key
+from chanbatch.compile.types import Kind, TypeProblem, check_aggregate, infer, kind_of_arrow
 from chanbatch.errors import did_you_mean
 from chanbatch.snapshot.names import SliceKey
 from chanbatch.snapshot.refs import Resolved
@@ -125,10 +126,18 @@ def build_plan(blueprint: Blueprint, inputs: dict[str, Resolved]) -> Plan:
             columns=tuple(c.name for c in resolved.manifest.schema),
             rows=tuple(e.rows for e in entries),
         )
+    kinds: dict[str, dict[str, Kind] | None] = {
+        name: {c.name: kind_of_arrow(c.type) for c in r.manifest.schema}
+        for name, r in inputs.items()
+    }
     for name in blueprint.topological_order():
         stage = blueprint.stages[name]
         before = len(problems)
         _check_columns(blueprint, stage, plan, problems)
+        if len(problems) == before:
+            kinds[name] = _check_types(blueprint, stage, kinds, problems)
+        else:
+            kinds[name] = None
         if len(problems) > before:
             plan.results[name] = StageResult(name=name, whole="", columns=None)
             continue
@@ -411,3 +420,87 @@ def _check_columns(blueprint: Blueprint, stage: Stage, plan: Plan, problems: lis
                         hint="columns that differ: " + ", ".join(missing),
                     )
                 )
+
+
+def _check_types(
+    blueprint: Blueprint,
+    stage: Stage,
+    kinds: dict[str, dict[str, Kind] | None],
+    problems: list[Problem],
+) -> dict[str, Kind] | None:
+    """Check ``stage``'s expressions against its input's column kinds; return its output's."""
+    op = stage.operation
+    have = kinds.get(stage.from_)
+    if have is None or isinstance(op, Map):
+        return None
+
+    def problem(field: str, exc: TypeProblem) -> None:
+        problems.append(
+            Problem(
+                file=blueprint.source,
+                line=stage.line,
+                stage=stage.name,
+                field=field,
+                message=str(exc),
+                hint="cast() converts between types",
+            )
+        )
+
+    if isinstance(op, Filter):
+        try:
+            result = infer(op.expr, have)
+            if result in ("number", "string", "date", "timestamp"):
+                raise TypeProblem(f"a filter needs a condition, not a {result} value")
+        except TypeProblem as exc:
+            problem("filter", exc)
+        return dict(have)
+    if isinstance(op, Derive):
+        out = dict(have)
+        for name, expr in op.columns.items():
+            try:
+                out[name] = infer(expr, out)
+            except TypeProblem as exc:
+                problem(f"derive.{name}", exc)
+                out[name] = None
+        return out
+    if isinstance(op, Select):
+        return {c: have.get(c) for c in op.columns}
+    if isinstance(op, Rename):
+        return {op.mapping.get(c, c): k for c, k in have.items()}
+    if isinstance(op, Join):
+        right = kinds.get(op.right)
+        if right is None:
+            return None
+        for key in op.on:
+            a, b = have.get(key), right.get(key)
+            if a is not None and b is not None and a != b and "other" not in (a, b):
+                problem(
+                    "join.on",
+                    TypeProblem(f"join key {key!r} is {a} on the left but {b} on the right"),
+                )
+        shared = (set(have) & set(right)) - set(op.on)
+        out = {(c + op.suffixes[0] if c in shared else c): k for c, k in have.items()}
+        out.update(
+            {
+                (c + op.suffixes[1] if c in shared else c): k
+                for c, k in right.items()
+                if c not in op.on
+            }
+        )
+        return out
+    if isinstance(op, Aggregate):
+        out = {c: have.get(c) for c in op.group_by}
+        for name, agg in op.aggregates.items():
+            try:
+                check_aggregate(agg.func, agg.arg, have)
+            except TypeProblem as exc:
+                problem(f"aggregate.{name}", exc)
+            if agg.func in ("min", "max") and agg.arg is not None:
+                try:
+                    out[name] = infer(agg.arg, have)
+                except TypeProblem:
+                    out[name] = None
+            else:
+                out[name] = "number"
+        return out
+    return dict(have)
