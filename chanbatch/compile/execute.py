@@ -26,7 +26,8 @@ from chanbatch.blueprint.model import (
     Union,
 )
 from chanbatch.compile import aggregate
-from chanbatch.errors import ChanbatchError, UsageError
+from chanbatch.compile.allow import check_allowed
+from chanbatch.errors import ChanbatchError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -147,22 +148,6 @@ def run_map(op: Map, frame: pd.DataFrame, allow: frozenset[str]) -> pd.DataFrame
             f"map function {op.function!r} returned {type(result).__name__}, not a DataFrame"
         )
     return result.reset_index(drop=True)
-
-
-def check_allowed(op: Map, allow: frozenset[str]) -> None:
-    """Raise UsageError unless ``op``'s module is on the allowlist (before anything runs)."""
-    module_name = op.function.partition(":")[0]
-    if not _allowed(module_name, allow):
-        raise UsageError(
-            f"map function {op.function!r} is not allowed: module {module_name!r} is not on "
-            "the allowlist",
-            hint=f"run with --allow-module {module_name} if you trust it",
-        )
-
-
-def _allowed(module: str, allow: frozenset[str]) -> bool:
-    parts = module.split(".")
-    return any(".".join(parts[:i]) in allow for i in range(1, len(parts) + 1))
 
 
 def partial(stage: Stage, frame: pd.DataFrame) -> pd.DataFrame:

@@ -17,15 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chanbatch.blueprint.model import Blueprint, Map
+from chanbatch.compile.allow import check_allowed
 from chanbatch.compile.decide import Decision, decide
-from chanbatch.compile.execute import check_allowed
 from chanbatch.compile.explain import describe_key, explain, load_previous
-from chanbatch.compile.graph import Ref, build_graph, load_cached
 from chanbatch.compile.keys import blueprint_digest, engine_salt
 from chanbatch.compile.plan import Plan, build_plan
 from chanbatch.errors import UsageError, did_you_mean
 from chanbatch.snapshot import SnapshotStore, layout, refs
-from chanbatch.snapshot.freeze import FreezeResult, freeze
+from chanbatch.snapshot.freeze import freeze
 from chanbatch.snapshot.names import encode_key
 
 Progress = Callable[[int, int], None]
@@ -227,11 +226,13 @@ def run_blueprint(
         if stage_model is not None and isinstance(stage_model.operation, Map):
             check_allowed(stage_model.operation, allow)
     timings: dict[str, float] = {}
+    values: dict[str, Any] = {}
     if computed:
+        from chanbatch.compile.graph import build_graph  # imports pandas: only when computing
+
         graph = build_graph(plan, decisions, storage.url, allow)
         values = _execute(graph, targets, scheduler, workers, progress, timings)
-    else:
-        values = {key: load_cached(Ref(storage.url, key)) for key in dict.fromkeys(targets)}
+    previous = None if computed else last_run(store, blueprint.name)
 
     lineage_base = {
         "blueprint": blueprint.name,
@@ -240,9 +241,17 @@ def run_blueprint(
         "inputs": {name: r.snapshot for name, r in plan.inputs.items()},
     }
     snapshots: dict[str, dict[str, Any]] = {}
-    frozen: dict[str, FreezeResult] = {}
     for stage, dataset in blueprint.outputs.items():
         result = plan.results[stage]
+        unchanged = _unchanged_output(store, previous, stage, dataset, result.keys)
+        if unchanged is not None:  # same keys as the last run, whose snapshot is still the head
+            snapshots[stage] = unchanged
+            continue
+        from chanbatch.compile.graph import Ref, load_cached
+
+        for key in result.keys:
+            if key not in values:
+                values[key] = load_cached(Ref(storage.url, key))
         if result.sliced is not None:
             data = unify_dtypes({key: values[k] for key, k in result.sliced})
         else:
@@ -257,7 +266,6 @@ def run_blueprint(
             operation="run",
             replace=True,
         )
-        frozen[stage] = info
         snapshots[stage] = {
             "dataset": dataset,
             "snapshot": info.snapshot,
@@ -272,7 +280,7 @@ def run_blueprint(
         "seconds": round(seconds, 3),
         "stages": _stage_stats(report),
     }
-    _write_record(store, run_id, started_at, report, snapshots, frozen, stats, scheduler)
+    _write_record(store, run_id, started_at, report, snapshots, stats, scheduler)
     return RunResult(run_id=run_id, snapshots=snapshots, stats=stats, store=store)
 
 
@@ -309,6 +317,31 @@ def unify_dtypes(frames: dict[Any, Any]) -> dict[Any, Any]:
         needs = {c: t for c, t in casts.items() if c in frame and frame[c].dtype != t}
         out[key] = frame.astype(needs) if needs else frame
     return out
+
+
+def _unchanged_output(
+    store: SnapshotStore,
+    previous: dict[str, Any] | None,
+    stage: str,
+    dataset: str,
+    keys: list[str],
+) -> dict[str, Any] | None:
+    """The last run's output, if it came from the same keys and is still the dataset's head.
+
+    This is what lets a fully cached run finish without reading (or importing pandas for) a
+    single result.
+    """
+    if previous is None:
+        return None
+    before = previous.get("outputs", {}).get(stage)
+    if not before or before.get("dataset") != dataset:
+        return None
+    if previous.get("output_keys", {}).get(stage) != keys:
+        return None
+    head = refs.head(store.storage, dataset)
+    if head is None or head.snapshot != before.get("snapshot"):
+        return None
+    return dict(before)
 
 
 def _stage_stats(report: PlanReport) -> dict[str, dict[str, int]]:
@@ -382,7 +415,6 @@ def _write_record(
     started_at: dt.datetime,
     report: PlanReport,
     snapshots: dict[str, dict[str, Any]],
-    frozen: dict[str, FreezeResult],
     stats: dict[str, Any],
     scheduler: Any,
 ) -> None:
@@ -402,9 +434,10 @@ def _write_record(
         },
         "tasks": report.tasks(),
         "outputs": snapshots,
+        "output_keys": {stage: plan.results[stage].keys for stage in plan.blueprint.outputs},
         "stats": stats,
         "roots": {
-            "snapshots": sorted({f.snapshot for f in frozen.values()}),
+            "snapshots": sorted({o["snapshot"] for o in snapshots.values()}),
             "cache": stored,
         },
     }

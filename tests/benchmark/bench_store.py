@@ -11,8 +11,11 @@ It measures, in one run, taking medians of several repeats:
    ``pyarrow.parquet.write_table`` of the same in-memory table with default options, written to
    the same folder. Target: ratio <= 1.35. The two sides alternate in order across repeats;
    every measurement writes to a new folder, which is deleted (and the deletion synced) before
-   the next one, so each side starts from the same state. Nothing is evicted from the page cache:
-   the input is in memory and the outputs go to the page cache.
+   the next one, and Arrow's allocator returns its unused memory to the OS first (as mimalloc
+   does by itself milliseconds after a call), so each side starts from the same state and pays
+   for the fresh memory it writes. Nothing is evicted from the page cache: the input is in
+   memory and the outputs go to the page cache. The same ratio "warm" (each side timed right
+   after an untimed run of itself) is reported beside it, without a target.
 2. ``verify`` of such a store, of the whole store and through the REF ``lineitem``: bytes checked
    per second. Target: >= 1 GB/s (1e9 bytes).
 3. startup of ``chanbatch --help`` and ``chanbatch snapshot list --store STORE`` as whole
@@ -83,6 +86,7 @@ WRITER_VARIANTS: dict[str, dict[str, Any]] = {
     "lz4": {"compression": "lz4", "compression_level": None},
     "none": {"compression": "none", "compression_level": None},
 }
+DEFAULT_VARIANTS = "snappy,lz4"
 
 DOC_HEADER = """# Performance
 
@@ -110,29 +114,30 @@ def _machine_busy() -> float | None:
     return (user + nice + system + irq + softirq + steal) / CLOCK_TICK
 
 
-def _own_cpu() -> float:
-    """CPU seconds of this process (all threads) and of the children it has waited for."""
+def _own_cpu() -> tuple[float, float]:
+    """CPU seconds (all, and in the kernel) of this process and the children it waited for."""
     t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    return t.user + t.system + t.children_user + t.children_system, t.system + t.children_system
 
 
 @dataclass(slots=True)
 class Sample:
     seconds: float  # wall
-    cpu: float  # this process and its waited-for children
+    cpu: float  # this process and its waited-for children, all threads
+    sys: float  # the part of ``cpu`` spent in the kernel (page faults, file writes)
     noise: float  # share of the machine's CPU capacity used by others meanwhile (0..1)
 
 
 def measure(fn: Callable[[], Any]) -> tuple[Sample, Any]:
-    busy0, own0, wall0 = _machine_busy(), _own_cpu(), time.perf_counter()
+    busy0, (own0, sys0), wall0 = _machine_busy(), _own_cpu(), time.perf_counter()
     value = fn()
     wall = time.perf_counter() - wall0
-    own = _own_cpu() - own0
+    own1, sys1 = _own_cpu()
     busy1 = _machine_busy()
     noise = 0.0
     if busy0 is not None and busy1 is not None and wall > 0:
-        noise = min(1.0, max(0.0, (busy1 - busy0) - own) / (wall * NCPU))
-    return Sample(wall, own, noise), value
+        noise = min(1.0, max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall * NCPU))
+    return Sample(wall, own1 - own0, sys1 - sys0, noise), value
 
 
 @dataclass(slots=True)
@@ -146,11 +151,11 @@ def wait_quiet(settings: Settings) -> None:
     """Wait until others use at most ``settings.noise`` of the machine over half a second."""
     deadline = time.perf_counter() + settings.quiet_wait
     while time.perf_counter() < deadline:
-        busy0, own0, wall0 = _machine_busy(), _own_cpu(), time.perf_counter()
+        busy0, (own0, _), wall0 = _machine_busy(), _own_cpu(), time.perf_counter()
         if busy0 is None:
             return
         time.sleep(0.5)
-        busy1, own1 = _machine_busy(), _own_cpu()
+        busy1, (own1, _) = _machine_busy(), _own_cpu()
         assert busy1 is not None
         others = max(0.0, (busy1 - busy0) - (own1 - own0))
         if others / ((time.perf_counter() - wall0) * NCPU) <= settings.noise:
@@ -158,8 +163,16 @@ def wait_quiet(settings: Settings) -> None:
 
 
 def settle() -> None:
-    """Let the previous measurement's garbage and deleted files go before the next one starts."""
+    """Start every measurement from the same state.
+
+    The previous measurement's garbage is collected, its deleted files are synced, and Arrow's
+    allocator returns its unused memory to the OS, as it does by itself shortly after a call
+    ends (mimalloc purges freed memory after milliseconds). So each measurement pays for the
+    fresh memory it touches, as a new process or a call after an idle moment does.
+    """
     gc.collect()
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
     if hasattr(os, "sync"):
         os.sync()
 
@@ -188,6 +201,9 @@ class Selection:
 
     def cpu(self, part: str) -> list[float]:
         return [t.parts[part].cpu for t in self.used]
+
+    def sys(self, part: str) -> list[float]:
+        return [t.parts[part].sys for t in self.used]
 
     def median(self, part: str) -> float:
         return statistics.median(self.seconds(part))
@@ -239,8 +255,9 @@ def batch(fn: Callable[[], Any], runs: int) -> Trial:
             walls.append(time.perf_counter() - start)
 
     whole, _ = measure(go)
+    cpu, kernel = whole.cpu / runs, whole.sys / runs
     return Trial(
-        parts={f"run{i}": Sample(w, whole.cpu / runs, whole.noise) for i, w in enumerate(walls)}
+        parts={f"run{i}": Sample(w, cpu, kernel, whole.noise) for i, w in enumerate(walls)}
     )
 
 
@@ -348,6 +365,27 @@ def _git_revision() -> str:
     return rev + (" + uncommitted changes under chanbatch/" if dirty else "")
 
 
+def _first_touch() -> str:
+    """How fast this machine maps fresh memory, against rewriting memory already mapped."""
+    import numpy as np
+
+    fresh, again = [], []
+    for _ in range(3):
+        settle()
+        start = time.perf_counter()
+        block = np.ones(1 << 26)  # 512 MiB, every page touched for the first time
+        middle = time.perf_counter()
+        block[:] = 2.0
+        fresh.append(middle - start)
+        again.append(time.perf_counter() - middle)
+        del block
+    size = (1 << 29) / 1e9
+    return (
+        f"{size / median(fresh):.1f} GB/s for fresh memory, {size / median(again):.1f} GB/s "
+        "rewriting it (numpy, 512 MiB, median of 3)"
+    )
+
+
 def machine(workdir: Path) -> list[tuple[str, str]]:
     import pyarrow as pa
 
@@ -358,6 +396,7 @@ def machine(workdir: Path) -> list[tuple[str, str]]:
         ("CPU", _cpu_model()),
         ("cores", f"{NCPU} logical, {usable} usable by this process"),
         ("RAM", _ram_gib()),
+        ("first write to memory", _first_touch()),
         ("OS", f"{platform.system()} {platform.release()}"),
         ("store folder", f"{workdir.parent} ({_filesystem(workdir)}, page cache)"),
         ("load average at start", load),
@@ -443,12 +482,39 @@ def freeze_once(table: Any, store_dir: Path) -> tuple[Sample, Any]:
 
 
 def bench_freeze(
-    table: Any, workdir: Path, needed: int, warmup: int, settings: Settings, label: str
+    table: Any,
+    workdir: Path,
+    needed: int,
+    warmup: int,
+    settings: Settings,
+    label: str,
+    *,
+    warm: bool = False,
 ) -> tuple[Selection, Frozen]:
-    """Pairs of (one raw write_table, one freeze), alternating which side goes first."""
+    """Pairs of (one raw write_table, one freeze), alternating which side goes first.
+
+    With ``warm``, each timed side runs right after an untimed run of itself, so the memory it
+    needs is already mapped (the best case: back-to-back calls in one process).
+    """
     import pyarrow.parquet as pq
 
     info = Frozen()
+
+    def raw_side(i: int) -> Sample:
+        path = workdir / f"raw-{label}-{i}.parquet"
+        sample, _ = measure(functools.partial(pq.write_table, table, path))
+        info.raw_bytes = path.stat().st_size
+        path.unlink()
+        return sample
+
+    def freeze_side(i: int) -> Sample:
+        store_dir = workdir / f"store-{label}-{i}"
+        sample, result = freeze_once(table, store_dir)
+        info.slices = len(result.slices)
+        info.store_bytes = sum(s.bytes for s in result.slices)
+        info.compression = _object_compression(store_dir)
+        shutil.rmtree(store_dir)
+        return sample
 
     def pair(i: int) -> Trial:
         parts: dict[str, Sample] = {}
@@ -456,18 +522,10 @@ def bench_freeze(
             if parts:
                 settle()
                 wait_quiet(settings)
-            if side == "raw":
-                path = workdir / f"raw-{label}-{i}.parquet"
-                parts[side], _ = measure(functools.partial(pq.write_table, table, path))
-                info.raw_bytes = path.stat().st_size
-                path.unlink()
-            else:
-                store_dir = workdir / f"store-{label}-{i}"
-                parts[side], result = freeze_once(table, store_dir)
-                info.slices = len(result.slices)
-                info.store_bytes = sum(s.bytes for s in result.slices)
-                info.compression = _object_compression(store_dir)
-                shutil.rmtree(store_dir)
+            timed_side = raw_side if side == "raw" else freeze_side
+            if warm:
+                timed_side(-1 - i)
+            parts[side] = timed_side(i)
         raw, frz = parts["raw"], parts["freeze"]
         print(
             f"  [{label}] pair {i + 1}: write_table {raw.seconds:.3f} s, freeze {frz.seconds:.3f} s"
@@ -877,7 +935,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=REPO / ".bench", help="data + scratch folder")
     p.add_argument(
         "--writers",
-        default=",".join(WRITER_VARIANTS),
+        default=DEFAULT_VARIANTS,
         help=f"other codecs to measure, comma-separated, '' for none ({', '.join(WRITER_VARIANTS)})",
     )
     p.add_argument(
@@ -919,7 +977,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    facts.insert(7, ("load average at end", load))
+    at = next(i for i, (k, _) in enumerate(facts) if k == "load average at start")
+    facts.insert(at + 1, ("load average at end", load))
     print_table(report.rows)
     for note in report.notes:
         print("note:", note)
@@ -975,12 +1034,33 @@ def run(args: argparse.Namespace, source: Path, workdir: Path, report: Report) -
         f"({info.compression}). Raw: `pyarrow.parquet.write_table(table, <new file in the same "
         f"folder>)` with default options (one thread, snappy) → {info.raw_bytes / 1e6:.1f} MB.",
         f"- Pairs: {pairs.describe()}; after {args.warmup} untimed warm-up pair(s). Each pair "
-        "alternates which side goes first. The ratio is the median of the per-pair ratios.",
+        "alternates which side goes first. The ratio is the median of the per-pair ratios. "
+        "Before each side, Arrow's allocator returns its unused memory to the OS "
+        "(`release_unused()`), as mimalloc does by itself milliseconds after a call ends, so "
+        "each side pays for the fresh memory it writes, as a new process does.",
         f"- write_table s: {fmt_samples(pairs.seconds('raw'))}",
         f"- freeze s: {fmt_samples(pairs.seconds('freeze'))}",
         f"- ratios: {fmt_samples(ratios(pairs))}",
-        f"- CPU s of this process, median: write_table {raw_cpu:.3f}, freeze {frz_cpu:.3f} "
-        f"(CPU ratio {frz_cpu / raw_cpu:.2f}; freeze runs on {NCPU} cores, write_table on one).",
+        f"- CPU s of this process, median (of which in the kernel): write_table {raw_cpu:.2f} "
+        f"({median(pairs.sys('raw')):.2f}), freeze {frz_cpu:.2f} ({median(pairs.sys('freeze')):.2f})"
+        f"; freeze uses {NCPU} cores, write_table one. Kernel time is mostly first writes to "
+        "fresh memory (page faults).",
+    ]
+
+    print("\n1b. the same, warm: each side right after an untimed run of itself", flush=True)
+    wrep = max(2, (rep + 1) // 2)
+    warm, _ = bench_freeze(table, workdir, wrep, 0, settings, "warm", warm=True)
+    report.add(
+        Row(
+            "the same, warm: each side timed right after an untimed run of itself",
+            f"{median(ratios(warm)):.2f}× ({fmt_s(warm.median('freeze'))} ÷ "
+            f"{fmt_s(warm.median('raw'))})",
+        )
+    )
+    report.details += [
+        f"- Warm pairs: {warm.describe()}; ratios {fmt_samples(ratios(warm))}; CPU s (kernel):"
+        f" write_table {median(warm.cpu('raw')):.2f} ({median(warm.sys('raw')):.2f}), freeze "
+        f"{median(warm.cpu('freeze')):.2f} ({median(warm.sys('freeze')):.2f}).",
     ]
 
     # the store every later figure reads: one more freeze, untimed
@@ -1030,7 +1110,6 @@ def run(args: argparse.Namespace, source: Path, workdir: Path, report: Report) -
     variants = [v.strip() for v in args.writers.split(",") if v.strip()]
     if variants:
         print("\n4. freeze with other codecs", flush=True)
-    wrep = max(2, (rep + 1) // 2)
     for name in variants:
         overrides = WRITER_VARIANTS.get(name)
         if overrides is None:

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 import chanbatch as cb
-from chanbatch.run import runner
+from chanbatch.compile import graph as graph_module
 
 BLUEPRINT = """
 name: keys
@@ -369,14 +369,14 @@ def test_keys_do_not_depend_on_the_scheduler_or_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     graphs: list[set[str]] = []
-    real = runner.build_graph
+    real = graph_module.build_graph
 
     def spy(*args: object, **kwargs: object) -> dict:
         graph = real(*args, **kwargs)
         graphs.append(set(graph))
         return graph
 
-    monkeypatch.setattr(runner, "build_graph", spy)
+    monkeypatch.setattr(graph_module, "build_graph", spy)
     settings = [
         {"scheduler": "sync"},
         {"scheduler": "threads", "workers": 1},
