@@ -1,0 +1,68 @@
+"""A rerun with nothing changed computes nothing, keeps the output snapshots, and (as a whole
+process) imports neither pandas nor dask: it resolves refs, computes keys and finds every
+output in the cache and the run log."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+import chanbatch as cb
+
+ROOT = Path(__file__).resolve().parents[2]
+
+BLUEPRINT = """
+name: noop
+inputs: {t: t}
+stages:
+  big: {from: t, filter: "x > 2"}
+  per_k: {from: big, group_by: [g], aggregate: {n: count(), s: sum(x)}}
+  rows: {from: big, per_slice: true, derive: {y: "x * 2"}}
+outputs: {per_k: noop_per_k, rows: noop_rows}
+"""
+
+PROBE = """
+import contextlib, io, json, sys
+from chanbatch.cli import main
+sys.argv = ["chanbatch", "run", sys.argv[1], "--store", sys.argv[2], "--json"]
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+print(json.dumps({"code": code, "doc": json.loads(out.getvalue()),
+                  "pandas": "pandas" in sys.modules, "dask": "dask" in sys.modules}))
+"""
+
+
+def test_noop_rerun_reads_nothing_and_imports_no_dataframe_library(tmp_path: Path) -> None:
+    store = cb.Store(tmp_path / "store")
+    frame = pd.DataFrame({"k": [1, 1, 2, 2, 3], "g": list("ababa"), "x": [1, 3, 5, 7, 9]})
+    store.freeze("t", frame, slice_by="k")
+    path = tmp_path / "noop.yaml"
+    path.write_text(BLUEPRINT)
+    first = cb.Blueprint.from_yaml(path).run(store)
+    assert first.stats["computed"] > 0
+
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path), store.url],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    report = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0
+    assert report["doc"]["stats"]["computed"] == 0
+    assert report["doc"]["outputs"] == first.snapshots
+    assert report["pandas"] is False
+    assert report["dask"] is False
+    # and the head of each output is still the same snapshot, with no new version written
+    for info in first.snapshots.values():
+        assert store.resolve(info["dataset"]).snapshot == info["snapshot"]
+        assert len(store.history(info["dataset"])) == 1
