@@ -214,6 +214,15 @@ class _Evaluator:
         return ~self.boolean(self.eval(node.operand), node.operand)
 
     def _call(self, node: Call) -> Value:
+        if len(self.frame) > 1 and not node.columns():
+            # A call on literals only, such as date('1998-09-02'): compute it once, on one row,
+            # instead of on a column as long as the frame.
+            one = _Evaluator(self.frame.iloc[:1], strict=self.strict)
+            value = FUNCTION_IMPLEMENTATIONS[node.name](one, node)
+            if isinstance(value, pd.Series):
+                value = value.iloc[0]
+                return None if pd.isna(value) else value
+            return value
         return FUNCTION_IMPLEMENTATIONS[node.name](self, node)
 
 

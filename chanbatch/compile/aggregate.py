@@ -62,17 +62,21 @@ def partial(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
 
     keys = list(spec.group_by)
     work = pd.DataFrame({k: frame[k] for k in keys}, index=frame.index)
-    plans: list[tuple[str, str, str, str]] = []  # (state column, source column, how)
+    plans: list[tuple[str, str, str, str]] = []  # (state column, source column, how, func)
+    sources: dict[tuple[str, bool], str] = {}  # (argument, as float) -> its column in ``work``
     for name, agg in spec.aggregates.items():
-        src = f"{name}{SEP}arg"
         if agg.arg is None:
+            src = sources.setdefault(("", False), f"{SEP}rows")
             work[src] = 1
             plans.append((_state(name, "n"), src, "size", agg.func))
             continue
-        values = _argument(frame, agg.arg)
-        if agg.func in ("var", "std", "mean", "sum"):
-            values = values.astype("float64") if agg.func != "sum" else values
-        work[src] = values
+        as_float = agg.func in ("var", "std", "mean")
+        ident = (agg.arg.render(), as_float)
+        src = sources.get(ident)
+        if src is None:
+            src = sources[ident] = f"{SEP}arg{len(sources)}"
+            values = _argument(frame, agg.arg)
+            work[src] = values.astype("float64") if as_float else values
         plans.append((_state(name, "n"), src, "count", agg.func))
         if agg.func in ("sum", "mean"):
             plans.append((_state(name, "sum"), src, "sum", agg.func))
@@ -80,20 +84,18 @@ def partial(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
             plans.append((_state(name, agg.func), src, agg.func, agg.func))
         elif agg.func in ("var", "std"):
             plans.append((_state(name, "mean"), src, "mean", agg.func))
-            plans.append((_state(name, "m2"), src, "m2", agg.func))
+            plans.append((_state(name, "m2"), src, "var", agg.func))
     if not keys:
         return _global_partial(work, plans)
     grouped = work.groupby(keys, dropna=False, sort=True, observed=True)
-    out = {}
-    for state, src, how, _func in plans:
-        if how == "size":
-            out[state] = grouped.size()
-        elif how == "m2":
-            col = grouped[src]
-            out[state] = col.var(ddof=0) * col.count()
-        else:
-            out[state] = getattr(grouped[src], how)()
-    result = pd.DataFrame(out)
+    # one pass over the groups for every state column at once
+    result = grouped.agg(
+        **{state: pd.NamedAgg(column=src, aggfunc=how) for state, src, how, _ in plans}
+    )
+    for state, _src, how, _func in plans:
+        if how == "var":  # m2 = sample variance * (n - 1); zero for a group of one value
+            n = result[state.rsplit(SEP, 1)[0] + SEP + "n"]
+            result[state] = (result[state] * (n - 1)).where(n > 1, 0.0)
     return _sorted(result.reset_index(), keys)
 
 
@@ -107,7 +109,7 @@ def _global_partial(work: pd.DataFrame, plans: list[tuple[str, str, str, str]]) 
             row[state] = len(col)
         elif how == "count":
             row[state] = int(col.count())
-        elif how == "m2":
+        elif how == "var":
             row[state] = float(col.var(ddof=0) * col.count()) if col.count() else 0.0
         elif how == "mean":
             row[state] = float(col.mean()) if col.count() else 0.0

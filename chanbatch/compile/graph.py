@@ -50,6 +50,7 @@ class Ref:
 
     url: str
     key: str
+    columns: tuple[str, ...] | None = None
 
 
 def load_slice(ref: Ref) -> pd.DataFrame:
@@ -58,7 +59,7 @@ def load_slice(ref: Ref) -> pd.DataFrame:
 
     storage = storage_for(ref.url)
     manifest = get_slice(storage, ref.key)
-    tables = [load_object(storage, part.object) for part in manifest.parts]
+    tables = [load_object(storage, part.object, ref.columns) for part in manifest.parts]
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
     return to_pandas(table)
 
@@ -120,7 +121,7 @@ def build_graph(
         task = plan.tasks[key]
         decision = decisions[key]
         if task.kind == "load":
-            graph[key] = (load_slice, Ref(url, key))
+            graph[key] = (load_slice, Ref(url, task.ident, task.columns))
         elif decision.action == "compute":
             stage = plan.blueprint.stages.get(task.stage)
             call = Call(

@@ -63,6 +63,15 @@ class Task:
     # when it is selective (see CHECKPOINT_RATIO), so editing what comes after it reuses it.
     checkpoint: bool = False
     source_rows: int = 0  # rows of the input slice this task descends from
+    # What consumers hash this task as. For a load it is the slice id: which columns are read
+    # is an optimisation that never changes a result, so it must not change a cache key (the
+    # Dask key of a projected load does include them, so two projections never collide).
+    ident: str = ""
+    columns: tuple[str, ...] | None = None  # a load's projection; None reads every column
+
+    def __post_init__(self) -> None:
+        if not self.ident:
+            object.__setattr__(self, "ident", self.key)
 
     @property
     def label(self) -> str:
@@ -112,25 +121,22 @@ def build_plan(blueprint: Blueprint, inputs: dict[str, Resolved]) -> Plan:
     """
     plan = Plan(blueprint=blueprint, inputs=inputs)
     problems: list[Problem] = []
+    entries_of = {}
     for name, resolved in inputs.items():
         entries = resolved.manifest.slices
         if resolved.slice_key is not None:  # an input bound to DATASET[slice]
             entries = tuple(e for e in entries if e.key == resolved.slice_key)
-        for entry in entries:
-            plan.tasks.setdefault(
-                entry.id, Task(key=entry.id, kind="load", stage=name, slice=entry.key)
-            )
+        entries_of[name] = entries
         plan.results[name] = StageResult(
-            name=name,
-            sliced=tuple((e.key, e.id) for e in entries),
-            columns=tuple(c.name for c in resolved.manifest.schema),
-            rows=tuple(e.rows for e in entries),
+            name=name, columns=tuple(c.name for c in resolved.manifest.schema)
         )
     kinds: dict[str, dict[str, Kind] | None] = {
         name: {c.name: kind_of_arrow(c.type) for c in r.manifest.schema}
         for name, r in inputs.items()
     }
-    for name in blueprint.topological_order():
+    order = blueprint.topological_order()
+    # pass 1: columns and types, stage by stage, collecting every problem
+    for name in order:
         stage = blueprint.stages[name]
         before = len(problems)
         _check_columns(blueprint, stage, plan, problems)
@@ -138,12 +144,47 @@ def build_plan(blueprint: Blueprint, inputs: dict[str, Resolved]) -> Plan:
             kinds[name] = _check_types(blueprint, stage, kinds, problems)
         else:
             kinds[name] = None
-        if len(problems) > before:
-            plan.results[name] = StageResult(name=name, whole="", columns=None)
-            continue
-        plan.results[name] = _lay_out(stage, plan)
+        columns = _output_columns(stage, plan) if len(problems) == before else None
+        plan.results[name] = StageResult(name=name, whole="", columns=columns)
     if problems:
         raise BlueprintError(problems, source=blueprint.source)
+    # pass 2: which input columns anything downstream reads
+    needed = _needed_columns(blueprint, plan, order)
+    # pass 3: tasks
+    for name, entries in entries_of.items():
+        all_columns = plan.results[name].columns or ()
+        wanted = needed.get(name)
+        projection = (
+            tuple(c for c in all_columns if c in wanted)
+            if wanted is not None and set(wanted) != set(all_columns)
+            else None
+        )
+        keys = []
+        for entry in entries:
+            if projection is None:
+                key = entry.id
+            else:
+                key = task_key("load", {"columns": list(projection)}, [entry.id])
+            plan.tasks.setdefault(
+                key,
+                Task(
+                    key=key,
+                    kind="load",
+                    stage=name,
+                    slice=entry.key,
+                    ident=entry.id,
+                    columns=projection,
+                ),
+            )
+            keys.append(key)
+        plan.results[name] = StageResult(
+            name=name,
+            sliced=tuple((e.key, k) for e, k in zip(entries, keys, strict=True)),
+            columns=plan.results[name].columns,
+            rows=tuple(e.rows for e in entries),
+        )
+    for name in order:
+        plan.results[name] = _lay_out(blueprint.stages[name], plan)
     for stage_name in blueprint.outputs:
         for key in plan.results[stage_name].keys:
             task = plan.tasks.get(key)
@@ -173,22 +214,34 @@ def _whole_key(plan: Plan, result: StageResult, stage: str) -> str:
     if result.whole is not None:
         return result.whole
     keys = [k for _, k in result.sliced or ()]
+    idents = [plan.tasks[k].ident for k in keys]
     return _add(
         plan,
-        Task(key=task_key("gather", {}, keys), kind="gather", stage=stage, deps=tuple(keys)),
+        Task(
+            key=task_key("gather", {}, keys),
+            kind="gather",
+            stage=stage,
+            deps=tuple(keys),
+            ident=task_key("gather", {}, idents),
+        ),
     )
+
+
+def _ident(plan: Plan, key: str) -> str:
+    return plan.tasks[key].ident
 
 
 def _lay_out(stage: Stage, plan: Plan) -> StageResult:
     op = stage.operation
     spec = stage.canonical()
     up = plan.results[stage.from_]
-    columns = _output_columns(stage, plan)
+    columns = plan.results[stage.name].columns
     incremental = up.incremental
 
     broadcast: tuple[str, ...] = ()
     if isinstance(op, Join):
         broadcast = (_whole_key(plan, plan.results[op.right], f"{op.right}"),)
+    broadcast_ids = [_ident(plan, k) for k in broadcast]
 
     # A right or outer join must see every slice at once: a right row that matches nothing
     # in one slice may match in another, and must come out once, not once per slice.
@@ -201,7 +254,7 @@ def _lay_out(stage: Stage, plan: Plan) -> StageResult:
         sliced = []
         rows = up.rows or (0,) * len(up.sliced)
         for (slice_key, up_key), source_rows in zip(up.sliced, rows, strict=True):
-            key = task_key(kind, spec, [up_key], broadcast)
+            key = task_key(kind, spec, [_ident(plan, up_key)], broadcast_ids)
             _add(
                 plan,
                 Task(
@@ -229,7 +282,7 @@ def _lay_out(stage: Stage, plan: Plan) -> StageResult:
     if isinstance(op, Aggregate) and up.sliced is not None and op.decomposable:
         level_keys: list[tuple[SliceKey, str]] = []
         for slice_key, up_key in up.sliced:
-            key = task_key("partial", spec, [up_key])
+            key = task_key("partial", spec, [_ident(plan, up_key)])
             _add(
                 plan,
                 Task(
@@ -277,7 +330,10 @@ def _lay_out(stage: Stage, plan: Plan) -> StageResult:
             result.whole or ""
         )
     key = task_key(
-        "whole", {**spec, "parts": [len(plan.results[n].keys) for n in ups]}, deps, broadcast
+        "whole",
+        {**spec, "parts": [len(plan.results[n].keys) for n in ups]},
+        [_ident(plan, d) for d in deps],
+        broadcast_ids,
     )
     _add(
         plan,
@@ -504,3 +560,70 @@ def _check_types(
                 out[name] = "number"
         return out
     return dict(have)
+
+
+def _needed_columns(
+    blueprint: Blueprint, plan: Plan, order: list[str]
+) -> dict[str, set[str] | None]:
+    """For every input and stage, the columns something downstream reads (None: all of them).
+
+    Outputs keep all their columns; a ``map`` may read anything, so it needs all of its input.
+    """
+    needed: dict[str, set[str] | None] = {}
+
+    def want(name: str, columns: set[str] | None) -> None:
+        if name in needed and needed[name] is None:
+            return
+        if columns is None:
+            needed[name] = None
+            return
+        have = plan.results[name].columns
+        if have is not None:
+            columns = columns & set(have)
+        needed[name] = needed.get(name, set()) | columns  # type: ignore[operator]
+
+    for name in blueprint.outputs:
+        needed[name] = None
+    for name in reversed(order):
+        stage = blueprint.stages[name]
+        op = stage.operation
+        out = needed.get(name, set())
+        if out is None:
+            out_columns = plan.results[name].columns
+            out = set(out_columns) if out_columns is not None else None
+        if out is None or isinstance(op, Map):
+            for up in stage.upstream:
+                want(up, None)
+            continue
+        if isinstance(op, Filter):
+            want(stage.from_, out | set(op.expr.columns()))
+        elif isinstance(op, Derive):
+            used = set().union(*(e.columns() for e in op.columns.values())) if op.columns else set()
+            want(stage.from_, (out - set(op.columns)) | used)
+        elif isinstance(op, Select):
+            want(stage.from_, set(op.columns) & out)
+        elif isinstance(op, Rename):
+            back = {new: old for old, new in op.mapping.items()}
+            want(stage.from_, {back.get(c, c) for c in out})
+        elif isinstance(op, Join):
+            left = plan.results[stage.from_].columns or ()
+            right = plan.results[op.right].columns or ()
+            shared = (set(left) & set(right)) - set(op.on)
+            sl, sr = op.suffixes
+            want(
+                stage.from_, {c for c in left if (c + sl if c in shared else c) in out} | set(op.on)
+            )
+            want(op.right, {c for c in right if (c + sr if c in shared else c) in out} | set(op.on))
+        elif isinstance(op, Aggregate):
+            used = set(op.group_by)
+            for agg in op.aggregates.values():
+                used |= set(agg.columns())
+            want(stage.from_, used)
+        elif isinstance(op, Sort):
+            want(stage.from_, out | {k.column for k in op.by})
+        elif isinstance(op, Union):
+            for up in stage.upstream:
+                want(up, set(out))
+        else:  # limit, and anything that passes rows through
+            want(stage.from_, set(out))
+    return needed

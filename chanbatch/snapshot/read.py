@@ -71,12 +71,18 @@ def slice_parts(storage: Storage, entries: list[SliceEntry]) -> list[PartRef]:
     return out
 
 
-def load_object(storage: Storage, oid: str) -> pa.Table:
-    """The table in object ``oid``; raises IntegrityError if it is missing or corrupt."""
+def load_object(
+    storage: Storage, oid: str, columns: tuple[str, ...] | list[str] | None = None
+) -> pa.Table:
+    """The table in object ``oid`` (only ``columns``, if given), verified: the whole object is
+    re-hashed first. Raises IntegrityError if it is missing or corrupt."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(pa.BufferReader(get_object(storage, oid)))
+    return pq.read_table(
+        pa.BufferReader(get_object(storage, oid)),
+        columns=list(columns) if columns is not None else None,
+    )
 
 
 def read_table(storage: Storage, entries: list[SliceEntry]) -> pa.Table:
