@@ -456,6 +456,8 @@ def _split(table: pa.Table, column: str, label: str) -> Iterable[tuple[SliceKey,
         values = encoded.dictionary.to_pylist()
         if len(values) == 1:
             return [(values[0], batch)]
+        if len(values) <= np.iinfo(np.uint16).max:
+            codes = codes.astype(np.uint16)  # numpy sorts 16-bit keys with a radix sort
         order = np.argsort(codes, kind="stable")
         sorted_codes = codes[order]
         bounds = np.flatnonzero(np.diff(sorted_codes)) + 1

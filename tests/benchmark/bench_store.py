@@ -21,9 +21,11 @@ It measures, in one run, taking medians of several repeats:
 3. startup of ``chanbatch --help`` and ``chanbatch snapshot list --store STORE`` as whole
    processes (wall time). Target: < 0.3 s each. ``python -c pass`` is the floor. If the CLI is
    missing or fails, those figures read "n/a" and the reason is printed.
-4. without a target: read-back throughput (``Store.read_table`` of every slice), and the freeze
-   ratio with other Parquet codecs (the store's fixed writer options patched in memory for the
-   duration of those measurements only).
+4. without a target: read-back throughput (``Store.read_table`` of every slice), and the warm
+   freeze ratio with other Parquet codecs (the store's fixed writer options patched in memory
+   for the duration of those measurements only), to compare with the store's warm ratio. It
+   also reports the bytes Arrow's memory pool hands out during each side, and each side's
+   kernel CPU time (page faults on fresh memory).
 
 The machine this runs on may be shared. Every measurement also records how much of the machine's
 CPU capacity other processes (and the hypervisor's steal) used meanwhile, from ``/proc/stat``.
@@ -460,6 +462,8 @@ class Frozen:
     store_bytes: int = 0
     raw_bytes: int = 0
     compression: str = ""  # the codec found in the store's first object
+    raw_allocated: int = 0  # bytes allocated from Arrow's memory pool during one call
+    freeze_allocated: int = 0
 
 
 def _object_compression(store_dir: Path) -> str:
@@ -470,6 +474,14 @@ def _object_compression(store_dir: Path) -> str:
             meta = pq.ParquetFile(os.path.join(dirpath, name)).metadata
             return str(meta.row_group(0).column(0).compression)
     return "unknown"
+
+
+def _allocated() -> int:
+    """Bytes allocated from Arrow's default memory pool so far (a running total)."""
+    import pyarrow as pa
+
+    pool = pa.default_memory_pool()
+    return int(pool.total_bytes_allocated()) if hasattr(pool, "total_bytes_allocated") else 0
 
 
 def freeze_once(table: Any, store_dir: Path) -> tuple[Sample, Any]:
@@ -502,14 +514,18 @@ def bench_freeze(
 
     def raw_side(i: int) -> Sample:
         path = workdir / f"raw-{label}-{i}.parquet"
+        before = _allocated()
         sample, _ = measure(functools.partial(pq.write_table, table, path))
+        info.raw_allocated = _allocated() - before
         info.raw_bytes = path.stat().st_size
         path.unlink()
         return sample
 
     def freeze_side(i: int) -> Sample:
         store_dir = workdir / f"store-{label}-{i}"
+        before = _allocated()
         sample, result = freeze_once(table, store_dir)
+        info.freeze_allocated = _allocated() - before
         info.slices = len(result.slices)
         info.store_bytes = sum(s.bytes for s in result.slices)
         info.compression = _object_compression(store_dir)
@@ -659,7 +675,7 @@ class Phases:
     """Wrap functions (in memory) to sum wall, thread-CPU and process-CPU seconds per label."""
 
     def __init__(self) -> None:
-        self.totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+        self.totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
         self._lock = threading.Lock()
         self._undo: list[tuple[Any, str, Any]] = []
         self.missing: list[str] = []
@@ -674,22 +690,25 @@ class Phases:
         @functools.wraps(original)
         def timed_call(*args: Any, **kwargs: Any) -> Any:
             w0, t0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
+            a0 = _allocated()
             try:
                 return original(*args, **kwargs)
             finally:
                 w = time.perf_counter() - w0
                 t, p = time.thread_time() - t0, time.process_time() - p0
+                a = _allocated() - a0
                 with self._lock:
                     total = self.totals[label]
                     total[0] += w
                     total[1] += t
                     total[2] += p
+                    total[3] += a
 
         self._undo.append((owner, attr, original))
         setattr(owner, attr, timed_call)
 
-    def take(self) -> dict[str, tuple[float, float, float]]:
-        out = {k: (v[0], v[1], v[2]) for k, v in self.totals.items()}
+    def take(self) -> dict[str, tuple[float, ...]]:
+        out = {k: tuple(v) for k, v in self.totals.items()}
         self.totals.clear()
         return out
 
@@ -751,7 +770,7 @@ def profile_freeze(table: Any, workdir: Path, needed: int, settings: Settings) -
         phases.restore()
 
     def med(label: str, index: int) -> float:
-        return median([t.value.get(label, (0.0, 0.0, 0.0))[index] for t in chosen.used])
+        return median([t.value.get(label, (0.0, 0.0, 0.0, 0.0))[index] for t in chosen.used])
 
     wall = chosen.median("freeze")
     cpu = median(chosen.cpu("freeze"))
@@ -760,17 +779,24 @@ def profile_freeze(table: Any, workdir: Path, needed: int, settings: Settings) -
         f"{chosen.describe()}). Freeze wall {wall:.3f} s, CPU {cpu:.3f} s of this process on "
         f"{NCPU} cores; the write pool has {workers or '?'} threads.",
         "",
-        "| phase, on the calling thread in order | wall s | CPU s (all threads) | share of wall |",
-        "|---|---:|---:|---:|",
+        "| phase, on the calling thread in order | wall s | CPU s (all threads) | share of wall "
+        "| Arrow memory allocated |",
+        "|---|---:|---:|---:|---:|",
     ]
-    accounted = 0.0
     for name, label in MAIN_PHASES:
-        w, p = med(label, 0), med(label, 2)
-        accounted += w
-        lines.append(f"| {label} (`{name}`) | {w:.3f} | {p:.3f} | {w / wall:.0%} |")
-    rest = wall - accounted
+        w, p, a = med(label, 0), med(label, 2), med(label, 3)
+        lines.append(
+            f"| {label} (`{name}`) | {w:.3f} | {p:.3f} | {w / wall:.0%} | {a / 1e9:.2f} GB |"
+        )
+    rest = median(
+        [
+            t.parts["freeze"].seconds
+            - sum(t.value.get(label, (0.0,))[0] for _name, label in MAIN_PHASES)
+            for t in chosen.used
+        ]
+    )
     lines += [
-        f"| other (`Store()`, result) | {rest:.3f} | | {rest / wall:.0%} |",
+        f"| other (`Store()`, result) | {rest:.3f} | | {rest / wall:.0%} | |",
         "",
         "| inside the write pool, summed over its threads | wall s | thread CPU s |",
         "|---|---:|---:|",
@@ -842,8 +868,10 @@ def profile_steps(table: Any, store_dir: Path, needed: int, settings: Settings) 
         (f"blake3 of the {n} objects (`digest`)", functools.partial(hash_all, blobs)),
     ]
     lines = [
-        "Cost of each step alone, on one thread (except blake3, which may use more), in "
-        f"memory, on the same data (median of {needed}):",
+        "CPU cost of each step alone, on one thread (blake3 may use more), in memory, on the "
+        f"same data (median of {needed}). Each step is timed right after an untimed run of "
+        "itself, so its memory is already mapped: these are costs without fresh-memory page "
+        "faults.",
         "",
         "| step | wall s | CPU s | others' share of the machine |",
         "|---|---:|---:|---:|",
@@ -851,6 +879,7 @@ def profile_steps(table: Any, store_dir: Path, needed: int, settings: Settings) 
     for label, fn in steps:
 
         def one(_i: int, fn: Callable[[], Any] = fn) -> Trial:
+            fn()
             return Trial({"step": measure(fn)[0]})
 
         chosen = select(one, needed, settings)
@@ -1041,6 +1070,11 @@ def run(args: argparse.Namespace, source: Path, workdir: Path, report: Report) -
         f"- write_table s: {fmt_samples(pairs.seconds('raw'))}",
         f"- freeze s: {fmt_samples(pairs.seconds('freeze'))}",
         f"- ratios: {fmt_samples(ratios(pairs))}",
+        f"- kernel CPU s per pair: write_table {fmt_samples(pairs.sys('raw'))}; freeze "
+        f"{fmt_samples(pairs.sys('freeze'))}",
+        f"- Arrow memory allocated per call (from the pool's running total): write_table "
+        f"{info.raw_allocated / 1e9:.2f} GB, freeze {info.freeze_allocated / 1e9:.2f} GB, for "
+        f"a {table.nbytes / 1e9:.2f} GB input.",
         f"- CPU s of this process, median (of which in the kernel): write_table {raw_cpu:.2f} "
         f"({median(pairs.sys('raw')):.2f}), freeze {frz_cpu:.2f} ({median(pairs.sys('freeze')):.2f})"
         f"; freeze uses {NCPU} cores, write_table one. Kernel time is mostly first writes to "
@@ -1116,7 +1150,7 @@ def run(args: argparse.Namespace, source: Path, workdir: Path, report: Report) -
             report.notes.append(f"unknown writer variant {name!r} skipped")
             continue
         with writer_options(overrides):
-            alt, alt_info = bench_freeze(table, workdir, wrep, 0, settings, name)
+            alt, alt_info = bench_freeze(table, workdir, wrep, 0, settings, name, warm=True)
         applied = alt_info.compression != info.compression
         measured = "n/a (the override did not reach the writer)"
         if applied:
@@ -1124,9 +1158,10 @@ def run(args: argparse.Namespace, source: Path, workdir: Path, report: Report) -
                 f"{median(ratios(alt)):.2f}× ({fmt_s(alt.median('freeze'))} ÷ "
                 f"{fmt_s(alt.median('raw'))}), objects {alt_info.store_bytes / 1e6:.1f} MB"
             )
-        report.add(Row(f"freeze ÷ `write_table` with the store's codec set to {name}", measured))
+        report.add(Row(f"the same, warm, with the store's codec set to {name}", measured))
         report.details.append(
-            f"- codec {name} ({alt_info.compression}), other store options unchanged: "
+            f"- codec {name} ({alt_info.compression}), other store options unchanged, warm "
+            "pairs as above: "
             f"{alt.describe()}; ratios {fmt_samples(ratios(alt))}"
         )
 
