@@ -100,7 +100,7 @@ class _Evaluator:
         """The value as a nullable boolean Series; raises if it holds anything but booleans."""
         series = self.series(value)
         if ptypes.is_bool_dtype(series.dtype):
-            return series.astype("boolean")
+            return _as_boolean(series, False)
         non_null = series.dropna()
         if series.dtype == object and all(isinstance(v, bool | np.bool_) for v in non_null):
             return series.astype("boolean")
@@ -192,7 +192,8 @@ class _Evaluator:
             raise ExprEvalError(
                 f"cannot compare {_kind(left)} with {_kind(right)} in {node.render()!r}"
             ) from exc
-        return raw.astype("boolean").mask(_null_mask(left) | _null_mask(right))
+        nulls = _null_mask(left) | _null_mask(right)
+        return _as_boolean(raw, nulls)
 
     def _in_list(self, node: InList) -> Value:
         operand = self.series(self.eval(node.operand))
@@ -215,14 +216,17 @@ class _Evaluator:
 
     def _call(self, node: Call) -> Value:
         if len(self.frame) > 1 and not node.columns():
-            # A call on literals only, such as date('1998-09-02'): compute it once, on one row,
-            # instead of on a column as long as the frame.
-            one = _Evaluator(self.frame.iloc[:1], strict=self.strict)
-            value = FUNCTION_IMPLEMENTATIONS[node.name](one, node)
-            if isinstance(value, pd.Series):
-                value = value.iloc[0]
-                return None if pd.isna(value) else value
-            return value
+            # A call on literals only, such as date('1998-09-02'): compute it once per process,
+            # on one row, instead of on a column as long as every frame.
+            key = (node, self.strict)
+            if key not in _FOLDED:
+                one = _Evaluator(self.frame.iloc[:1], strict=self.strict)
+                value = FUNCTION_IMPLEMENTATIONS[node.name](one, node)
+                if isinstance(value, pd.Series):
+                    value = value.iloc[0]
+                    value = None if pd.isna(value) else value
+                _FOLDED[key] = value
+            return _FOLDED[key]
         return FUNCTION_IMPLEMENTATIONS[node.name](self, node)
 
 
@@ -237,6 +241,22 @@ _DISPATCH: dict[type, Callable[[_Evaluator, Any], Value]] = {
     Not: _Evaluator._not,
     Call: _Evaluator._call,
 }
+
+
+_FOLDED: dict[tuple[Call, bool], Any] = {}
+
+
+def _as_boolean(raw: pd.Series, nulls: Any) -> pd.Series:
+    """``raw`` as pandas' nullable boolean, null where ``raw`` or ``nulls`` is.
+
+    Built straight from numpy buffers: ``astype("boolean")`` on an Arrow-backed result goes
+    through Python objects, which made a date comparison cost thirty times the comparison.
+    """
+    missing = raw.isna().to_numpy(dtype=bool)
+    if isinstance(nulls, pd.Series):
+        missing = missing | nulls.to_numpy(dtype=bool)
+    values = raw.to_numpy(dtype=bool, na_value=False)
+    return pd.Series(pd.arrays.BooleanArray(values, missing), index=raw.index)
 
 
 def _null_mask(value: Value) -> Any:
