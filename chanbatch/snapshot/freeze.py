@@ -8,6 +8,7 @@ snapshot visible is written last, exclusively. A crash leaves at most unreferenc
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chanbatch.errors import InputError, SchemaConflictError, UsageError, did_you_mean
-from chanbatch.ids import ObjectId, SliceId
+from chanbatch.hashing import digest_file
+from chanbatch.ids import ObjectId, SliceId, object_id
 from chanbatch.snapshot import refs
+from chanbatch.snapshot.layout import object_path
 from chanbatch.snapshot.manifest import (
     Column,
     Part,
@@ -463,9 +466,10 @@ def _split(table: pa.Table, column: str, label: str) -> Iterable[tuple[SliceKey,
         bounds = np.flatnonzero(np.diff(sorted_codes)) + 1
         starts = np.concatenate(([0], bounds))
         ends = np.concatenate((bounds, [len(sorted_codes)]))
-        taken = batch.take(pa.array(order))
+        # Rows are taken per slice, when the slice is written: a sorted copy of the whole input
+        # up front doubles the memory freeze touches, and fresh memory is what costs most.
         return [
-            (values[sorted_codes[s]], taken.slice(s, e - s))
+            (values[sorted_codes[s]], _Rows(batch, order[s:e]))
             for s, e in zip(starts.tolist(), ends.tolist(), strict=True)
         ]
 
@@ -473,6 +477,19 @@ def _split(table: pa.Table, column: str, label: str) -> Iterable[tuple[SliceKey,
     with ThreadPoolExecutor(_WORKERS) as pool:
         for parts in pool.map(split_batch, batches):
             yield from parts
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """Some rows of a batch, by position, not yet copied out."""
+
+    batch: Any
+    positions: Any  # numpy array of row positions, ascending
+
+    def take(self) -> Any:
+        import pyarrow as pa
+
+        return self.batch.take(pa.array(self.positions))
 
 
 def _check_key_types(
@@ -504,8 +521,9 @@ def _write_slices(
 
     def write(key: SliceKey) -> SliceManifest:
         parts_in = pieces[key]
-        if isinstance(parts_in[0], pa.RecordBatch):
-            table = pa.Table.from_batches(parts_in, schema=schema)
+        if isinstance(parts_in[0], _Rows | pa.RecordBatch):  # from a split: batches, or rows of one
+            batches = [p.take() if isinstance(p, _Rows) else p for p in parts_in]
+            table = pa.Table.from_batches(batches, schema=schema)
         else:
             table = pa.concat_tables(parts_in)
         table = table.combine_chunks()
@@ -540,6 +558,22 @@ def encode_parquet(table: pa.Table) -> memoryview:
 
 
 def _write_object(storage: Storage, table: pa.Table) -> tuple[ObjectId, int]:
+    if storage.is_local:
+        # Encode straight into a temp file, hash the file, rename it into place: no growing
+        # in-memory buffer, whose fresh pages cost more than the encoding on some machines.
+        import pyarrow.parquet as pq
+
+        tmp = storage.tmp_path()
+        try:
+            pq.write_table(table, tmp, **WRITE_OPTIONS)
+            digest, size = digest_file(tmp)
+            oid = object_id(digest)
+            storage.adopt(tmp, object_path(oid))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return oid, size
     data = encode_parquet(table)
     oid, _new = put_object(storage, data)
     return oid, len(data)

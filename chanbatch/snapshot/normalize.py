@@ -14,6 +14,7 @@ written, every table goes through :func:`normalize_table`:
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -60,15 +61,22 @@ def normalize_table(table: pa.Table) -> pa.Table:
     """``table`` with canonical column types and no metadata."""
     import pyarrow as pa
 
-    columns = []
-    fields = []
-    for field, column in zip(table.schema, table.columns, strict=True):
+    def one(item: tuple[pa.Field, pa.ChunkedArray]) -> pa.ChunkedArray:
+        field, column = item
         target = normalize_type(field.type)
-        if target != field.type:
-            column = _cast(column, field.type, target)
-            target = column.type
-        columns.append(column)
-        fields.append(pa.field(field.name, target, nullable=True))
+        return _cast(column, field.type, target) if target != field.type else column
+
+    items = list(zip(table.schema, table.columns, strict=True))
+    if sum(normalize_type(f.type) != f.type for f, _ in items) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2))) as pool:  # casts drop the GIL
+            columns = list(pool.map(one, items))
+    else:
+        columns = [one(item) for item in items]
+    fields = [
+        pa.field(f.name, c.type, nullable=True) for (f, _), c in zip(items, columns, strict=True)
+    ]
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 

@@ -154,6 +154,23 @@ class Storage:
         except FileNotFoundError:
             pass
 
+    def tmp_path(self) -> str:
+        """A fresh local path under ``tmp/`` to write a file into (local stores only)."""
+        tmp_dir = self.full(TMP_DIR)
+        os.makedirs(tmp_dir, exist_ok=True)
+        return os.path.join(tmp_dir, f"{uuid.uuid4().hex}.tmp")
+
+    def adopt(self, tmp: str, rel: str) -> bool:
+        """Move a finished local temp file to ``rel``; False (and the temp file removed) if
+        ``rel`` already exists, as it does for content-addressed files seen before."""
+        target = self.full(rel)
+        if os.path.exists(target):
+            os.unlink(tmp)
+            return False
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(tmp, target)
+        return True
+
     def _write_tmp(self, data: bytes | memoryview) -> str:
         tmp_dir = self.full(TMP_DIR)
         os.makedirs(tmp_dir, exist_ok=True)
