@@ -11,12 +11,16 @@ the error's ``exit_code``; anything else is a bug and is reported as an internal
     │   ├── InvalidNameError               a dataset name that fails the name rule
     │   ├── InputError                     a missing or unreadable input file, a missing column
     │   ├── SchemaConflictError            a slice whose schema disagrees with its dataset's
-    │   └── RefError                       a REF that cannot be resolved
-    │       ├── RefNotFoundError           ... resolves to nothing
-    │       └── AmbiguousRefError          ... resolves to more than one snapshot
-    └── StoreError                      1  the store itself is unwell or busy
-        ├── IntegrityError                 bytes that do not match their content hash
-        └── ConcurrencyError               a write that kept losing races and gave up
+    │   ├── RefError                       a REF that cannot be resolved
+    │   │   ├── RefNotFoundError           ... resolves to nothing
+    │   │   └── AmbiguousRefError          ... resolves to more than one snapshot
+    │   ├── BlueprintError                 every problem of a blueprint (blueprint.problems)
+    │   └── ExprError                      an expression that does not parse (blueprint.expr)
+    ├── StoreError                      1  the store itself is unwell or busy
+    │   ├── IntegrityError                 bytes that do not match their content hash
+    │   └── ConcurrencyError               a write that kept losing races and gave up
+    ├── ExprEvalError                   1  an expression that fails on the data (blueprint.expr)
+    └── StageFailed                     1  a stage that raised on a slice (compile.execute)
 
 Messages name the thing at fault (dataset, file, column, slice) and, where one exists, carry a
 ``hint`` that says what to do next.
