@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Any, BinaryIO
+from typing import Any
 
 import blake3
 
 # Above this size, blake3 hashes with several threads; below it, the thread start costs more.
 _PARALLEL_THRESHOLD = 1 << 20
-_CHUNK = 1 << 22
 
 
 def canonical_json(document: Any) -> bytes:
@@ -30,16 +29,6 @@ def digest(data: bytes | bytearray | memoryview) -> str:
     """The blake3 hex digest of ``data`` (64 characters)."""
     threads = blake3.blake3.AUTO if len(data) >= _PARALLEL_THRESHOLD else 1
     return blake3.blake3(data, max_threads=threads).hexdigest()
-
-
-def digest_stream(stream: BinaryIO) -> tuple[str, int]:
-    """The blake3 hex digest of everything left in ``stream``, and how many bytes it read."""
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    size = 0
-    while chunk := stream.read(_CHUNK):
-        hasher.update(chunk)
-        size += len(chunk)
-    return hasher.hexdigest(), size
 
 
 def digest_file(path: str) -> tuple[str, int]:

@@ -222,12 +222,10 @@ def combine(spec: Aggregate, partials: list[pd.DataFrame]) -> pd.DataFrame:
         elif agg.func in ("var", "std"):
             mean_col, m2_col = _state(name, "mean"), _state(name, "m2")
             count = stacked[n].astype("float64")
-            weighted = (
-                (stacked[mean_col].fillna(0.0) * count).groupby(_group_ids(stacked, keys)).sum()
-            )
+            ids = _group_ids(stacked, keys)
+            weighted = (stacked[mean_col].fillna(0.0) * count).groupby(ids).sum()
             total = out[n].astype("float64").to_numpy()
             grand = weighted.to_numpy() / _nonzero(total)
-            ids = _group_ids(stacked, keys)
             spread = (
                 stacked[m2_col].fillna(0.0)
                 + count * (stacked[mean_col].fillna(0.0) - grand[ids]) ** 2
@@ -275,27 +273,25 @@ def whole(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
     keys = list(spec.group_by)
     columns: dict[str, pd.Series] = {k: frame[k] for k in keys}
     for name, agg in spec.aggregates.items():
-        columns[name] = frame.index.to_series() if agg.arg is None else _argument(frame, agg.arg)
+        columns[name] = (
+            pd.Series(1, index=frame.index) if agg.arg is None else _argument(frame, agg.arg)
+        )
     work = pd.DataFrame(columns, index=frame.index)
     out: dict[str, Any] = {}
     if keys:
         grouped = work.groupby(keys, dropna=False, sort=True, observed=True)
     for name, agg in spec.aggregates.items():
         col = grouped[name] if keys else work[name]
-        out[name] = _whole_one(agg.func, agg.arg is None, col)
+        out[name] = _whole_one(agg.func, col)
     if keys:
         result = pd.DataFrame(out).reset_index()
         return _sorted(result, keys)[keys + list(spec.aggregates)]
     return pd.DataFrame([out])
 
 
-def _whole_one(func: str, rows: bool, col: Any) -> Any:
-    if func == "count":
-        return (
-            col.size()
-            if rows and hasattr(col, "size") and callable(col.size)
-            else (len(col) if rows else col.count())
-        )
+def _whole_one(func: str, col: Any) -> Any:
+    if func == "count":  # count() reads a column of ones, so it counts rows
+        return col.count()
     if func == "count_distinct":
         return col.nunique(dropna=True)
     if func == "sum":

@@ -77,7 +77,6 @@ def apply_whole(
     parts: Sequence[pd.DataFrame],
     broadcast: Sequence[pd.DataFrame],
     allow: frozenset[str],
-    union_sizes: Sequence[int] = (),
 ) -> pd.DataFrame:
     """A stage on its whole input, given as its slices' frames in key order."""
     op = stage.operation

@@ -326,9 +326,7 @@ def _lay_out(stage: Stage, plan: Plan) -> StageResult:
     deps: list[str] = []
     for name in ups:
         result = plan.results[name]
-        deps.extend(k for _, k in result.sliced) if result.sliced is not None else deps.append(
-            result.whole or ""
-        )
+        deps.extend(result.keys)
     key = task_key(
         "whole",
         {**spec, "parts": [len(plan.results[n].keys) for n in ups]},

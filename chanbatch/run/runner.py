@@ -225,13 +225,12 @@ def run_blueprint(
         stage_model = blueprint.stages.get(plan.tasks[key].stage)
         if stage_model is not None and isinstance(stage_model.operation, Map):
             check_allowed(stage_model.operation, allow)
-    timings: dict[str, float] = {}
     values: dict[str, Any] = {}
     if computed:
         from chanbatch.compile.graph import build_graph  # imports pandas: only when computing
 
         graph = build_graph(plan, decisions, storage.url, allow)
-        values = _execute(graph, targets, scheduler, workers, progress, timings)
+        values = _execute(graph, targets, scheduler, workers, progress)
     previous = None if computed else last_run(store, blueprint.name)
 
     lineage_base = {
@@ -358,7 +357,6 @@ def _execute(
     scheduler: Any,
     workers: int | None,
     progress: Progress | None,
-    timings: dict[str, float],
 ) -> dict[str, Any]:
     unique = list(dict.fromkeys(targets))
     if scheduler in ("threads", "sync", None):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from chanbatch.errors import InvalidNameError, RefError
+from chanbatch.ids import is_id_prefix
 
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -120,7 +121,7 @@ def parse_ref(text: str) -> Ref:
     snapshot = match["id"]
     if snapshot is not None:
         snapshot = snapshot.lower()
-        if not re.fullmatch(r"[0-9a-f]{8,64}", snapshot):
+        if not is_id_prefix(snapshot):
             raise RefError(
                 f"malformed snapshot id {match['id']!r} in REF {text!r}",
                 hint="give at least 8 hex characters of the snapshot id",

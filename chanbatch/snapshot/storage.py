@@ -172,9 +172,7 @@ class Storage:
         return True
 
     def _write_tmp(self, data: bytes | memoryview) -> str:
-        tmp_dir = self.full(TMP_DIR)
-        os.makedirs(tmp_dir, exist_ok=True)
-        tmp = os.path.join(tmp_dir, f"{uuid.uuid4().hex}.tmp")
+        tmp = self.tmp_path()
         with open(tmp, "wb") as handle:
             handle.write(data)
         return tmp
