@@ -53,14 +53,12 @@ import argparse
 import cProfile
 import datetime as dt
 import gc
-import importlib.metadata
 import json
 import os
 import platform
 import pstats
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,6 +70,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from benchkit import (
+    ensure_lineitem,
+    fmt_samples,
+    median,
+    write_section,
+)
+from benchkit import find_tool as _tool
+from benchkit import git_revision as _git_revision
+from benchkit import version as _version
 
 REPO = Path(__file__).resolve().parents[2]
 BLUEPRINT = REPO / "tests" / "benchmark" / "q1.yaml"
@@ -168,16 +176,8 @@ class Report:
         print(f"  {row.figure}: {row.seconds}{ratio}  [{row.target}: {row.verdict}]", flush=True)
 
 
-def median(samples: Sequence[float]) -> float:
-    return statistics.median(samples)
-
-
 def fmt_s(seconds: float) -> str:
     return f"{seconds:.3f}" if seconds < 10 else f"{seconds:.1f}"
-
-
-def fmt_samples(samples: Sequence[float]) -> str:
-    return ", ".join(f"{s:.3f}" for s in samples)
 
 
 def settle() -> None:
@@ -238,13 +238,6 @@ def wait_quiet(limit: float = 10.0, window: float = 0.5, threshold: float = 0.10
 # -- machine ------------------------------------------------------------------------------------
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def _proc_line(path: str, prefix: str) -> str | None:
     try:
         for line in Path(path).read_text().splitlines():
@@ -253,25 +246,6 @@ def _proc_line(path: str, prefix: str) -> str | None:
     except OSError:
         pass
     return None
-
-
-def _git_revision() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "chanbatch"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + (" with uncommitted changes under chanbatch/" if dirty else "")
 
 
 def source_fingerprint() -> str:
@@ -319,35 +293,6 @@ def machine() -> list[tuple[str, str]]:
 
 
 # -- data ---------------------------------------------------------------------------------------
-
-
-def _tool(name: str) -> str | None:
-    beside = Path(sys.executable).with_name(name)
-    if beside.exists():
-        return str(beside)
-    return shutil.which(name)
-
-
-def ensure_lineitem(sf: float, cache: Path) -> Path:
-    """The cached lineitem Parquet file at scale factor ``sf``, generated on first use.
-
-    The same file bench_store.py uses (``.bench/tpch-sf<sf>/lineitem.parquet``).
-    """
-    out = cache / f"tpch-sf{sf:g}"
-    target = out / "lineitem.parquet"
-    if target.exists():
-        return target
-    tool = _tool("tpchgen-cli")
-    if tool is None:
-        sys.exit("tpchgen-cli not found: pip install tpchgen-cli (it is in the [test] extra)")
-    out.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="gen-", dir=out))
-    cmd = [tool, "parquet", "-s", f"{sf:g}", "--tables", "lineitem", "--output-dir", str(scratch)]
-    print("generating:", shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    os.replace(scratch / "lineitem.parquet", target)
-    shutil.rmtree(scratch, ignore_errors=True)
-    return target
 
 
 def prepared_table(path: Path) -> Any:
@@ -1519,24 +1464,8 @@ def section_markdown(command: str, facts: list[tuple[str, str]], report: Report)
 
 
 def write_doc(path: Path, body: str) -> None:
-    """Replace this section's generated block in ``path``, or append the section at the end.
-
-    Everything else in the file (other sections, notes under this block) is kept as it is.
-    """
-    block = f"{BEGIN}\n{body}{END}\n"
-    heading = f"## {SECTION}"
-    text = path.read_text() if path.exists() else DOC_HEADER
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + block + ("\n" + tail if tail else "")
-    elif heading in text:
-        head, rest = text.split(heading, 1)
-        text = f"{head}{heading}\n\n{block}{rest}"
-    else:
-        text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    """Replace this script's generated block in ``path``, keeping everything else."""
+    write_section(path, body, section=SECTION, begin=BEGIN, end=END, header=DOC_HEADER)
 
 
 # -- main ---------------------------------------------------------------------------------------

@@ -54,7 +54,6 @@ import contextlib
 import datetime as dt
 import functools
 import gc
-import importlib.metadata
 import os
 import platform
 import shlex
@@ -66,10 +65,20 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from benchkit import (
+    ensure_lineitem,
+    fmt_samples,
+    median,
+    write_section,
+)
+from benchkit import find_tool as _tool
+from benchkit import git_revision as _git_revision
+from benchkit import version as _version
 
 REPO = Path(__file__).resolve().parents[2]
 DATASET = "lineitem"
@@ -299,26 +308,11 @@ class Report:
         print(f"  => {row.figure}: {row.measured} [target {row.target}: {row.verdict}]", flush=True)
 
 
-def median(samples: Sequence[float]) -> float:
-    return statistics.median(samples)
-
-
 def fmt_s(seconds: float) -> str:
     return f"{seconds:.3f} s" if seconds < 10 else f"{seconds:.1f} s"
 
 
-def fmt_samples(samples: Sequence[float]) -> str:
-    return ", ".join(f"{s:.3f}" for s in samples)
-
-
 # -- machine ------------------------------------------------------------------------------------
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _cpu_model() -> str:
@@ -351,20 +345,6 @@ def _filesystem(path: Path) -> str:
     except OSError:
         pass
     return kind
-
-
-def _git_revision() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        rev = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "chanbatch")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + (" + uncommitted changes under chanbatch/" if dirty else "")
 
 
 def _first_touch() -> str:
@@ -414,32 +394,6 @@ def machine(workdir: Path) -> list[tuple[str, str]]:
 
 
 # -- data ---------------------------------------------------------------------------------------
-
-
-def _tool(name: str) -> str | None:
-    beside = Path(sys.executable).with_name(name)
-    if beside.exists():
-        return str(beside)
-    return shutil.which(name)
-
-
-def ensure_lineitem(sf: float, cache: Path) -> Path:
-    """The cached lineitem Parquet file at scale factor ``sf``, generated on first use."""
-    out = cache / f"tpch-sf{sf:g}"
-    target = out / "lineitem.parquet"
-    if target.exists():
-        return target
-    tool = _tool("tpchgen-cli")
-    if tool is None:
-        sys.exit("tpchgen-cli not found: pip install tpchgen-cli (it is in the [test] extra)")
-    out.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="gen-", dir=out))
-    cmd = [tool, "parquet", "-s", f"{sf:g}", "--tables", "lineitem", "--output-dir", str(scratch)]
-    print("generating:", shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    os.replace(scratch / "lineitem.parquet", target)
-    shutil.rmtree(scratch, ignore_errors=True)
-    return target
 
 
 def load_table(path: Path) -> Any:
@@ -934,21 +888,8 @@ def section_markdown(command: str, facts: list[tuple[str, str]], report: Report)
 
 
 def write_doc(path: Path, body: str) -> None:
-    """Replace the generated block of this section in ``path``, keeping everything else."""
-    block = f"{BEGIN}\n{body}{END}\n"
-    heading = f"## {SECTION}"
-    text = path.read_text() if path.exists() else DOC_HEADER
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + block + ("\n" + tail if tail else "")
-    elif heading in text:
-        head, rest = text.split(heading, 1)
-        text = f"{head}{heading}\n\n{block}{rest}"
-    else:
-        text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    """Replace this script's generated block in ``path``, keeping everything else."""
+    write_section(path, body, section=SECTION, begin=BEGIN, end=END, header=DOC_HEADER)
 
 
 # -- main ----------------------------------------------------------------------------------------

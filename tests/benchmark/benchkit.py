@@ -1,0 +1,98 @@
+"""What the benchmark scripts share: the TPC-H data, versions, and the performance doc."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def median(samples: Sequence[float]) -> float:
+    return statistics.median(samples)
+
+
+def fmt_samples(samples: Sequence[float]) -> str:
+    return ", ".join(f"{s:.3f}" for s in samples)
+
+
+def version(dist: str) -> str:
+    """The installed version of ``dist``, or "not installed"."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def git_revision() -> str:
+    """The short commit, and whether chanbatch/ has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        rev = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "chanbatch")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + (" + uncommitted changes under chanbatch/" if dirty else "")
+
+
+def find_tool(name: str) -> str | None:
+    """A console script of this environment (beside the interpreter), or one on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    if beside.exists():
+        return str(beside)
+    return shutil.which(name)
+
+
+def ensure_lineitem(sf: float, cache: Path) -> Path:
+    """The cached lineitem Parquet file at scale factor ``sf``, generated on first use."""
+    out = cache / f"tpch-sf{sf:g}"
+    target = out / "lineitem.parquet"
+    if target.exists():
+        return target
+    tool = find_tool("tpchgen-cli")
+    if tool is None:
+        sys.exit("tpchgen-cli not found: pip install tpchgen-cli (it is in the [test] extra)")
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="gen-", dir=out))
+    cmd = [tool, "parquet", "-s", f"{sf:g}", "--tables", "lineitem", "--output-dir", str(scratch)]
+    print("generating:", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    os.replace(scratch / "lineitem.parquet", target)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def write_section(
+    path: Path, body: str, *, section: str, begin: str, end: str, header: str
+) -> None:
+    """Replace a script's generated block in ``path``, or append its section at the end.
+
+    Everything else in the file (other sections, notes under the block) is kept as it is.
+    """
+    block = f"{begin}\n{body}{end}\n"
+    heading = f"## {section}"
+    text = path.read_text() if path.exists() else header
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
+        text = head + block + ("\n" + tail if tail else "")
+    elif heading in text:
+        head, rest = text.split(heading, 1)
+        text = f"{head}{heading}\n\n{block}{rest}"
+    else:
+        text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
