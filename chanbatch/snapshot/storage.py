@@ -28,17 +28,33 @@ class Storage:
     """A store root on any fsspec filesystem."""
 
     def __init__(self, url: str) -> None:
+        self.url = str(url)
+        self._fs: Any = None
+        local = _local_path(self.url)
+        if local is not None:
+            # A plain path needs no fsspec: importing it costs more than listing a store.
+            self.root: str = os.path.abspath(local).rstrip("/") or "/"
+            self.is_local = True
+            return
         import fsspec
         from fsspec.implementations.local import LocalFileSystem
 
-        self.url = str(url)
         try:
             fs, root = fsspec.core.url_to_fs(self.url)
         except (ImportError, ValueError) as exc:
             raise StoreError(f"cannot open store {self.url!r}: {exc}") from exc
-        self.fs: Any = fs
-        self.root: str = root.rstrip("/") if root not in ("/", "") else root
+        self._fs = fs
+        self.root = root.rstrip("/") if root not in ("/", "") else root
         self.is_local = isinstance(fs, LocalFileSystem)
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem (made on first use for local stores)."""
+        if self._fs is None:
+            from fsspec.implementations.local import LocalFileSystem
+
+            self._fs = LocalFileSystem()
+        return self._fs
 
     # -- paths ------------------------------------------------------------------------------
 
@@ -176,6 +192,13 @@ class Storage:
         with open(tmp, "wb") as handle:
             handle.write(data)
         return tmp
+
+
+def _local_path(url: str) -> str | None:
+    """The OS path of a store URL that names a local directory, else None."""
+    if url.startswith("file://"):
+        return url[len("file://") :]
+    return None if "://" in url or "::" in url else url
 
 
 def _mtime(info: dict[str, Any]) -> float:
