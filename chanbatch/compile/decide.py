@@ -17,6 +17,11 @@ class Decision:
     action: Action
     reason: str
     cached: bool = False  # the result is read from the cache
+    # computed unless its inputs come out as before: then the worker finds it cached
+    provisional: bool = False
+
+
+PROVISIONAL = "its inputs are recomputed first; reused if they come out unchanged (early cutoff)"
 
 
 def decide(plan: Plan, storage: Storage) -> dict[str, Decision]:
@@ -35,7 +40,12 @@ def decide(plan: Plan, storage: Storage) -> dict[str, Decision]:
         if task.kind == "load":
             decisions[task.key] = Decision(action="load", reason="input slice")
             continue
-        if (task.stored or task.checkpoint) and lookup(storage, task.key, verify=True) is not None:
+        if task.provisional:
+            decisions[task.key] = Decision(action="compute", reason=PROVISIONAL, provisional=True)
+            needed.update(task.deps)
+            continue
+        known = task.checkpoint or (task.stored and task.ident)
+        if known and lookup(storage, task.key, verify=True) is not None:
             decisions[task.key] = Decision(action="reuse", reason="cached", cached=True)
             continue
         decisions[task.key] = Decision(action="compute", reason=_why(task.kind))

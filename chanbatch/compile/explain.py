@@ -71,6 +71,8 @@ def explain(
         reason = _reason(plan, task, previous, ancestry[task.stage], driving[task.stage])
         if reason == NOT_CACHED and key in consumers:
             reason = f"input to {consumers[key].label}, which is recomputed"
+        if decision.provisional:
+            reason += "; reused if its inputs come out unchanged"
         out[key] = replace(decision, reason=reason)
     return out
 

@@ -1,4 +1,5 @@
-"""Plan + decisions -> a Dask graph whose keys are the cache keys.
+"""Plan + decisions -> a Dask graph whose keys are the cache keys (or, for a provisional task,
+its placeholder key: see chanbatch.compile.plan).
 
 Every task function runs on a worker and records its own result in the cache as soon as it is
 computed, so a run that is killed keeps everything it finished.
@@ -6,13 +7,17 @@ computed, so a run that is killed keeps everything it finished.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from chanbatch.blueprint.model import Stage
 from chanbatch.cache import lookup, read_result, write_result
 from chanbatch.compile import execute
 from chanbatch.compile.decide import Decision
+from chanbatch.compile.keys import task_key
 from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
 from chanbatch.errors import ChanbatchError, UsageError
 from chanbatch.snapshot.objects import get_slice
@@ -38,6 +43,7 @@ class Call:
     """Everything a worker needs to run one task; pickled into the graph."""
 
     url: str
+    run: str
     task: Task
     stage: Stage | None
     n_broadcast: int = 0
@@ -51,62 +57,177 @@ class Ref:
     url: str
     key: str
     columns: tuple[str, ...] | None = None
+    slice_id: str = ""  # for a load: the slice read (its key may include the columns)
 
 
-def load_slice(ref: Ref) -> pd.DataFrame:
+Outcome = Literal["input", "cached", "computed", "cutoff"]
+
+
+@dataclass(slots=True, kw_only=True)
+class Part:
+    """What every task returns: its frame (or where to read it) and its identity.
+
+    ``key`` is the task's cache key, resolved from the content of its inputs; ``ident`` is what
+    the tasks that read it hash it as. A cached result is read only when a consumer asks for its
+    frame, so a task cut off early (its result found in the cache) costs no read at all.
+    """
+
+    key: str
+    ident: str
+    url: str
+    outcome: Outcome
+    frame: pd.DataFrame | None = None
+
+    @property
+    def data(self) -> pd.DataFrame:
+        if self.frame is None:
+            storage = storage_for(self.url)
+            entry = lookup(storage, self.key)
+            if entry is None:
+                raise ChanbatchError(
+                    f"cache entry {self.key[:12]} vanished during the run; run again"
+                )
+            self.frame = read_result(storage, entry)
+        return self.frame
+
+
+# -- what each task did, for the run's statistics and record ------------------------------------
+
+_LEDGER: dict[str, list[dict[str, Any]]] = {}
+_LEDGER_LOCK = threading.Lock()
+
+
+def ledger_topic(run: str) -> str:
+    return f"chanbatch-run-{run}"
+
+
+def _report(run: str, entry: dict[str, Any]) -> None:
+    """Record what one task did: in the worker's event log on a distributed cluster (the client
+    collects them with ``get_events``), else in this process."""
+    if not run:
+        return
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        worker = None
+    if worker is not None:
+        entry["worker"] = worker.address
+        worker.log_event(ledger_topic(run), entry)
+        return
+    entry["worker"] = f"{os.getpid()}:{threading.current_thread().name}"
+    with _LEDGER_LOCK:
+        _LEDGER.setdefault(run, []).append(entry)
+
+
+def take_ledger(run: str) -> list[dict[str, Any]]:
+    """The entries reported in this process for ``run``, removed from it."""
+    with _LEDGER_LOCK:
+        return _LEDGER.pop(run, [])
+
+
+def _entry(task: Task, key: str, outcome: Outcome, start: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "dask_key": task.key,
+        "key": key,
+        "stage": task.stage,
+        "slice": task.slice,
+        "kind": task.kind,
+        "outcome": outcome,
+        "start": start,
+        "seconds": round(time.perf_counter() - start, 6),
+        **extra,
+    }
+
+
+# -- task functions ----------------------------------------------------------------------------
+
+
+def load_slice(ref: Ref) -> Part:
     """An input slice as pandas, verified as read."""
     import pyarrow as pa
 
     storage = storage_for(ref.url)
-    manifest = get_slice(storage, ref.key)
+    manifest = get_slice(storage, ref.slice_id or ref.key)
     tables = [load_object(storage, part.object, ref.columns) for part in manifest.parts]
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-    return to_pandas(table)
+    return Part(key=ref.key, ident=ref.key, url=ref.url, outcome="input", frame=to_pandas(table))
 
 
-def load_cached(ref: Ref) -> pd.DataFrame:
-    """A cached result as pandas."""
+def load_cached(ref: Ref) -> Part:
+    """A cached result, read when a consumer needs it."""
     storage = storage_for(ref.url)
     entry = lookup(storage, ref.key)
     if entry is None:
         raise ChanbatchError(f"cache entry {ref.key[:12]} vanished during the run; run again")
-    return read_result(storage, entry)
+    return Part(key=ref.key, ident=entry.object, url=ref.url, outcome="cached")
 
 
-def run_task(call: Call, *deps: pd.DataFrame) -> pd.DataFrame:
-    """Run one task on its inputs' frames, and record it in the cache if it is stored."""
+def run_task(call: Call, *deps: Part) -> Part:
+    """Run one task on its inputs, and record it in the cache if it is stored.
+
+    The cache key is computed here from the identities of the inputs that arrived. For a
+    provisional task whose inputs came out as in an earlier run, that key is already cached:
+    the task is cut off and returns the cached result unread.
+    """
+    start = time.perf_counter()
     task, stage = call.task, call.stage
-    main = deps[: len(deps) - call.n_broadcast] if call.n_broadcast else deps
-    broadcast = deps[len(deps) - call.n_broadcast :] if call.n_broadcast else ()
+    split = len(deps) - call.n_broadcast
+    main, broadcast = deps[:split], deps[split:]
+    key = task_key(task.kind, task.key_spec, [p.ident for p in main], [p.ident for p in broadcast])
+    stored = task.stored or task.checkpoint
+    if task.provisional and stored:
+        entry = lookup(storage_for(call.url), key, verify=True)
+        if entry is not None:
+            _report(call.run, _entry(task, key, "cutoff", start))
+            ident = entry.object if task.stored else key
+            return Part(key=key, ident=ident, url=call.url, outcome="cutoff")
+    result = _compute(task, stage, [p.data for p in main], [p.data for p in broadcast], call)
+    ident, written = key, None
+    if task.stored or (
+        task.checkpoint and len(result) <= CHECKPOINT_RATIO * max(task.source_rows, 1)
+    ):
+        entry = write_result(storage_for(call.url), key, result, kind=task.kind, stage=task.stage)
+        written = entry.object
+        if task.stored:
+            ident = entry.object
+    _report(call.run, _entry(task, key, "computed", start, rows=len(result), stored=written))
+    return Part(key=key, ident=ident, url=call.url, outcome="computed", frame=result)
+
+
+def _compute(
+    task: Task,
+    stage: Stage | None,
+    main: list[pd.DataFrame],
+    broadcast: list[pd.DataFrame],
+    call: Call,
+) -> pd.DataFrame:
     if task.kind == "gather":
         return execute.concat(main)
     assert stage is not None
     try:
         if task.kind == "apply":
-            result = execute.apply_rowwise(stage, main[0], broadcast, call.allow)
-        elif task.kind == "partial":
-            result = execute.partial(stage, main[0])
-        elif task.kind == "combine":
-            result = execute.combine(stage, main)
-        elif task.kind == "finish":
-            result = execute.finish(stage, main)
-        else:
-            result = execute.apply_whole(stage, main, broadcast, call.allow)
+            return execute.apply_rowwise(stage, main[0], broadcast, call.allow)
+        if task.kind == "partial":
+            return execute.partial(stage, main[0])
+        if task.kind == "combine":
+            return execute.combine(stage, main)
+        if task.kind == "finish":
+            return execute.finish(stage, main)
+        return execute.apply_whole(stage, main, broadcast, call.allow)
     except (execute.StageFailed, UsageError):
         raise
-    except ChanbatchError as exc:
-        raise execute.describe_failure(stage, task.slice, exc) from exc
     except Exception as exc:
         raise execute.describe_failure(stage, task.slice, exc) from exc
-    if task.stored or (
-        task.checkpoint and len(result) <= CHECKPOINT_RATIO * max(task.source_rows, 1)
-    ):
-        write_result(storage_for(call.url), task.key, result, kind=task.kind, stage=task.stage)
-    return result
 
 
 def build_graph(
-    plan: Plan, decisions: dict[str, Decision], url: str, allow: frozenset[str]
+    plan: Plan,
+    decisions: dict[str, Decision],
+    url: str,
+    allow: frozenset[str],
+    run: str = "",
 ) -> dict[str, Any]:
     """The Dask graph of every task a run must execute or read."""
     graph: dict[str, Any] = {}
@@ -121,11 +242,16 @@ def build_graph(
         task = plan.tasks[key]
         decision = decisions[key]
         if task.kind == "load":
-            graph[key] = (load_slice, Ref(url, task.ident, task.columns))
+            graph[key] = (load_slice, Ref(url, key, task.columns, task.source))
         elif decision.action == "compute":
             stage = plan.blueprint.stages.get(task.stage)
             call = Call(
-                url=url, task=task, stage=stage, n_broadcast=len(task.broadcast), allow=allow
+                url=url,
+                run=run,
+                task=task,
+                stage=stage,
+                n_broadcast=len(task.broadcast),
+                allow=allow,
             )
             graph[key] = (run_task, call, *task.deps)
         else:

@@ -7,18 +7,29 @@ How each stage runs (DESIGN.md section 6):
 - An aggregate over a sliced input runs as a ``partial`` per slice, merged by ``combine`` tasks
   in a tree with fixed, aligned boundaries (:data:`FANOUT` children per node), then ``finish``.
   Appending a slice changes only the nodes on its path to the root; every other node keeps its
-  key, because a node's key is the hash of its children's keys.
+  key, because a node's key is the hash of its children's contents.
 - An aggregate that does not decompose (``count_distinct``), sort, limit and union need their
   whole input: one ``whole`` task that reads every slice in key order.
 - ``per_slice: true`` keeps any stage per slice: an aggregate, sort or limit then runs on each
   slice alone, and the output dataset is sliced like the input.
+
+Keys and early cutoff: a task's key hashes its spec and the *identity* of each input. An input
+slice is identified by its slice id (with the columns read, when a load is projected); a task
+whose result is always stored (partials, combines, finishes, whole-input stages, per-slice and
+output stages) by the object id of its stored result, its content hash; any other task by its
+own key. When a stored result is not in the cache yet, its content is unknown until it is
+computed, so the keys of the tasks that read it are *provisional*: the plan gives them a
+placeholder key, and the worker resolves the real one from the content it receives. If a
+recomputed result comes out with the same content as before, the tasks above it find their
+results in the cache and are not recomputed (early cutoff).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from chanbatch.blueprint.model import (
     Aggregate,
@@ -45,11 +56,17 @@ FANOUT = 8
 CHECKPOINT_RATIO = 0.5
 
 TaskKind = Literal["load", "apply", "partial", "combine", "finish", "whole", "gather"]
+PENDING = "pending:"  # prefix of a placeholder identity: content not known until computed
+
+# The identity of a cached result (its object id), or None when it is not cached.
+ContentOf = Callable[[str], str | None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Task:
-    """One unit of work. ``key`` is both its cache key and its Dask key."""
+    """One unit of work. ``key`` is both its cache key and its Dask key, except when the task
+    is ``provisional``: then it is a placeholder, and the cache key is resolved at run time
+    from the content of its inputs (see the module docstring)."""
 
     key: str
     kind: TaskKind
@@ -63,15 +80,15 @@ class Task:
     # when it is selective (see CHECKPOINT_RATIO), so editing what comes after it reuses it.
     checkpoint: bool = False
     source_rows: int = 0  # rows of the input slice this task descends from
-    # What consumers hash this task as. For a load it is the slice id: which columns are read
-    # is an optimisation that never changes a result, so it must not change a cache key (the
-    # Dask key of a projected load does include them, so two projections never collide).
+    # What consumers hash this task as: the object id of its stored result when it is always
+    # stored, else its key. "" while unknown: a stored result not cached yet, or a task whose
+    # own key is provisional.
     ident: str = ""
     columns: tuple[str, ...] | None = None  # a load's projection; None reads every column
-
-    def __post_init__(self) -> None:
-        if not self.ident:
-            object.__setattr__(self, "ident", self.key)
+    source: str = ""  # a load's slice id
+    # the spec hashed into the key, so a worker can compute the key again from its inputs
+    key_spec: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    provisional: bool = False
 
     @property
     def label(self) -> str:
@@ -105,6 +122,7 @@ class Plan:
     tasks: dict[str, Task] = field(default_factory=dict)
     results: dict[str, StageResult] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    content_of: ContentOf | None = field(default=None, repr=False)
 
     @property
     def outputs(self) -> dict[str, str]:
@@ -114,12 +132,18 @@ class Plan:
         return [t for t in self.tasks.values() if t.stage == stage]
 
 
-def build_plan(blueprint: Blueprint, inputs: dict[str, Resolved]) -> Plan:
+def build_plan(
+    blueprint: Blueprint, inputs: dict[str, Resolved], content_of: ContentOf | None = None
+) -> Plan:
     """Lay out every task of ``blueprint`` over the resolved ``inputs``.
+
+    ``content_of`` looks a key up in the cache and returns the object id of its result; the
+    keys of tasks that read a stored result depend on it. Without it (or on a miss) those keys
+    are provisional.
 
     Raises BlueprintError when a stage names a column its input does not have.
     """
-    plan = Plan(blueprint=blueprint, inputs=inputs)
+    plan = Plan(blueprint=blueprint, inputs=inputs, content_of=content_of)
     problems: list[Problem] = []
     entries_of = {}
     for name, resolved in inputs.items():
@@ -161,6 +185,8 @@ def build_plan(blueprint: Blueprint, inputs: dict[str, Resolved]) -> Plan:
         )
         keys = []
         for entry in entries:
+            # A projected slice is another input than the whole slice: a checkpoint of a
+            # filter over it lacks the other columns, so its key must say which were read.
             if projection is None:
                 key = entry.id
             else:
@@ -172,8 +198,9 @@ def build_plan(blueprint: Blueprint, inputs: dict[str, Resolved]) -> Plan:
                     kind="load",
                     stage=name,
                     slice=entry.key,
-                    ident=entry.id,
+                    ident=key,
                     columns=projection,
+                    source=entry.id,
                 ),
             )
             keys.append(key)
@@ -185,16 +212,7 @@ def build_plan(blueprint: Blueprint, inputs: dict[str, Resolved]) -> Plan:
         )
     for name in order:
         plan.results[name] = _lay_out(blueprint.stages[name], plan)
-    for stage_name in blueprint.outputs:
-        for key in plan.results[stage_name].keys:
-            task = plan.tasks.get(key)
-            if task is not None and not task.stored:
-                plan.tasks[key] = _replace_stored(task)
     return plan
-
-
-def _replace_stored(task: Task) -> Task:
-    return dataclasses.replace(task, stored=True)
 
 
 def _mark_checkpoints(plan: Plan, keys: list[str]) -> None:
@@ -204,9 +222,47 @@ def _mark_checkpoints(plan: Plan, keys: list[str]) -> None:
             plan.tasks[key] = dataclasses.replace(task, checkpoint=True)
 
 
-def _add(plan: Plan, task: Task) -> str:
-    plan.tasks.setdefault(task.key, task)
-    return task.key
+def _task(
+    plan: Plan,
+    kind: TaskKind,
+    spec: dict[str, Any],
+    deps: Sequence[str],
+    broadcast: Sequence[str] = (),
+    **fields: Any,
+) -> str:
+    """Add the task computing ``spec`` over ``deps`` (and ``broadcast``); returns its key.
+
+    Its key hashes the identities of its inputs. When one is not known before the run, the key
+    is a placeholder built from that input's key instead, and the task is provisional.
+    """
+    upstream = [_ident(plan, d) for d in deps]
+    broadcast_ids = [_ident(plan, d) for d in broadcast]
+    key = task_key(kind, spec, upstream, broadcast_ids)
+    provisional = any(i.startswith(PENDING) for i in (*upstream, *broadcast_ids))
+    if provisional:
+        key = task_key(kind, {**spec, "provisional": True}, upstream, broadcast_ids)
+    task = plan.tasks.get(key)
+    if task is not None:
+        return key
+    stored = bool(fields.get("stored"))
+    if provisional:
+        ident = ""
+    elif not stored:
+        ident = key
+    else:
+        ident = (plan.content_of(key) if plan.content_of is not None else None) or ""
+    plan.tasks[key] = Task(
+        key=key,
+        kind=kind,
+        stage=fields.pop("stage"),
+        deps=(*deps, *broadcast),
+        broadcast=tuple(broadcast),
+        ident=ident,
+        key_spec=spec,
+        provisional=provisional,
+        **fields,
+    )
+    return key
 
 
 def _whole_key(plan: Plan, result: StageResult, stage: str) -> str:
@@ -214,21 +270,12 @@ def _whole_key(plan: Plan, result: StageResult, stage: str) -> str:
     if result.whole is not None:
         return result.whole
     keys = [k for _, k in result.sliced or ()]
-    idents = [plan.tasks[k].ident for k in keys]
-    return _add(
-        plan,
-        Task(
-            key=task_key("gather", {}, keys),
-            kind="gather",
-            stage=stage,
-            deps=tuple(keys),
-            ident=task_key("gather", {}, idents),
-        ),
-    )
+    return _task(plan, "gather", {}, keys, stage=stage)
 
 
 def _ident(plan: Plan, key: str) -> str:
-    return plan.tasks[key].ident
+    """What a consumer hashes ``key``'s result as; a placeholder when it is not known yet."""
+    return plan.tasks[key].ident or PENDING + key
 
 
 def _lay_out(stage: Stage, plan: Plan) -> StageResult:
@@ -241,7 +288,7 @@ def _lay_out(stage: Stage, plan: Plan) -> StageResult:
     broadcast: tuple[str, ...] = ()
     if isinstance(op, Join):
         broadcast = (_whole_key(plan, plan.results[op.right], f"{op.right}"),)
-    broadcast_ids = [_ident(plan, k) for k in broadcast]
+    output = stage.name in plan.blueprint.outputs
 
     # A right or outer join must see every slice at once: a right row that matches nothing
     # in one slice may match in another, and must come out once, not once per slice.
@@ -250,23 +297,19 @@ def _lay_out(stage: Stage, plan: Plan) -> StageResult:
     )
     per_slice_op = rowwise or stage.per_slice
     if up.sliced is not None and per_slice_op and not isinstance(op, Union):
-        kind: TaskKind = "apply"
         sliced = []
         rows = up.rows or (0,) * len(up.sliced)
         for (slice_key, up_key), source_rows in zip(up.sliced, rows, strict=True):
-            key = task_key(kind, spec, [_ident(plan, up_key)], broadcast_ids)
-            _add(
+            key = _task(
                 plan,
-                Task(
-                    key=key,
-                    kind=kind,
-                    stage=stage.name,
-                    slice=slice_key,
-                    deps=(up_key, *broadcast),
-                    broadcast=broadcast,
-                    stored=stage.per_slice,
-                    source_rows=source_rows,
-                ),
+                "apply",
+                spec,
+                [up_key],
+                broadcast,
+                stage=stage.name,
+                slice=slice_key,
+                stored=stage.per_slice or output,
+                source_rows=source_rows,
             )
             sliced.append((slice_key, key))
         return StageResult(
@@ -280,33 +323,12 @@ def _lay_out(stage: Stage, plan: Plan) -> StageResult:
     if up.sliced is not None:
         _mark_checkpoints(plan, [k for _, k in up.sliced])
     if isinstance(op, Aggregate) and up.sliced is not None and op.decomposable:
-        level_keys: list[tuple[SliceKey, str]] = []
-        for slice_key, up_key in up.sliced:
-            key = task_key("partial", spec, [_ident(plan, up_key)])
-            _add(
-                plan,
-                Task(
-                    key=key,
-                    kind="partial",
-                    stage=stage.name,
-                    slice=slice_key,
-                    deps=(up_key,),
-                    stored=True,
-                ),
-            )
-            level_keys.append((slice_key, key))
-        root = _combine_tree(plan, stage, spec, [k for _, k in level_keys])
-        finish = task_key("finish", spec, [root] if root else [])
-        _add(
-            plan,
-            Task(
-                key=finish,
-                kind="finish",
-                stage=stage.name,
-                deps=(root,) if root else (),
-                stored=True,
-            ),
-        )
+        partials = [
+            _task(plan, "partial", spec, [up_key], stage=stage.name, slice=slice_key, stored=True)
+            for slice_key, up_key in up.sliced
+        ]
+        root = _combine_tree(plan, stage, spec, partials)
+        finish = _task(plan, "finish", spec, [root] if root else [], stage=stage.name, stored=True)
         return StageResult(name=stage.name, whole=finish, columns=columns, incremental=True)
 
     # everything else needs its whole input at once
@@ -327,22 +349,14 @@ def _lay_out(stage: Stage, plan: Plan) -> StageResult:
     for name in ups:
         result = plan.results[name]
         deps.extend(result.keys)
-    key = task_key(
+    key = _task(
+        plan,
         "whole",
         {**spec, "parts": [len(plan.results[n].keys) for n in ups]},
-        [_ident(plan, d) for d in deps],
-        broadcast_ids,
-    )
-    _add(
-        plan,
-        Task(
-            key=key,
-            kind="whole",
-            stage=stage.name,
-            deps=(*deps, *broadcast),
-            broadcast=broadcast,
-            stored=True,
-        ),
+        deps,
+        broadcast,
+        stage=stage.name,
+        stored=True,
     )
     return StageResult(name=stage.name, whole=key, columns=columns, incremental=incremental)
 
@@ -359,19 +373,9 @@ def _combine_tree(plan: Plan, stage: Stage, spec: dict, keys: list[str]) -> str 
             if len(group) == 1:
                 nxt.append(group[0])
                 continue
-            key = task_key("combine", spec, group)
-            _add(
-                plan,
-                Task(
-                    key=key,
-                    kind="combine",
-                    stage=stage.name,
-                    deps=tuple(group),
-                    level=level,
-                    stored=True,
-                ),
+            nxt.append(
+                _task(plan, "combine", spec, group, stage=stage.name, level=level, stored=True)
             )
-            nxt.append(key)
         keys = nxt
         level += 1
     return keys[0]

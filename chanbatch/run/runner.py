@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chanbatch.blueprint.model import Blueprint, Map
+from chanbatch.cache import lookup
 from chanbatch.compile.allow import check_allowed
 from chanbatch.compile.decide import Decision, decide
 from chanbatch.compile.explain import describe_key, explain, load_previous
@@ -50,6 +51,7 @@ class PlanReport:
                     "slice": encode_key(task.slice) if task.slice is not None else None,
                     "action": decision.action,
                     "reason": decision.reason,
+                    "provisional": decision.provisional,
                     "kind": task.kind,
                     "key": task.key,
                     "deps": list(task.deps),
@@ -63,6 +65,8 @@ class PlanReport:
         return {
             "compute": sum(1 for t in tasks if t["action"] == "compute"),
             "reuse": sum(1 for t in tasks if t["action"] == "reuse"),
+            # of the computed: reused after all if their recomputed inputs come out unchanged
+            "provisional": sum(1 for t in tasks if t["provisional"]),
         }
 
     def document(self) -> dict[str, Any]:
@@ -136,12 +140,24 @@ def plan_blueprint(
     blueprint: Blueprint, store: SnapshotStore, *, sets: Mapping[str, str] | None = None
 ) -> PlanReport:
     """The plan of ``blueprint`` on ``store`` and what a run would compute or reuse."""
-    plan = build_plan(blueprint, resolve_inputs(blueprint, store, sets))
+    plan = build_plan(
+        blueprint, resolve_inputs(blueprint, store, sets), content_of=_content_of(store)
+    )
     decisions = decide(plan, store.storage)
     if any(d.action == "compute" for d in decisions.values()):
         record = last_run(store, blueprint.name)
         decisions = explain(plan, decisions, load_previous(store.storage, record))
     return PlanReport(plan=plan, decisions=decisions)
+
+
+def _content_of(store: SnapshotStore) -> Callable[[str], str | None]:
+    """The object id of a cached result, for the keys of the tasks that read it."""
+
+    def content_of(key: str) -> str | None:
+        entry = lookup(store.storage, key)
+        return entry.object if entry is not None else None
+
+    return content_of
 
 
 def explain_task(
@@ -161,7 +177,9 @@ def explain_task(
             f"blueprint {blueprint.name!r} has no stage {stage!r}",
             hint=did_you_mean(stage, blueprint.stages) or "stages: " + ", ".join(blueprint.stages),
         )
-    plan = build_plan(blueprint, resolve_inputs(blueprint, store, sets))
+    plan = build_plan(
+        blueprint, resolve_inputs(blueprint, store, sets), content_of=_content_of(store)
+    )
     previous = load_previous(store.storage, last_run(store, blueprint.name))
     tasks = [t for t in plan.tasks.values() if t.stage == stage]
     if slice_text is not None:
@@ -225,13 +243,16 @@ def run_blueprint(
         stage_model = blueprint.stages.get(plan.tasks[key].stage)
         if stage_model is not None and isinstance(stage_model.operation, Map):
             check_allowed(stage_model.operation, allow)
-    values: dict[str, Any] = {}
+    parts: dict[str, Any] = {}
+    ledger: list[dict[str, Any]] = []
     if computed:
         from chanbatch.compile.graph import build_graph  # imports pandas: only when computing
 
-        graph = build_graph(plan, decisions, storage.url, allow)
-        values = _execute(graph, targets, scheduler, workers, progress)
-    previous = None if computed else last_run(store, blueprint.name)
+        graph = build_graph(plan, decisions, storage.url, allow, run=run_id)
+        parts, ledger = _execute(graph, targets, run_id, scheduler, workers, progress)
+    previous = last_run(store, blueprint.name)
+    done = {entry["dask_key"]: entry for entry in ledger}  # a retried task: its last run
+    resolved = {dask_key: entry["key"] for dask_key, entry in done.items()}
 
     lineage_base = {
         "blueprint": blueprint.name,
@@ -240,21 +261,26 @@ def run_blueprint(
         "inputs": {name: r.snapshot for name, r in plan.inputs.items()},
     }
     snapshots: dict[str, dict[str, Any]] = {}
+    output_keys: dict[str, list[str]] = {}
     for stage, dataset in blueprint.outputs.items():
         result = plan.results[stage]
-        unchanged = _unchanged_output(store, previous, stage, dataset, result.keys)
+        keys = output_keys[stage] = [resolved.get(k, k) for k in result.keys]
+        unchanged = _unchanged_output(store, previous, stage, dataset, keys)
         if unchanged is not None:  # same keys as the last run, whose snapshot is still the head
             snapshots[stage] = unchanged
             continue
-        from chanbatch.compile.graph import Ref, load_cached
+        from chanbatch.compile.graph import Part
 
-        for key in result.keys:
-            if key not in values:
-                values[key] = load_cached(Ref(storage.url, key))
+        def frame_of(key: str) -> Any:
+            part = parts.get(key)
+            if part is None:
+                part = Part(key=key, ident="", url=storage.url, outcome="cached")
+            return part.data
+
         if result.sliced is not None:
-            data = unify_dtypes({key: values[k] for key, k in result.sliced})
+            data = unify_dtypes({slice_key: frame_of(k) for slice_key, k in result.sliced})
         else:
-            data = {"all": values[result.whole or ""]}
+            data = {"all": frame_of(result.whole or "")}
         if not data:
             raise UsageError(f"output {stage!r} has no slices to freeze: its input is empty")
         info = freeze(
@@ -271,15 +297,8 @@ def run_blueprint(
             "rows": sum(s.rows for s in info.slices),
         }
 
-    seconds = time.perf_counter() - started
-    summary = report.summary()
-    stats = {
-        "computed": summary["compute"],
-        "reused": summary["reuse"],
-        "seconds": round(seconds, 3),
-        "stages": _stage_stats(report),
-    }
-    _write_record(store, run_id, started_at, report, snapshots, stats, scheduler)
+    stats = _stats(report, done, time.perf_counter() - started)
+    _write_record(store, run_id, started_at, report, done, output_keys, snapshots, stats, scheduler)
     return RunResult(run_id=run_id, snapshots=snapshots, stats=stats, store=store)
 
 
@@ -343,21 +362,46 @@ def _unchanged_output(
     return dict(before)
 
 
-def _stage_stats(report: PlanReport) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for task in report.tasks():
-        counts = out.setdefault(task["stage"], {"computed": 0, "reused": 0})
-        counts["computed" if task["action"] == "compute" else "reused"] += 1
-    return out
+def _stats(report: PlanReport, done: dict[str, dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Counts of what the run did, in total and per stage: ``computed`` tasks ran, ``reused``
+    ones came from the cache, and ``cutoff`` ones (counted in ``reused``) were found in the cache
+    once their recomputed inputs turned out unchanged."""
+    stages: dict[str, dict[str, Any]] = {}
+    for task in report.plan.tasks.values():
+        if task.kind not in REPORTED_KINDS:
+            continue
+        counts = stages.setdefault(
+            task.stage, {"computed": 0, "reused": 0, "cutoff": 0, "seconds": 0.0}
+        )
+        entry = done.get(task.key)
+        outcome = entry["outcome"] if entry is not None else "reused"
+        counts["computed" if outcome == "computed" else "reused"] += 1
+        if outcome == "cutoff":
+            counts["cutoff"] += 1
+        if entry is not None:
+            counts["seconds"] += entry["seconds"]
+    for counts in stages.values():
+        counts["seconds"] = round(counts["seconds"], 3)
+    return {
+        "computed": sum(c["computed"] for c in stages.values()),
+        "reused": sum(c["reused"] for c in stages.values()),
+        "cutoff": sum(c["cutoff"] for c in stages.values()),
+        "seconds": round(seconds, 3),
+        "stages": stages,
+    }
 
 
 def _execute(
     graph: dict[str, Any],
     targets: list[str],
+    run_id: str,
     scheduler: Any,
     workers: int | None,
     progress: Progress | None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run ``graph``; returns the targets' results and what every task reported."""
+    from chanbatch.compile.graph import take_ledger
+
     unique = list(dict.fromkeys(targets))
     if scheduler in ("threads", "sync", None):
         import dask
@@ -373,20 +417,22 @@ def _execute(
 
         get = dask.get if scheduler == "sync" else dask.threaded.get
         kwargs = {} if scheduler == "sync" else {"num_workers": workers or os.cpu_count() or 1}
-        with Callback(posttask=posttask):
-            results = get(graph, unique, **kwargs)
-        return dict(zip(unique, results, strict=True))
-    return _execute_distributed(graph, unique, scheduler, workers)
+        try:
+            with Callback(posttask=posttask):
+                results = get(graph, unique, **kwargs)
+        finally:
+            ledger = take_ledger(run_id)
+        return dict(zip(unique, results, strict=True)), ledger
+    return _execute_distributed(graph, unique, run_id, scheduler, workers)
 
 
 def _execute_distributed(
-    graph: dict[str, Any], targets: list[str], scheduler: Any, workers: int | None
-) -> dict[str, Any]:
+    graph: dict[str, Any], targets: list[str], run_id: str, scheduler: Any, workers: int | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from distributed import Client, LocalCluster
 
     if isinstance(scheduler, Client):
-        results = scheduler.get(graph, targets, sync=True)
-        return dict(zip(targets, results, strict=True))
+        return _get(scheduler, graph, targets, run_id)
     if scheduler == "processes":
         n = workers or os.cpu_count() or 1
         with (
@@ -395,16 +441,33 @@ def _execute_distributed(
             ) as cluster,
             Client(cluster) as client,
         ):
-            results = client.get(graph, targets, sync=True)
-        return dict(zip(targets, results, strict=True))
+            return _get(client, graph, targets, run_id)
     if isinstance(scheduler, str) and "://" in scheduler:
         with Client(scheduler) as client:
-            results = client.get(graph, targets, sync=True)
-        return dict(zip(targets, results, strict=True))
+            return _get(client, graph, targets, run_id)
     raise UsageError(
         f"unknown scheduler {scheduler!r}",
         hint="use threads, sync, processes, a tcp://host:port address, or a distributed.Client",
     )
+
+
+def _get(
+    client: Any, graph: dict[str, Any], targets: list[str], run_id: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run ``graph`` on a distributed client and collect the tasks' reports from the workers'
+    event logs (they travel apart from the results, so wait until each task's has arrived)."""
+    from chanbatch.compile.graph import ledger_topic, run_task
+
+    results = client.get(graph, targets, sync=True)
+    expected = {key for key, value in graph.items() if value[0] is run_task}
+    topic = ledger_topic(run_id)
+    deadline = time.monotonic() + 10
+    while True:
+        ledger = [msg for _, msg in client.get_events(topic)]
+        if expected <= {entry["dask_key"] for entry in ledger} or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    return dict(zip(targets, results, strict=True)), ledger
 
 
 def _write_record(
@@ -412,12 +475,28 @@ def _write_record(
     run_id: str,
     started_at: dt.datetime,
     report: PlanReport,
+    done: dict[str, dict[str, Any]],
+    output_keys: dict[str, list[str]],
     snapshots: dict[str, dict[str, Any]],
     stats: dict[str, Any],
     scheduler: Any,
 ) -> None:
+    """``runs/<run id>.json``: what ran, with the cache keys each task resolved to."""
     plan = report.plan
-    stored = [t.key for t in plan.tasks.values() if t.stored or t.checkpoint]
+    tasks = report.tasks()
+    for task in tasks:
+        entry = done.get(task["key"])
+        if entry is not None:
+            task["key"] = entry["key"]
+            task["outcome"] = entry["outcome"]
+            task["seconds"] = entry["seconds"]
+            task["worker"] = entry.get("worker")
+        task["deps"] = [done[d]["key"] if d in done else d for d in task["deps"]]
+    stored = [
+        done[t.key]["key"] if t.key in done else t.key
+        for t in plan.tasks.values()
+        if t.stored or t.checkpoint
+    ]
     record = {
         "run": run_id,
         "started_at": started_at.isoformat(timespec="milliseconds"),
@@ -430,9 +509,9 @@ def _write_record(
         "inputs": {
             name: {"dataset": r.dataset, "snapshot": r.snapshot} for name, r in plan.inputs.items()
         },
-        "tasks": report.tasks(),
+        "tasks": tasks,
         "outputs": snapshots,
-        "output_keys": {stage: plan.results[stage].keys for stage in plan.blueprint.outputs},
+        "output_keys": output_keys,
         "stats": stats,
         "roots": {
             "snapshots": sorted({o["snapshot"] for o in snapshots.values()}),

@@ -226,7 +226,7 @@ PLAN_TASK_KEYS = {"stage", "slice", "action", "reason"}
 
 def check_plan_document(doc: dict, stages: set[str]) -> list[dict]:
     assert {"tasks", "summary"} <= set(doc)
-    assert set(doc["summary"]) == {"compute", "reuse"}
+    assert set(doc["summary"]) == {"compute", "reuse", "provisional"}
     tasks = doc["tasks"]
     assert isinstance(tasks, list) and tasks
     for task in tasks:
@@ -237,6 +237,8 @@ def check_plan_document(doc: dict, stages: set[str]) -> list[dict]:
         assert task["slice"] is None or isinstance(task["slice"], int | str)
     assert doc["summary"]["compute"] == sum(t["action"] == "compute" for t in tasks)
     assert doc["summary"]["reuse"] == sum(t["action"] == "reuse" for t in tasks)
+    assert doc["summary"]["provisional"] == sum(t["provisional"] for t in tasks)
+    assert all(t["action"] == "compute" for t in tasks if t["provisional"])
     return tasks
 
 
@@ -292,7 +294,7 @@ def test_cli_plan_and_run_json(store: cb.Store, tmp_path: Path, frame: pd.DataFr
     assert [(t["stage"], t["slice"]) for t in check_plan_document(warm, stages)] == [
         (t["stage"], t["slice"]) for t in tasks
     ]
-    assert warm["summary"] == {"compute": 0, "reuse": len(tasks)}
+    assert warm["summary"] == {"compute": 0, "reuse": len(tasks), "provisional": 0}
 
 
 def test_plan_after_a_new_slice_computes_only_what_the_slice_touches(
