@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chanbatch.errors import IntegrityError
+from chanbatch.hashing import digest
 from chanbatch.snapshot import layout
 from chanbatch.snapshot.freeze import encode_parquet
 from chanbatch.snapshot.normalize import normalize_table
@@ -56,9 +57,11 @@ def entry_path(key: str) -> str:
     return f"{layout.CACHE}/{key}.json"
 
 
-def lookup(storage: Storage, key: str, *, verify: bool = False) -> CacheEntry | None:
+def lookup(
+    storage: Storage, key: str, *, verify: bool = False, check_object: bool = True
+) -> CacheEntry | None:
     """The entry for ``key`` if it is present and its object exists (and, with ``verify``,
-    hashes correctly); otherwise None."""
+    hashes correctly); otherwise None. ``check_object=False`` reads the entry alone."""
     try:
         doc = json.loads(storage.read_bytes(entry_path(key)))
         entry = CacheEntry(
@@ -81,7 +84,7 @@ def lookup(storage: Storage, key: str, *, verify: bool = False) -> CacheEntry | 
         except IntegrityError:
             log.warning("cache entry %s has a missing or corrupt object; recomputing", key[:12])
             return None
-    elif not storage.exists(layout.object_path(entry.object)):
+    elif check_object and not storage.exists(layout.object_path(entry.object)):
         return None
     return entry
 
@@ -103,7 +106,8 @@ def write_result(
 
     table = normalize_table(pa.Table.from_pandas(frame, preserve_index=False))
     data = encode_parquet(table)
-    oid, _new = put_object(storage, data)
+    # ``repair``: this result may be recomputed because its object was found corrupt
+    oid, _new = put_object(storage, data, repair=True)
     entry = CacheEntry(
         key=key,
         object=oid,
@@ -115,3 +119,33 @@ def write_result(
     )
     storage.write_atomic(entry_path(key), json.dumps(entry.document()).encode())
     return entry
+
+
+# -- the contents memo -------------------------------------------------------------------------
+
+
+def memo_path(blueprint: str) -> str:
+    return f"{layout.MEMO}/{digest(blueprint.encode())[:32]}.json"
+
+
+def read_memo(storage: Storage, blueprint: str) -> dict[str, str]:
+    """Cache key -> object id of every stored result of ``blueprint``'s last run.
+
+    Planning hashes the content of stored results into the keys above them; this one file
+    saves reading one cache entry per stored task. It is only a hint: a key names the same
+    content for as long as the engine salt is the same, whether or not its entry still exists.
+    """
+    try:
+        doc = json.loads(storage.read_bytes(memo_path(blueprint)))
+        contents = doc["contents"]
+        if doc.get("blueprint") != blueprint or not isinstance(contents, dict):
+            return {}
+        return contents
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def write_memo(storage: Storage, blueprint: str, contents: dict[str, str]) -> None:
+    """Replace ``blueprint``'s memo (see :func:`read_memo`)."""
+    doc = {"blueprint": blueprint, "contents": contents}
+    storage.write_atomic(memo_path(blueprint), json.dumps(doc, separators=(",", ":")).encode())

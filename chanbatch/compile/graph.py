@@ -58,6 +58,7 @@ class Ref:
     key: str
     columns: tuple[str, ...] | None = None
     slice_id: str = ""  # for a load: the slice read (its key may include the columns)
+    stored: bool = True  # for a cached result: consumers hash its content, else its key
 
 
 Outcome = Literal["input", "cached", "computed", "cutoff"]
@@ -161,7 +162,8 @@ def load_cached(ref: Ref) -> Part:
     entry = lookup(storage, ref.key)
     if entry is None:
         raise ChanbatchError(f"cache entry {ref.key[:12]} vanished during the run; run again")
-    return Part(key=ref.key, ident=entry.object, url=ref.url, outcome="cached")
+    ident = entry.object if ref.stored else ref.key
+    return Part(key=ref.key, ident=ident, url=ref.url, outcome="cached")
 
 
 def run_task(call: Call, *deps: Part) -> Part:
@@ -180,8 +182,8 @@ def run_task(call: Call, *deps: Part) -> Part:
     if task.provisional and stored:
         entry = lookup(storage_for(call.url), key, verify=True)
         if entry is not None:
-            _report(call.run, _entry(task, key, "cutoff", start))
             ident = entry.object if task.stored else key
+            _report(call.run, _entry(task, key, "cutoff", start, stored=entry.object))
             return Part(key=key, ident=ident, url=call.url, outcome="cutoff")
     result = _compute(task, stage, [p.data for p in main], [p.data for p in broadcast], call)
     ident, written = key, None
@@ -255,5 +257,5 @@ def build_graph(
             )
             graph[key] = (run_task, call, *task.deps)
         else:
-            graph[key] = (load_cached, Ref(url, key))
+            graph[key] = (load_cached, Ref(url, key, stored=task.stored))
     return graph

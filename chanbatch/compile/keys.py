@@ -9,11 +9,12 @@ through the ids computed when they were frozen.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
-from chanbatch.hashing import digest_json
+from chanbatch.hashing import canonical_json, digest, digest_json
 from chanbatch.ids import CacheKey, cache_key
 from chanbatch.version import FORMAT_VERSION
 
@@ -37,18 +38,44 @@ def task_key(
     upstream: Sequence[str],
     broadcast: Sequence[str] = (),
 ) -> CacheKey:
-    """The cache key (and Dask key) of one task."""
-    return cache_key(
-        digest_json(
-            {
-                "salt": engine_salt(),
-                "kind": kind,
-                "spec": spec,
-                "upstream": list(upstream),
-                "broadcast": list(broadcast),
-            }
-        )
+    """The cache key (and Dask key) of one task: the digest of the canonical JSON of
+    ``{salt, kind, spec, upstream, broadcast}``.
+
+    A plan computes one key per task, tens of thousands for a big input, so the canonical
+    JSON is assembled from pieces: the salt, kind and spec once per spec, and the ids (which
+    are plain hex, needing no escaping) joined as they are. The bytes are exactly those of
+    :func:`~chanbatch.hashing.canonical_json` on the whole document.
+    """
+    text = f'{{"broadcast":{_ids(broadcast)},{_head(kind, spec)},"upstream":{_ids(upstream)}}}'
+    return cache_key(digest(text.encode("utf-8")))
+
+
+_HEADS: dict[int, tuple[dict[str, Any], str, str]] = {}
+
+
+def _head(kind: str, spec: dict[str, Any]) -> str:
+    """``"kind":...,"salt":...,"spec":...`` for ``spec``, memoised per spec object (specs are
+    built fresh by ``Stage.canonical()`` and never changed afterwards)."""
+    memo = _HEADS.get(id(spec))
+    if memo is not None and memo[0] is spec and memo[1] == kind:
+        return memo[2]
+    head = (
+        f'"kind":{canonical_json(kind).decode()},"salt":{canonical_json(engine_salt()).decode()},'
+        f'"spec":{canonical_json(spec).decode()}'
     )
+    if len(_HEADS) > 4096:
+        _HEADS.clear()
+    _HEADS[id(spec)] = (spec, kind, head)  # holding ``spec`` keeps its id from being reused
+    return head
+
+
+def _ids(ids: Sequence[str]) -> str:
+    if not all(_PLAIN.fullmatch(i) for i in ids):
+        return canonical_json(list(ids)).decode()
+    return "[" + ",".join(f'"{i}"' for i in ids) + "]"
+
+
+_PLAIN = re.compile(r"[0-9a-z:]*")
 
 
 def blueprint_digest(blueprint: Any) -> str:

@@ -237,10 +237,9 @@ def _task(
     """
     upstream = [_ident(plan, d) for d in deps]
     broadcast_ids = [_ident(plan, d) for d in broadcast]
+    # a placeholder key hashes ``pending:<key>`` for each unknown input: never a real key
     key = task_key(kind, spec, upstream, broadcast_ids)
     provisional = any(i.startswith(PENDING) for i in (*upstream, *broadcast_ids))
-    if provisional:
-        key = task_key(kind, {**spec, "provisional": True}, upstream, broadcast_ids)
     task = plan.tasks.get(key)
     if task is not None:
         return key

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chanbatch.blueprint.model import Blueprint, Map
-from chanbatch.cache import lookup
+from chanbatch.cache import lookup, read_memo, write_memo
 from chanbatch.compile.allow import check_allowed
 from chanbatch.compile.decide import Decision, decide
 from chanbatch.compile.explain import describe_key, explain, load_previous
@@ -141,7 +141,7 @@ def plan_blueprint(
 ) -> PlanReport:
     """The plan of ``blueprint`` on ``store`` and what a run would compute or reuse."""
     plan = build_plan(
-        blueprint, resolve_inputs(blueprint, store, sets), content_of=_content_of(store)
+        blueprint, resolve_inputs(blueprint, store, sets), content_of=_content_of(store, blueprint)
     )
     decisions = decide(plan, store.storage)
     if any(d.action == "compute" for d in decisions.values()):
@@ -150,11 +150,16 @@ def plan_blueprint(
     return PlanReport(plan=plan, decisions=decisions)
 
 
-def _content_of(store: SnapshotStore) -> Callable[[str], str | None]:
-    """The object id of a cached result, for the keys of the tasks that read it."""
+def _content_of(store: SnapshotStore, blueprint: Blueprint) -> Callable[[str], str | None]:
+    """The object id of a cached result, for the keys of the tasks that read it: from the
+    blueprint's memo when it is there, else from the result's cache entry."""
+    memo = read_memo(store.storage, blueprint.name)
 
     def content_of(key: str) -> str | None:
-        entry = lookup(store.storage, key)
+        known = memo.get(key)
+        if known is not None:
+            return known
+        entry = lookup(store.storage, key, check_object=False)
         return entry.object if entry is not None else None
 
     return content_of
@@ -178,7 +183,7 @@ def explain_task(
             hint=did_you_mean(stage, blueprint.stages) or "stages: " + ", ".join(blueprint.stages),
         )
     plan = build_plan(
-        blueprint, resolve_inputs(blueprint, store, sets), content_of=_content_of(store)
+        blueprint, resolve_inputs(blueprint, store, sets), content_of=_content_of(store, blueprint)
     )
     previous = load_previous(store.storage, last_run(store, blueprint.name))
     tasks = [t for t in plan.tasks.values() if t.stage == stage]
@@ -297,6 +302,8 @@ def run_blueprint(
             "rows": sum(s.rows for s in info.slices),
         }
 
+    if computed:
+        write_memo(storage, blueprint.name, _contents(plan, done))
     stats = _stats(report, done, time.perf_counter() - started)
     _write_record(store, run_id, started_at, report, done, output_keys, snapshots, stats, scheduler)
     return RunResult(run_id=run_id, snapshots=snapshots, stats=stats, store=store)
@@ -360,6 +367,21 @@ def _unchanged_output(
     if head is None or head.snapshot != before.get("snapshot"):
         return None
     return dict(before)
+
+
+def _contents(plan: Plan, done: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Key -> object id of every stored result this run used or made, for the next plan."""
+    out = {}
+    for task in plan.tasks.values():
+        if not task.stored:
+            continue
+        entry = done.get(task.key)
+        if entry is not None:
+            if entry.get("stored"):
+                out[entry["key"]] = entry["stored"]
+        elif task.ident:
+            out[task.key] = task.ident
+    return out
 
 
 def _stats(report: PlanReport, done: dict[str, dict[str, Any]], seconds: float) -> dict[str, Any]:

@@ -8,6 +8,7 @@
     pins/<snapshot id>.json      pinned snapshots (gc roots)
     cache/<key>.json             stage results, by cache key
     runs/<run id>.json           run records
+    memo/<hash of a blueprint name>.json   key -> content id of its last run's stored results
     tmp/                         files being written; gc removes stale ones
 """
 
@@ -21,6 +22,7 @@ REFS = "refs"
 PINS = "pins"
 CACHE = "cache"
 RUNS = "runs"
+MEMO = "memo"  # per blueprint: the content ids of its last run's stored results
 REF_DIGITS = 12
 
 

@@ -15,13 +15,27 @@ from chanbatch.snapshot.storage import Storage
 
 
 def put_object(
-    storage: Storage, data: bytes | memoryview, known_id: str | None = None
+    storage: Storage,
+    data: bytes | memoryview,
+    known_id: str | None = None,
+    *,
+    repair: bool = False,
 ) -> tuple[ObjectId, bool]:
-    """Store ``data`` under its digest; returns (id, whether it was new)."""
+    """Store ``data`` under its digest; returns (id, whether it was written).
+
+    An object already present is trusted, unless ``repair``: then its bytes are hashed, and
+    rewritten when they do not match (the caller recomputed ``data`` because of that).
+    """
     oid = object_id(known_id or digest(data))
     rel = object_path(oid)
     if storage.exists(rel):
-        return oid, False
+        if not repair:
+            return oid, False
+        try:
+            if digest(storage.read_bytes(rel)) == oid:
+                return oid, False
+        except FileNotFoundError:
+            pass
     storage.write_atomic(rel, data)
     return oid, True
 

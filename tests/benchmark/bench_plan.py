@@ -1,0 +1,196 @@
+"""Benchmark: planning a blueprint over 10,000 slices (issue 4: under 1 s).
+
+Freezes a synthetic dataset of N small slices once (kept under ``--cache``), then times:
+
+- ``plan`` in process with an empty cache (every key provisional above the partials);
+- a cold run over all slices (for scale, timed once);
+- ``plan`` in process with everything cached: the keys above the partials hash the partials'
+  contents, so this reads one cache entry per stored task;
+- ``chanbatch plan --json`` and a no-op ``chanbatch run --json`` as whole processes;
+- appending one slice: plan, then run.
+
+Run from the repository root with the venv active:
+``python tests/benchmark/bench_plan.py --slices 10000 --out docs/performance.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from benchkit import REPO, fmt_samples, git_revision, median, version, write_section
+
+import chanbatch as cb
+
+BLUEPRINT = """\
+name: many_slices
+inputs:
+  events: events
+stages:
+  valid:
+    from: events
+    filter: "v > 0"
+  scored:
+    from: valid
+    derive: {w: "v * 2"}
+  per_kind:
+    from: scored
+    group_by: [kind]
+    aggregate: {n: count(), total: sum(w), mean_v: mean(v), top: max(v)}
+outputs:
+  per_kind: many_slices_per_kind
+"""
+
+BEGIN = "<!-- bench_plan.py: generated, begin -->"
+END = "<!-- bench_plan.py: generated, end -->"
+
+
+def frame(slices: int, rows: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = slices * rows
+    return pd.DataFrame(
+        {
+            "day": np.repeat(np.arange(slices, dtype="int64"), rows),
+            "kind": rng.choice(np.array(["a", "b", "c", "d", "e"], dtype=object), n),
+            "v": rng.normal(1.0, 2.0, n).round(3),
+        }
+    )
+
+
+def timed(fn: Callable[[], object], repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def process(*args: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        [str(Path(sys.executable).with_name("chanbatch")), *args],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=10_000)
+    parser.add_argument("--rows", type=int, default=20, help="rows per slice")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--cache", type=Path, default=REPO / ".bench")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    base = args.cache / f"plan-{args.slices}x{args.rows}"
+    frozen = base / "frozen"
+    if not (frozen / "refs" / "events").exists():
+        shutil.rmtree(frozen, ignore_errors=True)
+        start = time.perf_counter()
+        cb.Store(frozen).freeze("events", frame(args.slices, args.rows), slice_by="day")
+        print(f"froze {args.slices} slices in {time.perf_counter() - start:.1f} s")
+    work = base / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(frozen, work)
+    store = cb.Store(work)
+    yaml = base / "many_slices.yaml"
+    yaml.write_text(BLUEPRINT)
+    bp = cb.Blueprint.from_yaml(yaml)
+    rows: list[tuple[str, str, str]] = []
+
+    cold_plan = timed(lambda: bp.plan(cb.Store(work)), args.repeat)
+    doc = bp.plan(store).document()
+    rows.append(
+        (
+            f"plan, nothing cached ({len(doc['tasks'])} tasks)",
+            f"{median(cold_plan):.3f}",
+            "< 1 s",
+        )
+    )
+    start = time.perf_counter()
+    first = bp.run(store, scheduler="threads")
+    cold_run = time.perf_counter() - start
+    rows.append((f"cold run, `threads` ({first.stats['computed']} tasks)", f"{cold_run:.3f}", "—"))
+    warm_plan = timed(lambda: bp.plan(cb.Store(work)), args.repeat)
+    assert bp.plan(store).document()["summary"]["compute"] == 0
+    rows.append(("plan, everything cached", f"{median(warm_plan):.3f}", "< 1 s"))
+    plan_proc = [process("plan", str(yaml), "--store", str(work), "--json")]
+    plan_proc += [
+        process("plan", str(yaml), "--store", str(work), "--json") for _ in range(args.repeat - 1)
+    ]
+    rows.append(("`chanbatch plan --json`, whole process", f"{median(plan_proc):.3f}", "< 1 s"))
+    noop = [process("run", str(yaml), "--store", str(work), "--json") for _ in range(args.repeat)]
+    rows.append(("no-op `chanbatch run --json`, whole process", f"{median(noop):.3f}", "—"))
+    extra = frame(1, args.rows, seed=1).assign(day=args.slices)
+    store.freeze("events", extra, slice_by="day")
+    append_plan = timed(lambda: bp.plan(cb.Store(work)), args.repeat)
+    rows.append(("plan after one slice is appended", f"{median(append_plan):.3f}", "< 1 s"))
+    start = time.perf_counter()
+    appended = bp.run(store, scheduler="threads")
+    append_run = time.perf_counter() - start
+    rows.append(
+        (
+            f"run after one slice is appended ({appended.stats['computed']} computed, "
+            f"{appended.stats['cutoff']} cut off)",
+            f"{append_run:.3f}",
+            f"{append_run / cold_run:.3f}× cold",
+        )
+    )
+
+    body = [
+        "Command (from the repository root, venv active): "
+        f"`python tests/benchmark/bench_plan.py --slices {args.slices} --rows {args.rows} "
+        f"--repeat {args.repeat} --out docs/performance.md`",
+        "",
+        "| machine | |",
+        "|---|---|",
+        f"| date | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} |",
+        f"| CPU | {platform.processor() or platform.machine()}, {os.cpu_count()} cores |",
+        f"| load average at start/end | {' '.join(f'{x:.2f}' for x in os.getloadavg())} |",
+        f"| Python | {platform.python_version()} |",
+        f"| pandas / pyarrow / dask | {version('pandas')} / {version('pyarrow')} / "
+        f"{version('dask')} |",
+        f"| chanbatch | {version('chanbatch')}, git {git_revision()} |",
+        "",
+        f"Input: {args.slices:,} slices of {args.rows} rows (`day`, `kind`, `v`); blueprint: "
+        "filter → derive → group_by/aggregate (count, sum, mean, max), so each slice has two "
+        "row-wise tasks and a partial, under a combine tree of fan-out 8.",
+        "",
+        "| figure | seconds (median) | target |",
+        "|---|---:|---|",
+        *(f"| {a} | {b} | {c} |" for a, b, c in rows),
+        "",
+        f"- plan, nothing cached, s: {fmt_samples(cold_plan)}",
+        f"- plan, everything cached, s: {fmt_samples(warm_plan)}",
+        f"- `chanbatch plan --json` s: {fmt_samples(plan_proc)}",
+        f"- no-op `chanbatch run --json` s: {fmt_samples(noop)}",
+        f"- plan after an append, s: {fmt_samples(append_plan)}",
+        "",
+    ]
+    text = "\n".join(body)
+    print(text)
+    if args.out:
+        write_section(
+            args.out,
+            text,
+            section="Planning over 10,000 slices (issue 4)",
+            begin=BEGIN,
+            end=END,
+            header="# Performance\n",
+        )
+
+
+if __name__ == "__main__":
+    main()
