@@ -79,11 +79,15 @@ class Blueprint:
         sets: Mapping[str, str] | None = None,
         allow_modules: tuple[str, ...] = (),
         progress: Any = None,
+        pin_cpus: bool = False,
     ) -> Any:
         """Run and freeze the outputs; returns a RunResult (``.outputs``, ``.stats``).
 
         ``scheduler`` is ``"threads"``, ``"sync"``, ``"processes"``, a ``tcp://`` address or a
-        ``distributed.Client``. Raises BlueprintError, RefError or StageFailed.
+        ``distributed.Client``. ``pin_cpus`` pins each worker process to a core of its own
+        (Linux; a warning elsewhere). ``progress`` receives ``begin(totals)``,
+        ``advance(stage, outcome)`` and ``message(text)`` calls. Raises BlueprintError,
+        RefError or StageFailed.
         """
         from chanbatch.run import run_blueprint
 
@@ -95,6 +99,7 @@ class Blueprint:
             sets=sets,
             allow_modules=allow_modules,
             progress=progress,
+            pin_cpus=pin_cpus,
         )
 
 

@@ -379,6 +379,11 @@ def plan_cmd(
     metavar="N",
     help="Worker threads or processes [default: one per core].",
 )
+@click.option(
+    "--pin-cpus",
+    is_flag=True,
+    help="Pin each worker process to a core of its own (Linux; with processes or ADDRESS).",
+)
 @set_option
 @click.option(
     "--allow-module",
@@ -393,6 +398,7 @@ def run_cmd(
     blueprint: str,
     scheduler: str,
     workers: int | None,
+    pin_cpus: bool,
     sets: tuple[str, ...],
     allow_modules: tuple[str, ...],
     store_url: str,
@@ -405,7 +411,7 @@ def run_cmd(
 
     store = open_store(store_url)
     model = load_blueprint(blueprint)
-    with render.task_progress(enabled=not as_json) as progress:
+    with render.run_progress(enabled=not as_json) as progress:
         result = run_blueprint(
             model,
             store,
@@ -414,6 +420,7 @@ def run_cmd(
             sets=parse_sets(sets),
             allow_modules=allow_modules,
             progress=progress,
+            pin_cpus=pin_cpus,
         )
     if as_json:
         emit_json(result.document())

@@ -88,9 +88,67 @@ def freeze_progress(enabled: bool = True) -> Any:
     return progress_bar("freezing slices", enabled=enabled, min_total=3)
 
 
-def task_progress(enabled: bool = True) -> Any:
-    """A run's bar: tasks done out of tasks to run."""
-    return progress_bar("running tasks", enabled=enabled)
+class StageBars:
+    """A run's progress: one bar per stage, tasks done out of tasks to run, with the tasks cut
+    off early (found in the cache once their inputs came out unchanged) counted apart."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.progress = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            "{task.fields[note]}",
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
+        self.bars: dict[str, Any] = {}
+        self.cutoff: dict[str, int] = {}
+        self.started = False
+
+    def begin(self, totals: dict[str, int]) -> None:
+        if not totals:
+            return
+        self.progress.start()
+        self.started = True
+        width = max(len(stage) for stage in totals)
+        for stage, total in totals.items():
+            self.bars[stage] = self.progress.add_task(stage.ljust(width), total=total, note="")
+
+    def advance(self, stage: str, outcome: str) -> None:
+        bar = self.bars.get(stage)
+        if bar is None:
+            return
+        note = None
+        if outcome == "cutoff":
+            self.cutoff[stage] = self.cutoff.get(stage, 0) + 1
+            note = f"{self.cutoff[stage]} unchanged, reused"
+        if note is None:
+            self.progress.advance(bar)
+        else:
+            self.progress.update(bar, advance=1, note=note)
+
+    def message(self, text: str) -> None:
+        err_console.print(escape(text))
+
+    def stop(self) -> None:
+        if self.started:
+            self.progress.stop()
+
+
+@contextlib.contextmanager
+def run_progress(enabled: bool = True) -> Iterator[StageBars | None]:
+    """A run's bars, on a terminal only."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    bars = StageBars()
+    try:
+        yield bars
+    finally:
+        bars.stop()
 
 
 def freeze_result(result: Any) -> None:

@@ -115,6 +115,7 @@ def _report(run: str, entry: dict[str, Any]) -> None:
         worker = None
     if worker is not None:
         entry["worker"] = worker.address
+        entry["worker_name"] = str(worker.name)
         worker.log_event(ledger_topic(run), entry)
         return
     entry["worker"] = f"{os.getpid()}:{threading.current_thread().name}"

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from chanbatch.blueprint.model import Blueprint, Map
 from chanbatch.cache import lookup, read_memo, write_memo
@@ -28,7 +29,21 @@ from chanbatch.snapshot import SnapshotStore, layout, refs
 from chanbatch.snapshot.freeze import freeze
 from chanbatch.snapshot.names import encode_key
 
-Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
+
+
+class Progress(Protocol):
+    """What a run tells a progress display: the tasks each stage will run, then each one as it
+    finishes (``computed``, or ``cutoff`` when found in the cache after all), and notes such as
+    the dashboard's address."""
+
+    def begin(self, totals: dict[str, int]) -> None: ...
+
+    def advance(self, stage: str, outcome: str) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+
 REPORTED_KINDS = ("apply", "partial", "combine", "finish", "whole")
 
 
@@ -226,6 +241,7 @@ def run_blueprint(
     sets: Mapping[str, str] | None = None,
     allow_modules: tuple[str, ...] | frozenset[str] = (),
     progress: Progress | None = None,
+    pin_cpus: bool = False,
 ) -> RunResult:
     """Run ``blueprint`` and freeze its outputs; see the module docstring.
 
@@ -254,7 +270,16 @@ def run_blueprint(
         from chanbatch.compile.graph import build_graph  # imports pandas: only when computing
 
         graph = build_graph(plan, decisions, storage.url, allow, run=run_id)
-        parts, ledger = _execute(graph, targets, run_id, scheduler, workers, progress)
+        if progress is not None:
+            totals: dict[str, int] = {}
+            for key in computed:
+                stage = plan.tasks[key].stage
+                if stage in blueprint.stages:
+                    totals[stage] = totals.get(stage, 0) + 1
+            progress.begin(totals)
+        parts, ledger = _execute(
+            plan, graph, targets, run_id, scheduler, workers, progress, pin_cpus
+        )
     previous = last_run(store, blueprint.name)
     done = {entry["dask_key"]: entry for entry in ledger}  # a retried task: its last run
     resolved = {dask_key: entry["key"] for dask_key, entry in done.items()}
@@ -414,28 +439,29 @@ def _stats(report: PlanReport, done: dict[str, dict[str, Any]], seconds: float) 
 
 
 def _execute(
+    plan: Plan,
     graph: dict[str, Any],
     targets: list[str],
     run_id: str,
     scheduler: Any,
     workers: int | None,
     progress: Progress | None,
+    pin_cpus: bool,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run ``graph``; returns the targets' results and what every task reported."""
-    from chanbatch.compile.graph import take_ledger
+    from chanbatch.compile.graph import Part, run_task, take_ledger
 
     unique = list(dict.fromkeys(targets))
     if scheduler in ("threads", "sync", None):
         import dask
         from dask.callbacks import Callback
 
-        total = len(graph)
-        done = [0]
+        if pin_cpus:
+            log.warning("--pin-cpus pins worker processes; with %s it does nothing", scheduler)
 
         def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-            done[0] += 1
-            if progress is not None:
-                progress(done[0], total)
+            if progress is not None and isinstance(result, Part) and dsk[key][0] is run_task:
+                progress.advance(plan.tasks[key].stage, result.outcome)
 
         get = dask.get if scheduler == "sync" else dask.threaded.get
         kwargs = {} if scheduler == "sync" else {"num_workers": workers or os.cpu_count() or 1}
@@ -445,51 +471,89 @@ def _execute(
         finally:
             ledger = take_ledger(run_id)
         return dict(zip(unique, results, strict=True)), ledger
-    return _execute_distributed(graph, unique, run_id, scheduler, workers)
+    return _execute_distributed(plan, graph, unique, run_id, scheduler, workers, progress, pin_cpus)
 
 
 def _execute_distributed(
-    graph: dict[str, Any], targets: list[str], run_id: str, scheduler: Any, workers: int | None
+    plan: Plan,
+    graph: dict[str, Any],
+    targets: list[str],
+    run_id: str,
+    scheduler: Any,
+    workers: int | None,
+    progress: Progress | None,
+    pin_cpus: bool,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from distributed import Client, LocalCluster
 
+    from chanbatch.run import cluster as clusters
+
+    def run_on(client: Client) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        if pin_cpus:
+            problem = clusters.pin_problem(len(client.scheduler_info(n_workers=-1)["workers"]))
+            if problem is None:
+                client.register_plugin(clusters.pinning_plugin())
+            else:
+                log.warning("--pin-cpus: not pinning: %s", problem)
+        if progress is not None:
+            link = _dashboard(client)
+            if link:
+                progress.message(f"dashboard: {link}")
+        results, ledger = clusters.run_graph(
+            client,
+            plan,
+            graph,
+            targets,
+            ledger_topic(run_id),
+            [key for key, value in graph.items() if value[0] is run_task],
+            on_report=(
+                (lambda entry: progress.advance(entry["stage"], entry["outcome"]))
+                if progress is not None
+                else None
+            ),
+        )
+        return dict(zip(targets, results, strict=True)), ledger
+
+    from chanbatch.compile.graph import ledger_topic, run_task
+
     if isinstance(scheduler, Client):
-        return _get(scheduler, graph, targets, run_id)
+        return run_on(scheduler)
     if scheduler == "processes":
         n = workers or os.cpu_count() or 1
         with (
             LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
-            ) as cluster,
-            Client(cluster) as client,
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0" if _has_dashboard() else None,
+            ) as local,
+            Client(local) as client,
         ):
-            return _get(client, graph, targets, run_id)
+            return run_on(client)
     if isinstance(scheduler, str) and "://" in scheduler:
         with Client(scheduler) as client:
-            return _get(client, graph, targets, run_id)
+            return run_on(client)
     raise UsageError(
         f"unknown scheduler {scheduler!r}",
         hint="use threads, sync, processes, a tcp://host:port address, or a distributed.Client",
     )
 
 
-def _get(
-    client: Any, graph: dict[str, Any], targets: list[str], run_id: str
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run ``graph`` on a distributed client and collect the tasks' reports from the workers'
-    event logs (they travel apart from the results, so wait until each task's has arrived)."""
-    from chanbatch.compile.graph import ledger_topic, run_task
+def _has_dashboard() -> bool:
+    """Whether Dask's dashboard can be served (it needs bokeh)."""
+    import importlib.util
 
-    results = client.get(graph, targets, sync=True)
-    expected = {key for key, value in graph.items() if value[0] is run_task}
-    topic = ledger_topic(run_id)
-    deadline = time.monotonic() + 10
-    while True:
-        ledger = [msg for _, msg in client.get_events(topic)]
-        if expected <= {entry["dask_key"] for entry in ledger} or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    return dict(zip(targets, results, strict=True)), ledger
+    return importlib.util.find_spec("bokeh") is not None
+
+
+def _dashboard(client: Any) -> str | None:
+    """The dashboard link, when there is a dashboard to see."""
+    if not _has_dashboard():
+        return None
+    try:
+        return str(client.dashboard_link)
+    except Exception:  # no HTTP server on this scheduler
+        return None
 
 
 def _write_record(
@@ -513,6 +577,8 @@ def _write_record(
             task["outcome"] = entry["outcome"]
             task["seconds"] = entry["seconds"]
             task["worker"] = entry.get("worker")
+            if "worker_name" in entry:
+                task["worker_name"] = entry["worker_name"]
         task["deps"] = [done[d]["key"] if d in done else d for d in task["deps"]]
     stored = [
         done[t.key]["key"] if t.key in done else t.key

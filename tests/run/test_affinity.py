@@ -1,0 +1,149 @@
+"""Slice affinity and CPU pinning on a real LocalCluster (issue 5).
+
+Which worker ran each task comes from the run record, which the workers fill in themselves;
+the expected worker of a slice is computed here from its definition (the highest blake3 of
+``slice id|worker name``), not by calling chanbatch's choice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import blake3
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client, LocalCluster
+
+import chanbatch as cb
+from chanbatch.run.cluster import pick_worker
+
+BLUEPRINT = """\
+name: affinity
+inputs: {t: t}
+stages:
+  kept:
+    from: t
+    filter: "v > 0"
+  scaled:
+    from: kept
+    derive: {w: "v * 3"}
+  per_kind:
+    from: scaled
+    group_by: [kind]
+    aggregate: {n: count(), total: sum(w)}
+outputs:
+  per_kind: affinity_out
+"""
+
+SLICES = 16
+
+
+def expected_worker(slice_id: str, names: dict[str, str]) -> str:
+    def weight(addr: str) -> str:
+        return blake3.blake3(f"{slice_id}|{names[addr]}".encode()).hexdigest()
+
+    return max(sorted(names), key=weight)
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    n = SLICES * 200
+    return pd.DataFrame(
+        {
+            "day": np.repeat(np.arange(SLICES, dtype="int64"), 200),
+            "kind": rng.choice(np.array(["a", "b", "c"], dtype=object), n),
+            "v": rng.normal(0.5, 1.0, n).round(2),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def test_each_slice_runs_on_the_worker_its_id_hashes_to(
+    tmp_path: Path, frame: pd.DataFrame, client: Client
+) -> None:
+    store = cb.Store(tmp_path / "store")
+    info = store.freeze("t", frame, slice_by="day")
+    slice_ids = {s.key: s.id for s in info.slices}
+    result = cb.Blueprint.from_yaml(BLUEPRINT).run(store, scheduler=client)
+
+    record = json.loads(next((tmp_path / "store" / "runs").glob("*.json")).read_text())
+    names = {t["worker"]: t["worker_name"] for t in record["tasks"] if "worker" in t}
+    assert len(names) == 2, "both workers ran tasks"
+    ran_on: dict[int, set[str]] = defaultdict(set)
+    for task in record["tasks"]:
+        if task["slice"] is not None:
+            ran_on[task["slice"]].add(task["worker"])
+    assert set(ran_on) == set(range(SLICES))
+    # an unloaded run: every slice stayed on one worker, the one its slice id hashes to
+    for key, workers in ran_on.items():
+        assert workers == {expected_worker(slice_ids[key], names)}, key
+    # and the values are right
+    got = result.outputs["per_kind"].compute().set_index("kind").sort_index()
+    kept = frame[frame.v > 0]
+    want = kept.assign(w=kept.v * 3).groupby("kind").agg(n=("v", "size"), total=("w", "sum"))
+    assert list(got.n) == list(want.n)
+    assert np.allclose(got.total, want.total)
+
+
+def test_removing_a_worker_moves_only_its_own_slices() -> None:
+    names = {f"tcp://10.0.0.{i}:1": str(i) for i in range(5)}
+    slices = [blake3.blake3(str(i).encode()).hexdigest() for i in range(400)]
+    before = {s: pick_worker(s, names) for s in slices}
+    assert before == {s: expected_worker(s, names) for s in slices}
+    counts = defaultdict(int)
+    for addr in before.values():
+        counts[addr] += 1
+    assert min(counts.values()) > 400 / 5 / 2, "slices spread over every worker"
+    gone = "tcp://10.0.0.3:1"
+    after = {s: pick_worker(s, {a: n for a, n in names.items() if a != gone}) for s in slices}
+    moved = {s for s in slices if before[s] != after[s]}
+    assert moved == {s for s in slices if before[s] == gone}
+    # a restarted worker keeps its name but not its address: it gets its slices back
+    restarted = {(a if a != gone else "tcp://10.0.0.3:2"): n for a, n in names.items()}
+    again = {s: pick_worker(s, restarted) for s in slices}
+    assert {s for s in slices if again[s] == "tcp://10.0.0.3:2"} == {
+        s for s in slices if before[s] == gone
+    }
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs Linux and two usable cores",
+)
+def test_pin_cpus_gives_each_worker_a_core_of_its_own(tmp_path: Path, frame: pd.DataFrame) -> None:
+    store = cb.Store(tmp_path / "store")
+    store.freeze("t", frame, slice_by="day")
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        before = client.run(lambda: sorted(os.sched_getaffinity(0)))
+        assert all(len(cores) >= 2 for cores in before.values())
+        cb.Blueprint.from_yaml(BLUEPRINT).run(store, scheduler=client, pin_cpus=True)
+        after = client.run(lambda: sorted(os.sched_getaffinity(0)))
+        threads = client.run(
+            lambda: sorted(
+                {tuple(sorted(os.sched_getaffinity(int(t)))) for t in os.listdir("/proc/self/task")}
+            )
+        )
+    assert all(len(cores) == 1 for cores in after.values()), after
+    assert len({cores[0] for cores in after.values()}) == 2, "two different cores"
+    # every thread of a worker, not just the one that ran the plugin
+    assert all(len(masks) == 1 for masks in threads.values()), threads
