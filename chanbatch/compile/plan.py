@@ -26,8 +26,9 @@ results in the cache and are not recomputed (early cutoff).
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
+import contextlib
+import gc
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -210,16 +211,39 @@ def build_plan(
             columns=plan.results[name].columns,
             rows=tuple(e.rows for e in entries),
         )
-    for name in order:
-        plan.results[name] = _lay_out(blueprint.stages[name], plan)
+    # stages whose per-slice results feed a stage that merges slices: their results are kept
+    # when selective (see CHECKPOINT_RATIO)
+    checkpoints = {stage.from_ for stage in blueprint.stages.values() if not _runs_per_slice(stage)}
+    with _gc_paused():  # tens of thousands of small objects, none of them garbage
+        for name in order:
+            plan.results[name] = _lay_out(blueprint.stages[name], plan, name in checkpoints)
     return plan
 
 
-def _mark_checkpoints(plan: Plan, keys: list[str]) -> None:
-    for key in keys:
-        task = plan.tasks.get(key)
-        if task is not None and task.kind == "apply" and not task.checkpoint:
-            plan.tasks[key] = dataclasses.replace(task, checkpoint=True)
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _runs_per_slice(stage: Stage) -> bool:
+    """Whether ``stage`` runs on each slice of a sliced input alone.
+
+    A right or outer join must see every slice at once: a right row that matches nothing in
+    one slice may match in another, and must come out once, not once per slice.
+    """
+    op = stage.operation
+    if isinstance(op, Union):
+        return False
+    rowwise = isinstance(op, Filter | Derive | Select | Rename | Map) or (
+        isinstance(op, Join) and op.how in ("inner", "left")
+    )
+    return rowwise or stage.per_slice
 
 
 def _task(
@@ -277,7 +301,7 @@ def _ident(plan: Plan, key: str) -> str:
     return plan.tasks[key].ident or PENDING + key
 
 
-def _lay_out(stage: Stage, plan: Plan) -> StageResult:
+def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
     op = stage.operation
     spec = stage.canonical()
     up = plan.results[stage.from_]
@@ -288,14 +312,7 @@ def _lay_out(stage: Stage, plan: Plan) -> StageResult:
     if isinstance(op, Join):
         broadcast = (_whole_key(plan, plan.results[op.right], f"{op.right}"),)
     output = stage.name in plan.blueprint.outputs
-
-    # A right or outer join must see every slice at once: a right row that matches nothing
-    # in one slice may match in another, and must come out once, not once per slice.
-    rowwise = isinstance(op, Filter | Derive | Select | Rename | Map) or (
-        isinstance(op, Join) and op.how in ("inner", "left")
-    )
-    per_slice_op = rowwise or stage.per_slice
-    if up.sliced is not None and per_slice_op and not isinstance(op, Union):
+    if up.sliced is not None and _runs_per_slice(stage):
         sliced = []
         rows = up.rows or (0,) * len(up.sliced)
         for (slice_key, up_key), source_rows in zip(up.sliced, rows, strict=True):
@@ -308,6 +325,7 @@ def _lay_out(stage: Stage, plan: Plan) -> StageResult:
                 stage=stage.name,
                 slice=slice_key,
                 stored=stage.per_slice or output,
+                checkpoint=checkpoint,
                 source_rows=source_rows,
             )
             sliced.append((slice_key, key))
@@ -319,8 +337,6 @@ def _lay_out(stage: Stage, plan: Plan) -> StageResult:
             rows=rows,
         )
 
-    if up.sliced is not None:
-        _mark_checkpoints(plan, [k for _, k in up.sliced])
     if isinstance(op, Aggregate) and up.sliced is not None and op.decomposable:
         partials = [
             _task(plan, "partial", spec, [up_key], stage=stage.name, slice=slice_key, stored=True)

@@ -22,9 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import chanbatch as cb
 from chanbatch.compile import graph as graph_module
+from chanbatch.compile.keys import engine_salt, task_key
 
 BLUEPRINT = """
 name: keys
@@ -464,3 +467,41 @@ def test_a_cluster_of_processes_computes_the_same_keys_and_outputs(tmp_path: Pat
     got = bp.run(cluster, scheduler="processes", workers=2)
     assert got.snapshots == want.snapshots
     assert task_list(BLUEPRINT, cluster) == task_list(BLUEPRINT, local)
+
+
+# -- the key is the digest of one canonical JSON document ---------------------------------------
+
+_json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**53), 2**53),
+    st.text(max_size=8),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+_specs = st.dictionaries(
+    st.text(max_size=6),
+    st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=3), max_leaves=6),
+    max_size=4,
+)
+_ids = st.lists(
+    st.builds(
+        lambda raw, pending: ("pending:" if pending else "") + raw.hex(),
+        st.binary(min_size=32, max_size=32),
+        st.booleans(),
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=st.sampled_from(["apply", "partial", "combine"]), spec=_specs, up=_ids, bc=_ids)
+def test_task_key_is_blake3_of_the_canonical_document(
+    kind: str, spec: dict, up: list[str], bc: list[str]
+) -> None:
+    import blake3
+
+    document = {"salt": engine_salt(), "kind": kind, "spec": spec, "upstream": up, "broadcast": bc}
+    text = json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    assert task_key(kind, spec, up, bc) == blake3.blake3(text.encode()).hexdigest()
