@@ -2,6 +2,7 @@
 
 from chanbatch.cache.index import (
     CacheEntry,
+    CacheView,
     lookup,
     read_memo,
     read_result,
@@ -9,4 +10,12 @@ from chanbatch.cache.index import (
     write_result,
 )
 
-__all__ = ["CacheEntry", "lookup", "read_memo", "read_result", "write_memo", "write_result"]
+__all__ = [
+    "CacheEntry",
+    "CacheView",
+    "lookup",
+    "read_memo",
+    "read_result",
+    "write_memo",
+    "write_result",
+]

@@ -121,6 +121,38 @@ def write_result(
     return entry
 
 
+class CacheView:
+    """What planning asks the cache, answered with as few reads as possible.
+
+    A plan asks about every stored task: tens of thousands for a big input. The cache folder is
+    listed once, so a key without an entry costs no read; the blueprint's memo (see
+    :func:`read_memo`) answers most of the rest without opening their entries.
+    """
+
+    def __init__(self, storage: Storage, blueprint: str) -> None:
+        self.storage = storage
+        self.memo = read_memo(storage, blueprint)
+        self._present: set[str] | None = None
+
+    def has_entry(self, key: str) -> bool:
+        """Whether ``key`` had an entry when the cache was listed (first call)."""
+        if self._present is None:
+            self._present = {
+                name[:-5] for name in self.storage.listdir(layout.CACHE) if name.endswith(".json")
+            }
+        return key in self._present
+
+    def content_of(self, key: str) -> str | None:
+        """The object id of ``key``'s result, or None when it has no entry."""
+        known = self.memo.get(key)
+        if known is not None:
+            return known
+        if not self.has_entry(key):
+            return None
+        entry = lookup(self.storage, key, check_object=False)
+        return entry.object if entry is not None else None
+
+
 # -- the contents memo -------------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from chanbatch.cache import lookup
+from chanbatch.cache import CacheView, lookup
 from chanbatch.compile.plan import Plan
 from chanbatch.snapshot.storage import Storage
 
@@ -24,9 +24,10 @@ class Decision:
 PROVISIONAL = "its inputs are recomputed first; reused if they come out unchanged (early cutoff)"
 
 
-def decide(plan: Plan, storage: Storage) -> dict[str, Decision]:
+def decide(plan: Plan, storage: Storage, view: CacheView | None = None) -> dict[str, Decision]:
     """Walk from the outputs back: a needed task is reused if its result is cached and
-    verifies, else computed, which makes its inputs needed in turn."""
+    verifies, else computed, which makes its inputs needed in turn. ``view`` saves the reads
+    of keys that have no entry."""
     needed: set[str] = set()
     for stage in plan.blueprint.outputs:
         needed.update(k for k in plan.results[stage].keys if k)
@@ -45,6 +46,8 @@ def decide(plan: Plan, storage: Storage) -> dict[str, Decision]:
             needed.update(task.deps)
             continue
         known = task.checkpoint or (task.stored and task.ident)
+        if view is not None and known and not view.has_entry(task.key):
+            known = False
         if known and lookup(storage, task.key, verify=True) is not None:
             decisions[task.key] = Decision(action="reuse", reason="cached", cached=True)
             continue

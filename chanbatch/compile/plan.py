@@ -185,13 +185,11 @@ def build_plan(
             else None
         )
         keys = []
+        load_spec = {"columns": list(projection or ())}
         for entry in entries:
             # A projected slice is another input than the whole slice: a checkpoint of a
             # filter over it lacks the other columns, so its key must say which were read.
-            if projection is None:
-                key = entry.id
-            else:
-                key = task_key("load", {"columns": list(projection)}, [entry.id])
+            key = entry.id if projection is None else task_key("load", load_spec, [entry.id])
             plan.tasks.setdefault(
                 key,
                 Task(

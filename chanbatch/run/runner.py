@@ -13,12 +13,12 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chanbatch.blueprint.model import Blueprint, Map
-from chanbatch.cache import lookup, read_memo, write_memo
+from chanbatch.cache import CacheView, write_memo
 from chanbatch.compile.allow import check_allowed
 from chanbatch.compile.decide import Decision, decide
 from chanbatch.compile.explain import describe_key, explain, load_previous
@@ -155,29 +155,13 @@ def plan_blueprint(
     blueprint: Blueprint, store: SnapshotStore, *, sets: Mapping[str, str] | None = None
 ) -> PlanReport:
     """The plan of ``blueprint`` on ``store`` and what a run would compute or reuse."""
-    plan = build_plan(
-        blueprint, resolve_inputs(blueprint, store, sets), content_of=_content_of(store, blueprint)
-    )
-    decisions = decide(plan, store.storage)
+    view = CacheView(store.storage, blueprint.name)
+    plan = build_plan(blueprint, resolve_inputs(blueprint, store, sets), view.content_of)
+    decisions = decide(plan, store.storage, view)
     if any(d.action == "compute" for d in decisions.values()):
         record = last_run(store, blueprint.name)
         decisions = explain(plan, decisions, load_previous(store.storage, record))
     return PlanReport(plan=plan, decisions=decisions)
-
-
-def _content_of(store: SnapshotStore, blueprint: Blueprint) -> Callable[[str], str | None]:
-    """The object id of a cached result, for the keys of the tasks that read it: from the
-    blueprint's memo when it is there, else from the result's cache entry."""
-    memo = read_memo(store.storage, blueprint.name)
-
-    def content_of(key: str) -> str | None:
-        known = memo.get(key)
-        if known is not None:
-            return known
-        entry = lookup(store.storage, key, check_object=False)
-        return entry.object if entry is not None else None
-
-    return content_of
 
 
 def explain_task(
@@ -197,9 +181,8 @@ def explain_task(
             f"blueprint {blueprint.name!r} has no stage {stage!r}",
             hint=did_you_mean(stage, blueprint.stages) or "stages: " + ", ".join(blueprint.stages),
         )
-    plan = build_plan(
-        blueprint, resolve_inputs(blueprint, store, sets), content_of=_content_of(store, blueprint)
-    )
+    view = CacheView(store.storage, blueprint.name)
+    plan = build_plan(blueprint, resolve_inputs(blueprint, store, sets), view.content_of)
     previous = load_previous(store.storage, last_run(store, blueprint.name))
     tasks = [t for t in plan.tasks.values() if t.stage == stage]
     if slice_text is not None:
@@ -607,5 +590,6 @@ def _write_record(
         },
     }
     store.storage.write_atomic(
-        f"{layout.RUNS}/{run_id}.json", json.dumps(record, indent=1, default=str).encode()
+        f"{layout.RUNS}/{run_id}.json",
+        json.dumps(record, separators=(",", ":"), default=str).encode(),
     )
