@@ -508,7 +508,10 @@ def _execute_distributed(
                 n_workers=n,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=":0" if _has_dashboard() else None,
+                # a free port: the default (8787) warns when another cluster holds it
+                dashboard_address=":0",
+                # workers log a task's failure with its traceback; the run reports it instead
+                silence_logs=logging.CRITICAL if not log.isEnabledFor(logging.DEBUG) else False,
             ) as local,
             Client(local) as client,
         ):
