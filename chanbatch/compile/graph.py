@@ -98,8 +98,9 @@ _LEDGER: dict[str, list[dict[str, Any]]] = {}
 _LEDGER_LOCK = threading.Lock()
 
 
-def ledger_topic(run: str) -> str:
-    return f"chanbatch-run-{run}"
+# One topic for every run: two runs that share keys on one scheduler share their execution,
+# and the report of each such task is sent once, for whichever run's graph it came in.
+LEDGER_TOPIC = "chanbatch-tasks"
 
 
 def _report(run: str, entry: dict[str, Any]) -> None:
@@ -116,7 +117,9 @@ def _report(run: str, entry: dict[str, Any]) -> None:
     if worker is not None:
         entry["worker"] = worker.address
         entry["worker_name"] = str(worker.name)
-        worker.log_event(ledger_topic(run), entry)
+        entry["run"] = run
+        entry["time"] = time.time()
+        worker.log_event(LEDGER_TOPIC, entry)
         return
     entry["worker"] = f"{os.getpid()}:{threading.current_thread().name}"
     with _LEDGER_LOCK:

@@ -14,10 +14,11 @@ likes. The choice never enters a key or a result: outputs are the same on any cl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from chanbatch.hashing import digest
@@ -80,76 +81,116 @@ def run_graph(
     plan: Plan,
     graph: dict[str, Any],
     targets: list[str],
-    topic: str,
-    expected: Iterable[str],
+    expected: set[str],
     on_report: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[list[Any], list[dict[str, Any]]]:
     """Run ``graph`` with slice affinity; returns the targets' results and the task reports.
 
-    Reports travel from the workers as events on ``topic``, apart from the results, so this
-    waits (at most 10 s) until one has arrived for every key in ``expected``.
+    Workers send a report per task as an event (see chanbatch.compile.graph), apart from the
+    results, so this waits (at most 10 s) until one has arrived for every key in ``expected``.
+    A key that another run on the same scheduler was computing at the same time is computed
+    once, and reported once, for both.
     """
     import dask
 
+    from chanbatch.compile.graph import LEDGER_TOPIC
+
+    started = time.time() - 1  # worker clocks may trail a little
     if on_report is not None:
-        client.subscribe_topic(topic, lambda event: on_report(event[1]))
+        client.subscribe_topic(LEDGER_TOPIC, lambda event: on_report(event[1]))
     try:
         where = placement(plan, graph, worker_names(client))
         # a dict's __getitem__ pickles without chanbatch, so any scheduler can call it
         with dask.annotate(workers=where.__getitem__, allow_other_workers=True):
             results = client.get(graph, targets, sync=True)
-        wanted = set(expected)
         deadline = time.monotonic() + 10
         while True:
-            ledger = [msg for _, msg in client.get_events(topic)]
-            if wanted <= {entry["dask_key"] for entry in ledger} or time.monotonic() > deadline:
+            ledger = [
+                msg
+                for _, msg in client.get_events(LEDGER_TOPIC)
+                if msg.get("dask_key") in expected and msg.get("time", 0) >= started
+            ]
+            if expected <= {entry["dask_key"] for entry in ledger} or time.monotonic() > deadline:
                 break
             time.sleep(0.01)
     finally:
         if on_report is not None:
-            client.unsubscribe_topic(topic)
+            client.unsubscribe_topic(LEDGER_TOPIC)
     return results, ledger
 
 
 # -- CPU pinning ----------------------------------------------------------------------------------
 
 
-def pin_problem(n_workers: int) -> str | None:
-    """Why ``n_workers`` workers cannot each have a core of their own here, or None."""
-    if not hasattr(os, "sched_setaffinity"):
-        return "this platform has no sched_setaffinity"
-    cores = len(os.sched_getaffinity(0))
-    if n_workers > cores:
-        return f"{n_workers} workers but only {cores} usable cores"
-    return None
+@contextlib.contextmanager
+def pinned(client: Client) -> Iterator[None]:
+    """Pin each worker of ``client``'s cluster to a core of its own host while the block runs.
 
-
-def pinning_plugin() -> Any:
-    """A worker plugin that pins worker *i* (by its name, 0..n-1) to the i-th usable core."""
+    Workers are numbered per host, in name order, and worker *i* of a host gets that host's
+    *i*-th usable core. A host with more workers than cores is not pinned (a warning says so),
+    and neither is a platform without ``sched_setaffinity``.
+    """
     from distributed.diagnostics.plugin import WorkerPlugin
+
+    cores = client.run(_usable_cores)
+    names = worker_names(client)
+    by_host: dict[str, list[str]] = {}
+    for addr in names:
+        by_host.setdefault(_host(addr), []).append(addr)
+    plan: dict[str, int] = {}
+    for host, addrs in sorted(by_host.items()):
+        usable = min((len(cores.get(a) or []) for a in addrs), default=0)
+        if usable == 0:
+            log.warning("--pin-cpus: %s cannot pin threads; not pinning its workers", host)
+            continue
+        if len(addrs) > usable:
+            log.warning(
+                "--pin-cpus: %s has %d workers but %d usable cores; not pinning its workers",
+                host,
+                len(addrs),
+                usable,
+            )
+            continue
+        for index, addr in enumerate(sorted(addrs, key=lambda a: names[a])):
+            plan[names[addr]] = index
 
     class PinCPUs(WorkerPlugin):
         name = "chanbatch-pin-cpus"
 
         def setup(self, worker: Any) -> None:
-            pin_worker(worker.name)
+            index = plan.get(str(worker.name))
+            if index is not None:
+                pin_worker(index)
 
-    return PinCPUs()
+    if plan:
+        client.register_plugin(PinCPUs())
+    try:
+        yield
+    finally:
+        if plan:
+            with contextlib.suppress(Exception):
+                client.unregister_worker_plugin(PinCPUs.name)
 
 
-def pin_worker(name: Any) -> int | None:
-    """Pin every thread of this process to one core, chosen by the worker's name; returns it.
+def _usable_cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
+
+
+def _host(address: str) -> str:
+    return address.split("://", 1)[-1].rsplit(":", 1)[0]
+
+
+def pin_worker(index: int) -> int | None:
+    """Pin every thread of this process to its ``index``-th usable core; returns the core.
 
     ``os.sched_setaffinity(0, ...)`` pins only the calling thread, and a worker's task thread
-    already exists when a plugin runs, so each thread is pinned by its id. Returns None, with
-    a warning, where that is impossible.
+    already exists when a plugin runs, so each thread is pinned by its id. Threads started
+    later inherit the mask.
     """
-    if not hasattr(os, "sched_setaffinity"):
+    cores = _usable_cores()
+    if not cores:
         log.warning("--pin-cpus: this platform has no sched_setaffinity; not pinning")
         return None
-    cores = sorted(os.sched_getaffinity(0))
-    text = str(name)
-    index = int(text) if text.isdigit() else int(digest(text.encode())[:8], 16)
     core = cores[index % len(cores)]
     try:
         threads = [int(t) for t in os.listdir("/proc/self/task")]
@@ -158,6 +199,6 @@ def pin_worker(name: Any) -> int | None:
     for tid in threads:
         try:
             os.sched_setaffinity(tid, {core})
-        except (ProcessLookupError, OSError) as exc:
-            log.warning("--pin-cpus: cannot pin thread %s to core %s: %s", tid, core, exc)
+        except OSError as exc:  # a thread that ended meanwhile, or a core we may not use
+            log.debug("--pin-cpus: cannot pin thread %s to core %s: %s", tid, core, exc)
     return core

@@ -7,6 +7,7 @@ output as a snapshot with its lineage, and writes a run record to ``runs/<run id
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -252,7 +253,7 @@ def run_blueprint(
     if computed:
         from chanbatch.compile.graph import build_graph  # imports pandas: only when computing
 
-        graph = build_graph(plan, decisions, storage.url, allow, run=run_id)
+        graph = build_graph(plan, decisions, _worker_url(storage, scheduler), allow, run=run_id)
         if progress is not None:
             totals: dict[str, int] = {}
             for key in computed:
@@ -472,32 +473,23 @@ def _execute_distributed(
     from chanbatch.run import cluster as clusters
 
     def run_on(client: Client) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        if pin_cpus:
-            problem = clusters.pin_problem(len(client.scheduler_info(n_workers=-1)["workers"]))
-            if problem is None:
-                client.register_plugin(clusters.pinning_plugin())
-            else:
-                log.warning("--pin-cpus: not pinning: %s", problem)
         if progress is not None:
             link = _dashboard(client)
             if link:
                 progress.message(f"dashboard: {link}")
-        results, ledger = clusters.run_graph(
-            client,
-            plan,
-            graph,
-            targets,
-            ledger_topic(run_id),
-            [key for key, value in graph.items() if value[0] is run_task],
-            on_report=(
-                (lambda entry: progress.advance(entry["stage"], entry["outcome"]))
-                if progress is not None
-                else None
-            ),
-        )
+        expected = {key for key, value in graph.items() if value[0] is run_task}
+
+        def on_report(entry: dict[str, Any]) -> None:
+            if progress is not None and entry.get("dask_key") in expected:
+                progress.advance(entry["stage"], entry["outcome"])
+
+        with clusters.pinned(client) if pin_cpus else contextlib.nullcontext():
+            results, ledger = clusters.run_graph(
+                client, plan, graph, targets, expected, on_report=on_report
+            )
         return dict(zip(targets, results, strict=True)), ledger
 
-    from chanbatch.compile.graph import ledger_topic, run_task
+    from chanbatch.compile.graph import run_task
 
     if isinstance(scheduler, Client):
         return run_on(scheduler)
@@ -523,6 +515,20 @@ def _execute_distributed(
         f"unknown scheduler {scheduler!r}",
         hint="use threads, sync, processes, a tcp://host:port address, or a distributed.Client",
     )
+
+
+def _worker_url(storage: Any, scheduler: Any) -> str:
+    """The store's URL as workers must see it: a local path made absolute (a worker may run
+    in another directory); a ``memory://`` store only where it exists, in this process."""
+    if storage.is_local:
+        return storage.root
+    if storage.url.startswith("memory:") and scheduler not in ("threads", "sync", None):
+        raise UsageError(
+            f"store {storage.url} lives in this process's memory; workers in other processes "
+            "cannot read it",
+            hint="use --scheduler threads, or a store on disk",
+        )
+    return storage.url
 
 
 def _has_dashboard() -> bool:
