@@ -49,6 +49,10 @@ class Call:
     n_broadcast: int = 0
     allow: frozenset[str] = frozenset()
 
+    def __dask_tokenize__(self) -> tuple[str, str, str]:
+        # distributed names a graph by hashing its tasks; the key already hashes the work
+        return (self.url, self.task.key, self.run)
+
 
 @dataclass(frozen=True, slots=True)
 class Ref:

@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import benchkit
 from benchkit import (
     ensure_lineitem,
     fmt_samples,
@@ -210,9 +211,12 @@ def _own_seconds() -> float:
 class Others:
     """How much of the machine other processes used while a measurement ran (0..1)."""
 
+    # CPU seconds of this process and its exited children (a subclass may count more)
+    own_seconds = staticmethod(_own_seconds)
+
     def __init__(self) -> None:
         self.busy = _busy_seconds()
-        self.own = _own_seconds()
+        self.own = self.own_seconds()
         self.wall = time.perf_counter()
 
     def share(self) -> float | None:
@@ -220,7 +224,7 @@ class Others:
         if busy is None or self.busy is None:
             return None
         wall = time.perf_counter() - self.wall
-        others = (busy - self.busy) - (_own_seconds() - self.own)
+        others = (busy - self.busy) - (self.own_seconds() - self.own)
         return max(0.0, others / (wall * (os.cpu_count() or 1)))
 
 
@@ -1445,22 +1449,13 @@ def print_table(rows: list[Row]) -> None:
 
 
 def section_markdown(command: str, facts: list[tuple[str, str]], report: Report) -> str:
-    lines = [
-        f"Command (from the repository root, venv active): `{command}`",
-        "",
-        "| machine | |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in facts],
-        "",
-        *table_markdown(report.rows),
-        "",
-    ]
-    if report.notes:
-        lines += [f"- {n}" for n in report.notes] + [""]
-    lines += ["### Method and samples", "", *report.details, ""]
-    if report.profile:
-        lines += ["### Where a cold run spends its time", "", *report.profile, ""]
-    return "\n".join(lines).rstrip() + "\n"
+    return benchkit.section_markdown(
+        command,
+        facts,
+        table_markdown(report.rows),
+        report,
+        profile_title="Where a cold run spends its time",
+    )
 
 
 def write_doc(path: Path, body: str) -> None:

@@ -70,6 +70,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import benchkit
 from benchkit import (
     ensure_lineitem,
     fmt_samples,
@@ -869,22 +870,13 @@ def print_table(rows: list[Row]) -> None:
 
 
 def section_markdown(command: str, facts: list[tuple[str, str]], report: Report) -> str:
-    lines = [
-        f"Command (from the repository root, venv active): `{command}`",
-        "",
-        "| machine | |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in facts],
-        "",
-        *table_markdown(report.rows),
-        "",
-    ]
-    if report.notes:
-        lines += [f"- {n}" for n in report.notes] + [""]
-    lines += ["### Method and samples", "", *report.details, ""]
-    if report.profile:
-        lines += ["### Where freeze spends its time", "", *report.profile, ""]
-    return "\n".join(lines).rstrip() + "\n"
+    return benchkit.section_markdown(
+        command,
+        facts,
+        table_markdown(report.rows),
+        report,
+        profile_title="Where freeze spends its time",
+    )
 
 
 def write_doc(path: Path, body: str) -> None:

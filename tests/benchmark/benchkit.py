@@ -12,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,3 +97,31 @@ def write_section(
         text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def section_markdown(
+    command: str,
+    facts: list[tuple[str, str]],
+    table: list[str],
+    report: Any,
+    *,
+    profile_title: str,
+) -> str:
+    """A benchmark's generated block: command, machine facts, results table, notes, method and
+    samples, and (when the report has one) its profile under ``profile_title``."""
+    lines = [
+        f"Command (from the repository root, venv active): `{command}`",
+        "",
+        "| machine | |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in facts],
+        "",
+        *table,
+        "",
+    ]
+    if report.notes:
+        lines += [f"- {n}" for n in report.notes] + [""]
+    lines += ["### Method and samples", "", *report.details, ""]
+    if report.profile:
+        lines += [f"### {profile_title}", "", *report.profile, ""]
+    return "\n".join(lines).rstrip() + "\n"
