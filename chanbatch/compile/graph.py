@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from chanbatch.blueprint.model import Stage
-from chanbatch.cache import lookup, read_result, write_result
+from chanbatch.cache import CacheEntry, lookup, read_result, write_result
 from chanbatch.compile import execute
 from chanbatch.compile.decide import Decision
 from chanbatch.compile.keys import task_key
@@ -82,18 +82,22 @@ class Part:
     url: str
     outcome: Outcome
     frame: pd.DataFrame | None = None
+    entry: CacheEntry | None = None  # where a cached result is, once looked up
 
     @property
     def data(self) -> pd.DataFrame:
         if self.frame is None:
             storage = storage_for(self.url)
-            entry = lookup(storage, self.key)
-            if entry is None:
-                raise ChanbatchError(
-                    f"cache entry {self.key[:12]} vanished during the run; run again"
-                )
-            self.frame = read_result(storage, entry)
+            self.frame = read_result(storage, self.entry or _cached(storage, self.key))
         return self.frame
+
+
+def _cached(storage: Storage, key: str) -> CacheEntry:
+    """The entry of a result the plan found cached; raises if it is gone since."""
+    entry = lookup(storage, key)
+    if entry is None:
+        raise ChanbatchError(f"cache entry {key[:12]} vanished during the run; run again")
+    return entry
 
 
 # -- what each task did, for the run's statistics and record ------------------------------------
@@ -166,12 +170,9 @@ def load_slice(ref: Ref) -> Part:
 
 def load_cached(ref: Ref) -> Part:
     """A cached result, read when a consumer needs it."""
-    storage = storage_for(ref.url)
-    entry = lookup(storage, ref.key)
-    if entry is None:
-        raise ChanbatchError(f"cache entry {ref.key[:12]} vanished during the run; run again")
+    entry = _cached(storage_for(ref.url), ref.key)
     ident = entry.object if ref.stored else ref.key
-    return Part(key=ref.key, ident=ident, url=ref.url, outcome="cached")
+    return Part(key=ref.key, ident=ident, url=ref.url, outcome="cached", entry=entry)
 
 
 def run_task(call: Call, *deps: Part) -> Part:
@@ -192,7 +193,7 @@ def run_task(call: Call, *deps: Part) -> Part:
         if entry is not None:
             ident = entry.object if task.stored else key
             _report(call.run, _entry(task, key, "cutoff", start, stored=entry.object))
-            return Part(key=key, ident=ident, url=call.url, outcome="cutoff")
+            return Part(key=key, ident=ident, url=call.url, outcome="cutoff", entry=entry)
     result = _compute(task, stage, [p.data for p in main], [p.data for p in broadcast], call)
     ident, written = key, None
     if task.stored or (
