@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -369,9 +370,10 @@ def plan_cmd(
     "--scheduler",
     default="threads",
     show_default=True,
-    metavar="threads|sync|processes|ADDRESS",
+    metavar="threads|sync|processes|ADDRESS|kubernetes",
     help="Where tasks run: local threads, one process, a LocalCluster of "
-    "single-threaded workers, or a tcp:// Dask scheduler address.",
+    "single-threaded workers, a tcp:// Dask scheduler address, or a new Dask cluster "
+    "of pinned workers on Kubernetes (closed after the run).",
 )
 @click.option(
     "--workers",
@@ -383,6 +385,13 @@ def plan_cmd(
     "--pin-cpus",
     is_flag=True,
     help="Pin each worker process to a core of its own (Linux; with processes or ADDRESS).",
+)
+@click.option("--cpu", metavar="C", help="With kubernetes: whole cpus per worker [default: 1].")
+@click.option("--memory", metavar="M", help="With kubernetes: memory per worker [default: 4Gi].")
+@click.option("--image", metavar="IMAGE", help="With kubernetes: the workers' image.")
+@click.option("--namespace", metavar="NS", help="With kubernetes: the cluster's namespace.")
+@click.option(
+    "--env-from-secret", metavar="SECRET", help="With kubernetes: Secret of store credentials."
 )
 @set_option
 @click.option(
@@ -403,15 +412,30 @@ def run_cmd(
     allow_modules: tuple[str, ...],
     store_url: str,
     as_json: bool,
+    **kube_options: Any,
 ) -> None:
     """Run BLUEPRINT, reusing every cached result, and freeze its outputs as snapshots."""
     from chanbatch.blueprint.parse import load_blueprint
     from chanbatch.cli import render
     from chanbatch.run import run_blueprint
 
+    given = [f"--{k.replace('_', '-')}" for k, v in kube_options.items() if v is not None]
+    if given and scheduler != "kubernetes":
+        raise UsageError(f"{given[0]} applies only to --scheduler kubernetes")
     store = open_store(store_url)
     model = load_blueprint(blueprint)
-    with render.run_progress(enabled=not as_json) as progress:
+    with contextlib.ExitStack() as stack:
+        if scheduler == "kubernetes" and _all_cached(model, store, sets):
+            click.echo("every task is cached: no cluster needed", err=True)
+            scheduler = "threads"
+        if scheduler == "kubernetes":
+            from chanbatch.cli.kube import open_kubernetes
+
+            scheduler = stack.enter_context(
+                open_kubernetes(model.name, store_url, workers, kube_options)
+            )
+            workers = None
+        progress = stack.enter_context(render.run_progress(enabled=not as_json))
         result = run_blueprint(
             model,
             store,
@@ -426,6 +450,15 @@ def run_cmd(
         emit_json(result.document())
     else:
         render.run_result(store, result.document())
+
+
+def _all_cached(model: Any, store: Any, sets: tuple[str, ...]) -> bool:
+    """Plan first (so a bad REF fails before any pod starts) and say whether nothing is left
+    to compute."""
+    from chanbatch.run.runner import plan_blueprint
+
+    report = plan_blueprint(model, store, sets=parse_sets(sets))
+    return all(d.action != "compute" for d in report.decisions.values())
 
 
 @cli.command("schema")

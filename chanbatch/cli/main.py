@@ -7,6 +7,7 @@ import traceback
 
 import click
 
+from chanbatch.cli import kube  # noqa: F401  (adds the k8s commands)
 from chanbatch.cli.commands import cli
 from chanbatch.errors import ChanbatchError
 
