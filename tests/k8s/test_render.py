@@ -324,6 +324,24 @@ def test_cpus_not_a_multiple_of_threads_per_core_warn() -> None:
     assert check_shape(WorkerShape(cpu="2", threads_per_core=4)) != []
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="chanbatch/k8s/shape.py sets no seccompProfile: the restricted Pod Security Standard "
+    "(which k8s/operator/namespace.yaml enforces for the operator) refuses such pods",
+)
+def test_dask_pods_meet_the_restricted_pod_security_standard() -> None:
+    manifest = render_cluster(WorkerShape(), name="cb-test")
+    for spec in (worker_spec(manifest), scheduler_spec(manifest)):
+        pod_seccomp = spec.get("securityContext", {}).get("seccompProfile", {}).get("type")
+        for container in all_containers(spec):
+            context = container.get("securityContext", {})
+            assert context.get("allowPrivilegeEscalation") is False
+            assert context.get("capabilities", {}).get("drop") == ["ALL"]
+            assert True in (context.get("runAsNonRoot"), spec["securityContext"].get("runAsNonRoot"))
+            seccomp = context.get("seccompProfile", {}).get("type", pod_seccomp)
+            assert seccomp in ("RuntimeDefault", "Localhost")
+
+
 # --- names and documents ----------------------------------------------------------------------
 
 
