@@ -19,6 +19,7 @@ import dataclasses
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,7 @@ def test_the_cli_passes_every_manifest_file() -> None:
     no "WARN" (which is how the CLI reports a kind it has no schema for)."""
     version = latest_kubernetes()
     exe = shutil.which("kubernetes-validate") or str(
-        Path(__import__("sys").executable).with_name("kubernetes-validate")
+        Path(sys.executable).with_name("kubernetes-validate")
     )
     if not Path(exe).exists():
         pytest.skip("the kubernetes-validate command is not installed")
