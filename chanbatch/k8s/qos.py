@@ -75,7 +75,7 @@ def qos_class(pod: Mapping[str, Any]) -> str:
     """The pod's QoS class: ``Guaranteed``, ``Burstable`` or ``BestEffort``, as the kubelet
     computes it. Raises ValueError on a quantity that does not parse."""
     spec = pod_spec(pod)
-    if spec.get("resources"):
+    if spec.get("resources") is not None:
         return resource_qos(spec["resources"])
     pod_qos = None
     for _, container in containers(pod):

@@ -128,6 +128,10 @@ def _quantity(value: str, what: str) -> Decimal:
         ) from exc
     if quantity <= 0:
         raise ShapeError(f"{what} must be more than 0, not {value!r}")
+    if "memory" in what and quantity != quantity.to_integral_value():
+        raise ShapeError(
+            f"{what} {value!r} is not a whole number of bytes", hint="write e.g. 512Mi or 4Gi"
+        )
     return quantity
 
 
@@ -176,7 +180,11 @@ def render_cluster(
     }
     env_from = [{"secretRef": {"name": shape.env_from_secret}}] if shape.env_from_secret else None
     pod_common: dict[str, Any] = {
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "nodeSelector": dict(shape.node_selector) or None,
         "tolerations": [dict(t) for t in shape.tolerations] or None,
     }
@@ -295,19 +303,26 @@ def check_shape(shape: WorkerShape) -> list[str]:
             "kubelet's static CPU manager pins only integer cpu requests of Guaranteed pods",
         )
     warnings = []
-    odd = cores % 2 == 1
-    if odd and shape.threads_per_core != 1:
-        smt = "nodes with SMT" if shape.threads_per_core else "nodes with SMT (if yours have it)"
-        if shape.full_pcpus_only and (shape.threads_per_core or 0) >= 2:
+    per_core = shape.threads_per_core
+    if per_core is None and cores % 2:
+        warnings.append(
+            f"each worker asks for {cores} cpu: on nodes with SMT (2 hardware threads per core), "
+            "the kubelet option full-pcpus-only rejects such pods (SMTAlignmentError), and "
+            "without it a worker shares its physical core with another container's thread; on "
+            "SMT nodes ask for an even number of cpus, or say --threads-per-core 1 if the nodes "
+            "have no SMT"
+        )
+    elif per_core and cores % per_core:
+        if shape.full_pcpus_only:
             raise ShapeError(
-                f"worker pods asking for {cores} cpu would be rejected on {smt}: the kubelet "
-                "option full-pcpus-only admits only whole physical cores (SMTAlignmentError)",
-                hint=f"ask for a multiple of {shape.threads_per_core} cpus per worker",
+                f"worker pods asking for {cores} cpu would be rejected on nodes with "
+                f"{per_core} hardware threads per core: the kubelet option full-pcpus-only "
+                "admits only whole physical cores (SMTAlignmentError)",
+                hint=f"ask for a multiple of {per_core} cpus per worker",
             )
         warnings.append(
-            f"each worker asks for {cores} cpu: on {smt}, the kubelet option full-pcpus-only "
-            "rejects such pods (SMTAlignmentError), and without it a worker shares its "
-            "physical core with another container's hardware thread; on SMT nodes ask for "
-            "an even number of cpus, or say --threads-per-core 1 if the nodes have no SMT"
+            f"each worker asks for {cores} cpu on SMT nodes with {per_core} hardware threads "
+            "per core: a worker shares a physical core with another container's thread, and the "
+            f"kubelet option full-pcpus-only would reject it; ask for a multiple of {per_core}"
         )
     return warnings

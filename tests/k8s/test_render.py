@@ -305,30 +305,15 @@ def test_full_pcpus_only_on_smt_nodes_refuses_odd_cpus(cpu: str) -> None:
     assert caught.value.hint and "2" in caught.value.hint
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="chanbatch/k8s/shape.py checks odd counts only; the kubelet rejects any count that "
-    "is not a multiple of the CPUs per core (numCPUs % CPUsPerCore != 0), e.g. 2 cpus on SMT-4",
-)
 def test_full_pcpus_only_refuses_cpus_not_a_multiple_of_threads_per_core() -> None:
     with pytest.raises(ShapeError):
         check_shape(WorkerShape(cpu="2", threads_per_core=4, full_pcpus_only=True))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="chanbatch/k8s/shape.py warns about odd counts only; 2 cpus on SMT-4 nodes also "
-    "share a physical core (or are rejected with full-pcpus-only)",
-)
 def test_cpus_not_a_multiple_of_threads_per_core_warn() -> None:
     assert check_shape(WorkerShape(cpu="2", threads_per_core=4)) != []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="chanbatch/k8s/shape.py sets no seccompProfile: the restricted Pod Security Standard "
-    "(which k8s/operator/namespace.yaml enforces for the operator) refuses such pods",
-)
 def test_dask_pods_meet_the_restricted_pod_security_standard() -> None:
     manifest = render_cluster(WorkerShape(), name="cb-test")
     for spec in (worker_spec(manifest), scheduler_spec(manifest)):
