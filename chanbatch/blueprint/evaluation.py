@@ -218,15 +218,7 @@ class _Evaluator:
         if len(self.frame) > 1 and not node.columns():
             # A call on literals only, such as date('1998-09-02'): compute it once per process,
             # on one row, instead of on a column as long as every frame.
-            key = (node, self.strict)
-            if key not in _FOLDED:
-                one = _Evaluator(self.frame.iloc[:1], strict=self.strict)
-                value = FUNCTION_IMPLEMENTATIONS[node.name](one, node)
-                if isinstance(value, pd.Series):
-                    value = value.iloc[0]
-                    value = None if pd.isna(value) else value
-                _FOLDED[key] = value
-            return _FOLDED[key]
+            return fold(node, strict=self.strict)
         return FUNCTION_IMPLEMENTATIONS[node.name](self, node)
 
 
@@ -244,6 +236,23 @@ _DISPATCH: dict[type, Callable[[_Evaluator, Any], Value]] = {
 
 
 _FOLDED: dict[tuple[Call, bool], Any] = {}
+
+
+def fold(node: Call, *, strict: bool = False) -> Value:
+    """The value of a call on literals only (``date('1998-09-02')``), as a Python scalar; None
+    for null. Computed once per process.
+
+    Raises ExprEvalError as :func:`evaluate` does, when the call fails on its literals.
+    """
+    key = (node, strict)
+    if key not in _FOLDED:
+        one = _Evaluator(pd.DataFrame(index=pd.RangeIndex(1)), strict=strict)
+        value = FUNCTION_IMPLEMENTATIONS[node.name](one, node)
+        if isinstance(value, pd.Series):
+            value = value.iloc[0]
+            value = None if pd.isna(value) else value
+        _FOLDED[key] = value
+    return _FOLDED[key]
 
 
 def _as_boolean(raw: pd.Series, nulls: Any) -> pd.Series:

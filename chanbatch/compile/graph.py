@@ -3,24 +3,34 @@ its placeholder key: see chanbatch.compile.plan).
 
 Every task function runs on a worker and records its own result in the cache as soon as it is
 computed, so a run that is killed keeps everything it finished.
+
+A slice's rows stay an Arrow table from its load through the stages that
+:mod:`chanbatch.compile.columnar` covers (filter, derive, select, rename, partial); a task that
+needs pandas converts its input once, when it asks for ``Part.data``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from chanbatch.blueprint.model import Stage
+import pyarrow as pa
+
+from chanbatch.blueprint.model import Aggregate, Stage
 from chanbatch.cache import CacheEntry, lookup, read_result, write_result
-from chanbatch.compile import execute
+from chanbatch.cache.index import entry_path
+from chanbatch.compile import columnar, execute
 from chanbatch.compile.decide import Decision
 from chanbatch.compile.keys import task_key
 from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
 from chanbatch.errors import ChanbatchError, UsageError
-from chanbatch.snapshot.objects import get_slice
+from chanbatch.snapshot.freeze import encode_parquet
+from chanbatch.snapshot.objects import get_object, get_slice, put_object
 from chanbatch.snapshot.read import load_object, to_pandas
 from chanbatch.snapshot.storage import Storage
 
@@ -70,11 +80,12 @@ Outcome = Literal["input", "cached", "computed", "cutoff"]
 
 @dataclass(slots=True, kw_only=True)
 class Part:
-    """What every task returns: its frame (or where to read it) and its identity.
+    """What every task returns: its rows (or where to read them) and its identity.
 
     ``key`` is the task's cache key, resolved from the content of its inputs; ``ident`` is what
     the tasks that read it hash it as. A cached result is read only when a consumer asks for its
-    frame, so a task cut off early (its result found in the cache) costs no read at all.
+    rows, so a task cut off early (its result found in the cache) costs no read at all. Rows
+    computed on the Arrow path are a ``table``, converted to pandas once, when asked.
     """
 
     key: str
@@ -82,14 +93,33 @@ class Part:
     url: str
     outcome: Outcome
     frame: pd.DataFrame | None = None
+    table: pa.Table | None = None
     entry: CacheEntry | None = None  # where a cached result is, once looked up
 
     @property
     def data(self) -> pd.DataFrame:
+        """The rows as pandas."""
         if self.frame is None:
-            storage = storage_for(self.url)
-            self.frame = read_result(storage, self.entry or _cached(storage, self.key))
+            if self.table is not None:
+                self.frame = to_pandas(self.table)
+            else:
+                storage = storage_for(self.url)
+                self.frame = read_result(storage, self.entry or _cached(storage, self.key))
         return self.frame
+
+    @property
+    def arrow(self) -> pa.Table | None:
+        """The rows as the Arrow path takes them, or None when they are pandas' to handle."""
+        if self.table is None and self.frame is None:
+            import pyarrow.parquet as pq
+
+            storage = storage_for(self.url)
+            entry = self.entry or _cached(storage, self.key)
+            table = pq.read_table(pa.BufferReader(get_object(storage, entry.object)))
+            self.table = columnar.arrow_input(table)
+            if self.table is None:
+                self.frame = to_pandas(table)
+        return self.table
 
 
 def _cached(storage: Storage, key: str) -> CacheEntry:
@@ -158,14 +188,14 @@ def _entry(task: Task, key: str, outcome: Outcome, start: float, **extra: Any) -
 
 
 def load_slice(ref: Ref) -> Part:
-    """An input slice as pandas, verified as read."""
-    import pyarrow as pa
-
+    """An input slice, verified as read: an Arrow table, or pandas when its types need it."""
     storage = storage_for(ref.url)
     manifest = get_slice(storage, ref.slice_id or ref.key)
     tables = [load_object(storage, part.object, ref.columns) for part in manifest.parts]
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-    return Part(key=ref.key, ident=ref.key, url=ref.url, outcome="input", frame=to_pandas(table))
+    arrow = columnar.arrow_input(table)
+    frame = to_pandas(table) if arrow is None else None
+    return Part(key=ref.key, ident=ref.key, url=ref.url, outcome="input", frame=frame, table=arrow)
 
 
 def load_cached(ref: Ref) -> Part:
@@ -194,43 +224,81 @@ def run_task(call: Call, *deps: Part) -> Part:
             ident = entry.object if task.stored else key
             _report(call.run, _entry(task, key, "cutoff", start, stored=entry.object))
             return Part(key=key, ident=ident, url=call.url, outcome="cutoff", entry=entry)
-    result = _compute(task, stage, [p.data for p in main], [p.data for p in broadcast], call)
-    ident, written = key, None
-    if task.stored or (
-        task.checkpoint and len(result) <= CHECKPOINT_RATIO * max(task.source_rows, 1)
-    ):
-        entry = write_result(storage_for(call.url), key, result, kind=task.kind, stage=task.stage)
+    result = _compute(task, stage, main, broadcast, call)
+    if isinstance(result, pa.Table):
+        part = Part(key=key, ident=key, url=call.url, outcome="computed", table=result)
+    else:
+        part = Part(key=key, ident=key, url=call.url, outcome="computed", frame=result)
+    rows = result.num_rows if part.table is not None else len(result)
+    written = None
+    if task.stored or (task.checkpoint and rows <= CHECKPOINT_RATIO * max(task.source_rows, 1)):
+        entry = _store(storage_for(call.url), key, part, kind=task.kind, stage=task.stage)
         written = entry.object
         if task.stored:
-            ident = entry.object
-    _report(call.run, _entry(task, key, "computed", start, rows=len(result), stored=written))
-    return Part(key=key, ident=ident, url=call.url, outcome="computed", frame=result)
+            part.ident = entry.object
+    _report(call.run, _entry(task, key, "computed", start, rows=rows, stored=written))
+    return part
 
 
 def _compute(
     task: Task,
     stage: Stage | None,
-    main: list[pd.DataFrame],
-    broadcast: list[pd.DataFrame],
+    main: tuple[Part, ...],
+    broadcast: tuple[Part, ...],
     call: Call,
-) -> pd.DataFrame:
+) -> pd.DataFrame | pa.Table:
     if task.kind == "gather":
-        return execute.concat(main)
+        return execute.concat([p.data for p in main])
     assert stage is not None
     try:
+        if task.kind in ("apply", "partial") and not broadcast:
+            table = main[0].arrow
+            if table is not None:
+                try:
+                    if task.kind == "partial":
+                        assert isinstance(stage.operation, Aggregate)
+                        return columnar.partial(stage.operation, table)
+                    return columnar.apply_rowwise(stage, table)
+                except columnar.Unsupported:
+                    pass  # the pandas path below computes it, or raises its error
+        frames = [p.data for p in main]
+        others = [p.data for p in broadcast]
         if task.kind == "apply":
-            return execute.apply_rowwise(stage, main[0], broadcast, call.allow)
+            return execute.apply_rowwise(stage, frames[0], others, call.allow)
         if task.kind == "partial":
-            return execute.partial(stage, main[0])
+            return execute.partial(stage, frames[0])
         if task.kind == "combine":
-            return execute.combine(stage, main)
+            return execute.combine(stage, frames)
         if task.kind == "finish":
-            return execute.finish(stage, main)
-        return execute.apply_whole(stage, main, broadcast, call.allow)
+            return execute.finish(stage, frames)
+        return execute.apply_whole(stage, frames, others, call.allow)
     except (execute.StageFailed, UsageError):
         raise
     except Exception as exc:
         raise execute.describe_failure(stage, task.slice, exc) from exc
+
+
+def _store(storage: Storage, key: str, part: Part, *, kind: str, stage: str) -> CacheEntry:
+    """Keep ``part``'s rows as the result of ``key``. An Arrow table is written as it is when
+    that gives the bytes its pandas form would (:func:`columnar.storable`), which spares a
+    partial of a few rows two conversions."""
+    table = columnar.storable(part.table) if part.table is not None else None
+    if table is None:
+        return write_result(storage, key, part.data, kind=kind, stage=stage)
+    data = encode_parquet(table)
+    # ``repair``: this result may be recomputed because its object was found corrupt
+    oid, _new = put_object(storage, data, repair=True)
+    entry = CacheEntry(
+        key=key,
+        object=oid,
+        rows=table.num_rows,
+        bytes=len(data),
+        kind=kind,
+        stage=stage,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+    )
+    storage.write_atomic(entry_path(key), json.dumps(entry.document()).encode())
+    return entry
 
 
 def build_graph(

@@ -1,0 +1,358 @@
+"""The Arrow path of the per-slice chain against the pandas path, which defines the meaning.
+
+Every stage the Arrow path runs must give, after ``to_pandas``, exactly the frame the pandas
+path gives (dtypes and bits included), and every partial it computes must be stored as the same
+bytes; anything else it must refuse with ``Unsupported``, leaving the pandas path to decide.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+from blueprintkit import expressions_over
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from chanbatch.blueprint.expr import parse_aggregate, parse_expr
+from chanbatch.blueprint.model import Aggregate, Derive, Filter, Rename, Select, Stage
+from chanbatch.blueprint.nodes import (
+    BinOp,
+    BoolOp,
+    Call,
+    Column,
+    Compare,
+    Expr,
+    InList,
+    Literal,
+    Negate,
+    Not,
+)
+from chanbatch.compile import aggregate, columnar, execute
+from chanbatch.snapshot.freeze import encode_parquet
+from chanbatch.snapshot.normalize import normalize_table
+from chanbatch.snapshot.read import to_pandas
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# -- tables -------------------------------------------------------------------------------------
+
+_floats = st.one_of(
+    st.none(),
+    st.just(math.nan),
+    st.sampled_from([0.0, -0.0, 1.5, -2.25, 1e16, math.inf, -math.inf]),
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+)
+_texts = st.one_of(st.none(), st.sampled_from(["", "a", "b", "JFK", "é", "a b", "2013-01-02"]))
+_dates = st.one_of(st.none(), st.dates(dt.date(1990, 1, 1), dt.date(2030, 12, 31)))
+_big = st.sampled_from([2**62, -(2**62), 2**53 + 1, 2**63 - 1, -(2**63)])
+_ints = st.one_of(st.integers(-5, 9), _big)
+
+COLUMNS = {
+    "i": (pa.int64(), _ints),  # an int without nulls stays int64 in pandas
+    "n": (pa.int64(), st.one_of(st.none(), _ints)),  # with nulls, pandas makes it float64
+    "f": (pa.float64(), _floats),
+    "s": (pa.string(), _texts),
+    "d": (pa.date32(), _dates),
+    "b": (pa.bool_(), st.booleans()),
+    "k": (pa.string(), st.one_of(st.none(), st.sampled_from(["x", "y", "é"]))),
+    "m": (pa.int64(), st.integers(0, 3)),
+}
+
+
+@st.composite
+def tables(draw: st.DrawFn, min_rows: int = 0) -> pa.Table:
+    """A table of every column kind, sometimes in several chunks, as loads and filters give."""
+    rows = draw(st.integers(min_rows, 40))
+    arrays = {
+        name: pa.array([draw(values) for _ in range(rows)], type=t)
+        for name, (t, values) in COLUMNS.items()
+    }
+    table = pa.table(arrays)
+    cut = draw(st.integers(0, rows))
+    if 0 < cut < rows:
+        table = pa.concat_tables([table.slice(0, cut), table.slice(cut)])
+    return table
+
+
+# -- well-typed expressions, which the Arrow path mostly covers --------------------------------
+
+_columns = st.sampled_from([Column(name=c) for c in ("i", "n", "f")])
+_numbers = st.one_of(
+    _columns,
+    _columns,
+    st.one_of(st.integers(-3, 3), st.sampled_from([0.5, -1.25, 2**62])).map(
+        lambda v: Literal(value=v)
+    ),
+)
+
+
+def _arith(children: st.SearchStrategy[Expr]) -> st.SearchStrategy[Expr]:
+    return st.one_of(
+        st.builds(
+            lambda op, a, b: BinOp(op=op, left=a, right=b),
+            st.sampled_from(["+", "-", "*", "/"]),
+            children,
+            children,
+        ),
+        children.map(lambda a: Negate(operand=a)),
+    )
+
+
+numeric = st.recursive(_numbers, _arith, max_leaves=4)
+_ops = st.sampled_from(["==", "!=", "<", "<=", ">", ">="])
+_atoms = st.one_of(
+    st.builds(lambda op, a, b: Compare(operands=(a, b), ops=(op,)), _ops, numeric, numeric),
+    st.builds(
+        lambda op, v: Compare(operands=(Column(name="s"), Literal(value=v)), ops=(op,)),
+        _ops,
+        st.sampled_from(["", "a", "JFK", "é"]),
+    ),
+    st.builds(
+        lambda op, v: Compare(operands=(Column(name="d"), v), ops=(op,)),
+        _ops,
+        st.sampled_from(
+            [
+                Literal(value="2010-06-01"),
+                Call(name="date", args=(Literal(value="2001-02-03"),)),
+                Column(name="d"),
+            ]
+        ),
+    ),
+    st.builds(
+        lambda a, b, c: Compare(operands=(a, b, c), ops=("<", "<=")), numeric, numeric, numeric
+    ),
+    st.builds(
+        lambda col, values, negated: InList(
+            operand=Column(name=col), values=tuple(values), negated=negated
+        ),
+        st.sampled_from(["i", "n", "f", "s", "k", "m"]),
+        st.lists(
+            st.one_of(st.none(), st.integers(-3, 3), st.sampled_from(["a", "x", "é", 1.5])),
+            max_size=3,
+        ),
+        st.booleans(),
+    ),
+    st.builds(
+        lambda name, col: Call(name=name, args=(Column(name=col),)),
+        st.sampled_from(["is_null", "not_null"]),
+        st.sampled_from(["f", "n", "s", "d", "i"]),
+    ),
+    st.just(Compare(operands=(Column(name="b"), Literal(value=True)), ops=("==",))),
+)
+
+
+def _logic(children: st.SearchStrategy[Expr]) -> st.SearchStrategy[Expr]:
+    return st.one_of(
+        st.builds(
+            lambda op, parts: BoolOp(op=op, operands=tuple(parts)),
+            st.sampled_from(["and", "or"]),
+            st.lists(children, min_size=2, max_size=3),
+        ),
+        children.map(lambda a: Not(operand=a)),
+    )
+
+
+conditions = st.recursive(_atoms, _logic, max_leaves=4)
+anything = expressions_over(list(COLUMNS), max_leaves=5)
+
+
+def _stage(operation: Any) -> Stage:
+    return Stage(name="s1", from_="t", operation=operation)
+
+
+def _pandas(stage: Stage, table: pa.Table) -> pd.DataFrame | Exception:
+    try:
+        return execute.apply_rowwise(stage, to_pandas(table), (), frozenset())
+    except Exception as exc:  # the pandas path's own error: the Arrow path must not succeed
+        return exc
+
+
+def _arrow(stage: Stage, table: pa.Table) -> pd.DataFrame | None:
+    arrow = columnar.arrow_input(table)
+    assert arrow is not None
+    try:
+        return to_pandas(columnar.apply_rowwise(stage, arrow))
+    except columnar.Unsupported:
+        return None
+
+
+def _same(stage: Stage, table: pa.Table) -> bool:
+    """The Arrow path agrees with pandas exactly; False when it declined."""
+    got = _arrow(stage, table)
+    want = _pandas(stage, table)
+    if got is None:
+        return False
+    assert not isinstance(want, Exception), f"pandas raised {want!r}, Arrow did not"
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    return True
+
+
+@SETTINGS
+@given(tables(), conditions)
+def test_filter_matches_pandas(table: pa.Table, condition: Expr) -> None:
+    _same(_stage(Filter(expr=condition)), table)
+
+
+@SETTINGS
+@given(tables(), st.lists(numeric, min_size=1, max_size=3), st.booleans())
+def test_derive_matches_pandas(table: pa.Table, exprs: list[Expr], replace: bool) -> None:
+    names = ["f" if replace else "new0", "new1", "new2"]
+    columns = dict(zip(names, exprs, strict=False))
+    _same(_stage(Derive(columns=columns)), table)
+
+
+@SETTINGS
+@given(tables(), anything)
+def test_any_expression_agrees_or_is_declined(table: pa.Table, expr: Expr) -> None:
+    _same(_stage(Filter(expr=expr)), table)
+    _same(_stage(Derive(columns={"out": expr})), table)
+
+
+def test_the_typed_expressions_are_covered() -> None:
+    """Not vacuous: the common shapes run on Arrow, not in the pandas fallback."""
+    table = pa.table(
+        {
+            name: pa.array(values, type=COLUMNS[name][0])
+            for name, values in {
+                "i": [1, 2, 3],
+                "n": [1, None, 3],
+                "f": [0.5, math.nan, None],
+                "s": ["a", None, "JFK"],
+                "d": [dt.date(2001, 1, 1), None, dt.date(2020, 5, 5)],
+                "b": [True, False, True],
+                "k": ["x", None, "y"],
+                "m": [0, 1, 2],
+            }.items()
+        }
+    )
+    for text in [
+        "l <= date('2001-02-03')".replace("l", "d"),
+        "d > '2010-01-01' and not (f > 0)",
+        "i * (1 - f) >= n / 2 or s in ['a', null]",
+        "is_null(f) or k not in ['x']",
+        "-i < 2 < f",
+    ]:
+        assert _same(_stage(Filter(expr=parse_expr(text))), table), text
+    derive = {"p": parse_expr("f * (1 - n)"), "q": parse_expr("p + i / 3"), "i": parse_expr("-i")}
+    assert _same(_stage(Derive(columns=derive)), table)
+    assert _same(_stage(Select(columns=("s", "i"))), table)
+    assert _same(_stage(Rename(mapping={"s": "t", "zz": "y"})), table)
+
+
+def test_declined_shapes_fall_back_to_pandas() -> None:
+    table = pa.table({"i": [1, 2], "s": ["a", "b"]})
+    for stage in [
+        _stage(Filter(expr=parse_expr("i // 2 == 0"))),  # an operator it leaves to pandas
+        _stage(Filter(expr=parse_expr("lower(s) == 'a'"))),  # a function it leaves to pandas
+        _stage(Derive(columns={"c": parse_expr("i > 1")})),  # pandas' nullable boolean dtype
+        _stage(Filter(expr=parse_expr("s > 1"))),  # an error pandas reports
+    ]:
+        with pytest.raises(columnar.Unsupported):
+            columnar.apply_rowwise(stage, table)
+
+
+# -- loads --------------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(tables())
+def test_loaded_tables_convert_as_before(table: pa.Table) -> None:
+    arrow = columnar.arrow_input(table)
+    assert arrow is not None
+    pd.testing.assert_frame_equal(to_pandas(arrow), to_pandas(table), check_exact=True)
+    # a filter that drops every null keeps pandas' float64 for an int column with nulls
+    kept = arrow.filter(pa.array([False] * table.num_rows, type=pa.bool_()))
+    want = to_pandas(table).iloc[:0].reset_index(drop=True)
+    pd.testing.assert_frame_equal(to_pandas(kept), want, check_exact=True)
+
+
+def test_a_bool_column_with_nulls_is_left_to_pandas() -> None:
+    assert columnar.arrow_input(pa.table({"b": pa.array([True, None])})) is None
+    assert columnar.arrow_input(pa.table({"b": pa.array([True, False])})) is not None
+
+
+# -- partials -----------------------------------------------------------------------------------
+
+_keys = st.lists(st.sampled_from(["k", "m", "d", "b", "s"]), min_size=1, max_size=2, unique=True)
+_aggregates = st.lists(
+    st.sampled_from(
+        [
+            "count()",
+            "count(f)",
+            "sum(f)",
+            "mean(f)",
+            "mean(i)",
+            "mean(n)",
+            "sum(f * (1 - f))",
+            "sum(n)",
+            "sum(i)",  # an int sum: pandas' general path, so the Arrow path declines it
+            "min(f)",
+        ]
+    ),
+    min_size=1,
+    max_size=4,
+    unique=True,
+)
+
+
+def _spec(keys: list[str], aggregates: list[str]) -> Aggregate:
+    return Aggregate(
+        group_by=tuple(keys),
+        aggregates={f"a{i}": parse_aggregate(text) for i, text in enumerate(aggregates)},
+    )
+
+
+def _stored_bytes(frame: pd.DataFrame) -> bytes:
+    """What ``cache.write_result`` writes for ``frame``."""
+    return bytes(encode_parquet(normalize_table(pa.Table.from_pandas(frame, preserve_index=False))))
+
+
+@SETTINGS
+@given(tables(min_rows=1), _keys, _aggregates)
+def test_partial_matches_pandas_to_the_bit(
+    table: pa.Table, keys: list[str], aggregates: list[str]
+) -> None:
+    spec = _spec(keys, aggregates)
+    arrow = columnar.arrow_input(table)
+    assert arrow is not None
+    want = aggregate.partial(spec, to_pandas(table))
+    try:
+        got = columnar.partial(spec, arrow)
+    except columnar.Unsupported:
+        assume(False)
+        return
+    pd.testing.assert_frame_equal(to_pandas(got), want, check_exact=True)
+    stored = columnar.storable(got)
+    assert stored is not None
+    assert bytes(encode_parquet(stored)) == _stored_bytes(want)
+
+
+def test_partial_sums_in_row_order_like_numpy() -> None:
+    """Many values whose float sum depends on the order of the additions."""
+    values = [1e16, 1.0, -1e16, 3.5, 0.1, 0.2, 0.3] * 300
+    keys = ["x", "y", "x"] * 700
+    table = pa.table({"k": keys, "f": values})
+    table = pa.concat_tables([table.slice(0, 1000), table.slice(1000)])
+    spec = _spec(["k"], ["sum(f)", "mean(f)", "count()"])
+    got = to_pandas(columnar.partial(spec, table))
+    want = aggregate.partial(spec, to_pandas(table))
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+def test_partials_it_declines() -> None:
+    table = pa.table({"k": ["a", "b"], "i": [1, 2], "f": [0.5, 1.5]})
+    for keys, aggs in [
+        ([], ["sum(f)"]),  # a global aggregate: pandas sums it pairwise
+        (["k"], ["sum(i)"]),  # an int sum
+        (["k"], ["min(f)"]),
+        (["f"], ["count()"]),  # a float key: pandas merges -0.0 and 0.0
+    ]:
+        with pytest.raises(columnar.Unsupported):
+            columnar.partial(_spec(keys, aggs), table)
+    with pytest.raises(columnar.Unsupported):
+        columnar.partial(_spec(["k"], ["sum(f)"]), table.slice(0, 0))
