@@ -1,0 +1,350 @@
+"""The Blueprint operator: kopf handlers that run a Blueprint resource on its own Dask cluster.
+
+For each new Blueprint, each change of its spec (a new generation), and each one left unfinished
+when the operator restarts, ``reconcile``:
+
+1. validates the resource (``chanbatch.k8s.resource``) and plans the run against the store, so
+   a bad blueprint, binding, shape or REF fails before any pod starts: phase ``Failed``, the
+   message in the ``Valid``/``Failed`` conditions, and no retry (``kopf.PermanentError``);
+2. when something is left to compute, creates a DaskCluster of the resource's worker shape,
+   owned by the Blueprint (so Kubernetes deletes it with its owner), and attaches to it;
+   when everything is cached, runs in the operator without a cluster;
+3. runs the blueprint, patching the status as tasks finish (phase ``Running``, ``done/total``,
+   per-stage counts), then ``Succeeded`` with the output snapshots;
+4. deletes the DaskCluster, however the run ended.
+
+A store or network failure is retried with exponential backoff (``kopf.TemporaryError``); a
+stage that raises is not, since it would raise again on the same immutable inputs.
+
+The handlers are thin: they call pure builders (shape, status) and sort errors. Where the Dask
+cluster comes from is a ``ClusterBackend`` in kopf's memo: dask-kubernetes in production, a
+LocalCluster in the tests (kmock serves the Kubernetes API there, and no pods can start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from chanbatch.errors import ChanbatchError, IntegrityError, StoreError, UsageError
+from chanbatch.k8s import status as st
+from chanbatch.k8s.cluster import KubernetesError, attach_cluster
+from chanbatch.k8s.crd import GROUP, PLURAL, VERSION
+from chanbatch.k8s.resource import BlueprintRun, InvalidResource, read_resource
+from chanbatch.k8s.schemas import daskcluster_validator
+from chanbatch.k8s.shape import cluster_name, render_cluster
+
+log = logging.getLogger(__name__)
+registry = kopf.OperatorRegistry()
+ANNOTATION_PREFIX = "chanbatch.io"
+BLUEPRINT_LABEL = "chanbatch.io/blueprint"
+MAX_BACKOFF = 600.0
+
+Attach = Callable[[Mapping[str, Any], str], contextlib.AbstractContextManager[Any]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterBackend:
+    """How the operator gets a Client on the DaskCluster it created.
+
+    ``attach(manifest, namespace)`` is a context manager yielding a ``distributed.Client``.
+    ``pods_run_it`` says whether the workers are pods (then the store must be reachable from
+    them: no local paths)."""
+
+    attach: Attach
+    pods_run_it: bool = True
+
+
+KUBERNETES = ClusterBackend(
+    attach=lambda manifest, namespace: attach_cluster(manifest, namespace=namespace)
+)
+
+
+def backoff(retry: int, base: float = 15.0) -> float:
+    """Seconds before retry number ``retry + 1``: ``base`` (15 s), doubling, at most 10 minutes."""
+    return min(MAX_BACKOFF, base * 2**retry)
+
+
+def _kinds() -> tuple[Any, Any]:
+    from kr8s.asyncio.objects import new_class
+
+    blueprint = new_class("Blueprint", f"{GROUP}/{VERSION}", namespaced=True, plural=PLURAL)
+    daskcluster = new_class(
+        "DaskCluster", "kubernetes.dask.org/v1", namespaced=True, plural="daskclusters"
+    )
+    return blueprint, daskcluster
+
+
+class StatusWriter:
+    """Patches one Blueprint's status subresource, in order, from the event loop or any thread.
+
+    Patches from Dask's threads (progress) are queued on the loop; ``drain`` waits for them, so
+    the final status is always the last one written."""
+
+    def __init__(self, obj: Any, current: Mapping[str, Any], loop: asyncio.AbstractEventLoop) -> None:
+        self._obj = obj
+        self._loop = loop
+        self._lock = asyncio.Lock()
+        self._pending: list[Any] = []
+        self.current: dict[str, Any] = dict(current or {})
+
+    async def write(self, patch: Mapping[str, Any]) -> None:
+        async with self._lock:
+            await self._obj.patch({"status": dict(patch)}, subresource="status")
+            for key, value in patch.items():
+                if value is None:
+                    self.current.pop(key, None)
+                else:
+                    self.current[key] = value
+
+    def write_threadsafe(self, patch: Mapping[str, Any]) -> None:
+        future = asyncio.run_coroutine_threadsafe(self._quietly(patch), self._loop)
+        self._pending.append(future)
+
+    async def _quietly(self, patch: Mapping[str, Any]) -> None:
+        try:
+            await self.write(patch)
+        except Exception as exc:  # progress is best effort; the final status is not
+            log.warning("could not patch the status with progress: %s", exc)
+
+    async def drain(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            await asyncio.wrap_future(future)
+
+
+def _is_finished(status: Mapping[str, Any], generation: int) -> bool:
+    return status.get("observedGeneration") == generation and status.get("phase") in (
+        "Succeeded",
+        "Failed",
+    )
+
+
+def _plan_needs_cluster(run: BlueprintRun, store: Any) -> bool:
+    from chanbatch.run.runner import plan_blueprint
+
+    report = plan_blueprint(run.blueprint, store, sets=run.bindings)
+    return any(d.action == "compute" for d in report.decisions.values())
+
+
+def _execute(run: BlueprintRun, store: Any, scheduler: Any, progress: Any) -> dict[str, Any]:
+    from chanbatch.run import run_blueprint
+
+    result = run_blueprint(
+        run.blueprint,
+        store,
+        scheduler=scheduler,
+        sets=run.bindings,
+        allow_modules=run.allow_modules,
+        progress=progress,
+    )
+    return result.document()
+
+
+def _run_on_cluster(
+    run: BlueprintRun,
+    store: Any,
+    backend: ClusterBackend,
+    manifest: Mapping[str, Any],
+    progress: st.StatusProgress,
+    ready: Callable[[int], None],
+) -> dict[str, Any]:
+    with backend.attach(manifest, run.namespace) as client:
+        ready(len(client.scheduler_info().get("workers", {})))
+        return _execute(run, store, client, progress)
+
+
+def _classify(exc: BaseException) -> tuple[str, bool]:
+    """``(reason, permanent)`` for a failed run."""
+    from chanbatch.compile.execute import StageFailed
+
+    if isinstance(exc, InvalidResource):
+        return "InvalidSpec", True
+    if isinstance(exc, StageFailed):
+        return "StageFailed", True
+    if isinstance(exc, IntegrityError):
+        return "StoreCorrupt", True
+    if isinstance(exc, UsageError):
+        return "InvalidInput", True
+    if isinstance(exc, StoreError):
+        return "StoreUnavailable", False
+    if isinstance(exc, KubernetesError):
+        return "ClusterUnavailable", False
+    if isinstance(exc, ChanbatchError):
+        return "RunFailed", True
+    return "Unavailable", False
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    hint = getattr(exc, "hint", None)
+    return f"{text}; {hint}" if hint else text
+
+
+@kopf.on.startup(registry=registry)
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Keep kopf's bookkeeping in annotations: the CRD's structural schema would prune it from
+    the status, and the status stays ours."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="resume")
+@kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="run")
+@kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="rerun", field="spec")
+async def reconcile(
+    body: kopf.Body,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    logger: Any,
+    retry: int,
+    **_: Any,
+) -> None:
+    """Run the Blueprint's current generation, once; see the module docstring."""
+    generation = int(meta.get("generation") or 1)
+    if _is_finished(status, generation):
+        logger.debug(f"generation {generation} already ran")
+        return
+    backend: ClusterBackend = memo.get("backend") or KUBERNETES
+    api_url = memo.get("api_url")
+    import kr8s.asyncio
+
+    api = await kr8s.asyncio.api(url=api_url) if api_url else await kr8s.asyncio.api()
+    blueprint_kind, daskcluster_kind = _kinds()
+    # The event may be older than the object (a watch replays what it missed): ask for the
+    # object as it is now, and do nothing if this generation already ran or a newer one exists.
+    live = await blueprint_kind.get(meta["name"], namespace=meta.get("namespace"), api=api)
+    live_status = dict(live.raw.get("status") or {})
+    live_generation = int(live.raw.get("metadata", {}).get("generation") or 1)
+    if live_generation != generation or _is_finished(live_status, generation):
+        logger.debug(f"generation {generation} already ran or was superseded")
+        return
+    writer = StatusWriter(live, live_status, asyncio.get_running_loop())
+    cluster = None
+    try:
+        run = read_resource(body, pods_run_it=backend.pods_run_it)
+        for warning in run.warnings:
+            logger.warning(warning)
+        store = await asyncio.to_thread(_open_store, run.store)
+        needs_cluster = await asyncio.to_thread(_plan_needs_cluster, run, store)
+        await writer.write(st.pending(generation, writer.current))
+        progress = st.StatusProgress(writer.write_threadsafe)
+        if needs_cluster:
+            manifest = render_cluster(
+                run.shape,
+                name=cluster_name(f"{run.name}-g{generation}"),
+                namespace=run.namespace,
+                labels={BLUEPRINT_LABEL: run.name},
+            )
+            kopf.adopt(manifest, owner=body)
+            daskcluster_validator().validate(manifest)
+            cluster = daskcluster_kind(manifest, api=api)
+            await _create(cluster)
+            await writer.write({"cluster": cluster.name, "message": "waiting for workers"})
+            logger.info(f"created DaskCluster {cluster.name}")
+
+            def ready(workers: int) -> None:
+                writer.write_threadsafe(
+                    {"phase": "Running", "message": f"running on {workers} workers"}
+                )
+
+            document = await asyncio.to_thread(
+                _run_on_cluster, run, store, backend, manifest, progress, ready
+            )
+        else:
+            await writer.write({"phase": "Running", "message": "every task is cached"})
+            document = await asyncio.to_thread(_execute, run, store, "threads", progress)
+        progress.flush()
+        await writer.drain()
+        if cluster is not None:  # gone before the status says the run is over
+            await _delete(cluster, logger)
+            cluster = None
+        await writer.write(st.succeeded(generation, document, writer.current))
+        logger.info(writer.current.get("message", "run finished"))
+    except Exception as exc:
+        await writer.drain()
+        if cluster is not None:
+            await _delete(cluster, logger)
+            cluster = None
+        reason, permanent = _classify(exc)
+        message = _one_line(exc)
+        if isinstance(exc, InvalidResource):
+            patch = st.invalid(generation, message, writer.current)
+        elif permanent:
+            patch = st.failed(generation, reason, message, writer.current)
+        else:
+            patch = st.retrying(generation, message, writer.current)
+        with contextlib.suppress(Exception):
+            await writer.write(patch)
+        if permanent:
+            raise kopf.PermanentError(message) from exc
+        raise kopf.TemporaryError(
+            message, delay=backoff(retry, memo.get("backoff_base", 15.0))
+        ) from exc
+    finally:
+        if cluster is not None:
+            await _delete(cluster, logger)
+
+
+def _open_store(url: str) -> Any:
+    from chanbatch.snapshot import SnapshotStore
+
+    return SnapshotStore(url)
+
+
+async def _create(obj: Any) -> None:
+    """Create ``obj``; one left by an earlier attempt of the same generation is reused."""
+    import kr8s
+
+    try:
+        await obj.create()
+    except kr8s.ServerError as exc:
+        if getattr(exc.response, "status_code", None) != 409:
+            raise KubernetesError(f"cannot create DaskCluster {obj.name}: {exc}") from exc
+
+
+async def _delete(obj: Any, logger: Any) -> None:
+    import kr8s
+
+    try:
+        await obj.delete()
+        logger.info(f"deleted DaskCluster {obj.name}")
+    except kr8s.NotFoundError:
+        pass
+    except Exception as exc:  # its owner reference still lets Kubernetes collect it
+        logger.warning(f"could not delete DaskCluster {obj.name}: {exc}")
+
+
+def run_operator(
+    *,
+    namespaces: tuple[str, ...] = (),
+    all_namespaces: bool = False,
+    liveness: str | None = None,
+) -> None:
+    """Run the operator until interrupted (``chanbatch k8s operator``)."""
+    with _quiet_signals():
+        kopf.run(
+            registry=registry,
+            standalone=True,
+            clusterwide=all_namespaces,
+            namespaces=list(namespaces),
+            liveness_endpoint=liveness,
+            memo=kopf.Memo(backend=KUBERNETES),
+        )
+
+
+@contextlib.contextmanager
+def _quiet_signals() -> Iterator[None]:
+    yield
