@@ -424,6 +424,10 @@ def run_cmd(
         raise UsageError(f"{given[0]} applies only to --scheduler kubernetes")
     store = open_store(store_url)
     model = load_blueprint(blueprint)
+    if scheduler == "kubernetes":
+        from chanbatch.k8s.cluster import require_reachable_store
+
+        require_reachable_store(store_url)
     with contextlib.ExitStack() as stack:
         if scheduler == "kubernetes" and _all_cached(model, store, sets):
             click.echo("every task is cached: no cluster needed", err=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,6 +198,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
+    # Discover the kinds once; watching CRDs and namespaces would need more RBAC than we ask.
+    settings.scanning.disabled = True
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="resume")
@@ -333,18 +335,45 @@ def run_operator(
     all_namespaces: bool = False,
     liveness: str | None = None,
 ) -> None:
-    """Run the operator until interrupted (``chanbatch k8s operator``)."""
-    with _quiet_signals():
-        kopf.run(
-            registry=registry,
-            standalone=True,
-            clusterwide=all_namespaces,
-            namespaces=list(namespaces),
-            liveness_endpoint=liveness,
-            memo=kopf.Memo(backend=KUBERNETES),
+    """Run the operator until interrupted (``chanbatch k8s operator``): in a pod with its
+    service account, or elsewhere with the current kubeconfig context."""
+    _require_credentials()
+    _register_logins()
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=all_namespaces,
+        namespaces=list(namespaces),
+        liveness_endpoint=liveness,
+        memo=kopf.Memo(backend=KUBERNETES),
+    )
+
+
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def _require_credentials() -> None:
+    """Fail in one line, before kopf starts, when there is nothing to log in with."""
+    import os
+
+    kubeconfigs = os.environ.get("KUBECONFIG", os.path.expanduser("~/.kube/config"))
+    if os.path.exists(SERVICE_ACCOUNT_TOKEN) and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return
+    if any(os.path.isfile(path) for path in kubeconfigs.split(os.pathsep) if path):
+        return
+    raise KubernetesError(
+        "no Kubernetes credentials: not in a pod with a service account, and no kubeconfig "
+        f"at {kubeconfigs}",
+        hint="run the operator in the cluster (kubectl apply -k k8s/), or point KUBECONFIG "
+        "at a kubeconfig file",
+    )
+
+
+def _register_logins() -> None:
+    """kopf's own logins (service account, then kubeconfig): a plain registry has none."""
+    ids = {h.id for h in registry._activities.get_all_handlers()}
+    if "login-service-account" not in ids:
+        kopf.on.login(registry=registry, id="login-service-account")(
+            kopf.login_with_service_account
         )
-
-
-@contextlib.contextmanager
-def _quiet_signals() -> Iterator[None]:
-    yield
+        kopf.on.login(registry=registry, id="login-kubeconfig")(kopf.login_with_kubeconfig)
