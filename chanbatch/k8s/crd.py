@@ -159,6 +159,10 @@ def _status() -> dict[str, Any]:
             "progress": {"type": "string", "description": "tasks done/total, e.g. 40/268"},
             "message": {"type": "string"},
             "runId": {"type": "string"},
+            "runRequest": {
+                "type": "string",
+                "description": "the chanbatch.io/rerun annotation this run answered",
+            },
             "cluster": {"type": "string", "description": "the DaskCluster of the current run"},
             "startTime": {"type": "string", "format": "date-time"},
             "completionTime": {"type": "string", "format": "date-time"},

@@ -1,7 +1,8 @@
 """The Blueprint operator: kopf handlers that run a Blueprint resource on its own Dask cluster.
 
-For each new Blueprint, each change of its spec (a new generation), and each one left unfinished
-when the operator restarts, ``reconcile``:
+For each new Blueprint, each change of its spec (a new generation), each new value of its
+``chanbatch.io/rerun`` annotation (to run again on new data), and each one left unfinished when
+the operator restarts, ``reconcile``:
 
 1. validates the resource (``chanbatch.k8s.resource``) and plans the run against the store, so
    a bad blueprint, binding, shape or REF fails before any pod starts: phase ``Failed``, the
@@ -42,8 +43,11 @@ from chanbatch.k8s.shape import cluster_name, render_cluster
 
 log = logging.getLogger(__name__)
 registry = kopf.OperatorRegistry()
-ANNOTATION_PREFIX = "chanbatch.io"
+ANNOTATION_PREFIX = "kopf.chanbatch.io"  # not chanbatch.io: kopf hides its own prefix from diffs
 BLUEPRINT_LABEL = "chanbatch.io/blueprint"
+# Set (to anything new) to run a finished Blueprint again, e.g. after new slices were frozen:
+#   kubectl annotate blueprint NAME chanbatch.io/rerun="$(date +%s)" --overwrite
+RERUN_ANNOTATION = "chanbatch.io/rerun"
 MAX_BACKOFF = 600.0
 
 Attach = Callable[[Mapping[str, Any], str], contextlib.AbstractContextManager[Any]]
@@ -119,11 +123,17 @@ class StatusWriter:
             await asyncio.wrap_future(future)
 
 
-def _is_finished(status: Mapping[str, Any], generation: int) -> bool:
-    return status.get("observedGeneration") == generation and status.get("phase") in (
-        "Succeeded",
-        "Failed",
+def _is_finished(status: Mapping[str, Any], generation: int, request: str) -> bool:
+    """Whether this generation, at this rerun request, already ran to an end."""
+    return (
+        status.get("observedGeneration") == generation
+        and (status.get("runRequest") or "") == request
+        and status.get("phase") in ("Succeeded", "Failed")
     )
+
+
+def _run_request(meta: Mapping[str, Any]) -> str:
+    return str((meta.get("annotations") or {}).get(RERUN_ANNOTATION) or "")
 
 
 def _plan_needs_cluster(run: BlueprintRun, store: Any) -> bool:
@@ -205,6 +215,14 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="resume")
 @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="run")
 @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="rerun", field="spec")
+@kopf.on.update(
+    GROUP,
+    VERSION,
+    PLURAL,
+    registry=registry,
+    id="rerun-requested",
+    field=("metadata", "annotations", RERUN_ANNOTATION),
+)
 async def reconcile(
     body: kopf.Body,
     meta: kopf.Meta,
@@ -216,7 +234,8 @@ async def reconcile(
 ) -> None:
     """Run the Blueprint's current generation, once; see the module docstring."""
     generation = int(meta.get("generation") or 1)
-    if _is_finished(status, generation):
+    request = _run_request(meta)
+    if _is_finished(status, generation, request):
         logger.debug(f"generation {generation} already ran")
         return
     backend: ClusterBackend = memo.get("backend") or KUBERNETES
@@ -229,9 +248,13 @@ async def reconcile(
     # object as it is now, and do nothing if this generation already ran or a newer one exists.
     live = await blueprint_kind.get(meta["name"], namespace=meta.get("namespace"), api=api)
     live_status = dict(live.raw.get("status") or {})
-    live_generation = int(live.raw.get("metadata", {}).get("generation") or 1)
-    if live_generation != generation or _is_finished(live_status, generation):
-        logger.debug(f"generation {generation} already ran or was superseded")
+    live_meta = live.raw.get("metadata", {})
+    live_generation = int(live_meta.get("generation") or 1)
+    if live_generation != generation or _run_request(live_meta) != request:
+        logger.debug("superseded by a newer generation or rerun request")
+        return
+    if _is_finished(live_status, generation, request):
+        logger.debug(f"generation {generation} already ran")
         return
     writer = StatusWriter(live, live_status, asyncio.get_running_loop())
     cluster = None
@@ -241,7 +264,7 @@ async def reconcile(
             logger.warning(warning)
         store = await asyncio.to_thread(_open_store, run.store)
         needs_cluster = await asyncio.to_thread(_plan_needs_cluster, run, store)
-        await writer.write(st.pending(generation, writer.current))
+        await writer.write(st.pending(generation, writer.current, run_request=request))
         progress = st.StatusProgress(writer.write_threadsafe)
         if needs_cluster:
             manifest = render_cluster(

@@ -64,11 +64,14 @@ def merge_conditions(
     return list(merged.values())
 
 
-def pending(generation: int, current: Mapping[str, Any] | None = None) -> Patch:
-    """Accepted for ``generation`` and about to run."""
+def pending(
+    generation: int, current: Mapping[str, Any] | None = None, *, run_request: str = ""
+) -> Patch:
+    """Accepted for ``generation`` (and rerun request ``run_request``) and about to run."""
     return {
         "phase": "Pending",
         "observedGeneration": generation,
+        "runRequest": run_request or None,
         "progress": "0/0",
         "message": "validated; starting a Dask cluster",
         "stages": None,

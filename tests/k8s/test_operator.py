@@ -433,3 +433,34 @@ async def test_a_spec_change_runs_the_new_generation(
     assert status["phase"] == "Succeeded", status.get("message")
     expected = expected_by_kind(sales[sales["v"] > 5])
     pd.testing.assert_frame_equal(output_frame(store_path, status), expected)
+
+
+@pytest.mark.asyncio
+async def test_a_rerun_request_after_a_new_slice_computes_only_that_slice(
+    k8s: Any, operator: Operator, store_path: str, sales: pd.DataFrame
+) -> None:
+    await create(k8s, resource("daily", store_path))
+    await eventually(lambda: phase(k8s, "daily") == "Succeeded")
+    first = copy.deepcopy(dict(live(k8s, BLUEPRINTS, "daily")["status"]))
+
+    # A new day arrives and is frozen as one more slice; then the user asks for a rerun.
+    day7 = sales[sales["day"] == 6].assign(day=7, v=lambda f: (f["v"] + 1) % 10)
+    cb.Store(store_path).freeze("sales", day7, slice_by="day")
+    response = await k8s.patch(
+        f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}/daily",
+        json={"metadata": {"annotations": {"chanbatch.io/rerun": "day-7"}}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert response.status == 200, await response.text()
+    await eventually(
+        lambda: (live(k8s, BLUEPRINTS, "daily").get("status") or {}).get("runRequest") == "day-7"
+        and finished(k8s, "daily")
+    )
+    status = live(k8s, BLUEPRINTS, "daily")["status"]
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert status["runId"] != first["runId"]
+    # Only the new slice's filter ran; the six old slices' results were reused.
+    assert status["stages"]["big"] == {"total": 7, "computed": 1, "reused": 6, "cutoff": 0}
+    everything = pd.concat([sales, day7], ignore_index=True)
+    pd.testing.assert_frame_equal(output_frame(store_path, status), expected_by_kind(everything))
+    assert status["outputs"]["by_kind"]["snapshot"] != first["outputs"]["by_kind"]["snapshot"]
