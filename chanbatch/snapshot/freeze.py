@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,16 +38,30 @@ from chanbatch.snapshot.names import (
     parse_key,
     sort_token,
 )
-from chanbatch.snapshot.normalize import PART_ROWS, WRITE_OPTIONS, normalize_table, type_name
+from chanbatch.snapshot.normalize import (
+    PART_ROWS,
+    WRITE_OPTIONS,
+    normalize_batch,
+    normalize_schema,
+    normalize_table,
+    type_name,
+)
 from chanbatch.snapshot.objects import get_snapshot, put_manifest, put_object
 from chanbatch.snapshot.read import arrow_schema
 from chanbatch.snapshot.storage import Storage
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
 
 Progress = Callable[[int, int], None]
 _WORKERS = max(2, min(8, os.cpu_count() or 2))
+# A split works on input batches of this many rows, so that one batch's columns stay in cache
+# while its rows are cast, grouped by key and taken out.
+_BATCH_ROWS = 1 << 17
+# Split slices are taken out and written in waves of about this many rows: one wave's copies are
+# all the memory a freeze adds to its input, and the allocator reuses it wave after wave.
+_WAVE_ROWS = 1 << 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +107,12 @@ class _Input:
     label: str
     table: pa.Table
     key: SliceKey | None = None
+    lazy: bool = False  # normalised batch by batch as it is split (see normalize_table)
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The input's schema once normalised."""
+        return normalize_schema(self.table.schema) if self.lazy else self.table.schema
 
 
 def freeze(
@@ -218,13 +238,14 @@ def _load(
         paths = [data] if isinstance(data, str | os.PathLike) else list(data)
         if not paths:
             raise UsageError("no files given to freeze")
+        lazy = slice is None and slice_by is not None
         inputs = []
         for path in paths:
-            table = normalize_table(_read_file(Path(path)))
+            table = normalize_table(_read_file(Path(path)), lazy=lazy)
             key = None
             if slice is None and slice_by is None:
                 key = parse_key(_stem(Path(path)), kind)
-            inputs.append(_Input(label=str(path), table=table, key=key))
+            inputs.append(_Input(label=str(path), table=table, key=key, lazy=lazy))
         return inputs
     if isinstance(data, Mapping) and slice is None and slice_by is None:
         return [
@@ -236,7 +257,9 @@ def _load(
             "a frame needs a slice key or a column to slice by",
             hint="pass slice='2013-01' for one slice, or slice_by='month' to cut by a column",
         )
-    return [_Input(label="input frame", table=normalize_table(_to_arrow(data)))]
+    lazy = slice is None
+    table = normalize_table(_to_arrow(data), lazy=lazy)
+    return [_Input(label="input frame", table=table, lazy=lazy)]
 
 
 def _all_paths(items: Sequence[Any]) -> bool:
@@ -322,13 +345,14 @@ def _unify_inputs(
     """
     import pyarrow as pa
 
-    order = list(base.names) if base is not None else list(inputs[0].table.schema.names)
+    order = list(base.names) if base is not None else list(inputs[0].schema.names)
     known: dict[str, tuple[pa.DataType, str]] = (
         {f.name: (f.type, base_label) for f in base} if base is not None else {}
     )
     problems: list[str] = []
     for item in inputs:
-        names = item.table.schema.names
+        schema = item.schema
+        names = schema.names
         if len(set(names)) != len(names):
             dupes = sorted({n for n in names if names.count(n) > 1})
             raise InputError(f"{item.label} has duplicate columns: {', '.join(dupes)}")
@@ -342,7 +366,7 @@ def _unify_inputs(
                 what.append("adds column " + ", ".join(repr(n) for n in extra))
             problems.append(f"{item.label} {' and '.join(what)}")
             continue
-        for field in item.table.schema:
+        for field in schema:
             if pa.types.is_null(field.type):
                 continue
             seen = known.get(field.name)
@@ -373,7 +397,8 @@ def _unify_inputs(
     return pa.schema([pa.field(n, known[n][0]) for n in order])
 
 
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+def _conform(table: Any, schema: pa.Schema) -> Any:
+    """``table`` (or a record batch) with the columns and types of ``schema``."""
     if table.schema.equals(schema):
         return table
     table = table.select(schema.names)
@@ -402,94 +427,119 @@ def _raise_schema_conflict(
 # -- cutting ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Cut:
+    """One input batch with its rows grouped by slice key, not yet copied out or normalised."""
+
+    seq: int  # position among all batches of the freeze, so that rows keep the input order
+    batch: Any  # pa.RecordBatch, as given (normalised only if not ``lazy``)
+    lazy: bool  # the batch's columns still need normalize_batch
+    order: np.ndarray | None  # row positions grouped by key, in input order; None: one key
+    spans: dict[SliceKey, tuple[int, int]]  # key -> [start, end) in ``order``
+
+    def rows(self, key: SliceKey) -> int:
+        start, end = self.spans[key]
+        return end - start
+
+
 def _cut(
     inputs: list[_Input],
     schema: pa.Schema,
     slice: SliceKey | None,
     slice_by: str | None,
     kind: KeyType | None,
-) -> dict[SliceKey, list[pa.Table]]:
+) -> dict[SliceKey, list[Any]]:
+    """Each slice key's pieces, in input order: whole tables, or ``_Cut``s of split batches."""
     pieces: dict[SliceKey, list[Any]] = defaultdict(list)
+    if slice is None and slice_by is not None:
+        for cut in _split(inputs, slice_by):
+            for key in cut.spans:
+                pieces[key].append(cut)
+        return pieces
     for item in inputs:
         table = _conform(item.table, schema)
         if slice is not None:
             key = parse_key(slice, kind) if isinstance(slice, str) and kind else slice
             pieces[key].append(table)
-        elif slice_by is not None:
-            for key, piece in _split(table, slice_by, item.label):
-                pieces[key].append(piece)
         else:
             assert item.key is not None
             pieces[item.key].append(table)
     return pieces
 
 
-def _split(table: pa.Table, column: str, label: str) -> Iterable[tuple[SliceKey, Any]]:
-    """Cut ``table`` into (key, rows) by ``column``, keeping each slice's rows in input order.
+def _split(inputs: list[_Input], column: str) -> list[_Cut]:
+    """Cut the inputs into batches whose rows are grouped by ``column``, keeping input order.
 
-    Works batch by batch: a stable sort inside each batch and zero-copy slices of it. This avoids
-    one global ``take`` over the whole table, which costs more than writing it.
+    Only the key column is read here (a stable sort of its codes, per batch, in a thread pool).
+    Rows are copied out, normalised and conformed later, a wave of slices at a time, when the
+    slices are written: a normalised or sorted copy of the whole input up front would add as
+    much fresh memory as the input takes, and fresh memory is what costs most.
     """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    for item in inputs:
+        _check_split_column(item, column)
+    batches = [
+        (item.lazy, batch)
+        for item in inputs
+        for batch in item.table.to_batches(max_chunksize=_BATCH_ROWS)
+    ]
 
-    if column not in table.schema.names:
-        hint = did_you_mean(column, table.schema.names)
+    def cut(seq: int) -> _Cut:
+        lazy, batch = batches[seq]
+        return _group(seq, batch, lazy, column)
+
+    with ThreadPoolExecutor(_WORKERS) as pool:
+        return list(pool.map(cut, range(len(batches))))
+
+
+def _check_split_column(item: _Input, column: str) -> None:
+    import pyarrow as pa
+
+    schema = item.schema
+    if column not in schema.names:
+        hint = did_you_mean(column, schema.names)
         raise InputError(
-            f"column {column!r} not found in {label}",
-            hint=hint or "available columns: " + ", ".join(table.schema.names),
+            f"column {column!r} not found in {item.label}",
+            hint=hint or "available columns: " + ", ".join(schema.names),
         )
-    ctype = table.schema.field(column).type
+    ctype = schema.field(column).type
     if not (pa.types.is_integer(ctype) or pa.types.is_date32(ctype) or pa.types.is_string(ctype)):
         raise InputError(
             f"cannot slice by column {column!r} of type {ctype}",
             hint="slice by an integer, date or string column; derive one (for example a "
             "'YYYY-MM' month) first",
         )
-    nulls = table[column].null_count
+    nulls = item.table[column].null_count
     if nulls:
         raise InputError(
-            f"column {column!r} has {nulls} null values in {label}; every row needs a slice key"
+            f"column {column!r} has {nulls} null values in {item.label}; every row needs a slice key"
         )
 
-    def split_batch(batch: pa.RecordBatch) -> list[tuple[SliceKey, pa.RecordBatch]]:
-        encoded = pc.dictionary_encode(batch.column(column))
-        codes = encoded.indices.to_numpy(zero_copy_only=False)
-        values = encoded.dictionary.to_pylist()
-        if len(values) == 1:
-            return [(values[0], batch)]
-        if len(values) <= np.iinfo(np.uint16).max:
-            codes = codes.astype(np.uint16)  # numpy sorts 16-bit keys with a radix sort
-        order = np.argsort(codes, kind="stable")
-        sorted_codes = codes[order]
-        bounds = np.flatnonzero(np.diff(sorted_codes)) + 1
-        starts = np.concatenate(([0], bounds))
-        ends = np.concatenate((bounds, [len(sorted_codes)]))
-        # Rows are taken per slice, when the slice is written: a sorted copy of the whole input
-        # up front doubles the memory freeze touches, and fresh memory is what costs most.
-        return [
-            (values[sorted_codes[s]], _Rows(batch, order[s:e]))
-            for s, e in zip(starts.tolist(), ends.tolist(), strict=True)
-        ]
 
-    batches = table.to_batches(max_chunksize=1 << 17)
-    with ThreadPoolExecutor(_WORKERS) as pool:
-        for parts in pool.map(split_batch, batches):
-            yield from parts
+def _group(seq: int, batch: pa.RecordBatch, lazy: bool, column: str) -> _Cut:
+    import numpy as np
+    import pyarrow.compute as pc
 
-
-@dataclass(frozen=True, slots=True)
-class _Rows:
-    """Some rows of a batch, by position, not yet copied out."""
-
-    batch: Any
-    positions: Any  # numpy array of row positions, ascending
-
-    def take(self) -> Any:
-        import pyarrow as pa
-
-        return self.batch.take(pa.array(self.positions))
+    keys = batch.select([column])
+    if lazy:
+        keys = normalize_batch(keys)
+    encoded = pc.dictionary_encode(keys.column(0))
+    values = encoded.dictionary.to_pylist()
+    if len(values) <= 1:
+        spans = {v: (0, batch.num_rows) for v in values}
+        return _Cut(seq=seq, batch=batch, lazy=lazy, order=None, spans=spans)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    if len(values) <= np.iinfo(np.uint16).max:
+        codes = codes.astype(np.uint16)  # numpy sorts 16-bit keys with a radix sort
+    order = np.argsort(codes, kind="stable")
+    ends = np.cumsum(np.bincount(codes, minlength=len(values))).tolist()
+    starts = [0, *ends[:-1]]
+    return _Cut(
+        seq=seq,
+        batch=batch,
+        lazy=lazy,
+        order=order,
+        spans={v: (s, e) for v, s, e in zip(values, starts, ends, strict=True)},
+    )
 
 
 def _check_key_types(
@@ -509,6 +559,9 @@ def _check_key_types(
 
 # -- writing ------------------------------------------------------------------------------------
 
+# The rows of a wave taken out of one cut: the taken batch, and where each key's rows are in it.
+_Taken = tuple[Any, dict[SliceKey, tuple[int, int]]]
+
 
 def _write_slices(
     storage: Storage,
@@ -517,15 +570,16 @@ def _write_slices(
     schema: pa.Schema,
     progress: Progress | None,
 ) -> list[SliceManifest]:
+    """Write every slice's objects and manifest; returns the manifests in ``keys`` order.
+
+    Slices cut from split batches go in waves of about ``_WAVE_ROWS`` rows: first each batch's
+    rows of the wave are taken out in one ``take`` (so the batch is read once per wave, while it
+    is in cache), then each slice is assembled from its pieces and written. The next wave is
+    taken while this one's last slices are written, so two waves at most are in memory.
+    """
     import pyarrow as pa
 
-    def write(key: SliceKey) -> SliceManifest:
-        parts_in = pieces[key]
-        if isinstance(parts_in[0], _Rows | pa.RecordBatch):  # from a split: batches, or rows of one
-            batches = [p.take() if isinstance(p, _Rows) else p for p in parts_in]
-            table = pa.Table.from_batches(batches, schema=schema)
-        else:
-            table = pa.concat_tables(parts_in)
+    def write(key: SliceKey, table: pa.Table) -> SliceManifest:
         table = table.combine_chunks()
         parts = []
         for start in range(0, max(table.num_rows, 1), PART_ROWS):
@@ -536,15 +590,141 @@ def _write_slices(
         put_manifest(storage, manifest)
         return manifest
 
-    done = 0
-    results = []
+    def write_whole(key: SliceKey) -> SliceManifest:
+        return write(key, pa.concat_tables(pieces[key]))
+
+    def write_split(key: SliceKey, taken: list[_Taken]) -> SliceManifest:
+        batches = []
+        for batch, spans in taken:
+            span = spans.get(key)
+            if span is not None:
+                batches.append(batch.slice(span[0], span[1] - span[0]))
+        return write(key, pa.Table.from_batches(batches, schema=schema))
+
+    split = [k for k in keys if isinstance(pieces[k][0], _Cut)]
+    futures: dict[SliceKey, Future[SliceManifest]] = {}
     with ThreadPoolExecutor(_WORKERS) as pool:
-        for manifest in pool.map(write, keys):
-            results.append(manifest)
-            done += 1
+        for key in keys:
+            if not isinstance(pieces[key][0], _Cut):
+                futures[key] = pool.submit(write_whole, key)
+        waves = _waves(split, pieces)
+        taking = _take_wave(pool, waves[0], pieces, schema) if waves else []
+        for i, wave in enumerate(waves):
+            taken = [f.result() for f in taking]
+            for key in wave:
+                futures[key] = pool.submit(write_split, key, taken)
+            del taken
+            taking = _take_wave(pool, waves[i + 1], pieces, schema) if i + 1 < len(waves) else []
+            if i >= 1:  # the wave before this one is written before the next is taken
+                for key in waves[i - 1]:
+                    futures[key].result()
+        results = []
+        for done, key in enumerate(keys, 1):
+            results.append(futures.pop(key).result())
             if progress is not None:
                 progress(done, len(keys))
     return results
+
+
+def _waves(keys: list[SliceKey], pieces: dict[SliceKey, list[_Cut]]) -> list[list[SliceKey]]:
+    """``keys`` in order, grouped into runs of about ``_WAVE_ROWS`` rows (a bigger slice alone)."""
+    waves: list[list[SliceKey]] = []
+    rows = 0
+    for key in keys:
+        n = sum(cut.rows(key) for cut in pieces[key])
+        if not waves or rows + n > _WAVE_ROWS:
+            waves.append([])
+            rows = 0
+        waves[-1].append(key)
+        rows += n
+    return waves
+
+
+def _take_wave(
+    pool: ThreadPoolExecutor,
+    wave: list[SliceKey],
+    pieces: dict[SliceKey, list[_Cut]],
+    schema: pa.Schema,
+) -> list[Future[_Taken]]:
+    """Start taking the rows of ``wave`` out of every cut that has some, in input order."""
+    cuts = {cut.seq: cut for key in wave for cut in pieces[key]}
+    return [pool.submit(_take, cuts[seq], wave, schema) for seq in sorted(cuts)]
+
+
+def _take(cut: _Cut, wave: list[SliceKey], schema: pa.Schema) -> _Taken:
+    """``cut``'s rows of the keys in ``wave``, copied out, grouped by key in wave order,
+    normalised and conformed to ``schema``."""
+    import numpy as np
+
+    keys = [k for k in wave if k in cut.spans]
+    if cut.order is None:  # one key: the batch itself
+        taken, spans = cut.batch, {keys[0]: (0, cut.batch.num_rows)}
+    else:
+        spans = {}
+        positions = []
+        at = 0
+        for key in keys:
+            start, end = cut.spans[key]
+            positions.append(cut.order[start:end])
+            spans[key] = (at, at + end - start)
+            at += end - start
+        taken = _take_rows(cut.batch, np.concatenate(positions))
+    if cut.lazy:
+        taken = normalize_batch(taken)
+    return _conform(taken, schema), spans
+
+
+def _take_rows(batch: pa.RecordBatch, positions: np.ndarray) -> pa.RecordBatch:
+    """``batch.take(positions)``, also for view types, which have no take kernel."""
+    import pyarrow as pa
+
+    indices = pa.array(positions)
+    if not any(_is_view(t) for t in batch.schema.types):
+        try:
+            return batch.take(indices)
+        except pa.ArrowNotImplementedError:  # a view type inside a list or struct
+            pass
+    columns = [_take_column(column, indices) for column in batch.columns]
+    return pa.RecordBatch.from_arrays(
+        columns,
+        schema=pa.schema(
+            [pa.field(f.name, c.type) for f, c in zip(batch.schema, columns, strict=True)]
+        ),
+    )
+
+
+def _take_column(column: pa.Array, indices: pa.Array) -> pa.Array:
+    import pyarrow as pa
+
+    if _is_view(column.type):
+        return _take_views(column, indices)
+    try:
+        return column.take(indices)
+    except pa.ArrowNotImplementedError:  # a view type inside a list or struct: cast it first
+        single = pa.RecordBatch.from_arrays([column], names=["column"])
+        return normalize_batch(single).column(0).take(indices)
+
+
+def _is_view(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_string_view(t) or pa.types.is_binary_view(t))
+
+
+def _take_views(array: pa.Array, indices: pa.Array) -> pa.Array:
+    """Take rows of a ``string_view`` or ``binary_view`` array: its 16-byte views are taken as
+    fixed-size binaries, and keep pointing into the same data buffers, so no string is copied
+    here (the cast to ``string`` that follows copies each one once)."""
+    import pyarrow as pa
+
+    validity, views, *data = array.buffers()
+    fixed = pa.Array.from_buffers(
+        pa.binary(16), len(array), [validity, views], array.null_count, array.offset
+    )
+    taken = fixed.take(indices)
+    return pa.Array.from_buffers(
+        array.type, len(taken), [*taken.buffers(), *data], taken.null_count
+    )
 
 
 def encode_parquet(table: pa.Table) -> memoryview:

@@ -57,17 +57,28 @@ def normalize_type(t: pa.DataType) -> pa.DataType:
     return t
 
 
-def normalize_table(table: pa.Table) -> pa.Table:
-    """``table`` with canonical column types and no metadata."""
+def normalize_table(table: pa.Table, *, lazy: bool = False) -> pa.Table:
+    """``table`` with canonical column types and no metadata.
+
+    With ``lazy``, only the columns whose canonical type depends on their values are cast here:
+    timestamps, whose unit becomes microseconds or, where that would lose digits, nanoseconds.
+    Every other column keeps its type, and :func:`normalize_batch` casts it batch by batch, to
+    the type :func:`normalize_schema` names.
+    """
     import pyarrow as pa
 
     def one(item: tuple[pa.Field, pa.ChunkedArray]) -> pa.ChunkedArray:
         field, column = item
+        if lazy and not pa.types.is_timestamp(field.type):
+            return column
         target = normalize_type(field.type)
         return _cast(column, field.type, target) if target != field.type else column
 
     items = list(zip(table.schema, table.columns, strict=True))
-    if sum(normalize_type(f.type) != f.type for f, _ in items) > 1:
+    casts = [f for f, _ in items if normalize_type(f.type) != f.type]
+    if lazy:
+        casts = [f for f in casts if pa.types.is_timestamp(f.type)]
+    if len(casts) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2))) as pool:  # casts drop the GIL
@@ -78,6 +89,32 @@ def normalize_table(table: pa.Table) -> pa.Table:
         pa.field(f.name, c.type, nullable=True) for (f, _), c in zip(items, columns, strict=True)
     ]
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def normalize_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema :func:`normalize_batch` gives the batches of a ``lazy`` :func:`normalize_table`."""
+    import pyarrow as pa
+
+    return pa.schema([pa.field(f.name, _batch_type(f.type), nullable=True) for f in schema])
+
+
+def normalize_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A batch of a ``lazy`` :func:`normalize_table` with the rest of its columns cast: the same
+    values and types a whole-table :func:`normalize_table` gives these rows."""
+    import pyarrow as pa
+
+    schema = normalize_schema(batch.schema)
+    columns = [
+        column if field.type == column.type else _cast(column, column.type, field.type)
+        for field, column in zip(schema, batch.columns, strict=True)
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _batch_type(t: pa.DataType) -> pa.DataType:
+    import pyarrow as pa
+
+    return t if pa.types.is_timestamp(t) else normalize_type(t)
 
 
 def _cast(column: pa.ChunkedArray, source: pa.DataType, target: pa.DataType) -> pa.ChunkedArray:

@@ -1,0 +1,165 @@
+"""Freezing by a column writes, for each slice, exactly the bytes of one ``pq.write_table``.
+
+Freeze cuts its input in batches and copies slices out in waves (chanbatch/snapshot/freeze.py);
+none of that may show in an object's bytes, or the same data would get new ids. The expected
+bytes here are computed without chanbatch: the input cast to the documented normal types by
+hand, one ``filter`` per key, ``pq.write_table`` with the store's writer options, blake3.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from storekit import b3, files, manifest_rel
+
+import chanbatch
+from chanbatch.snapshot import freeze as freeze_module
+from chanbatch.snapshot.normalize import WRITE_OPTIONS
+
+ROWS = 6_000
+
+# (batch rows, wave rows): the defaults; many batches and waves; every slice its own wave.
+SPLITS = [None, (500, 1_500), (700, 1)]
+
+
+def mixed_table(rows: int = ROWS, seed: int = 11) -> tuple[pa.Table, dict[str, pa.DataType]]:
+    """A table with every type freeze normalises, keys scattered; and each column's normal type."""
+    rng = np.random.default_rng(seed)
+    words = np.array(["a", "bb", "a string longer than twelve bytes", "", "zz-top", "ümlaut"])
+    text = words[rng.integers(0, len(words), rows)].tolist()
+    nulls = rng.random(rows) < 0.1
+    base_ns = 1_600_000_000_000_000_000 + rng.integers(0, 10**15, rows)
+    columns: dict[str, tuple[pa.Array, pa.DataType]] = {
+        "k": (pa.array(rng.integers(0, 9, rows)), pa.int64()),
+        "month": (
+            pa.array([f"2013-{m:02d}" for m in rng.integers(1, 13, rows)], pa.string_view()),
+            pa.string(),
+        ),
+        "sv": (pa.array(text, pa.string_view(), mask=nulls), pa.string()),
+        "ls": (pa.array(text[::-1], pa.large_string(), mask=nulls[::-1]), pa.string()),
+        "dc": (pa.array(text).dictionary_encode(), pa.string()),
+        "bv": (pa.array([t.encode() for t in text], pa.binary_view()), pa.binary()),
+        "ts_ns": (pa.array(base_ns, pa.timestamp("ns")), pa.timestamp("ns", tz="UTC")),
+        "ts_us": (
+            pa.array(base_ns // 1000 * 1000, pa.timestamp("ns")),
+            pa.timestamp("us", tz="UTC"),
+        ),
+        "day": (pa.array(rng.integers(0, 20_000, rows).astype("int32"), pa.date32()), pa.date32()),
+        "price": (
+            pa.array(
+                [Decimal(int(c)).scaleb(-2) for c in rng.integers(0, 10**8, rows)],
+                pa.decimal128(12, 2),
+            ),
+            pa.decimal128(12, 2),
+        ),
+        "f": (pa.array(rng.normal(size=rows), mask=rng.random(rows) < 0.05), pa.float64()),
+        "b": (pa.array(rng.random(rows) < 0.5), pa.bool_()),
+        "lst": (
+            pa.array(
+                [[t, t] if i % 3 else [] for i, t in enumerate(text)], pa.list_(pa.string_view())
+            ),
+            pa.list_(pa.string()),
+        ),
+    }
+    # several chunks, as a table read from files or built in pieces has
+    table = pa.table({name: array for name, (array, _) in columns.items()})
+    table = pa.concat_tables([table.slice(0, rows // 3), table.slice(rows // 3)])
+    return table, {name: normal for name, (_, normal) in columns.items()}
+
+
+def expected_objects(
+    tables: list[pa.Table], normal: dict[str, pa.DataType], column: str
+) -> dict[Any, bytes]:
+    """Slice key -> the Parquet bytes of that slice, computed with pyarrow alone."""
+    whole = pa.concat_tables(
+        pa.table({name: t[name].cast(normal[name]) for name in t.column_names}) for t in tables
+    )
+    out = {}
+    for key in pc.unique(whole[column]).to_pylist():
+        rows = whole.filter(pc.equal(whole[column], key)).combine_chunks()
+        sink = pa.BufferOutputStream()
+        pq.write_table(rows, sink, **WRITE_OPTIONS)
+        out[key] = sink.getvalue().to_pybytes()
+    return out
+
+
+def stored_objects(url: str, info: Any) -> dict[Any, list[bytes]]:
+    """Slice key -> the bytes of its objects, read from the store's files by their manifests."""
+    stored = files(url)
+    out = {}
+    for s in info.slices:
+        manifest = json.loads(stored[manifest_rel(s.id)])
+        oids = [part["object"] for part in manifest["parts"]]
+        out[s.key] = [stored[f"objects/{oid[:2]}/{oid[2:]}"] for oid in oids]
+        assert [b3(data) for data in out[s.key]] == oids
+    return out
+
+
+@pytest.fixture(params=SPLITS, ids=["defaults", "many-waves", "wave-per-slice"])
+def split_sizes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    if request.param is not None:
+        batch, wave = request.param
+        monkeypatch.setattr(freeze_module, "_BATCH_ROWS", batch)
+        monkeypatch.setattr(freeze_module, "_WAVE_ROWS", wave)
+    return request.param
+
+
+@pytest.mark.parametrize("column", ["k", "month"])
+def test_each_object_is_write_table_of_its_slice(
+    store: chanbatch.Store, store_url: str, split_sizes: Any, column: str
+) -> None:
+    table, normal = mixed_table()
+    expected = expected_objects([table], normal, column)
+
+    info = store.freeze("mixed", table, slice_by=column)
+    got = stored_objects(store_url, info)
+
+    assert sorted(got) == sorted(expected)
+    for key, blobs in got.items():
+        assert blobs == [expected[key]], f"slice {key}: bytes differ from write_table's"
+    for s in info.slices:
+        assert s.rows == pq.read_table(pa.BufferReader(expected[s.key])).num_rows
+        assert s.bytes == len(expected[s.key])
+
+
+def test_split_and_given_slices_get_the_same_ids(store: chanbatch.Store, split_sizes: Any) -> None:
+    """Cut by a column, or handed over one table per key: the same slice ids and objects."""
+    table, normal = mixed_table(seed=5)
+    whole = pa.table({name: table[name].cast(normal[name]) for name in table.column_names})
+    by_key = {
+        key: whole.filter(pc.equal(whole["k"], key)) for key in pc.unique(whole["k"]).to_pylist()
+    }
+
+    split = store.freeze("split", table, slice_by="k")
+    given = store.freeze("given", by_key)
+
+    assert {s.key: s.id for s in split.slices} == {s.key: s.id for s in given.slices}
+    assert [s.key for s in split.slices] == sorted(by_key)
+
+
+def test_several_files_keep_their_order_inside_each_slice(
+    tmp_path: Path, store: chanbatch.Store, store_url: str, split_sizes: Any
+) -> None:
+    """Rows of a slice come from the files in the order given, and in file order inside each."""
+    first, normal = mixed_table(2_500, seed=1)
+    second, _ = mixed_table(3_500, seed=2)
+    paths = []
+    for i, t in enumerate((first, second)):
+        paths.append(tmp_path / f"part{i}.parquet")
+        pq.write_table(t, paths[-1])
+    # as read back from Parquet (strings may come back as another string type)
+    read = [pq.read_table(p) for p in paths]
+    expected = expected_objects(read, normal, "k")
+
+    info = store.freeze("files", [str(p) for p in paths], slice_by="k")
+    got = stored_objects(store_url, info)
+
+    assert got == {key: [data] for key, data in expected.items()}
