@@ -207,7 +207,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
+    settings.posting.level = logging.INFO  # what kopf.info/kopf.warn post as Events
     # Discover the kinds once; watching CRDs and namespaces would need more RBAC than we ask.
     settings.scanning.disabled = True
 
@@ -279,6 +279,7 @@ async def reconcile(
             await _create(cluster)
             await writer.write({"cluster": cluster.name, "message": "waiting for workers"})
             logger.info(f"created DaskCluster {cluster.name}")
+            kopf.info(body, reason="ClusterCreated", message=f"DaskCluster {cluster.name}")
 
             def ready(workers: int) -> None:
                 writer.write_threadsafe(
@@ -298,6 +299,7 @@ async def reconcile(
             cluster = None
         await writer.write(st.succeeded(generation, document, writer.current))
         logger.info(writer.current.get("message", "run finished"))
+        kopf.info(body, reason="Succeeded", message=writer.current.get("outputSummary", ""))
     except Exception as exc:
         await writer.drain()
         if cluster is not None:
@@ -313,6 +315,7 @@ async def reconcile(
             patch = st.retrying(generation, message, writer.current)
         with contextlib.suppress(Exception):
             await writer.write(patch)
+        kopf.warn(body, reason=reason, message=message)
         if permanent:
             raise kopf.PermanentError(message) from exc
         raise kopf.TemporaryError(
