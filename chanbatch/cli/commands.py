@@ -433,7 +433,7 @@ def run_cmd(
             click.echo("every task is cached: no cluster needed", err=True)
             scheduler = "threads"
         if scheduler == "kubernetes":
-            from chanbatch.cli.kube import open_kubernetes
+            from chanbatch.cli.kubeshape import open_kubernetes
 
             scheduler = stack.enter_context(
                 open_kubernetes(model.name, store_url, workers, kube_options)
