@@ -165,7 +165,8 @@ def dask_crd(kind: str = "daskcluster") -> dict[str, Any]:
             "dask-kubernetes is not installed", hint="pip install 'chanbatch[k8s]'"
         ) from exc
     text = root.joinpath(folder, f"{kind}.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    # libyaml's loader where it is built in: these CRDs are 140-470 kB of YAML.
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 @functools.cache
