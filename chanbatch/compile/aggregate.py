@@ -209,13 +209,19 @@ def combine(spec: Aggregate, partials: list[pd.DataFrame]) -> pd.DataFrame:
     else:
         stacked["\x1fall"] = 0
         grouped = stacked.groupby("\x1fall", sort=False)
+    # Counts and sums in one grouped reduction each: pandas sums every column on its own (with
+    # the same compensated summation), so this is what one call per column gives, in less time.
+    aggregates = spec.aggregates.items()
+    counts = grouped[[_state(name, "n") for name in spec.aggregates]].sum()
+    summed = [_state(name, "sum") for name, agg in aggregates if agg.func in ("sum", "mean")]
+    sums = grouped[summed].sum(min_count=1) if summed else None
     out: dict[str, Any] = {}
-    for name, agg in spec.aggregates.items():
+    for name, agg in aggregates:
         n = _state(name, "n")
-        out[n] = grouped[n].sum()
+        out[n] = counts[n]
         if agg.func in ("sum", "mean"):
             s = _state(name, "sum")
-            out[s] = grouped[s].sum(min_count=1)
+            out[s] = sums[s]
         elif agg.func in ("min", "max"):
             s = _state(name, agg.func)
             out[s] = getattr(grouped[s], agg.func)()
@@ -232,7 +238,10 @@ def combine(spec: Aggregate, partials: list[pd.DataFrame]) -> pd.DataFrame:
             )
             out[mean_col] = pd.Series(grand, index=out[n].index)
             out[m2_col] = pd.Series(spread.groupby(ids).sum().to_numpy(), index=out[n].index)
-    result = pd.DataFrame(out)
+    # every column is indexed by the same groups, in the same order: no need to align them
+    result = pd.DataFrame(
+        {state: column.array for state, column in out.items()}, index=counts.index
+    )
     if keys:
         return _sorted(result.reset_index(), keys)
     return result.reset_index(drop=True)

@@ -166,14 +166,17 @@ def partial(spec: Aggregate, table: pa.Table) -> pa.Table:
     """
     keys = list(spec.group_by)
     rows = table.num_rows
-    if not keys or not rows:
-        raise Unsupported("a global or empty aggregate")
+    if not keys or len(set(keys)) != len(keys):
+        raise Unsupported("a global aggregate")
     try:
+        # Internal names, which no column can spell, so that none collides with the
+        # aggregates' result columns (a column may well be called "count_all").
+        inner = [f"{SEP}key{i}" for i in range(len(keys))]
         work: dict[str, Array] = {}
-        for key in keys:
+        for key, name in zip(keys, inner, strict=True):
             if key not in table.column_names or not _groupable(table.schema.field(key).type):
                 raise Unsupported("group key type")
-            work[key] = table.column(key)
+            work[name] = table.column(key)
         requests: dict[str, tuple[Any, str, Any]] = {}  # result column -> Arrow aggregate
         outputs: list[tuple[str, str]] = []  # (state column, result column)
         sources: dict[tuple[str, bool], str] = {}
@@ -200,23 +203,29 @@ def partial(spec: Aggregate, table: pa.Table) -> pa.Table:
             if agg.func in ("sum", "mean"):
                 options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
                 request(src, "sum", options, f"{name}{SEP}sum")
+        names = [*keys, *(state for state, _ in outputs)]
+        if not rows:  # what pandas' general path gives on no rows: the same columns, empty
+            empty = [pa.array([], _STATE_TYPES[column.rsplit("_", 1)[-1]]) for _, column in outputs]
+            return pa.Table.from_arrays([work[n].combine_chunks() for n in inner] + empty, names)
         grouped = (
             pa.table(work)
-            .group_by(keys, use_threads=False)  # one thread: sums in row order, as np.bincount
+            .group_by(inner, use_threads=False)  # one thread: sums in row order, as np.bincount
             .aggregate([(s, f) if o is None else (s, f, o) for s, f, o in requests.values()])
         )
         space = 1
-        for key in keys:
-            space *= pc.count_distinct(grouped.column(key), mode="all").as_py()
+        for name in inner:
+            space *= pc.count_distinct(grouped.column(name), mode="all").as_py()
         if space > 4 * rows + 1024:  # pandas' general path, whose sums are compensated
             raise Unsupported("sparse group keys")
-        grouped = grouped.sort_by([(k, "ascending", "at_end") for k in keys])
-        names = [*keys, *(state for state, _ in outputs)]
-        arrays = [grouped.column(k) for k in keys]
+        grouped = grouped.sort_by([(name, "ascending", "at_end") for name in inner])
+        arrays = [grouped.column(name) for name in inner]
         arrays += [grouped.column(column) for _, column in outputs]
         return pa.Table.from_arrays(arrays, names=names)
     except (pa.ArrowException, ArithmeticError) as exc:
         raise Unsupported(str(exc)) from exc
+
+
+_STATE_TYPES = {"all": pa.int64(), "count": pa.int64(), "sum": pa.float64()}  # by Arrow aggregate
 
 
 def _groupable(t: pa.DataType) -> bool:
