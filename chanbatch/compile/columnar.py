@@ -120,7 +120,12 @@ def apply_rowwise(stage: Stage, table: pa.Table) -> pa.Table:
             condition = _Evaluator(table).eval(op.expr)
             if _kind(condition) != "bool" or not _is_array(condition):
                 raise Unsupported("not a boolean column")
-            return table.filter(condition)  # a null condition drops the row, as in SQL
+            # A null condition drops the row, as in SQL. Column by column: Table.filter costs
+            # about half as much again on slices of this size.
+            if not table.num_columns:
+                return table.filter(condition)
+            kept = [pc.filter(column, condition) for column in table.columns]
+            return pa.Table.from_arrays(kept, schema=table.schema)
         if isinstance(op, Derive):
             for name, expr in op.columns.items():
                 table = _set_column(table, name, _derived(expr, table))
@@ -197,9 +202,16 @@ def partial(spec: Aggregate, table: pa.Table) -> pa.Table:
             ident = (agg.arg.render(), as_float)
             src = sources.get(ident)
             if src is None:
+                value = evaluator.eval(agg.arg)
                 src = sources[ident] = f"{SEP}arg{len(sources)}"
-                work[src] = _aggregated(evaluator.eval(agg.arg), as_float)
-            request(src, "count", pc.CountOptions(mode="only_valid"), f"{name}{SEP}n")
+                work[src] = _aggregated(value, as_float)
+                if _is_array(value) and value.type == pa.float64():
+                    # already float: mean(x) sums the very values sum(x) does
+                    sources[(ident[0], not as_float)] = src
+            if work[src].null_count:
+                request(src, "count", pc.CountOptions(mode="only_valid"), f"{name}{SEP}n")
+            else:  # no nulls: it counts every row, and one count of rows serves them all
+                request("", "count_all", None, f"{name}{SEP}n")
             if agg.func in ("sum", "mean"):
                 options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
                 request(src, "sum", options, f"{name}{SEP}sum")

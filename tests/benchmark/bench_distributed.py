@@ -601,7 +601,7 @@ def kind_of_keys(prep: Prepared, store_dir: Path) -> dict[str, Any]:
 def label_task(task: Any) -> str:
     """The labels bench_q1.ThreadTimer uses."""
     if task.kind == "load":
-        return "load (read, decode, to_pandas)"
+        return "load (read, check, decode)"
     return f"apply {task.stage}" if task.kind == "apply" else task.kind
 
 

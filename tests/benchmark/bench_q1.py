@@ -1083,7 +1083,7 @@ class ThreadTimer:
             try:
                 return originals[0](ref)
             finally:
-                self._add("load (read, decode, to_pandas)", time.perf_counter() - started)
+                self._add("load (read, check, decode)", time.perf_counter() - started)
 
         def run_task(call: Any, *deps: Any) -> Any:
             started = time.perf_counter()
@@ -1251,9 +1251,9 @@ def what_if(prep: Prepared, repeat: int) -> list[str]:
     import chanbatch as cb
     from chanbatch.blueprint.evaluation import evaluate_mask
     from chanbatch.blueprint.expr import parse_expr
-    from chanbatch.compile import execute, graph
+    from chanbatch.compile import columnar, execute, graph
     from chanbatch.snapshot.objects import get_object
-    from chanbatch.snapshot.read import slice_parts
+    from chanbatch.snapshot.read import slice_parts, to_pandas
 
     store = cb.Store(prep.full)
     entries = store.slices(DATASET)
@@ -1262,21 +1262,19 @@ def what_if(prep: Prepared, repeat: int) -> list[str]:
     stages = blueprint.model.stages
     # each load as the plan lays it out: with the plan's column projection, if it makes one
     projection = {
-        getattr(t, "ident", t.key): getattr(t, "columns", None)
+        t.source or t.key: t.columns
         for t in blueprint.plan(store).plan.tasks.values()
         if t.kind == "load"
     }
-    refs = [
-        graph.Ref(store.url, e.id, projection[e.id])
-        if projection.get(e.id) is not None
-        else graph.Ref(store.url, e.id)
-        for e in entries
-    ]
-    loaded = len(graph.load_slice(refs[0]).columns)
+    refs = [graph.Ref(store.url, e.id, projection.get(e.id), slice_id=e.id) for e in entries]
     raw = [get_object(store.storage, p.object) for p in parts]
     whole = [pq.read_table(pa.BufferReader(b)) for b in raw]
-    frames = [graph.load_slice(r) for r in refs]  # as a cold run loads them
+    tables = [graph.load_slice(r).table for r in refs]  # as a cold run loads them: Arrow
+    loaded = tables[0].num_columns
+    frames = [to_pandas(t) for t in tables]  # as the pandas path would see them
     ship_dtype = frames[0]["l_shipdate"].dtype
+    shipped_t = [columnar.apply_rowwise(stages["shipped"], t) for t in tables]
+    priced_t = [columnar.apply_rowwise(stages["priced"], t) for t in shipped_t]
     text_cutoff = parse_expr(f"l_shipdate <= '{SHIP_CUTOFF.isoformat()}'")
     shipped = [execute.apply_rowwise(stages["shipped"], f, (), frozenset()) for f in frames]
     priced = [execute.apply_rowwise(stages["priced"], f, (), frozenset()) for f in shipped]
@@ -1348,8 +1346,24 @@ def what_if(prep: Prepared, repeat: int) -> list[str]:
     rows = [
         (
             f"load a slice as a cold run does (`graph.load_slice`: read, check, decode "
-            f"{loaded} columns, `to_pandas`)",
+            f"{loaded} columns; it stays an Arrow table)",
             each(lambda i: graph.load_slice(refs[i])),
+        ),
+        (
+            "filter stage as run (Arrow: `columnar.apply_rowwise`)",
+            each(lambda i: columnar.apply_rowwise(stages["shipped"], tables[i])),
+        ),
+        (
+            "derive stage as run (Arrow)",
+            each(lambda i: columnar.apply_rowwise(stages["priced"], shipped_t[i])),
+        ),
+        (
+            "partial as run (Arrow: `columnar.partial`, one-threaded `Table.group_by`)",
+            each(lambda i: columnar.partial(stages["summary"].operation, priced_t[i])),
+        ),
+        (
+            "`to_pandas` of a loaded slice, which only a pandas stage needs now",
+            each(lambda i: to_pandas(tables[i])),
         ),
         (
             "read object files + blake3 check",
@@ -1369,8 +1383,8 @@ def what_if(prep: Prepared, repeat: int) -> list[str]:
             each(lambda i: narrow[i].to_pandas(types_mapper=_arrow_dates)),
         ),
         (
-            f"filter stage as run (`l_shipdate <= date('1998-09-02')`; `l_shipdate` loads "
-            f"as `{ship_dtype}`)",
+            f"pandas path: filter stage (`l_shipdate <= date('1998-09-02')`; `l_shipdate` is "
+            f"`{ship_dtype}`)",
             each(lambda i: execute.apply_rowwise(stages["shipped"], frames[i], (), frozenset())),
         ),
         (
@@ -1383,11 +1397,11 @@ def what_if(prep: Prepared, repeat: int) -> list[str]:
             each(lambda i: arrow_dates[i]["l_shipdate"] <= SHIP_CUTOFF),
         ),
         (
-            "derive stage as run",
+            "pandas path: derive stage",
             each(lambda i: execute.apply_rowwise(stages["priced"], shipped[i], (), frozenset())),
         ),
         (
-            "groupby partial as run (`aggregate.partial`)",
+            "pandas path: groupby partial (`aggregate.partial`)",
             each(lambda i: execute.partial(stages["summary"], priced[i])),
         ),
         ("… one pandas `groupby().agg()` with the same sums and counts", each(pd_partial)),
