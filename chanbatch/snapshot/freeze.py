@@ -59,9 +59,10 @@ _WORKERS = max(2, min(8, os.cpu_count() or 2))
 # A split works on input batches of this many rows, so that one batch's columns stay in cache
 # while its rows are cast, grouped by key and taken out.
 _BATCH_ROWS = 1 << 17
-# Split slices are taken out and written in waves of about this many rows: one wave's copies are
-# all the memory a freeze adds to its input, and the allocator reuses it wave after wave.
-_WAVE_ROWS = 1 << 20
+# Split slices are taken out and written in waves of about this many bytes (of Arrow memory, as
+# the input holds them): one or two waves' copies are all the memory a freeze adds to its input,
+# and each wave reads every input batch once, so fewer, bigger waves read the input less often.
+_WAVE_BYTES = 1 << 28
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -434,6 +435,7 @@ class _Cut:
     seq: int  # position among all batches of the freeze, so that rows keep the input order
     batch: Any  # pa.RecordBatch, as given (normalised only if not ``lazy``)
     lazy: bool  # the batch's columns still need normalize_batch
+    row_bytes: float  # Arrow memory per row of the input this batch is from
     order: np.ndarray | None  # row positions grouped by key, in input order; None: one key
     spans: dict[SliceKey, tuple[int, int]]  # key -> [start, end) in ``order``
 
@@ -477,15 +479,15 @@ def _split(inputs: list[_Input], column: str) -> list[_Cut]:
     """
     for item in inputs:
         _check_split_column(item, column)
-    batches = [
-        (item.lazy, batch)
-        for item in inputs
-        for batch in item.table.to_batches(max_chunksize=_BATCH_ROWS)
-    ]
+    batches = []
+    for item in inputs:
+        row_bytes = item.table.nbytes / max(item.table.num_rows, 1)
+        for batch in item.table.to_batches(max_chunksize=_BATCH_ROWS):
+            batches.append((item.lazy, row_bytes, batch))
 
     def cut(seq: int) -> _Cut:
-        lazy, batch = batches[seq]
-        return _group(seq, batch, lazy, column)
+        lazy, row_bytes, batch = batches[seq]
+        return _group(seq, batch, lazy, row_bytes, column)
 
     with ThreadPoolExecutor(_WORKERS) as pool:
         return list(pool.map(cut, range(len(batches))))
@@ -515,7 +517,7 @@ def _check_split_column(item: _Input, column: str) -> None:
         )
 
 
-def _group(seq: int, batch: pa.RecordBatch, lazy: bool, column: str) -> _Cut:
+def _group(seq: int, batch: pa.RecordBatch, lazy: bool, row_bytes: float, column: str) -> _Cut:
     import numpy as np
     import pyarrow.compute as pc
 
@@ -526,17 +528,18 @@ def _group(seq: int, batch: pa.RecordBatch, lazy: bool, column: str) -> _Cut:
     values = encoded.dictionary.to_pylist()
     if len(values) <= 1:
         spans = {v: (0, batch.num_rows) for v in values}
-        return _Cut(seq=seq, batch=batch, lazy=lazy, order=None, spans=spans)
+        return _Cut(seq=seq, batch=batch, lazy=lazy, row_bytes=row_bytes, order=None, spans=spans)
+    # Arrow's stable sort counts small integer codes, and lets go of the GIL while it does, so
+    # the batches are grouped in parallel (numpy's sorts hold the GIL).
+    order = pc.array_sort_indices(encoded.indices).to_numpy()
     codes = encoded.indices.to_numpy(zero_copy_only=False)
-    if len(values) <= np.iinfo(np.uint16).max:
-        codes = codes.astype(np.uint16)  # numpy sorts 16-bit keys with a radix sort
-    order = np.argsort(codes, kind="stable")
     ends = np.cumsum(np.bincount(codes, minlength=len(values))).tolist()
     starts = [0, *ends[:-1]]
     return _Cut(
         seq=seq,
         batch=batch,
         lazy=lazy,
+        row_bytes=row_bytes,
         order=order,
         spans={v: (s, e) for v, s, e in zip(values, starts, ends, strict=True)},
     )
@@ -572,7 +575,7 @@ def _write_slices(
 ) -> list[SliceManifest]:
     """Write every slice's objects and manifest; returns the manifests in ``keys`` order.
 
-    Slices cut from split batches go in waves of about ``_WAVE_ROWS`` rows: first each batch's
+    Slices cut from split batches go in waves of about ``_WAVE_BYTES``: first each batch's
     rows of the wave are taken out in one ``take`` (so the batch is read once per wave, while it
     is in cache), then each slice is assembled from its pieces and written. The next wave is
     taken while this one's last slices are written, so two waves at most are in memory.
@@ -627,16 +630,16 @@ def _write_slices(
 
 
 def _waves(keys: list[SliceKey], pieces: dict[SliceKey, list[_Cut]]) -> list[list[SliceKey]]:
-    """``keys`` in order, grouped into runs of about ``_WAVE_ROWS`` rows (a bigger slice alone)."""
+    """``keys`` in order, grouped into runs of about ``_WAVE_BYTES`` (a bigger slice alone)."""
     waves: list[list[SliceKey]] = []
-    rows = 0
+    size = 0.0
     for key in keys:
-        n = sum(cut.rows(key) for cut in pieces[key])
-        if not waves or rows + n > _WAVE_ROWS:
+        n = sum(cut.rows(key) * cut.row_bytes for cut in pieces[key])
+        if not waves or size + n > _WAVE_BYTES:
             waves.append([])
-            rows = 0
+            size = 0.0
         waves[-1].append(key)
-        rows += n
+        size += n
     return waves
 
 

@@ -676,17 +676,19 @@ class Phases:
 # (module attribute, label): called one after another on the calling thread.
 MAIN_PHASES = [
     ("refs.head", "read the dataset head"),
-    ("_load", "load: to Arrow + normalise column types"),
+    ("_load", "load: to Arrow (column types are normalised per batch, after the take)"),
     ("_unify_inputs", "unify schemas"),
-    ("_cut", "cut into slices (split by key)"),
-    ("_write_slices", "write slices (thread pool)"),
+    ("_cut", "cut: sort each input batch's key codes (thread pool)"),
+    ("_write_slices", "take and write the slices, in waves (thread pool)"),
     ("refs.commit", "commit: snapshot manifest + ref"),
 ]
-# Called inside the write pool; summed over its threads.
+# Called inside the write pool; summed over its threads. A label starting with "of which" is a
+# part of the row above it, so it is not added to the rows the rest is computed from.
 WORKER_PHASES = [
-    ("freeze.encode_parquet", "encode Parquet (pq.write_table to memory)"),
-    ("objects.digest", "blake3 of the object bytes"),
-    ("storage.Storage.write_atomic", "write files (tmp + rename)"),
+    ("freeze._take", "take one input batch's rows of a wave, normalise them"),
+    ("freeze._write_object", "write one object: encode Parquet, hash, rename into place"),
+    ("freeze.digest_file", "of which blake3 of the written file"),
+    ("freeze.encode_parquet", "of which encode to memory (stores that are not local)"),
     ("freeze.put_manifest", "slice manifests"),
 ]
 
@@ -759,13 +761,14 @@ def profile_freeze(table: Any, workdir: Path, needed: int, settings: Settings) -
     inside = 0.0
     for name, label in WORKER_PHASES:
         w, t = med(label, 0), med(label, 1)
-        inside += w
+        inside += 0.0 if label.startswith("of which") else w
         lines.append(f"| {label} (`{name}`) | {w:.3f} | {t:.3f} |")
     if workers:
-        pool = workers * med(MAIN_PHASES[4][1], 0)
+        pool = workers * (med(MAIN_PHASES[3][1], 0) + med(MAIN_PHASES[4][1], 0))
         lines.append(
-            f"| the rest: concat + `combine_chunks` of each slice, `exists()` checks, waiting "
-            f"(= {workers} × pool wall − the rows above) | {pool - inside:.3f} | |"
+            f"| the rest: key codes and their sort per batch (in the cut), `combine_chunks` of "
+            f"each slice, waiting (= {workers} × wall of the cut and the writes − the rows "
+            f"above) | {pool - inside:.3f} | |"
         )
     if phases.missing:
         lines += ["", "Not found, so not timed: " + ", ".join(phases.missing)]
@@ -809,6 +812,11 @@ def profile_steps(table: Any, store_dir: Path, needed: int, settings: Settings) 
     blobs = encode(slices, WRITE_OPTIONS)
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("`normalize_table` (whole table)", functools.partial(normalize_table, table)),
+    ]
+    take_waves = _take_waves(table)
+    if take_waves is not None:
+        steps.append(take_waves)
+    steps += [
         (f"concat + `combine_chunks` of {n} slices (copy)", functools.partial(assemble, slices)),
         ("`write_table`, whole table, pyarrow defaults", functools.partial(encode, [table], {})),
         (
@@ -845,6 +853,35 @@ def profile_steps(table: Any, store_dir: Path, needed: int, settings: Settings) 
         )
         print(f"  {label}: {chosen.median('step'):.3f} s", flush=True)
     return lines
+
+
+def _take_waves(table: Any) -> tuple[str, Callable[[], Any]] | None:
+    """Freeze's own cut and takes of every wave, on one thread; None if freeze has none."""
+    from chanbatch.snapshot import freeze as freeze_mod
+    from chanbatch.snapshot.normalize import normalize_schema
+
+    needed = ("_Input", "_split", "_waves", "_take", "_WORKERS")
+    if not all(hasattr(freeze_mod, name) for name in needed):
+        return None
+    schema = normalize_schema(table.schema)
+
+    def run() -> None:
+        item = freeze_mod._Input(label="input", table=table, lazy=True)
+        saved = freeze_mod._WORKERS
+        freeze_mod._WORKERS = 1
+        try:
+            cuts = freeze_mod._split([item], KEY)
+        finally:
+            freeze_mod._WORKERS = saved
+        pieces: dict[Any, list[Any]] = defaultdict(list)
+        for cut in cuts:
+            for key in cut.spans:
+                pieces[key].append(cut)
+        for wave in freeze_mod._waves(sorted(pieces), pieces):
+            for cut in {c.seq: c for key in wave for c in pieces[key]}.values():
+                freeze_mod._take(cut, wave, schema)
+
+    return "cut + take every wave's rows out of the input batches, normalised", run
 
 
 # -- output --------------------------------------------------------------------------------------

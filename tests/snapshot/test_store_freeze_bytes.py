@@ -26,8 +26,8 @@ from chanbatch.snapshot.normalize import WRITE_OPTIONS
 
 ROWS = 6_000
 
-# (batch rows, wave rows): the defaults; many batches and waves; every slice its own wave.
-SPLITS = [None, (500, 1_500), (700, 1)]
+# (batch rows, wave bytes): the defaults; many batches and waves; every slice its own wave.
+SPLITS = [None, (500, 300_000), (700, 1)]
 
 
 def mixed_table(rows: int = ROWS, seed: int = 11) -> tuple[pa.Table, dict[str, pa.DataType]]:
@@ -108,7 +108,7 @@ def split_sizes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     if request.param is not None:
         batch, wave = request.param
         monkeypatch.setattr(freeze_module, "_BATCH_ROWS", batch)
-        monkeypatch.setattr(freeze_module, "_WAVE_ROWS", wave)
+        monkeypatch.setattr(freeze_module, "_WAVE_BYTES", wave)
     return request.param
 
 
