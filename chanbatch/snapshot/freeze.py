@@ -684,7 +684,7 @@ def _take_rows(batch: pa.RecordBatch, positions: np.ndarray) -> pa.RecordBatch:
     indices = pa.array(positions)
     if not any(_is_view(t) for t in batch.schema.types):
         try:
-            return batch.take(indices)
+            return _gather(batch, indices)
         except pa.ArrowNotImplementedError:  # a view type inside a list or struct
             pass
     columns = [_take_column(column, indices) for column in batch.columns]
@@ -696,16 +696,23 @@ def _take_rows(batch: pa.RecordBatch, positions: np.ndarray) -> pa.RecordBatch:
     )
 
 
+def _gather(data: Any, indices: pa.Array) -> Any:
+    """``take`` without the bounds check: positions come from sorting the batch's own rows."""
+    import pyarrow.compute as pc
+
+    return pc.take(data, indices, boundscheck=False)
+
+
 def _take_column(column: pa.Array, indices: pa.Array) -> pa.Array:
     import pyarrow as pa
 
     if _is_view(column.type):
         return _take_views(column, indices)
     try:
-        return column.take(indices)
+        return _gather(column, indices)
     except pa.ArrowNotImplementedError:  # a view type inside a list or struct: cast it first
         single = pa.RecordBatch.from_arrays([column], names=["column"])
-        return normalize_batch(single).column(0).take(indices)
+        return _gather(normalize_batch(single).column(0), indices)
 
 
 def _is_view(t: pa.DataType) -> bool:
@@ -724,7 +731,7 @@ def _take_views(array: pa.Array, indices: pa.Array) -> pa.Array:
     fixed = pa.Array.from_buffers(
         pa.binary(16), len(array), [validity, views], array.null_count, array.offset
     )
-    taken = fixed.take(indices)
+    taken = _gather(fixed, indices)
     return pa.Array.from_buffers(
         array.type, len(taken), [*taken.buffers(), *data], taken.null_count
     )

@@ -163,3 +163,21 @@ def test_several_files_keep_their_order_inside_each_slice(
     got = stored_objects(store_url, info)
 
     assert got == {key: [data] for key, data in expected.items()}
+
+
+def test_batches_of_one_key_are_written_as_they_are(
+    store: chanbatch.Store, store_url: str, split_sizes: Any
+) -> None:
+    """Input already grouped by key (one key per chunk, as files of one month each are): the
+    same bytes as from scattered rows."""
+    tables = []
+    for key in (3, 1, 2, 3):
+        part, normal = mixed_table(1_200, seed=key)
+        tables.append(part.set_column(0, "k", pa.array([key] * part.num_rows)))
+    table = pa.concat_tables(tables)
+    expected = expected_objects([table], normal, "k")
+
+    info = store.freeze("grouped", table, slice_by="k")
+
+    assert stored_objects(store_url, info) == {key: [data] for key, data in expected.items()}
+    assert [s.rows for s in info.slices] == [1_200, 1_200, 2_400]
