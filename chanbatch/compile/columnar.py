@@ -9,8 +9,8 @@ combine of partials, an output.
 The pandas path (:mod:`chanbatch.compile.execute`, :mod:`chanbatch.blueprint.evaluation`) stays
 the definition of what a stage means. This module covers a subset of it exactly and raises
 :class:`Unsupported` for anything else: a column type, a function or an operator it does not
-handle, or any failure at all, so that the caller converts the table to pandas and lets the
-pandas path compute the result or raise its error. The contract, which the tests check:
+handle, or an error from pyarrow, so that the caller converts the table to pandas and lets the
+pandas path compute the result or raise its own error (naming the stage and slice). The contract, which the tests check:
 
 - for every stage run here, ``to_pandas(result)`` equals the pandas path's result on
   ``to_pandas(input)``, dtypes included;

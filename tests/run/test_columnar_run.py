@@ -81,6 +81,18 @@ BLUEPRINTS = {
       total: sum(price * qty)
       n: count()
 """,
+    # the same checkpoints read back from the cache by an edited aggregate
+    "selective_edited": """
+  few:
+    from: t
+    filter: "flag in ['A', null] and qty > 30 or is_null(order)"
+  out:
+    from: few
+    group_by: [status, month]
+    aggregate:
+      total: sum(price * qty)
+      mean_qty: mean(qty)
+""",
     # a per-slice output of row-wise stages: every slice stored, and frozen slice by slice
     "rowwise": """
   picked:
@@ -134,6 +146,11 @@ def test_arrow_and_pandas_paths_store_the_same_bytes(
             return result
 
         monkeypatch.setattr(columnar, function, spy)
+    before = ["selective"] if name == "selective_edited" else []  # its checkpoints, cached
+    for path in ("arrow", "pandas"):
+        for earlier in before:
+            _run(tmp_path / path, earlier)
+    used.clear()
     arrow_id, arrow_out = _run(tmp_path / "arrow", name)
     assert used, "the Arrow path ran no stage"
     monkeypatch.setattr(columnar, "arrow_input", lambda table: None)
