@@ -605,27 +605,38 @@ def _write_slices(
         return write(key, pa.Table.from_batches(batches, schema=schema))
 
     split = [k for k in keys if isinstance(pieces[k][0], _Cut)]
+    position = {key: i for i, key in enumerate(keys)}
     futures: dict[SliceKey, Future[SliceManifest]] = {}
-    with ThreadPoolExecutor(_WORKERS) as pool:
-        for key in keys:
-            if not isinstance(pieces[key][0], _Cut):
-                futures[key] = pool.submit(write_whole, key)
-        waves = _waves(split, pieces)
-        taking = _take_wave(pool, waves[0], pieces, schema) if waves else []
-        for i, wave in enumerate(waves):
-            taken = [f.result() for f in taking]
-            for key in wave:
-                futures[key] = pool.submit(write_split, key, taken)
-            del taken
-            taking = _take_wave(pool, waves[i + 1], pieces, schema) if i + 1 < len(waves) else []
-            if i >= 1:  # the wave before this one is written before the next is taken
-                for key in waves[i - 1]:
-                    futures[key].result()
-        results = []
-        for done, key in enumerate(keys, 1):
-            results.append(futures.pop(key).result())
+    results: list[SliceManifest] = []
+
+    def collect(count: int) -> None:
+        """Wait for the first ``count`` slices, in key order, and report each as it is done."""
+        while len(results) < count:
+            results.append(futures.pop(keys[len(results)]).result())
             if progress is not None:
-                progress(done, len(keys))
+                progress(len(results), len(keys))
+
+    with ThreadPoolExecutor(_WORKERS) as pool:
+        try:
+            for key in keys:
+                if not isinstance(pieces[key][0], _Cut):
+                    futures[key] = pool.submit(write_whole, key)
+            waves = _waves(split, pieces)
+            taking = _take_wave(pool, waves[0], pieces, schema) if waves else []
+            for i, wave in enumerate(waves):
+                taken = [f.result() for f in taking]
+                for key in wave:
+                    futures[key] = pool.submit(write_split, key, taken)
+                del taken
+                taking = (
+                    _take_wave(pool, waves[i + 1], pieces, schema) if i + 1 < len(waves) else []
+                )
+                if i >= 1:  # wave i - 1 is written before wave i + 2 is taken: two in memory
+                    collect(position[waves[i - 1][-1]] + 1)
+            collect(len(keys))
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # what is queued is of no use any more
+            raise
     return results
 
 

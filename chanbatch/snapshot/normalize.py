@@ -2,7 +2,9 @@
 
 A slice's bytes must not depend on how its frame was built: pandas or CSV, ``large_string`` or
 ``string_view``, naive or zoned timestamps, a pandas index or none. So before anything is
-written, every table goes through :func:`normalize_table`:
+written, every table goes through :func:`normalize_table` (or, when freeze cuts it into slices,
+a ``lazy`` :func:`normalize_table` and then :func:`normalize_batch` on each batch of rows it
+takes out, which gives the same types and values):
 
 - strings, binaries and lists use their 32-bit offset forms (``string``, ``binary``, ``list``);
 - dictionary-encoded (categorical) columns are decoded to their value type;

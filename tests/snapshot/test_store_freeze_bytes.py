@@ -181,3 +181,36 @@ def test_batches_of_one_key_are_written_as_they_are(
 
     assert stored_objects(store_url, info) == {key: [data] for key, data in expected.items()}
     assert [s.rows for s in info.slices] == [1_200, 1_200, 2_400]
+
+
+def test_progress_counts_every_slice_in_order_across_waves(
+    store: chanbatch.Store, split_sizes: Any
+) -> None:
+    table, _ = mixed_table()
+    calls: list[tuple[int, int]] = []
+
+    info = store.freeze(
+        "mixed", table, slice_by="month", progress=lambda d, t: calls.append((d, t))
+    )
+
+    assert calls == [(i, len(info.slices)) for i in range(1, len(info.slices) + 1)]
+
+
+def test_a_failing_write_stops_the_freeze_and_commits_nothing(
+    store: chanbatch.Store, split_sizes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table, _ = mixed_table()
+    written = []
+
+    def fail_on_third(storage: Any, chunk: pa.Table) -> Any:
+        if len(written) == 2:
+            raise OSError("disk full")
+        written.append(chunk.num_rows)
+        return original(storage, chunk)
+
+    original = freeze_module._write_object
+    monkeypatch.setattr(freeze_module, "_write_object", fail_on_third)
+
+    with pytest.raises(OSError, match="disk full"):
+        store.freeze("mixed", table, slice_by="month")
+    assert store.datasets() == []
