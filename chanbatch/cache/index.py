@@ -105,6 +105,14 @@ def write_result(
     import pyarrow as pa
 
     table = normalize_table(pa.Table.from_pandas(frame, preserve_index=False))
+    return write_table(storage, key, table, kind=kind, stage=stage)
+
+
+def write_table(
+    storage: Storage, key: str, table: Any, *, kind: str = "", stage: str = ""
+) -> CacheEntry:
+    """Store an already normalised Arrow ``table`` as the result of ``key``; the entry is
+    written after its object."""
     data = encode_parquet(table)
     # ``repair``: this result may be recomputed because its object was found corrupt
     oid, _new = put_object(storage, data, repair=True)

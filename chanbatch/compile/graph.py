@@ -11,8 +11,6 @@ needs pandas converts its input once, when it asks for ``Part.data``.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import os
 import threading
 import time
@@ -23,14 +21,13 @@ import pyarrow as pa
 
 from chanbatch.blueprint.model import Aggregate, Stage
 from chanbatch.cache import CacheEntry, lookup, read_result, write_result
-from chanbatch.cache.index import entry_path
+from chanbatch.cache.index import write_table
 from chanbatch.compile import columnar, execute
 from chanbatch.compile.decide import Decision
 from chanbatch.compile.keys import task_key
 from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
 from chanbatch.errors import ChanbatchError, UsageError
-from chanbatch.snapshot.freeze import encode_parquet
-from chanbatch.snapshot.objects import get_object, get_slice, put_object
+from chanbatch.snapshot.objects import get_object, get_slice
 from chanbatch.snapshot.read import load_object, to_pandas
 from chanbatch.snapshot.storage import Storage
 
@@ -285,20 +282,7 @@ def _store(storage: Storage, key: str, part: Part, *, kind: str, stage: str) -> 
     table = columnar.storable(part.table) if part.table is not None else None
     if table is None:
         return write_result(storage, key, part.data, kind=kind, stage=stage)
-    data = encode_parquet(table)
-    # ``repair``: this result may be recomputed because its object was found corrupt
-    oid, _new = put_object(storage, data, repair=True)
-    entry = CacheEntry(
-        key=key,
-        object=oid,
-        rows=table.num_rows,
-        bytes=len(data),
-        kind=kind,
-        stage=stage,
-        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-    )
-    storage.write_atomic(entry_path(key), json.dumps(entry.document()).encode())
-    return entry
+    return write_table(storage, key, table, kind=kind, stage=stage)
 
 
 def build_graph(
