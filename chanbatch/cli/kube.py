@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from chanbatch.cli.commands import cli, emit_json, json_option
-from chanbatch.cli.kubeshape import build_shape, render_checked, shape_options
+from chanbatch.cli.kubeshape import build_shape, render_checked, require_k8s_extra, shape_options
 from chanbatch.errors import UsageError
 
 
@@ -55,6 +55,7 @@ def crd_cmd() -> None:
 @click.option("--liveness", metavar="URL", help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.")
 def operator_cmd(namespaces: tuple[str, ...], all_namespaces: bool, liveness: str | None) -> None:
     """Run the Blueprint operator (kopf) until interrupted."""
+    require_k8s_extra("the operator")
     from chanbatch.k8s.operator import run_operator
 
     if bool(namespaces) == all_namespaces:

@@ -112,9 +112,25 @@ def warn(lines: list[str]) -> None:
         click.echo(f"Warning: {line}", err=True)
 
 
+K8S_PACKAGES = ("dask_kubernetes", "kopf", "kr8s", "jsonschema")
+
+
+def require_k8s_extra(what: str) -> None:
+    """Raise UsageError naming the extra when a package of ``chanbatch[k8s]`` is missing."""
+    import importlib.util
+
+    missing = [name for name in K8S_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(
+            f"{what} needs the [k8s] extra ({', '.join(missing)} not installed)",
+            hint="pip install 'chanbatch[k8s]'",
+        )
+
+
 def render_checked(shape: Any, name: str, namespace: str | None) -> dict[str, Any]:
     """The DaskCluster for ``shape``, after the exclusive-core check (warnings to stderr) and
     validation against the installed dask-kubernetes CRD."""
+    require_k8s_extra("rendering a DaskCluster")
     from chanbatch.k8s.schemas import daskcluster_validator
     from chanbatch.k8s.shape import check_shape, render_cluster
 

@@ -93,3 +93,21 @@ def test_kube_cluster_without_credentials_raises_one_error_and_leaves_nothing(
     # A cluster that failed to start is not left for dask-kubernetes to reap (and report
     # again) at exit.
     assert not [c for c in KubeCluster._instances if getattr(c, "name", None) == "cb-nocreds"]
+
+
+def test_a_missing_k8s_extra_is_named_with_the_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    from chanbatch.cli.kubeshape import require_k8s_extra
+    from chanbatch.errors import UsageError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "kopf" else real(name, *a)
+    )
+    with pytest.raises(UsageError) as caught:
+        require_k8s_extra("the operator")
+    assert "kopf" in str(caught.value) and "[k8s]" in str(caught.value)
+    assert caught.value.hint == "pip install 'chanbatch[k8s]'"
