@@ -461,8 +461,7 @@ def _all_cached(model: Any, store: Any, sets: tuple[str, ...]) -> bool:
     to compute."""
     from chanbatch.run.runner import plan_blueprint
 
-    report = plan_blueprint(model, store, sets=parse_sets(sets))
-    return all(d.action != "compute" for d in report.decisions.values())
+    return not plan_blueprint(model, store, sets=parse_sets(sets)).has_work
 
 
 @cli.command("schema")

@@ -78,17 +78,6 @@ def shape_options(func: Any) -> Any:
     return func
 
 
-SHAPE_KEYS = (
-    "cpu", "memory", "image", "namespace", "scheduler_cpu", "scheduler_memory", "node_selector",
-    "tolerations", "env", "env_from_secret", "threads_per_core", "full_pcpus_only",
-)
-
-
-def given_shape_options(options: dict[str, Any]) -> list[str]:
-    """The shape options the user actually gave, as ``--flag`` names."""
-    return [f"--{k.replace('_', '-')}" for k in SHAPE_KEYS if options.get(k) not in (None, (), False)]
-
-
 def build_shape(workers: int | None, options: dict[str, Any]) -> Any:
     """A WorkerShape from the shape options (defaults where not given)."""
     from chanbatch.k8s.shape import WorkerShape

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ def backoff(retry: int, base: float = 15.0) -> float:
     return min(MAX_BACKOFF, base * 2**retry)
 
 
+@functools.cache
 def _kinds() -> tuple[Any, Any]:
     from kr8s.asyncio.objects import new_class
 
@@ -139,8 +141,7 @@ def _run_request(meta: Mapping[str, Any]) -> str:
 def _plan_needs_cluster(run: BlueprintRun, store: Any) -> bool:
     from chanbatch.run.runner import plan_blueprint
 
-    report = plan_blueprint(run.blueprint, store, sets=run.bindings)
-    return any(d.action == "compute" for d in report.decisions.values())
+    return plan_blueprint(run.blueprint, store, sets=run.bindings).has_work
 
 
 def _execute(run: BlueprintRun, store: Any, scheduler: Any, progress: Any) -> dict[str, Any]:

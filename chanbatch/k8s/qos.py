@@ -89,10 +89,7 @@ def qos_class(pod: Mapping[str, Any]) -> str:
     return pod_qos or BEST_EFFORT
 
 
-def container_exclusive_cpus(pod: Mapping[str, Any], container: Mapping[str, Any]) -> int:
-    """How many cores the static CPU manager gives ``container`` of ``pod`` for its own."""
-    if qos_class(pod) != GUARANTEED:
-        return 0
+def _integer_cpus(container: Mapping[str, Any]) -> int:
     requests, _ = effective_resources(container.get("resources"))
     cpu = requests.get("cpu", Decimal(0))
     return int(cpu) if cpu == cpu.to_integral_value() else 0
@@ -101,7 +98,8 @@ def container_exclusive_cpus(pod: Mapping[str, Any], container: Mapping[str, Any
 def exclusive_cpus(pod: Mapping[str, Any]) -> dict[str, int]:
     """Exclusive cores per container name (init containers too) under the static CPU manager
     policy: the integer cpu request in a Guaranteed pod, else 0."""
-    return {c["name"]: container_exclusive_cpus(pod, c) for _, c in containers(pod)}
+    guaranteed = qos_class(pod) == GUARANTEED
+    return {c["name"]: _integer_cpus(c) if guaranteed else 0 for _, c in containers(pod)}
 
 
 def cpu_explanation(pod: Mapping[str, Any]) -> list[str]:

@@ -16,10 +16,8 @@ import copy
 import functools
 from collections.abc import Mapping
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from chanbatch.errors import UsageError
@@ -112,6 +110,8 @@ class CrdValidator:
         props["metadata"] = OBJECT_META
         schema["required"] = sorted({*schema.get("required", ()), "apiVersion", "kind", "metadata"})
         self.schema = strict_schema(schema)
+        import jsonschema  # only where a manifest is validated: shape.py needs prune_nulls alone
+
         jsonschema.Draft4Validator.check_schema(self.schema)
         self._validator = jsonschema.Draft4Validator(self.schema)
 
@@ -140,17 +140,11 @@ def _path(path: Any) -> str:
     return "".join(parts).lstrip(".") or "(top level)"
 
 
-def _message(error: jsonschema.ValidationError) -> str:
+def _message(error: Any) -> str:
     if error.validator == "additionalProperties" and error.validator_value is False:
         known = sorted(error.schema.get("properties", {}))
         return f"{error.message}; known fields: {', '.join(known)}"
     return error.message
-
-
-def load_yaml_documents(path: Path | str) -> list[dict[str, Any]]:
-    """Every non-empty YAML document of a file."""
-    with open(path, encoding="utf-8") as handle:
-        return [d for d in yaml.safe_load_all(handle) if d]
 
 
 @functools.cache

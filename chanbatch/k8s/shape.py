@@ -19,6 +19,7 @@ from typing import Any
 from chanbatch.errors import UsageError
 from chanbatch.k8s.qos import cpu_explanation, exclusive_cpus, qos_class
 from chanbatch.k8s.quantity import format_cpu, format_memory, parse_quantity
+from chanbatch.k8s.schemas import prune_nulls
 from chanbatch.version import __version__
 
 DEFAULT_IMAGE = f"ghcr.io/chanbatch/chanbatch:{__version__}"
@@ -272,15 +273,7 @@ def render_cluster(
             },
         },
     }
-    return _prune(manifest)
-
-
-def _prune(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _prune(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_prune(v) for v in value]
-    return value
+    return prune_nulls(manifest)
 
 
 def worker_pod(manifest: Mapping[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,11 @@ class PlanReport:
     plan: Plan
     decisions: dict[str, Decision]
 
+    @property
+    def has_work(self) -> bool:
+        """Whether a run would compute anything (else everything comes from the cache)."""
+        return any(d.action == "compute" for d in self.decisions.values())
+
     def tasks(self) -> list[dict[str, Any]]:
         out = []
         for task in self.plan.tasks.values():
@@ -158,11 +163,11 @@ def plan_blueprint(
     """The plan of ``blueprint`` on ``store`` and what a run would compute or reuse."""
     view = CacheView(store.storage, blueprint.name)
     plan = build_plan(blueprint, resolve_inputs(blueprint, store, sets), view.content_of)
-    decisions = decide(plan, store.storage, view)
-    if any(d.action == "compute" for d in decisions.values()):
+    report = PlanReport(plan=plan, decisions=decide(plan, store.storage, view))
+    if report.has_work:
         record = last_run(store, blueprint.name)
-        decisions = explain(plan, decisions, load_previous(store.storage, record))
-    return PlanReport(plan=plan, decisions=decisions)
+        report.decisions = explain(plan, report.decisions, load_previous(store.storage, record))
+    return report
 
 
 def explain_task(
