@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from chanbatch.cli.kubeshape import parse_pairs
 from chanbatch.errors import UsageError
 from chanbatch.version import __version__
 
@@ -299,13 +300,7 @@ def demo_cmd(store_url: str, as_json: bool) -> None:
 
 def parse_sets(items: tuple[str, ...]) -> dict[str, str]:
     """``--set input=REF`` pairs as a dict; raises UsageError on a malformed one."""
-    sets = {}
-    for item in items:
-        name, eq, ref = item.partition("=")
-        if not eq or not name.strip() or not ref.strip():
-            raise UsageError(f"cannot read --set {item!r}", hint="write --set INPUT=REF")
-        sets[name.strip()] = ref.strip()
-    return sets
+    return parse_pairs(items, "--set", form="INPUT=REF", need_value=True)
 
 
 def set_option(func: Any) -> Any:

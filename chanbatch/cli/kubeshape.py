@@ -12,14 +12,17 @@ import click
 from chanbatch.errors import UsageError
 
 
-def parse_pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
-    """``KEY=VALUE`` pairs of a repeatable option as a dict; UsageError on a malformed one."""
+def parse_pairs(
+    items: tuple[str, ...], option: str, *, form: str = "KEY=VALUE", need_value: bool = False
+) -> dict[str, str]:
+    """``KEY=VALUE`` pairs of a repeatable option as a dict; UsageError on a malformed one
+    (and on an empty value, with ``need_value``)."""
     out = {}
     for item in items:
         key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise UsageError(f"cannot read {option} {item!r}", hint=f"write {option} KEY=VALUE")
-        out[key.strip()] = value
+        if not eq or not key.strip() or (need_value and not value.strip()):
+            raise UsageError(f"cannot read {option} {item!r}", hint=f"write {option} {form}")
+        out[key.strip()] = value.strip() if need_value else value
     return out
 
 
