@@ -2,7 +2,11 @@
 
 Nothing younger than the grace period is ever deleted, whatever marking says: a concurrent
 freeze writes its objects and manifests before the ref that makes them reachable, and the grace
-period is what keeps gc from collecting them in between.
+period is what keeps gc from collecting them in between. A writer that reuses a file already in
+the store (old debris with the same content) refreshes its mtime for the same reason
+(``Storage.refresh``), and gc checks each file's age again right before deleting it, because
+marking and listing can take long enough for a writer to reuse and commit in between. So the
+grace period must exceed the longest freeze or run, from its first write to its ref.
 
 Without ``keep_versions`` the whole ref history is a root, so every snapshot ever committed stays
 readable and gc removes only debris (from crashes, failed freezes and evicted cache entries).
@@ -106,6 +110,7 @@ def gc(
         report.cache.append(rel)
 
     report.live_objects = len(live_objects)
+    sizes: dict[str, int] = {}
 
     sweep: list[tuple[str, list[str], str, str]] = [
         (layout.MANIFESTS, report.manifests, layout.MANIFESTS, ".json"),
@@ -122,6 +127,7 @@ def gc(
                 continue
             removed.append(ident)
             report.bytes += size
+            sizes[rel] = size
     for rel, mtime, size in list(storage.walk(TMP_DIR)):
         if mtime < cutoff:
             report.tmp.append(rel)
@@ -129,15 +135,35 @@ def gc(
 
     if not dry_run:
         # refs first, objects last: a crash part-way leaves nothing that points at a gap
-        for rel in report.refs + report.cache:
+        for rel in report.refs:
             storage.delete(rel)
-        for mid in report.manifests:
-            storage.delete(layout.manifest_path(mid))
-        for oid in report.objects:
-            storage.delete(layout.object_path(oid))
+
+        def still_old(rel: str) -> bool:
+            if _remove_if_old(storage, rel, cutoff):
+                return True
+            report.kept_young += 1
+            report.bytes -= sizes.get(rel, 0)
+            return False
+
+        report.cache = [rel for rel in report.cache if still_old(rel)]
+        report.manifests = [m for m in report.manifests if still_old(layout.manifest_path(m))]
+        report.objects = [o for o in report.objects if still_old(layout.object_path(o))]
         for rel in report.tmp:
             storage.delete(rel)
     return report
+
+
+def _remove_if_old(storage: Storage, rel: str, cutoff: float) -> bool:
+    """Delete ``rel`` unless a writer made it young again since it was listed; returns whether
+    it was deleted. The check and the delete are two steps, not one: a writer refreshing the
+    file between them still loses it (a window of one stat, where it was the whole sweep)."""
+    mtime = storage.mtime(rel)
+    if mtime is None:
+        return True  # already gone (another gc)
+    if mtime >= cutoff:
+        return False
+    storage.delete(rel)
+    return True
 
 
 def _mark_manifest(storage: Storage, mid: str, manifests: set[str], objects: set[str]) -> None:

@@ -24,11 +24,13 @@ def put_object(
     """Store ``data`` under its digest; returns (id, whether it was written).
 
     An object already present is trusted, unless ``repair``: then its bytes are hashed, and
-    rewritten when they do not match (the caller recomputed ``data`` because of that).
+    rewritten when they do not match (the caller recomputed ``data`` because of that). Either
+    way a present object is refreshed (:meth:`Storage.refresh`), so that gc's grace period
+    covers it until the caller's ref or cache entry names it.
     """
     oid = object_id(known_id or digest(data))
     rel = object_path(oid)
-    if storage.exists(rel):
+    if storage.refresh(rel, data):
         if not repair:
             return oid, False
         try:
@@ -58,11 +60,12 @@ def get_object(storage: Storage, oid: str) -> bytes:
 
 
 def put_manifest(storage: Storage, manifest: SliceManifest | SnapshotManifest) -> str:
-    """Store a manifest under its id (idempotent); returns the id."""
+    """Store a manifest under its id (idempotent, refreshing one already there for gc, as
+    :func:`put_object` does); returns the id."""
     data = manifest.to_bytes()
     mid = digest(data)
     rel = manifest_path(mid)
-    if not storage.exists(rel):
+    if not storage.refresh(rel, data):
         storage.write_atomic(rel, data)
     return mid
 

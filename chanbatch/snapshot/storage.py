@@ -6,6 +6,8 @@
 - :meth:`Storage.create_exclusive`: as above, and it fails if the file exists. Locally it uses a
   hard link, which is both atomic and exclusive (``link(2)`` refuses to replace), so a reader
   never sees a half-written ref; elsewhere it uses fsspec's ``mode="create"``.
+- :meth:`Storage.refresh`: a content-addressed file that a writer reuses instead of writing
+  gets a fresh mtime, because gc's grace period is counted from the mtime (see its docstring).
 
 Paths given to this class are relative to the store root and always built by the layout
 functions in this package, never from raw user input.
@@ -22,6 +24,10 @@ from typing import Any
 from chanbatch.errors import StoreError
 
 TMP_DIR = "tmp"
+#: On stores that cannot set a file's mtime (object stores, ``memory://``), a reused file is
+#: written again (same bytes, one atomic put) when it is older than this, and left alone when
+#: younger: gc's grace period must exceed this plus the longest freeze or run (default 1h).
+REFRESH_AFTER = 60.0
 
 
 class Storage:
@@ -160,6 +166,33 @@ class Storage:
             os.unlink(tmp)
         return True
 
+    def refresh(self, rel: str, data: bytes | memoryview) -> bool:
+        """Whether ``rel`` exists; if it does, it is made young again for gc.
+
+        A writer that finds a content-addressed file already there (debris of a failed freeze,
+        an object whose cache entry gc removed, another writer's) references it instead of
+        writing it. Its old mtime would let gc delete it between that check and the writer's
+        ref commit, leaving the ref pointing at nothing; so its mtime is set to now. ``data``
+        is the file's content (equal to what is there, being content-addressed): where the
+        mtime cannot be set, the file is written again instead. When this returns False the
+        caller writes the file.
+        """
+        if self.is_local:
+            try:
+                os.utime(self.full(rel))
+            except FileNotFoundError:
+                return False
+            except PermissionError:  # another user's file: replacing it needs only the folder
+                self.write_atomic(rel, data)
+            return True
+        # fsspec's touch(truncate=False) is NotImplemented on most object stores: rewrite.
+        mtime = self.mtime(rel)
+        if mtime is None:
+            return False
+        if time.time() - mtime >= REFRESH_AFTER:
+            self.fs.pipe_file(self.full(rel), bytes(data))
+        return True
+
     def delete(self, rel: str) -> None:
         """Remove ``rel``; a file that is already gone is not an error."""
         try:
@@ -178,9 +211,16 @@ class Storage:
 
     def adopt(self, tmp: str, rel: str) -> bool:
         """Move a finished local temp file to ``rel``; False (and the temp file removed) if
-        ``rel`` already exists, as it does for content-addressed files seen before."""
+        ``rel`` already exists, as it does for content-addressed files seen before. An existing
+        file is refreshed for gc, as by :meth:`refresh`."""
         target = self.full(rel)
-        if os.path.exists(target):
+        try:
+            os.utime(target)
+        except FileNotFoundError:
+            pass  # new, or removed by gc since a writer last saw it: move ours into place
+        except PermissionError:
+            pass  # another user's file that we cannot touch: replace it with ours (same bytes)
+        else:
             os.unlink(tmp)
             return False
         os.makedirs(os.path.dirname(target), exist_ok=True)
