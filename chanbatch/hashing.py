@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import blake3
@@ -42,3 +43,50 @@ def digest_file(path: str) -> tuple[str, int]:
 def digest_json(document: Any) -> str:
     """The blake3 hex digest of ``document``'s canonical JSON."""
     return digest(canonical_json(document))
+
+
+# -- sealed documents ----------------------------------------------------------------------------
+#
+# Ref-log entries, cache entries, memos and run records are not named by their hash, so nothing
+# else would catch a flipped byte in them. Each carries a ``checksum`` of its own contents, and
+# is written in one exact layout, so that a change to any byte (a value, a key, or only the
+# whitespace around them) is found on read.
+
+CHECKSUM = "checksum"
+
+
+def _layout(document: Any) -> bytes:
+    return json.dumps(
+        document, indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def seal(document: dict[str, Any]) -> bytes:
+    """``document`` plus a ``checksum`` of its canonical JSON, as readable, exact bytes."""
+    body = {k: v for k, v in document.items() if k != CHECKSUM}
+    return _layout({**body, CHECKSUM: digest(canonical_json(body))})
+
+
+def unseal(
+    data: bytes, *, legacy: Callable[[dict[str, Any]], bool] | None = None
+) -> dict[str, Any]:
+    """The document sealed in ``data``.
+
+    A document without a checksum is refused unless ``legacy`` accepts it: what a reader of
+    files written before checksums existed uses, with a check as strict as it can make.
+    Raises ValueError when ``data`` is not a JSON object, when its checksum does not match its
+    contents, or when its bytes are not exactly what :func:`seal` writes for those contents.
+    """
+    document = json.loads(data)
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    if CHECKSUM not in document:
+        if legacy is not None and legacy(document):
+            return document
+        raise ValueError("it has no checksum")
+    body = {k: v for k, v in document.items() if k != CHECKSUM}
+    if document[CHECKSUM] != digest(canonical_json(body)):
+        raise ValueError("its checksum does not match its contents")
+    if _layout(document) != bytes(data):
+        raise ValueError("its bytes are not in the layout chanbatch writes")
+    return body

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import json
 import random
 import socket
 import time
@@ -25,6 +24,7 @@ from chanbatch.errors import (
     RefNotFoundError,
 )
 from chanbatch.errors import did_you_mean as suggest
+from chanbatch.hashing import seal, unseal
 from chanbatch.ids import SnapshotId, short, snapshot_id
 from chanbatch.snapshot import layout
 from chanbatch.snapshot.manifest import SnapshotManifest
@@ -33,6 +33,21 @@ from chanbatch.snapshot.objects import get_snapshot
 from chanbatch.snapshot.storage import Storage
 
 MAX_ATTEMPTS = 200
+# the fields of an entry written before entries carried a checksum
+_LEGACY_KEYS = frozenset(
+    (
+        "dataset",
+        "version",
+        "snapshot",
+        "parent",
+        "created_at",
+        "author",
+        "operation",
+        "added",
+        "replaced",
+        "lineage",
+    )
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,11 +121,26 @@ def read_entry(storage: Storage, dataset: str, version: int) -> RefEntry:
     """One ref-log entry; raises IntegrityError if it is unreadable."""
     rel = layout.ref_path(dataset, version)
     try:
-        return RefEntry.from_document(json.loads(storage.read_bytes(rel)))
+        entry = RefEntry.from_document(unseal(storage.read_bytes(rel), legacy=_legacy_entry))
     except FileNotFoundError:
         raise RefNotFoundError(f"dataset {dataset!r} has no version {version}") from None
     except (KeyError, TypeError, ValueError) as exc:
-        raise IntegrityError(f"ref {rel} is unreadable: {exc}") from exc
+        raise IntegrityError(
+            f"ref {rel} is corrupt: {exc}",
+            hint="run `chanbatch snapshot verify` to list every damaged file",
+        ) from exc
+    if (entry.dataset, entry.version) != (dataset, version):
+        # a whole, valid entry in the wrong place: another version's file copied over this one
+        raise IntegrityError(
+            f"ref {rel} is corrupt: it holds version {entry.version} of {entry.dataset!r}",
+            hint="run `chanbatch snapshot verify` to list every damaged file",
+        )
+    return entry
+
+
+def _legacy_entry(document: dict[str, Any]) -> bool:
+    """Whether ``document`` is a whole entry as written before entries were sealed."""
+    return set(document) == _LEGACY_KEYS
 
 
 def history(storage: Storage, dataset: str) -> list[RefEntry]:
@@ -152,7 +182,7 @@ def commit(
             replaced=change.replaced,
             lineage=change.lineage,
         )
-        data = json.dumps(entry.document(), indent=1, sort_keys=True).encode()
+        data = seal(entry.document())
         if storage.create_exclusive(layout.ref_path(dataset, entry.version), data):
             return entry, True
         time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 25)))
