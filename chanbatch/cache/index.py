@@ -9,13 +9,12 @@ computed again and the entry rewritten.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chanbatch.errors import IntegrityError
-from chanbatch.hashing import digest
+from chanbatch.hashing import digest, seal, unseal
 from chanbatch.snapshot import layout
 from chanbatch.snapshot.freeze import encode_parquet
 from chanbatch.snapshot.normalize import normalize_table
@@ -63,7 +62,9 @@ def lookup(
     """The entry for ``key`` if it is present and its object exists (and, with ``verify``,
     hashes correctly); otherwise None. ``check_object=False`` reads the entry alone."""
     try:
-        doc = json.loads(storage.read_bytes(entry_path(key)))
+        doc = unseal(storage.read_bytes(entry_path(key)), legacy=_legacy_entry)
+        if doc["key"] != key:  # another entry's file copied over this one
+            raise ValueError(f"it holds the entry of {str(doc['key'])[:12]}")
         entry = CacheEntry(
             key=key,
             object=str(doc["objects"][0]),
@@ -75,8 +76,8 @@ def lookup(
         )
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError, IndexError, TypeError):
-        log.warning("cache entry %s is malformed; treating it as a miss", key[:12])
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        log.warning("cache entry %s is corrupt (%s); treating it as a miss", key[:12], exc)
         return None
     if verify:
         try:
@@ -125,8 +126,17 @@ def write_table(
         stage=stage,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
     )
-    storage.write_atomic(entry_path(key), json.dumps(entry.document()).encode())
+    storage.write_atomic(entry_path(key), seal(entry.document()))
     return entry
+
+
+def _legacy_entry(document: dict[str, Any]) -> bool:
+    """Whether ``document`` is a whole entry as written before entries were sealed."""
+    return set(document) == _LEGACY_KEYS
+
+
+# the fields of an entry written before entries carried a checksum
+_LEGACY_KEYS = frozenset(("key", "objects", "rows", "bytes", "kind", "stage", "created_at"))
 
 
 class CacheView:
@@ -176,7 +186,7 @@ def read_memo(storage: Storage, blueprint: str) -> dict[str, str]:
     content for as long as the engine salt is the same, whether or not its entry still exists.
     """
     try:
-        doc = json.loads(storage.read_bytes(memo_path(blueprint)))
+        doc = unseal(storage.read_bytes(memo_path(blueprint)))
         contents = doc["contents"]
         if doc.get("blueprint") != blueprint or not isinstance(contents, dict):
             return {}
@@ -187,5 +197,4 @@ def read_memo(storage: Storage, blueprint: str) -> dict[str, str]:
 
 def write_memo(storage: Storage, blueprint: str, contents: dict[str, str]) -> None:
     """Replace ``blueprint``'s memo (see :func:`read_memo`)."""
-    doc = {"blueprint": blueprint, "contents": contents}
-    storage.write_atomic(memo_path(blueprint), json.dumps(doc, separators=(",", ":")).encode())
+    storage.write_atomic(memo_path(blueprint), seal({"blueprint": blueprint, "contents": contents}))

@@ -35,6 +35,7 @@ import pandas as pd
 import pytest
 
 import chanbatch as cb
+from chanbatch.hashing import seal
 
 
 def _load_clikit() -> ModuleType:
@@ -658,10 +659,12 @@ def test_gc_keeps_the_cache_entries_of_the_last_run(base: Base, tmp_path: Path) 
     before = cache_entries(store)
     # a checkpoint evicted by key prefix (nothing else needs it while the aggregate is
     # cached), and a copy of its entry under a key that no run names: gc removes that entry,
-    # and then the object, which no live entry names any more
+    # and then the object, which no live entry names any more (the copy names its own key and
+    # is sealed again, or readers would rightly take it for corruption)
     named3 = key_of(base.warm, "named", 3)
     orphan = "0" * 63 + "1"
-    shutil.copy(store / "cache" / f"{named3}.json", store / "cache" / f"{orphan}.json")
+    copied = json.loads((store / "cache" / f"{named3}.json").read_bytes())
+    (store / "cache" / f"{orphan}.json").write_bytes(seal({**copied, "key": orphan}))
     gone = cli_json("cache", "evict", named3[:12], store=store)
     assert gone["evicted"] == [named3]
 
