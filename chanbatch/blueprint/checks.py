@@ -143,7 +143,7 @@ def expression(scope: Scope, value: Any, line: int, field: str) -> Expr | None:
         )
         return None
     try:
-        return parse_expr(value)
+        return parse_expr(value, strict=True)
     except ExprError as exc:
         scope.problem(line, exc.message, field=field, hint=exc.hint)
         return None
@@ -157,7 +157,7 @@ def aggregate_call(scope: Scope, value: Any, line: int, field: str) -> AggCall |
         )
         return None
     try:
-        return parse_aggregate(value)
+        return parse_aggregate(value, strict=True)
     except ExprError as exc:
         scope.problem(line, exc.message, field=field, hint=exc.hint)
         return None

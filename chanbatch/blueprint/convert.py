@@ -12,6 +12,7 @@ import math
 
 from chanbatch.blueprint.functions import AGGREGATES, CAST_TYPES, FUNCTIONS
 from chanbatch.blueprint.nodes import (
+    MAX_INT_BITS,
     ArithOp,
     BinOp,
     BoolOp,
@@ -93,9 +94,10 @@ _REFUSED_KEYWORDS: dict[type, str] = {
 class Converter:
     """Builds our tree from Python's, refusing everything outside the language."""
 
-    def __init__(self, text: str, *, inside_aggregate: bool = False) -> None:
+    def __init__(self, text: str, *, inside_aggregate: bool = False, strict: bool = False) -> None:
         self.text = text
         self.inside_aggregate = inside_aggregate
+        self.strict = strict
         self.source = text.replace("\r", " ").replace("\n", " ")
         self.encoded = self.source.encode("utf-8")
 
@@ -182,6 +184,9 @@ class Converter:
 
     def _constant(self, node: ast.Constant) -> Scalar:
         value = node.value
+        if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+            # `0xfff...` of any length parses; it could never be printed into a cache key.
+            raise self.error(node, f"number {self.segment(node)!r} is too large")
         if value is None or isinstance(value, bool | int | str):
             return value
         if isinstance(value, float):
@@ -219,17 +224,28 @@ class Converter:
         op_type = type(node.op)
         if op_type in _REFUSED_OPERATORS:
             symbol, hint = _REFUSED_OPERATORS[op_type]
-            between = self.encoded[node.left.end_col_offset : node.right.col_offset]
-            offset = (node.left.end_col_offset or 0) + max(between.find(symbol.encode()), 0)
-            raise ExprError(
-                f"operator {symbol!r} is not allowed",
-                token=symbol,
-                position=self.position(offset),
-                text=self.text,
-                hint=hint,
+            raise self._operator_error(node, symbol, f"operator {symbol!r} is not allowed", hint)
+        op = _ARITH[op_type]
+        left, right = self._convert(node.left), self._convert(node.right)
+        if self.strict and op != "+" and any(_is_text(side) for side in (left, right)):
+            # `'%s' % x` would be Python's string formatting and `'a' * 10**9` a gigabyte string:
+            # neither is part of the language, and both would run on every row. Validation
+            # refuses them (strict); the untyped language leaves other type errors to plan time.
+            raise self._operator_error(
+                node,
+                op,
+                f"operator {op!r} on text is not allowed",
+                "'+' joins text; there is no text formatting or repetition",
             )
-        return BinOp(
-            op=_ARITH[op_type], left=self._convert(node.left), right=self._convert(node.right)
+        return BinOp(op=op, left=left, right=right)
+
+    def _operator_error(
+        self, node: ast.BinOp, symbol: str, reason: str, hint: str | None
+    ) -> ExprError:
+        between = self.encoded[node.left.end_col_offset : node.right.col_offset]
+        offset = (node.left.end_col_offset or 0) + max(between.find(symbol.encode()), 0)
+        return ExprError(
+            reason, token=symbol, position=self.position(offset), text=self.text, hint=hint
         )
 
     def _compare(self, node: ast.Compare) -> Expr:
@@ -341,3 +357,22 @@ class Converter:
                 token=str(value),
                 hint=did_you_mean(str(value), CAST_TYPES) or f"types: {', '.join(CAST_TYPES)}",
             )
+
+
+def _is_text(expr: Expr) -> bool:
+    """True if ``expr`` is text whatever the columns hold: a text literal, or a call that returns
+    one (column types are known only at plan time, where the rest is checked)."""
+    literal = constant(expr)
+    if literal is not None:
+        return isinstance(literal.value, str)
+    if not isinstance(expr, Call):
+        return False
+    if expr.name in ("lower", "upper"):
+        return True
+    if expr.name == "cast":
+        return constant(expr.args[1]) == Literal(value="str")
+    if expr.name == "if_else":
+        return any(_is_text(arg) for arg in expr.args[1:])
+    if expr.name == "coalesce":
+        return any(_is_text(arg) for arg in expr.args)
+    return False

@@ -35,16 +35,19 @@ __all__ = ["MAX_LENGTH", "ExprError", "ExprEvalError", "parse_aggregate", "parse
 MAX_LENGTH = 10_000
 
 
-def parse_expr(text: str) -> Expr:
-    """Parse one expression into a tree.
+def parse_expr(text: str, *, strict: bool = False) -> Expr:
+    """Parse one expression into a tree. With ``strict`` (as blueprint validation parses), also
+    refuse operators other than ``+`` on values that are text whatever the columns hold, such as
+    ``'%s' % x`` or ``lower(x) * 3``.
 
     Raises ExprError for text that does not parse or that uses anything outside the language.
     """
-    return Converter(text).convert(_parse_python(text))
+    return Converter(text, strict=strict).convert(_parse_python(text))
 
 
-def parse_aggregate(text: str) -> AggCall:
-    """Parse one aggregate such as ``count()``, ``mean(dep_delay)`` or ``sum(a * b)``.
+def parse_aggregate(text: str, *, strict: bool = False) -> AggCall:
+    """Parse one aggregate such as ``count()``, ``mean(dep_delay)`` or ``sum(a * b)``; ``strict``
+    as for :func:`parse_expr`.
 
     Raises ExprError for an unknown aggregate, a wrong number of arguments, or a bad argument.
     """
@@ -58,7 +61,7 @@ def parse_aggregate(text: str) -> AggCall:
             hint="count rows with count()",
         )
     body = _parse_python(text)
-    converter = Converter(text, inside_aggregate=True)
+    converter = Converter(text, inside_aggregate=True, strict=strict)
     allowed = ", ".join(AGGREGATES)
     if not isinstance(body, ast.Call) or not isinstance(body.func, ast.Name):
         raise converter.error(

@@ -72,6 +72,12 @@ class Column(Expr):
             raise ValueError(f"not a column name an expression can spell: {self.name!r}")
 
 
+#: Largest integer a blueprint may hold, in bits (about 4,200 digits). Python refuses to print an
+#: integer of more than 4,300 digits, and canonical JSON prints every number; ``0x`` and ``0o``
+#: forms of any length are read without that check, so the parsers make it.
+MAX_INT_BITS = 14_000
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Literal(Expr):
     """A constant: int, finite float, str, bool, or null (``None``)."""

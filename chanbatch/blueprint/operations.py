@@ -34,6 +34,7 @@ from chanbatch.blueprint.nodes import AggCall, Expr
 from chanbatch.blueprint.reader import LocatedMap
 from chanbatch.errors import did_you_mean
 
+# Matched with fullmatch: `$` alone also accepts a final newline ("os:system\n").
 _FUNCTION_REF = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _JOIN_KEYS = ("right", "on", "how", "suffixes")
 _MAP_KEYS = ("function", "version")
@@ -232,7 +233,7 @@ def _map(value: Any, line: int, stage: LocatedMap, scope: Scope) -> Operation | 
             scope.problem(spec.line, f"missing {required!r}", field="map", hint=hint)
             ok = False
     function = spec.get("function")
-    if "function" in spec and not (isinstance(function, str) and _FUNCTION_REF.match(function)):
+    if "function" in spec and not (isinstance(function, str) and _FUNCTION_REF.fullmatch(function)):
         scope.problem(
             spec.value_line("function"),
             f"expected 'package.module:function', got {describe(function)}",

@@ -31,6 +31,8 @@ _REQUIRED = ("name", "inputs", "stages", "outputs")
 # DATASET, DATASET@<id prefix> or DATASET[slice] (DESIGN.md section 3). Only the shape is
 # checked here; whether it resolves is the store's business, at plan time.
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}(?:@[0-9a-f]{8,64}|\[[^\[\]]+\])?$")
+# Patterns are matched with fullmatch: ``$`` alone also matches before a final newline, and
+# "flights\n" must not pass here only to fail as a dataset name after the run has computed.
 _NAME_RULE = "use letters, digits, '_' and '-', starting with a letter or '_'"
 _DATASET_RULE = "use up to 128 letters, digits, '_', '.' and '-', starting with a letter or digit"
 
@@ -60,6 +62,12 @@ def load_blueprint(path_or_text: str | os.PathLike[str]) -> Blueprint:
             raise InputError(f"cannot read blueprint {path}: {exc}") from exc
         return parse_blueprint(text, source=path)
     return parse_blueprint(path_or_text)
+
+
+def _no_dotdot(ref: str) -> bool:
+    """The store also refuses '..' in a dataset name (snapshot.names, which blueprint does not
+    import): check it here, at validate time, rather than after a run has computed."""
+    return ".." not in re.split(r"[@\[]", ref, maxsplit=1)[0]
 
 
 def _looks_like_path(value: str) -> bool:
@@ -115,8 +123,16 @@ def _read(text: str, log: ProblemLog) -> Any:
         hint = "check the indentation" if "<block" in message else None
         log.add(mark.line + 1 if mark else None, message, hint=hint)
         log.raise_if_any()
+    except yaml.reader.ReaderError as exc:
+        # Its str() spans two lines and names PyYAML's stream ("<unicode string>"); the problem
+        # says the same on one line, with the line of the character.
+        line = text.count("\n", 0, exc.position) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        what = f"character U+{code:04X} ({chr(code)!r})"
+        log.add(line, f"invalid YAML: {what} is not allowed in YAML")
+        log.raise_if_any()
     except yaml.YAMLError as exc:
-        log.add(None, f"invalid YAML: {exc}")
+        log.add(None, "invalid YAML: " + " ".join(str(exc).split()))
         log.raise_if_any()
     for duplicate in duplicates:
         log.add(
@@ -131,7 +147,7 @@ def _name(document: LocatedMap, top: Scope) -> str | None:
     if "name" not in document:
         return None
     value = document["name"]
-    if isinstance(value, str) and DATASET_NAME.match(value):
+    if isinstance(value, str) and DATASET_NAME.fullmatch(value):
         return value
     top.problem(
         document.value_line("name"),
@@ -153,7 +169,7 @@ def _inputs(document: LocatedMap, top: Scope) -> dict[str, str]:
         return {}
     result: dict[str, str] = {}
     for key, ref in inputs.items():
-        if not (isinstance(key, str) and STAGE_NAME.match(key)):
+        if not (isinstance(key, str) and STAGE_NAME.fullmatch(key)):
             top.problem(
                 inputs.key_line(key),
                 f"input name {key!r} is not valid",
@@ -161,7 +177,7 @@ def _inputs(document: LocatedMap, top: Scope) -> dict[str, str]:
                 hint=_NAME_RULE,
             )
             continue
-        if not (isinstance(ref, str) and _REF.match(ref)):
+        if not (isinstance(ref, str) and _REF.fullmatch(ref) and _no_dotdot(ref)):
             top.problem(
                 inputs.value_line(key),
                 f"expected a dataset REF such as 'flights', 'flights@1a2b3c4d' or "
@@ -188,7 +204,7 @@ def _stages(document: LocatedMap, log: ProblemLog, inputs: dict[str, str]) -> di
     drafts: dict[str, _Draft] = {}
     for key, body in stages.items():
         line = stages.key_line(key)
-        if not (isinstance(key, str) and STAGE_NAME.match(key)):
+        if not (isinstance(key, str) and STAGE_NAME.fullmatch(key)):
             log.add(line, f"stage name {key!r} is not valid", field="stages", hint=_NAME_RULE)
             continue
         scope = Scope(log, key)
@@ -318,12 +334,20 @@ def _outputs(
             else:
                 hint = did_you_mean(str(stage), drafts) or f"stages: {', '.join(drafts)}"
             top.problem(key_line, f"{stage!r} is not a stage", field="outputs", hint=hint)
-        if not (isinstance(dataset, str) and DATASET_NAME.match(dataset)):
+        if not (isinstance(dataset, str) and DATASET_NAME.fullmatch(dataset)):
             top.problem(
                 value_line,
                 f"{describe(dataset)} is not a valid dataset name",
                 field=f"outputs.{stage}",
                 hint=_DATASET_RULE,
+            )
+            continue
+        if not _no_dotdot(dataset):
+            top.problem(
+                value_line,
+                f"{describe(dataset)} is not a valid dataset name",
+                field=f"outputs.{stage}",
+                hint="'..' is not allowed in a dataset name",
             )
             continue
         if dataset in first_use:

@@ -8,6 +8,12 @@ container.
 The loader is PyYAML's safe loader with two changes. Only ``true``/``false`` are booleans
 (YAML 1.2): under YAML 1.1 the ``on:`` of a join, or an input named ``no``, would silently
 become a boolean. And duplicate keys are recorded instead of the last one silently winning.
+
+Blueprints come from elsewhere, so the loader also refuses, as YAML errors with a line, what a
+hostile document could otherwise turn into a crash or a long stall: nesting deeper than
+:data:`MAX_DEPTH` (PyYAML composes recursively, so deep nesting is a RecursionError), a value
+that a YAML constructor cannot build (``2001-13-45`` as a date, a 5000-digit integer), and
+anchors and aliases that repeat the document far beyond its own size (:data:`MAX_EXPANSION`).
 """
 
 from __future__ import annotations
@@ -17,10 +23,30 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import yaml
+from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.error import Mark
+from yaml.events import AliasEvent
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from chanbatch.blueprint.nodes import MAX_INT_BITS
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
+
+#: Deepest nesting of mappings and sequences. A blueprint needs about six levels; PyYAML's
+#: composer and constructor recurse once per level, so this keeps them far from the
+#: interpreter's recursion limit.
+MAX_DEPTH = 64
+#: How much larger than its text a document may become when every alias is replaced by what it
+#: names, counting one per node plus the characters of each scalar. Anchors may share a block
+#: among a few stages; a "billion laughs" document, or one that repeats a 10,000-character
+#: expression thousands of times, would make validation take minutes, so it is refused.
+MAX_EXPANSION = 4
+
+
+def expansion_limit(text: str) -> int:
+    """The expanded size (see :data:`MAX_EXPANSION`) allowed for a document of ``text``."""
+    return 100_000 + MAX_EXPANSION * len(text)
 
 
 class LocatedMap(dict):
@@ -81,6 +107,43 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.duplicates: list[DuplicateKey] = []
+        self.depth = 0
+        self.first_alias: Mark | None = None
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        if self.first_alias is None and self.check_event(AliasEvent):
+            self.first_alias = self.peek_event().start_mark
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise ComposerError(
+                    None,
+                    None,
+                    f"nested more than {MAX_DEPTH} levels deep",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            data = super().construct_object(node, deep)
+            if isinstance(data, int) and data.bit_length() > MAX_INT_BITS:
+                raise ValueError(f"the number is larger than 2**{MAX_INT_BITS}")
+            return data
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
+            # The innermost node that fails is reported; ConstructorError passes through.
+            kind = node.tag.rpartition(":")[2] or "value"
+            value = node.value if isinstance(node, ScalarNode) else ""
+            shown = value if len(value) <= 40 else value[:37] + "..."
+            if isinstance(exc, KeyError):  # the bool constructor looks the word up
+                reason = f"not a valid {kind}"
+            else:  # the first clause; Python's advice on set_int_max_str_digits is not the user's
+                reason = str(exc).split(";")[0].split(": value has")[0]
+            raise ConstructorError(
+                None, None, f"cannot read {shown!r} as {kind}: {reason}", node.start_mark
+            ) from None
 
 
 _Loader.add_implicit_resolver(
@@ -95,8 +158,10 @@ def _line(node: Node) -> int:
 def _construct_map(loader: _Loader, node: Node) -> LocatedMap:
     if not isinstance(node, MappingNode):
         raise ConstructorError(None, None, "expected a mapping", node.start_mark)
-    loader.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
+    own = {id(key) for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge"}
+    loader.flatten_mapping(node)  # resolves `<<: *anchor` merge keys, putting their pairs first
     result = LocatedMap(_line(node))
+    merged: set[Any] = set()
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         try:
@@ -108,10 +173,15 @@ def _construct_map(loader: _Loader, node: Node) -> LocatedMap:
                 "a key must be a plain value, not a list or mapping",
                 key_node.start_mark,
             ) from None
-        if key in result:
+        if key in result and key not in merged:
             loader.duplicates.append(
                 DuplicateKey(key=key, line=_line(key_node), first_line=result.key_lines[key])
             )
+        # A key of the mapping itself overrides one merged in: that is what `<<` is for.
+        if id(key_node) in own:
+            merged.discard(key)
+        else:
+            merged.add(key)
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = _line(key_node)
         result.value_lines[key] = _line(value_node)
@@ -139,6 +209,45 @@ def read_yaml(text: str) -> tuple[Any, list[DuplicateKey]]:
     """
     loader = _Loader(text)
     try:
-        return loader.get_single_data(), loader.duplicates
+        node = loader.get_single_node()
+        if node is None:
+            return None, loader.duplicates
+        limit = expansion_limit(text)
+        if _expanded_size(node, limit, {}) > limit:
+            raise ComposerError(
+                None,
+                None,
+                f"anchors and aliases expand this document to more than {limit:,} values and "
+                f"characters ({len(text):,} as written)",
+                loader.first_alias or node.start_mark,
+            )
+        return loader.construct_document(node), loader.duplicates
     finally:
         loader.dispose()
+
+
+def _expanded_size(node: Node, limit: int, sizes: dict[int, int]) -> int:
+    """Nodes plus scalar characters of ``node`` with every alias expanded, saturating just above
+    ``limit``; linear in the composed (unexpanded) document, whatever the aliases multiply."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    # A node that contains itself is refused by the constructor, with its own message.
+    sizes[key] = 0
+    if isinstance(node, ScalarNode):
+        total = 1 + len(node.value)
+    elif isinstance(node, MappingNode):
+        total = 1
+        for key_node, value_node in node.value:
+            total += _expanded_size(key_node, limit, sizes)
+            total += _expanded_size(value_node, limit, sizes)
+            if total > limit:
+                break
+    else:
+        total = 1
+        for item in node.value:
+            total += _expanded_size(item, limit, sizes)
+            if total > limit:
+                break
+    sizes[key] = min(total, limit + 1)
+    return sizes[key]
