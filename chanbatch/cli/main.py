@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import sys
 import traceback
+import unicodedata
 
 import click
 
@@ -14,12 +16,23 @@ from chanbatch.errors import ChanbatchError
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
 
+def printable(text: str) -> str:
+    """``text`` with control and format characters escaped (``\\x1b``), newlines kept.
+
+    Messages quote what users and their files hold (a path, a CSV row): an escape sequence in
+    them must reach the terminal as text, not retitle the window or hide the rest of the line.
+    """
+    return "".join(
+        ch if ch == "\n" or unicodedata.category(ch)[0] != "C" else ascii(ch)[1:-1] for ch in text
+    )
+
+
 def format_error(exc: ChanbatchError) -> str:
     """The one line the CLI prints for a library error."""
     message = " ".join(str(exc).split()) if "\n" not in str(exc) else str(exc)
     if exc.hint:
         message += f"; {exc.hint}" if "\n" not in message else f"\nhint: {exc.hint}"
-    return f"Error: {message}"
+    return printable(f"Error: {message}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,7 +50,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(format_error(exc), err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.ClickException as exc:
-        exc.show()
+        shown = io.StringIO()  # Click quotes the arguments it refuses: escape them too
+        exc.show(file=shown)
+        sys.stderr.write(printable(shown.getvalue()))
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -49,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: say so plainly, keep the traceback behind --verbose
         if verbose:
             traceback.print_exc()
-        detail = " ".join(str(exc).split())
+        detail = printable(" ".join(str(exc).split()))
         click.echo(
             f"Error: internal error: {type(exc).__name__}: {detail} "
             "(rerun with --verbose for the traceback, and please report it)",
