@@ -242,7 +242,15 @@ def _load(
         lazy = slice is None and slice_by is not None
         inputs = []
         for path in paths:
-            table = normalize_table(_read_file(Path(path)), lazy=lazy)
+            raw = _read_file(Path(path))
+            if raw.num_rows == 0:
+                # A header-only CSV or a zero-row Parquet file is most often a failed export; a
+                # slice frozen from it would replace real rows with none, so say so instead.
+                raise InputError(
+                    f"{path} has no rows: nothing to freeze",
+                    hint="a file must hold at least one row; check the export that wrote it",
+                )
+            table = normalize_table(raw, lazy=lazy)
             key = None
             if slice is None and slice_by is None:
                 key = parse_key(_stem(Path(path)), kind)
