@@ -313,10 +313,9 @@ def verify_report(doc: dict[str, Any]) -> None:
     if doc["ok"]:
         console.print(f"[green]ok[/]: {summary}")
         return
-    for ident in doc["corrupt"]:
-        err_console.print(f"[red]corrupt[/]: {ident}")
-    for ident in doc["missing"]:
-        err_console.print(f"[red]missing[/]: {ident}")
+    for bad in doc["files"]:
+        named = f" ({bad['id']})" if bad["id"] != bad["path"] else ""
+        err_console.print(f"[red]{bad['problem']}[/]: {bad['path']}{named}")
     for problem in doc["problems"]:
         err_console.print(f"[red]problem[/]: {problem}")
     n = len(doc["corrupt"]) + len(doc["missing"]) + len(doc["problems"])

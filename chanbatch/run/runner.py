@@ -26,6 +26,7 @@ from chanbatch.compile.explain import describe_key, explain, load_previous
 from chanbatch.compile.keys import blueprint_digest, engine_salt
 from chanbatch.compile.plan import Plan, build_plan
 from chanbatch.errors import UsageError, did_you_mean
+from chanbatch.hashing import seal
 from chanbatch.snapshot import SnapshotStore, layout, refs
 from chanbatch.snapshot.freeze import freeze
 from chanbatch.snapshot.names import encode_key
@@ -54,6 +55,7 @@ class PlanReport:
 
     plan: Plan
     decisions: dict[str, Decision]
+    memo: dict[str, str] = field(default_factory=dict)  # the memo as planning read it
 
     @property
     def has_work(self) -> bool:
@@ -163,7 +165,7 @@ def plan_blueprint(
     """The plan of ``blueprint`` on ``store`` and what a run would compute or reuse."""
     view = CacheView(store.storage, blueprint.name)
     plan = build_plan(blueprint, resolve_inputs(blueprint, store, sets), view.content_of)
-    report = PlanReport(plan=plan, decisions=decide(plan, store.storage, view))
+    report = PlanReport(plan=plan, decisions=decide(plan, store.storage, view), memo=view.memo)
     if report.has_work:
         record = last_run(store, blueprint.name)
         report.decisions = explain(plan, report.decisions, load_previous(store.storage, record))
@@ -316,8 +318,9 @@ def run_blueprint(
             "rows": sum(s.rows for s in info.slices),
         }
 
-    if computed:
-        write_memo(storage, blueprint.name, _contents(plan, done))
+    contents = _contents(plan, done)
+    if computed or contents != report.memo:  # also replaces a memo that was damaged or stale
+        write_memo(storage, blueprint.name, contents)
     stats = _stats(report, done, time.perf_counter() - started)
     _write_record(store, run_id, started_at, report, done, output_keys, snapshots, stats, scheduler)
     return RunResult(run_id=run_id, snapshots=snapshots, stats=stats, store=store)
@@ -603,7 +606,7 @@ def _write_record(
             "cache": stored,
         },
     }
-    store.storage.write_atomic(
-        f"{layout.RUNS}/{run_id}.json",
-        json.dumps(record, separators=(",", ":"), default=str).encode(),
-    )
+    # through JSON once first: a value JSON has no type for (a scheduler object, a path) is
+    # recorded as its text, and the sealed record holds exactly what a reader will see
+    plain = json.loads(json.dumps(record, default=str))
+    store.storage.write_atomic(f"{layout.RUNS}/{run_id}.json", seal(plain))

@@ -239,7 +239,13 @@ def resolve_entry(storage: Storage, ref: str | Ref) -> RefEntry:
     Raises RefNotFoundError and AmbiguousRefError as :func:`resolve` does.
     """
     parsed = parse_ref(ref) if isinstance(ref, str) else ref
-    entries = history(storage, parsed.dataset)
+    # the latest snapshot needs only the newest entry: damage further back in the log (which
+    # verify reports) must not stop a dataset's current version from being read
+    entries = (
+        history(storage, parsed.dataset)
+        if parsed.snapshot is not None
+        else [e for e in [head(storage, parsed.dataset)] if e is not None]
+    )
     if not entries:
         known = list_datasets(storage)
         raise RefNotFoundError(

@@ -1,4 +1,10 @@
-"""Verify: re-hash objects and manifests and check that every reference resolves.
+"""Verify: re-hash objects and manifests, check every sealed file, and that every reference
+resolves.
+
+Objects and manifests are named by their hash. Ref-log entries, cache entries, memos and run
+records carry a checksum of their contents (:func:`chanbatch.hashing.seal`); pins are checked to
+parse. Each of those must also hold what its file name says, so a file copied over another is
+found too. Every bad file is reported by its path in the store: nothing damaged goes unnamed.
 
 Objects are hashed in parallel (blake3 releases the GIL, and local files are memory-mapped), so
 verification runs at disk speed rather than at one core's hashing speed.
@@ -6,13 +12,14 @@ verification runs at disk speed rather than at one core's hashing speed.
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from chanbatch.errors import ChanbatchError
-from chanbatch.hashing import digest, digest_file
+from chanbatch.hashing import CHECKSUM, digest, digest_file, unseal
 from chanbatch.snapshot import layout, refs
 from chanbatch.snapshot.manifest import SliceManifest, SnapshotManifest, parse_manifest
 from chanbatch.snapshot.storage import Storage
@@ -30,6 +37,7 @@ class VerifyReport:
     corrupt: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    paths: dict[str, str] = field(default_factory=dict)  # id -> path, for what is named by id
 
     @property
     def ok(self) -> bool:
@@ -42,9 +50,27 @@ class VerifyReport:
             "corrupt": sorted(self.corrupt),
             "missing": sorted(self.missing),
             "problems": self.problems,
+            "files": self.files(),
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
         }
+
+    def files(self) -> list[dict[str, str]]:
+        """Every corrupt or missing file: its path in the store, what is wrong with it, and its
+        id (objects and manifests) or path again (files not named by their hash)."""
+        found = [
+            {"path": self.paths.get(ident, ident), "problem": problem, "id": ident}
+            for problem, idents in (("corrupt", self.corrupt), ("missing", self.missing))
+            for ident in idents
+        ]
+        return sorted(found, key=lambda f: f["path"])
+
+    def bad(self, kind: str, ident: str, path: str) -> None:
+        """Record ``ident`` (stored at ``path``) as ``kind``: "corrupt" or "missing"."""
+        listed = self.corrupt if kind == "corrupt" else self.missing
+        if ident not in listed:
+            listed.append(ident)
+        self.paths[ident] = path
 
 
 def verify(storage: Storage, resolved: refs.Resolved | None = None) -> VerifyReport:
@@ -88,7 +114,7 @@ def _verify_all(storage: Storage, report: VerifyReport) -> None:
         try:
             manifests[mid] = parse_manifest(data, mid)
         except ChanbatchError:
-            report.corrupt.append(mid)
+            report.bad("corrupt", mid, rel)
     present = {oid for oid, _ in objects}
     corrupt = set(report.corrupt)
     for dataset in refs.list_datasets(storage):
@@ -96,9 +122,66 @@ def _verify_all(storage: Storage, report: VerifyReport) -> None:
             try:
                 entry = refs.read_entry(storage, dataset, version)
             except ChanbatchError:
-                report.corrupt.append(layout.ref_path(dataset, version))
+                rel = layout.ref_path(dataset, version)
+                report.bad("corrupt", rel, rel)
                 continue
             _check_reachable(entry.snapshot, manifests, present, corrupt, report)
+    _check_cache(storage, present, report)
+    for top in (layout.MEMO, layout.RUNS, layout.PINS):
+        _check_documents(storage, top, report)
+
+
+def _check_cache(storage: Storage, present: set[str], report: VerifyReport) -> None:
+    """Each cache entry is sealed, names its own key, and its objects exist.
+
+    A bad entry costs only a recomputation (the run takes it for a miss), but verify still
+    names it, so that damage to the store's disk does not go unseen.
+    """
+    for rel, _mtime, size in storage.walk(layout.CACHE):
+        key = rel.rsplit("/", 1)[-1].removesuffix(".json")
+        report.checked += 1
+        report.bytes += size
+        try:
+            doc = unseal(storage.read_bytes(rel))
+            if doc.get("key") != key:
+                raise ValueError("it holds another key's entry")
+            objects = [str(o) for o in doc["objects"]]
+        except FileNotFoundError:  # evicted while we looked
+            continue
+        except (ValueError, KeyError, TypeError):
+            report.bad("corrupt", rel, rel)
+            continue
+        for oid in objects:
+            if oid not in present:
+                report.bad("missing", oid, layout.object_path(oid))
+
+
+def _check_documents(storage: Storage, top: str, report: VerifyReport) -> None:
+    """Each memo, run record and pin reads back whole, sealed ones match their checksum, and
+    each names what its file name says (so a file copied over another is found too)."""
+    for rel, _mtime, size in storage.walk(top):
+        report.checked += 1
+        report.bytes += size
+        stem = rel.rsplit("/", 1)[-1].removesuffix(".json")
+        try:
+            data = storage.read_bytes(rel)
+            if top == layout.PINS:
+                doc = json.loads(data)
+                named = doc.get("snapshot", stem) if isinstance(doc, dict) else None
+            elif top == layout.MEMO:
+                # a memo from before memos were sealed is not damage: readers ignore it, and
+                # the next run of its blueprint replaces it
+                doc = unseal(data, legacy=lambda d: set(d) == {"blueprint", "contents"})
+                named = digest(str(doc["blueprint"]).encode())[: len(stem)]
+            else:  # run records are sealed; ones written before that have no checksum
+                doc = unseal(data, legacy=lambda d: CHECKSUM not in d and "run" in d)
+                named = doc["run"]
+            if named != stem:
+                raise ValueError(f"it belongs at {named}")
+        except FileNotFoundError:
+            continue
+        except (ValueError, KeyError, TypeError):
+            report.bad("corrupt", rel, rel)
 
 
 def _check_reachable(
@@ -110,8 +193,8 @@ def _check_reachable(
 ) -> None:
     snap = manifests.get(sid)
     if snap is None:
-        if sid not in corrupt and sid not in report.missing:
-            report.missing.append(sid)
+        if sid not in corrupt:
+            report.bad("missing", sid, layout.manifest_path(sid))
         return
     if not isinstance(snap, SnapshotManifest):
         report.problems.append(f"ref points at {sid[:12]}, which is not a snapshot")
@@ -119,13 +202,13 @@ def _check_reachable(
     for entry in snap.slices:
         manifest = manifests.get(entry.id)
         if manifest is None:
-            if entry.id not in corrupt and entry.id not in report.missing:
-                report.missing.append(entry.id)
+            if entry.id not in corrupt:
+                report.bad("missing", entry.id, layout.manifest_path(entry.id))
             continue
         if isinstance(manifest, SliceManifest):
             for part in manifest.parts:
-                if part.object not in present and part.object not in report.missing:
-                    report.missing.append(part.object)
+                if part.object not in present:
+                    report.bad("missing", part.object, layout.object_path(part.object))
 
 
 def _verify_snapshot(
@@ -152,17 +235,18 @@ def _verify_snapshot(
 def _load_manifest(
     storage: Storage, mid: str, report: VerifyReport
 ) -> SliceManifest | SnapshotManifest | None:
+    rel = layout.manifest_path(mid)
     try:
-        data = storage.read_bytes(layout.manifest_path(mid))
+        data = storage.read_bytes(rel)
     except FileNotFoundError:
-        report.missing.append(mid)
+        report.bad("missing", mid, rel)
         return None
     report.checked += 1
     report.bytes += len(data)
     try:
         return parse_manifest(data, mid)
     except ChanbatchError:
-        report.corrupt.append(mid)
+        report.bad("corrupt", mid, rel)
         return None
 
 
@@ -183,9 +267,9 @@ def _hash_objects(storage: Storage, objects: list[tuple[str, str]], report: Veri
     with ThreadPoolExecutor(_WORKERS) as pool:
         for oid, found, size in pool.map(check, objects):
             if found is None:
-                report.missing.append(oid)
+                report.bad("missing", oid, layout.object_path(oid))
                 continue
             report.checked += 1
             report.bytes += size
             if found != oid:
-                report.corrupt.append(oid)
+                report.bad("corrupt", oid, layout.object_path(oid))
