@@ -13,15 +13,15 @@ objects but no ref, ...), and then check the store. :func:`campaign` chooses the
   planned points are stratified over it, so that they cover it evenly, plus a few right at the
   start.
 - A process's CPU time still varies from run to run (by a quarter on a busy machine: caches
-  and cores are shared), so the kills could bunch in some phases.
-  When a phase that the test requires is still missing after the planned kills, further kills
-  are aimed at it: between the latest point that landed before it and the earliest that landed
-  after it, or, where noise has made those overlap, inside the overlap, which is where the
-  phases change. A process that exits before its signal was not killed; it is checked like the
-  others and replaced.
+  and cores are shared), and some phases are short (a freeze writes its ref in the last tenth
+  of its life), so the random kills can miss a phase. When a phase that the test requires is
+  still missing after them, further kills are aimed at it: each waits until the store shows the
+  phase (or a later one) and kills at once. A process that exits before its signal was not
+  killed; it is checked like the others and replaced.
 
 Phases are found by the test from the store's files, never from timing, so the coverage that the
-tests assert cannot pass by killing always too early or too late.
+tests assert (:meth:`Phases.assert_covered`) cannot pass by killing always too early or too
+late.
 """
 
 from __future__ import annotations
@@ -60,6 +60,46 @@ class Landing:
     @property
     def killed(self) -> bool:
         return self.phase != EXITED
+
+
+@dataclass(frozen=True)
+class Shot:
+    """When to kill: once the process has used ``at`` CPU seconds (at once for 0), or, with
+    ``phase``, as soon as its store shows that phase or a later one."""
+
+    at: float = 0.0
+    phase: str | None = None
+
+
+@dataclass(frozen=True)
+class Phases:
+    """The phases a kill can land in, from the earliest, and the groups of them that a campaign
+    must hit (each group a run of neighbours in ``order``)."""
+
+    order: tuple[str, ...]
+    required: tuple[tuple[str, ...], ...]
+
+    def rank(self, phase: str) -> int:
+        return [*self.order, EXITED].index(phase)
+
+    def missing(self, landings: Sequence[Landing]) -> list[tuple[str, ...]]:
+        """The required groups that no landing has hit yet."""
+        seen = {x.phase for x in landings}
+        return [group for group in self.required if not seen.intersection(group)]
+
+    def describe(self, landings: Sequence[Landing]) -> str:
+        """One line: kills per phase, then the processes that exited first."""
+        counts = Counter(x.phase for x in landings)
+        parts = [f"{p}={counts[p]}" for p in [*self.order, EXITED] if counts[p]]
+        killed = sum(x.killed for x in landings)
+        return f"{killed} kills in {len(landings)} trials: " + ", ".join(parts)
+
+    def assert_covered(self, landings: Sequence[Landing], kills: int) -> None:
+        """At least ``kills`` kills, and one in every required group."""
+        summary = self.describe(landings)
+        assert sum(x.killed for x in landings) >= kills, summary
+        gaps = self.missing(landings)
+        assert not gaps, f"no kill landed in {gaps}: {summary}"
 
 
 # -- one process ----------------------------------------------------------------------------------
@@ -138,21 +178,33 @@ def timed_together(commands: Sequence[Sequence[str]]) -> list[tuple[float, Resul
         return list(pool.map(timed, commands))
 
 
-def kill_at(command: Sequence[str], at: float, timeout: float = 300) -> tuple[float, Result | None]:
-    """Start ``command`` and SIGKILL it once it has used ``at`` CPU seconds (at once for 0).
+def kill(
+    command: Sequence[str],
+    shot: Shot,
+    *,
+    phases: Phases,
+    landed: Callable[[], str],
+    timeout: float = 300,
+) -> tuple[float, Result | None]:
+    """Start ``command`` and SIGKILL it at ``shot``; ``landed()`` is the phase its store shows.
 
     Returns the CPU seconds it had used when the signal went, and None; or, when it finished
     first, the CPU seconds of its whole life and what it did.
     """
     used = 0.0
     with _Child(command, timeout) as child:
-        while at > 0:
+        while shot.at > 0 or shot.phase is not None:
             exited = child.exited()
             used = child.clock()
-            if exited or used >= at:
+            if exited:
+                break
+            if shot.phase is None:
+                if used >= shot.at:
+                    break
+            elif phases.rank(landed()) >= phases.rank(shot.phase):
                 break
             if time.monotonic() - child.started > timeout:
-                raise TimeoutError(f"{command[1:3]} did not reach {at:.2f} CPU seconds")
+                raise TimeoutError(f"{command[1:3]} did not reach {shot}")
             time.sleep(_POLL)
         # A zombie ignores the signal: its exit code then says that it finished.
         os.kill(child.proc.pid, signal.SIGKILL)
@@ -172,6 +224,12 @@ def listing(root: Path) -> set[str]:
         base = Path(dirpath).relative_to(root)
         out.update((base / name).as_posix() for name in names)
     return out
+
+
+def contents(root: Path, *folders: str) -> dict[str, bytes]:
+    """The files under ``folders`` of the store ``root``: relative path -> bytes."""
+    prefixes = tuple(f"{folder}/" for folder in folders)
+    return {rel: (root / rel).read_bytes() for rel in listing(root) if rel.startswith(prefixes)}
 
 
 def fresh_copy(source: Path, target: Path) -> Path:
@@ -196,56 +254,28 @@ def planned_points(count: int, rng: random.Random, at_start: int) -> list[float]
     return points
 
 
-def aim(
-    group: Sequence[str],
-    landings: Sequence[Landing],
-    order: Sequence[str],
-    span: float,
-    rng: random.Random,
-) -> float:
-    """A point where the phases of ``group`` should lie, from where the kills so far landed
-    (see the module docstring)."""
-    rank = {phase: i for i, phase in enumerate([*order, EXITED])}
-    first, last = min(rank[p] for p in group), max(rank[p] for p in group)
-    before = [x.at for x in landings if rank[x.phase] < first]
-    after = [x.at for x in landings if rank[x.phase] > last]
-    lo = max(before, default=0.0)
-    hi = min(after, default=max(lo, span) * 1.3 + 0.05)
-    return rng.uniform(min(lo, hi), max(lo, hi))
-
-
-def missing(landings: Sequence[Landing], required: Sequence[Sequence[str]]) -> list[Sequence[str]]:
-    """The groups of ``required`` that no landing has hit yet."""
-    seen = {x.phase for x in landings}
-    return [group for group in required if not seen.intersection(group)]
-
-
 def campaign(
-    trial: Callable[[int, float], Landing],
+    trial: Callable[[int, Shot], Landing],
     *,
     kills: int,
     lives: Sequence[float],
-    order: Sequence[str],
-    required: Sequence[Sequence[str]],
+    phases: Phases,
     seed: int,
     jobs: int = 2,
     extra: int | None = None,
 ) -> list[Landing]:
-    """Run ``trial(index, point)`` until ``kills`` processes were killed and every group of
-    phases in ``required`` was hit (see the module docstring), ``jobs`` trials at a time and
-    at most ``kills + extra`` in all. A trial kills its process at ``point`` CPU seconds (see
-    :func:`kill_at`) and returns where it landed.
+    """Run ``trial(index, shot)`` until ``kills`` processes were killed and every required
+    group of ``phases`` was hit (see the module docstring), ``jobs`` trials at a time and at
+    most ``kills + extra`` in all. A trial kills its process at ``shot`` (see :func:`kill`)
+    and returns where it landed.
 
-    ``lives`` are the CPU seconds of undisturbed runs; their median is the span the points are
-    spread over, and every process that exits before its signal adds its life to them. ``order``
-    lists the phases from the earliest. The first failing trial's exception is raised. Returns
-    the landings in index order.
+    ``lives`` are the CPU seconds of undisturbed runs; their median is the span the random
+    kills are spread over, and every process that exits before its signal adds its life to
+    them. The first failing trial's exception is raised. Returns the landings in index order.
     """
-    for group in required:
-        assert set(group) <= set(order), group
     rng = random.Random(seed)
     planned = planned_points(kills, rng, at_start=max(1, kills // 10))
-    limit = kills + (extra if extra is not None else max(12, kills // 2))
+    limit = kills + (extra if extra is not None else max(8, kills // 4))
     landings: list[Landing] = []
     running: set[Future[Landing]] = set()
     started = 0
@@ -258,16 +288,16 @@ def campaign(
             while True:
                 while len(running) < jobs and started < limit:
                     if planned:
-                        point = planned.pop() * span()
+                        shot = Shot(at=planned.pop() * span())
                     elif running:
-                        break  # aim with what they find
-                    elif gaps := missing(landings, required):
-                        point = aim(gaps[0], landings, order, span(), rng)
+                        break  # what they find decides what comes next
+                    elif gaps := phases.missing(landings):
+                        shot = Shot(phase=min(gaps[0], key=phases.rank))
                     elif sum(x.killed for x in landings) < kills:
-                        point = rng.uniform(0.0, span())  # in place of one that exited first
+                        shot = Shot(at=rng.uniform(0.0, span()))  # for one that exited first
                     else:
                         break
-                    running.add(pool.submit(trial, started, point))
+                    running.add(pool.submit(trial, started, shot))
                     started += 1
                 if not running:
                     break
@@ -278,21 +308,3 @@ def campaign(
                 future.cancel()
             raise
     return sorted(landings, key=lambda x: x.index)
-
-
-def describe(landings: Sequence[Landing], order: Sequence[str]) -> str:
-    """One line: kills per phase in ``order``, then the processes that exited first."""
-    counts = Counter(x.phase for x in landings)
-    parts = [f"{phase}={counts[phase]}" for phase in [*order, EXITED] if counts[phase]]
-    killed = sum(x.killed for x in landings)
-    return f"{killed} kills in {len(landings)} trials: " + ", ".join(parts)
-
-
-def assert_coverage(
-    landings: Sequence[Landing], required: Sequence[Sequence[str]], kills: int, order: Sequence[str]
-) -> None:
-    """At least ``kills`` kills, and one in every required group of phases."""
-    summary = describe(landings, order)
-    assert sum(x.killed for x in landings) >= kills, summary
-    gaps = missing(landings, required)
-    assert not gaps, f"no kill landed in {gaps}: {summary}"

@@ -30,12 +30,13 @@ from clikit import manifest_file, ok_json
 from reliakit import (
     EXITED,
     Landing,
+    Phases,
+    Shot,
     argv,
-    assert_coverage,
     campaign,
-    describe,
+    contents,
     fresh_copy,
-    kill_at,
+    kill,
     listing,
     timed_together,
 )
@@ -53,10 +54,15 @@ SEED = 7_2013
 
 #: Where a kill landed, from the earliest: nothing new in the store, temporary files only, new
 #: objects, new slice manifests, the new snapshot's manifest, the new ref.
-PHASES = ("clean", "tmp", "objects", "slices", "snapshot", "ref")
-#: Before any object; objects written but no ref yet; the ref written (killed on the way out).
-REQUIRED = (("clean", "tmp"), ("objects", "slices", "snapshot"), ("ref",))
+#: A campaign must hit each of: before any object; objects written but no ref yet; the ref
+#: written (killed on the way out).
+PHASES = Phases(
+    order=("clean", "tmp", "objects", "slices", "snapshot", "ref"),
+    required=(("clean", "tmp"), ("objects", "slices", "snapshot"), ("ref",)),
+)
 JOBS = 2
+#: What gc sweeps after a kill, and must leave as an undisturbed freeze does.
+SWEPT = ("objects", "manifests")
 
 
 def source(seed: int) -> pd.DataFrame:
@@ -100,15 +106,6 @@ def ids(document: dict[str, Any]) -> tuple[str, list[tuple[str, str, int, int]]]
     return document["snapshot"], [
         (s["key"], s["id"], s["rows"], s["bytes"]) for s in document["slices"]
     ]
-
-
-def stored(store: Path) -> dict[str, bytes]:
-    """The objects and manifests of ``store``, by relative path."""
-    return {
-        rel: (store / rel).read_bytes()
-        for rel in listing(store)
-        if rel.startswith(("objects/", "manifests/"))
-    }
 
 
 @dataclass(frozen=True)
@@ -165,7 +162,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
         previous_rows=read_sources(base_paths),
         files=files,
         expected=expected,
-        reference=stored(reference),
+        reference=contents(reference, *SWEPT),
         lives=[seconds for seconds, _r in runs],
         work=root,
     )
@@ -206,9 +203,11 @@ def assert_intact(store: Path, setup: Setup, phase: str) -> None:
     assert_same_rows(previous, setup.previous_rows)
 
 
-def kill_once(setup: Setup, index: int, point: float) -> Landing:
+def kill_once(setup: Setup, index: int, shot: Shot) -> Landing:
     store = fresh_copy(setup.start, setup.work / f"kill{index}")
-    at, finished = kill_at(freeze_args(store, setup.files), point)
+    at, finished = kill(
+        freeze_args(store, setup.files), shot, phases=PHASES, landed=lambda: landed(store, setup)
+    )
     if finished is not None:
         assert finished.code == 0, str(finished)
     phase = EXITED if finished is not None else landed(store, setup)
@@ -218,7 +217,7 @@ def kill_once(setup: Setup, index: int, point: float) -> Landing:
     assert ids(retry) == ids(setup.expected), f"kill at {at:.2f} CPU s ({phase})"
     # what the kill left is debris that gc sweeps, after which the store is the undisturbed one
     ok_json("gc", "--grace", "0s", store=store)
-    assert stored(store) == setup.reference, f"kill at {at:.2f} CPU s ({phase})"
+    assert contents(store, *SWEPT) == setup.reference, f"kill at {at:.2f} CPU s ({phase})"
     assert not [rel for rel in listing(store) if rel.startswith("tmp/")]
     verify = ok_json("snapshot", "verify", store=store)
     assert verify["ok"] is True, verify
@@ -228,17 +227,16 @@ def kill_once(setup: Setup, index: int, point: float) -> Landing:
 
 def kill_campaign(setup: Setup, kills: int) -> None:
     landings = campaign(
-        lambda index, point: kill_once(setup, index, point),
+        lambda index, shot: kill_once(setup, index, shot),
         kills=kills,
         lives=setup.lives,
-        order=PHASES,
-        required=REQUIRED,
+        phases=PHASES,
         seed=SEED + kills,
         jobs=JOBS,
     )
-    print(f"\nfreeze: {setup.lives} CPU s; {describe(landings, PHASES)}")
+    print(f"\nfreeze: {setup.lives} CPU s; {PHASES.describe(landings)}")
     print(sorted((round(x.at, 2), x.phase) for x in landings))
-    assert_coverage(landings, REQUIRED, kills, PHASES)
+    PHASES.assert_covered(landings, kills)
 
 
 def test_sigkill_during_freeze(setup: Setup) -> None:

@@ -31,12 +31,13 @@ from opskit import assert_same
 from reliakit import (
     EXITED,
     Landing,
+    Phases,
+    Shot,
     argv,
-    assert_coverage,
     campaign,
-    describe,
+    contents,
     fresh_copy,
-    kill_at,
+    kill,
     listing,
     timed_together,
 )
@@ -77,8 +78,11 @@ OUTPUTS = ("kill_rows", "kill_per_g", "kill_totals")
 
 #: Where a kill landed, from the earliest: nothing new in the store; files but no cache entry;
 #: cache entries but no output ref; some output refs but no run record; the run record written.
-PHASES = ("clean", "started", "cache", "outputs", "recorded")
-REQUIRED = (("clean", "started"), ("cache",), ("outputs", "recorded"))
+#: A campaign must hit each of: before any result; some results; some outputs committed.
+PHASES = Phases(
+    order=("clean", "started", "cache", "outputs", "recorded"),
+    required=(("clean", "started"), ("cache",), ("outputs", "recorded")),
+)
 
 
 def frame() -> pd.DataFrame:
@@ -102,6 +106,18 @@ def run_args(blueprint: Path, store: Path) -> list[str]:
     return argv("run", blueprint, "--store", store, "--json", "--scheduler", "threads")
 
 
+def kept_after_gc(store: Path) -> dict[str, Any]:
+    """What gc keeps of a store: its objects and manifests (bytes), and its cache entries
+    (without their creation time and the checksum that covers it)."""
+    kept: dict[str, Any] = dict(contents(store, "objects", "manifests"))
+    for rel, data in contents(store, "cache").items():
+        entry = json.loads(data)
+        for stamped in ("created_at", "checksum"):  # the checksum covers the time too
+            entry.pop(stamped, None)
+        kept[rel] = entry
+    return kept
+
+
 def cache_keys(store: Path) -> set[str]:
     return {p.name.removesuffix(".json") for p in (store / "cache").glob("*.json")}
 
@@ -113,6 +129,7 @@ class Setup:
     blueprint: Path
     expected: dict[str, Any]  # the undisturbed run's --json document
     undisturbed: Path  # its store
+    swept: dict[str, Any]  # what gc keeps of it (kept_after_gc)
     lives: list[float]  # CPU seconds of undisturbed runs
     work: Path
 
@@ -136,6 +153,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
     expected = documents[0]
     assert expected["stats"]["reused"] == 0 and expected["stats"]["computed"] > 3 * SLICES
     assert sorted(o["dataset"] for o in expected["outputs"].values()) == sorted(OUTPUTS)
+    swept = ok_json("gc", "--grace", "0s", store=copies[0])  # nothing to sweep: no crash here
+    assert not any(swept["removed"].values()), swept
 
     return Setup(
         start=start,
@@ -143,6 +162,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
         blueprint=blueprint,
         expected=expected,
         undisturbed=copies[0],
+        swept=kept_after_gc(copies[0]),
         lives=[seconds for seconds, _r in runs],
         work=root,
     )
@@ -234,32 +254,36 @@ def assert_resumed(store: Path, setup: Setup, recorded: set[str], phase: str) ->
         assert again["stats"]["computed"] == 0, again["stats"]
 
 
-def kill_once(setup: Setup, index: int, point: float) -> Landing:
+def kill_once(setup: Setup, index: int, shot: Shot) -> Landing:
     store = fresh_copy(setup.start, setup.work / f"kill{index}")
-    at, finished = kill_at(run_args(setup.blueprint, store), point)
+    at, finished = kill(
+        run_args(setup.blueprint, store), shot, phases=PHASES, landed=lambda: landed(store, setup)
+    )
     if finished is not None:
         assert finished.code == 0, str(finished)
     phase = EXITED if finished is not None else landed(store, setup)
     recorded = cache_keys(store)
     assert_intact(store, setup)
     assert_resumed(store, setup, recorded, phase)
+    # what the kill left is debris that gc sweeps, after which the store is the undisturbed one
+    ok_json("gc", "--grace", "0s", store=store)
+    assert kept_after_gc(store) == setup.swept, f"kill at {at:.2f} CPU s ({phase})"
     shutil.rmtree(store)  # keep the work folder small
     return Landing(index=index, at=at, phase=phase)
 
 
 def kill_campaign(setup: Setup, kills: int) -> None:
     landings = campaign(
-        lambda index, point: kill_once(setup, index, point),
+        lambda index, shot: kill_once(setup, index, shot),
         kills=kills,
         lives=setup.lives,
-        order=PHASES,
-        required=REQUIRED,
+        phases=PHASES,
         seed=SEED + kills,
         jobs=JOBS,
     )
-    print(f"\nrun: {setup.lives} CPU s; {describe(landings, PHASES)}")
+    print(f"\nrun: {setup.lives} CPU s; {PHASES.describe(landings)}")
     print(sorted((round(x.at, 2), x.phase) for x in landings))
-    assert_coverage(landings, REQUIRED, kills, PHASES)
+    PHASES.assert_covered(landings, kills)
 
 
 def test_sigkill_during_run(setup: Setup) -> None:
