@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import re
 import warnings
+from typing import NoReturn
 
 from chanbatch.blueprint.convert import Converter
 from chanbatch.blueprint.functions import AGGREGATES, FUNCTIONS
@@ -107,6 +108,10 @@ def _parse_python(text: str) -> ast.expr:
             position=1,
             text=text,
         )
+    if "\x00" in text:
+        # Python's own message ("source code string cannot contain null bytes") points at the
+        # end of the text; point at the character instead.
+        return _refuse_at(text, text.index("\x00"), "NUL character is not allowed", "\x00")
     # YAML block scalars may spread an expression over lines; the language has no statements,
     # so a newline is just whitespace. Each is replaced one for one to keep positions right.
     source = text.replace("\r", " ").replace("\n", " ")
@@ -119,6 +124,10 @@ def _parse_python(text: str) -> ast.expr:
             warnings.simplefilter("ignore", DeprecationWarning)
             tree = ast.parse(source.lstrip(), mode="eval")
     except SyntaxError as exc:
+        long_number = re.search(r"\d[\d_]{4299,}", text)
+        if long_number and "limit" in exc.msg:
+            # Python refuses to read more than 4300 digits (and says to raise a limit of its own).
+            _refuse_at(text, long_number.start(), "number {token!r} is too large")
         # Python reports offset 0 when the text ends too early.
         offset = exc.offset if exc.offset and exc.offset >= 1 else len(source) - indent + 1
         position = indent + min(offset, len(source) - indent + 1)
@@ -130,12 +139,21 @@ def _parse_python(text: str) -> ast.expr:
             position=position,
             text=text,
         ) from None
-    except (ValueError, RecursionError, MemoryError) as exc:
-        reason = "expression is nested too deeply" if not isinstance(exc, ValueError) else str(exc)
-        raise ExprError(f"cannot parse: {reason}", token="", position=1, text=text) from None
+    except ValueError as exc:
+        raise ExprError(f"cannot parse: {exc}", token="", position=1, text=text) from None
+    except (RecursionError, MemoryError):
+        raise ExprError(
+            "cannot parse: expression is nested too deeply", token="", position=1, text=text
+        ) from None
     if indent:
         _Shifted(indent).visit(tree)
     return tree.body
+
+
+def _refuse_at(text: str, index: int, reason: str, token: str | None = None) -> NoReturn:
+    if token is None:
+        token = text[index : index + 40] + ("..." if len(text) > index + 40 else "")
+    raise ExprError(reason.format(token=token), token=token, position=index + 1, text=text)
 
 
 def _python_message(message: str) -> str:
