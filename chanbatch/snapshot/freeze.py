@@ -774,7 +774,8 @@ def _write_object(storage: Storage, table: pa.Table) -> tuple[ObjectId, int]:
 
         tmp = storage.tmp_path()
         try:
-            pq.write_table(table, tmp, **WRITE_OPTIONS)
+            with storage.writing("a new object"):
+                pq.write_table(table, tmp, **WRITE_OPTIONS)
             digest, size = digest_file(tmp)
             oid = object_id(digest)
             storage.adopt(tmp, object_path(oid))

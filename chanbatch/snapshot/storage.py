@@ -15,6 +15,8 @@ functions in this package, never from raw user input.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import time
 import uuid
@@ -134,37 +136,61 @@ class Storage:
 
     # -- writes -------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        """Turn the system's refusal to write ``what`` (a full disk, a quota, a read-only or
+        forbidden folder) into a StoreError that says so; other errors pass through."""
+        try:
+            yield
+        except (FileNotFoundError, FileExistsError):
+            raise
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StoreError(
+                f"cannot write {what} in store {self.url}: {reason}",
+                hint=_WRITE_HINTS.get(exc.errno or 0, "check the store's disk and permissions")
+                + "; nothing partial was published, so the command can simply be run again",
+            ) from exc
+
     def write_atomic(self, rel: str, data: bytes | memoryview) -> None:
-        """Write ``data`` to ``rel`` so that readers see all of it or nothing."""
-        if not self.is_local:
-            self.fs.pipe_file(self.full(rel), bytes(data))
-            return
-        tmp = self._write_tmp(data)
-        target = self.full(rel)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.replace(tmp, target)
+        """Write ``data`` to ``rel`` so that readers see all of it or nothing.
+
+        Raises StoreError when the system refuses the write (see :meth:`writing`)."""
+        with self.writing(rel):
+            if not self.is_local:
+                self.fs.pipe_file(self.full(rel), bytes(data))
+                return
+            tmp = self._write_tmp(data)
+            target = self.full(rel)
+            try:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.replace(tmp, target)
+            except BaseException:
+                _remove(tmp)
+                raise
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Create ``rel`` holding ``data``; False (and nothing written) if it already exists."""
-        if not self.is_local:
-            path = self.full(rel)
-            if self.fs.exists(path):
-                return False
+        with self.writing(rel):
+            if not self.is_local:
+                path = self.full(rel)
+                if self.fs.exists(path):
+                    return False
+                try:
+                    self.fs.pipe_file(path, data, mode="create")
+                except FileExistsError:
+                    return False
+                return True
+            tmp = self._write_tmp(data)
+            target = self.full(rel)
             try:
-                self.fs.pipe_file(path, data, mode="create")
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.link(tmp, target)
             except FileExistsError:
                 return False
+            finally:
+                _remove(tmp)
             return True
-        tmp = self._write_tmp(data)
-        target = self.full(rel)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(tmp)
-        return True
 
     def refresh(self, rel: str, data: bytes | memoryview) -> bool:
         """Whether ``rel`` exists; if it does, it is made young again for gc.
@@ -206,7 +232,8 @@ class Storage:
     def tmp_path(self) -> str:
         """A fresh local path under ``tmp/`` to write a file into (local stores only)."""
         tmp_dir = self.full(TMP_DIR)
-        os.makedirs(tmp_dir, exist_ok=True)
+        with self.writing(TMP_DIR):
+            os.makedirs(tmp_dir, exist_ok=True)
         return os.path.join(tmp_dir, f"{uuid.uuid4().hex}.tmp")
 
     def adopt(self, tmp: str, rel: str) -> bool:
@@ -223,15 +250,38 @@ class Storage:
         else:
             os.unlink(tmp)
             return False
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.replace(tmp, target)
+        with self.writing(rel):
+            try:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.replace(tmp, target)
+            except BaseException:
+                _remove(tmp)
+                raise
         return True
 
     def _write_tmp(self, data: bytes | memoryview) -> str:
         tmp = self.tmp_path()
-        with open(tmp, "wb") as handle:
-            handle.write(data)
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+        except BaseException:  # a full disk leaves no half-written temp file behind
+            _remove(tmp)
+            raise
         return tmp
+
+
+_WRITE_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space (`chanbatch gc` removes debris)",
+    errno.EDQUOT: "the disk quota is used up: free some space (`chanbatch gc` removes debris)",
+    errno.EROFS: "the store is on a read-only filesystem",
+    errno.EACCES: "you may not write to the store's folder: check its permissions",
+    errno.EPERM: "you may not write to the store's folder: check its permissions",
+}
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _local_path(url: str) -> str | None:
