@@ -34,14 +34,16 @@ from clikit import CHANBATCH, Result, base_env
 from udfs_load import GATE_DIR, GATE_HOLD
 
 HERE = Path(__file__).resolve().parent
+KITS = [str(HERE), *(str(HERE.parent / kit) for kit in ("cli", "snapshot", "run"))]
 ALLOW = ("--allow-module", "udfs_load")
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """The environment of every process started here: ``udfs_load`` importable (workers of
-    ``--scheduler processes`` inherit it), no ambient store, plain output."""
+    """The environment of every process started here: ``udfs_load`` and the test kits
+    importable (workers of ``--scheduler processes`` inherit it), no ambient store, plain
+    output."""
     env = base_env(**extra)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (*KITS, env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -441,3 +443,36 @@ def outputs_of(result: Result) -> dict[str, str]:
     """Output stage -> snapshot id, from ``chanbatch run --json``."""
     assert result.code == 0, str(result)
     return {stage: info["snapshot"] for stage, info in result.json()["outputs"].items()}
+
+
+# -- concurrent writers --------------------------------------------------------------------------
+
+#: Keys that every writer freezes, with the same rows: the overlap between writers.
+SHARED_KEYS = (0, 1, 2, 3, 4)
+
+
+def writer_keys(writer: int, writers: int, per_writer: int) -> list[int]:
+    """The keys writer ``writer`` freezes, in order: ``per_writer`` in all, the shared keys
+    spread evenly among its own (which interleave with the other writers': 100 + i * writers +
+    writer), the first shared key first, so every writer races for it at once."""
+    own = [100 + i * writers + writer for i in range(per_writer - len(SHARED_KEYS))]
+    step = per_writer // len(SHARED_KEYS)
+    keys: list[int] = []
+    for i, shared in enumerate(SHARED_KEYS):
+        keys.append(shared)
+        keys.extend(own[i * (step - 1) : (i + 1) * (step - 1)])
+    keys.extend(own[len(SHARED_KEYS) * (step - 1) :])
+    return keys
+
+
+def slice_frame(key: int) -> pd.DataFrame:
+    """The rows of slice ``key``, the same in every process: they say which key and row they are."""
+    rows = 30
+    return pd.DataFrame(
+        {
+            "key": np.full(rows, key, dtype="int64"),
+            "row": np.arange(rows, dtype="int64"),
+            "value": (key * 1000 + np.arange(rows)).astype("float64") / 8,
+            "label": pd.Series([f"{key}-{i}" for i in range(rows)], dtype="str"),
+        }
+    )
