@@ -9,7 +9,9 @@ only its own slices to the others. Removing a worker moves only the slices that 
 and a restarted worker (same name, new address) gets the same slices back.
 
 Tasks that combine slices (combines, finishes, whole-input stages) go wherever the scheduler
-likes. The choice never enters a key or a result: outputs are the same on any cluster.
+likes: they carry no restriction at all. The choice never enters a key or a result: outputs are
+the same on any cluster. When every worker a slice's tasks were sent to is gone at once, the
+:mod:`chanbatch.run.orphans` plugin lets the next worker to join take them.
 """
 
 from __future__ import annotations
@@ -52,17 +54,20 @@ def slice_sources(plan: Plan) -> dict[str, str]:
 
 
 def placement(plan: Plan, graph: dict[str, Any], names: dict[str, str]) -> dict[str, list[str]]:
-    """Task key -> the workers it may run on: its slice's worker, or any worker."""
-    everyone = sorted(names)
-    if len(everyone) < 2:
-        return dict.fromkeys(graph, everyone)
+    """Task key -> the worker it should run on: its slice's worker, or ``[]`` for any worker.
+
+    With fewer than two workers nothing is restricted: there is no choice to make, and a
+    restriction to the one worker would outlive it if it were restarted.
+    """
+    if len(names) < 2:
+        return {key: [] for key in graph}
     source = slice_sources(plan)
     chosen: dict[str, list[str]] = {}
     out = {}
     for key in graph:
         slice_id = source.get(key)
         if slice_id is None:
-            out[key] = everyone
+            out[key] = []  # no restriction: distributed drops an empty one
             continue
         if slice_id not in chosen:
             chosen[slice_id] = [pick_worker(slice_id, names)]
@@ -99,6 +104,7 @@ def run_graph(
     if on_report is not None:
         client.subscribe_topic(LEDGER_TOPIC, lambda event: on_report(event[1]))
     try:
+        release_orphans(client)
         where = placement(plan, graph, worker_names(client))
         # a dict's __getitem__ pickles without chanbatch, so any scheduler can call it
         with dask.annotate(workers=where.__getitem__, allow_other_workers=True):
@@ -202,3 +208,18 @@ def pin_worker(index: int) -> int | None:
         except OSError as exc:  # a thread that ended meanwhile, or a core we may not use
             log.debug("--pin-cpus: cannot pin thread %s to core %s: %s", tid, core, exc)
     return core
+
+
+def release_orphans(client: Client) -> None:
+    """Install :class:`~chanbatch.run.orphans.ReleaseOrphans` on the client's scheduler (once;
+    installing it again replaces it). A scheduler that refuses it only loses that rescue."""
+    import cloudpickle
+
+    from chanbatch.run import orphans
+
+    # by value: the scheduler may not have chanbatch installed
+    cloudpickle.register_pickle_by_value(orphans)
+    try:
+        client.register_plugin(orphans.ReleaseOrphans())
+    except Exception as exc:  # an old or locked-down scheduler: run without the rescue
+        log.warning("could not install the orphaned-task rescue on the scheduler: %s", exc)

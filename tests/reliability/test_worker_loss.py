@@ -10,13 +10,13 @@ the held slice must have run again in another process, and the outputs must equa
 The slow variants:
 
 - three workers, two killed in turn: the first holder, then the worker the held slice moved to;
-- one worker, killed: an open bug, marked xfail (strict). The run hangs for ever, because
-  distributed never schedules a ``no-worker`` task whose loose worker restrictions
-  (``allow_other_workers``) name only workers that are gone: the scheduler's
-  ``bulk_schedule_unrunnable_after_adding_worker`` checks ``valid_workers`` and ignores
-  ``loose_restrictions`` when a new worker joins. chanbatch restricts every per-slice task to its
-  slice's worker (``chanbatch/run/cluster.py``), so a run whose workers all die at once (one
-  worker, or all of them OOM-killed together) never ends.
+- one worker, killed. This once hung for ever: every task was restricted, loosely, to the one
+  worker's address, and distributed never schedules a ``no-worker`` task whose loose
+  restrictions name only workers that are gone (``bulk_schedule_unrunnable_after_adding_worker``
+  checks ``valid_workers`` and ignores ``loose_restrictions``), so the restarted worker, with a
+  new address, never got them. chanbatch now restricts nothing with fewer than two workers, and
+  installs a scheduler plugin (``chanbatch/run/orphans.py``, tested in
+  ``tests/run/test_orphans.py``) that frees such tasks when all their workers die at once.
 """
 
 from __future__ import annotations
@@ -69,20 +69,12 @@ def gone(pid: int) -> bool:
         return True
 
 
-ALL_LOST = (
-    "distributed never reschedules a no-worker task with loose restrictions to departed "
-    "workers when new ones join; the run hangs (see the module docstring)"
-)
-
-
 @pytest.mark.parametrize(
     ("workers", "kills"),
     [
         (2, 1),
         pytest.param(3, 2, marks=pytest.mark.slow),
-        pytest.param(
-            1, 1, marks=[pytest.mark.slow, pytest.mark.xfail(strict=True, reason=ALL_LOST)]
-        ),
+        pytest.param(1, 1, marks=pytest.mark.slow),
     ],
 )
 def test_a_worker_killed_mid_run_does_not_change_the_output(
