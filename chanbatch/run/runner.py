@@ -218,7 +218,7 @@ def last_run(
             record = json.loads(store.storage.read_bytes(f"{layout.RUNS}/{name}"))
         except (ValueError, FileNotFoundError):
             continue
-        if record.get("blueprint") == blueprint_name:
+        if record.get("blueprint") == blueprint_name and record.get("status") != "running":
             return record
     return None
 
@@ -246,6 +246,7 @@ def run_blueprint(
     plan, decisions = report.plan, report.decisions
     storage = store.storage
     allow = frozenset(allow_modules)
+    _write_intent(store, run_id, started_at, plan)
 
     targets: list[str] = []
     for stage in blueprint.outputs:
@@ -556,6 +557,27 @@ def _dashboard(client: Any) -> str | None:
         return None
 
 
+def _write_intent(store: SnapshotStore, run_id: str, started_at: dt.datetime, plan: Plan) -> None:
+    """``runs/<run id>.json`` before the run reads anything: what it is about to use.
+
+    gc roots every young run record, so the stored results this run reuses and the input
+    snapshots it reads cannot be collected under it, however old they are; gc reads records
+    written while it swept once more before it deletes (see chanbatch.snapshot.gc). The full
+    record replaces this one at the end; a run that dies leaves it, with status "running".
+    """
+    intent = {
+        "run": run_id,
+        "started_at": started_at.isoformat(timespec="milliseconds"),
+        "blueprint": plan.blueprint.name,
+        "status": "running",
+        "roots": {
+            "snapshots": sorted({r.snapshot for r in plan.inputs.values()}),
+            "cache": sorted(k for k, t in plan.tasks.items() if t.stored or t.checkpoint),
+        },
+    }
+    store.storage.write_atomic(f"{layout.RUNS}/{run_id}.json", seal(intent))
+
+
 def _write_record(
     store: SnapshotStore,
     run_id: str,
@@ -587,6 +609,7 @@ def _write_record(
     ]
     record = {
         "run": run_id,
+        "status": "finished",
         "started_at": started_at.isoformat(timespec="milliseconds"),
         "blueprint": plan.blueprint.name,
         "blueprint_hash": blueprint_digest(plan.blueprint),

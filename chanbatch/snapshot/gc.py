@@ -28,6 +28,7 @@ from chanbatch.snapshot.pins import list_pins
 from chanbatch.snapshot.storage import TMP_DIR, Storage
 
 RECENT_RUN_SECONDS = 7 * 24 * 3600
+_CLOCK_SKEW = 5.0  # a record's mtime comes from the store's clock, which may trail ours
 
 
 @dataclass(slots=True, kw_only=True)
@@ -90,6 +91,7 @@ def gc(
             else:
                 report.refs.append(rel)
 
+    marked = time.time()
     roots_objects, roots_manifests, live_cache = _mark_runs(storage, now)
     snapshots |= roots_manifests
     live_manifests: set[str] = set()
@@ -97,7 +99,7 @@ def gc(
     for sid in snapshots:
         _mark_manifest(storage, sid, live_manifests, live_objects)
     for rel, mtime, _size in list(storage.walk(layout.CACHE)):
-        key = rel.rsplit("/", 1)[-1].removesuffix(".json")
+        key = _key_of(rel)
         if key in live_cache:
             for oid in _cache_objects(storage, rel):
                 live_objects.add(oid)
@@ -134,6 +136,7 @@ def gc(
             report.bytes += size
 
     if not dry_run:
+        _spare_late_roots(storage, report, since=marked)
         # refs first, objects last: a crash part-way leaves nothing that points at a gap
         for rel in report.refs:
             storage.delete(rel)
@@ -151,6 +154,31 @@ def gc(
         for rel in report.tmp:
             storage.delete(rel)
     return report
+
+
+def _spare_late_roots(storage: Storage, report: GcReport, *, since: float) -> None:
+    """Take out of ``report`` what run records written since ``since`` name.
+
+    A run records what it will reuse before it reads it (chanbatch.run.runner), but it may do
+    so after this gc marked: such a record is read again here, just before deleting.
+    """
+    objects, manifests, cache = _mark_runs(storage, since, max_age=_CLOCK_SKEW)
+    if not (objects or manifests or cache):
+        return
+    live_manifests: set[str] = set()
+    for mid in manifests:
+        _mark_manifest(storage, mid, live_manifests, objects)
+    kept = [rel for rel in report.cache if _key_of(rel) in cache]
+    for rel in kept:
+        objects.update(_cache_objects(storage, rel))
+    report.cache = [rel for rel in report.cache if _key_of(rel) not in cache]
+    report.manifests = [m for m in report.manifests if m not in live_manifests]
+    report.objects = [o for o in report.objects if o not in objects]
+    report.kept_young += len(kept)
+
+
+def _key_of(rel: str) -> str:
+    return rel.rsplit("/", 1)[-1].removesuffix(".json")
 
 
 def _remove_if_old(storage: Storage, rel: str, cutoff: float) -> bool:
@@ -182,13 +210,15 @@ def _mark_manifest(storage: Storage, mid: str, manifests: set[str], objects: set
         objects.update(part.object for part in manifest.parts)
 
 
-def _mark_runs(storage: Storage, now: float) -> tuple[set[str], set[str], set[str]]:
-    """Objects, manifests and cache keys named by run records younger than a week."""
+def _mark_runs(
+    storage: Storage, now: float, *, max_age: float = RECENT_RUN_SECONDS
+) -> tuple[set[str], set[str], set[str]]:
+    """Objects, manifests and cache keys named by run records younger than ``max_age``."""
     objects: set[str] = set()
     manifests: set[str] = set()
     cache: set[str] = set()
     for rel, mtime, _size in storage.walk(layout.RUNS):
-        if mtime < now - RECENT_RUN_SECONDS:
+        if mtime < now - max_age:
             continue
         try:
             roots = json.loads(storage.read_bytes(rel)).get("roots", {})

@@ -23,8 +23,9 @@ freeze; and the unrelated debris is gone.
 The grace period has to be longer than a writer's time from its first write to its ref: 10 s,
 against the one or two seconds the writers here are held.
 
-A run that reuses a cache entry older than a week (older than its run record's protection)
-is the open case, marked xfail (strict): see ``test_a_run_keeps_a_week_old_cache_entry_it_reuses``.
+A run that reuses a cache entry older than a week (older than the last run record's
+protection) keeps it too: the run writes a record of what it will use before it reads it, and
+gc reads the records written while it swept once more before it deletes.
 """
 
 from __future__ import annotations
@@ -239,19 +240,13 @@ def test_gc_looping_under_a_freeze_and_a_run_deletes_nothing_they_use(
           f"{calm.stats['reused']} old results; {entries} cache entries after")  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: a cache hit neither refreshes the entry nor is rooted by the running run, so "
-    "gc may delete an entry older than a week (and its grace) between plan and read",
-)
 def test_a_run_keeps_a_week_old_cache_entry_it_reuses(tmp_path: Path) -> None:
     """The previous run is 8 days old: its record no longer protects its cache entries. A new
     run that reuses them is held at the gate (on the new slice) while one gc runs.
 
-    Today gc deletes them, and the run fails ("stage 'by_g' failed: IntegrityError: object ...
-    is missing from the store", or "cache entry ... vanished during the run"). Nothing is corrupted: the store verifies. The fix proposed: the run writes
-    its record (with the cache keys it reuses as roots) before it executes, or a cache hit
-    refreshes its entry and object (``Storage.refresh``), as a freeze now does.
+    gc used to delete them, and the run failed ("stage 'by_g' failed: IntegrityError: object
+    ... is missing from the store"). The run now writes its record, with the cache keys it
+    reuses as roots, before it executes.
     """
     store = tmp_path / "store"
     frame = days_frame(5, 20, seed=4)
