@@ -20,7 +20,10 @@ KeyType = Literal["int", "date", "str"]
 
 _INT = re.compile(r"^[+-]?\d+$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_REF = re.compile(r"^(?P<dataset>[^@\[\]]+)(?:@(?P<id>[^\[\]]*))?(?:\[(?P<slice>.*)\])?$")
+# DOTALL: a slice key is data and may hold a newline (a --slice-by value); its REF must resolve.
+_REF = re.compile(
+    r"^(?P<dataset>[^@\[\]]+)(?:@(?P<id>[^\[\]]*))?(?:\[(?P<slice>.*)\])?$", re.DOTALL
+)
 
 
 def check_dataset_name(name: str) -> str:
