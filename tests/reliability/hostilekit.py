@@ -1,8 +1,8 @@
 """Helpers for the hostile-input tests of issue 7 (items 8 to 12).
 
 - :func:`run_many` runs many ``chanbatch`` command lines fast and faithfully: one Python process
-  imports the CLI once, then forks a child per command line. Each child runs the console
-  script's own entry point (``chanbatch.cli:main``) with its stdout and stderr file descriptors
+  imports the CLI once, then forks a child per command line, two at a time. Each child runs the
+  console script's own entry point (``chanbatch.cli:main``) with its stdout and stderr file descriptors
   sent to files, so the exit status and the output are exactly what the installed script gives;
   a child that runs longer than its time limit is killed by SIGALRM, which shows as a hang.
 - :class:`Sandbox`: a store inside a directory, a canary directory beside it, and a snapshot of
@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -57,12 +57,21 @@ def case(*args: str | os.PathLike[str], cwd: Any = None, **kwargs: Any) -> Case:
     return Case(tuple(os.fspath(a) for a in args), os.fspath(cwd) if cwd else None, **kwargs)
 
 
-def run_many(cases: Sequence[Case], *, env: Mapping[str, str] | None = None) -> list[Result]:
-    """Run every case (see the module docstring); results in the order of ``cases``."""
+def run_many(
+    cases: Sequence[Case], *, env: Mapping[str, str] | None = None, jobs: int = 2
+) -> list[Result]:
+    """Run every case (see the module docstring), ``jobs`` at a time, so no case may depend on
+    another having run before it; results in the order of ``cases``."""
     if not cases:
         return []
     payload = json.dumps(
-        [{"args": c.args, "cwd": c.cwd, "env": dict(c.env), "timeout": c.timeout} for c in cases]
+        {
+            "jobs": jobs,
+            "cases": [
+                {"args": c.args, "cwd": c.cwd, "env": dict(c.env), "timeout": c.timeout}
+                for c in cases
+            ],
+        }
     )
     proc = subprocess.run(
         [sys.executable, str(Path(__file__)), "--driver"],
@@ -81,6 +90,32 @@ def run_many(cases: Sequence[Case], *, env: Mapping[str, str] | None = None) -> 
     ]
 
 
+def _child(entry_point: Any, item: dict[str, Any], out: int, err: int) -> NoReturn:
+    """One command line in a forked child, like the console script; never returns."""
+    code = 1
+    try:
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        os.environ.update(item["env"])
+        if item["cwd"]:
+            os.chdir(item["cwd"])
+        signal.alarm(max(1, int(item["timeout"])))
+        entry_point(list(item["args"]))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # main() itself must never let one through
+        import traceback
+
+        traceback.print_exc()
+        code = 99
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
 def _driver() -> None:
     """The driver process of :func:`run_many` (``python hostilekit.py --driver``)."""
     import pandas  # noqa: F401
@@ -88,54 +123,41 @@ def _driver() -> None:
     import pyarrow.parquet  # noqa: F401
 
     # What most commands import anyway, imported once here instead of in every child.
+    import chanbatch.cli.render
+    import chanbatch.compile.graph
+    import chanbatch.run
     import chanbatch.snapshot  # noqa: F401
     from chanbatch.cli import main as entry_point  # what the console script calls
 
-    cases = json.loads(sys.stdin.read())
-    results = []
+    request = json.loads(sys.stdin.read())
+    cases, jobs = request["cases"], request["jobs"]
+    results: list[dict[str, Any] | None] = [None] * len(cases)
+    running: dict[int, int] = {}  # pid -> case index
     with tempfile.TemporaryDirectory() as scratch:
-        out_path, err_path = Path(scratch, "out"), Path(scratch, "err")
-        for item in cases:
+
+        def start(index: int, item: dict[str, Any]) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
-            with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            with (
+                open(Path(scratch, f"{index}.out"), "wb") as out,
+                open(Path(scratch, f"{index}.err"), "wb") as err,
+            ):
                 pid = os.fork()
-                if pid == 0:  # the child: one command line, like the console script
-                    code = 1
-                    try:
-                        os.dup2(out.fileno(), 1)
-                        os.dup2(err.fileno(), 2)
-                        os.environ.update(item["env"])
-                        if item["cwd"]:
-                            os.chdir(item["cwd"])
-                        signal.alarm(max(1, int(item["timeout"])))
-                        entry_point(list(item["args"]))
-                        code = 0
-                    except SystemExit as exc:
-                        code = (
-                            exc.code
-                            if isinstance(exc.code, int)
-                            else (0 if exc.code is None else 1)
-                        )
-                    except BaseException:  # main() itself must never let one through
-                        import traceback
+                if pid == 0:
+                    _child(entry_point, item, out.fileno(), err.fileno())
+            running[pid] = index
 
-                        traceback.print_exc()
-                        code = 99
-                    finally:
-                        with contextlib.suppress(Exception):
-                            sys.stdout.flush()
-                            sys.stderr.flush()
-                        os._exit(code)
-            _, status = os.waitpid(pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-            results.append(
-                {
-                    "code": code,
-                    "stdout": out_path.read_bytes().decode("utf-8", "replace"),
-                    "stderr": err_path.read_bytes().decode("utf-8", "replace"),
-                }
-            )
+        pending = list(enumerate(cases))[::-1]
+        while pending or running:
+            while pending and len(running) < jobs:
+                start(*pending.pop())
+            pid, status = os.wait()
+            index = running.pop(pid)
+            results[index] = {
+                "code": os.waitstatus_to_exitcode(status),
+                "stdout": Path(scratch, f"{index}.out").read_bytes().decode("utf-8", "replace"),
+                "stderr": Path(scratch, f"{index}.err").read_bytes().decode("utf-8", "replace"),
+            }
     sys.stdout.write(json.dumps(results))
 
 
