@@ -246,7 +246,6 @@ def run_blueprint(
     plan, decisions = report.plan, report.decisions
     storage = store.storage
     allow = frozenset(allow_modules)
-    _write_intent(store, run_id, started_at, plan)
 
     targets: list[str] = []
     for stage in blueprint.outputs:
@@ -256,6 +255,8 @@ def run_blueprint(
         stage_model = blueprint.stages.get(plan.tasks[key].stage)
         if stage_model is not None and isinstance(stage_model.operation, Map):
             check_allowed(stage_model.operation, allow)
+    # refused runs have stopped by now, before writing anything
+    _write_intent(store, run_id, started_at, plan)
     parts: dict[str, Any] = {}
     ledger: list[dict[str, Any]] = []
     if computed:

@@ -5,8 +5,8 @@ marker file when it is imported. ``chanbatch run`` without ``--allow-module udfs
 near misses: a prefix, a sibling, a submodule, another case) exits 2 naming the module and the
 option, and afterwards: the marker does not exist (the module was never imported, not even by
 planning), and every file of the store outside runs/ is byte for byte what it was (no task ran:
-no cache entry, no memo, no output). That no run record is left either is a test of its own,
-open at the moment (a strict xfail). The control run, with the module allowed, creates the
+no cache entry, no memo, no output). That no run record is left either is a test of its own:
+the run writes its record only after the allowlist has passed. The control run, with the module allowed, creates the
 marker and the output, so the checks can see an import and a run.
 
 ``module:function`` strings with path tricks are refused by ``validate`` when they are not a
@@ -205,12 +205,6 @@ def test_the_api_refuses_before_importing(
         assert not [c for c in diff_trees(before, tree(store)) if not _run_record(c)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: since 817b7ec run_blueprint writes its intent record (runs/<id>.json, status "
-    "'running') before the allowlist check, so a refused run leaves a run record that never "
-    "finishes; checking the allowlist before _write_intent would fix it",
-)
 def test_a_refused_run_leaves_no_run_record(base: Path, tmp_path: Path) -> None:
     store = _copy(base, tmp_path / "store")
     bp = tmp_path / "bp.yaml"
