@@ -19,10 +19,17 @@ import blake3
 _PARALLEL_THRESHOLD = 1 << 20
 
 
-def canonical_json(document: Any) -> bytes:
-    """Serialise ``document`` to canonical JSON bytes; raises ValueError on NaN or infinity."""
+def canonical_json(document: Any, *, default: Callable[[Any], Any] | None = None) -> bytes:
+    """Serialise ``document`` to canonical JSON bytes; raises ValueError on NaN or infinity.
+
+    ``default`` turns values JSON has no type for into ones it has (as in ``json.dumps``)."""
     return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        document,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+        default=default,
     ).encode("utf-8")
 
 
@@ -49,22 +56,25 @@ def digest_json(document: Any) -> str:
 #
 # Ref-log entries, cache entries, memos and run records are not named by their hash, so nothing
 # else would catch a flipped byte in them. Each carries a ``checksum`` of its own contents, and
-# is written in one exact layout, so that a change to any byte (a value, a key, or only the
-# whitespace around them) is found on read.
+# is written in one exact layout (canonical JSON, the checksum last), so that a change to any
+# byte (a value, a key, or only the whitespace around them) is found on read.
 
 CHECKSUM = "checksum"
 
 
-def _layout(document: Any) -> bytes:
-    return json.dumps(
-        document, indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
-
-
-def seal(document: dict[str, Any]) -> bytes:
-    """``document`` plus a ``checksum`` of its canonical JSON, as readable, exact bytes."""
+def seal(document: dict[str, Any], *, default: Callable[[Any], Any] | None = None) -> bytes:
+    """``document`` as one line of canonical JSON, with a ``checksum`` of that JSON added as
+    its last member. ``default`` turns values JSON has no type for into ones it has."""
     body = {k: v for k, v in document.items() if k != CHECKSUM}
-    return _layout({**body, CHECKSUM: digest(canonical_json(body))})
+    encoded = canonical_json(body, default=default)
+    return _with_checksum(encoded, digest(encoded))
+
+
+def _with_checksum(encoded: bytes, checksum: str) -> bytes:
+    # one encoding serves both the checksum and the file: the slowest part of sealing a run
+    # record of thousands of tasks is encoding it
+    joint = b"," if encoded != b"{}" else b""
+    return encoded[:-1] + joint + b'"' + CHECKSUM.encode() + b'":"' + checksum.encode() + b'"}\n'
 
 
 def unseal(
@@ -84,9 +94,10 @@ def unseal(
         if legacy is not None and legacy(document):
             return document
         raise ValueError("it has no checksum")
-    body = {k: v for k, v in document.items() if k != CHECKSUM}
-    if document[CHECKSUM] != digest(canonical_json(body)):
+    checksum = document.pop(CHECKSUM)
+    encoded = canonical_json(document)
+    if checksum != digest(encoded):
         raise ValueError("its checksum does not match its contents")
-    if _layout(document) != bytes(data):
+    if _with_checksum(encoded, checksum) != bytes(data):
         raise ValueError("its bytes are not in the layout chanbatch writes")
-    return body
+    return document

@@ -630,7 +630,5 @@ def _write_record(
             "cache": stored,
         },
     }
-    # through JSON once first: a value JSON has no type for (a scheduler object, a path) is
-    # recorded as its text, and the sealed record holds exactly what a reader will see
-    plain = json.loads(json.dumps(record, default=str))
-    store.storage.write_atomic(f"{layout.RUNS}/{run_id}.json", seal(plain))
+    # a value JSON has no type for (a scheduler object, a path) is recorded as its text
+    store.storage.write_atomic(f"{layout.RUNS}/{run_id}.json", seal(record, default=str))
