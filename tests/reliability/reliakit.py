@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clikit import CHANBATCH, Result, base_env
 
@@ -308,3 +309,22 @@ def campaign(
                 future.cancel()
             raise
     return sorted(landings, key=lambda x: x.index)
+
+
+def assert_campaign(
+    label: str,
+    trial: Callable[[int, Shot], Landing],
+    *,
+    kills: int,
+    lives: Sequence[float],
+    phases: Phases,
+    **options: Any,
+) -> list[Landing]:
+    """:func:`campaign` (``options`` are its ``seed``, ``jobs`` and ``extra``), then print where
+    the kills landed (``pytest -s`` shows it) and assert that they cover the required phases."""
+    landings = campaign(trial, kills=kills, lives=lives, phases=phases, **options)
+    undisturbed = ", ".join(f"{x:.2f}" for x in lives)
+    print(f"\n{label}: undisturbed {undisturbed} CPU s; {phases.describe(landings)}")
+    print("  " + " ".join(f"{x.at:.2f}:{x.phase}" for x in sorted(landings, key=lambda x: x.at)))
+    phases.assert_covered(landings, kills)
+    return landings

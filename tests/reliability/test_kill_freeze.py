@@ -17,6 +17,7 @@ store's files. After each kill:
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from reliakit import (
     Phases,
     Shot,
     argv,
-    campaign,
+    assert_campaign,
     contents,
     fresh_copy,
     kill,
@@ -213,36 +214,22 @@ def kill_once(setup: Setup, index: int, shot: Shot) -> Landing:
     phase = EXITED if finished is not None else landed(store, setup)
     assert_intact(store, setup, phase)
 
+    where = f"kill at {at:.2f} CPU s ({phase})"
     retry = ok_json("snapshot", "freeze", DATASET, *setup.files, store=store)
-    assert ids(retry) == ids(setup.expected), f"kill at {at:.2f} CPU s ({phase})"
+    assert ids(retry) == ids(setup.expected), where
+    refs = [json.loads(data) for data in contents(store, "refs").values()]
+    assert sorted(r["snapshot"] for r in refs) == sorted([setup.previous, retry["snapshot"]]), where
     # what the kill left is debris that gc sweeps, after which the store is the undisturbed one
     ok_json("gc", "--grace", "0s", store=store)
-    assert contents(store, *SWEPT) == setup.reference, f"kill at {at:.2f} CPU s ({phase})"
-    assert not [rel for rel in listing(store) if rel.startswith("tmp/")]
-    verify = ok_json("snapshot", "verify", store=store)
-    assert verify["ok"] is True, verify
+    assert contents(store, *SWEPT) == setup.reference, where
+    assert not [rel for rel in listing(store) if rel.startswith("tmp/")], where
     shutil.rmtree(store)  # keep the work folder small
     return Landing(index=index, at=at, phase=phase)
 
 
-def kill_campaign(setup: Setup, kills: int) -> None:
-    landings = campaign(
-        lambda index, shot: kill_once(setup, index, shot),
-        kills=kills,
-        lives=setup.lives,
-        phases=PHASES,
-        seed=SEED + kills,
-        jobs=JOBS,
+@pytest.mark.parametrize("kills", [12, pytest.param(50, marks=pytest.mark.slow)])
+def test_sigkill_during_freeze(setup: Setup, kills: int) -> None:
+    trial = functools.partial(kill_once, setup)
+    assert_campaign(
+        "freeze", trial, kills=kills, lives=setup.lives, phases=PHASES, seed=SEED, jobs=JOBS
     )
-    print(f"\nfreeze: {setup.lives} CPU s; {PHASES.describe(landings)}")
-    print(sorted((round(x.at, 2), x.phase) for x in landings))
-    PHASES.assert_covered(landings, kills)
-
-
-def test_sigkill_during_freeze(setup: Setup) -> None:
-    kill_campaign(setup, kills=12)
-
-
-@pytest.mark.slow
-def test_fifty_sigkills_during_freeze(setup: Setup) -> None:
-    kill_campaign(setup, kills=50)
