@@ -54,7 +54,6 @@ def kube_cluster(
     """Create the DaskCluster ``manifest`` with ``KubeCluster(custom_cluster_spec=...)``, wait
     for every worker, yield a Client on it, and delete the cluster on the way out."""
     from dask_kubernetes.operator import KubeCluster
-    from distributed import Client
 
     name = manifest["metadata"]["name"]
     with _starting(KubeCluster, name):
@@ -65,12 +64,8 @@ def kube_cluster(
             resource_timeout=int(timeout),
             quiet=True,
         )
-    try:
-        with Client(cluster) as client:
-            client.wait_for_workers(_workers_of(manifest), timeout=timeout)
-            yield client
-    finally:
-        cluster.close()
+    with _connected(cluster, manifest, timeout) as client:
+        yield client
 
 
 @contextlib.contextmanager
@@ -80,13 +75,22 @@ def attach_cluster(
     """A Client on the DaskCluster ``manifest`` that already exists (created by the operator),
     once every worker has joined. The cluster is left in place: its owner deletes it."""
     from dask_kubernetes.operator import KubeCluster
-    from distributed import Client
 
     name = manifest["metadata"]["name"]
     with _starting(KubeCluster, name):
         cluster = KubeCluster.from_name(
             name, namespace=namespace, resource_timeout=int(timeout), quiet=True
         )
+    with _connected(cluster, manifest, timeout) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def _connected(cluster: Any, manifest: Mapping[str, Any], timeout: float) -> Iterator[Any]:
+    """A Client on ``cluster`` once all of ``manifest``'s workers joined; closes the cluster
+    object (not the DaskCluster resource, unless it was made with shutdown_on_close)."""
+    from distributed import Client
+
     try:
         with Client(cluster) as client:
             client.wait_for_workers(_workers_of(manifest), timeout=timeout)

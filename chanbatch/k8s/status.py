@@ -59,7 +59,10 @@ def merge_conditions(
     for update in updates:
         old = merged.get(update["type"])
         if old is not None and old.get("status") == update["status"]:
-            update = {**update, "lastTransitionTime": old.get("lastTransitionTime", update["lastTransitionTime"])}
+            update = {
+                **update,
+                "lastTransitionTime": old.get("lastTransitionTime", update["lastTransitionTime"]),
+            }
         merged[update["type"]] = update
     return list(merged.values())
 
@@ -83,7 +86,9 @@ def pending(
         "conditions": merge_conditions(
             (current or {}).get("conditions"),
             [
-                condition("Valid", True, "Validated", "the blueprint is valid", generation=generation),
+                condition(
+                    "Valid", True, "Validated", "the blueprint is valid", generation=generation
+                ),
                 condition("Progressing", True, "Starting", generation=generation),
                 condition("Complete", False, "Starting", generation=generation),
                 condition("Failed", False, "Starting", generation=generation),
@@ -94,27 +99,20 @@ def pending(
 
 def invalid(generation: int, message: str, current: Mapping[str, Any] | None = None) -> Patch:
     """The spec of ``generation`` was refused: Failed, and not retried."""
-    return {
-        "phase": "Failed",
-        "observedGeneration": generation,
-        "message": message[:MESSAGE_LIMIT],
-        "completionTime": now(),
-        "conditions": merge_conditions(
-            (current or {}).get("conditions"),
-            [
-                condition("Valid", False, "InvalidSpec", message, generation=generation),
-                condition("Progressing", False, "InvalidSpec", generation=generation),
-                condition("Complete", False, "InvalidSpec", generation=generation),
-                condition("Failed", True, "InvalidSpec", message, generation=generation),
-            ],
-        ),
-    }
+    valid = condition("Valid", False, "InvalidSpec", message, generation=generation)
+    return failed(generation, "InvalidSpec", message, current, first=[valid])
 
 
 def failed(
-    generation: int, reason: str, message: str, current: Mapping[str, Any] | None = None
+    generation: int,
+    reason: str,
+    message: str,
+    current: Mapping[str, Any] | None = None,
+    *,
+    first: list[dict[str, Any]] | None = None,
 ) -> Patch:
-    """The run of ``generation`` failed for good (a stage raised, a REF is missing, ...)."""
+    """The run of ``generation`` failed for good (a stage raised, a REF is missing, ...).
+    ``first``: conditions to set before the three every failure sets."""
     return {
         "phase": "Failed",
         "observedGeneration": generation,
@@ -123,6 +121,7 @@ def failed(
         "conditions": merge_conditions(
             (current or {}).get("conditions"),
             [
+                *(first or []),
                 condition("Progressing", False, reason, generation=generation),
                 condition("Complete", False, reason, generation=generation),
                 condition("Failed", True, reason, message, generation=generation),
