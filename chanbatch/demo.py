@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from chanbatch.errors import UsageError
 from chanbatch.snapshot import SnapshotStore
 from chanbatch.snapshot.freeze import FreezeResult
 
@@ -28,11 +29,24 @@ def demo_frames() -> dict[str, Any]:
 
 
 def freeze_demo(
-    store: SnapshotStore, progress: Callable[[int, int], None] | None = None
+    store: SnapshotStore,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    months: int = 12,
 ) -> list[FreezeResult]:
-    """Freeze the demo datasets into ``store``; unchanged data creates nothing new."""
+    """Freeze the demo datasets into ``store``; unchanged data creates nothing new.
+
+    ``months`` freezes the flights of the first ``months`` months only, so that a later call
+    with more months appends them as new slices (the tutorial's "a month arrives"). Raises
+    UsageError unless 1 <= months <= 12.
+    """
+    if not 1 <= months <= 12:
+        raise UsageError(f"months must be 1 to 12, not {months}", hint="2013 has 12 months")
     frames = demo_frames()
-    results = [store.freeze("flights", frames["flights"], slice_by="month", progress=progress)]
+    flights = frames["flights"]
+    if months < 12:
+        flights = flights[flights["month"] <= months]
+    results = [store.freeze("flights", flights, slice_by="month", progress=progress)]
     for name in DEMO_DATASETS[1:]:
         results.append(store.freeze(name, frames[name], slice="all"))
     return results

