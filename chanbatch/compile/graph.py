@@ -168,6 +168,7 @@ def take_ledger(run: str) -> list[dict[str, Any]]:
 
 
 def _entry(task: Task, key: str, outcome: Outcome, start: float, **extra: Any) -> dict[str, Any]:
+    seconds = time.perf_counter() - start
     return {
         "dask_key": task.key,
         "key": key,
@@ -176,7 +177,10 @@ def _entry(task: Task, key: str, outcome: Outcome, start: float, **extra: Any) -
         "kind": task.kind,
         "outcome": outcome,
         "start": start,
-        "seconds": round(time.perf_counter() - start, 6),
+        "seconds": round(seconds, 6),
+        # ``start`` is this process's perf_counter, not comparable across workers: the wall
+        # clock at that moment lays tasks of every process on one timeline (the run report)
+        "began": time.time() - seconds,
         **extra,
     }
 

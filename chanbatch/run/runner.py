@@ -593,6 +593,7 @@ def _write_record(
     """``runs/<run id>.json``: what ran, with the cache keys each task resolved to."""
     plan = report.plan
     tasks = report.tasks()
+    epoch = started_at.timestamp()
     for task in tasks:
         entry = done.get(task["key"])
         if entry is not None:
@@ -602,6 +603,9 @@ def _write_record(
             task["worker"] = entry.get("worker")
             if "worker_name" in entry:
                 task["worker_name"] = entry["worker_name"]
+            if "began" in entry:  # wall clock, as seconds after started_at: the report's timeline
+                task["began"] = round(entry["began"] - epoch, 3)
+                task["ended"] = round(entry["began"] + entry["seconds"] - epoch, 3)
         task["deps"] = [done[d]["key"] if d in done else d for d in task["deps"]]
     stored = [
         done[t.key]["key"] if t.key in done else t.key
@@ -619,7 +623,13 @@ def _write_record(
         "specs": {name: stage.canonical() for name, stage in plan.blueprint.stages.items()},
         "scheduler": scheduler if isinstance(scheduler, str) else type(scheduler).__name__,
         "inputs": {
-            name: {"dataset": r.dataset, "snapshot": r.snapshot} for name, r in plan.inputs.items()
+            name: {
+                "dataset": r.dataset,
+                "snapshot": r.snapshot,
+                # the rows the run read: the whole snapshot, or its one slice (DATASET[slice])
+                "rows": sum(e.rows for e in r.manifest.slices if r.slice_key in (None, e.key)),
+            }
+            for name, r in plan.inputs.items()
         },
         "tasks": tasks,
         "outputs": snapshots,
