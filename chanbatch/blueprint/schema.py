@@ -7,6 +7,7 @@ remains the authority; a file the schema accepts can still be refused, never the
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from chanbatch.blueprint.checks import DATASET_NAME, STAGE_NAME
@@ -155,3 +156,12 @@ def blueprint_json_schema() -> Schema:
             },
         },
     }
+
+
+def blueprint_schema_text() -> str:
+    """The schema as the exact text of ``schema/blueprint.schema.json`` and ``chanbatch schema``.
+
+    Keys are sorted, so that the committed file changes only when the schema does, not when the
+    code that builds it is reordered; two-space indent and a final newline, for readable diffs.
+    """
+    return json.dumps(blueprint_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"

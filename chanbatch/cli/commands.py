@@ -467,16 +467,34 @@ def _all_cached(model: Any, store: Any, sets: tuple[str, ...]) -> bool:
 
 
 @cli.command("schema")
-def schema_cmd() -> None:
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Write the schema to FILE (replacing it) instead of stdout.",
+)
+def schema_cmd(output: str | None) -> None:
     """Print the JSON Schema of blueprint files, for editor autocompletion.
 
     \b
-    chanbatch schema > blueprint.schema.json
-    # VS Code (YAML extension): "yaml.schemas": {"blueprint.schema.json": "blueprints/*.yaml"}
+    chanbatch schema -o schema/blueprint.schema.json
+    # then start a blueprint with the line the YAML language server reads:
+    # yaml-language-server: $schema=../schema/blueprint.schema.json
     """
-    from chanbatch.blueprint.schema import blueprint_json_schema
+    from chanbatch.blueprint.schema import blueprint_schema_text
 
-    emit_json(blueprint_json_schema())
+    text = blueprint_schema_text()
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        with open(output, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {output}: {exc.strerror}", hint="check the path and its permissions"
+        ) from exc
 
 
 @cli.group()
