@@ -9,7 +9,10 @@ import unicodedata
 
 import click
 
-from chanbatch.cli import kube  # noqa: F401  (adds the k8s commands)
+from chanbatch.cli import (
+    kube,  # noqa: F401  (adds the k8s commands)
+    visual,  # noqa: F401  (adds the graph command)
+)
 from chanbatch.cli.commands import cli
 from chanbatch.errors import ChanbatchError
 
