@@ -11,9 +11,13 @@ from typing import Any
 
 from chanbatch.version import FORMAT_VERSION, __version__
 
-__all__ = ["FORMAT_VERSION", "Blueprint", "Store", "__version__"]
+__all__ = ["FORMAT_VERSION", "Blueprint", "Snapshot", "Store", "__version__"]
 
-_LAZY = {"Store": "chanbatch.api", "Blueprint": "chanbatch.api"}
+_LAZY = {
+    "Store": "chanbatch.api",
+    "Blueprint": "chanbatch.api",
+    "Snapshot": "chanbatch.snapshot.describe",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -33,6 +33,7 @@ STYLE = Markup(
     ".chanbatch{font-family:var(--jp-ui-font-family,system-ui,sans-serif);font-size:13px;"
     "line-height:1.4;color:inherit;margin:2px 0;}"
     ".chanbatch .cb-title{font-weight:600;font-size:14px;margin:0 0 2px 0;}"
+    ".chanbatch .cb-title code{font-size:inherit;}"
     ".chanbatch .cb-facts{opacity:0.8;margin:0 0 6px 0;}"
     ".chanbatch .cb-section{margin:6px 0 0 0;}"
     ".chanbatch .cb-section > .cb-heading{font-weight:600;margin:8px 0 2px 0;}"

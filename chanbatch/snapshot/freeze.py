@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from chanbatch.errors import InputError, SchemaConflictError, UsageError, did_you_mean
 from chanbatch.hashing import digest_file
 from chanbatch.ids import ObjectId, SliceId, object_id
-from chanbatch.snapshot import refs
+from chanbatch.snapshot import describe, refs
 from chanbatch.snapshot.layout import object_path
 from chanbatch.snapshot.manifest import (
     Column,
@@ -94,6 +94,12 @@ class FreezeResult:
     version: int
     created: bool
     slices: tuple[FrozenSlice, ...]
+
+    def __repr__(self) -> str:
+        return describe.freeze_repr(self)
+
+    def _repr_html_(self) -> str:
+        return describe.freeze_html(self)
 
     def document(self) -> dict[str, Any]:
         return {

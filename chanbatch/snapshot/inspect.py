@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from chanbatch.snapshot import refs
+from chanbatch.snapshot import describe, refs
 from chanbatch.snapshot.names import encode_key
 from chanbatch.snapshot.pins import list_pins
 from chanbatch.snapshot.read import read_footer, select_slices, slice_parts
@@ -46,6 +46,12 @@ class InspectReport:
     columns: list[ColumnStats] = field(default_factory=list)
     history: list[refs.RefEntry] = field(default_factory=list)
     pinned: bool = False
+
+    def __repr__(self) -> str:
+        return describe.inspect_repr(self)
+
+    def _repr_html_(self) -> str:
+        return describe.inspect_html(self)
 
     def document(self) -> dict[str, Any]:
         r = self.resolved

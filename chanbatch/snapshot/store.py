@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from chanbatch.errors import IntegrityError
+from chanbatch.snapshot import describe as _describe
 from chanbatch.snapshot import diff as _diff
 from chanbatch.snapshot import freeze as _freeze
 from chanbatch.snapshot import gc as _gc
@@ -70,6 +71,13 @@ class SnapshotStore:
     def resolve(self, ref: str) -> refs.Resolved:
         """Resolve a REF; raises RefNotFoundError or AmbiguousRefError."""
         return refs.resolve(self.storage, ref)
+
+    def snapshot(self, ref: str) -> _describe.Snapshot:
+        """The snapshot a REF names, from its manifest and ref-log entry (no data is read).
+
+        Raises RefNotFoundError or AmbiguousRefError as :meth:`resolve` does.
+        """
+        return _describe.describe(self.resolve(ref))
 
     def datasets(self) -> list[str]:
         """Names of the datasets in the store."""
