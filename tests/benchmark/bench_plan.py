@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from benchkit import REPO, fmt_samples, git_revision, median, version, write_section
+from benchkit import REPO, Ratio, fmt_samples, git_revision, median, version, write_section
 
 import chanbatch as cb
 
@@ -50,6 +50,7 @@ outputs:
   per_kind: many_slices_per_kind
 """
 
+PLAN_BUDGET_S = 1.0  # issue 4: plan under 1 s at 10,000 slices
 BEGIN = "<!-- bench_plan.py: generated, begin -->"
 END = "<!-- bench_plan.py: generated, end -->"
 
@@ -85,14 +86,19 @@ def process(*args: str) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    bench(argv)
+
+
+def bench(argv: list[str] | None = None) -> list[Ratio]:
+    """Run the benchmark; its figures with a target, as ratios (for tests/benchmark/report.py)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=10_000)
     parser.add_argument("--rows", type=int, default=20, help="rows per slice")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=REPO / ".bench")
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     base = args.cache / f"plan-{args.slices}x{args.rows}"
     frozen = base / "frozen"
@@ -149,6 +155,43 @@ def main() -> None:
         )
     )
 
+    ratios = [
+        Ratio(
+            f"plan, {args.slices:,} slices, nothing cached",
+            median(cold_plan) / PLAN_BUDGET_S,
+            1.0,
+            f"{median(cold_plan):.3f} s ÷ {PLAN_BUDGET_S:g} s",
+            "< 1 s (issue 4)",
+        ),
+        Ratio(
+            f"plan, {args.slices:,} slices, everything cached",
+            median(warm_plan) / PLAN_BUDGET_S,
+            1.0,
+            f"{median(warm_plan):.3f} s ÷ {PLAN_BUDGET_S:g} s",
+            "< 1 s (issue 4)",
+        ),
+        Ratio(
+            f"`chanbatch plan --json`, {args.slices:,} slices, whole process",
+            median(plan_proc) / PLAN_BUDGET_S,
+            1.0,
+            f"{median(plan_proc):.3f} s ÷ {PLAN_BUDGET_S:g} s",
+            "< 1 s (issue 4)",
+        ),
+        Ratio(
+            f"plan after one slice is appended to {args.slices:,}",
+            median(append_plan) / PLAN_BUDGET_S,
+            1.0,
+            f"{median(append_plan):.3f} s ÷ {PLAN_BUDGET_S:g} s",
+            "< 1 s (issue 4)",
+        ),
+        Ratio(
+            f"run after one slice is appended to {args.slices:,} ÷ cold run",
+            append_run / cold_run,
+            None,
+            f"{append_run:.3f} s ÷ {cold_run:.3f} s (one sample each)",
+            "—",
+        ),
+    ]
     body = [
         "Command (from the repository root, venv active): "
         f"`python tests/benchmark/bench_plan.py --slices {args.slices} --rows {args.rows} "
@@ -190,6 +233,7 @@ def main() -> None:
             end=END,
             header="# Performance\n",
         )
+    return ratios
 
 
 if __name__ == "__main__":

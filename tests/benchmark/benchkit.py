@@ -11,10 +11,34 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Ratio:
+    """One figure of the summary in tests/benchmark/report.py: chanbatch over its baseline.
+
+    ``x`` is lower-is-better. A figure whose target is absolute (seconds, GB/s) is given as a
+    ratio to its budget: its time over the time the target allows, so that 1 is the target.
+    """
+
+    figure: str
+    x: float
+    goal: float | None  # met when x <= goal (strictly below for "<" targets); None: no target
+    detail: str  # the measured values behind x, as text
+    target: str  # the target as the issue states it, or "—"
+    source: str = ""  # the script that measured it
+    strict: bool = False  # the target is "<", not "<="
+
+    @property
+    def met(self) -> bool | None:
+        if self.goal is None:
+            return None
+        return self.x < self.goal if self.strict else self.x <= self.goal
 
 
 def median(samples: Sequence[float]) -> float:
@@ -77,9 +101,17 @@ def ensure_lineitem(sf: float, cache: Path) -> Path:
 
 
 def write_section(
-    path: Path, body: str, *, section: str, begin: str, end: str, header: str
+    path: Path,
+    body: str,
+    *,
+    section: str,
+    begin: str,
+    end: str,
+    header: str,
+    first: bool = False,
 ) -> None:
-    """Replace a script's generated block in ``path``, or append its section at the end.
+    """Replace a script's generated block in ``path``, or add its section: at the end, or
+    with ``first`` before the first section (``## ``) of the file.
 
     Everything else in the file (other sections, notes under the block) is kept as it is.
     """
@@ -93,6 +125,9 @@ def write_section(
     elif heading in text:
         head, rest = text.split(heading, 1)
         text = f"{head}{heading}\n\n{block}{rest}"
+    elif first and "\n## " in text:
+        head, rest = text.split("\n## ", 1)
+        text = f"{head.rstrip()}\n\n{heading}\n\n{block}\n## {rest}"
     else:
         text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}"
     path.parent.mkdir(parents=True, exist_ok=True)
