@@ -1,0 +1,409 @@
+"""The HTML report of a run: one self-contained file built from its run record alone.
+
+The page holds the flow graph coloured by what the run did, a per-stage table (computed,
+reused, cut off, seconds), the timeline of tasks per worker (:mod:`chanbatch.view.timeline`)
+and the input and output snapshots. It loads nothing: styles are inline, pictures are inline
+SVG, and it has no script. Every text from the blueprint, the store or the data is escaped.
+
+The record names the blueprint's file, not its text. The graph is drawn from the blueprint the
+caller passes (``run --report`` has it), else from that file when it still holds the same
+blueprint (its digest equals the record's ``blueprint_hash``); otherwise the page says why
+there is no graph. Without Graphviz's ``dot`` the graph is shown as Mermaid text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chanbatch.errors import ChanbatchError, StoreError, UsageError
+from chanbatch.hashing import unseal
+from chanbatch.snapshot import layout
+from chanbatch.version import __version__
+from chanbatch.view import timeline
+
+if TYPE_CHECKING:
+    from chanbatch.blueprint.model import Blueprint
+    from chanbatch.snapshot import SnapshotStore
+
+#: Stage states as the flow graph colours them (chanbatch.view.flow.COLOURS).
+STATE_COLOURS = {
+    "reuse": "#009E73",
+    "compute": "#E69F00",
+    "partial": "#F0E442",
+    "none": "#BBBBBB",
+}
+
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5rem auto;
+max-width:1000px;padding:0 1rem;color:#222;background:#fff}
+h1{font-size:1.5rem;margin:0 0 .25rem}h2{font-size:1.15rem;margin:1.75rem 0 .5rem;
+border-bottom:1px solid #ddd;padding-bottom:.2rem}
+table{border-collapse:collapse;font-size:.9rem}th,td{padding:.25rem .6rem;text-align:left;
+border-bottom:1px solid #eee;vertical-align:top}td.n,th.n{text-align:right;
+font-variant-numeric:tabular-nums}tfoot td{font-weight:600;border-top:1px solid #bbb}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85rem;
+word-break:break-all}
+.badge{display:inline-block;padding:0 .5rem;border-radius:.6rem;font-size:.8rem;
+border:1px solid #0002;color:#000}
+.note{color:#555;font-size:.9rem}
+pre{background:#f6f6f6;padding:.75rem;overflow:auto;font-size:.8rem}
+figure{margin:0;overflow-x:auto}svg{max-width:100%;height:auto}
+.legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:.3rem 1rem;font-size:.8rem}
+.swatch{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;vertical-align:-1px;
+border-radius:2px}
+#summary th{font-weight:500;color:#555}
+"""
+
+
+def find_record(
+    store: SnapshotStore, run_id: str | None = None, *, blueprint: str | None = None
+) -> dict[str, Any]:
+    """The record of run ``run_id`` (or a unique prefix of it), else of the latest finished run
+    (of ``blueprint``, if given).
+
+    Raises UsageError when no run matches, a prefix matches several, or the run did not finish
+    (it is running, failed or was killed: its record holds no results), and StoreError when
+    the record is damaged.
+    """
+    names = [n[: -len(".json")] for n in store.storage.listdir(layout.RUNS) if n.endswith(".json")]
+    if run_id is not None:
+        matches = [n for n in names if n == run_id] or [n for n in names if n.startswith(run_id)]
+        if len(matches) > 1:
+            raise UsageError(
+                f"run id {run_id!r} matches {len(matches)} runs",
+                hint="give more of it: " + ", ".join(matches[:4]),
+            )
+        if not matches:
+            raise UsageError(
+                f"no run {run_id!r} in store {store.storage.url}",
+                hint=("latest runs: " + ", ".join(names[-3:])) if names else "no run is recorded",
+            )
+        record = _read(store, matches[0])
+        if record.get("status") != "finished":
+            raise UsageError(
+                f"run {matches[0]} did not finish (status {record.get('status')!r}): "
+                "its record holds no results to report",
+                hint="a failed or killed run leaves only what it was about to use; run it again",
+            )
+        if blueprint is not None and record.get("blueprint") != blueprint:
+            raise UsageError(
+                f"run {matches[0]} is of blueprint {record.get('blueprint')!r}, not {blueprint!r}"
+            )
+        return record
+    for name in reversed(names):  # run ids sort by start time
+        try:
+            record = _read(store, name)
+        except StoreError:
+            continue  # a damaged record is not the latest finished run; named, it raises
+        if record.get("status") != "finished":
+            continue
+        if blueprint is None or record.get("blueprint") == blueprint:
+            return record
+    which = f" of blueprint {blueprint!r}" if blueprint is not None else ""
+    raise UsageError(
+        f"no finished run{which} in store {store.storage.url}",
+        hint="run one first: chanbatch run BLUEPRINT --report report.html",
+    )
+
+
+def write_report(
+    store: SnapshotStore,
+    run_id: str | None,
+    path: str | os.PathLike[str],
+    *,
+    blueprint: Blueprint | None = None,
+) -> Path:
+    """Write the HTML report of run ``run_id`` (None: the latest finished run) to ``path``.
+
+    ``blueprint`` is the run's blueprint, for the graph when its file has changed since.
+    Raises UsageError for an unknown run or a path that cannot be written (see
+    :func:`find_record`).
+    """
+    record = find_record(store, run_id)
+    target = Path(path)
+    page = render_report(record, blueprint=blueprint)
+    try:
+        target.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write the report to {target}: {exc.strerror or exc}",
+            hint="give a path in a directory that exists and can be written",
+        ) from exc
+    return target
+
+
+def render_report(record: Mapping[str, Any], *, blueprint: Blueprint | None = None) -> str:
+    """The report of the run ``record`` describes, as one HTML page (text).
+
+    ``blueprint`` (the model the run ran) draws the graph; without it the record's blueprint
+    file is read, if it still holds the same blueprint. Raises nothing for an old or partial
+    record: what is missing is said on the page.
+    """
+    name = str(record.get("blueprint", "?"))
+    run = str(record.get("run", "?"))
+    tasks = list(record.get("tasks") or [])
+    stats = dict(record.get("stats") or {})
+    body = [
+        f"<header><h1>Run report: {escape(name)}</h1>"
+        f'<p class="note">run <code id="run-id">{escape(run)}</code></p></header>',
+        _summary(record, tasks, stats),
+        '<section id="flow"><h2>Flow</h2>',
+        _flow(record, blueprint),
+        "</section>",
+        '<section id="stages"><h2>Stages</h2>',
+        _stage_table(tasks, stats),
+        "</section>",
+        '<section id="timeline"><h2>Timeline</h2>',
+        _timeline(tasks, stats),
+        "</section>",
+        '<section id="snapshots"><h2>Snapshots</h2>',
+        _snapshots(record),
+        "</section>",
+        f'<footer class="note"><p>Written by chanbatch {escape(__version__)} from the run '
+        "record <code>runs/" + escape(run) + ".json</code>.</p></footer>",
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>chanbatch run {escape(run)}: {escape(name)}</title>\n"
+        f"<style>{STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
+    )
+
+
+# -- sections --------------------------------------------------------------------------------------
+
+
+def _summary(record: Mapping[str, Any], tasks: list[dict[str, Any]], stats: dict[str, Any]) -> str:
+    workers = {timeline.lane_of(t) for t in tasks if t.get("outcome") in ("computed", "cutoff")}
+    fields = [
+        ("blueprint", escape(str(record.get("blueprint", "?")))),
+        ("blueprint file", f"<code>{escape(str(record.get('source', '?')))}</code>"),
+        ("run", f"<code>{escape(str(record.get('run', '?')))}</code>"),
+        ("scheduler", escape(str(record.get("scheduler", "?")))),
+        ("workers", str(len(workers))),
+        ("started", escape(_when(record.get("started_at")))),
+        ("seconds", _number(stats.get("seconds"))),
+        ("computed", _number(stats.get("computed"))),
+        ("reused", _number(stats.get("reused"))),
+        ("of which cut off", _number(stats.get("cutoff"))),
+    ]
+    rows = "".join(
+        f'<tr data-field="{escape(key)}"><th>{escape(key)}</th><td>{value}</td></tr>'
+        for key, value in fields
+    )
+    return f'<table id="summary">{rows}</table>'
+
+
+def _flow(record: Mapping[str, Any], blueprint: Blueprint | None) -> str:
+    model, why = (blueprint, "") if blueprint is not None else _recorded_blueprint(record)
+    if model is None:
+        return f'<p class="note" id="no-graph">No graph: {escape(why)}.</p>'
+    from chanbatch.view.flow import GraphvizMissing, StageCounts, flow_graph
+
+    partials: dict[str, int] = {}
+    for task in record.get("tasks") or []:
+        if task.get("kind") == "partial":
+            partials[task["stage"]] = partials.get(task["stage"], 0) + 1
+    counts = {
+        stage: StageCounts(
+            compute=int(c.get("computed", 0)),
+            reuse=int(c.get("reused", 0)),
+            seconds=float(c.get("seconds", 0.0)),
+            partials=partials.get(stage, 0),
+        )
+        for stage, c in (record.get("stats") or {}).get("stages", {}).items()
+    }
+    inputs = {
+        name: f"{info.get('dataset')}@{str(info.get('snapshot', ''))[:12]}"
+        for name, info in (record.get("inputs") or {}).items()
+    }
+    outputs = {stage: info["dataset"] for stage, info in (record.get("outputs") or {}).items()}
+    flow = flow_graph(model, counts, inputs=inputs, outputs=outputs or None, title=model.name)
+    try:
+        svg = flow.render("svg").decode("utf-8")
+    except GraphvizMissing:
+        return (
+            '<p class="note" id="no-dot">Graphviz\'s <code>dot</code> program is not installed, '
+            "so the graph is Mermaid text (paste it into any Mermaid viewer). For the picture, "
+            "install graphviz (<code>apt-get install graphviz</code> or "
+            "<code>brew install graphviz</code>) and write the report again with "
+            "<code>chanbatch report RUN_ID -o report.html</code>.</p>"
+            f'<pre id="mermaid">{escape(flow.mermaid())}</pre>'
+        )
+    svg = svg[svg.index("<svg") :]  # the XML declaration and doctype have no place in HTML
+    return f'<figure id="flow-graph">{svg}</figure>'  # the graph draws its own legend
+
+
+def _recorded_blueprint(record: Mapping[str, Any]) -> tuple[Blueprint | None, str]:
+    """The blueprint the record's ``source`` names, if it is still the one that ran."""
+    from chanbatch.blueprint.parse import load_blueprint
+    from chanbatch.compile.keys import blueprint_digest
+
+    source = record.get("source")
+    if not isinstance(source, str) or not source:
+        return None, "the run record does not name its blueprint"
+    if "\n" not in source and not os.path.isfile(source):
+        return None, f"the blueprint file {source} is not here (the record names only its path)"
+    try:
+        model = load_blueprint(source)
+    except ChanbatchError as exc:
+        return None, f"the blueprint file {source} no longer loads: {exc.message}"
+    if blueprint_digest(model) != record.get("blueprint_hash"):
+        return None, f"the blueprint file {source} has changed since this run"
+    return model, ""
+
+
+def _stage_table(tasks: list[dict[str, Any]], stats: dict[str, Any]) -> str:
+    stages = stats.get("stages") or _count_stages(tasks)
+    if not stages:
+        return '<p class="note">The run record lists no stages.</p>'
+    head = (
+        "<thead><tr><th>stage</th><th>state</th><th class='n'>computed</th>"
+        "<th class='n'>reused</th><th class='n'>of which cut off</th>"
+        "<th class='n'>seconds</th></tr></thead>"
+    )
+    rows = []
+    for stage, c in stages.items():
+        state = _state(int(c.get("computed", 0)), int(c.get("reused", 0)))
+        rows.append(
+            f'<tr class="stage" data-stage="{escape(stage)}" data-state="{state}">'
+            f"<td>{escape(stage)}</td><td>{_badge(state)}</td>"
+            f"<td class='n computed'>{_number(c.get('computed', 0))}</td>"
+            f"<td class='n reused'>{_number(c.get('reused', 0))}</td>"
+            f"<td class='n cutoff'>{_number(c.get('cutoff', 0))}</td>"
+            f"<td class='n seconds'>{float(c.get('seconds') or 0.0):.3f}</td></tr>"
+        )
+    total = (
+        "<tfoot><tr><td>all stages</td><td></td>"
+        f"<td class='n'>{_number(sum(int(c.get('computed', 0)) for c in stages.values()))}</td>"
+        f"<td class='n'>{_number(sum(int(c.get('reused', 0)) for c in stages.values()))}</td>"
+        f"<td class='n'>{_number(sum(int(c.get('cutoff', 0)) for c in stages.values()))}</td>"
+        f"<td class='n'>{sum(float(c.get('seconds') or 0.0) for c in stages.values()):.3f}</td>"
+        "</tr></tfoot>"
+    )
+    note = (
+        '<p class="note">Seconds are the sum of a stage\'s task times over every worker, so '
+        "they can add up to more than the run's wall time. A cut-off task was recomputable, "
+        "but its inputs came out unchanged, so its result was found in the cache.</p>"
+    )
+    return f'<table id="stage-table">{head}<tbody>{"".join(rows)}</tbody>{total}</table>{note}'
+
+
+def _timeline(tasks: list[dict[str, Any]], stats: dict[str, Any]) -> str:
+    ran = [t for t in tasks if t.get("outcome") in ("computed", "cutoff")]
+    if not ran:
+        return '<p class="note" id="no-timeline">Nothing ran: every task was reused.</p>'
+    svg = timeline.render_timeline(tasks, total=stats.get("seconds"))
+    if not svg:
+        return (
+            '<p class="note" id="no-timeline">No timings recorded: this run record is older '
+            "than the task start times (written since chanbatch records them).</p>"
+        )
+    items = "".join(
+        f'<li><span class="swatch" style="background:{colour}"></span>{escape(label)}</li>'
+        if colour
+        else f"<li>{escape(label)}</li>"
+        for label, colour in timeline.legend(tasks)
+    )
+    return (
+        '<p class="note">One lane per worker, one bar per task that ran, from its start to its '
+        "end (seconds after the run started), coloured by slice; hover a bar for its stage, "
+        "slice, outcome and time. Hollow bars were cut off. Reused tasks did not run and are "
+        "only counted in the table.</p>"
+        f'<figure id="timeline-chart">{svg}</figure><ul class="legend">{items}</ul>'
+    )
+
+
+def _snapshots(record: Mapping[str, Any]) -> str:
+    head = (
+        "<thead><tr><th>{0}</th><th>dataset</th><th>snapshot</th><th class='n'>rows</th>"
+        "</tr></thead>"
+    )
+    inputs = "".join(
+        f'<tr class="input" data-name="{escape(name)}"><td>{escape(name)}</td>'
+        f"<td class='dataset'>{escape(str(info.get('dataset', '')))}</td>"
+        f"<td><code class='snapshot'>{escape(str(info.get('snapshot', '')))}</code></td>"
+        f"<td class='n rows'>{_number(info.get('rows'))}</td></tr>"
+        for name, info in (record.get("inputs") or {}).items()
+    )
+    outputs = "".join(
+        f'<tr class="output" data-name="{escape(stage)}"><td>{escape(stage)}</td>'
+        f"<td class='dataset'>{escape(str(info.get('dataset', '')))}</td>"
+        f"<td><code class='snapshot'>{escape(str(info.get('snapshot', '')))}</code></td>"
+        f"<td class='n rows'>{_number(info.get('rows'))}</td></tr>"
+        for stage, info in (record.get("outputs") or {}).items()
+    )
+    return (
+        f'<h3>Inputs</h3><table id="inputs">{head.format("input")}<tbody>{inputs}</tbody>'
+        "</table>"
+        f'<h3>Outputs</h3><table id="outputs">{head.format("stage")}<tbody>{outputs}</tbody>'
+        "</table>"
+    )
+
+
+def _count_stages(tasks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-stage counts from the tasks, for a record whose stats have none."""
+    stages: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        counts = stages.setdefault(
+            str(task.get("stage")), {"computed": 0, "reused": 0, "cutoff": 0, "seconds": 0.0}
+        )
+        outcome = task.get("outcome")
+        counts["computed" if outcome == "computed" else "reused"] += 1
+        counts["cutoff"] += outcome == "cutoff"
+        counts["seconds"] += float(task.get("seconds") or 0.0)
+    return stages
+
+
+def _read(store: SnapshotStore, run_id: str) -> dict[str, Any]:
+    """A run record; raises StoreError when it is damaged."""
+    path = f"{layout.RUNS}/{run_id}.json"
+    try:
+        return unseal(store.storage.read_bytes(path), legacy=lambda doc: "run" in doc)
+    except FileNotFoundError as exc:  # removed since it was listed (gc)
+        raise UsageError(f"run record {path} is gone") from exc
+    except ValueError as exc:
+        raise StoreError(
+            f"run record {path} is damaged: {exc}",
+            hint="chanbatch snapshot verify checks every sealed file",
+        ) from exc
+
+
+# -- small pieces ----------------------------------------------------------------------------------
+
+
+def _state(computed: int, reused: int) -> str:
+    """As the flow graph colours a stage (chanbatch.view.flow.StageCounts.state)."""
+    if computed == 0:
+        return "reuse" if reused else "none"
+    return "partial" if reused else "compute"
+
+
+def _badge(state: str) -> str:
+    text = {"compute": "computed", "reuse": "reused", "partial": "partly reused"}.get(state, state)
+    return f'<span class="badge" style="background:{STATE_COLOURS[state]}">{text}</span>'
+
+
+def _number(value: Any) -> str:
+    """A count with thousands separators, seconds with three decimals, or an en dash."""
+    if isinstance(value, bool) or value is None:
+        return "–"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    return escape(str(value))
+
+
+def _when(started_at: Any) -> str:
+    """``started_at`` (ISO 8601) as ``2026-11-24 16:46:07.123 UTC``."""
+    try:
+        moment = dt.datetime.fromisoformat(str(started_at)).astimezone(dt.UTC)
+    except ValueError:
+        return str(started_at)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d} UTC"
