@@ -62,7 +62,16 @@ class Blueprint:
         return self.model.name
 
     def __repr__(self) -> str:
-        return f"Blueprint({self.model.name!r}, stages={list(self.model.stages)})"
+        # imported here: the run layer is not needed to parse, plan or print a blueprint
+        from chanbatch.run.display import blueprint_repr
+
+        return blueprint_repr(self.model)
+
+    def _repr_html_(self) -> str:
+        """Inputs, stages (with a one-line summary of each spec) and outputs, as tables."""
+        from chanbatch.run.display import blueprint_html
+
+        return blueprint_html(self.model)
 
     def plan(self, store: SnapshotStore | str, *, sets: Mapping[str, str] | None = None) -> Any:
         """What a run would compute and reuse, and why (a PlanReport; ``.document()``)."""

@@ -192,8 +192,13 @@ def table(
 
 
 def facts(items: Iterable[tuple[str, Any]]) -> Markup:
-    """A one-line list of facts, ``label: value · label: value``; None values are skipped."""
-    parts = [join([label, ": ", value]) for label, value in items if value is not None]
+    """A one-line list of facts, ``label: value · label: value``; None values are skipped, and
+    an empty label shows the value alone."""
+    parts = [
+        join([label, ": ", value]) if label else escape(value)
+        for label, value in items
+        if value is not None
+    ]
     return tag("div", join(parts, " \u00b7 "), class_="cb-facts")
 
 

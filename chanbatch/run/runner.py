@@ -27,6 +27,7 @@ from chanbatch.compile.keys import blueprint_digest, engine_salt
 from chanbatch.compile.plan import Plan, build_plan
 from chanbatch.errors import UsageError, did_you_mean
 from chanbatch.hashing import seal
+from chanbatch.run import display
 from chanbatch.snapshot import SnapshotStore, layout, refs
 from chanbatch.snapshot.freeze import freeze
 from chanbatch.snapshot.names import encode_key
@@ -107,6 +108,12 @@ class PlanReport:
             "notes": list(self.plan.notes),
         }
 
+    def __repr__(self) -> str:
+        return display.plan_repr(self)
+
+    def _repr_html_(self) -> str:
+        return display.plan_html(self)
+
 
 @dataclass(slots=True, kw_only=True)
 class RunResult:
@@ -131,6 +138,13 @@ class RunResult:
 
     def document(self) -> dict[str, Any]:
         return {"run": self.run_id, "outputs": self.snapshots, "stats": self.stats}
+
+    def __repr__(self) -> str:
+        # never .outputs: building dask frames (or reading anything) to print a line is wrong
+        return display.run_repr(self)
+
+    def _repr_html_(self) -> str:
+        return display.run_html(self)
 
 
 def resolve_inputs(
