@@ -89,20 +89,28 @@ class Blueprint:
         allow_modules: tuple[str, ...] = (),
         progress: Any = None,
         pin_cpus: bool = False,
+        report: str | os.PathLike[str] | None = None,
     ) -> Any:
         """Run and freeze the outputs; returns a RunResult (``.outputs``, ``.stats``).
 
         ``scheduler`` is ``"threads"``, ``"sync"``, ``"processes"``, a ``tcp://`` address or a
         ``distributed.Client``. ``pin_cpus`` pins each worker process to a core of its own
         (Linux; a warning elsewhere). ``progress`` receives ``begin(totals)``,
-        ``advance(stage, outcome)`` and ``message(text)`` calls. Raises BlueprintError,
-        RefError or StageFailed.
+        ``advance(stage, outcome)`` and ``message(text)`` calls. ``report`` is a path to write
+        the run's HTML report to (a failed run writes none). Raises BlueprintError, RefError
+        or StageFailed, and UsageError for a report path that cannot be written (before
+        running).
         """
         from chanbatch.run import run_blueprint
 
-        return run_blueprint(
+        if report is not None:
+            from chanbatch.view.report import check_target
+
+            check_target(report)
+        opened = _store(store)
+        result = run_blueprint(
             self.model,
-            _store(store),
+            opened,
             scheduler=scheduler,
             workers=workers,
             sets=sets,
@@ -110,6 +118,11 @@ class Blueprint:
             progress=progress,
             pin_cpus=pin_cpus,
         )
+        if report is not None:
+            from chanbatch.view.report import write_report
+
+            write_report(opened, result.run_id, report, model=self.model)
+        return result
 
 
 def _store(store: SnapshotStore | str) -> SnapshotStore:

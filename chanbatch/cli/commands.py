@@ -403,6 +403,13 @@ def plan_cmd(
     metavar="MODULE",
     help="Allow `map` stages to import functions from MODULE (repeatable).",
 )
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="PATH",
+    help="Also write the run's HTML report (graph, stages, timeline, snapshots) to PATH.",
+)
 @store_option
 @json_option
 def run_cmd(
@@ -412,6 +419,7 @@ def run_cmd(
     pin_cpus: bool,
     sets: tuple[str, ...],
     allow_modules: tuple[str, ...],
+    report_path: str | None,
     store_url: str,
     as_json: bool,
     **kube_options: Any,
@@ -426,6 +434,10 @@ def run_cmd(
         raise UsageError(f"{given[0]} applies only to --scheduler kubernetes")
     store = open_store(store_url)
     model = load_blueprint(blueprint)
+    if report_path is not None:
+        from chanbatch.view.report import check_target
+
+        check_target(report_path)
     if scheduler == "kubernetes":
         from chanbatch.k8s.cluster import require_reachable_store
 
@@ -452,10 +464,16 @@ def run_cmd(
             progress=progress,
             pin_cpus=pin_cpus,
         )
+    if report_path is not None:  # a failed run has raised by now: it gets no report
+        from chanbatch.view.report import write_report
+
+        write_report(store, result.run_id, report_path, model=model)
     if as_json:
         emit_json(result.document())
     else:
         render.run_result(store, result.document())
+        if report_path is not None:
+            click.echo(f"report: {report_path}")
 
 
 def _all_cached(model: Any, store: Any, sets: tuple[str, ...]) -> bool:

@@ -11,6 +11,7 @@ import click
 
 from chanbatch.cli import (
     kube,  # noqa: F401  (adds the k8s commands)
+    reports,  # noqa: F401  (adds the report command)
     visual,  # noqa: F401  (adds the graph command)
 )
 from chanbatch.cli.commands import cli

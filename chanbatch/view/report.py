@@ -116,17 +116,19 @@ def write_report(
     run_id: str | None,
     path: str | os.PathLike[str],
     *,
-    blueprint: Blueprint | None = None,
-) -> Path:
-    """Write the HTML report of run ``run_id`` (None: the latest finished run) to ``path``.
+    blueprint: str | None = None,
+    model: Blueprint | None = None,
+) -> dict[str, Any]:
+    """Write the HTML report of run ``run_id`` (None: the latest finished run, of the blueprint
+    named ``blueprint`` if given) to ``path``, and return the run's record.
 
-    ``blueprint`` is the run's blueprint, for the graph when its file has changed since.
-    Raises UsageError for an unknown run or a path that cannot be written (see
-    :func:`find_record`).
+    ``model`` is the blueprint the run ran, for the graph (else the record's blueprint file is
+    read). Raises UsageError for an unknown or unfinished run (see :func:`find_record`) or a
+    path that cannot be written, and StoreError for a damaged record.
     """
-    record = find_record(store, run_id)
-    target = Path(path)
-    page = render_report(record, blueprint=blueprint)
+    target = check_target(path)
+    record = find_record(store, run_id, blueprint=blueprint)
+    page = render_report(record, blueprint=model)
     try:
         target.write_text(page, encoding="utf-8")
     except OSError as exc:
@@ -134,6 +136,24 @@ def write_report(
             f"cannot write the report to {target}: {exc.strerror or exc}",
             hint="give a path in a directory that exists and can be written",
         ) from exc
+    return record
+
+
+def check_target(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, once it is clear a file can be written there: what ``run --report``
+    checks before running, so that a typo costs no run.
+
+    Raises UsageError for a directory, or a path whose directory is missing or not writable.
+    """
+    target = Path(path)
+    folder = target.parent
+    hint = "give a path in a directory that exists and can be written"
+    if target.is_dir():
+        raise UsageError(f"cannot write the report to {target}: it is a directory", hint=hint)
+    if not folder.is_dir():
+        raise UsageError(f"cannot write the report to {target}: no directory {folder}", hint=hint)
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UsageError(f"cannot write the report to {target}: permission denied", hint=hint)
     return target
 
 
