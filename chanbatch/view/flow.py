@@ -26,6 +26,7 @@ from __future__ import annotations
 import html
 import json
 import shutil
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -376,9 +377,14 @@ def _operation_text(stage: Any, counts: StageCounts) -> str:
     return text
 
 
+def _visible(text: str) -> str:
+    """``text`` with control characters shown as escapes (``\\n``): a label line stays a line."""
+    return "".join(ascii(ch)[1:-1] if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+
+
 def _html(text: str) -> str:
     """User text for a Graphviz HTML-like label: every markup character an entity."""
-    return html.escape(text, quote=True).replace("\n", "<br/>")
+    return html.escape(_visible(text), quote=True)
 
 
 def _dot_label(lines: tuple[str, ...]) -> str:
@@ -400,6 +406,6 @@ def _mermaid_label(lines: tuple[str, ...]) -> str:
     """Mermaid label text: anything outside a plain set becomes an entity code (``#34;``)."""
 
     def escape(line: str) -> str:
-        return "".join(ch if ch in _MERMAID_PLAIN else f"#{ord(ch)};" for ch in line)
+        return "".join(ch if ch in _MERMAID_PLAIN else f"#{ord(ch)};" for ch in _visible(line))
 
     return "<br/>".join(escape(line) for line in lines if line)
