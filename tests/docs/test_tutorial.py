@@ -182,7 +182,7 @@ def second_plan(cwd: Path, done: Done, seen: dict) -> None:
     computed = [t for t in tasks if t["action"] == "compute"]
     per_slice = {t["stage"] for t in computed if t["slice"] is not None}
     for stage in ("late", "fast", "named"):
-        assert [t["slice"] for t in computed if t["stage"] == stage] == ["12"]
+        assert [t["slice"] for t in computed if t["stage"] == stage] == [12]
         assert sum(t["stage"] == stage and t["action"] == "reuse" for t in tasks) == 11
     assert per_slice == {"late", "fast", "named", "by_carrier"}
     assert len(computed) < seen["first plan"] // 4
