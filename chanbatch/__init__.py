@@ -7,9 +7,14 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 from chanbatch.version import FORMAT_VERSION, __version__
+
+# The library only logs; the application decides where records go. Without a handler of its
+# own, Python's last-resort handler would print chanbatch's warnings in a user's program.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = ["FORMAT_VERSION", "Blueprint", "Snapshot", "Store", "__version__"]
 

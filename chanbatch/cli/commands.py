@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -54,21 +56,72 @@ def parse_duration(text: str) -> float:
     return float(match[1]) * scale
 
 
+@dataclass(frozen=True, slots=True)
+class Display:
+    """What the global options ask of human output; the root context's ``obj``, read by
+    :mod:`chanbatch.cli.render`."""
+
+    verbose: bool = False
+    quiet: bool = False
+    progress: bool = True
+
+
+class _LogFormat(logging.Formatter):
+    """``warning: message``, or with ``-v`` ``debug chanbatch.run.runner: message``."""
+
+    def __init__(self, named: bool) -> None:
+        super().__init__("%(level)s %(name)s: %(message)s" if named else "%(level)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.level = record.levelname.lower()
+        return super().format(record)
+
+
+def configure_logging(display: Display) -> None:
+    """Send log records to stderr: WARNING and up by default, DEBUG with -v, ERROR with -q.
+
+    The library only logs (through ``chanbatch.*`` loggers with a NullHandler); deciding what
+    reaches the terminal is the program's job, done here once per invocation. The handler
+    replaces the one a previous in-process invocation installed, never anyone else's.
+    """
+    level = (
+        logging.DEBUG if display.verbose else logging.ERROR if display.quiet else logging.WARNING
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "chanbatch_cli", False)]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler()
+    handler.chanbatch_cli = True  # type: ignore[attr-defined]
+    handler.setFormatter(_LogFormat(named=display.verbose))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="chanbatch")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and debug logs.")
-def cli(verbose: bool) -> None:
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print only errors and the data asked for: no progress, notes or warnings.",
+)
+@click.option("--no-progress", is_flag=True, help="Draw no progress bars.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, quiet: bool, no_progress: bool) -> None:
     """chanbatch: batch dataframes on Dask over immutable, content-hashed Parquet snapshots.
 
     \b
     Start with the demo data:
       chanbatch demo
       chanbatch snapshot inspect flights
-    """
-    if verbose:
-        import logging
 
-        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    -v, -q and --no-progress may also follow the command.
+    """
+    if verbose and quiet:
+        raise click.UsageError("-v/--verbose and -q/--quiet cannot be used together")
+    ctx.obj = Display(verbose=verbose, quiet=quiet, progress=not (no_progress or quiet))
+    configure_logging(ctx.obj)
 
 
 @cli.group()
@@ -444,7 +497,7 @@ def run_cmd(
         require_reachable_store(store_url)
     with contextlib.ExitStack() as stack:
         if scheduler == "kubernetes" and _all_cached(model, store, sets):
-            click.echo("every task is cached: no cluster needed", err=True)
+            render.note("every task is cached: no cluster needed")
             scheduler = "threads"
         if scheduler == "kubernetes":
             from chanbatch.cli.kubeshape import open_kubernetes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import sys
 import traceback
 import unicodedata
@@ -39,12 +40,64 @@ def format_error(exc: ChanbatchError) -> str:
     return printable(f"Error: {message}")
 
 
+#: Global options (of the ``chanbatch`` group) also accepted after the command.
+GLOBAL_FLAGS = frozenset({"-v", "--verbose", "-q", "--quiet", "--no-progress"})
+
+
+def _option(command: click.Command, token: str) -> click.Option | None:
+    name = token.split("=", 1)[0]
+    for param in command.params:
+        if isinstance(param, click.Option) and name in (*param.opts, *param.secondary_opts):
+            return param
+    return None
+
+
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """``args`` with the global flags given after the command moved to the front.
+
+    Users write ``chanbatch run x.yaml -q``; Click accepts a group's options only before the
+    command. The walk follows the command tree so that only a real flag moves: a value of an
+    option (``--slice -q`` freezes slice "-q"), anything after ``--``, and a command's own
+    option of the same name stay where they are.
+    """
+    command: click.Command = cli
+    front: list[str] = []
+    rest: list[str] = []
+    below_group = False
+    tokens = iter(args)
+    for token in tokens:
+        if token == "--":
+            rest += [token, *tokens]
+            break
+        own = _option(command, token) if token.startswith("-") else None
+        if below_group and token in GLOBAL_FLAGS and own is None:
+            front.append(token)
+            continue
+        rest.append(token)
+        if own is not None:
+            if not (own.is_flag or own.count) and "=" not in token:
+                rest += itertools.islice(tokens, max(own.nargs, 1))  # its value(s), as given
+        elif not token.startswith("-") and isinstance(command, click.Group):
+            sub = command.commands.get(token)
+            if sub is not None:
+                command, below_group = sub, True
+    return front + rest
+
+
+def _verbose(args: list[str]) -> bool:
+    """Whether ``-v`` is among the leading global options (after hoisting)."""
+    for token in args:
+        if not token.startswith("-") or token == "--":
+            return False
+        if token in ("-v", "--verbose"):
+            return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with its code; never prints a traceback without ``--verbose``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    verbose = "--verbose" in args or (bool(args) and args[0] == "-v")
-    if "--verbose" in args[1:]:  # accepted after the command too, where Click would refuse it
-        args = ["--verbose", *(a for a in args if a != "--verbose")]
+    args = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
+    verbose = _verbose(args)
     try:
         code = cli.main(args=args, prog_name="chanbatch", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else EXIT_OK)

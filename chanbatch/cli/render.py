@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import click
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -48,12 +49,35 @@ def when(stamp: str) -> str:
     return stamp[:16].replace("T", " ")
 
 
+def display() -> Any:
+    """The global options' :class:`~chanbatch.cli.commands.Display`, or None outside a command."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.find_root().obj if ctx is not None else None
+
+
+def quiet() -> bool:
+    return bool(getattr(display(), "quiet", False))
+
+
+def bars_allowed() -> bool:
+    """Progress bars go to stderr, and only when it is a terminal: never into a log file or a
+    pipe, and never with ``-q`` or ``--no-progress``."""
+    return bool(getattr(display(), "progress", True)) and sys.stderr.isatty()
+
+
+def note(text: str) -> None:
+    """A remark for the person at the terminal (not data) on stderr; ``-q`` silences it."""
+    if not quiet():
+        err_console.print(escape(text))
+
+
 @contextlib.contextmanager
 def progress_bar(
     description: str, *, enabled: bool = True, min_total: int = 0
 ) -> Iterator[Callable[[int, int], None] | None]:
-    """A ``(done, total)`` callback drawing a bar on a terminal once ``total > min_total``."""
-    if not enabled or not sys.stderr.isatty():
+    """A ``(done, total)`` callback drawing a bar on a terminal once ``total > min_total``;
+    ``enabled=False`` (``--json``) draws nothing."""
+    if not enabled or not bars_allowed():
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -138,11 +162,28 @@ class StageBars:
             self.progress.stop()
 
 
+class RunNotes:
+    """A run's display without bars (``--no-progress``): only its notes, such as the dashboard."""
+
+    def begin(self, totals: dict[str, int]) -> None:
+        pass
+
+    def advance(self, stage: str, outcome: str) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        note(text)
+
+
 @contextlib.contextmanager
-def run_progress(enabled: bool = True) -> Iterator[StageBars | None]:
-    """A run's bars, on a terminal only."""
-    if not enabled or not sys.stderr.isatty():
+def run_progress(enabled: bool = True) -> Iterator[StageBars | RunNotes | None]:
+    """A run's bars and notes, on a terminal only; ``enabled=False`` (``--json``) and ``-q``
+    show neither, ``--no-progress`` only the notes."""
+    if not enabled or quiet() or not sys.stderr.isatty():
         yield None
+        return
+    if not bars_allowed():
+        yield RunNotes()
         return
     bars = StageBars()
     try:

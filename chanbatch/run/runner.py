@@ -467,8 +467,11 @@ def _execute(
         if pin_cpus:
             log.warning("--pin-cpus pins worker processes; with %s it does nothing", scheduler)
 
+        # Read from our tuples: dask hands callbacks its own Task objects, not subscriptable.
+        computing = {key for key, spec in graph.items() if spec[0] is run_task}
+
         def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-            if progress is not None and isinstance(result, Part) and dsk[key][0] is run_task:
+            if progress is not None and isinstance(result, Part) and key in computing:
                 progress.advance(plan.tasks[key].stage, result.outcome)
 
         get = dask.get if scheduler == "sync" else dask.threaded.get
