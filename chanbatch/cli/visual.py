@@ -117,10 +117,10 @@ def graph_cmd(
             data = flow.mermaid().encode("utf-8")
             if output is not None:
                 output = str(Path(output).with_suffix(".mmd"))
-            where = f"wrote {output}" if output is not None else "printed"
+            where = f" to {output}" if output is not None else ""
             click.echo(
-                f"Warning: cannot draw {wanted}: {exc.message}; {where} Mermaid text instead; "
-                f"{exc.hint}",
+                f"Warning: cannot draw {wanted}: {exc.message}; wrote Mermaid text{where} "
+                f"instead; {exc.hint}",
                 err=True,
             )
     if output is not None and data is not None:
