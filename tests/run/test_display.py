@@ -227,3 +227,33 @@ def test_every_example_blueprint_displays(setup) -> None:
         bp = cb.Blueprint.from_yaml(path)
         doc = yaml.safe_load(path.read_text())
         assert table(bp._repr_html_(), "Stages").column("stage") == list(doc["stages"]), path
+
+
+def test_the_notebooks_page_is_what_the_repl_prints(tmp_path: Path, monkeypatch) -> None:
+    """docs/notebooks.md runs as written: its setup block, then each ``>>>`` line prints the
+    line below it, ids, sizes, the run id and seconds aside."""
+    root = Path(__file__).resolve().parents[2]
+    page = (root / "docs" / "notebooks.md").read_text()
+    setup = re.search(r"```python\n(.*?)```", page, re.S).group(1)
+    session = re.search(r"```pycon\n(.*?)```", page, re.S).group(1).splitlines()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "blueprints").symlink_to(root / "blueprints")
+    namespace: dict[str, object] = {}
+    exec(setup, namespace)
+    wild = [
+        (r"[0-9a-f]{12}", "<id>"),
+        (r"\d{8}T\d{6}-[0-9a-f]{8}", "<run>"),
+        (r"\d+\.\d+ (KB|MB|s)\b", "<amount>"),
+    ]
+
+    def loose(line: str) -> str:
+        for pattern, stand_in in wild:
+            line = re.sub(pattern, stand_in, line)
+        return line
+
+    pairs = list(zip(session[::2], session[1::2], strict=True))
+    assert len(pairs) >= 7
+    for prompt, expected in pairs:
+        assert prompt.startswith(">>> ")
+        got = repr(eval(prompt[4:].split("  #")[0], namespace))
+        assert loose(got) == loose(expected), prompt
