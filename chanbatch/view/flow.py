@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chanbatch.blueprint.model import Aggregate, Blueprint
+from chanbatch.blueprint.model import Aggregate, Blueprint, Stage
 from chanbatch.errors import ChanbatchError
 
 if TYPE_CHECKING:
@@ -263,7 +263,7 @@ class Flow:
             raise ValueError(f"cannot render {fmt!r}: use one of {', '.join(RENDER_FORMATS)}")
         if shutil.which("dot") is None:
             raise GraphvizMissing()
-        import graphviz
+        import graphviz  # type: ignore[import-untyped]
 
         try:
             return graphviz.Source(self.dot()).pipe(format=fmt)
@@ -365,7 +365,7 @@ def plan_flow(report: PlanReport) -> Flow:
     return flow_graph(blueprint, counts, inputs=inputs, title=f"{blueprint.name}: next run")
 
 
-def _operation_text(stage: Any, counts: StageCounts) -> str:
+def _operation_text(stage: Stage, counts: StageCounts) -> str:
     op = stage.operation
     text = op.kind
     if stage.per_slice:

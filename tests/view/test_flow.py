@@ -174,6 +174,15 @@ def test_dot_colours_labels_and_edges() -> None:
         assert f'bgcolor="{colour}"' in text, state
 
 
+def test_a_past_run_shows_seconds() -> None:
+    counts = {"late": StageCounts(compute=2, reuse=1, seconds=1.25)}
+    flow = flow_graph(load_blueprint(BLUEPRINT), counts)
+    nodes, _ = parse_dot(flow.dot())
+    late = next(lines for _, lines in nodes.values() if lines[0] == "late")
+    assert late[1:] == ["filter", "1 reuse · 2 compute · 1.25 s"]
+    assert flow.node("stage:late").document()["seconds"] == 1.25
+
+
 def test_mermaid_has_the_same_nodes_edges_and_colours() -> None:
     flow = flow_graph(load_blueprint(BLUEPRINT), COUNTS)
     mermaid = parse_mermaid(flow.mermaid())
