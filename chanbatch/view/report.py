@@ -179,7 +179,7 @@ def render_report(record: Mapping[str, Any], *, blueprint: Blueprint | None = No
         _stage_table(tasks, stats),
         "</section>",
         '<section id="timeline"><h2>Timeline</h2>',
-        _timeline(tasks, stats),
+        _timeline(tasks),
         "</section>",
         '<section id="snapshots"><h2>Snapshots</h2>',
         _snapshots(record),
@@ -314,11 +314,11 @@ def _stage_table(tasks: list[dict[str, Any]], stats: dict[str, Any]) -> str:
     return f'<table id="stage-table">{head}<tbody>{"".join(rows)}</tbody>{total}</table>{note}'
 
 
-def _timeline(tasks: list[dict[str, Any]], stats: dict[str, Any]) -> str:
+def _timeline(tasks: list[dict[str, Any]]) -> str:
     ran = [t for t in tasks if t.get("outcome") in ("computed", "cutoff")]
     if not ran:
         return '<p class="note" id="no-timeline">Nothing ran: every task was reused.</p>'
-    svg = timeline.render_timeline(tasks, total=stats.get("seconds"))
+    svg = timeline.render_timeline(tasks)
     if not svg:
         return (
             '<p class="note" id="no-timeline">No timings recorded: this run record is older '
@@ -332,7 +332,8 @@ def _timeline(tasks: list[dict[str, Any]], stats: dict[str, Any]) -> str:
     )
     return (
         '<p class="note">One lane per worker, one bar per task that ran, from its start to its '
-        "end (seconds after the run started), coloured by slice; hover a bar for its stage, "
+        "end (in seconds after the run started; the axis spans the tasks only), coloured by "
+        "slice: a lane of one colour is a slice kept on one worker. Hover a bar for its stage, "
         "slice, outcome and time. Hollow bars were cut off. Reused tasks did not run and are "
         "only counted in the table.</p>"
         f'<figure id="timeline-chart">{svg}</figure><ul class="legend">{items}</ul>'

@@ -20,17 +20,17 @@ from typing import Any
 #: yellow that mean reuse, compute and partial in the flow graph.
 PALETTE = (
     "#0072b2",
+    "#d55e00",
     "#cc79a7",
     "#56b4e9",
-    "#d55e00",
-    "#4e79a7",
-    "#b07aa1",
-    "#9c755f",
-    "#76b7b2",
-    "#e15759",
-    "#59a14f",
-    "#ff9da7",
+    "#6a3d9a",
     "#8c6d31",
+    "#e15759",
+    "#76b7b2",
+    "#393b79",
+    "#fb9a99",
+    "#17becf",
+    "#7f3b08",
 )
 WHOLE = "#9e9e9e"  # tasks over the whole input: no slice
 LEGEND_LIMIT = 48  # slices named in the legend; the rest are counted
@@ -97,11 +97,11 @@ def slice_colours(slices: Iterable[str]) -> dict[str, str]:
     return colours
 
 
-def render_timeline(tasks: Sequence[Mapping[str, Any]], *, total: float | None = None) -> str:
+def render_timeline(tasks: Sequence[Mapping[str, Any]]) -> str:
     """The SVG (markup text) of the tasks' timeline, or ``""`` when no task has its times.
 
-    ``total`` (the run's seconds) extends the axis to the run's end, so the time spent
-    planning and freezing around the tasks shows as empty space.
+    The axis spans the tasks only, labelled in seconds after the run's start: planning,
+    starting a cluster and freezing the outputs would otherwise squeeze the bars to slivers.
     """
     drawn = bars(tasks)
     if not drawn:
@@ -109,8 +109,8 @@ def render_timeline(tasks: Sequence[Mapping[str, Any]], *, total: float | None =
     lanes = sorted({b.lane for b in drawn}, key=natural)
     row = {lane: i for i, lane in enumerate(lanes)}
     colours = slice_colours(b.slice for b in drawn if b.slice is not None)
-    start = min(0.0, min(b.began for b in drawn))
-    end = max(max(b.ended for b in drawn), total or 0.0, start + 1e-3)
+    start = min(b.began for b in drawn)
+    end = max(max(b.ended for b in drawn), start + 1e-3)
     step = _tick_step(end - start)
     plot = WIDTH - LABEL - PAD
     scale = plot / (end - start)
@@ -195,5 +195,8 @@ def _seconds(value: float, step: float) -> str:
 
 
 def _short(lane: str, limit: int = 24) -> str:
-    """A lane label that fits the margin; the full name is in its tooltip."""
+    """A lane label that fits the margin (a local thread without its ``pid:``); the full name
+    is in its tooltip."""
+    if ":" in lane and "://" not in lane and lane.split(":", 1)[0].isdigit():
+        lane = lane.split(":", 1)[1]
     return lane if len(lane) <= limit else "…" + lane[-(limit - 1) :]
