@@ -257,3 +257,20 @@ def test_the_notebooks_page_is_what_the_repl_prints(tmp_path: Path, monkeypatch)
         assert prompt.startswith(">>> ")
         got = repr(eval(prompt[4:].split("  #")[0], namespace))
         assert loose(got) == loose(expected), prompt
+
+
+def test_hostile_slice_keys_in_reasons_stay_text(tmp_path: Path) -> None:
+    store = cb.Store(tmp_path / "store")
+    frame = pd.DataFrame({"k": ["a", HOSTILE], "v": [1, 2]})
+    store.freeze("events", frame, slice_by="k")
+    bp = cb.Blueprint.from_yaml(
+        "name: ev\ninputs: {events: events}\n"
+        "stages: {big: {from: events, filter: 'v > 0'}}\noutputs: {big: ev_big}\n"
+    )
+    bp.run(store)
+    store.freeze("events", frame.assign(v=[1, 3]), slice_by="k")  # the hostile slice changes
+    markup = bp.plan(store)._repr_html_()
+    assert "b" not in start_tags(markup)
+    (why,) = table(markup, "Stages").column("why")
+    # one line per reason (the <br/> between them holds no text)
+    assert why == f"compute changed slice {HOSTILE}" + "reuse cached"
