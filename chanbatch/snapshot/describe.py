@@ -53,7 +53,8 @@ class Snapshot:
     schema: tuple[tuple[str, str], ...] = ()
     slices: tuple[SliceEntry, ...] = ()
     slice_key: SliceKey | None = None
-    lineage: Mapping[str, Any] = field(default_factory=dict)
+    # a dict cannot be hashed; dataset, id and version already tell snapshots apart
+    lineage: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def rows(self) -> int:

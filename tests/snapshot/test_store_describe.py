@@ -50,6 +50,7 @@ def test_snapshot_holds_what_was_frozen(store: chanbatch.Store) -> None:
     assert [(s.key, s.rows) for s in snap.slices] == list(counts.items())
     assert snap.rows == len(df)
     assert snap.ref == f"flights@{snap.id}"
+    assert len({snap, store.snapshot("flights")}) == 1  # a value: equal and hashable
     assert store.read_pandas(snap.ref).shape == df.shape
 
 
