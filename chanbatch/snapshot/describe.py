@@ -8,6 +8,7 @@ anything from the store.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ HISTORY_ROWS = 10
 #: Columns a schema shows before it elides the middle ones.
 COLUMN_ROWS = 200
 _VALUE_WIDTH = 40
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,7 +179,7 @@ def _lineage_section(lineage: Mapping[str, Any]) -> h.Markup | str:
 def _lineage_value(key: str, value: Any) -> Any:
     if isinstance(value, Mapping):
         return h.join((h.join([k, " ", _lineage_value(k, v)]) for k, v in value.items()), ", ")
-    if isinstance(value, str) and len(value) == 64 and key != "blueprint":
+    if isinstance(value, str) and _HEX64.fullmatch(value):  # an id or a hash
         return h.short_id(value)
     return _text(value)
 
