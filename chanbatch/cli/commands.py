@@ -37,6 +37,30 @@ def json_option(func: Any) -> Any:
     )(func)
 
 
+def complete_ref(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of a REF or DATASET: the store's dataset names, and after ``NAME@`` the
+    dataset's snapshot ids, newest first. The store is the one ``--store`` (given before the
+    word being completed) or ``$CHANBATCH_STORE`` names.
+
+    Completion runs on every TAB: it reads only ``refs/``, and any failure (no store, a broken
+    one, a bad name) completes nothing rather than printing an error into the prompt.
+    """
+    from click.shell_completion import CompletionItem
+
+    try:
+        store = open_store(ctx.params.get("store_url") or "snapshots")
+        name, at, prefix = incomplete.partition("@")
+        if not at:
+            return [CompletionItem(n) for n in store.datasets() if n.startswith(incomplete)]
+        # A DATASET takes no @; and slice keys can be far too many to offer.
+        if "ref" not in (param.name or "") or "[" in incomplete:
+            return []
+        ids = [e.snapshot for e in reversed(store.history(name))]
+        return [CompletionItem(f"{name}@{i[:12]}") for i in ids if i.startswith(prefix.lower())]
+    except Exception:  # never fail while completing (see the docstring)
+        return []
+
+
 def emit_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
 
@@ -130,7 +154,7 @@ def snapshot() -> None:
 
 
 @snapshot.command("freeze")
-@click.argument("dataset")
+@click.argument("dataset", shell_complete=complete_ref)
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--slice", "slice_key", metavar="KEY", help="Freeze all FILES as the one slice KEY.")
 @click.option("--slice-by", metavar="COLUMN", help="Cut the rows into one slice per COLUMN value.")
@@ -165,7 +189,7 @@ def freeze_cmd(
 
 
 @snapshot.command("list")
-@click.argument("dataset", required=False)
+@click.argument("dataset", required=False, shell_complete=complete_ref)
 @store_option
 @json_option
 def list_cmd(dataset: str | None, store_url: str, as_json: bool) -> None:
@@ -210,7 +234,7 @@ def list_cmd(dataset: str | None, store_url: str, as_json: bool) -> None:
 
 
 @snapshot.command("inspect")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @click.option("--all", "show_all", is_flag=True, help="List every slice, however many.")
 @store_option
 @json_option
@@ -229,7 +253,7 @@ def inspect_cmd(ref: str, show_all: bool, store_url: str, as_json: bool) -> None
 
 
 @snapshot.command("verify")
-@click.argument("ref", required=False)
+@click.argument("ref", required=False, shell_complete=complete_ref)
 @store_option
 @json_option
 def verify_cmd(ref: str | None, store_url: str, as_json: bool) -> None:
@@ -246,8 +270,8 @@ def verify_cmd(ref: str | None, store_url: str, as_json: bool) -> None:
 
 
 @snapshot.command("diff")
-@click.argument("ref_a", metavar="REF")
-@click.argument("ref_b", metavar="REF")
+@click.argument("ref_a", metavar="REF", shell_complete=complete_ref)
+@click.argument("ref_b", metavar="REF", shell_complete=complete_ref)
 @store_option
 @json_option
 def diff_cmd(ref_a: str, ref_b: str, store_url: str, as_json: bool) -> None:
@@ -262,7 +286,7 @@ def diff_cmd(ref_a: str, ref_b: str, store_url: str, as_json: bool) -> None:
 
 
 @snapshot.command("pin")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @store_option
 @json_option
 def pin_cmd(ref: str, store_url: str, as_json: bool) -> None:
@@ -276,7 +300,7 @@ def pin_cmd(ref: str, store_url: str, as_json: bool) -> None:
 
 
 @snapshot.command("unpin")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @store_option
 @json_option
 def unpin_cmd(ref: str, store_url: str, as_json: bool) -> None:

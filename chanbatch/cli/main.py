@@ -12,6 +12,7 @@ import click
 
 from chanbatch.cli import (
     kube,  # noqa: F401  (adds the k8s commands)
+    project,  # noqa: F401  (adds init and completion)
     reports,  # noqa: F401  (adds the report command)
     visual,  # noqa: F401  (adds the graph command)
 )
