@@ -279,7 +279,9 @@ def _recorded_blueprint(record: Mapping[str, Any]) -> tuple[Blueprint | None, st
 
 
 def _stage_table(tasks: list[dict[str, Any]], stats: dict[str, Any]) -> str:
-    stages = stats.get("stages") or _count_stages(tasks)
+    counted = stats.get("stages") or _count_stages(tasks)
+    order = _stage_order(tasks)
+    stages = dict(sorted(counted.items(), key=lambda item: order.get(item[0], (len(order), 0))))
     if not stages:
         return '<p class="note">The run record lists no stages.</p>'
     head = (
@@ -365,6 +367,28 @@ def _snapshots(record: Mapping[str, Any]) -> str:
         f'<h3>Outputs</h3><table id="outputs">{head.format("stage")}<tbody>{outputs}</tbody>'
         "</table>"
     )
+
+
+def _stage_order(tasks: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Stage -> (depth, first appearance): the flow's order, read from the tasks' ``deps``
+    (the record's stats and specs are keyed in plan or sorted order)."""
+    stage_of = {t.get("key"): t.get("stage") for t in tasks}
+    reads: dict[str, set[str]] = {}
+    first: dict[str, int] = {}
+    for i, task in enumerate(tasks):
+        stage = str(task.get("stage"))
+        first.setdefault(stage, i)
+        ups = reads.setdefault(stage, set())
+        ups.update(u for d in task.get("deps") or () if (u := stage_of.get(d)) not in (None, stage))
+    depth: dict[str, int] = {}
+
+    def depth_of(stage: str, seen: frozenset[str] = frozenset()) -> int:
+        if stage not in depth:
+            ups = [u for u in reads.get(stage, ()) if u not in seen]  # a cycle cannot recurse
+            depth[stage] = 1 + max((depth_of(u, seen | {stage}) for u in ups), default=-1)
+        return depth[stage]
+
+    return {stage: (depth_of(stage), first[stage]) for stage in first}
 
 
 def _count_stages(tasks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -181,6 +181,7 @@ def check_report(
     # per-stage counts: what the plan said the run would do
     expected = plan_counts(plan)
     stages = page.rows_of("stage")
+    assert list(stages) == ["kept", "scaled", "per_kind"]  # the flow's order
     assert set(stages) == set(expected)
     for attrs, cells in [(a, c) for a, c in page.rows if "stage" in a.get("class", "").split()]:
         counts = expected[attrs["data-stage"]]
