@@ -258,4 +258,5 @@ def completion_cmd(shell: str) -> None:
 
     complete = get_completion_class(shell)
     assert complete is not None  # both choices are built into Click
-    click.echo(complete(cli, {}, "chanbatch", "_CHANBATCH_COMPLETE").source())
+    source = complete(cli, {}, "chanbatch", "_CHANBATCH_COMPLETE").source()
+    click.echo(source, nl=not source.endswith("\n"))  # the same bytes as _CHANBATCH_COMPLETE
