@@ -230,8 +230,12 @@ class Others:
         return max(0.0, others / (wall * (os.cpu_count() or 1)))
 
 
-def wait_quiet(limit: float = 10.0, window: float = 0.5, threshold: float = 0.10) -> None:
+QUIET_WAIT = 10.0  # seconds wait_quiet waits at most by default (report.py --quick lowers it)
+
+
+def wait_quiet(limit: float | None = None, window: float = 0.5, threshold: float = 0.10) -> None:
     """Wait (at most ``limit`` seconds) for a ``window`` in which others use < ``threshold``."""
+    limit = QUIET_WAIT if limit is None else limit
     deadline = time.perf_counter() + limit
     while time.perf_counter() < deadline:
         probe = Others()
