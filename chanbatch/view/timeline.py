@@ -136,12 +136,12 @@ def render_timeline(tasks: Sequence[Mapping[str, Any]]) -> str:
         )
         tick += step
     for lane, i in row.items():
-        y = AXIS + i * LANE
+        top = AXIS + i * LANE
         fill = "#f7f7f7" if i % 2 == 0 else "#ffffff"
         parts.append(
             f'<g class="lane" data-lane="{escape(lane)}">'
-            f'<rect x="{LABEL}" y="{y}" width="{plot}" height="{LANE}" fill="{fill}"/>'
-            f'<text x="{LABEL - 8}" y="{y + LANE / 2 + 4}" font-size="12" text-anchor="end" '
+            f'<rect x="{LABEL}" y="{top}" width="{plot}" height="{LANE}" fill="{fill}"/>'
+            f'<text x="{LABEL - 8}" y="{top + LANE / 2 + 4}" font-size="12" text-anchor="end" '
             f'fill="#333">{escape(_short(lane))}<title>{escape(lane)}</title></text></g>'
         )
     for b in sorted(drawn, key=lambda b: (b.began, b.lane)):
