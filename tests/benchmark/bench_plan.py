@@ -7,7 +7,10 @@ Freezes a synthetic dataset of N small slices once (kept under ``--cache``), the
 - ``plan`` in process with everything cached: the keys above the partials hash the partials'
   contents, so this reads one cache entry per stored task;
 - ``chanbatch plan --json`` and a no-op ``chanbatch run --json`` as whole processes;
-- appending one slice: plan, then run.
+- appending one slice: plan, then run;
+- beside them, the same query over the same 10,000 object files from scratch, checked first
+  against chanbatch's answer: DuckDB and Polars (``--repeat`` times) and hand-written dask
+  (once: about a minute and a half at 10,000 files; ``--no-dask`` skips it).
 
 Run from the repository root with the venv active:
 ``python tests/benchmark/bench_plan.py --slices 10000 --out docs/performance.md``.
@@ -67,6 +70,71 @@ def frame(slices: int, rows: int, seed: int = 0) -> pd.DataFrame:
     )
 
 
+QUERY_SQL = """
+SELECT kind, count(*) AS n, sum(v * 2) AS total, avg(v) AS mean_v, max(v) AS top
+FROM read_parquet($files) WHERE v > 0 GROUP BY kind
+"""
+
+
+def object_files(store_dir: Path, dataset: str) -> list[str]:
+    """The local paths of the objects of ``dataset``'s latest snapshot, in slice order."""
+    from chanbatch.snapshot.layout import object_path
+    from chanbatch.snapshot.read import slice_parts
+
+    store = cb.Store(store_dir)
+    return [
+        str(store_dir / object_path(p.object))
+        for p in slice_parts(store.storage, store.slices(dataset))
+    ]
+
+
+def duckdb_query(files: list[str]) -> pd.DataFrame:
+    import duckdb
+
+    with duckdb.connect(config={"threads": os.cpu_count() or 1}) as con:
+        return con.execute(QUERY_SQL, {"files": files}).df()
+
+
+def polars_query(files: list[str]) -> pd.DataFrame:
+    import polars as pl
+
+    v = pl.col("v")
+    return (
+        pl.scan_parquet(files)
+        .filter(v > 0)
+        .group_by("kind")
+        .agg(n=pl.len(), total=(v * 2).sum(), mean_v=v.mean(), top=v.max())
+        .collect()
+        .to_pandas()
+    )
+
+
+def dask_query(files: list[str]) -> pd.DataFrame:
+    import dask.dataframe as dd
+
+    df = dd.read_parquet(files)
+    df = df[df.v > 0]
+    df = df.assign(w=df.v * 2)
+    out = df.groupby("kind").agg(
+        n=("v", "count"), total=("w", "sum"), mean_v=("v", "mean"), top=("v", "max")
+    )
+    return out.compute(scheduler="threads", num_workers=os.cpu_count() or 1).reset_index()
+
+
+def same_answer(got: pd.DataFrame, want: pd.DataFrame) -> bool:
+    """Groups and counts exactly, floats within a relative 1e-9."""
+    a = got.sort_values("kind").reset_index(drop=True)
+    b = want.sort_values("kind").reset_index(drop=True)
+    if a["kind"].astype(str).tolist() != b["kind"].astype(str).tolist():
+        return False
+    if a["n"].astype("int64").tolist() != b["n"].astype("int64").tolist():
+        return False
+    return all(
+        np.allclose(a[c].astype("float64"), b[c].astype("float64"), rtol=1e-9, atol=0)
+        for c in ("total", "mean_v", "top")
+    )
+
+
 def timed(fn: Callable[[], object], repeat: int) -> list[float]:
     out = []
     for _ in range(repeat):
@@ -98,6 +166,7 @@ def bench(argv: list[str] | None = None) -> list[Ratio]:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=REPO / ".bench")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--no-dask", action="store_true", help="skip the dask baseline")
     args = parser.parse_args(argv)
 
     base = args.cache / f"plan-{args.slices}x{args.rows}"
@@ -129,6 +198,35 @@ def bench(argv: list[str] | None = None) -> list[Ratio]:
     first = bp.run(store, scheduler="threads")
     cold_run = time.perf_counter() - start
     rows.append((f"cold run, `threads` ({first.stats['computed']} tasks)", f"{cold_run:.3f}", "—"))
+    answer = store.read_pandas("many_slices_per_kind")
+    files = object_files(work, "events")
+    engines: dict[str, Callable[[list[str]], pd.DataFrame]] = {"DuckDB": duckdb_query}
+    try:
+        import polars  # noqa: F401
+
+        engines["Polars"] = polars_query
+    except ImportError:
+        pass
+    if not args.no_dask:
+        engines["dask"] = dask_query
+    baseline: dict[str, list[float]] = {}
+    for name, query in engines.items():
+        if not same_answer(query(files), answer):  # the dask check is its one timed run
+            rows.append((f"{name}: MISMATCH with chanbatch's answer, not timed", "—", "—"))
+            continue
+        baseline[name] = (
+            timed(lambda q=query: q(files), 1)
+            if name == "dask"
+            else timed(lambda q=query: q(files), args.repeat)
+        )
+        times = "timed once" if name == "dask" else "median"
+        rows.append(
+            (
+                f"{name}, the same query over the {len(files):,} objects from scratch ({times})",
+                f"{median(baseline[name]):.3f}",
+                f"cold run {cold_run / median(baseline[name]):.2f}×",
+            )
+        )
     warm_plan = timed(lambda: bp.plan(cb.Store(work)), args.repeat)
     assert bp.plan(store).document()["summary"]["compute"] == 0
     rows.append(("plan, everything cached", f"{median(warm_plan):.3f}", "< 1 s"))
@@ -156,6 +254,26 @@ def bench(argv: list[str] | None = None) -> list[Ratio]:
     )
 
     ratios = [
+        Ratio(
+            f"run after one slice is appended to {args.slices:,} ÷ {name} (the whole query)",
+            append_run / median(seconds),
+            None,
+            f"{append_run:.3f} s ÷ {median(seconds):.3f} s",
+            "—",
+        )
+        for name, seconds in baseline.items()
+        if name != "dask"
+    ] + [
+        Ratio(
+            f"cold run over {args.slices:,} slices ÷ {name}",
+            cold_run / median(seconds),
+            None,
+            f"{cold_run:.3f} s ÷ {median(seconds):.3f} s",
+            "—",
+        )
+        for name, seconds in baseline.items()
+    ]
+    ratios += [
         Ratio(
             f"plan, {args.slices:,} slices, nothing cached",
             median(cold_plan) / PLAN_BUDGET_S,
@@ -195,7 +313,7 @@ def bench(argv: list[str] | None = None) -> list[Ratio]:
     body = [
         "Command (from the repository root, venv active): "
         f"`python tests/benchmark/bench_plan.py --slices {args.slices} --rows {args.rows} "
-        f"--repeat {args.repeat} --out docs/performance.md`",
+        f"--repeat {args.repeat}{' --no-dask' if args.no_dask else ''} --out docs/performance.md`",
         "",
         "| machine | |",
         "|---|---|",
@@ -220,6 +338,10 @@ def bench(argv: list[str] | None = None) -> list[Ratio]:
         f"- `chanbatch plan --json` s: {fmt_samples(plan_proc)}",
         f"- no-op `chanbatch run --json` s: {fmt_samples(noop)}",
         f"- plan after an append, s: {fmt_samples(append_plan)}",
+        *(f"- {name} s: {fmt_samples(v)}" for name, v in baseline.items()),
+        "- The baselines read the same object files as the cold run (before the append), "
+        f"with {os.cpu_count()} threads; each answer was first checked against chanbatch's "
+        "(groups and counts exactly, floats within a relative 1e-9).",
         "",
     ]
     text = "\n".join(body)

@@ -343,9 +343,10 @@ def run_part(
     if part == "plan":
         import bench_plan
 
-        return [
+        found = bench_plan.bench(argv)
+        return [  # the figures with a target first
             Ratio(r.figure, r.x, r.goal, r.detail, r.target, "bench_plan.py", strict=True)
-            for r in bench_plan.bench(argv)
+            for r in sorted(found, key=lambda r: r.goal is None)
         ]
     if part == "scaling":
         import bench_scaling
