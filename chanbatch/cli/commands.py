@@ -136,9 +136,10 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool, no_progress: bool) -> No
     """chanbatch: batch dataframes on Dask over immutable, content-hashed Parquet snapshots.
 
     \b
-    Start with the demo data:
+    Start with the demo data, or a project of your own:
       chanbatch demo
       chanbatch snapshot inspect flights
+      chanbatch init myproject
 
     -v, -q and --no-progress may also follow the command.
     """
