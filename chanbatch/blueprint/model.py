@@ -17,7 +17,7 @@ treat them as read-only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -264,6 +264,9 @@ class Blueprint:
     stages: dict[str, Stage]
     outputs: dict[str, str]
     source: str = "<string>"
+    # The YAML it was parsed from, kept for run records (a report of an old run can redraw
+    # the flow after the file has changed); neither a key nor equality depends on it.
+    text: str = field(default="", compare=False, repr=False)
 
     @classmethod
     def from_yaml(cls, path_or_text: str | Path) -> Blueprint:

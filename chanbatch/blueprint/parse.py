@@ -107,7 +107,9 @@ def parse_blueprint(text: str, *, source: str = "<string>") -> Blueprint:
     # No problems means every part was built; the asserts only narrow types.
     stages = {n: draft.stage for n, draft in drafts.items() if draft.stage is not None}
     assert name is not None and len(stages) == len(drafts)
-    return Blueprint(name=name, inputs=inputs, stages=stages, outputs=outputs, source=source)
+    return Blueprint(
+        name=name, inputs=inputs, stages=stages, outputs=outputs, source=source, text=text
+    )
 
 
 def _read(text: str, log: ProblemLog) -> Any:

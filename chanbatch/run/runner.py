@@ -636,6 +636,7 @@ def _write_record(
         "blueprint": plan.blueprint.name,
         "blueprint_hash": blueprint_digest(plan.blueprint),
         "source": plan.blueprint.source,
+        "text": plan.blueprint.text,
         "salt": engine_salt(),
         "specs": {name: stage.canonical() for name, stage in plan.blueprint.stages.items()},
         "scheduler": scheduler if isinstance(scheduler, str) else type(scheduler).__name__,

@@ -5,10 +5,11 @@ reused, cut off, seconds), the timeline of tasks per worker (:mod:`chanbatch.vie
 and the input and output snapshots. It loads nothing: styles are inline, pictures are inline
 SVG, and it has no script. Every text from the blueprint, the store or the data is escaped.
 
-The record names the blueprint's file, not its text. The graph is drawn from the blueprint the
-caller passes (``run --report`` has it), else from that file when it still holds the same
-blueprint (its digest equals the record's ``blueprint_hash``); otherwise the page says why
-there is no graph. Without Graphviz's ``dot`` the graph is shown as Mermaid text.
+The graph is drawn from the blueprint the caller passes (``run --report`` has it), else from
+the YAML text the record keeps, else (a record older than that) from the file it names when
+that still holds the same blueprint (its digest equals the record's ``blueprint_hash``);
+otherwise the page says why there is no graph. Without Graphviz's ``dot`` the graph is shown
+as Mermaid text.
 """
 
 from __future__ import annotations
@@ -261,9 +262,15 @@ def _flow(record: Mapping[str, Any], blueprint: Blueprint | None) -> str:
 
 def _recorded_blueprint(record: Mapping[str, Any]) -> tuple[Blueprint | None, str]:
     """The blueprint the record's ``source`` names, if it is still the one that ran."""
-    from chanbatch.blueprint.parse import load_blueprint
+    from chanbatch.blueprint.parse import load_blueprint, parse_blueprint
     from chanbatch.compile.keys import blueprint_digest
 
+    text = record.get("text")
+    if isinstance(text, str) and text:  # records since the text was kept: always drawable
+        try:
+            return parse_blueprint(text, source=str(record.get("source", "<string>"))), ""
+        except ChanbatchError as exc:
+            return None, f"the blueprint text in the run record no longer loads: {exc.message}"
     source = record.get("source")
     if not isinstance(source, str) or not source:
         return None, "the run record does not name its blueprint"

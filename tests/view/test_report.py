@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 import chanbatch as cb
 from chanbatch.view.report import render_report
@@ -342,7 +344,8 @@ def test_old_record_without_times_and_a_changed_blueprint(tmp_path: Path) -> Non
     for task in record["tasks"]:
         task.pop("began", None), task.pop("ended", None)
     record.pop("checksum")
-    # as written before run records were sealed or carried task times
+    record.pop("text")
+    # as written before run records were sealed or carried task times and the blueprint text
     (store / "runs" / f"{run['run']}.json").write_text(json.dumps(record))
     bp.write_text(bp.read_text().replace("v > 0", "v > 1"))
 
@@ -359,6 +362,30 @@ def test_old_record_without_times_and_a_changed_blueprint(tmp_path: Path) -> Non
     bp.unlink()
     chanbatch("report", run["run"], "-o", out, store=store, cwd=tmp_path)
     assert "is not here" in out.read_text()
+
+
+def test_a_record_keeps_its_blueprint_text(tmp_path: Path) -> None:
+    """A run's report draws its flow from the record alone, after the file changed or went."""
+    if shutil.which("dot") is None:
+        pytest.skip("drawing the flow needs Graphviz's dot: apt-get install graphviz")
+    store = tmp_path / "snapshots"
+    cb.Store(store).freeze("t", frame(range(3)), slice_by="day")
+    bp = blueprint_file(tmp_path)
+    source = bp.read_text()
+    run = chanbatch("run", bp, store=store, cwd=tmp_path)
+    assert record_of(store, run["run"])["text"] == source
+    bp.write_text(source.replace("v > 0", "v > 1"))
+    out = tmp_path / "changed.html"
+    chanbatch("report", run["run"], "-o", out, store=store, cwd=tmp_path)
+    page = out.read_text()
+    assert 'id="flow-graph"' in page and "has changed since" not in page
+    bp.unlink()
+    chanbatch("report", run["run"], "-o", out, store=store, cwd=tmp_path)
+    page = out.read_text()
+    assert 'id="flow-graph"' in page and "is not here" not in page
+    stages = yaml.safe_load(source)["stages"]
+    for stage in stages:
+        assert f'id="stage:{stage}"' in page
 
 
 def test_without_dot_the_graph_is_mermaid_text(
