@@ -468,7 +468,7 @@ def summarise(
             for name, v in found.disturbed.items()
         )
         report.details.append(
-            "- Before each measurement the script waits (up to 10 s) for half a second in "
+            f"- Before each measurement the script waits (up to {bench_q1.QUIET_WAIT:g} s) for half a second in "
             "which other processes use under 10% of the machine. Their median share of all "
             f"cores during each figure: {shares}."
         )

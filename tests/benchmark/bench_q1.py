@@ -1045,7 +1045,7 @@ def summarise(
             for name, v in facts["disturbed"].items()
         )
         report.details.append(
-            "- Before each measurement the script waits (up to 10 s) for half a second in which "
+            f"- Before each measurement the script waits (up to {QUIET_WAIT:g} s) for half a second in which "
             "other processes use under 10% of the machine; the machine is shared, so they may "
             f"still run meanwhile. Their median share of all cores during each figure: {shares}."
         )

@@ -297,9 +297,10 @@ def part_argv(args: argparse.Namespace, part: str, out_doc: Path) -> list[str]:
     out = ["--out", str(out_doc)]
     sf = ["--sf", f"{args.sf:g}"]
     rep = ["--repeat", str(args.repeat)]
+    wait = ["--quiet-wait", f"{args.quiet_wait:g}"]
     if part == "store":
-        quick = ["--warmup", "0", "--startup-repeat", "3", "--quiet-wait", "1"]
-        return [*sf, *rep, "--writers", "", *(quick if args.quick else []), *out]
+        quick = ["--warmup", "0", "--startup-repeat", "3"]
+        return [*sf, *rep, "--writers", "", *wait, *(quick if args.quick else []), *out]
     if part in ("q1", "distributed"):
         return [*sf, *rep, "--no-profile", *out]
     if part == "plan":
@@ -309,16 +310,15 @@ def part_argv(args: argparse.Namespace, part: str, out_doc: Path) -> list[str]:
         rows = "300000" if args.quick else str(args.scaling_rows)
         slices = "10,30,100" if args.quick else args.slices
         chart = os.path.relpath(args.img / Path(SCALING_PNG).name, out_doc.parent)
-        quick = ["--quiet-wait", "1"] if args.quick else []
-        return [*sf, "--rows", rows, "--slices", slices, *rep, *quick, *out, "--chart", chart]
+        rep = ["--repeat", str(min(3, args.repeat))]
+        return [*sf, "--rows", rows, "--slices", slices, *rep, *wait, *out, "--chart", chart]
     raise ValueError(part)
 
 
 def run_parts(args: argparse.Namespace, out_doc: Path, outcome: Outcome) -> None:
-    if args.quick:
-        import bench_q1
+    import bench_q1
 
-        bench_q1.QUIET_WAIT = 1.0  # a smoke run does not wait for a quiet machine
+    bench_q1.QUIET_WAIT = args.quiet_wait  # bench_q1 and bench_distributed wait this long
     workdir = Path(tempfile.mkdtemp(prefix="report-", dir=args.cache))
     try:
         for part in args.parts:
@@ -542,6 +542,8 @@ def summary_markdown(
         "It generates TPC-H data with `tpchgen-cli` under `.bench/` on first use (ignored by "
         "git), runs every part in one process, rewrites the generated blocks of this page "
         "(hand-written notes under them are kept) and the charts in `docs/img/`. "
+        "Each benchmark waits up to `--quiet-wait` seconds (5) before each measurement for a "
+        "quieter machine, and records how much of it other processes used. "
         "`--quick` is a smoke run on small inputs that writes to `.bench/report-quick/` "
         "instead; `--parts` runs some parts only; `--help` lists the rest.",
     ]
@@ -574,6 +576,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--scaling-rows", type=int, default=3_000_000, help="rows the scaling cuts (default 3M)"
     )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="before each measurement, wait at most this many seconds for half a second in "
+        "which other processes use under 10%% of the machine (default 5; --quick 1)",
+    )
     p.add_argument("--cache", type=Path, default=REPO / ".bench", help="data + scratch folder")
     args = p.parse_args(argv)
     args.command = shlex.join(
@@ -584,6 +592,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
     args.sf = args.sf if args.sf is not None else (0.1 if args.quick else 1.0)
+    if args.quiet_wait is None:
+        args.quiet_wait = 1.0 if args.quick else 5.0
     args.repeat = max(1, args.repeat if args.repeat is not None else (1 if args.quick else 5))
     return args
 
