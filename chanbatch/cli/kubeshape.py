@@ -100,8 +100,10 @@ def build_shape(workers: int | None, options: dict[str, Any]) -> Any:
 
 
 def warn(lines: list[str]) -> None:
+    from chanbatch.cli import render
+
     for line in lines:
-        click.echo(f"Warning: {line}", err=True)
+        render.note(f"Warning: {line}")
 
 
 K8S_PACKAGES = ("dask_kubernetes", "kopf", "kr8s", "jsonschema")
@@ -147,7 +149,9 @@ def open_kubernetes(
     shape = build_shape(workers, options)
     name = cluster_name(f"{blueprint_name[:28]}-{uuid.uuid4().hex[:6]}")
     manifest = render_checked(shape, name, options.get("namespace"))
-    click.echo(f"starting Dask cluster {name} ({shape.workers} workers of {shape.cpu} cpu)", err=True)
+    from chanbatch.cli import render
+
+    render.note(f"starting Dask cluster {name} ({shape.workers} workers of {shape.cpu} cpu)")
     with kube_cluster(manifest, namespace=options.get("namespace")) as client:
         yield client
 

@@ -59,16 +59,23 @@ def quiet() -> bool:
     return bool(getattr(display(), "quiet", False))
 
 
+def on_terminal() -> bool:
+    """Whether a person is watching: stdout and stderr are both terminals. Output piped into
+    a file or another program (``run x | head``, ``> log``) gets no bars and no notes drawn
+    for the eye, even though stderr may still be the terminal."""
+    return sys.stderr.isatty() and sys.stdout.isatty()
+
+
 def bars_allowed() -> bool:
-    """Progress bars go to stderr, and only when it is a terminal: never into a log file or a
-    pipe, and never with ``-q`` or ``--no-progress``."""
-    return bool(getattr(display(), "progress", True)) and sys.stderr.isatty()
+    """Progress bars go to stderr, and only on a terminal (see :func:`on_terminal`): never into
+    a log file or a pipe, and never with ``-q`` or ``--no-progress``."""
+    return bool(getattr(display(), "progress", True)) and on_terminal()
 
 
 def note(text: str) -> None:
     """A remark for the person at the terminal (not data) on stderr; ``-q`` silences it."""
-    if not quiet():
-        err_console.print(escape(text))
+    if not quiet():  # one line however narrow the terminal: a note may be grepped for
+        err_console.print(escape(text), soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -179,7 +186,7 @@ class RunNotes:
 def run_progress(enabled: bool = True) -> Iterator[StageBars | RunNotes | None]:
     """A run's bars and notes, on a terminal only; ``enabled=False`` (``--json``) and ``-q``
     show neither, ``--no-progress`` only the notes."""
-    if not enabled or quiet() or not sys.stderr.isatty():
+    if not enabled or quiet() or not on_terminal():
         yield None
         return
     if not bars_allowed():

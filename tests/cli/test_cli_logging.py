@@ -1,7 +1,8 @@
 """Logging, -q/--quiet, --no-progress, and progress bars only on a terminal.
 
-Bars are looked for on a real pseudo-terminal: the child's stderr is the slave end of
-``os.openpty()`` and the test reads what a terminal would show from the master end.
+Bars are looked for on a real pseudo-terminal: the child's stderr (and, unless a test pipes it,
+its stdout) is the slave end of ``os.openpty()``, and the test reads what a terminal would show
+from the master end.
 """
 
 from __future__ import annotations
@@ -60,25 +61,13 @@ def project(tmp_path: Path, sources: list[Path]) -> tuple[Path, Path]:
     return store, blueprint
 
 
-def on_pty(*args: str | os.PathLike[str]) -> tuple[int, str, str]:
-    """Run chanbatch with stderr on a pseudo-terminal; returns (exit code, stdout, terminal)."""
-    master, slave = os.openpty()
-    env = base_env(TERM="xterm-256color")
-    env.pop("NO_COLOR")
-    proc = subprocess.Popen(
-        [str(CHANBATCH), *map(os.fspath, args)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        env=env,
-    )
-    os.close(slave)
-    chunks: list[bytes] = []
+def _drain(fd: int, chunks: list[bytes]) -> threading.Thread:
+    """Read ``fd`` while the child writes, so a full pty buffer never blocks it."""
 
-    def drain() -> None:  # read while the child writes, so a full pty buffer never blocks it
+    def drain() -> None:
         while True:
             try:
-                data = os.read(master, 4096)
+                data = os.read(fd, 4096)
             except OSError:  # EIO: every slave end is closed
                 return
             if not data:
@@ -87,10 +76,41 @@ def on_pty(*args: str | os.PathLike[str]) -> tuple[int, str, str]:
 
     reader = threading.Thread(target=drain)
     reader.start()
-    stdout, _ = proc.communicate(timeout=120)
-    reader.join(timeout=10)
+    return reader
+
+
+def on_pty(*args: str | os.PathLike[str], stdout_tty: bool = True) -> tuple[int, str, str]:
+    """Run chanbatch with stderr on a pseudo-terminal, and stdout on another one (or on a pipe,
+    as in ``chanbatch ... | head``); returns (exit code, stdout, stderr's terminal)."""
+    master, slave = os.openpty()
+    out_master, out_slave = os.openpty() if stdout_tty else (None, None)
+    env = base_env(TERM="xterm-256color")
+    env.pop("NO_COLOR")
+    proc = subprocess.Popen(
+        [str(CHANBATCH), *map(os.fspath, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=out_slave if out_slave is not None else subprocess.PIPE,
+        stderr=slave,
+        env=env,
+    )
+    os.close(slave)
+    err_chunks: list[bytes] = []
+    out_chunks: list[bytes] = []
+    readers = [_drain(master, err_chunks)]
+    if out_master is not None:
+        os.close(out_slave)
+        readers.append(_drain(out_master, out_chunks))
+        proc.wait(timeout=120)
+    else:
+        piped, _ = proc.communicate(timeout=120)
+        out_chunks.append(piped)
+    for reader in readers:
+        reader.join(timeout=10)
     os.close(master)
-    return proc.returncode, stdout.decode(), b"".join(chunks).decode(errors="replace")
+    if out_master is not None:
+        os.close(out_master)
+    stdout = b"".join(out_chunks).decode(errors="replace").replace("\r\n", "\n")
+    return proc.returncode, stdout, b"".join(err_chunks).decode(errors="replace")
 
 
 def plain(tty: str) -> str:
@@ -131,6 +151,16 @@ def test_run_draws_stage_bars_on_a_terminal(project: tuple[Path, Path]) -> None:
     assert "by_carrier" in tty and "\x1b[" in tty, repr(tty)
     done = re.findall(r"by_carrier .*? (\d+)/(\d+) ", plain(tty))
     assert done and done[-1][0] == done[-1][1] != "0", repr(tty)  # the bar reached its total
+    assert "computed" in stdout
+
+
+def test_no_bars_when_stdout_is_piped(project: tuple[Path, Path]) -> None:
+    """``chanbatch run x | head``: stderr is still the terminal, but nobody is watching a bar
+    there; the issue asks for none when stdout is not a terminal."""
+    store, blueprint = project
+    code, stdout, tty = on_pty("run", blueprint, "--store", store, stdout_tty=False)
+    assert code == 0, tty
+    assert tty == "", repr(tty)
     assert "computed" in stdout
 
 
@@ -285,3 +315,15 @@ def test_the_library_never_prints_or_configures_logging() -> None:
     library = [p for p in sorted((REPO / "chanbatch").rglob("*.py")) if "cli" not in p.parts[-2:-1]]
     assert len(library) > 30
     assert [c for p in library for c in _calls(p)] == []
+
+
+def test_warnings_are_one_line_and_quiet_drops_them() -> None:
+    """A k8s warning is one line on a narrow pipe, and ``-q`` keeps the manifest, not it."""
+    env = base_env(COLUMNS="40")
+    loud = run("k8s", "render", "--workers", "2", env=env)
+    assert loud.code == 0, loud
+    assert len(loud.err_lines) == 1 and loud.err_lines[0].startswith("Warning: "), loud
+    assert "full-pcpus-only" in loud.err_lines[0]
+    hushed = run("-q", "k8s", "render", "--workers", "2", env=env)
+    assert hushed.code == 0 and hushed.stderr == "", hushed
+    assert hushed.stdout == loud.stdout and "DaskCluster" in hushed.stdout
