@@ -117,6 +117,9 @@ def configure_logging(display: Display) -> None:
     handler = logging.StreamHandler()
     handler.chanbatch_cli = True  # type: ignore[attr-defined]
     handler.setFormatter(_LogFormat(named=display.verbose))
+    # Libraries that set their own loggers' levels (distributed sets INFO) propagate records
+    # past the root's level: only the handler's own level holds them back.
+    handler.setLevel(level)
     root.addHandler(handler)
     root.setLevel(level)
 

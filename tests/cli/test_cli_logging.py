@@ -327,3 +327,12 @@ def test_warnings_are_one_line_and_quiet_drops_them() -> None:
     hushed = run("-q", "k8s", "render", "--workers", "2", env=env)
     assert hushed.code == 0 and hushed.stderr == "", hushed
     assert hushed.stdout == loud.stdout and "DaskCluster" in hushed.stdout
+
+
+def test_a_local_cluster_says_nothing_by_default(project: tuple[Path, Path]) -> None:
+    """distributed sets its loggers to INFO: none of its chatter reaches a plain run's stderr."""
+    store, blueprint = project
+    result = run("run", blueprint, "--scheduler", "processes", "--workers", "2", store=store)
+    assert result.code == 0, result
+    assert result.stderr == "", result
+    assert "computed" in result.stdout
