@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from chanbatch.cli import render
 from chanbatch.cli.commands import (
     cli,
     emit_json,
@@ -118,10 +119,9 @@ def graph_cmd(
             if output is not None:
                 output = str(Path(output).with_suffix(".mmd"))
             where = f" to {output}" if output is not None else ""
-            click.echo(
+            render.note(
                 f"Warning: cannot draw {wanted}: {exc.message}; wrote Mermaid text{where} "
-                f"instead; {exc.hint}",
-                err=True,
+                f"instead; {exc.hint}"
             )
     if output is not None and data is not None:
         try:
