@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from chanbatch.cli import render
 from chanbatch.cli.commands import (
     cli,
     emit_json,
@@ -119,6 +118,8 @@ def graph_cmd(
             if output is not None:
                 output = str(Path(output).with_suffix(".mmd"))
             where = f" to {output}" if output is not None else ""
+            from chanbatch.cli import render  # rich: only when there is something to say
+
             render.note(
                 f"Warning: cannot draw {wanted}: {exc.message}; wrote Mermaid text{where} "
                 f"instead; {exc.hint}"
