@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from chanbatch.html import human_bytes
+
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
@@ -21,14 +23,6 @@ SLICE_PREVIEW = 24
 
 def short(value: str | None) -> str:
     return value[:12] if value else "-"
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
 
 
 def rows(n: int) -> str:

@@ -26,18 +26,12 @@ from chanbatch.hashing import unseal
 from chanbatch.snapshot import layout
 from chanbatch.version import __version__
 from chanbatch.view import timeline
+from chanbatch.view.flow import COLOURS, StageCounts
 
 if TYPE_CHECKING:
     from chanbatch.blueprint.model import Blueprint
     from chanbatch.snapshot import SnapshotStore
 
-#: Stage states as the flow graph colours them (chanbatch.view.flow.COLOURS).
-STATE_COLOURS = {
-    "reuse": "#009E73",
-    "compute": "#E69F00",
-    "partial": "#F0E442",
-    "none": "#BBBBBB",
-}
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5rem auto;
@@ -224,7 +218,7 @@ def _flow(record: Mapping[str, Any], blueprint: Blueprint | None) -> str:
     model, why = (blueprint, "") if blueprint is not None else _recorded_blueprint(record)
     if model is None:
         return f'<p class="note" id="no-graph">No graph: {escape(why)}.</p>'
-    from chanbatch.view.flow import GraphvizMissing, StageCounts, flow_graph
+    from chanbatch.view.flow import GraphvizMissing, flow_graph
 
     partials: dict[str, int] = {}
     for task in record.get("tasks") or []:
@@ -298,7 +292,7 @@ def _stage_table(tasks: list[dict[str, Any]], stats: dict[str, Any]) -> str:
     )
     rows = []
     for stage, c in stages.items():
-        state = _state(int(c.get("computed", 0)), int(c.get("reused", 0)))
+        state = StageCounts(compute=int(c.get("computed", 0)), reuse=int(c.get("reused", 0))).state
         rows.append(
             f'<tr class="stage" data-stage="{escape(stage)}" data-state="{state}">'
             f"<td>{escape(stage)}</td><td>{_badge(state)}</td>"
@@ -429,16 +423,9 @@ def _read(store: SnapshotStore, run_id: str) -> dict[str, Any]:
 # -- small pieces ----------------------------------------------------------------------------------
 
 
-def _state(computed: int, reused: int) -> str:
-    """As the flow graph colours a stage (chanbatch.view.flow.StageCounts.state)."""
-    if computed == 0:
-        return "reuse" if reused else "none"
-    return "partial" if reused else "compute"
-
-
 def _badge(state: str) -> str:
     text = {"compute": "computed", "reuse": "reused", "partial": "partly reused"}.get(state, state)
-    return f'<span class="badge" style="background:{STATE_COLOURS[state]}">{text}</span>'
+    return f'<span class="badge" style="background:{COLOURS[state]}">{text}</span>'
 
 
 def _number(value: Any) -> str:
