@@ -7,7 +7,7 @@ DataFrames, and only the upper layers import dask. It imports dask lazily, insid
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from chanbatch.snapshot import SnapshotStore
@@ -73,11 +73,19 @@ class Blueprint:
 
         return blueprint_html(self.model)
 
-    def plan(self, store: SnapshotStore | str, *, sets: Mapping[str, str] | None = None) -> Any:
-        """What a run would compute and reuse, and why (a PlanReport; ``.document()``)."""
+    def plan(
+        self,
+        store: SnapshotStore | str,
+        *,
+        sets: Mapping[str, str] | None = None,
+        overwrite: Collection[str] = (),
+    ) -> Any:
+        """What a run would compute and reuse, and why (a PlanReport; ``.document()``).
+
+        Raises UsageError, as :meth:`run` does, for outputs the run may not write."""
         from chanbatch.run import plan_blueprint
 
-        return plan_blueprint(self.model, _store(store), sets=sets)
+        return plan_blueprint(self.model, _store(store), sets=sets, overwrite=overwrite)
 
     def run(
         self,
@@ -90,6 +98,7 @@ class Blueprint:
         progress: Any = None,
         pin_cpus: bool = False,
         report: str | os.PathLike[str] | None = None,
+        overwrite: Collection[str] = (),
     ) -> Any:
         """Run and freeze the outputs; returns a RunResult (``.outputs``, ``.stats``).
 
@@ -99,7 +108,9 @@ class Blueprint:
         ``advance(stage, outcome)`` and ``message(text)`` calls. ``report`` is a path to write
         the run's HTML report to (a failed run writes none). Raises BlueprintError, RefError
         or StageFailed, and UsageError for a report path that cannot be written (before
-        running).
+        running). An output dataset that exists and was not written by this blueprint (frozen
+        by hand, or another blueprint's) is replaced only when ``overwrite`` names it; an
+        output that is also an input is always refused (UsageError).
         """
         from chanbatch.run import run_blueprint
 
@@ -117,6 +128,7 @@ class Blueprint:
             allow_modules=allow_modules,
             progress=progress,
             pin_cpus=pin_cpus,
+            overwrite=overwrite,
         )
         if report is not None:
             from chanbatch.view.report import write_report

@@ -55,6 +55,7 @@ def load_blueprint(path_or_text: str | os.PathLike[str]) -> Blueprint:
     if isinstance(path_or_text, os.PathLike) or _looks_like_path(path_or_text):
         path = os.fspath(path_or_text)
         try:
+            _refuse_data_file(path)
             text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise InputError(f"blueprint file not found: {path}") from None
@@ -64,10 +65,77 @@ def load_blueprint(path_or_text: str | os.PathLike[str]) -> Blueprint:
     return parse_blueprint(path_or_text)
 
 
+#: Data files users give where a blueprint goes (``chanbatch run flights.csv``): refused by
+#: name or by their first bytes, before a large file is read and quoted back.
+_DATA_SUFFIXES = {
+    ".csv": "CSV",
+    ".tsv": "TSV",
+    ".parquet": "Parquet",
+    ".pq": "Parquet",
+    ".arrow": "Arrow",
+    ".feather": "Feather",
+    ".orc": "ORC",
+    ".avro": "Avro",
+    ".jsonl": "JSON Lines",
+    ".ndjson": "JSON Lines",
+    ".xlsx": "Excel",
+    ".xls": "Excel",
+    ".gz": "compressed",
+    ".bz2": "compressed",
+    ".zst": "compressed",
+    ".xz": "compressed",
+    ".zip": "compressed",
+}
+_DATA_MAGIC = {
+    b"PAR1": "Parquet",
+    b"ARROW1": "Arrow",
+    b"ORC": "ORC",
+    b"Obj\x01": "Avro",
+    b"\x1f\x8b": "compressed",
+    b"BZh": "compressed",
+    b"\x28\xb5\x2f\xfd": "compressed",
+    b"\xfd7zXZ\x00": "compressed",
+    b"PK\x03\x04": "compressed",
+}
+
+
+def _refuse_data_file(path: str) -> None:
+    """Raise InputError when ``path`` is a data file (by its suffix or first bytes), not YAML."""
+    kind = _DATA_SUFFIXES.get(Path(path).suffix.lower())
+    if kind is None:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+        kind = next((k for magic, k in _DATA_MAGIC.items() if head.startswith(magic)), None)
+        if kind is None and b"\x00" in head:
+            kind = "binary"
+    if kind is None:
+        return
+    article = "an" if kind[0] in "AEIOU" else "a"
+    raise InputError(
+        f"{path} is {article} {kind} data file, not a blueprint",
+        hint="give a blueprint YAML file (name, inputs, stages, outputs; `chanbatch init` "
+        f"writes one); to freeze this file: chanbatch snapshot freeze DATASET {path}",
+    )
+
+
+def _first_line(text: str, limit: int = 40) -> str:
+    """How the text of a document that is not a blueprint reads in a message: its first
+    line, shortened (a data file given as a blueprint is one long scalar)."""
+    lines = text.strip().splitlines() or [""]
+    line = lines[0].strip()
+    cut = len(line) > limit or len(lines) > 1
+    return repr(line[:limit]) + (" ..." if cut else "")
+
+
 def _no_dotdot(ref: str) -> bool:
     """The store also refuses '..' in a dataset name (snapshot.names, which blueprint does not
     import): check it here, at validate time, rather than after a run has computed."""
-    return ".." not in re.split(r"[@\[]", ref, maxsplit=1)[0]
+    return ".." not in _dataset_of(ref)
+
+
+def _dataset_of(ref: str) -> str:
+    """The dataset a REF names: ``flights`` of ``flights@1a2b3c4d`` or ``flights[2013-01]``."""
+    return re.split(r"[@\[]", ref, maxsplit=1)[0]
 
 
 def _looks_like_path(value: str) -> bool:
@@ -87,10 +155,12 @@ def parse_blueprint(text: str, *, source: str = "<string>") -> Blueprint:
     document = _read(text, log)
     if not isinstance(document, LocatedMap):
         line = document.line if isinstance(document, LocatedList) else 1
-        top.problem(
-            line,
-            f"expected a mapping with {', '.join(map(repr, _REQUIRED))}, got {describe(document)}",
-        )
+        expected = f"expected a mapping with {', '.join(map(repr, _REQUIRED))}"
+        if isinstance(document, str):  # often a data file: quote only the start of it
+            expected = f"not a blueprint: {expected}, got the text {_first_line(text)}"
+        else:
+            expected += f", got {describe(document)}"
+        top.problem(line, expected)
         log.raise_if_any()
     assert isinstance(document, LocatedMap)
     misspelled = checks.unknown_keys(top, document, TOP_LEVEL_KEYS)
@@ -350,6 +420,19 @@ def _outputs(
                 f"{describe(dataset)} is not a valid dataset name",
                 field=f"outputs.{stage}",
                 hint="'..' is not allowed in a dataset name",
+            )
+            continue
+        read_by = [name for name, ref in inputs.items() if _dataset_of(ref) == dataset]
+        if read_by:
+            top.log.add(
+                value_line,
+                f"output dataset {dataset!r} is also the blueprint's input {read_by[0]!r}: a "
+                f"run would make this stage's rows the new head of its own input",
+                stage=str(stage),
+                field=f"outputs.{stage}",
+                hint=f"write the output to a dataset of its own, such as {str(stage)!r}"
+                if str(stage) != dataset
+                else f"write the output to a dataset of its own, such as '{dataset}_out'",
             )
             continue
         if dataset in first_use:

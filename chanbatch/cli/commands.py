@@ -162,6 +162,13 @@ def snapshot() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--slice", "slice_key", metavar="KEY", help="Freeze all FILES as the one slice KEY.")
 @click.option("--slice-by", metavar="COLUMN", help="Cut the rows into one slice per COLUMN value.")
+@click.option(
+    "--encoding",
+    default="utf-8",
+    show_default=True,
+    metavar="CODEC",
+    help="Text encoding of CSV files (latin-1, cp1252, ...).",
+)
 @store_option
 @json_option
 def freeze_cmd(
@@ -169,6 +176,7 @@ def freeze_cmd(
     files: tuple[str, ...],
     slice_key: str | None,
     slice_by: str | None,
+    encoding: str,
     store_url: str,
     as_json: bool,
 ) -> None:
@@ -184,7 +192,12 @@ def freeze_cmd(
     store = open_store(store_url)
     with render.freeze_progress(enabled=not as_json) as progress:
         result = store.freeze(
-            dataset, list(files), slice=slice_key, slice_by=slice_by, progress=progress
+            dataset,
+            list(files),
+            slice=slice_key,
+            slice_by=slice_by,
+            progress=progress,
+            encoding=encoding,
         )
     if as_json:
         emit_json(result.document())
@@ -391,6 +404,17 @@ def parse_sets(items: tuple[str, ...]) -> dict[str, str]:
     return parse_pairs(items, "--set", form="INPUT=REF", need_value=True)
 
 
+def overwrite_option(func: Any) -> Any:
+    return click.option(
+        "--overwrite",
+        "overwrite",
+        multiple=True,
+        metavar="DATASET",
+        help="Let this run replace the head of output DATASET, although this blueprint did not "
+        "write it (it was frozen by hand, or is another blueprint's output). Repeatable.",
+    )(func)
+
+
 def set_option(func: Any) -> Any:
     return click.option(
         "--set",
@@ -428,17 +452,28 @@ def validate_cmd(blueprint: str, as_json: bool) -> None:
 @cli.command("plan")
 @click.argument("blueprint", type=click.Path(dir_okay=False))
 @set_option
+@overwrite_option
 @click.option("--all", "show_all", is_flag=True, help="List every task, not a summary per stage.")
 @store_option
 @json_option
 def plan_cmd(
-    blueprint: str, sets: tuple[str, ...], show_all: bool, store_url: str, as_json: bool
+    blueprint: str,
+    sets: tuple[str, ...],
+    overwrite: tuple[str, ...],
+    show_all: bool,
+    store_url: str,
+    as_json: bool,
 ) -> None:
     """Show what a run would compute and what it would reuse, and why."""
     from chanbatch.blueprint.parse import load_blueprint
     from chanbatch.run import plan_blueprint
 
-    report = plan_blueprint(load_blueprint(blueprint), open_store(store_url), sets=parse_sets(sets))
+    report = plan_blueprint(
+        load_blueprint(blueprint),
+        open_store(store_url),
+        sets=parse_sets(sets),
+        overwrite=overwrite,
+    )
     if as_json:
         emit_json(report.document())
     else:
@@ -477,6 +512,7 @@ def plan_cmd(
     "--env-from-secret", metavar="SECRET", help="With kubernetes: Secret of store credentials."
 )
 @set_option
+@overwrite_option
 @click.option(
     "--allow-module",
     "allow_modules",
@@ -499,6 +535,7 @@ def run_cmd(
     workers: int | None,
     pin_cpus: bool,
     sets: tuple[str, ...],
+    overwrite: tuple[str, ...],
     allow_modules: tuple[str, ...],
     report_path: str | None,
     store_url: str,
@@ -524,7 +561,7 @@ def run_cmd(
 
         require_reachable_store(store_url)
     with contextlib.ExitStack() as stack:
-        if scheduler == "kubernetes" and _all_cached(model, store, sets):
+        if scheduler == "kubernetes" and _all_cached(model, store, sets, overwrite):
             render.note("every task is cached: no cluster needed")
             scheduler = "threads"
         if scheduler == "kubernetes":
@@ -544,6 +581,7 @@ def run_cmd(
             allow_modules=allow_modules,
             progress=progress,
             pin_cpus=pin_cpus,
+            overwrite=overwrite,
         )
     if report_path is not None:  # a failed run has raised by now: it gets no report
         from chanbatch.view.report import write_report
@@ -557,12 +595,12 @@ def run_cmd(
             click.echo(f"report: {report_path}")
 
 
-def _all_cached(model: Any, store: Any, sets: tuple[str, ...]) -> bool:
+def _all_cached(model: Any, store: Any, sets: tuple[str, ...], overwrite: tuple[str, ...]) -> bool:
     """Plan first (so a bad REF fails before any pod starts) and say whether nothing is left
     to compute."""
     from chanbatch.run.runner import plan_blueprint
 
-    return not plan_blueprint(model, store, sets=parse_sets(sets)).has_work
+    return not plan_blueprint(model, store, sets=parse_sets(sets), overwrite=overwrite).has_work
 
 
 @cli.command("schema")

@@ -104,7 +104,9 @@ def graph_cmd(
     if wanted == "png" and output is None and not as_json and sys.stdout.isatty():
         raise UsageError("a PNG needs a file", hint="give -o flow.png, or pipe stdout to a file")
     model = load_blueprint(blueprint)
-    flow = plan_flow(plan_blueprint(model, open_store(store_url), sets=parse_sets(sets)))
+    # a picture writes nothing: which datasets a run may write is run's (and plan's) to check
+    plan = plan_blueprint(model, open_store(store_url), sets=parse_sets(sets), overwrite=None)
+    flow = plan_flow(plan)
 
     written = wanted
     data = None

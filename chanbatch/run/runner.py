@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ from chanbatch.compile.plan import Plan, build_plan
 from chanbatch.errors import UsageError, did_you_mean
 from chanbatch.hashing import seal
 from chanbatch.run import display
+from chanbatch.run.owners import check_outputs
 from chanbatch.snapshot import SnapshotStore, layout, refs
 from chanbatch.snapshot.freeze import freeze
 from chanbatch.snapshot.names import encode_key
@@ -174,11 +175,22 @@ def resolve_inputs(
 
 
 def plan_blueprint(
-    blueprint: Blueprint, store: SnapshotStore, *, sets: Mapping[str, str] | None = None
+    blueprint: Blueprint,
+    store: SnapshotStore,
+    *,
+    sets: Mapping[str, str] | None = None,
+    overwrite: Collection[str] | None = (),
 ) -> PlanReport:
-    """The plan of ``blueprint`` on ``store`` and what a run would compute or reuse."""
+    """The plan of ``blueprint`` on ``store`` and what a run would compute or reuse.
+
+    Raises UsageError when a run would write one of its inputs, or a dataset that this
+    blueprint did not write and ``overwrite`` does not name (:mod:`chanbatch.run.owners`;
+    ``overwrite=None`` skips that check, for pictures of the plan).
+    """
     view = CacheView(store.storage, blueprint.name)
-    plan = build_plan(blueprint, resolve_inputs(blueprint, store, sets), view.content_of)
+    inputs = resolve_inputs(blueprint, store, sets)
+    check_outputs(blueprint, store, inputs, overwrite)
+    plan = build_plan(blueprint, inputs, view.content_of)
     report = PlanReport(plan=plan, decisions=decide(plan, store.storage, view), memo=view.memo)
     if report.has_work:
         record = last_run(store, blueprint.name)
@@ -247,16 +259,18 @@ def run_blueprint(
     allow_modules: tuple[str, ...] | frozenset[str] = (),
     progress: Progress | None = None,
     pin_cpus: bool = False,
+    overwrite: Collection[str] = (),
 ) -> RunResult:
     """Run ``blueprint`` and freeze its outputs; see the module docstring.
 
-    Raises BlueprintError, RefError and UsageError before anything runs, and StageFailed
-    (naming the stage and slice) when a stage raises.
+    Raises BlueprintError, RefError and UsageError before anything runs (UsageError also
+    for an output that is an input, or a dataset not written by this blueprint and not named
+    in ``overwrite``), and StageFailed (naming the stage and slice) when a stage raises.
     """
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.UTC)
     run_id = started_at.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-    report = plan_blueprint(blueprint, store, sets=sets)
+    report = plan_blueprint(blueprint, store, sets=sets, overwrite=overwrite)
     plan, decisions = report.plan, report.decisions
     storage = store.storage
     allow = frozenset(allow_modules)
@@ -306,18 +320,18 @@ def run_blueprint(
         if unchanged is not None:  # same keys as the last run, whose snapshot is still the head
             snapshots[stage] = unchanged
             continue
-        from chanbatch.compile.graph import Part
+        from chanbatch.compile.graph import Part, stored_table
 
-        def frame_of(key: str) -> Any:
+        def table_of(key: str) -> Any:
             part = parts.get(key)
             if part is None:
                 part = Part(key=key, ident="", url=storage.url, outcome="cached")
-            return part.data
+            return stored_table(part)
 
         if result.sliced is not None:
-            data = unify_dtypes({slice_key: frame_of(k) for slice_key, k in result.sliced})
+            data = unify_types({slice_key: table_of(k) for slice_key, k in result.sliced})
         else:
-            data = {"all": frame_of(result.whole or "")}
+            data = {"all": table_of(result.whole or "")}
         if not data:
             raise UsageError(f"output {stage!r} has no slices to freeze: its input is empty")
         info = freeze(
@@ -342,38 +356,46 @@ def run_blueprint(
     return RunResult(run_id=run_id, snapshots=snapshots, stats=stats, store=store)
 
 
-def unify_dtypes(frames: dict[Any, Any]) -> dict[Any, Any]:
-    """Per-slice frames of one output with one dtype per column.
+def unify_types(tables: dict[Any, Any]) -> dict[Any, Any]:
+    """Per-slice Arrow tables of one output with one type per column.
 
-    A slice's frame can differ in dtype only because of its data: an integer aggregate over a
-    slice with no rows is null (float), a column that is all null is ``object``. Numbers are
-    promoted to float64 and all-null columns take the type the other slices agree on.
+    A slice's column can differ in type only because of its data: a column that is all null in
+    one slice has no type there (it takes the type the other slices agree on), and a function
+    whose result type follows its values (``coalesce`` of an int column with a float) can give
+    int64 in one slice and double in another: then every slice gets double. The rule looks at
+    the set of slices only, never at which of them were computed in this run, so an
+    incremental run gives the types a cold run gives.
     """
-    import pandas as pd
+    import pyarrow as pa
 
-    if len(frames) < 2:
-        return frames
-    columns = next(iter(frames.values())).columns
+    from chanbatch.snapshot.normalize import normalize_table
+
+    if len(tables) < 2:
+        return tables
+    tables = {key: normalize_table(table) for key, table in tables.items()}
+    names = next(iter(tables.values())).column_names
     casts: dict[str, Any] = {}
-    for column in columns:
-        dtypes = {
-            f[column].dtype
-            for f in frames.values()
-            if column in f and not (f[column].dtype == object and f[column].isna().all())
+    for name in names:
+        types = {
+            t.schema.field(name).type
+            for t in tables.values()
+            if name in t.column_names and not pa.types.is_null(t.schema.field(name).type)
         }
-        if len(dtypes) == 1:
-            (target,) = dtypes
-        elif dtypes and all(
-            pd.api.types.is_numeric_dtype(d) and not pd.api.types.is_bool_dtype(d) for d in dtypes
-        ):
-            target = "float64"
+        if len(types) == 1:
+            (target,) = types
+        elif types and all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in types):
+            target = pa.float64()
         else:
-            continue
-        casts[column] = target
+            continue  # freeze names the conflict
+        casts[name] = target
     out = {}
-    for key, frame in frames.items():
-        needs = {c: t for c, t in casts.items() if c in frame and frame[c].dtype != t}
-        out[key] = frame.astype(needs) if needs else frame
+    for key, table in tables.items():
+        for name, target in casts.items():
+            if name in table.column_names:
+                index = table.column_names.index(name)
+                if table.schema.field(index).type != target:
+                    table = table.set_column(index, name, table.column(index).cast(target))
+        out[key] = table
     return out
 
 
