@@ -13,14 +13,15 @@ handle, or an error from pyarrow, so that the caller converts the table to panda
 pandas path compute the result or raise its own error (naming the stage and slice). The contract, which the tests check:
 
 - for every stage run here, ``to_pandas(result)`` equals the pandas path's result on
-  ``to_pandas(input)``, dtypes included;
+  ``to_pandas(input)`` as :func:`~chanbatch.snapshot.read.canonical` gives it, dtypes
+  included;
 - a partial computed here is the same table, to the bit, as the pandas partial written to the
   cache, so the cached result format and every key built on it are unchanged.
 
-Pandas and Arrow disagree in three places, handled as follows. pandas turns an integer column
-with nulls into float64 (NaN for null) and a bool column with nulls into objects, whatever rows
-a filter later keeps: :func:`arrow_input` casts such integers to float64 up front, and leaves a
-table with nullable bools to pandas. pandas treats NaN as null: comparisons, ``in``,
+Pandas and Arrow disagree in three places, handled as follows. An integer column with nulls is
+pandas' nullable ``Int64``, whose arithmetic matches Arrow's; a bool column with nulls is the
+nullable ``boolean``: :func:`arrow_input` leaves a table with one to pandas. pandas treats NaN
+as null: comparisons, ``in``,
 ``is_null`` and the partials' counts here test for NaN as well as null. And pandas sums a
 group's values in row order (``np.bincount``): Arrow's grouped sum does too, single-threaded.
 """
@@ -73,17 +74,11 @@ Value = Any  # an Array, or a Python scalar: int, float, str, bool or datetime.d
 def arrow_input(table: pa.Table) -> pa.Table | None:
     """``table`` as the Arrow path works on it, or None when pandas must take it from here.
 
-    ``to_pandas`` makes an integer column with nulls float64, so it is cast to float64 here:
-    a filter that drops the nulls must not turn it back into an integer column. A bool column
-    with nulls becomes Python objects in pandas, which no Arrow type reproduces.
+    A bool column with nulls is pandas' nullable ``boolean`` in :func:`to_pandas`, whose
+    three-valued results the evaluator here does not reproduce; such a table goes to pandas.
     """
     for index, field in enumerate(table.schema):
-        column = table.column(index)
-        if not column.null_count:
-            continue
-        if pa.types.is_integer(field.type):
-            table = table.set_column(index, field.name, column.cast(pa.float64(), safe=False))
-        elif pa.types.is_boolean(field.type):
+        if pa.types.is_boolean(field.type) and table.column(index).null_count:
             return None
     return table
 
@@ -387,6 +382,9 @@ class _Evaluator:
         kinds = (_kind(left), _kind(right))
         if node.op not in _ARITH or not (_is_array(left) or _is_array(right)):
             raise Unsupported(f"operator {node.op}")
+        if node.op == "+" and kinds == ("str", "str"):
+            # text + text joins them; a null on either side gives null, as in pandas and SQL
+            return pc.binary_join_element_wise(left, right, "")
         if any(k not in ("int", "float") for k in kinds):
             raise Unsupported("arithmetic on a non-number")
         # numpy's promotions: int op int stays int64 (wrapping on overflow, as Arrow's unchecked

@@ -28,7 +28,7 @@ from chanbatch.compile.keys import task_key
 from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
 from chanbatch.errors import ChanbatchError, UsageError
 from chanbatch.snapshot.objects import get_object, get_slice
-from chanbatch.snapshot.read import load_object, to_pandas
+from chanbatch.snapshot.read import canonical, load_object, to_pandas
 from chanbatch.snapshot.storage import Storage
 
 if TYPE_CHECKING:
@@ -117,6 +117,22 @@ class Part:
             if self.table is None:
                 self.frame = to_pandas(table)
         return self.table
+
+
+def stored_table(part: Part) -> pa.Table:
+    """``part``'s rows as an Arrow table in the form the store keeps them: a cached result is
+    read as it was written, never through pandas, and a computed one is converted once."""
+    if part.frame is None and part.table is None:
+        import pyarrow.parquet as pq
+
+        storage = storage_for(part.url)
+        entry = part.entry or _cached(storage, part.key)
+        return pq.read_table(pa.BufferReader(get_object(storage, entry.object)))
+    if part.table is not None:
+        table = columnar.storable(part.table)
+        if table is not None:
+            return table
+    return pa.Table.from_pandas(part.data, preserve_index=False)
 
 
 def _cached(storage: Storage, key: str) -> CacheEntry:
@@ -226,6 +242,10 @@ def run_task(call: Call, *deps: Part) -> Part:
             _report(call.run, _entry(task, key, "cutoff", start, stored=entry.object))
             return Part(key=key, ident=ident, url=call.url, outcome="cutoff", entry=entry)
     result = _compute(task, stage, main, broadcast, call)
+    if not isinstance(result, pa.Table):
+        # as a consumer reading it back from the cache would see it: a result's types must not
+        # depend on whether it was computed in this run (see snapshot.read.canonical)
+        result = canonical(result)
     if isinstance(result, pa.Table):
         part = Part(key=key, ident=key, url=call.url, outcome="computed", table=result)
     else:

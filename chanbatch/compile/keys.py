@@ -15,7 +15,7 @@ from typing import Any
 
 from chanbatch.hashing import canonical_json, digest, digest_json
 from chanbatch.ids import CacheKey, cache_key
-from chanbatch.version import FORMAT_VERSION
+from chanbatch.version import ENGINE_VERSION, FORMAT_VERSION
 
 
 @functools.cache
@@ -28,7 +28,12 @@ def engine_salt() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             return "none"
 
-    return {"format": FORMAT_VERSION, "pandas": major("pandas"), "pyarrow": major("pyarrow")}
+    return {
+        "format": FORMAT_VERSION,
+        "engine": ENGINE_VERSION,
+        "pandas": major("pandas"),
+        "pyarrow": major("pyarrow"),
+    }
 
 
 def task_key(

@@ -84,6 +84,8 @@ def infer(expr: Expr, columns: dict[str, Kind]) -> Kind:
         return "number"
     if isinstance(expr, BinOp):
         left, right = infer(expr.left, columns), infer(expr.right, columns)
+        if expr.op == "+" and "string" in (left, right):
+            return _concatenation(expr, left, right)
         for side, kind in ((expr.left, left), (expr.right, right)):
             if kind in ("string", "bool"):
                 raise TypeProblem(f"cannot apply {expr.op!r} to {_what(side, kind)}")
@@ -132,6 +134,17 @@ def infer(expr: Expr, columns: dict[str, Kind]) -> Kind:
         if expr.name == "coalesce":
             return next((k for k in kinds if k is not None), None)
     return None
+
+
+def _concatenation(expr: BinOp, left: Kind, right: Kind) -> Kind:
+    """``text + text`` joins the two; text and anything else is refused, with the cast."""
+    for side, kind in ((expr.left, left), (expr.right, right)):
+        if kind not in ("string", "other", None):
+            raise TypeProblem(
+                f"cannot add {_what(side, kind)} to text: "
+                f"write cast({side.render()}, 'str') to join it as text"
+            )
+    return "string"
 
 
 def check_aggregate(func: str, arg: Expr | None, columns: dict[str, Kind]) -> None:

@@ -25,19 +25,25 @@ def to_dask(
     parts = _read.slice_parts(storage, entries)
     if not parts:
         raise ValueError("no slices selected")
-    schema = _read.read_footer(storage, parts[0].object).schema.to_arrow_schema()
-    meta = _read.to_pandas(schema.empty_table())
+    footers = [_read.read_footer(storage, p.object) for p in parts]
+    schema = footers[0].schema.to_arrow_schema()
+    # one dtype per column in every partition: an int or bool column is nullable (Int64,
+    # boolean) in all of them if any slice has a null in it, as read_pandas gives it
+    nullable = frozenset(_read.columns_with_nulls(footers))
+    meta = _read.to_pandas(schema.empty_table(), nullable=nullable)
     return dd.from_map(
         _load_pandas,
         [p.object for p in parts],
         url=storage.url,
+        nullable=nullable,
         meta=meta,
         label=label,
         enforce_metadata=False,
     )
 
 
-def _load_pandas(oid: str, url: str) -> pd.DataFrame:
+def _load_pandas(oid: str, url: str, nullable: frozenset[str] = frozenset()) -> pd.DataFrame:
     from chanbatch.compile.graph import storage_for
 
-    return _read.to_pandas(_read.load_object(storage_for(url), oid))
+    table = _read.load_object(storage_for(url), oid)
+    return _read.to_pandas(table, nullable=nullable)

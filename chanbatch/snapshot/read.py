@@ -98,14 +98,84 @@ def read_pandas(storage: Storage, entries: list[SliceEntry]) -> pd.DataFrame:
     return to_pandas(read_table(storage, entries))
 
 
-def to_pandas(table: pa.Table) -> pd.DataFrame:
-    """``table`` as pandas, the one way chanbatch converts: dates stay Arrow dates.
+def to_pandas(table: pa.Table, *, nullable: frozenset[str] | None = None) -> pd.DataFrame:
+    """``table`` as pandas, the one way chanbatch converts stored rows to pandas.
 
-    By default pyarrow turns ``date32`` into Python ``date`` objects, which neither compare
-    with date literals nor survive dask's string conversion; an Arrow-backed date dtype does
-    both, and round-trips to the same Parquet type.
+    - dates stay Arrow dates: by default pyarrow turns ``date32`` into Python ``date`` objects,
+      which neither compare with date literals nor survive dask's string conversion;
+    - an integer or bool column with nulls becomes pandas' nullable ``Int64`` (``Int32``, ...)
+      or ``boolean``, not float64 or Python objects, so that its type survives a round trip
+      through pandas: without this an int column with one null comes back as double and a bool
+      column as text. Without nulls they stay numpy ``int64`` and ``bool``.
+
+    ``nullable`` names columns to convert to the nullable form even where this table has no
+    nulls (a dask partition of a dataset whose other slices have them).
     """
-    return table.to_pandas(types_mapper=_pandas_type)
+    frame = table.to_pandas(types_mapper=_pandas_type)
+    for index, field in enumerate(table.schema):
+        if not _has_nullable_form(field.type):
+            continue
+        column = table.column(index)
+        if column.null_count or (nullable is not None and field.name in nullable):
+            frame.isetitem(index, column.to_pandas(types_mapper=_nullable_type))
+    return frame
+
+
+def canonical(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the dtypes :func:`to_pandas` would give it after a round trip through
+    Arrow (as a result stored in the cache makes it), so that a consumer sees the same frame
+    whether its input was computed in this run or read back from the store.
+
+    Nullable integers and booleans without nulls become numpy ``int64``/``bool``, nullable
+    floats become float64 (null as NaN), and an object column goes through Arrow and back.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    from pandas.api import types as ptypes
+
+    changes: dict[int, pd.Series] = {}
+    for index, dtype in enumerate(frame.dtypes):
+        if isinstance(dtype, pd.BooleanDtype) or (
+            isinstance(dtype, pd.api.extensions.ExtensionDtype) and ptypes.is_integer_dtype(dtype)
+        ):
+            column = frame.iloc[:, index]
+            if not column.hasnans:
+                changes[index] = column.astype(dtype.numpy_dtype)
+        elif isinstance(dtype, pd.Float32Dtype | pd.Float64Dtype):
+            changes[index] = frame.iloc[:, index].astype(dtype.numpy_dtype)
+        elif ptypes.is_object_dtype(dtype):
+            column = frame.iloc[:, index]
+            try:
+                array = pa.chunked_array([pa.array(column, from_pandas=True)])
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                continue  # mixed Python objects: left for the writer to refuse, naming them
+            if pa.types.is_null(array.type):
+                continue
+            converted = to_pandas(pa.table({"c": array})).iloc[:, 0]
+            changes[index] = converted.set_axis(column.index)
+    if not changes:
+        return frame
+    out = frame.copy(deep=False)
+    for index, column in changes.items():
+        out.isetitem(index, column)
+    return out
+
+
+def _has_nullable_form(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(t) or pa.types.is_boolean(t)
+
+
+def _nullable_type(t: pa.DataType) -> object:
+    import pandas as pd
+    import pyarrow as pa
+
+    if pa.types.is_boolean(t):
+        return pd.BooleanDtype()
+    if pa.types.is_integer(t):
+        return pd.api.types.pandas_dtype(str(t).replace("u", "U").replace("i", "I", 1))
+    return _pandas_type(t)
 
 
 def _pandas_type(t: pa.DataType) -> object:
@@ -133,6 +203,22 @@ def read_footer(storage: Storage, oid: str) -> pq.FileMetaData:
         raise IntegrityError(f"object {oid[:12]} is missing from the store") from None
     except OSError as exc:  # pyarrow reports an unreadable footer as an OSError
         raise IntegrityError(f"object {oid[:12]} has an unreadable footer: {exc}") from exc
+
+
+def columns_with_nulls(footers: list[pq.FileMetaData]) -> set[str]:
+    """The top-level columns that hold a null in any of these objects, from their statistics
+    (a column without statistics counts as holding one)."""
+    out: set[str] = set()
+    for footer in footers:
+        for group in range(footer.num_row_groups):
+            row_group = footer.row_group(group)
+            for index in range(row_group.num_columns):
+                chunk = row_group.column(index)
+                name = chunk.path_in_schema.split(".", 1)[0]
+                stats = chunk.statistics
+                if stats is None or not stats.has_null_count or stats.null_count:
+                    out.add(name)
+    return out
 
 
 def arrow_schema(storage: Storage, manifest: SnapshotManifest) -> pa.Schema:

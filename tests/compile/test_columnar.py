@@ -1,7 +1,8 @@
 """The Arrow path of the per-slice chain against the pandas path, which defines the meaning.
 
 Every stage the Arrow path runs must give, after ``to_pandas``, exactly the frame the pandas
-path gives (dtypes and bits included), and every partial it computes must be stored as the same
+path gives once the engine has made it canonical (dtypes and bits included: see
+``snapshot.read.canonical``), and every partial it computes must be stored as the same
 bytes; anything else it must refuse with ``Unsupported``, leaving the pandas path to decide.
 """
 
@@ -35,7 +36,7 @@ from chanbatch.blueprint.nodes import (
 from chanbatch.compile import aggregate, columnar, execute
 from chanbatch.snapshot.freeze import encode_parquet
 from chanbatch.snapshot.normalize import normalize_table
-from chanbatch.snapshot.read import to_pandas
+from chanbatch.snapshot.read import canonical, to_pandas
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -54,7 +55,7 @@ _ints = st.one_of(st.integers(-5, 9), _big)
 
 COLUMNS = {
     "i": (pa.int64(), _ints),  # an int without nulls stays int64 in pandas
-    "n": (pa.int64(), st.one_of(st.none(), _ints)),  # with nulls, pandas makes it float64
+    "n": (pa.int64(), st.one_of(st.none(), _ints)),  # with nulls: pandas' nullable Int64
     "f": (pa.float64(), _floats),
     "s": (pa.string(), _texts),
     "d": (pa.date32(), _dates),
@@ -167,7 +168,7 @@ def _stage(operation: Any) -> Stage:
 
 def _pandas(stage: Stage, table: pa.Table) -> pd.DataFrame | Exception:
     try:
-        return execute.apply_rowwise(stage, to_pandas(table), (), frozenset())
+        return canonical(execute.apply_rowwise(stage, to_pandas(table), (), frozenset()))
     except Exception as exc:  # the pandas path's own error: the Arrow path must not succeed
         return exc
 
@@ -265,9 +266,9 @@ def test_loaded_tables_convert_as_before(table: pa.Table) -> None:
     arrow = columnar.arrow_input(table)
     assert arrow is not None
     pd.testing.assert_frame_equal(to_pandas(arrow), to_pandas(table), check_exact=True)
-    # a filter that drops every null keeps pandas' float64 for an int column with nulls
+    # a filter that drops every null gives what the pandas path's canonical result gives
     kept = arrow.filter(pa.array([False] * table.num_rows, type=pa.bool_()))
-    want = to_pandas(table).iloc[:0].reset_index(drop=True)
+    want = canonical(to_pandas(table).iloc[:0].reset_index(drop=True))
     pd.testing.assert_frame_equal(to_pandas(kept), want, check_exact=True)
 
 
@@ -320,7 +321,7 @@ def test_partial_matches_pandas_to_the_bit(
     spec = _spec(keys, aggregates)
     arrow = columnar.arrow_input(table)
     assert arrow is not None
-    want = aggregate.partial(spec, to_pandas(table))
+    want = canonical(aggregate.partial(spec, to_pandas(table)))
     try:
         got = columnar.partial(spec, arrow)
     except columnar.Unsupported:
@@ -340,7 +341,7 @@ def test_partial_sums_in_row_order_like_numpy() -> None:
     table = pa.concat_tables([table.slice(0, 1000), table.slice(1000)])
     spec = _spec(["k"], ["sum(f)", "mean(f)", "count()"])
     got = to_pandas(columnar.partial(spec, table))
-    want = aggregate.partial(spec, to_pandas(table))
+    want = canonical(aggregate.partial(spec, to_pandas(table)))
     pd.testing.assert_frame_equal(got, want, check_exact=True)
 
 
@@ -348,7 +349,7 @@ def test_partial_keys_may_share_a_name_with_arrow_results() -> None:
     table = pa.table({"count_all": ["a", "b", "a"], "f_sum": [1, 2, 1], "f": [0.5, 1.5, 2.5]})
     spec = _spec(["count_all", "f_sum"], ["sum(f)", "count()"])
     got = to_pandas(columnar.partial(spec, table))
-    pd.testing.assert_frame_equal(got, aggregate.partial(spec, to_pandas(table)), check_exact=True)
+    pd.testing.assert_frame_equal(got, canonical(aggregate.partial(spec, to_pandas(table))), check_exact=True)
 
 
 def test_partials_it_declines() -> None:
