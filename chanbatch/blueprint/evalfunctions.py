@@ -215,9 +215,10 @@ def _date(evaluator: _Evaluator, node: Call) -> Any:
 
 @_implements("coalesce")
 def _coalesce(evaluator: _Evaluator, node: Call) -> Any:
+    from chanbatch.blueprint.evaluation import common_type
+
     result = None
-    for argument in node.args:
-        value = evaluator.eval(argument)
+    for value in common_type([evaluator.eval(argument) for argument in node.args]):
         if value is None:
             continue
         result = value if result is None else result.where(result.notna(), value)
@@ -232,7 +233,9 @@ def _if_else(evaluator: _Evaluator, node: Call) -> Any:
     # A null condition takes the 'otherwise' branch, as SQL's CASE WHEN does.
     condition = evaluator.boolean(evaluator.eval(condition_node), condition_node)
     condition = condition.fillna(False).astype(bool)
-    then, otherwise = evaluator.eval(then_node), evaluator.eval(otherwise_node)
+    from chanbatch.blueprint.evaluation import common_type
+
+    then, otherwise = common_type([evaluator.eval(then_node), evaluator.eval(otherwise_node)])
     if then is None and otherwise is None:
         return None
     if then is None:
@@ -308,11 +311,12 @@ def _cast_date(series: pd.Series, node: Call) -> pd.Series:
 
 def _cast_timestamp(series: pd.Series, node: Call) -> pd.Series:
     dtype = series.dtype
+    if dtype == _DATE:  # midnight UTC of each date (pandas counts an Arrow date as datetime64)
+        stamps = pa.array(series.array).cast(pa.timestamp("us")).cast(pa.timestamp("us", "UTC"))
+        return pd.Series(stamps.to_pandas(), index=series.index)
     if ptypes.is_datetime64_any_dtype(dtype):
         zone = getattr(dtype, "tz", None)
         return series.dt.tz_localize("UTC") if zone is None else series.dt.tz_convert("UTC")
-    if dtype == _DATE:
-        return pd.to_datetime(series.astype(object)).dt.tz_localize("UTC")
     if _is_text(series):
         return _parse_timestamps(series, node)
     raise ExprEvalError(f"cannot cast {dtype} values to timestamp in {node.render()!r}")

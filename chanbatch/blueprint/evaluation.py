@@ -153,6 +153,8 @@ class _Evaluator:
             # Powers are computed in floating point: integer powers overflow silently and
             # refuse negative exponents.
             left, right = _as_float(left), _as_float(right)
+        if node.op in ("//", "%") and _is_integer(left) and _is_integer(right):
+            return self._integer_division(node.op, left, right)
         try:
             with np.errstate(all="ignore"):
                 return _ARITH[node.op](left, right)
@@ -160,6 +162,18 @@ class _Evaluator:
             raise ExprEvalError(
                 f"cannot compute {node.render()!r}: {_kind(left)} {node.op} {_kind(right)}"
             ) from exc
+
+    def _integer_division(self, op: str, left: Value, right: Value) -> pd.Series:
+        """``//`` or ``%`` of integers: an integer column, null where the divisor is zero (as
+        in SQL), whatever the data; numpy would give floats (inf) on a zero divisor only."""
+        left, right = _nullable_int(left), _nullable_int(right)
+        if isinstance(right, pd.Series):
+            right = right.mask(right == 0)
+        elif right == 0:
+            return self.series(None).astype("Int64")
+        if not isinstance(left, pd.Series):
+            left = self.series(left).astype("Int64")
+        return _ARITH[op](left, right)
 
     def _check_divisor(self, left: Value, right: Value, node: BinOp) -> None:
         if isinstance(right, pd.Series):
@@ -286,6 +300,54 @@ def _as_float(value: Value) -> Value:
     if isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+def _is_integer(value: Value) -> bool:
+    if isinstance(value, pd.Series):
+        dtype = value.dtype
+        return ptypes.is_integer_dtype(dtype) and not isinstance(dtype, pd.ArrowDtype)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _nullable_int(value: Value) -> Value:
+    """An integer Series as pandas' nullable Int64 (an int literal stays a scalar)."""
+    return value.astype("Int64") if isinstance(value, pd.Series) else value
+
+
+def common_type(values: list[Value]) -> list[Value]:
+    """Values that will be mixed row by row (``if_else``, ``coalesce``) in one type that holds
+    nulls, so that the result's type follows the arguments' types and never their data: ints
+    stay ints (nullable Int64), an int and a float give floats, bools stay nullable booleans.
+    """
+    kinds = {_number_kind(v) for v in values if v is not None}
+    if kinds == {"int"}:
+        return [_nullable_int(v) for v in values]
+    if kinds <= {"int", "float"} and "float" in kinds:
+        return [_as_float(v) for v in values]
+    if kinds == {"bool"}:
+        return [v.astype("boolean") if isinstance(v, pd.Series) else v for v in values]
+    return values
+
+
+def _number_kind(value: Value) -> str:
+    if isinstance(value, pd.Series):
+        dtype = value.dtype
+        if isinstance(dtype, pd.ArrowDtype):
+            return "other"
+        if ptypes.is_bool_dtype(dtype):
+            return "bool"
+        if ptypes.is_integer_dtype(dtype):
+            return "int"
+        if ptypes.is_float_dtype(dtype):
+            return "float"
+        return "other"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    return "other"
 
 
 def _align_temporal(value: Value, other: Value) -> Value:

@@ -101,8 +101,10 @@ def read_pandas(storage: Storage, entries: list[SliceEntry]) -> pd.DataFrame:
 def to_pandas(table: pa.Table, *, nullable: frozenset[str] | None = None) -> pd.DataFrame:
     """``table`` as pandas, the one way chanbatch converts stored rows to pandas.
 
-    - dates stay Arrow dates: by default pyarrow turns ``date32`` into Python ``date`` objects,
-      which neither compare with date literals nor survive dask's string conversion;
+    - dates and decimals stay Arrow-backed (``pd.ArrowDtype``): by default pyarrow turns
+      ``date32`` into Python ``date`` objects, which neither compare with date literals nor
+      survive dask's string conversion, and decimals into Python ``Decimal`` objects, whose
+      type after arithmetic would follow their values;
     - an integer or bool column with nulls becomes pandas' nullable ``Int64`` (``Int32``, ...)
       or ``boolean``, not float64 or Python objects, so that its type survives a round trip
       through pandas: without this an int column with one null comes back as double and a bool
@@ -143,6 +145,10 @@ def canonical(frame: pd.DataFrame) -> pd.DataFrame:
                 changes[index] = column.astype(dtype.numpy_dtype)
         elif isinstance(dtype, pd.Float32Dtype | pd.Float64Dtype):
             changes[index] = frame.iloc[:, index].astype(dtype.numpy_dtype)
+        elif isinstance(dtype, pd.ArrowDtype) and not _keeps_arrow_dtype(dtype.pyarrow_dtype):
+            column = frame.iloc[:, index]
+            table = pa.table({"c": pa.chunked_array([column.array.__arrow_array__()])})
+            changes[index] = to_pandas(table).iloc[:, 0].set_axis(column.index)
         elif ptypes.is_object_dtype(dtype):
             column = frame.iloc[:, index]
             try:
@@ -159,6 +165,12 @@ def canonical(frame: pd.DataFrame) -> pd.DataFrame:
     for index, column in changes.items():
         out.isetitem(index, column)
     return out
+
+
+def _keeps_arrow_dtype(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_date(t) or pa.types.is_decimal(t)
 
 
 def _has_nullable_form(t: pa.DataType) -> bool:
@@ -182,7 +194,7 @@ def _pandas_type(t: pa.DataType) -> object:
     import pandas as pd
     import pyarrow as pa
 
-    return pd.ArrowDtype(t) if pa.types.is_date(t) else None
+    return pd.ArrowDtype(t) if _keeps_arrow_dtype(t) else None
 
 
 def read_footer(storage: Storage, oid: str) -> pq.FileMetaData:
