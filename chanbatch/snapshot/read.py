@@ -192,7 +192,6 @@ def _nullable_type(t: pa.DataType) -> object:
 
 def _pandas_type(t: pa.DataType) -> object:
     import pandas as pd
-    import pyarrow as pa
 
     return pd.ArrowDtype(t) if _keeps_arrow_dtype(t) else None
 
