@@ -10,13 +10,14 @@ the error's ``exit_code``; anything else is a bug and is reported as an internal
     ├── UsageError                      2  the user asked for something that cannot be done
     │   ├── InvalidNameError               a dataset name that fails the name rule
     │   ├── InputError                     a missing or unreadable input file, a missing column
+    │   ├── StoreUrlError                  a store URL naming a file, or an unknown protocol
     │   ├── SchemaConflictError            a slice whose schema disagrees with its dataset's
     │   ├── RefError                       a REF that cannot be resolved
     │   │   ├── RefNotFoundError           ... resolves to nothing
     │   │   └── AmbiguousRefError          ... resolves to more than one snapshot
     │   ├── BlueprintError                 every problem of a blueprint (blueprint.problems)
     │   └── ExprError                      an expression that does not parse (blueprint.expr)
-    ├── StoreError                      1  the store itself is unwell or busy
+    ├── StoreError                      1  the store itself is unwell, busy or out of reach
     │   ├── IntegrityError                 bytes that do not match their content hash
     │   └── ConcurrencyError               a write that kept losing races and gave up
     ├── ExprEvalError                   1  an expression that fails on the data (blueprint.expr)
@@ -58,6 +59,10 @@ class InvalidNameError(UsageError):
 
 class InputError(UsageError):
     """An input that cannot be read or does not have what was asked of it."""
+
+
+class StoreUrlError(UsageError):
+    """A store URL that cannot name a store: a regular file, an unknown protocol."""
 
 
 class SchemaConflictError(UsageError):

@@ -786,7 +786,8 @@ def _write_object(storage: Storage, table: pa.Table) -> tuple[ObjectId, int]:
             oid = object_id(digest)
             storage.adopt(tmp, object_path(oid))
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
+            # never hide the failure: on a read-only filesystem even this unlink fails (EROFS)
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
         return oid, size

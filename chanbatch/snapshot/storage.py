@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from chanbatch.errors import StoreError
+from chanbatch.errors import ChanbatchError, StoreError, StoreUrlError
 
 TMP_DIR = "tmp"
 #: On stores that cannot set a file's mtime (object stores, ``memory://``), a reused file is
@@ -43,14 +43,15 @@ class Storage:
             # A plain path needs no fsspec: importing it costs more than listing a store.
             self.root: str = os.path.abspath(local).rstrip("/") or "/"
             self.is_local = True
+            _check_local_root(self.url, self.root)
             return
         import fsspec
         from fsspec.implementations.local import LocalFileSystem
 
         try:
             fs, root = fsspec.core.url_to_fs(self.url)
-        except (ImportError, ValueError) as exc:
-            raise StoreError(f"cannot open store {self.url!r}: {exc}") from exc
+        except Exception as exc:  # fsspec's, its backends' and their clients' errors alike
+            raise _open_error(self.url, exc) from exc
         self._fs = fs
         self.root = root.rstrip("/") if root not in ("/", "") else root
         self.is_local = isinstance(fs, LocalFileSystem)
@@ -76,17 +77,30 @@ class Storage:
 
     # -- reads --------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def reaching(self) -> Iterator[None]:
+        """Turn a remote store's failure to answer (no such host, refused, timed out, denied)
+        into a StoreError that names the store; a missing file passes through."""
+        try:
+            yield
+        except (FileNotFoundError, FileExistsError):
+            raise
+        except OSError as exc:
+            raise _open_error(self.url, exc) from exc
+
     def read_bytes(self, rel: str) -> bytes:
         """The bytes of ``rel``; raises FileNotFoundError if it does not exist."""
         if self.is_local:
             with open(self.full(rel), "rb") as handle:
                 return handle.read()
-        return self.fs.cat_file(self.full(rel))
+        with self.reaching():
+            return self.fs.cat_file(self.full(rel))
 
     def exists(self, rel: str) -> bool:
         if self.is_local:
             return os.path.exists(self.full(rel))
-        return self.fs.exists(self.full(rel))
+        with self.reaching():
+            return self.fs.exists(self.full(rel))
 
     def listdir(self, rel: str) -> list[str]:
         """Names (not paths) of the entries directly under ``rel``; empty if it does not exist."""
@@ -96,7 +110,8 @@ class Storage:
             except FileNotFoundError:
                 return []
         try:
-            entries = self.fs.ls(self.full(rel), detail=False)
+            with self.reaching():
+                entries = self.fs.ls(self.full(rel), detail=False)
         except FileNotFoundError:
             return []
         return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries)
@@ -115,7 +130,8 @@ class Storage:
                     yield os.path.relpath(path, self.root), stat.st_mtime, stat.st_size
             return
         try:
-            found = self.fs.find(self.full(rel), detail=True)
+            with self.reaching():
+                found = self.fs.find(self.full(rel), detail=True)
         except FileNotFoundError:
             return
         prefix = len(self.root) + 1 if self.root else 0
@@ -130,26 +146,31 @@ class Storage:
             except FileNotFoundError:
                 return None
         try:
-            return _mtime(self.fs.info(self.full(rel)))
+            with self.reaching():
+                return _mtime(self.fs.info(self.full(rel)))
         except FileNotFoundError:
             return None
 
     # -- writes -------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def writing(self, what: str) -> Iterator[None]:
+    def writing(self, what: str, *, verb: str = "write") -> Iterator[None]:
         """Turn the system's refusal to write ``what`` (a full disk, a quota, a read-only or
-        forbidden folder) into a StoreError that says so; other errors pass through."""
+        forbidden folder) into a StoreError that says so; other errors pass through.
+
+        ``verb`` is what was refused: ``write``, or ``remove`` (gc, cache evict), after which
+        the command may have removed some files already, all of them unreferenced."""
         try:
             yield
         except (FileNotFoundError, FileExistsError):
             raise
         except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            reason = os.strerror(exc.errno) if exc.errno else _short(exc)
+            hint = _WRITE_HINTS.get(exc.errno or 0, "check the store's disk and permissions")
+            if verb == "write":
+                hint += "; nothing partial was published, so the command can simply be run again"
             raise StoreError(
-                f"cannot write {what} in store {self.url}: {reason}",
-                hint=_WRITE_HINTS.get(exc.errno or 0, "check the store's disk and permissions")
-                + "; nothing partial was published, so the command can simply be run again",
+                f"cannot {verb} {what} in store {self.url}: {reason}", hint=hint
             ) from exc
 
     def write_atomic(self, rel: str, data: bytes | memoryview) -> None:
@@ -205,10 +226,14 @@ class Storage:
         """
         if self.is_local:
             try:
-                os.utime(self.full(rel))
+                with self.writing(rel):
+                    os.utime(self.full(rel))
             except FileNotFoundError:
                 return False
-            except PermissionError:  # another user's file: replacing it needs only the folder
+            except StoreError as exc:
+                if not isinstance(exc.__cause__, PermissionError):
+                    raise  # a read-only filesystem: replacing the file fails the same way
+                # another user's file: replacing it needs only the folder
                 self.write_atomic(rel, data)
             return True
         # fsspec's touch(truncate=False) is NotImplemented on most object stores: rewrite.
@@ -216,16 +241,20 @@ class Storage:
         if mtime is None:
             return False
         if time.time() - mtime >= REFRESH_AFTER:
-            self.fs.pipe_file(self.full(rel), bytes(data))
+            with self.writing(rel):
+                self.fs.pipe_file(self.full(rel), bytes(data))
         return True
 
     def delete(self, rel: str) -> None:
-        """Remove ``rel``; a file that is already gone is not an error."""
+        """Remove ``rel``; a file that is already gone is not an error.
+
+        Raises StoreError when the system refuses (a read-only or forbidden store)."""
         try:
-            if self.is_local:
-                os.unlink(self.full(rel))
-            else:
-                self.fs.rm_file(self.full(rel))
+            with self.writing(rel, verb="remove"):
+                if self.is_local:
+                    os.unlink(self.full(rel))
+                else:
+                    self.fs.rm_file(self.full(rel))
         except FileNotFoundError:
             pass
 
@@ -241,15 +270,16 @@ class Storage:
         ``rel`` already exists, as it does for content-addressed files seen before. An existing
         file is refreshed for gc, as by :meth:`refresh`."""
         target = self.full(rel)
-        try:
-            os.utime(target)
-        except FileNotFoundError:
-            pass  # new, or removed by gc since a writer last saw it: move ours into place
-        except PermissionError:
-            pass  # another user's file that we cannot touch: replace it with ours (same bytes)
-        else:
-            os.unlink(tmp)
-            return False
+        with self.writing(rel):
+            try:
+                os.utime(target)
+            except FileNotFoundError:
+                pass  # new, or removed by gc since a writer last saw it: move ours into place
+            except PermissionError:
+                pass  # another user's file that we cannot touch: replace it with ours (same bytes)
+            else:
+                os.unlink(tmp)
+                return False
         with self.writing(rel):
             try:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -273,15 +303,69 @@ class Storage:
 _WRITE_HINTS = {
     errno.ENOSPC: "the disk is full: free some space (`chanbatch gc` removes debris)",
     errno.EDQUOT: "the disk quota is used up: free some space (`chanbatch gc` removes debris)",
-    errno.EROFS: "the store is on a read-only filesystem",
-    errno.EACCES: "you may not write to the store's folder: check its permissions",
-    errno.EPERM: "you may not write to the store's folder: check its permissions",
+    errno.EROFS: "the store is on a read-only filesystem: use a writable store, or remount it "
+    "read-write",
+    errno.EACCES: "you may not write to the store's folder: check its permissions, or use a "
+    "store of your own",
+    errno.EPERM: "you may not write to the store's folder: check its permissions, or use a "
+    "store of your own",
 }
 
 
 def _remove(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    """Clean up a temp file on the way out of a failure, which it must never hide: on a
+    read-only filesystem even removing a file that is not there fails (EROFS)."""
+    with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def _check_local_root(url: str, root: str) -> None:
+    """Refuse a store path that is, or runs through, a regular file (``--store flights.csv``):
+    every read would fail with NotADirectoryError, and a freeze could not create it."""
+    existing = root  # a new store is made on the first write: look at what it would be made in
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if os.path.isdir(existing):
+        return
+    what = f"store {url} is" if existing == root else f"store {url}: {existing} is"
+    raise StoreUrlError(
+        f"{what} a file, not a directory",
+        hint="a store is a directory: give --store the path of a new or existing store folder, "
+        "such as ./snapshots",
+    )
+
+
+def _short(exc: BaseException, limit: int = 120) -> str:
+    """A foreign error's message on one short line (some quote pages of search paths)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _open_error(url: str, exc: BaseException) -> ChanbatchError:
+    """The error for a store URL that fsspec cannot open or whose filesystem does not answer."""
+    if isinstance(exc, ValueError) and "protocol" in str(exc).lower():
+        protocol = url.split("://", 1)[0]
+        return StoreUrlError(
+            f"cannot open store {url}: unknown protocol {protocol!r}",
+            hint="give a local path, or a URL of an installed fsspec filesystem "
+            "(memory://, s3:// with s3fs, gs:// with gcsfs, ...)",
+        )
+    if isinstance(exc, ImportError):
+        return StoreError(
+            f"cannot open store {url}: {_short(exc)}",
+            hint="install the filesystem package its protocol needs, or give a local path",
+        )
+    if isinstance(exc, OSError):
+        reason = exc.strerror if exc.strerror and not exc.filename else _short(exc)
+        return StoreError(
+            f"cannot reach store {url}: {reason}",
+            hint="check the URL's host and port, the network, and any --storage-option "
+            "(endpoint, credentials)",
+        )
+    return StoreError(
+        f"cannot open store {url}: {type(exc).__name__}: {_short(exc)}",
+        hint="check the URL and any --storage-option",
+    )
 
 
 def _local_path(url: str) -> str | None:
