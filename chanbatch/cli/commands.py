@@ -546,7 +546,9 @@ def run_cmd(
     from chanbatch.blueprint.parse import load_blueprint
     from chanbatch.cli import render
     from chanbatch.run import run_blueprint
+    from chanbatch.run.schedulers import check_scheduler
 
+    check_scheduler(scheduler, also=("kubernetes",))  # a typo fails before the store is read
     given = [f"--{k.replace('_', '-')}" for k, v in kube_options.items() if v is not None]
     if given and scheduler != "kubernetes":
         raise UsageError(f"{given[0]} applies only to --scheduler kubernetes")

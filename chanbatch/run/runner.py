@@ -29,6 +29,7 @@ from chanbatch.errors import UsageError, did_you_mean
 from chanbatch.hashing import seal
 from chanbatch.run import display
 from chanbatch.run.owners import check_outputs
+from chanbatch.run.schedulers import check_scheduler, connect
 from chanbatch.snapshot import SnapshotStore, layout, refs
 from chanbatch.snapshot.freeze import freeze
 from chanbatch.snapshot.names import encode_key
@@ -283,24 +284,33 @@ def run_blueprint(
         stage_model = blueprint.stages.get(plan.tasks[key].stage)
         if stage_model is not None and isinstance(stage_model.operation, Map):
             check_allowed(stage_model.operation, allow)
+    check_scheduler(scheduler)
     # refused runs have stopped by now, before writing anything
     _write_intent(store, run_id, started_at, plan)
     parts: dict[str, Any] = {}
     ledger: list[dict[str, Any]] = []
-    if computed:
-        from chanbatch.compile.graph import build_graph  # imports pandas: only when computing
+    try:
+        if computed:
+            from chanbatch.compile.graph import build_graph  # imports pandas: when computing
 
-        graph = build_graph(plan, decisions, _worker_url(storage, scheduler), allow, run=run_id)
-        if progress is not None:
-            totals: dict[str, int] = {}
-            for key in computed:
-                stage = plan.tasks[key].stage
-                if stage in blueprint.stages:
-                    totals[stage] = totals.get(stage, 0) + 1
-            progress.begin(totals)
-        parts, ledger = _execute(
-            plan, graph, targets, run_id, scheduler, workers, progress, pin_cpus
-        )
+            worker_url = _worker_url(storage, scheduler)
+            graph = build_graph(plan, decisions, worker_url, allow, run=run_id)
+            if progress is not None:
+                totals: dict[str, int] = {}
+                for key in computed:
+                    stage = plan.tasks[key].stage
+                    if stage in blueprint.stages:
+                        totals[stage] = totals.get(stage, 0) + 1
+                progress.begin(totals)
+            parts, ledger = _execute(
+                plan, graph, targets, run_id, scheduler, workers, progress, pin_cpus
+            )
+    except BaseException:
+        # A run that fails leaves no "running" record for later commands to take for a live
+        # run (only a killed one does); what it cached stays, young, for the next run.
+        with contextlib.suppress(Exception):  # never hide why the run failed
+            storage.delete(f"{layout.RUNS}/{run_id}.json")
+        raise
     previous = last_run(store, blueprint.name)
     done = {entry["dask_key"]: entry for entry in ledger}  # a retried task: its last run
     resolved = {dask_key: entry["key"] for dask_key, entry in done.items()}
@@ -558,7 +568,7 @@ def _execute_distributed(
         ):
             return run_on(client)
     if isinstance(scheduler, str) and "://" in scheduler:
-        with Client(scheduler) as client:
+        with connect(scheduler) as client:
             return run_on(client)
     raise UsageError(
         f"unknown scheduler {scheduler!r}",
