@@ -245,6 +245,8 @@ def _load(
         paths = [data] if isinstance(data, str | os.PathLike) else list(data)
         if not paths:
             raise UsageError("no files given to freeze")
+        if slice is None and slice_by is None:
+            _check_stems(paths, kind)
         lazy = slice is None and slice_by is not None
         inputs = []
         for path in paths:
@@ -275,6 +277,31 @@ def _load(
     lazy = slice is None
     table = normalize_table(_to_arrow(data), lazy=lazy)
     return [_Input(label="input frame", table=table, lazy=lazy)]
+
+
+def _check_stems(paths: Sequence[Any], kind: KeyType | None) -> None:
+    """Refuse, before reading any, two files that would be one slice (``a/data.csv`` and
+    ``b/data.csv``, or ``1.csv`` and ``01.csv`` for integer keys): each file is one slice keyed
+    by its stem, and the second would silently replace or merge into the first."""
+    seen: dict[Any, Any] = {}
+    for path in paths:
+        stem = _stem(Path(path))
+        try:
+            key: Any = parse_key(stem, kind)
+        except UsageError:
+            key = stem  # reported with its file when that is read
+        if key not in seen:
+            seen[key] = path
+            continue
+        first = seen[key]
+        if os.path.abspath(first) == os.path.abspath(path):
+            raise UsageError(f"{path} is given twice", hint="give each file once")
+        raise UsageError(
+            f"{first} and {path} would both be slice '{encode_key(key)}': each file is one "
+            "slice, keyed by its name without the extension",
+            hint="rename one of them, freeze them one at a time with --slice KEY, or cut "
+            "their rows by a column with --slice-by COLUMN",
+        )
 
 
 def _all_paths(items: Sequence[Any]) -> bool:
