@@ -7,6 +7,7 @@ mapping's order, which is the blueprint's declaration order.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, Sequence
 
 
@@ -18,16 +19,19 @@ def topological_order(edges: Mapping[str, Sequence[str]]) -> list[str]:
     for name, ups in waiting.items():
         for up in ups:
             readers[up].append(name)
-    ready = sorted((name for name, ups in waiting.items() if not ups), key=position.__getitem__)
+    # a heap by declaration position: a blueprint of thousands of independent stages would
+    # make re-sorting a list after every step quadratic
+    ready = [position[name] for name, ups in waiting.items() if not ups]
+    heapq.heapify(ready)
+    names = list(edges)
     order: list[str] = []
     while ready:
-        name = ready.pop(0)
+        name = names[heapq.heappop(ready)]
         order.append(name)
         for reader in readers[name]:
             waiting[reader].discard(name)
             if not waiting[reader]:
-                ready.append(reader)
-        ready.sort(key=position.__getitem__)
+                heapq.heappush(ready, position[reader])
     if len(order) != len(edges):
         cycle = find_cycles(edges)[0]
         raise ValueError(f"stages form a cycle: {' -> '.join(cycle)}")

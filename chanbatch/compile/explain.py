@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chanbatch.blueprint.model import Blueprint, Join
+from chanbatch.blueprint.model import Join
 from chanbatch.compile.decide import Decision
 from chanbatch.compile.plan import Plan, Task
 from chanbatch.snapshot.names import encode_key
@@ -52,10 +52,15 @@ def load_previous(storage: Storage, record: dict[str, Any] | None) -> Previous |
 def explain(
     plan: Plan, decisions: dict[str, Decision], previous: Previous | None
 ) -> dict[str, Decision]:
-    """``decisions`` with the reason of every computed task made specific."""
+    """``decisions`` with the reason of every computed task made specific.
+
+    What a stage's tasks are blamed on (an edited stage above it, a changed broadcast input,
+    its slices) is worked out once per stage, in topological order, each stage from the
+    stages it reads: a chain of thousands of stages costs no more per stage than a short one.
+    """
     bp = plan.blueprint
-    ancestry = {name: _ancestors(bp, name) for name in bp.stages}
-    driving = {name: _driving_input(bp, name) for name in bp.stages}
+    causes = _stage_causes(plan, previous)
+    slices = _SliceChanges(plan, previous)
     consumers: dict[str, Task] = {}
     for key, decision in decisions.items():
         if decision.action == "compute":
@@ -68,7 +73,10 @@ def explain(
         task = plan.tasks[key]
         if task.stage not in bp.stages:
             continue
-        reason = _reason(plan, task, previous, ancestry[task.stage], driving[task.stage])
+        if previous is None:
+            reason = "not cached: no earlier run of this blueprint"
+        else:
+            reason = causes.get(task.stage) or slices.reason(task) or NOT_CACHED
         if reason == NOT_CACHED and key in consumers:
             reason = f"input to {consumers[key].label}, which is recomputed"
         if decision.provisional:
@@ -77,56 +85,115 @@ def explain(
     return out
 
 
-def _reason(
-    plan: Plan,
-    task: Task,
-    previous: Previous | None,
-    ancestors: list[str],
-    driving: str | None,
-) -> str:
+def _stage_causes(plan: Plan, previous: Previous | None) -> dict[str, str]:
+    """Per stage, the reason its tasks are recomputed that does not depend on the slice.
+
+    Checked in order: the stage itself or the nearest stage above it was edited or is new;
+    then the nearest join (itself or above) whose broadcast input has a new snapshot. Each
+    stage's nearest edited ancestor is derived from those of the stages it reads, so this is
+    linear in the number of stages.
+    """
     if previous is None:
-        return "not cached: no earlier run of this blueprint"
+        return {}
     bp = plan.blueprint
-    for name in [task.stage, *ancestors]:
-        spec = bp.stages[name].canonical()
+    # (distance, stage) of the nearest edited stage, and of the nearest changed broadcast
+    edited: dict[str, tuple[int, str] | None] = {}
+    broadcast: dict[str, tuple[int, str] | None] = {}
+    own: dict[str, str] = {}  # stage -> how it changed, phrased for itself
+    upstream_text: dict[str, str] = {}  # stage -> how it changed, phrased for stages below
+    causes: dict[str, str] = {}
+    for name in bp.topological_order():
+        stage = bp.stages[name]
+        spec = stage.canonical()
         before = previous.specs.get(name)
         if before is None:
-            return f"new stage {name}" if name == task.stage else f"upstream stage {name} is new"
-        if before != spec:
+            own[name] = f"new stage {name}"
+            upstream_text[name] = f"upstream stage {name} is new"
+        elif before != spec:
             field = f"{name}.{spec.get('op', '?')}"
             if before.get("op") == spec.get("op") and before.get("per_slice") != spec.get(
                 "per_slice"
             ):
                 field = f"{name}.per_slice"
-            if name == task.stage:
-                return f"stage spec changed: {field}"
-            return f"upstream stage changed: {field}"
-    for name in [task.stage, *ancestors]:
-        op = bp.stages[name].operation
-        if isinstance(op, Join) and op.right in plan.inputs:
-            now = plan.inputs[op.right].snapshot
-            if previous.inputs.get(op.right) not in (None, now):
-                return f"broadcast input {op.right} changed"
-    if driving is not None and driving in plan.inputs:
-        before_slices = previous.slices.get(driving)
-        if before_slices is not None:
-            keys = _slices_below(plan, task)
-            now = {encode_key(e.key): e.id for e in plan.inputs[driving].manifest.slices}
-            new = [k for k in keys if encode_key(k) not in before_slices]
-            changed = [
-                k
-                for k in keys
-                if encode_key(k) in before_slices
-                and before_slices[encode_key(k)] != now.get(encode_key(k))
-            ]
-            removed = sorted(set(before_slices) - set(now), key=str)
-            if new:
-                return _listing("new slice", new)
-            if changed:
-                return _listing("changed slice", changed)
-            if removed and task.slice is None:
-                return _listing("removed slice", removed)
-    return NOT_CACHED
+            own[name] = f"stage spec changed: {field}"
+            upstream_text[name] = f"upstream stage changed: {field}"
+        parents = [up for up in stage.upstream if up in bp.stages]
+        edited[name] = (0, name) if name in own else _nearest(edited, parents)
+        op = stage.operation
+        if (
+            isinstance(op, Join)
+            and op.right in plan.inputs
+            and previous.inputs.get(op.right) not in (None, plan.inputs[op.right].snapshot)
+        ):
+            broadcast[name] = (0, op.right)
+        else:
+            broadcast[name] = _nearest(broadcast, parents)
+        hit = edited[name]
+        if hit is not None:
+            causes[name] = own[name] if hit[0] == 0 else upstream_text[hit[1]]
+        elif broadcast[name] is not None:
+            causes[name] = f"broadcast input {broadcast[name][1]} changed"  # type: ignore[index]
+    return causes
+
+
+def _nearest(
+    found: dict[str, tuple[int, str] | None], parents: list[str]
+) -> tuple[int, str] | None:
+    """The nearest of the parents' findings, one step further; ties go to the first parent."""
+    best: tuple[int, str] | None = None
+    for parent in parents:
+        hit = found.get(parent)
+        if hit is not None and (best is None or hit[0] + 1 < best[0]):
+            best = (hit[0] + 1, hit[1])
+    return best
+
+
+class _SliceChanges:
+    """New, changed and removed slices of each stage's driving input since the last run,
+    worked out once per input rather than once per task."""
+
+    def __init__(self, plan: Plan, previous: Previous | None) -> None:
+        self.plan = plan
+        self.previous = previous
+        self.driving: dict[str, str | None] = {}
+        bp = plan.blueprint
+        for name in bp.topological_order():
+            up = bp.stages[name].from_
+            self.driving[name] = (
+                self.driving.get(up) if up in bp.stages else (up if up in bp.inputs else None)
+            )
+        self._now: dict[str, dict[Any, str]] = {}
+        self._removed: dict[str, list[Any]] = {}
+
+    def reason(self, task: Task) -> str | None:
+        """The new, changed or removed slices below ``task``, as a reason; None if none."""
+        driving = self.driving.get(task.stage)
+        if self.previous is None or driving is None or driving not in self.plan.inputs:
+            return None
+        before_slices = self.previous.slices.get(driving)
+        if before_slices is None:
+            return None
+        if driving not in self._now:
+            now = {encode_key(e.key): e.id for e in self.plan.inputs[driving].manifest.slices}
+            self._now[driving] = now
+            self._removed[driving] = sorted(set(before_slices) - set(now), key=str)
+        now = self._now[driving]
+        keys = _slices_below(self.plan, task)
+        new = [k for k in keys if encode_key(k) not in before_slices]
+        if new:
+            return _listing("new slice", new)
+        changed = [
+            k
+            for k in keys
+            if encode_key(k) in before_slices
+            and before_slices[encode_key(k)] != now.get(encode_key(k))
+        ]
+        if changed:
+            return _listing("changed slice", changed)
+        removed = self._removed[driving]
+        if removed and task.slice is None:
+            return _listing("removed slice", removed)
+        return None
 
 
 def _listing(what: str, keys: list[Any]) -> str:
@@ -153,29 +220,6 @@ def _slices_below(plan: Plan, task: Task) -> list[Any]:
         else:
             stack.extend(dep.deps)
     return found
-
-
-def _ancestors(bp: Blueprint, name: str) -> list[str]:
-    """Stages above ``name``, nearest first."""
-    out: list[str] = []
-    frontier = [name]
-    while frontier:
-        nxt = []
-        for stage in frontier:
-            for up in bp.stages[stage].upstream:
-                if up in bp.stages and up not in out:
-                    out.append(up)
-                    nxt.append(up)
-        frontier = nxt
-    return out
-
-
-def _driving_input(bp: Blueprint, name: str) -> str | None:
-    """The input whose slices ``name``'s tasks follow: down the ``from`` chain."""
-    current = name
-    while current in bp.stages:
-        current = bp.stages[current].from_
-    return current if current in bp.inputs else None
 
 
 def describe_key(plan: Plan, task: Task, previous: Previous | None) -> dict[str, Any]:
