@@ -212,7 +212,11 @@ def freeze_result(result: Any) -> None:
             short(s.id),
             rows(s.rows),
             human_bytes(s.bytes),
-            "[green]new[/]" if s.new else "[dim]unchanged[/]",
+            "[yellow]healed[/]"
+            if getattr(s, "healed", False)
+            else "[green]new[/]"
+            if s.new
+            else "[dim]unchanged[/]",
         )
     if len(shown) < len(slices):
         table.add_row(f"... {len(slices) - len(shown)} more", "", "", "", "")
@@ -221,6 +225,7 @@ def freeze_result(result: Any) -> None:
     console.print(
         f"[bold]{result.dataset}[/]: {verb} snapshot [cyan]{short(result.snapshot)}[/] "
         f"(version {result.version}); {len(slices)} slices given, {new} new"
+        + (f", {result.healed} healed (damaged files rewritten)" if result.healed else "")
     )
 
 
@@ -355,13 +360,38 @@ def verify_report(doc: dict[str, Any]) -> None:
     if doc["ok"]:
         console.print(f"[green]ok[/]: {summary}")
         return
+    held: dict[str, list[dict[str, Any]]] = {}
+    for record in doc.get("damaged", []):
+        held.setdefault(record["object"], []).append(record)
     for bad in doc["files"]:
         named = f" ({bad['id']})" if bad["id"] != bad["path"] else ""
-        err_console.print(f"[red]{bad['problem']}[/]: {bad['path']}{named}")
+        err_console.print(f"[red]{bad['problem']}[/]: {bad['path']}{named}", soft_wrap=True)
+        for record in held.get(bad["id"], []):
+            err_console.print(f"  {escape(damage_line(record))}", soft_wrap=True)
     for problem in doc["problems"]:
         err_console.print(f"[red]problem[/]: {problem}")
     n = len(doc["corrupt"]) + len(doc["missing"]) + len(doc["problems"])
     err_console.print(f"[red]FAILED[/]: {n} problems; {summary}")
+
+
+def damage_line(record: dict[str, Any]) -> str:
+    """Where a damaged object is used, and how to heal it, as one line of verify's output."""
+    if record["dataset"] is not None:
+        versions = record["versions"]
+        where = f"{record['dataset']} version {record['version']}" + (
+            " (the head)" if record["head"] else ""
+        )
+        if len(versions) > 1:
+            where += f" and {len(versions) - 1} earlier"
+        where += f", slice {record['slice']}"
+    else:
+        where = "not in any snapshot"
+    caches = record.get("cache") or []
+    if caches:
+        stages = sorted({c["stage"] for c in caches if c.get("stage")})
+        where += f"; {len(caches)} cache {'entry' if len(caches) == 1 else 'entries'}"
+        where += f" (stage {', '.join(stages)})" if stages else ""
+    return f"{where}; to heal it: {record['heal']}"
 
 
 def diff_report(doc: dict[str, Any]) -> None:

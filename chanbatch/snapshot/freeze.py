@@ -9,6 +9,7 @@ snapshot visible is written last, exclusively. A crash leaves at most unreferenc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chanbatch.errors import InputError, SchemaConflictError, UsageError, did_you_mean
+from chanbatch.errors import (
+    InputError,
+    IntegrityError,
+    SchemaConflictError,
+    UsageError,
+    did_you_mean,
+)
 from chanbatch.hashing import digest_file
 from chanbatch.ids import ObjectId, SliceId, object_id
 from chanbatch.snapshot import describe, refs
@@ -46,7 +53,14 @@ from chanbatch.snapshot.normalize import (
     normalize_table,
     type_name,
 )
-from chanbatch.snapshot.objects import get_snapshot, put_manifest, put_object
+from chanbatch.snapshot.objects import (
+    HEALED,
+    get_snapshot,
+    heal_object,
+    object_state,
+    put_manifest,
+    write_manifest,
+)
 from chanbatch.snapshot.read import arrow_schema
 from chanbatch.snapshot.storage import Storage
 
@@ -67,13 +81,16 @@ _WAVE_BYTES = 1 << 28
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FrozenSlice:
-    """A slice as one freeze saw it; ``new`` is False when the head already had it unchanged."""
+    """A slice as one freeze saw it; ``new`` is False when the head already had it unchanged,
+    ``healed`` is True when its objects (or manifest) were in the store but damaged, and this
+    freeze rewrote them."""
 
     key: SliceKey
     id: SliceId
     rows: int
     bytes: int
     new: bool
+    healed: bool = False
 
     def document(self) -> dict[str, Any]:
         return {
@@ -82,6 +99,7 @@ class FrozenSlice:
             "rows": self.rows,
             "bytes": self.bytes,
             "new": self.new,
+            "healed": self.healed,
         }
 
 
@@ -101,11 +119,17 @@ class FreezeResult:
     def _repr_html_(self) -> str:
         return describe.freeze_html(self)
 
+    @property
+    def healed(self) -> int:
+        """How many of the slices given had damaged files in the store, now rewritten."""
+        return sum(1 for s in self.slices if s.healed)
+
     def document(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
             "snapshot": self.snapshot,
             "slices": [s.document() for s in self.slices],
+            "healed": self.healed,
         }
 
 
@@ -171,12 +195,13 @@ def freeze(
         base_label = f"dataset {dataset!r} ({span})"
     if replace:
         base = None  # the head neither constrains the schema nor contributes slices
-    target = _unify_inputs(inputs, arrow_schema(storage, base) if base else None, base_label)
+    target = _unify_inputs(inputs, _base_schema(storage, base) if base else None, base_label)
     pieces = _cut(inputs, target, slice, slice_by, base.key_type if base else None)
     _check_key_types(pieces, base, dataset)
 
     keys = sorted(pieces, key=sort_token)
-    written = _write_slices(storage, keys, pieces, target, progress)
+    healed: set[SliceKey] = set()
+    written = _write_slices(storage, keys, pieces, target, progress, healed)
 
     schema = tuple(Column(name=f.name, type=type_name(f.type)) for f in target)
     ktype = key_type(keys[0]) if keys else (base.key_type if base else "str")
@@ -226,7 +251,12 @@ def freeze(
         created=created,
         slices=tuple(
             FrozenSlice(
-                key=m.key, id=m.id, rows=m.rows, bytes=m.bytes, new=before.get(m.key) != m.id
+                key=m.key,
+                id=m.id,
+                rows=m.rows,
+                bytes=m.bytes,
+                new=before.get(m.key) != m.id,
+                healed=m.key in healed,
             )
             for m in written
         ),
@@ -375,6 +405,23 @@ def _to_arrow(data: Any) -> pa.Table:
 
 
 # -- schemas ------------------------------------------------------------------------------------
+
+
+def _base_schema(storage: Storage, base: SnapshotManifest) -> pa.Schema:
+    """The head's Arrow schema, from the first of its slices whose footer reads.
+
+    A damaged object must not stop the freeze that heals it (freezing its slice's source file
+    again rewrites it); raises IntegrityError only when no slice can be read.
+    """
+    first: IntegrityError | None = None
+    for entry in base.slices or ():
+        try:
+            return arrow_schema(storage, dataclasses.replace(base, slices=(entry,)))
+        except IntegrityError as exc:
+            first = first or exc
+    if first is not None:
+        raise first
+    return arrow_schema(storage, base)
 
 
 def _unify_inputs(
@@ -613,8 +660,11 @@ def _write_slices(
     pieces: dict[SliceKey, list[Any]],
     schema: pa.Schema,
     progress: Progress | None,
+    healed: set[SliceKey] | None = None,
 ) -> list[SliceManifest]:
     """Write every slice's objects and manifest; returns the manifests in ``keys`` order.
+    The keys of slices whose objects or manifest were there but damaged, and were rewritten,
+    are added to ``healed``.
 
     Slices cut from split batches go in waves of about ``_WAVE_BYTES``: first each batch's
     rows of the wave are taken out in one ``take`` (so the batch is read once per wave, while it
@@ -626,12 +676,16 @@ def _write_slices(
     def write(key: SliceKey, table: pa.Table) -> SliceManifest:
         table = table.combine_chunks()
         parts = []
+        mended = False
         for start in range(0, max(table.num_rows, 1), PART_ROWS):
             chunk = table.slice(start, PART_ROWS)
-            oid, size = _write_object(storage, chunk)
+            oid, size, damaged = _write_object(storage, chunk)
             parts.append(Part(object=oid, rows=chunk.num_rows, bytes=size))
+            mended |= damaged
         manifest = SliceManifest(key=key, parts=tuple(parts))
-        put_manifest(storage, manifest)
+        mended |= write_manifest(storage, manifest)[1]
+        if mended and healed is not None:
+            healed.add(key)
         return manifest
 
     def write_whole(key: SliceKey) -> SliceManifest:
@@ -799,7 +853,10 @@ def encode_parquet(table: pa.Table) -> memoryview:
     return memoryview(sink.getvalue())
 
 
-def _write_object(storage: Storage, table: pa.Table) -> tuple[ObjectId, int]:
+def _write_object(storage: Storage, table: pa.Table) -> tuple[ObjectId, int, bool]:
+    """Write ``table`` as an object; returns (id, size, whether a damaged copy already in the
+    store was rewritten). An object already there is hashed before it is trusted: freezing
+    the same data again is how a damaged object is healed."""
     if storage.is_local:
         # Encode straight into a temp file, hash the file, rename it into place: no growing
         # in-memory buffer, whose fresh pages cost more than the encoding on some machines.
@@ -811,13 +868,14 @@ def _write_object(storage: Storage, table: pa.Table) -> tuple[ObjectId, int]:
                 pq.write_table(table, tmp, **WRITE_OPTIONS)
             digest, size = digest_file(tmp)
             oid = object_id(digest)
-            storage.adopt(tmp, object_path(oid))
+            damaged = object_state(storage, oid) == HEALED
+            storage.adopt(tmp, object_path(oid), replace=damaged)
         except BaseException:
             # never hide the failure: on a read-only filesystem even this unlink fails (EROFS)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        return oid, size
+        return oid, size, damaged
     data = encode_parquet(table)
-    oid, _new = put_object(storage, data)
-    return oid, len(data)
+    oid, state = heal_object(storage, data)
+    return oid, len(data), state == HEALED

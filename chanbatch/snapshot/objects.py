@@ -7,7 +7,7 @@ never reach a caller as data.
 from __future__ import annotations
 
 from chanbatch.errors import IntegrityError, StoreError
-from chanbatch.hashing import digest
+from chanbatch.hashing import digest, digest_file
 from chanbatch.ids import ObjectId, object_id
 from chanbatch.snapshot.layout import manifest_path, object_path
 from chanbatch.snapshot.manifest import SliceManifest, SnapshotManifest, parse_manifest
@@ -28,18 +28,50 @@ def put_object(
     way a present object is refreshed (:meth:`Storage.refresh`), so that gc's grace period
     covers it until the caller's ref or cache entry names it.
     """
+    if repair:
+        oid, state = heal_object(storage, data, known_id)
+        return oid, state != PRESENT
     oid = object_id(known_id or digest(data))
     rel = object_path(oid)
     if storage.refresh(rel, data):
-        if not repair:
-            return oid, False
-        try:
-            if digest(storage.read_bytes(rel)) == oid:
-                return oid, False
-        except FileNotFoundError:
-            pass
+        return oid, False
     storage.write_atomic(rel, data)
     return oid, True
+
+
+#: What :func:`heal_object` (and a freeze) found where an object belongs.
+NEW, PRESENT, HEALED = "new", "present", "healed"
+
+
+def object_state(storage: Storage, oid: str) -> str | None:
+    """PRESENT if object ``oid`` is in the store and its bytes hash to its id, HEALED if it is
+    there but damaged (it needs healing), None if it is absent."""
+    rel = object_path(oid)
+    try:
+        local = storage.local_path(rel)
+        found = digest_file(local)[0] if local is not None else digest(storage.read_bytes(rel))
+    except FileNotFoundError:
+        return None
+    return PRESENT if found == oid else HEALED
+
+
+def heal_object(
+    storage: Storage, data: bytes | memoryview, known_id: str | None = None
+) -> tuple[ObjectId, str]:
+    """Store ``data`` under its digest, rewriting a damaged copy already there; returns (id,
+    NEW, PRESENT or HEALED).
+
+    A freeze of data whose object a flipped bit or a short write damaged is what brings it back
+    (`snapshot verify` says which source to freeze again), so a present object is hashed
+    before it is trusted. An intact one is refreshed for gc, as by :func:`put_object`.
+    """
+    oid = object_id(known_id or digest(data))
+    rel = object_path(oid)
+    state = object_state(storage, oid)
+    if state == PRESENT and storage.refresh(rel, data):
+        return oid, PRESENT
+    storage.write_atomic(rel, data)
+    return oid, HEALED if state == HEALED else NEW
 
 
 def get_object(storage: Storage, oid: str) -> bytes:
@@ -61,13 +93,29 @@ def get_object(storage: Storage, oid: str) -> bytes:
 
 def put_manifest(storage: Storage, manifest: SliceManifest | SnapshotManifest) -> str:
     """Store a manifest under its id (idempotent, refreshing one already there for gc, as
-    :func:`put_object` does); returns the id."""
+    :func:`put_object` does, and rewriting one whose bytes were damaged); returns the id."""
+    return write_manifest(storage, manifest)[0]
+
+
+def write_manifest(
+    storage: Storage, manifest: SliceManifest | SnapshotManifest
+) -> tuple[str, bool]:
+    """As :func:`put_manifest`; returns (id, whether a damaged copy was rewritten)."""
     data = manifest.to_bytes()
     mid = digest(data)
     rel = manifest_path(mid)
     if not storage.refresh(rel, data):
         storage.write_atomic(rel, data)
-    return mid
+        return mid, False
+    try:
+        damaged = storage.read_bytes(rel) != data  # a manifest is small: compare it whole
+    except FileNotFoundError:  # removed since (gc): write it again
+        damaged = False
+    else:
+        if not damaged:
+            return mid, False
+    storage.write_atomic(rel, data)
+    return mid, damaged
 
 
 def get_manifest(storage: Storage, mid: str) -> SliceManifest | SnapshotManifest:

@@ -265,21 +265,24 @@ class Storage:
             os.makedirs(tmp_dir, exist_ok=True)
         return os.path.join(tmp_dir, f"{uuid.uuid4().hex}.tmp")
 
-    def adopt(self, tmp: str, rel: str) -> bool:
+    def adopt(self, tmp: str, rel: str, *, replace: bool = False) -> bool:
         """Move a finished local temp file to ``rel``; False (and the temp file removed) if
         ``rel`` already exists, as it does for content-addressed files seen before. An existing
-        file is refreshed for gc, as by :meth:`refresh`."""
+        file is refreshed for gc, as by :meth:`refresh`. With ``replace`` (what is there is
+        damaged) the temp file takes its place whatever is there."""
         target = self.full(rel)
         with self.writing(rel):
             try:
-                os.utime(target)
+                if not replace:
+                    os.utime(target)
             except FileNotFoundError:
                 pass  # new, or removed by gc since a writer last saw it: move ours into place
             except PermissionError:
                 pass  # another user's file that we cannot touch: replace it with ours (same bytes)
             else:
-                os.unlink(tmp)
-                return False
+                if not replace:
+                    os.unlink(tmp)
+                    return False
         with self.writing(rel):
             try:
                 os.makedirs(os.path.dirname(target), exist_ok=True)

@@ -23,6 +23,7 @@ from chanbatch.hashing import CHECKSUM, digest, digest_file, unseal
 from chanbatch.snapshot import layout, refs
 from chanbatch.snapshot.manifest import SliceManifest, SnapshotManifest, parse_manifest
 from chanbatch.snapshot.storage import Storage
+from chanbatch.snapshot.trace import trace
 
 _WORKERS = 4
 
@@ -38,6 +39,9 @@ class VerifyReport:
     missing: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     paths: dict[str, str] = field(default_factory=dict)  # id -> path, for what is named by id
+    # each damaged object with the dataset, version and slice that hold it (chanbatch.snapshot
+    # .trace), and how to heal it
+    damaged: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -50,6 +54,7 @@ class VerifyReport:
             "corrupt": sorted(self.corrupt),
             "missing": sorted(self.missing),
             "problems": self.problems,
+            "damaged": self.damaged,
             "files": self.files(),
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
@@ -64,6 +69,15 @@ class VerifyReport:
             for ident in idents
         ]
         return sorted(found, key=lambda f: f["path"])
+
+    def bad_objects(self) -> dict[str, str]:
+        """Object id -> "corrupt" or "missing", for every damaged object (not other files)."""
+        return {
+            ident: problem
+            for problem, idents in (("corrupt", self.corrupt), ("missing", self.missing))
+            for ident in idents
+            if self.paths.get(ident, "").startswith(layout.OBJECTS + "/")
+        }
 
     def bad(self, kind: str, ident: str, path: str) -> None:
         """Record ``ident`` (stored at ``path``) as ``kind``: "corrupt" or "missing"."""
@@ -80,9 +94,16 @@ def verify(storage: Storage, resolved: refs.Resolved | None = None) -> VerifyRep
     if resolved is None:
         _verify_all(storage, report)
     else:
+        manifests: dict[str, SliceManifest | SnapshotManifest | None] = {}
         _verify_snapshot(
-            storage, resolved.entry.snapshot, report, checked_ids=set(), key=resolved.slice_key
+            storage,
+            resolved.entry.snapshot,
+            report,
+            checked_ids=set(),
+            key=resolved.slice_key,
+            manifests=manifests,
         )
+        report.damaged = trace(report.bad_objects(), [resolved.entry], manifests)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -117,6 +138,7 @@ def _verify_all(storage: Storage, report: VerifyReport) -> None:
             report.bad("corrupt", mid, rel)
     present = {oid for oid, _ in objects}
     corrupt = set(report.corrupt)
+    entries: list[refs.RefEntry] = []
     for dataset in refs.list_datasets(storage):
         for version in refs.versions(storage, dataset):
             try:
@@ -125,18 +147,24 @@ def _verify_all(storage: Storage, report: VerifyReport) -> None:
                 rel = layout.ref_path(dataset, version)
                 report.bad("corrupt", rel, rel)
                 continue
+            entries.append(entry)
             _check_reachable(entry.snapshot, manifests, present, corrupt, report)
-    _check_cache(storage, present, report)
+    users = _check_cache(storage, present, report)
     for top in (layout.MEMO, layout.RUNS, layout.PINS):
         _check_documents(storage, top, report)
+    report.damaged = trace(report.bad_objects(), entries, manifests, users)
 
 
-def _check_cache(storage: Storage, present: set[str], report: VerifyReport) -> None:
-    """Each cache entry is sealed, names its own key, and its objects exist.
+def _check_cache(
+    storage: Storage, present: set[str], report: VerifyReport
+) -> dict[str, list[dict[str, str]]]:
+    """Each cache entry is sealed, names its own key, and its objects exist; returns the
+    entries (``{"key", "stage"}``) by the object they name.
 
     A bad entry costs only a recomputation (the run takes it for a miss), but verify still
     names it, so that damage to the store's disk does not go unseen.
     """
+    users: dict[str, list[dict[str, str]]] = {}
     for rel, _mtime, size in storage.walk(layout.CACHE):
         key = rel.rsplit("/", 1)[-1].removesuffix(".json")
         report.checked += 1
@@ -152,8 +180,10 @@ def _check_cache(storage: Storage, present: set[str], report: VerifyReport) -> N
             report.bad("corrupt", rel, rel)
             continue
         for oid in objects:
+            users.setdefault(oid, []).append({"key": key, "stage": str(doc.get("stage", ""))})
             if oid not in present:
                 report.bad("missing", oid, layout.object_path(oid))
+    return users
 
 
 def _check_documents(storage: Storage, top: str, report: VerifyReport) -> None:
@@ -212,16 +242,24 @@ def _check_reachable(
 
 
 def _verify_snapshot(
-    storage: Storage, sid: str, report: VerifyReport, checked_ids: set[str], key: object = None
+    storage: Storage,
+    sid: str,
+    report: VerifyReport,
+    checked_ids: set[str],
+    key: object = None,
+    manifests: dict[str, SliceManifest | SnapshotManifest | None] | None = None,
 ) -> None:
-    snap = _load_manifest(storage, sid, report)
+    """Re-hash snapshot ``sid`` (or its slice ``key``): its manifests and objects. The
+    manifests read are added to ``manifests``."""
+    manifests = {} if manifests is None else manifests
+    snap = manifests[sid] = _load_manifest(storage, sid, report)
     if not isinstance(snap, SnapshotManifest):
         return
     objects: list[tuple[str, str]] = []
     for entry in snap.slices:
         if key is not None and entry.key != key:
             continue
-        manifest = _load_manifest(storage, entry.id, report)
+        manifest = manifests[entry.id] = _load_manifest(storage, entry.id, report)
         if isinstance(manifest, SliceManifest):
             objects.extend(
                 (p.object, layout.object_path(p.object))

@@ -23,8 +23,9 @@ from clikit import (
     stored_ids,
 )
 
-FREEZE_KEYS = {"dataset", "snapshot", "slices"}
-FREEZE_SLICE_KEYS = {"key", "id", "rows", "bytes", "new"}
+# "healed": slices whose damaged objects a freeze rewrote (a count, and a flag per slice)
+FREEZE_KEYS = {"dataset", "snapshot", "slices", "healed"}
+FREEZE_SLICE_KEYS = {"key", "id", "rows", "bytes", "new", "healed"}
 INSPECT_KEYS = {"dataset", "snapshot", "rows", "bytes", "schema", "slices"}
 INSPECT_SLICE_KEYS = {"key", "id", "rows", "bytes"}
 
