@@ -177,20 +177,37 @@ def _numpy_partial(
 def _global_partial(work: pd.DataFrame, plans: list[tuple[str, str, str, str]]) -> pd.DataFrame:
     import pandas as pd
 
-    row: dict[str, Any] = {}
+    row: dict[str, pd.Series] = {}
     for state, src, how, _func in plans:
         col = work[src]
         if how == "size":
-            row[state] = len(col)
+            row[state] = pd.Series([len(col)], dtype="int64")
         elif how == "count":
-            row[state] = int(col.count())
+            row[state] = pd.Series([int(col.count())], dtype="int64")
         elif how == "var":
-            row[state] = float(col.var(ddof=0) * col.count()) if col.count() else 0.0
+            m2 = float(col.var(ddof=0) * col.count()) if col.count() else 0.0
+            row[state] = pd.Series([m2], dtype="float64")
         elif how == "mean":
-            row[state] = float(col.mean()) if col.count() else 0.0
+            row[state] = pd.Series([float(col.mean()) if col.count() else 0.0], dtype="float64")
         else:
-            row[state] = getattr(col, how)()
-    return pd.DataFrame([row])
+            row[state] = _scalar_column(getattr(col, how)(), col.dtype)
+    return pd.DataFrame(row)
+
+
+def _scalar_column(value: Any, dtype: Any) -> pd.Series:
+    """One value as a one-row column of ``dtype`` (made nullable where it must hold a null), so
+    that a global aggregate's type follows its argument's, also when the value is null."""
+    import pandas as pd
+    from pandas.api import types as ptypes
+
+    if pd.isna(value) and not isinstance(dtype, pd.api.extensions.ExtensionDtype):
+        if ptypes.is_bool_dtype(dtype):
+            dtype = "boolean"
+        elif ptypes.is_integer_dtype(dtype):
+            dtype = "Int64"
+    if pd.isna(value):
+        value = None
+    return pd.Series([value], dtype=dtype)
 
 
 def combine(spec: Aggregate, partials: list[pd.DataFrame]) -> pd.DataFrame:
@@ -295,7 +312,13 @@ def whole(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
     if keys:
         result = pd.DataFrame(out).reset_index()
         return _sorted(result, keys)[keys + list(spec.aggregates)]
-    return pd.DataFrame([out])
+    typed = {}
+    for name, agg in spec.aggregates.items():
+        if agg.func in ("min", "max", "sum"):
+            typed[name] = _scalar_column(out[name], work[name].dtype)
+        else:
+            typed[name] = pd.Series([out[name]])
+    return pd.DataFrame(typed)
 
 
 def _whole_one(func: str, col: Any) -> Any:

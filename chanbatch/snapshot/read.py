@@ -212,8 +212,9 @@ def read_footer(storage: Storage, oid: str) -> pq.FileMetaData:
             return pq.read_metadata(handle)
     except FileNotFoundError:
         raise IntegrityError(f"object {oid[:12]} is missing from the store") from None
-    except OSError as exc:  # pyarrow reports an unreadable footer as an OSError
-        raise IntegrityError(f"object {oid[:12]} has an unreadable footer: {exc}") from exc
+    except (OSError, ValueError) as exc:  # pyarrow: OSError, or ArrowInvalid (a ValueError)
+        detail = " ".join(str(exc).split())
+        raise IntegrityError(f"object {oid[:12]} has an unreadable footer: {detail}") from exc
 
 
 def columns_with_nulls(footers: list[pq.FileMetaData]) -> set[str]:
