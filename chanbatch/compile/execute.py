@@ -109,6 +109,12 @@ def join(op: Join, left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
 
     on = list(op.on)
+    # A side whose rows may go unmatched gets nulls: its int and bool columns become nullable
+    # first, or pandas would make them float64 and objects, but only when some row is unmatched.
+    if op.how in ("left", "outer"):
+        right = _nullable(right, on)
+    if op.how in ("right", "outer"):
+        left = _nullable(left, on)
     left_null = left[on].isna().any(axis=1)
     right_null = right[on].isna().any(axis=1)
     merged = left.loc[~left_null].merge(
@@ -124,6 +130,21 @@ def join(op: Join, left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
     if not extra:
         return merged.reset_index(drop=True)
     return pd.concat([merged, *extra], ignore_index=True)[list(merged.columns)]
+
+
+def _nullable(frame: pd.DataFrame, keep: list[str]) -> pd.DataFrame:
+    """``frame`` with its numpy int and bool columns (but ``keep``) in pandas' nullable types."""
+    import numpy as np
+
+    casts: dict[str, str] = {}
+    for name, dtype in frame.dtypes.items():
+        if name in keep or not isinstance(dtype, np.dtype):
+            continue
+        if dtype.kind == "b":
+            casts[str(name)] = "boolean"
+        elif dtype.kind in "iu":
+            casts[str(name)] = "Int64"
+    return frame.astype(casts) if casts else frame
 
 
 def _suffixed(frame: pd.DataFrame, shared: set[str], suffix: str) -> pd.DataFrame:
