@@ -365,3 +365,41 @@ def test_an_unknown_encoding_is_one_error_line(tmp_path: Path) -> None:
     )
     assert result.code == 2, result
     assert result.err_lines == [result.err_lines[0]] and "'klingon'" in result.stderr
+
+
+# -- joins --------------------------------------------------------------------------------------
+
+
+def test_a_left_join_keeps_the_right_sides_types_whether_or_not_rows_match(tmp_path: Path) -> None:
+    """Month 1 matches every carrier, month 2 has one the right side lacks: both slices, and
+    the output, keep int64 and bool for the right side's columns, with nulls for no match."""
+    orders = pa.table({"m": [1, 1, 2, 2], "carrier": ["UA", "AA", "UA", "ZZ"], "x": [1, 2, 3, 4]})
+    carriers = pa.table({"carrier": ["UA", "AA"], "seats": [180, 150], "big": [True, False]})
+    store = cb.Store(str(tmp_path / "store"))
+    store.freeze("orders", orders, slice_by="m")
+    store.freeze("carriers", carriers, slice="all")
+    text = """\
+name: j
+inputs: {orders: orders, carriers: carriers}
+stages:
+  named:
+    from: orders
+    join: {right: carriers, on: carrier, how: left}
+    per_slice: true
+outputs: {named: joined}
+"""
+    cb.Blueprint.from_yaml(text).run(store, scheduler="sync")
+    got = store.read_table("joined")
+    assert got.schema.field("seats").type == pa.int64()
+    assert got.schema.field("big").type == pa.bool_()
+    want = (
+        duckdb.sql(
+            "SELECT o.m, o.carrier, o.x, c.seats, c.big FROM orders o "
+            "LEFT JOIN carriers c USING (carrier) ORDER BY o.m, o.x"
+        )
+        .arrow()
+        .read_all()
+    )
+    got = got.sort_by([("m", "ascending"), ("x", "ascending")])
+    for name in ("m", "carrier", "x", "seats", "big"):
+        assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
