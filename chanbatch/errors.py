@@ -21,6 +21,7 @@ the error's ``exit_code``; anything else is a bug and is reported as an internal
     │   ├── IntegrityError                 bytes that do not match their content hash
     │   └── ConcurrencyError               a write that kept losing races and gave up
     ├── ExprEvalError                   1  an expression that fails on the data (blueprint.expr)
+    ├── SchedulerUnreachable            1  a Dask scheduler address that does not answer (run)
     └── StageFailed                     1  a stage that raised on a slice (compile.execute)
 
 Messages name the thing at fault (dataset, file, column, slice) and, where one exists, carry a

@@ -362,12 +362,11 @@ def _open_error(url: str, exc: BaseException) -> ChanbatchError:
         reason = exc.strerror if exc.strerror and not exc.filename else _short(exc)
         return StoreError(
             f"cannot reach store {url}: {reason}",
-            hint="check the URL's host and port, the network, and any --storage-option "
-            "(endpoint, credentials)",
+            hint="check the URL's host and port, the network, and the store's credentials",
         )
     return StoreError(
         f"cannot open store {url}: {type(exc).__name__}: {_short(exc)}",
-        hint="check the URL and any --storage-option",
+        hint="check the URL and the store's credentials",
     )
 
 
