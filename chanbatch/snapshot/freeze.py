@@ -157,6 +157,7 @@ def freeze(
     operation: str = "freeze",
     progress: Progress | None = None,
     replace: bool = False,
+    encoding: str = "utf-8",
 ) -> FreezeResult:
     """Freeze ``data`` into ``dataset`` and commit a new version if anything changed.
 
@@ -168,7 +169,8 @@ def freeze(
     ``data`` is a pandas, pyarrow or dask DataFrame, one or more Parquet/CSV file paths, or a
     mapping of slice key to frame.
     Slices come from ``slice`` (all of it is one slice), ``slice_by`` (one slice per value of a
-    column), or, for files with neither, one slice per file keyed by its stem.
+    column), or, for files with neither, one slice per file keyed by its stem. ``encoding`` is
+    the text encoding of CSV files (Parquet strings are always UTF-8).
 
     Raises InvalidNameError, InputError (unreadable file, missing column, bad key column),
     SchemaConflictError (a slice whose types disagree with the dataset's) and UsageError.
@@ -180,7 +182,7 @@ def freeze(
     head = refs.head(storage, dataset)
     base = get_snapshot(storage, head.snapshot) if head else None
 
-    inputs = _load(data, slice, slice_by, base.key_type if base else None)
+    inputs = _load(data, slice, slice_by, base.key_type if base else None, encoding)
     for item in inputs:
         if slice is not None:
             item.label += f" (slice {slice})"
@@ -267,7 +269,11 @@ def freeze(
 
 
 def _load(
-    data: Any, slice: SliceKey | None, slice_by: str | None, kind: KeyType | None
+    data: Any,
+    slice: SliceKey | None,
+    slice_by: str | None,
+    kind: KeyType | None,
+    encoding: str = "utf-8",
 ) -> list[_Input]:
     if isinstance(data, str | os.PathLike) or (
         isinstance(data, Sequence) and not isinstance(data, str) and _all_paths(data)
@@ -280,7 +286,7 @@ def _load(
         lazy = slice is None and slice_by is not None
         inputs = []
         for path in paths:
-            raw = _read_file(Path(path))
+            raw = _read_file(Path(path), encoding)
             if raw.num_rows == 0:
                 # A header-only CSV or a zero-row Parquet file is most often a failed export; a
                 # slice frozen from it would replace real rows with none, so say so instead.
@@ -345,7 +351,7 @@ def _stem(path: Path) -> str:
     return name.rsplit(".", 1)[0] if "." in name else name
 
 
-def _read_file(path: Path) -> pa.Table:
+def _read_file(path: Path, encoding: str = "utf-8") -> pa.Table:
     import pyarrow as pa
 
     if not path.is_file():
@@ -360,10 +366,12 @@ def _read_file(path: Path) -> pa.Table:
             index = [c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)]
             return table.drop_columns(index) if index else table
         if ".csv" in suffixes or ".tsv" in suffixes:
-            import pyarrow.csv as pacsv
-
-            delimiter = "\t" if ".tsv" in suffixes else ","
-            return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter))
+            return _read_csv(path, "\t" if ".tsv" in suffixes else ",", encoding)
+    except LookupError as exc:  # codecs: an encoding Python does not know
+        raise UsageError(
+            f"unknown text encoding {encoding!r} for {path}",
+            hint="name a Python codec, such as utf-8, latin-1 or cp1252",
+        ) from exc
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         detail = " ".join(str(exc).split())
         raise InputError(f"cannot read {path}: {detail}") from exc
@@ -371,6 +379,51 @@ def _read_file(path: Path) -> pa.Table:
         f"cannot freeze {path}: unknown file type {path.suffix or '(none)'}",
         hint="chanbatch freezes Parquet (.parquet, .pq) and CSV (.csv, .tsv, optionally .gz)",
     )
+
+
+def _read_csv(path: Path, delimiter: str, encoding: str) -> pa.Table:
+    """A CSV file's table; raises InputError when its text is not in ``encoding``.
+
+    pyarrow reads bytes that are not valid UTF-8 as ``binary`` columns, without a word: frozen
+    like that, a column of names could neither be grouped nor read back as text.
+    """
+    import codecs
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    codec = codecs.lookup(encoding).name
+    table = pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(encoding=codec),
+        parse_options=pacsv.ParseOptions(delimiter=delimiter),
+    )
+    binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
+    if binary:
+        column = table.column(binary[0])
+        line, example = _first_invalid_text(column)
+        names = ", ".join(repr(n) for n in binary[:3]) + (" ..." if len(binary) > 3 else "")
+        where = f" (first at data row {line}: {example!r})" if example is not None else ""
+        raise InputError(
+            f"{path} is not valid {codec} text: column{'s' if len(binary) > 1 else ''} "
+            f"{names} cannot be read as text{where}",
+            hint="name the file's encoding, e.g. --encoding latin-1 (or encoding='latin-1')",
+        )
+    return table
+
+
+def _first_invalid_text(column: pa.ChunkedArray) -> tuple[int, bytes | None]:
+    row = 0
+    for chunk in column.chunks:
+        for value in chunk.to_pylist():
+            row += 1
+            if value is None:
+                continue
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                return row, value[:40]
+    return 0, None
 
 
 def _describe_keys(column: Any) -> str:

@@ -54,6 +54,7 @@ class SnapshotStore:
         slice_by: str | None = None,
         lineage: dict[str, Any] | None = None,
         progress: _freeze.Progress | None = None,
+        encoding: str = "utf-8",
     ) -> _freeze.FreezeResult:
         """Freeze a frame or files into ``dataset``; see :func:`chanbatch.snapshot.freeze.freeze`."""
         return _freeze.freeze(
@@ -64,6 +65,7 @@ class SnapshotStore:
             slice_by=slice_by,
             lineage=lineage,
             progress=progress,
+            encoding=encoding,
         )
 
     # -- reading --------------------------------------------------------------------------------
