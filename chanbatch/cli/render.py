@@ -369,7 +369,7 @@ def verify_report(doc: dict[str, Any]) -> None:
         for record in held.get(bad["id"], []):
             err_console.print(f"  {escape(damage_line(record))}", soft_wrap=True)
     for problem in doc["problems"]:
-        err_console.print(f"[red]problem[/]: {problem}")
+        err_console.print(f"[red]problem[/]: {escape(problem)}", soft_wrap=True)
     n = len(doc["corrupt"]) + len(doc["missing"]) + len(doc["problems"])
     err_console.print(f"[red]FAILED[/]: {n} problems; {summary}")
 

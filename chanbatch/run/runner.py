@@ -628,6 +628,17 @@ def _write_intent(store: SnapshotStore, run_id: str, started_at: dt.datetime, pl
     store.storage.write_atomic(f"{layout.RUNS}/{run_id}.json", seal(intent))
 
 
+def _output_versions(store: SnapshotStore, snapshots: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Each output's version in its dataset's ref log: with it, verify names the version when
+    that ref file is deleted (a silent rollback of the dataset)."""
+    out = {}
+    for stage, info in snapshots.items():
+        head = refs.head(store.storage, info["dataset"])
+        if head is not None and head.snapshot == info["snapshot"]:
+            out[stage] = head.version
+    return out
+
+
 def _write_record(
     store: SnapshotStore,
     run_id: str,
@@ -676,6 +687,7 @@ def _write_record(
             name: {
                 "dataset": r.dataset,
                 "snapshot": r.snapshot,
+                "version": r.entry.version,  # verify finds a ref file deleted under it
                 # the rows the run read: the whole snapshot, or its one slice (DATASET[slice])
                 "rows": sum(e.rows for e in r.manifest.slices if r.slice_key in (None, e.key)),
             }
@@ -683,6 +695,7 @@ def _write_record(
         },
         "tasks": tasks,
         "outputs": snapshots,
+        "output_versions": _output_versions(store, snapshots),
         "output_keys": output_keys,
         "stats": stats,
         "roots": {

@@ -77,6 +77,7 @@ def gc(
 
     pinned = {p.snapshot for p in list_pins(storage)}
     snapshots: set[str] = set(pinned)
+    pruning: dict[str, dict[int, str]] = {}
     for dataset in refs.list_datasets(storage):
         entries = refs.versions(storage, dataset)
         keep = entries if keep_versions is None else entries[-max(keep_versions, 1) :]
@@ -90,6 +91,7 @@ def gc(
                 snapshots.add(entry.snapshot)
             else:
                 report.refs.append(rel)
+                pruning.setdefault(dataset, {})[version] = entry.snapshot
 
     marked = time.time()
     roots_objects, roots_manifests, live_cache = _mark_runs(storage, now)
@@ -137,7 +139,11 @@ def gc(
 
     if not dry_run:
         _spare_late_roots(storage, report, since=marked)
-        # refs first, objects last: a crash part-way leaves nothing that points at a gap
+        # refs first, objects last: a crash part-way leaves nothing that points at a gap;
+        # and what is pruned is recorded first, so that verify does not take it for a ref
+        # file deleted by hand
+        for dataset, removed in pruning.items():
+            refs.record_pruned(storage, dataset, removed)
         for rel in report.refs:
             storage.delete(rel)
 

@@ -8,6 +8,7 @@
     pins/<snapshot id>.json      pinned snapshots (gc roots)
     cache/<key>.json             stage results, by cache key
     runs/<run id>.json           run records
+    pruned/<dataset>/<last version>-<tag>.json   ref-log versions gc removed (--keep-versions)
     memo/<hash of a blueprint name>.json   key -> content id of its last run's stored results
     tmp/                         files being written; gc removes stale ones
 """
@@ -22,6 +23,7 @@ REFS = "refs"
 PINS = "pins"
 CACHE = "cache"
 RUNS = "runs"
+PRUNED = "pruned"  # per dataset: the ref-log versions gc removed, so verify sees no gap
 MEMO = "memo"  # per blueprint: the content ids of its last run's stored results
 REF_DIGITS = 12
 
@@ -48,6 +50,11 @@ def ref_version(name: str) -> int | None:
     if ext != "json" or not dot or len(stem) != REF_DIGITS or not stem.isdigit():
         return None
     return int(stem)
+
+
+def pruned_path(dataset: str, last: int, tag: str) -> str:
+    """Where a gc that removed old versions of ``dataset`` (up to ``last``) records them."""
+    return f"{PRUNED}/{check_dataset_name(dataset)}/{last:0{REF_DIGITS}d}-{tag}.json"
 
 
 def pin_path(snapshot_id: str) -> str:

@@ -17,9 +17,17 @@ class Pin:
     dataset: str
     snapshot: str
     pinned_at: str
+    version: int | None = None  # of the ref log, when pinned; None in pins made before
 
     def document(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "snapshot": self.snapshot, "pinned_at": self.pinned_at}
+        doc: dict[str, Any] = {
+            "dataset": self.dataset,
+            "snapshot": self.snapshot,
+            "pinned_at": self.pinned_at,
+        }
+        if self.version is not None:
+            doc["version"] = self.version
+        return doc
 
 
 def pin(storage: Storage, resolved: Resolved) -> tuple[Pin, bool]:
@@ -31,6 +39,7 @@ def pin(storage: Storage, resolved: Resolved) -> tuple[Pin, bool]:
         dataset=resolved.dataset,
         snapshot=resolved.snapshot,
         pinned_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        version=resolved.entry.version,
     )
     storage.write_atomic(layout.pin_path(record.snapshot), json.dumps(record.document()).encode())
     return record, True
@@ -61,6 +70,7 @@ def list_pins(storage: Storage) -> list[Pin]:
                 dataset=str(doc.get("dataset", "?")),
                 snapshot=name.removesuffix(".json"),
                 pinned_at=str(doc.get("pinned_at", "")),
+                version=doc["version"] if isinstance(doc.get("version"), int) else None,
             )
         )
     return pins

@@ -12,6 +12,7 @@ import getpass
 import random
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,6 +137,39 @@ def read_entry(storage: Storage, dataset: str, version: int) -> RefEntry:
             hint="run `chanbatch snapshot verify` to list every damaged file",
         )
     return entry
+
+
+def record_pruned(storage: Storage, dataset: str, removed: dict[int, str]) -> None:
+    """Record that gc is about to remove these versions (version -> snapshot id) of
+    ``dataset``'s log, so that verify tells its pruning from a ref file deleted by hand.
+
+    Written before the refs are deleted: a gc that dies in between leaves a record of versions
+    still there, which is harmless. Each gc writes a file of its own, so concurrent ones lose
+    nothing.
+    """
+    if not removed:
+        return
+    document = {"dataset": dataset, "versions": {str(v): s for v, s in sorted(removed.items())}}
+    rel = layout.pruned_path(dataset, max(removed), uuid.uuid4().hex[:8])
+    storage.write_atomic(rel, seal(document))
+
+
+def pruned(storage: Storage, dataset: str) -> dict[int, str]:
+    """The versions of ``dataset`` that gc removed (version -> snapshot id). A record that
+    cannot be read counts for nothing: verify then reports those versions as missing."""
+    found: dict[int, str] = {}
+    folder = f"{layout.PRUNED}/{check_dataset_name(dataset)}"
+    for name in storage.listdir(folder):
+        if not name.endswith(".json"):
+            continue
+        try:
+            doc = unseal(storage.read_bytes(f"{folder}/{name}"))
+            if doc.get("dataset") != dataset:
+                continue
+            found.update({int(v): str(sid) for v, sid in doc["versions"].items()})
+        except (FileNotFoundError, KeyError, TypeError, ValueError, AttributeError):
+            continue
+    return found
 
 
 def _legacy_entry(document: dict[str, Any]) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 
 from chanbatch.errors import ChanbatchError
 from chanbatch.hashing import CHECKSUM, digest, digest_file, unseal
-from chanbatch.snapshot import layout, refs
+from chanbatch.snapshot import continuity, layout, refs
 from chanbatch.snapshot.manifest import SliceManifest, SnapshotManifest, parse_manifest
 from chanbatch.snapshot.storage import Storage
 from chanbatch.snapshot.trace import trace
@@ -42,6 +42,9 @@ class VerifyReport:
     # each damaged object with the dataset, version and slice that hold it (chanbatch.snapshot
     # .trace), and how to heal it
     damaged: list[dict[str, Any]] = field(default_factory=list)
+    # ref files found missing: gaps in a log, and versions run records or pins still name
+    # (chanbatch.snapshot.continuity)
+    ref_log: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -55,6 +58,7 @@ class VerifyReport:
             "missing": sorted(self.missing),
             "problems": self.problems,
             "damaged": self.damaged,
+            "ref_log": self.ref_log,
             "files": self.files(),
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
@@ -69,6 +73,12 @@ class VerifyReport:
             for ident in idents
         ]
         return sorted(found, key=lambda f: f["path"])
+
+    def continuity(self, found: list[dict[str, Any]]) -> None:
+        """Record ref-log problems (:func:`chanbatch.snapshot.continuity.check`)."""
+        self.ref_log = found
+        for message in dict.fromkeys(p["message"] for p in found):
+            self.problems.append(message)
 
     def bad_objects(self) -> dict[str, str]:
         """Object id -> "corrupt" or "missing", for every damaged object (not other files)."""
@@ -104,6 +114,21 @@ def verify(storage: Storage, resolved: refs.Resolved | None = None) -> VerifyRep
             manifests=manifests,
         )
         report.damaged = trace(report.bad_objects(), [resolved.entry], manifests)
+        # the REF's own log for gaps; run records and pins only when the whole store is checked
+        entries = []
+        for version in refs.versions(storage, resolved.dataset):
+            try:
+                entries.append(refs.read_entry(storage, resolved.dataset, version))
+            except ChanbatchError:
+                continue  # the whole-store verify reports it
+        report.continuity(
+            continuity.check(
+                storage,
+                entries,
+                {resolved.dataset: refs.versions(storage, resolved.dataset)},
+                references=False,
+            )
+        )
     report.seconds = time.perf_counter() - started
     return report
 
@@ -139,8 +164,10 @@ def _verify_all(storage: Storage, report: VerifyReport) -> None:
     present = {oid for oid, _ in objects}
     corrupt = set(report.corrupt)
     entries: list[refs.RefEntry] = []
+    versions: dict[str, list[int]] = {}
     for dataset in refs.list_datasets(storage):
-        for version in refs.versions(storage, dataset):
+        versions[dataset] = refs.versions(storage, dataset)
+        for version in versions[dataset]:
             try:
                 entry = refs.read_entry(storage, dataset, version)
             except ChanbatchError:
@@ -153,6 +180,7 @@ def _verify_all(storage: Storage, report: VerifyReport) -> None:
     for top in (layout.MEMO, layout.RUNS, layout.PINS):
         _check_documents(storage, top, report)
     report.damaged = trace(report.bad_objects(), entries, manifests, users)
+    report.continuity(continuity.check(storage, entries, versions))
 
 
 def _check_cache(

@@ -404,7 +404,12 @@ def blueprint_documents(draw: st.DrawFn) -> str:
         name = f"s{index}"
         stages[name] = stage
         sources.append(name)
-    outputs = {draw(st.sampled_from(list(stages))): draw(NAMES)}
+    output = draw(NAMES)
+    if output in inputs.values():
+        # an output named like an input's dataset is refused (it would overwrite its own
+        # input): renamed, without another draw, so the generator reaches as many valid ones
+        output += "_out"
+    outputs = {draw(st.sampled_from(list(stages))): output}
     document = {"name": draw(NAMES), "inputs": inputs, "stages": stages, "outputs": outputs}
     return yaml.safe_dump(document, allow_unicode=True, sort_keys=False, width=10**6)
 

@@ -372,3 +372,156 @@ def test_a_damaged_run_output_says_to_evict_its_stage_and_rerun(
     ok("run", blueprint, store=store)
     assert intact(store, oid)
     assert_clean(store)
+
+
+# -- item 12: a deleted ref file is found: a gap, or a reference to a version that is gone ---------
+
+
+def freeze_versions(store: Path, sources: dict[str, Path]) -> None:
+    """``flights`` in three versions, one slice more in each."""
+    for path in sources.values():
+        ok("snapshot", "freeze", "flights", path, store=store)
+    assert sorted(ref_log(store, "flights")) == [1, 2, 3]
+
+
+def ref_file(store: Path, dataset: str, version: int) -> Path:
+    return store / "refs" / dataset / f"{version:012d}.json"
+
+
+def test_a_gap_in_the_ref_log_fails_verify(store: Path, sources: dict[str, Path]) -> None:
+    freeze_versions(store, sources)
+    assert_clean(store)
+    ref_file(store, "flights", 2).unlink()
+    doc, plain = verify_failure(store)
+    (problem,) = doc["ref_log"]
+    assert problem["problem"] == "gap" and problem["dataset"] == "flights"
+    assert problem["version"] == 2 and problem["path"] == "refs/flights/000000000002.json"
+    message = (
+        "the ref log of 'flights' is missing version 2 (between versions 1 and 3): "
+        "refs/flights/000000000002.json was deleted"
+    )
+    assert problem["message"] == message and doc["problems"] == [message]
+    assert message in " ".join(plain.split())
+    # a REF verify checks its own log too
+    one = run("snapshot", "verify", "flights", "--json", store=store)
+    assert one.code == 1 and [p["version"] for p in one.json()["ref_log"]] == [2]
+
+
+def test_a_deleted_first_version_and_a_run_of_them_are_gaps(
+    store: Path, sources: dict[str, Path]
+) -> None:
+    freeze_versions(store, sources)
+    ok("snapshot", "freeze", "flights", sources["2024-01"], "--slice", "2024-09", store=store)
+    ref_file(store, "flights", 1).unlink()
+    ref_file(store, "flights", 2).unlink()
+    ref_file(store, "flights", 3).unlink()
+    doc, _ = verify_failure(store)
+    assert [(p["problem"], p["version"]) for p in doc["ref_log"]] == [
+        ("gap", 1),
+        ("gap", 2),
+        ("gap", 3),
+    ]
+    assert doc["problems"] == [
+        "the ref log of 'flights' is missing versions 1-3 (before version 4): "
+        "refs/flights/000000000001.json to refs/flights/000000000003.json was deleted"
+    ]
+
+
+RUN_LATE = """\
+name: late
+inputs:
+  flights: flights
+stages:
+  late:
+    from: flights
+    filter: "delay > 0"
+outputs:
+  late: late_flights
+"""
+
+
+def test_a_deleted_head_is_found_through_run_records_and_pins(
+    tmp_path: Path, store: Path, sources: dict[str, Path]
+) -> None:
+    freeze_versions(store, sources)
+    blueprint = tmp_path / "late.yaml"
+    blueprint.write_text(RUN_LATE, encoding="utf-8")
+    ran = ok_json("run", blueprint, store=store)
+    ok("snapshot", "pin", "flights", store=store)
+    assert_clean(store)
+    head = head_of(store, "flights")["snapshot"]
+
+    # the head of flights goes: the log looks whole, one version shorter (a silent rollback)
+    ref_file(store, "flights", 3).unlink()
+    assert sorted(ref_log(store, "flights")) == [1, 2]
+    doc, plain = verify_failure(store)
+    found = {(p["problem"], p["dataset"], p["version"], p["named_by"]) for p in doc["ref_log"]}
+    record = f"runs/{ran['run']}.json"
+    assert found == {
+        ("dangling", "flights", 3, record),
+        ("dangling", "flights", 3, f"pins/{head}.json"),
+    }
+    assert all(p["snapshot"] == head for p in doc["ref_log"])
+    for message in doc["problems"]:
+        assert f"flights@{head[:12]} (version 3)" in message
+        assert "refs/flights/000000000003.json was deleted" in message
+        assert "the head is now version 2" in message
+    assert "silently rolled back" in " ".join(plain.split())
+
+    # the output's head goes too: its run record names it
+    ref_file(store, "late_flights", 1).unlink()
+    doc, _ = verify_failure(store)
+    late = [p for p in doc["ref_log"] if p["dataset"] == "late_flights"]
+    assert [(p["version"], p["named_by"]) for p in late] == [(1, record)]
+    assert "has no ref log any more" not in late[0]["message"]
+    assert "output 'late'" in late[0]["message"]
+
+    # freezing the same data again writes the same snapshot as version 3: all resolves again
+    ok("snapshot", "freeze", "flights", sources["2024-03"], store=store)
+    assert head_of(store, "flights")["snapshot"] == head
+    ok("run", blueprint, store=store)
+    assert_clean(store)
+
+
+def test_a_version_written_again_with_other_data_is_dangling(
+    tmp_path: Path, store: Path, sources: dict[str, Path]
+) -> None:
+    freeze_versions(store, sources)
+    ok("snapshot", "pin", "flights", store=store)
+    head = head_of(store, "flights")["snapshot"]
+    ref_file(store, "flights", 3).unlink()
+    ok("snapshot", "freeze", "flights", sources["2024-01"], "--slice", "2024-07", store=store)
+    other = head_of(store, "flights")["snapshot"]
+    assert other != head
+    doc, _ = verify_failure(store)
+    (problem,) = doc["ref_log"]
+    assert problem["version"] == 3 and problem["snapshot"] == head
+    assert f"version 3 of 'flights' now names {other[:12]}" in problem["message"]
+
+
+def test_gc_pruning_is_not_a_gap(tmp_path: Path, store: Path, sources: dict[str, Path]) -> None:
+    freeze_versions(store, sources)
+    blueprint = tmp_path / "late.yaml"
+    blueprint.write_text(RUN_LATE, encoding="utf-8")
+    ran = ok_json("run", blueprint, store=store)  # its record names version 3 of flights
+    ok("snapshot", "freeze", "flights", sources["2024-01"], "--slice", "2024-04", store=store)
+    # pin version 1: gc keeps it and the newest, and prunes 2 and 3 between them
+    first = ref_log(store, "flights")[1]["snapshot"]
+    ok("snapshot", "pin", f"flights@{first[:12]}", store=store)
+    done = ok_json("gc", "--keep-versions", "1", "--grace", "0s", store=store)
+    assert done["removed"]["refs"] == 2
+    assert sorted(ref_log(store, "flights")) == [1, 4]
+    # gc records what it pruned, in pruned/<dataset>/
+    (marker,) = (store / "pruned" / "flights").glob("*.json")
+    assert sorted(json.loads(marker.read_bytes())["versions"]) == ["2", "3"]
+    # so neither the gap nor the run record naming version 3 is a problem
+    record = json.loads((store / "runs" / f"{ran['run']}.json").read_bytes())
+    assert record["inputs"]["flights"]["version"] == 3
+    assert_clean(store)
+    # but a version deleted by hand still is
+    ref_file(store, "flights", 1).unlink()
+    doc, _ = verify_failure(store)
+    assert [(p["problem"], p["version"]) for p in doc["ref_log"]] == [
+        ("gap", 1),
+        ("dangling", 1),
+    ]
