@@ -162,7 +162,8 @@ def slice_table(slices: Sequence[Any], *, status: bool = False) -> h.Markup:
     def row(s: Any) -> tuple[Any, ...]:
         cells: tuple[Any, ...] = (str(encode_key(s.key)), h.short_id(s.id), s.rows, s.bytes)
         if status:
-            cells += (h.badge("new", "new") if s.new else "unchanged",)
+            healed = getattr(s, "healed", False)  # damaged files the freeze rewrote
+            cells += ("healed" if healed else h.badge("new", "new") if s.new else "unchanged",)
         return cells
 
     heading = f"Slices ({len(slices):,})"
@@ -263,7 +264,9 @@ def freeze_repr(result: FreezeResult) -> str:
     return (
         f"FreezeResult({result.dataset}@{short(result.snapshot)}, version {result.version}"
         f"{written}: {_plural(len(result.slices), 'slice')} given, {new:,} new, "
-        f"{len(result.slices) - new:,} unchanged, {rows:,} rows)"
+        f"{len(result.slices) - new:,} unchanged, {rows:,} rows"
+        + (f", {result.healed:,} healed" if result.healed else "")
+        + ")"
     )
 
 

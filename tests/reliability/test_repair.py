@@ -220,6 +220,7 @@ def test_python_freeze_heals_on_every_backend(
         assert store.verify().corrupt == [part.object]
         result = store.freeze("flights", list(sources.values()))
         assert result.healed == 1 and not result.created
+        assert "1 healed" in repr(result) and "healed" in result._repr_html_()
         assert b3(store.storage.read_bytes(rel)) == part.object
         assert store.verify().ok
     finally:
