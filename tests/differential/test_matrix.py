@@ -970,6 +970,58 @@ def test_plan_refuses_cli(plan_store: Path, tmp_path: Path) -> None:
     assert not missing, "not reported:\n" + "\n".join(missing) + "\n" + output
 
 
+# -- the table of result types in docs/blueprints.md --------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "blueprints.md"
+DOC_BEGIN = "<!-- result types: generated from tests/differential/test_matrix.py -->"
+DOC_END = "<!-- end of result types -->"
+
+
+def _doc_label(cell: Cell) -> str:
+    if cell.entry == "round":
+        return "round(x, digits)" if cell.variant else "round(x)"
+    if cell.entry == "cast":
+        return f"cast(x, '{cell.variant}')"
+    if cell.entry == "if_else":
+        return "if_else(c, x, null)" if cell.variant == "null-else" else "if_else(c, x, y)"
+    if cell.entry in ("starts_with", "contains", "coalesce", "between"):
+        return FUNCTIONS[cell.entry].usage.replace("text", "x").replace("y, ...", "y")
+    return f"{cell.entry}(x)"
+
+
+def docs_table() -> str:
+    """The result type of every function by column type, from ROWS_FUNCTIONS and KNOWN."""
+    labels: dict[str, dict[str, str]] = {}
+    for cell in CELLS:
+        if cell.kind != "function" or cell.variant in ("mixed", "condition"):
+            continue
+        row = labels.setdefault(_doc_label(cell), {})
+        ids = (cell.id(), cell.id(False), cell.id(True))
+        if cell.bad:
+            late = any(_marks("test_plan_refuses", i) for i in ids)
+            row.setdefault(cell.tname, "— ²" if late else "—")
+            continue
+        late = any(_marks("test_type", i) for i in ids)
+        text = f"{cell.result}" + (" ¹" if late else "")
+        assert row.get(cell.tname, text) == text, (cell, row)
+        row[cell.tname] = text
+    head = "| function | " + " | ".join(f"{t} `{TYPES[t]}`" for t in TYPES) + " |"
+    lines = [head, "|---" * (len(TYPES) + 1) + "|"]
+    for label, row in labels.items():
+        lines.append(f"| `{label}` | " + " | ".join(row.get(t, "—") for t in TYPES) + " |")
+    return "\n".join(lines)
+
+
+def test_docs_table_of_result_types() -> None:
+    """docs/blueprints.md 5.8 shows this matrix's result types; regenerate it when a row changes."""
+    text = DOCS.read_text(encoding="utf-8")
+    assert DOC_BEGIN in text and DOC_END in text, f"{DOCS} has no generated table of result types"
+    shown = text.split(DOC_BEGIN, 1)[1].split(DOC_END, 1)[0].strip()
+    assert shown == docs_table(), (
+        "docs/blueprints.md 5.8 is stale; the table is now:\n" + docs_table()
+    )
+
+
 # -- exhaustive variants ------------------------------------------------------------------------
 
 
