@@ -82,6 +82,12 @@ _REFUSED_NODES: dict[type, tuple[str, str | None]] = {
     ast.Starred: ("starred expression", None),
     ast.Slice: ("slice", None),
 }
+#: How deeply an expression may nest: calls in calls, operands in parentheses, ``not not x``.
+#: A chain of arithmetic that Python nests on the left (``a + b - c + ...``, which is
+#: ``((a + b) - c) + ...``) is one level however long, so a flat sum of thousands of terms
+#: passes while hostile nesting is refused long before any recursion limit.
+MAX_NESTING = 100
+
 # Refused keywords are named by the keyword alone: "'lambda' is not allowed".
 _REFUSED_KEYWORDS: dict[type, str] = {
     ast.Lambda: "lambda",
@@ -100,14 +106,22 @@ class Converter:
         self.strict = strict
         self.source = text.replace("\r", " ").replace("\n", " ")
         self.encoded = self.source.encode("utf-8")
+        self.depth = 0
 
     def convert(self, node: ast.expr) -> Expr:
         try:
             return self._convert(node)
         except RecursionError:
-            raise ExprError(
-                "expression is nested too deeply", token="", position=1, text=self.text
-            ) from None
+            raise self._too_deep(node) from None
+
+    def _too_deep(self, node: ast.AST) -> ExprError:
+        return ExprError(
+            f"expression is nested too deeply (more than {MAX_NESTING} levels)",
+            token="",
+            position=self.position(getattr(node, "col_offset", 0)),
+            text=self.text,
+            hint="split it over several derive columns",
+        )
 
     # -- locating tokens ------------------------------------------------------------------
 
@@ -149,6 +163,15 @@ class Converter:
     # -- the walk -------------------------------------------------------------------------
 
     def _convert(self, node: ast.expr) -> Expr:
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise self._too_deep(node)
+            return self._convert_node(node)
+        finally:
+            self.depth -= 1
+
+    def _convert_node(self, node: ast.expr) -> Expr:
         if isinstance(node, ast.Constant):
             return Literal(value=self._constant(node))
         if isinstance(node, ast.Name):
@@ -221,23 +244,36 @@ class Converter:
         return Negate(operand=operand)
 
     def _binop(self, node: ast.BinOp) -> Expr:
-        op_type = type(node.op)
-        if op_type in _REFUSED_OPERATORS:
-            symbol, hint = _REFUSED_OPERATORS[op_type]
-            raise self._operator_error(node, symbol, f"operator {symbol!r} is not allowed", hint)
-        op = _ARITH[op_type]
-        left, right = self._convert(node.left), self._convert(node.right)
-        if self.strict and op != "+" and any(_is_text(side) for side in (left, right)):
-            # `'%s' % x` would be Python's string formatting and `'a' * 10**9` a gigabyte string:
-            # neither is part of the language, and both would run on every row. Validation
-            # refuses them (strict); the untyped language leaves other type errors to plan time.
-            raise self._operator_error(
-                node,
-                op,
-                f"operator {op!r} on text is not allowed",
-                "'+' joins text; there is no text formatting or repetition",
-            )
-        return BinOp(op=op, left=left, right=right)
+        # The chain of operators down the left (``a + b + c`` is ((a + b) + c)), walked in a
+        # loop: it is as long as the expression. Operators are checked top down and operands
+        # converted left to right, so the error reported is the one a recursive walk would find.
+        chain = [node]
+        while isinstance(chain[-1].left, ast.BinOp):
+            chain.append(chain[-1].left)
+        for link in chain:
+            op_type = type(link.op)
+            if op_type in _REFUSED_OPERATORS:
+                symbol, hint = _REFUSED_OPERATORS[op_type]
+                raise self._operator_error(
+                    link, symbol, f"operator {symbol!r} is not allowed", hint
+                )
+        left = self._convert(chain[-1].left)
+        for link in reversed(chain):
+            op = _ARITH[type(link.op)]
+            right = self._convert(link.right)
+            if self.strict and op != "+" and any(_is_text(side) for side in (left, right)):
+                # `'%s' % x` would be Python's string formatting and `'a' * 10**9` a gigabyte
+                # string: neither is part of the language, and both would run on every row.
+                # Validation refuses them (strict); the untyped language leaves other type
+                # errors to plan time.
+                raise self._operator_error(
+                    link,
+                    op,
+                    f"operator {op!r} on text is not allowed",
+                    "'+' joins text; there is no text formatting or repetition",
+                )
+            left = BinOp(op=op, left=left, right=right)
+        return left
 
     def _operator_error(
         self, node: ast.BinOp, symbol: str, reason: str, hint: str | None

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
+import threading
 import warnings
 from typing import NoReturn
 
@@ -34,6 +36,15 @@ __all__ = ["MAX_LENGTH", "ExprError", "ExprEvalError", "parse_aggregate", "parse
 # Long enough for any hand-written expression, short enough that a pathological one cannot
 # exhaust the parser's recursion or memory.
 MAX_LENGTH = 10_000
+
+# Python builds ``a + b + c`` as ((a + b) + c): a flat sum of thousands of terms is a tree
+# thousands of levels deep, and ``ast`` refuses to build one deeper than the recursion limit.
+# Parsing raises the limit by one level per arithmetic operator in the text (at most
+# MAX_LENGTH), under a lock, since the limit is the whole interpreter's. Such chains are then
+# walked without recursion, and only other nesting counts towards
+# :data:`~chanbatch.blueprint.convert.MAX_NESTING`.
+_ARITHMETIC = re.compile(r"[-+*/%]")
+_LIMIT_LOCK = threading.Lock()
 
 
 def parse_expr(text: str, *, strict: bool = False) -> Expr:
@@ -122,7 +133,7 @@ def _parse_python(text: str) -> ast.expr:
             # concern here, and a warning filter set to "error" must not turn it into a crash.
             warnings.simplefilter("ignore", SyntaxWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            tree = ast.parse(source.lstrip(), mode="eval")
+            tree = _parse_deep(source.lstrip())
     except SyntaxError as exc:
         long_number = re.search(r"\d[\d_]{4299,}", text)
         if long_number and "limit" in exc.msg:
@@ -146,8 +157,22 @@ def _parse_python(text: str) -> ast.expr:
             "cannot parse: expression is nested too deeply", token="", position=1, text=text
         ) from None
     if indent:
-        _Shifted(indent).visit(tree)
+        _shift(tree, indent)
     return tree.body
+
+
+def _parse_deep(source: str) -> ast.Expression:
+    """``ast.parse`` with room for a chain of one level per arithmetic operator."""
+    extra = len(_ARITHMETIC.findall(source))
+    if extra < 200:
+        return ast.parse(source, mode="eval")
+    with _LIMIT_LOCK:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(limit + extra + 100)
+        try:
+            return ast.parse(source, mode="eval")
+        finally:
+            sys.setrecursionlimit(limit)
 
 
 def _refuse_at(text: str, index: int, reason: str, token: str | None = None) -> NoReturn:
@@ -170,16 +195,12 @@ def _token_at(text: str, index: int) -> str:
     return match.group(0) if match else text[index]
 
 
-class _Shifted(ast.NodeTransformer):
-    """Moves column offsets past the leading whitespace that was stripped before parsing."""
-
-    def __init__(self, shift: int) -> None:
-        self.shift = shift
-
-    def generic_visit(self, node: ast.AST) -> ast.AST:
-        if self.shift and hasattr(node, "col_offset"):
-            node.col_offset += self.shift
+def _shift(tree: ast.AST, shift: int) -> None:
+    """Move column offsets past the leading whitespace that was stripped before parsing
+    (without recursion: the tree of a long sum is as deep as the sum is long)."""
+    for node in ast.walk(tree):
+        if hasattr(node, "col_offset"):
+            node.col_offset += shift
             end = getattr(node, "end_col_offset", None)
             if end is not None:
-                node.end_col_offset = end + self.shift  # type: ignore[attr-defined]
-        return super().generic_visit(node)
+                node.end_col_offset = end + shift

@@ -102,7 +102,12 @@ class Negate(Expr):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BinOp(Expr):
-    """Arithmetic: ``left op right``."""
+    """Arithmetic: ``left op right``.
+
+    ``a + b + c`` is ((a + b) + c), so a long sum is a deep chain down ``left``. Equality,
+    hashing, rendering and pickling walk that chain in a loop rather than by recursion, so a
+    sum of thousands of terms works like a short one.
+    """
 
     op: ArithOp
     left: Expr
@@ -110,6 +115,47 @@ class BinOp(Expr):
 
     def children(self) -> tuple[Expr, ...]:
         return (self.left, self.right)
+
+    def chain(self) -> tuple[Expr, list[BinOp]]:
+        """The first operand down the left, and the links from the bottom up to this one."""
+        links: list[BinOp] = []
+        node: Expr = self
+        while isinstance(node, BinOp):
+            links.append(node)
+            node = node.left
+        links.reverse()
+        return node, links
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not BinOp:
+            return NotImplemented
+        a: Expr = self
+        b: Expr = other
+        while isinstance(a, BinOp) and isinstance(b, BinOp):
+            if a.op != b.op or a.right != b.right:
+                return False
+            a, b = a.left, b.left
+        return type(a) is type(b) and a == b
+
+    def __hash__(self) -> int:
+        first, links = self.chain()
+        value = hash(first)
+        for link in links:
+            value = hash((value, link.op, link.right))
+        return value
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # pickle (to process workers) and deepcopy recurse once per level; send the chain flat
+        first, links = self.chain()
+        return _build_chain, (first, tuple((link.op, link.right) for link in links))
+
+
+def _build_chain(first: Expr, links: tuple[tuple[ArithOp, Expr], ...]) -> Expr:
+    """The inverse of :meth:`BinOp.__reduce__`."""
+    node = first
+    for op, right in links:
+        node = BinOp(op=op, left=node, right=right)
+    return node
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -262,6 +308,33 @@ def _wrap(node: Expr, parenthesise: bool) -> str:
     return f"({text})" if parenthesise else text
 
 
+def _render_chain(node: BinOp) -> str:
+    """A chain of operators down the left, rendered in a loop from its first operand up.
+
+    Wrapping the text so far in parentheses adds one at the very start and one at the end, so
+    the opening ones are counted and written once, in front.
+    """
+    first, links = node.chain()
+    parts: list[str] = []
+    opened = 0
+    below: Expr = first
+    for link in links:
+        own = _ARITH_PRECEDENCE[link.op]
+        right_assoc = link.op == "**"
+        left_prec = _precedence(below)
+        wrap = left_prec < own or (right_assoc and left_prec == own)
+        if below is first:
+            parts.append(_wrap(first, wrap))
+        elif wrap:
+            opened += 1
+            parts.append(")")
+        right_prec = _precedence(link.right)
+        right = _wrap(link.right, right_prec < own or (not right_assoc and right_prec == own))
+        parts.append(f" {link.op} {right}")
+        below = link
+    return "(" * opened + "".join(parts)
+
+
 def _render(node: Expr) -> str:
     if isinstance(node, Column):
         return node.name
@@ -270,12 +343,7 @@ def _render(node: Expr) -> str:
     if isinstance(node, Negate):
         return "-" + _wrap(node.operand, _precedence(node.operand) < _NEG)
     if isinstance(node, BinOp):
-        own = _ARITH_PRECEDENCE[node.op]
-        right_assoc = node.op == "**"
-        left_prec, right_prec = _precedence(node.left), _precedence(node.right)
-        left = _wrap(node.left, left_prec < own or (right_assoc and left_prec == own))
-        right = _wrap(node.right, right_prec < own or (not right_assoc and right_prec == own))
-        return f"{left} {node.op} {right}"
+        return _render_chain(node)
     if isinstance(node, Compare):
         # A comparison inside a comparison must keep its parentheses: `(a < b) == c` is not
         # the chain `a < b == c`.

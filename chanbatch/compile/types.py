@@ -83,15 +83,12 @@ def infer(expr: Expr, columns: dict[str, Kind]) -> Kind:
             raise TypeProblem(f"cannot negate {_what(expr.operand, inner)}")
         return "number"
     if isinstance(expr, BinOp):
-        left, right = infer(expr.left, columns), infer(expr.right, columns)
-        if expr.op == "+" and "string" in (left, right):
-            return _concatenation(expr, left, right)
-        for side, kind in ((expr.left, left), (expr.right, right)):
-            if kind in ("string", "bool"):
-                raise TypeProblem(f"cannot apply {expr.op!r} to {_what(side, kind)}")
-        if "date" in (left, right) or "timestamp" in (left, right):
-            return None
-        return "number"
+        # ``a + b + c`` is ((a + b) + c): a long sum is a deep chain, followed in a loop
+        first, links = expr.chain()
+        kind = infer(first, columns)
+        for link in links:
+            kind = _arithmetic(link, kind, infer(link.right, columns))
+        return kind
     if isinstance(expr, Compare):
         kinds = [infer(o, columns) for o in expr.operands]
         for (a, ka), (b, kb) in zip(
@@ -134,6 +131,18 @@ def infer(expr: Expr, columns: dict[str, Kind]) -> Kind:
         if expr.name == "coalesce":
             return next((k for k in kinds if k is not None), None)
     return None
+
+
+def _arithmetic(expr: BinOp, left: Kind, right: Kind) -> Kind:
+    """The kind of ``left op right``, given the kinds of both sides."""
+    if expr.op == "+" and "string" in (left, right):
+        return _concatenation(expr, left, right)
+    for side, kind in ((expr.left, left), (expr.right, right)):
+        if kind in ("string", "bool"):
+            raise TypeProblem(f"cannot apply {expr.op!r} to {_what(side, kind)}")
+    if "date" in (left, right) or "timestamp" in (left, right):
+        return None
+    return "number"
 
 
 def _concatenation(expr: BinOp, left: Kind, right: Kind) -> Kind:
