@@ -244,6 +244,20 @@ class Stage:
     operation: Operation
     per_slice: bool = False
     line: int | None = None
+    # The line of each field, such as "filter" or "derive.speed", so that a problem found at
+    # plan time (an unknown column) points at the field itself; neither a key nor equality
+    # depends on it.
+    field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def line_of(self, field_name: str) -> int | None:
+        """The line of ``field_name`` such as ``derive.speed.distance``: of the longest part of
+        it that has one (``derive.speed``, then ``derive``), else the stage's own."""
+        name = field_name
+        while name:
+            if name in self.field_lines:
+                return self.field_lines[name]
+            name = name.rpartition(".")[0]
+        return self.line
 
     @property
     def upstream(self) -> tuple[str, ...]:

@@ -337,9 +337,37 @@ def _stage(name: str, body: Any, line: int, scope: Scope) -> _Draft:
         draft.refs.extend(_references(kinds[0], body))
     if operation is not None and source is not None and isinstance(per_slice, bool):
         draft.stage = Stage(
-            name=name, from_=source, operation=operation, per_slice=per_slice, line=line
+            name=name,
+            from_=source,
+            operation=operation,
+            per_slice=per_slice,
+            line=line,
+            field_lines=_field_lines(kinds[0], body),
         )
     return draft
+
+
+def _field_lines(kind: str, body: LocatedMap) -> dict[str, int]:
+    """The line of the operation and of ``group_by``, of each entry under them
+    (``derive.speed``, ``join.on``) and of each name in a list (``group_by.carrier``), for the
+    problems that plan finds."""
+    lines: dict[str, int] = {}
+
+    def note(name: str, line: int, value: Any) -> None:
+        lines.setdefault(name, line)
+        if isinstance(value, LocatedMap):
+            for key, item in value.items():
+                note(f"{name}.{key}", value.value_line(key), item)
+        elif isinstance(value, LocatedList):
+            for index, item in enumerate(value):
+                if isinstance(item, str):
+                    column = item[1:] if kind == "sort" and item.startswith("-") else item
+                    lines.setdefault(f"{name}.{column}", value.item_line(index))
+
+    note(kind, body.value_line(kind), body[kind])
+    if "group_by" in body:
+        note("group_by", body.value_line("group_by"), body["group_by"])
+    return lines
 
 
 def _from(

@@ -160,17 +160,15 @@ def build_plan(
         for name, r in inputs.items()
     }
     order = blueprint.topological_order()
-    # pass 1: columns and types, stage by stage, collecting every problem
+    # pass 1: columns and types, stage by stage, collecting every problem. A stage with a
+    # problem still has the columns it means to produce, so that the stages after it are
+    # checked too and every mistake is reported at once; an unknown column has no type, so
+    # it causes no type problem of its own.
     for name in order:
         stage = blueprint.stages[name]
-        before = len(problems)
         _check_columns(blueprint, stage, plan, problems)
-        if len(problems) == before:
-            kinds[name] = _check_types(blueprint, stage, kinds, problems)
-        else:
-            kinds[name] = None
-        columns = _output_columns(stage, plan) if len(problems) == before else None
-        plan.results[name] = StageResult(name=name, whole="", columns=columns)
+        kinds[name] = _check_types(blueprint, stage, kinds, problems)
+        plan.results[name] = StageResult(name=name, whole="", columns=_output_columns(stage, plan))
     if problems:
         raise BlueprintError(problems, source=blueprint.source)
     # pass 2: which input columns anything downstream reads
@@ -411,7 +409,9 @@ def _output_columns(stage: Stage, plan: Plan) -> tuple[str, ...] | None:
     if isinstance(op, Select):
         return tuple(op.columns)
     if isinstance(op, Rename):
-        return tuple(op.mapping.get(c, c) for c in cols)
+        # a new name whose old one is missing (a problem, reported) still counts as an output
+        missing = [new for old, new in op.mapping.items() if old not in cols]
+        return (*(op.mapping.get(c, c) for c in cols), *missing)
     if isinstance(op, Join):
         right = plan.results[op.right].columns
         if right is None:
@@ -445,7 +445,7 @@ def _check_columns(blueprint: Blueprint, stage: Stage, plan: Plan, problems: lis
             problems.append(
                 Problem(
                     file=blueprint.source,
-                    line=stage.line,
+                    line=stage.line_of(f"{field}.{name}"),
                     stage=stage.name,
                     field=field,
                     message=f"unknown column {name!r}{where}",
@@ -484,7 +484,7 @@ def _check_columns(blueprint: Blueprint, stage: Stage, plan: Plan, problems: lis
                 problems.append(
                     Problem(
                         file=blueprint.source,
-                        line=stage.line,
+                        line=stage.line_of(f"union.{other}"),
                         stage=stage.name,
                         field="union",
                         message=f"{other!r} does not have the same columns as {stage.from_!r}",
@@ -509,7 +509,7 @@ def _check_types(
         problems.append(
             Problem(
                 file=blueprint.source,
-                line=stage.line,
+                line=stage.line_of(field),
                 stage=stage.name,
                 field=field,
                 message=str(exc),
