@@ -26,6 +26,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -427,34 +428,76 @@ def column_name(index: int, aggregate: bool) -> str:
 
 
 def blueprint_yaml(name: str, raw: str, suffix: str, cells: dict[str, Cell]) -> str:
-    """One blueprint computing ``cells`` (column name -> cell) over dataset ``raw``: a per-slice
-    derive (output ``d_<suffix>``), the decomposable aggregates grouped by ``g``
-    (``agg_<suffix>``) and ``count_distinct`` in a stage of its own (``aggd_<suffix>``), so that
-    it does not make the other aggregates run on the whole input."""
+    """One blueprint computing ``cells`` (column name -> cell) over dataset ``raw``:
+
+    - ``d``: the functions and operators, a per-slice derive;
+    - ``agg``: the aggregates but ``count_distinct``, grouped by ``g``: per-slice partials,
+      combined in a tree;
+    - ``aggw``: every aggregate grouped by ``g``; ``count_distinct`` makes the whole stage run
+      on the whole input (docs 4), the other way to compute each aggregate;
+    - ``agg0`` and ``agg0w``: the same two, ungrouped, over the rows where ``x`` is null: an
+      all-null input with nulls, an empty one without (one row all the same, docs 3.6).
+
+    Each stage is an output, frozen as ``<stage>_<suffix>``.
+    """
     derive = {k: c for k, c in cells.items() if not c.aggregate}
-    agg = {k: c for k, c in cells.items() if c.aggregate and c.entry != "count_distinct"}
-    aggd = {k: c for k, c in cells.items() if c.aggregate and c.entry == "count_distinct"}
     lines = [f"name: {name}", f"inputs: {{raw: {raw}}}", "stages:"]
     outputs = []
     if derive:
         lines += ["  d:", "    from: raw", "    per_slice: true", "    derive:"]
         lines += [f"      {k}: {_q(c.expr)}" for k, c in derive.items()]
-        outputs.append(f"d: d_{suffix}")
-    for stage, group in (("agg", agg), ("aggd", aggd)):
+        outputs.append("d")
+    if any(c.aggregate for c in cells.values()):
+        lines += ["  nx:", "    from: raw", '    filter: "is_null(x)"']
+    for stage, source, grouped in AGGREGATE_STAGES:
+        group = {k: c for k, c in cells.items() if any(p.stage == stage for p in places(c))}
         if group:
-            lines += [f"  {stage}:", "    from: raw", "    group_by: [g]", "    aggregate:"]
-            lines += [f"      {k}: {_q(c.expr)}" for k, c in group.items()]
-            outputs.append(f"{stage}: {stage}_{suffix}")
+            lines += [f"  {stage}:", f"    from: {source}"]
+            lines += ["    group_by: [g]"] if grouped else []
+            lines += ["    aggregate:"] + [f"      {k}: {_q(c.expr)}" for k, c in group.items()]
+            outputs.append(stage)
     lines.append("outputs:")
-    lines += [f"  {o}" for o in outputs]
+    lines += [f"  {stage}: {stage}_{suffix}" for stage in outputs]
     return "\n".join(lines) + "\n"
 
 
-def output_of(cell: Cell) -> str:
-    """The stage whose output holds a cell's column."""
+#: (stage, what it reads, grouped by g)
+AGGREGATE_STAGES = (("agg", "raw", True), ("aggw", "raw", True), ("agg0", "nx", False))
+AGGREGATE_STAGES += (("agg0w", "nx", False),)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a cell's column is: an output stage, and the column that keys its rows (None for
+    the one row of an ungrouped aggregate)."""
+
+    stage: str
+    key: str | None
+    what: str
+
+
+def places(cell: Cell) -> list[Place]:
+    """Every output that holds a cell's column."""
     if not cell.aggregate:
-        return "d"
-    return "aggd" if cell.entry == "count_distinct" else "agg"
+        return [Place("d", "rid", "per-slice derive")]
+    whole = [
+        Place("aggw", "g", "grouped by g, beside count_distinct (whole input)"),
+        Place("agg0w", None, "ungrouped over the rows where x is null, beside count_distinct"),
+    ]
+    if cell.entry == "count_distinct":
+        return whole
+    return [
+        Place("agg", "g", "grouped by g (per-slice partials)"),
+        whole[0],
+        Place("agg0", None, "ungrouped over the rows where x is null (partials)"),
+        whole[1],
+    ]
+
+
+def column_values(table: pa.Table, key: str | None, column: str) -> dict[Any, Any]:
+    """key -> value of ``column`` (row number for an ungrouped result)."""
+    keys = table[key].to_pylist() if key is not None else list(range(table.num_rows))
+    return dict(zip(keys, table[column].to_pylist(), strict=True))
 
 
 def problem_fields(exc: BaseException) -> dict[str, str]:
@@ -676,7 +719,7 @@ class Outcome:
     replaced: dict[str, Stored] = field(default_factory=dict)
     replaced_cold: dict[str, Stored] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # "incremental"/"replaced" -> message
-    reference: dict[str, dict[Any, Any]] = field(default_factory=dict)  # column -> key -> value
+    reference: dict[tuple[str, str], dict[Any, Any]] = field(default_factory=dict)
 
     @property
     def suffix(self) -> str:
@@ -830,18 +873,38 @@ class Lab:
                     why = fields.get(f"derive.{k}") or fields[f"aggregate.{k}"]
                     out.failed[k] = f"plan refused it: {why}"
                     del cells[k]
-        try:
-            self._run(store, raw, out.suffix, cells)
-            return cells
-        except Exception:  # found again, cell by cell, below (an ArrowInvalid too)
-            pass
-        scratch = cb.Store(str(self.scratch / out.suffix))
-        scratch.freeze(raw, out.raw, slice_by="part")
-        for k, why in self._bisect(scratch, raw, out.suffix, cells).items():
-            out.failed[k] = f"the run failed: {why}"
-            del cells[k]
-        self._run(store, raw, out.suffix, cells)
-        return cells
+        scratch = None
+        for _ in range(len(cells) + 1):
+            try:
+                self._run(store, raw, out.suffix, cells)
+                return cells
+            except Exception as exc:
+                error = exc
+            why = f"the run failed: {type(error).__name__}: {error}"
+            # an error that names columns (a freeze that finds no type) needs no search
+            found = dict.fromkeys(
+                (k for k in re.findall(r"'([ac]\d{3})'", str(error)) if k in cells), why
+            )
+            if not found:  # find the cells that fail, among those of the stage named
+                if scratch is None:
+                    scratch = cb.Store(str(self.scratch / out.suffix))
+                    scratch.freeze(raw, out.raw, slice_by="part")
+                stage = re.search(r"stage '(\w+)'", str(error))
+                suspects = {
+                    k: c
+                    for k, c in cells.items()
+                    if stage is None or any(p.stage == stage.group(1) for p in places(c))
+                }
+                found = {
+                    k: f"the run failed: {message}"
+                    for k, message in self._bisect(scratch, raw, out.suffix, suspects).items()
+                }
+            if not found:
+                raise error
+            for k, message in found.items():
+                out.failed[k] = message
+                del cells[k]
+        raise AssertionError(f"{out.suffix}: no cell runs")
 
     def _bisect(self, store: Any, raw: str, suffix: str, cells: dict[str, Cell]) -> dict[str, str]:
         if not cells:
@@ -865,7 +928,7 @@ class Lab:
         return cb.Blueprint.from_yaml(text).run(store, scheduler="sync")
 
     def _read(self, store: Path, suffix: str, cells: dict[str, Cell]) -> dict[str, Stored]:
-        stages = {output_of(c) for c in cells.values()}
+        stages = {p.stage for c in cells.values() for p in places(c)}
         return {stage: read_stored(store, f"{stage}_{suffix}") for stage in sorted(stages)}
 
     # readers through chanbatch, once per dataset and output
@@ -916,31 +979,38 @@ def compute_outcome(
 # -- the reference: DuckDB, or Python where the docs say otherwise ------------------------------
 
 
-def reference(raw: pa.Table, cells: dict[str, Cell]) -> dict[str, dict[Any, Any]]:
-    """column -> (rid, or g for aggregates) -> the value the cell must have, computed from
-    ``raw`` by DuckDB (or by the cell's Python ``ref``)."""
+def reference(raw: pa.Table, cells: dict[str, Cell]) -> dict[tuple[str, str], dict[Any, Any]]:
+    """(stage, column) -> key -> the value the cell must have there (keys as
+    :func:`column_values` gives them), computed from ``raw`` by DuckDB, or by the cell's
+    Python ``ref``."""
     import duckdb
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("raw", raw)
-    out: dict[str, dict[Any, Any]] = {}
+    out: dict[tuple[str, str], dict[Any, Any]] = {}
     rows = raw.to_pylist()
-    derive = {k: c for k, c in cells.items() if not c.aggregate and c.sql is not None}
-    aggs = {k: c for k, c in cells.items() if c.aggregate and c.sql is not None}
-    for keys, cols, query in (
-        ("rid", derive, "SELECT rid, {} FROM raw ORDER BY rid"),
-        ("g", aggs, "SELECT g, {} FROM raw GROUP BY g ORDER BY g"),
-    ):
-        if not cols:
-            continue
-        select = ", ".join(f"{c.sql} AS {k}" for k, c in cols.items())
-        result = con.sql(query.format(select)).to_arrow_table().to_pydict()
-        for k in cols:
-            out[k] = dict(zip(result[keys], result[k], strict=True))
+    queries = {
+        "d": "SELECT rid AS k, {} FROM raw ORDER BY rid",
+        "agg": "SELECT g AS k, {} FROM raw GROUP BY g ORDER BY g",
+        "aggw": "SELECT g AS k, {} FROM raw GROUP BY g ORDER BY g",
+        "agg0": "SELECT 0 AS k, {} FROM raw WHERE x IS NULL",
+        "agg0w": "SELECT 0 AS k, {} FROM raw WHERE x IS NULL",
+    }
+    by_stage: dict[str, dict[str, Cell]] = {}
     for k, c in cells.items():
-        if c.sql is None:
-            assert c.ref is not None and not c.aggregate, c
-            out[k] = {row["rid"]: c.ref(row) for row in rows}
+        for place in places(c):
+            by_stage.setdefault(place.stage, {})[k] = c
+    for stage, cols in by_stage.items():
+        sql = {k: c for k, c in cols.items() if c.sql is not None}
+        if sql:
+            select = ", ".join(f"{c.sql} AS {k}" for k, c in sql.items())
+            result = con.sql(queries[stage].format(select)).to_arrow_table().to_pydict()
+            for k in sql:
+                out[stage, k] = dict(zip(result["k"], result[k], strict=True))
+        for k, c in cols.items():
+            if c.sql is None:
+                assert c.ref is not None and stage == "d", c
+                out[stage, k] = {row["rid"]: c.ref(row) for row in rows}
     con.close()
     return out
