@@ -154,8 +154,27 @@ def _abs(evaluator: _Evaluator, node: Call) -> Any:
 def _round(evaluator: _Evaluator, node: Call) -> Any:
     series = _numeric(evaluator, node)
     digits = _literal(node, 1) if len(node.args) > 1 else 0
+    if series is not None and _is_decimal(series):
+        return _round_decimal(series, digits)
     # pandas rounds half to even (2.5 -> 2), like numpy; documented rather than emulating SQL.
     return None if series is None else series.round(digits)
+
+
+def _is_decimal(series: pd.Series) -> bool:
+    dtype = series.dtype
+    return isinstance(dtype, pd.ArrowDtype) and pa.types.is_decimal(dtype.pyarrow_dtype)
+
+
+def _round_decimal(series: pd.Series, digits: int) -> pd.Series:
+    """decimal(p, s) rounded to ``digits`` places, half to even, as decimal(p, digits): one
+    more integer digit than before, so the largest value rounds up without overflowing."""
+    import pyarrow.compute as pc
+
+    kind = series.dtype.pyarrow_dtype
+    wide = pa.array(series.array).cast(pa.decimal128(min(kind.precision + 1, 38), kind.scale))
+    rounded = pc.round(wide, ndigits=digits, round_mode="half_to_even")
+    target = pa.decimal128(kind.precision, max(0, min(digits, kind.scale)))
+    return pd.Series(rounded.cast(target), dtype=pd.ArrowDtype(target), index=series.index)
 
 
 @_implements("lower")
@@ -275,6 +294,11 @@ def _numbers(series: pd.Series, node: Call) -> pd.Series:
 
 
 def _cast_int(series: pd.Series, node: Call) -> pd.Series:
+    if _is_decimal(series):  # toward zero, exactly (no detour through floats)
+        import pyarrow.compute as pc
+
+        whole = pc.trunc(pa.array(series.array)).cast(pa.int64())
+        return pd.Series(pd.array(whole, dtype="Int64"), index=series.index)
     numbers = _numbers(series, node)
     if ptypes.is_float_dtype(numbers.dtype):
         if np.isinf(numbers.astype("float64")).any():
@@ -289,7 +313,21 @@ def _cast_float(series: pd.Series, node: Call) -> pd.Series:
 
 
 def _cast_str(series: pd.Series, node: Call) -> pd.Series:
+    dtype = series.dtype
+    if ptypes.is_datetime64_any_dtype(dtype) and dtype != _DATE:
+        return _timestamp_text(series)
     return series.astype("str")
+
+
+def _timestamp_text(series: pd.Series) -> pd.Series:
+    """Timestamps in Python's text form, as docs/blueprints.md gives it:
+    ``2013-01-01 05:00:00+00:00``, with ``.123000`` only when there are microseconds."""
+    text = series.dt.strftime("%Y-%m-%d %H:%M:%S").astype("str")
+    micro = series.dt.microsecond
+    fraction = ("." + micro.astype("Int64").astype("str").str.zfill(6)).where(micro != 0, "")
+    zone = getattr(series.dtype, "tz", None)
+    suffix = "+00:00" if zone is not None else ""
+    return (text + fraction.fillna("") + suffix).where(series.notna())
 
 
 def _cast_bool(series: pd.Series, node: Call) -> pd.Series:

@@ -149,10 +149,17 @@ class _Evaluator:
             left = self.series(left)
         if self.strict and node.op in ("/", "//", "%"):
             self._check_divisor(left, right, node)
-        if node.op == "**":
+        if node.op == "**" or (node.op in ("/", "//", "%") and _has_decimal(left, right)):
             # Powers are computed in floating point: integer powers overflow silently and
-            # refuse negative exponents.
+            # refuse negative exponents. A division involving a decimal gives a float, as `/`
+            # always does (and DuckDB's // and % of decimals do), with inf or null for a zero.
             left, right = _as_float(left), _as_float(right)
+        if node.op == "**":
+            # numpy's nan ** 0 is 1; a null operand gives null, as in all arithmetic
+            with np.errstate(all="ignore"):
+                power = _ARITH["**"](left, right)
+            missing = _null_mask(left) | _null_mask(right)
+            return power.mask(missing) if isinstance(missing, pd.Series) else power
         if node.op in ("//", "%") and _is_integer(left) and _is_integer(right):
             return self._integer_division(node.op, left, right)
         try:
@@ -300,6 +307,15 @@ def _as_float(value: Value) -> Value:
     if isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+def _has_decimal(*values: Value) -> bool:
+    return any(
+        isinstance(v, pd.Series)
+        and isinstance(v.dtype, pd.ArrowDtype)
+        and str(v.dtype.pyarrow_dtype).startswith("decimal")
+        for v in values
+    )
 
 
 def _is_integer(value: Value) -> bool:

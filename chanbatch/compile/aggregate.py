@@ -63,7 +63,7 @@ def partial(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
     keys = list(spec.group_by)
     work = pd.DataFrame({k: frame[k] for k in keys}, index=frame.index)
     plans: list[tuple[str, str, str, str]] = []  # (state column, source column, how, func)
-    sources: dict[tuple[str, bool], str] = {}  # (argument, as float) -> its column in ``work``
+    sources: dict[tuple[str, Any], str] = {}  # (argument, how) -> its column in ``work``
     for name, agg in spec.aggregates.items():
         if agg.arg is None:
             src = sources.setdefault(("", False), f"{SEP}rows")
@@ -71,12 +71,15 @@ def partial(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
             plans.append((_state(name, "n"), src, "size", agg.func))
             continue
         as_float = agg.func in ("var", "std", "mean")
-        ident = (agg.arg.render(), as_float)
+        # mean gets its own source: over a decimal it keeps the exact values, var does not
+        ident = (agg.arg.render(), "mean" if agg.func == "mean" else as_float)
         src = sources.get(ident)
         if src is None:
             src = sources[ident] = f"{SEP}arg{len(sources)}"
             values = _argument(frame, agg.arg)
-            work[src] = values.astype("float64") if as_float else values
+            # a decimal's mean divides its exact sum at the end (finish), as SQL's avg does
+            exact = agg.func == "mean" and _is_decimal(values)
+            work[src] = values.astype("float64") if as_float and not exact else values
         plans.append((_state(name, "n"), src, "count", agg.func))
         if agg.func in ("sum", "mean"):
             plans.append((_state(name, "sum"), src, "sum", agg.func))
@@ -194,6 +197,25 @@ def _global_partial(work: pd.DataFrame, plans: list[tuple[str, str, str, str]]) 
     return pd.DataFrame(row)
 
 
+def _is_decimal(values: pd.Series) -> bool:
+    import pandas as pd
+
+    dtype = values.dtype
+    return isinstance(dtype, pd.ArrowDtype) and str(dtype.pyarrow_dtype).startswith("decimal")
+
+
+def _nullable(column: pd.Series) -> pd.Series:
+    """A numpy int or bool column as pandas' nullable type, so that masking a group that had
+    no values leaves an int column with a null, not a float column (the type follows the
+    argument's, never the data)."""
+    import numpy as np
+
+    dtype = column.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        return column.astype("boolean" if dtype.kind == "b" else "Int64")
+    return column
+
+
 def _scalar_column(value: Any, dtype: Any) -> pd.Series:
     """One value as a one-row column of ``dtype`` (made nullable where it must hold a null), so
     that a global aggregate's type follows its argument's, also when the value is null."""
@@ -276,11 +298,11 @@ def finish(spec: Aggregate, combined: pd.DataFrame) -> pd.DataFrame:
         if agg.func == "count":
             out[name] = n.astype("int64")
         elif agg.func == "sum":
-            out[name] = combined[_state(name, "sum")].where(n > 0)
+            out[name] = _nullable(combined[_state(name, "sum")]).where(n > 0)
         elif agg.func == "mean":
             out[name] = combined[_state(name, "sum")].astype("float64") / n.where(n > 0)
         elif agg.func in ("min", "max"):
-            out[name] = combined[_state(name, agg.func)].where(n > 0)
+            out[name] = _nullable(combined[_state(name, agg.func)]).where(n > 0)
         elif agg.func in ("var", "std"):
             var = combined[_state(name, "m2")] / (n - 1).where(n > 1)
             out[name] = np.sqrt(var) if agg.func == "std" else var

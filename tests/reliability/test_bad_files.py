@@ -3,7 +3,7 @@
 Truncated, mislabelled (CSV named .parquet, Parquet named .csv), zero-row (a Parquet file with
 a schema and no rows, an empty CSV, a header-only CSV), binary garbage, a directory, a file among
 good ones that is missing or bad, and slices whose schema conflicts with the dataset's (a column
-missing or added, a type changed, invalid UTF-8 read as binary, a comma file named .tsv). Each
+missing or added, a type changed, invalid UTF-8 refused with --encoding as the hint, a comma file named .tsv). Each
 ends in exit 2 and one ``Error:`` line that names the file; every file of the store, and of
 the sources beside it, is byte for byte what it was; ``snapshot verify`` passes.
 
@@ -53,7 +53,7 @@ CASES: dict[str, tuple[list[str], list[str], list[str]]] = {
     "conflict-double-to-string": (["x-string.parquet"], [], ["'x'", "double", "string"]),
     "conflict-int-to-double": (["k-double.parquet"], [], ["'k'", "int64", "double"]),
     "conflict-timestamp-to-string": (["t-string.parquet"], [], ["'t'", "timestamp", "string"]),
-    "conflict-invalid-utf8": (["bad-utf8.csv"], [], ["'s'", "binary"]),
+    "conflict-invalid-utf8": (["bad-utf8.csv"], [], ["'s'", "not valid utf-8", "--encoding"]),
     "conflict-comma-tsv": (["comma.tsv"], [], ["lacks"]),
     "conflict-slice-by": (["x-string.parquet"], ["--slice-by", "period"], ["'x'", "2024-03"]),
     "conflict-replacing-a-slice": (["no-x.parquet"], ["--slice", "2024-01"], ["'x'"]),
