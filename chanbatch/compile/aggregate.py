@@ -336,10 +336,13 @@ def whole(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
         return _sorted(result, keys)[keys + list(spec.aggregates)]
     typed = {}
     for name, agg in spec.aggregates.items():
+        value = out[name]
         if agg.func in ("min", "max", "sum"):
-            typed[name] = _scalar_column(out[name], work[name].dtype)
-        else:
-            typed[name] = pd.Series([out[name]])
+            typed[name] = _scalar_column(value, work[name].dtype)
+        elif agg.func in ("count", "count_distinct"):
+            typed[name] = pd.Series([int(value)], dtype="int64")
+        else:  # mean, var, std: a float, null (NaN) for no values
+            typed[name] = pd.Series([None if pd.isna(value) else float(value)], dtype="float64")
     return pd.DataFrame(typed)
 
 
