@@ -142,7 +142,14 @@ class _Evaluator:
             raise ExprEvalError(f"cannot negate {node.operand.render()!r}: {exc}") from exc
 
     def _binop(self, node: BinOp) -> Value:
-        left, right = self.eval(node.left), self.eval(node.right)
+        # ``a + b + c`` is ((a + b) + c): a long flat sum is a deep chain, walked in a loop
+        first, links = node.chain()
+        value = self.eval(first)
+        for link in links:
+            value = self._arith(link, value, self.eval(link.right))
+        return value
+
+    def _arith(self, node: BinOp, left: Value, right: Value) -> Value:
         if left is None or right is None:
             return None
         if not isinstance(left, pd.Series) and not isinstance(right, pd.Series):

@@ -378,7 +378,14 @@ class _Evaluator:
         return pc.negate(value) if _is_array(value) else -value
 
     def _binop(self, node: BinOp) -> Value:
-        left, right = self.eval(node.left), self.eval(node.right)
+        # a long flat sum is a deep left chain: walked in a loop, not by recursion
+        first, links = node.chain()
+        value = self.eval(first)
+        for link in links:
+            value = self._arith(link, value, self.eval(link.right))
+        return value
+
+    def _arith(self, node: BinOp, left: Value, right: Value) -> Value:
         kinds = (_kind(left), _kind(right))
         if node.op not in _ARITH or not (_is_array(left) or _is_array(right)):
             raise Unsupported(f"operator {node.op}")

@@ -32,9 +32,19 @@ _FIRST_ARGUMENT: dict[str, tuple[tuple[str, ...], str]] = {
     },
     **{
         f: (("date", "timestamp", "string", "other"), "a date or timestamp")
-        for f in ("year", "month", "day", "hour", "date")
+        for f in ("year", "month", "day", "date")
     },
+    "hour": (("timestamp", "string", "other"), "a timestamp (a date has no hour)"),
     **{f: (("number", "other"), "a number") for f in ("abs", "round")},
+}
+# cast target -> the kinds it converts from (docs/blueprints.md, "What cast does")
+_CAST_SOURCES: dict[str, tuple[str, ...]] = {
+    "int": ("number", "string", "bool"),
+    "float": ("number", "string", "bool"),
+    "str": ("number", "string", "bool", "date", "timestamp"),
+    "bool": ("number", "string", "bool"),
+    "date": ("string", "date", "timestamp"),
+    "timestamp": ("string", "date", "timestamp"),
 }
 _CASTS = {
     "int": "number",
@@ -106,8 +116,14 @@ def infer(expr: Expr, columns: dict[str, Kind]) -> Kind:
             )
         return "bool"
     if isinstance(expr, BoolOp | Not):
+        word = expr.op if isinstance(expr, BoolOp) else "not"
         for child in expr.children():
-            infer(child, columns)
+            kind = infer(child, columns)
+            if kind not in ("bool", "other", None):
+                raise TypeProblem(
+                    f"{word!r} needs conditions, not {_what(child, kind)} "
+                    f"(compare it: {child.render()} > 0, or is_null({child.render()}))"
+                )
         return "bool"
     if isinstance(expr, Call):
         kinds = [infer(a, columns) for a in expr.args]
@@ -125,12 +141,39 @@ def infer(expr: Expr, columns: dict[str, Kind]) -> Kind:
         if expr.name == "date":
             return "date"
         if expr.name == "cast" and len(expr.args) > 1 and isinstance(expr.args[1], Literal):
-            return _CASTS.get(str(expr.args[1].value))
+            target = str(expr.args[1].value)
+            sources = _CAST_SOURCES.get(target, ())
+            if kinds[0] not in (*sources, "other", None):
+                raise TypeProblem(f"cannot cast {_what(expr.args[0], kinds[0])} to {target!r}")
+            return _CASTS.get(target)
         if expr.name == "if_else":
-            return next((k for k in kinds[1:] if k is not None), None)
+            condition = kinds[0]
+            if condition not in ("bool", "other", None):
+                raise TypeProblem(
+                    f"if_else() needs a condition first, not {_what(expr.args[0], condition)}"
+                )
+            return _same_kind(expr, list(expr.args[1:]), kinds[1:])
         if expr.name == "coalesce":
-            return next((k for k in kinds if k is not None), None)
+            return _same_kind(expr, list(expr.args), kinds)
+        if expr.name == "between":
+            for bound, kind in zip(expr.args[1:], kinds[1:], strict=True):
+                _comparable(expr.args[0], kinds[0], bound, kind)
     return None
+
+
+def _same_kind(expr: Call, args: list[Expr], kinds: list[Kind]) -> Kind:
+    """The one kind of values that ``expr`` mixes row by row; raises when they differ."""
+    known = [(a, k) for a, k in zip(args, kinds, strict=True) if k not in (None, "other")]
+    if not known:
+        return None
+    first, kind = known[0]
+    for arg, other in known[1:]:
+        if other != kind:
+            raise TypeProblem(
+                f"{expr.name}() mixes {_what(first, kind)} with {_what(arg, other)}: "
+                f"give it values of one type (cast() converts)"
+            )
+    return kind
 
 
 def _arithmetic(expr: BinOp, left: Kind, right: Kind) -> Kind:
@@ -140,8 +183,12 @@ def _arithmetic(expr: BinOp, left: Kind, right: Kind) -> Kind:
     for side, kind in ((expr.left, left), (expr.right, right)):
         if kind in ("string", "bool"):
             raise TypeProblem(f"cannot apply {expr.op!r} to {_what(side, kind)}")
-    if "date" in (left, right) or "timestamp" in (left, right):
-        return None
+    for side, kind in ((expr.left, left), (expr.right, right)):
+        if kind in ("date", "timestamp"):
+            raise TypeProblem(
+                f"cannot apply {expr.op!r} to {_what(side, kind)}: dates and timestamps take "
+                "no arithmetic (compare them, or take parts with year(), month(), day())"
+            )
     return "number"
 
 

@@ -2,9 +2,8 @@
 
 ``distance + distance + ...`` is a left-nested tree as deep as the sum is long. The parser,
 the renderer (and so the cache keys) and the plan-time type check follow such a chain in a
-loop. The evaluators that run it on a slice (``blueprint/evaluation.py`` for pandas,
-``compile/columnar.py`` for Arrow) still recurse once per term; the tests that need them at
-Python's default recursion limit are marked xfail until they walk the chain in a loop too.
+loop. So do the evaluators that run it on a slice (``blueprint/evaluation.py`` for pandas,
+``compile/columnar.py`` for Arrow), at Python's default recursion limit.
 """
 
 from __future__ import annotations
@@ -27,10 +26,6 @@ from chanbatch.compile.types import TypeProblem, infer
 
 TERMS = 500
 SUM = " + ".join(["distance"] * TERMS)
-EVALUATORS_RECURSE = (
-    "the pandas and Arrow evaluators recurse once per term of a left-nested chain "
-    "(RecursionError near 500 terms); remove this mark when they walk it in a loop"
-)
 
 
 def frames() -> dict[str, pd.DataFrame]:
@@ -129,12 +124,10 @@ def test_a_500_term_sum_runs_and_equals_500_times_the_distance(
     no_recursion_error(lambda: run_and_check(store))
 
 
-@pytest.mark.xfail(raises=pytest.fail.Exception, strict=True, reason=EVALUATORS_RECURSE)
 def test_a_500_term_sum_runs_at_the_default_recursion_limit(store: cb.Store) -> None:
     no_recursion_error(lambda: run_and_check(store))
 
 
-@pytest.mark.xfail(raises=pytest.fail.Exception, strict=True, reason=EVALUATORS_RECURSE)
 def test_the_pandas_evaluator_follows_a_2000_deep_chain() -> None:
     frame = pd.DataFrame({"x": [1.0, 2.0]})
     expr = parse_expr(" + ".join(["x"] * 2000))
@@ -142,7 +135,6 @@ def test_the_pandas_evaluator_follows_a_2000_deep_chain() -> None:
     assert result.tolist() == [2000.0, 4000.0]  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(raises=pytest.fail.Exception, strict=True, reason=EVALUATORS_RECURSE)
 def test_the_arrow_evaluator_follows_a_2000_deep_chain() -> None:
     table = pa.table({"x": [1.0, 2.0]})
     expr = parse_expr(" + ".join(["x"] * 2000))
