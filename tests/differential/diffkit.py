@@ -578,12 +578,14 @@ def normal(value: Any) -> Any:
     return value
 
 
-def same_value(expected: Any, got: Any) -> bool:
+def same_value(expected: Any, got: Any, exact: bool = False) -> bool:
     """Equal as values: floats to 1e-9 relative (sums and Chan merges add in another order
-    than DuckDB), decimals and ints exactly, text, booleans and times exactly."""
+    than DuckDB) unless ``exact``, decimals and ints exactly, text, booleans and times exactly."""
     expected, got = normal(expected), normal(got)
     if expected is None or got is None:
         return expected is None and got is None
+    if exact:
+        return type(expected) is type(got) and expected == got
     if isinstance(expected, bool) or isinstance(got, bool):
         return type(expected) is type(got) and expected == got
     if isinstance(expected, float) or isinstance(got, float):
@@ -612,9 +614,14 @@ def show(value: Any) -> str:
 
 
 def mismatches(
-    expected: dict[Any, Any], got: dict[Any, Any], context: Callable[[Any], str], limit: int = 6
+    expected: dict[Any, Any],
+    got: dict[Any, Any],
+    context: Callable[[Any], str],
+    limit: int = 6,
+    exact: bool = False,
 ) -> list[str]:
-    """Lines describing the keys whose values differ (at most ``limit``, plus a count)."""
+    """Lines describing the keys whose values differ (at most ``limit``, plus a count);
+    ``exact`` for two runs of chanbatch, which must agree to the bit."""
     keys = sorted(set(expected) | set(got), key=lambda k: (k is None, k))
     bad = []
     for key in keys:
@@ -624,7 +631,7 @@ def mismatches(
             )
         elif key not in expected:
             bad.append(f"  {context(key)}: unexpected row with {show(got[key])}")
-        elif not same_value(expected[key], got[key]):
+        elif not same_value(expected[key], got[key], exact):
             bad.append(f"  {context(key)}: expected {show(expected[key])}, got {show(got[key])}")
     if len(bad) > limit:
         return [*bad[:limit], f"  ... and {len(bad) - limit} more of {len(keys)} rows"]
