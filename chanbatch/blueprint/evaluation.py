@@ -14,6 +14,7 @@ so a null condition drops the row. Division by zero follows pandas (inf or NaN) 
 from __future__ import annotations
 
 import datetime as dt
+import decimal as dt_decimal
 import operator
 from collections.abc import Callable
 from functools import reduce
@@ -156,6 +157,8 @@ class _Evaluator:
             left = self.series(left)
         if self.strict and node.op in ("/", "//", "%"):
             self._check_divisor(left, right, node)
+        if node.op == "%" and _has_decimal(left, right) and _exact_mod(left, right):
+            return _decimal_mod(self.series(left) if not _has_decimal(left) else left, right)
         if node.op == "**" or (node.op in ("/", "//", "%") and _has_decimal(left, right)):
             # Powers are computed in floating point: integer powers overflow silently and
             # refuse negative exponents. A division involving a decimal gives a float, as `/`
@@ -323,6 +326,49 @@ def _has_decimal(*values: Value) -> bool:
         and str(v.dtype.pyarrow_dtype).startswith("decimal")
         for v in values
     )
+
+
+def _exact_mod(left: Value, right: Value) -> bool:
+    """Both sides are ints or decimals whose unscaled values at the larger scale fit an int64."""
+    if not all(_has_decimal(v) or _is_integer(v) for v in (left, right)):
+        return False
+    kinds = [v.dtype.pyarrow_dtype for v in (left, right) if _has_decimal(v)]
+    scale = max(k.scale for k in kinds)
+    return all(k.precision - k.scale + scale <= 18 for k in kinds)
+
+
+def _decimal_mod(left: Value, right: Value) -> pd.Series:
+    """``left % right`` with a decimal, exactly: both as integers of the larger scale, Python's
+    floor modulo (the divisor's sign; null for a zero divisor), back to a decimal of that
+    scale and the larger precision, as SQL types it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kinds = [v.dtype.pyarrow_dtype for v in (left, right) if _has_decimal(v)]
+    scale = max(k.scale for k in kinds)
+    precision = max(k.precision for k in kinds)
+
+    def scaled(value: Value) -> Value:
+        if not isinstance(value, pd.Series):
+            return int(value) * 10**scale
+        array = pa.array(value.array)
+        if pa.types.is_decimal(array.type):
+            wide = array.cast(pa.decimal128(18, scale))
+            whole = pc.multiply(wide, pa.scalar(10**scale, pa.int64())).cast(pa.int64())
+        else:
+            whole = pc.multiply(array.cast(pa.int64()), pa.scalar(10**scale, pa.int64()))
+        return pd.Series(pd.array(whole, dtype="Int64"), index=value.index)
+
+    a, b = scaled(left), scaled(right)
+    if isinstance(b, pd.Series):
+        b = b.mask(b == 0)
+    elif b == 0:
+        b = pd.NA
+    remainder = pa.array((a % b).astype("Int64").array, type=pa.int64())
+    target = pa.decimal128(precision, scale)
+    unit = pa.scalar(dt_decimal.Decimal(1).scaleb(-scale), pa.decimal128(scale + 1, scale))
+    out = pc.multiply(remainder.cast(pa.decimal128(19, 0)), unit).cast(target)
+    return pd.Series(out, dtype=pd.ArrowDtype(target), index=left.index)
 
 
 def _is_integer(value: Value) -> bool:

@@ -193,8 +193,20 @@ def _global_partial(work: pd.DataFrame, plans: list[tuple[str, str, str, str]]) 
         elif how == "mean":
             row[state] = pd.Series([float(col.mean()) if col.count() else 0.0], dtype="float64")
         else:
-            row[state] = _scalar_column(getattr(col, how)(), col.dtype)
+            dtype = _sum_type(col.dtype) if how == "sum" else col.dtype
+            row[state] = _scalar_column(getattr(col, how)(), dtype)
     return pd.DataFrame(row)
+
+
+def _sum_type(dtype: Any) -> Any:
+    """The type of a sum of ``dtype`` values: a decimal(p, s) sums to decimal(38, s), as in
+    SQL and in pandas' grouped sum, whatever the rows (none, all null)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_decimal(dtype.pyarrow_dtype):
+        return pd.ArrowDtype(pa.decimal128(38, dtype.pyarrow_dtype.scale))
+    return dtype
 
 
 def _is_decimal(values: pd.Series) -> bool:
@@ -298,7 +310,8 @@ def finish(spec: Aggregate, combined: pd.DataFrame) -> pd.DataFrame:
         if agg.func == "count":
             out[name] = n.astype("int64")
         elif agg.func == "sum":
-            out[name] = _nullable(combined[_state(name, "sum")]).where(n > 0)
+            total = combined[_state(name, "sum")]
+            out[name] = _nullable(total.astype(_sum_type(total.dtype))).where(n > 0)
         elif agg.func == "mean":
             out[name] = combined[_state(name, "sum")].astype("float64") / n.where(n > 0)
         elif agg.func in ("min", "max"):
@@ -321,9 +334,10 @@ def whole(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
     keys = list(spec.group_by)
     columns: dict[str, pd.Series] = {k: frame[k] for k in keys}
     for name, agg in spec.aggregates.items():
-        columns[name] = (
-            pd.Series(1, index=frame.index) if agg.arg is None else _argument(frame, agg.arg)
-        )
+        values = pd.Series(1, index=frame.index) if agg.arg is None else _argument(frame, agg.arg)
+        if agg.func in ("var", "std") and _is_decimal(values):
+            values = values.astype("float64")  # as the partials compute them
+        columns[name] = values
     work = pd.DataFrame(columns, index=frame.index)
     out: dict[str, Any] = {}
     if keys:
@@ -337,7 +351,9 @@ def whole(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
     typed = {}
     for name, agg in spec.aggregates.items():
         value = out[name]
-        if agg.func in ("min", "max", "sum"):
+        if agg.func == "sum":
+            typed[name] = _scalar_column(value, _sum_type(work[name].dtype))
+        elif agg.func in ("min", "max"):
             typed[name] = _scalar_column(value, work[name].dtype)
         elif agg.func in ("count", "count_distinct"):
             typed[name] = pd.Series([int(value)], dtype="int64")
@@ -353,7 +369,14 @@ def _whole_one(func: str, col: Any) -> Any:
         return col.nunique(dropna=True)
     if func == "sum":
         return col.sum(min_count=1)
-    if func in ("mean", "min", "max"):
+    if func == "mean":
+        # the exact sum divided once, as the partials' finish does (a decimal's own mean would
+        # be rounded to its scale)
+        total, count = col.sum(min_count=1), col.count()
+        if hasattr(total, "astype"):  # grouped: a column per group
+            return total.astype("float64") / count.where(count > 0)
+        return float(total) / count if count else None
+    if func in ("min", "max"):
         return getattr(col, func)()
     if func in ("var", "std"):
         return getattr(col, func)(ddof=1)

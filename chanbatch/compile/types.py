@@ -132,6 +132,9 @@ def infer(expr: Expr, columns: dict[str, Kind]) -> Kind:
             raise TypeProblem(
                 f"{expr.name}() needs {needs[1]}, not {_what(expr.args[0], kinds[0])}"
             )
+        if expr.name == "between":
+            for bound, kind in zip(expr.args[1:], kinds[1:], strict=True):
+                _comparable(expr.args[0], kinds[0], bound, kind)
         if expr.name in _BOOL_FUNCS:
             return "bool"
         if expr.name in _NUMERIC_FUNCS:
@@ -155,9 +158,6 @@ def infer(expr: Expr, columns: dict[str, Kind]) -> Kind:
             return _same_kind(expr, list(expr.args[1:]), kinds[1:])
         if expr.name == "coalesce":
             return _same_kind(expr, list(expr.args), kinds)
-        if expr.name == "between":
-            for bound, kind in zip(expr.args[1:], kinds[1:], strict=True):
-                _comparable(expr.args[0], kinds[0], bound, kind)
     return None
 
 
