@@ -373,7 +373,7 @@ def _whole_one(func: str, col: Any) -> Any:
         # the exact sum divided once, as the partials' finish does (a decimal's own mean would
         # be rounded to its scale)
         total, count = col.sum(min_count=1), col.count()
-        if hasattr(total, "astype"):  # grouped: a column per group
+        if hasattr(col, "ngroups"):  # grouped: a column per group
             return total.astype("float64") / count.where(count > 0)
         return float(total) / count if count else None
     if func in ("min", "max"):

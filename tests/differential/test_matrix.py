@@ -451,67 +451,12 @@ RUNS = (
 
 #: (tests, test id patterns separated by '|', reason). Each match is a strict xfail: delete the
 #: entry once its cause is fixed (until then the fixed cell fails as XPASS).
-KNOWN: list[tuple[tuple[str, ...], str, str]] = [
-    # -- values and types
-    (
-        ("test_value", "test_type"),
-        "decimal-*-mean",
-        "mean(decimal) grouped on the whole input (beside count_distinct) is a "
-        "decimal128(15, 2) rounded to cents (78.57 for 78.5745), not a double as docs 5.3 and "
-        "DuckDB say; through per-slice partials it is right",
-    ),
-    (
-        ("test_value",),
-        "decimal-nonull-mod",
-        "decimal % decimal is computed in float64: 9999999999999.99 % 2.25 gives 0.990234375, "
-        "not 0.99 (docs 5.3: decimals stay exact)",
-    ),
-    (
-        ("test_type",),
-        "decimal-*-mod",
-        "decimal % decimal gives double; SQL (DuckDB) keeps decimal128(15, 2), which is exact",
-    ),
-    (
-        ("test_type",),
-        "decimal-*-sum",
-        "sum(decimal) ungrouped over all-null or no rows is decimal128(2, 2) through partials "
-        "and decimal128(15, 2) beside count_distinct (whole input); grouped it is "
-        "decimal128(38, 2), as in DuckDB and docs 5.3",
-    ),
-    (
-        ("test_deterministic",),
-        "decimal",
-        "var/std of a decimal on the whole input (beside count_distinct) change in the last bits "
-        "from run to run on the same data, so the snapshot id of the output does too",
-    ),
-    # -- type errors that plan lets through (compile/types.py)
-    (
-        ("test_plan_refuses",),
-        "*-between-mixed",
-        "plan accepts between() with literal bounds of another kind (between(x, 'abc', 'abc') "
-        "on int, between(x, 1, 1) on text or a date); the run fails: cannot compare int64 "
-        "column with str",
-    ),
-]
+KNOWN: list[tuple[tuple[str, ...], str, str]] = []
 
 
 #: Like KNOWN, for failures that come and go from run to run: a strict xfail cannot hold them,
 #: so they are plain xfails, and a test of their own fails every time (test_deterministic).
-FLAKY: list[tuple[tuple[str, ...], str, str]] = [
-    (
-        ("test_incremental",),
-        "decimal-*-var|decimal-*-std",
-        "var/std of a decimal on the whole input (beside count_distinct) differ in the last "
-        "bits from one run to the next on the same data (334372.28887885244 vs "
-        "334372.2888788525), so an incremental run differs from a cold one",
-    ),
-    (
-        ("test_incremental_snapshots",),
-        "decimal-*",
-        "the aggw output's snapshot id differs between identical runs: var/std of a decimal on "
-        "the whole input are not deterministic (see test_deterministic)",
-    ),
-]
+FLAKY: list[tuple[tuple[str, ...], str, str]] = []
 
 
 def _marks(test: str, cid: str) -> list[pytest.MarkDecorator]:
