@@ -287,34 +287,79 @@ def run_blueprint(
     check_scheduler(scheduler)
     # refused runs have stopped by now, before writing anything
     _write_intent(store, run_id, started_at, plan)
-    parts: dict[str, Any] = {}
-    ledger: list[dict[str, Any]] = []
     try:
-        if computed:
-            from chanbatch.compile.graph import build_graph  # imports pandas: when computing
-
-            worker_url = _worker_url(storage, scheduler)
-            graph = build_graph(plan, decisions, worker_url, allow, run=run_id)
-            if progress is not None:
-                totals: dict[str, int] = {}
-                for key in computed:
-                    stage = plan.tasks[key].stage
-                    if stage in blueprint.stages:
-                        totals[stage] = totals.get(stage, 0) + 1
-                progress.begin(totals)
-            parts, ledger = _execute(
-                plan, graph, targets, run_id, scheduler, workers, progress, pin_cpus
-            )
+        parts, ledger = _compute(
+            plan,
+            decisions,
+            computed,
+            targets,
+            storage,
+            allow,
+            run_id,
+            scheduler,
+            workers,
+            progress,
+            pin_cpus,
+        )
+        done = {entry["dask_key"]: entry for entry in ledger}  # a retried task: its last run
+        output_keys, snapshots = _freeze_outputs(store, blueprint, plan, parts, done, run_id)
     except BaseException:
         # A run that fails leaves no "running" record for later commands to take for a live
         # run (only a killed one does); what it cached stays, young, for the next run.
         with contextlib.suppress(Exception):  # never hide why the run failed
             storage.delete(f"{layout.RUNS}/{run_id}.json")
         raise
-    previous = last_run(store, blueprint.name)
-    done = {entry["dask_key"]: entry for entry in ledger}  # a retried task: its last run
-    resolved = {dask_key: entry["key"] for dask_key, entry in done.items()}
+    contents = _contents(plan, done)
+    if computed or contents != report.memo:  # also replaces a memo that was damaged or stale
+        write_memo(storage, blueprint.name, contents)
+    stats = _stats(report, done, time.perf_counter() - started)
+    _write_record(store, run_id, started_at, report, done, output_keys, snapshots, stats, scheduler)
+    return RunResult(run_id=run_id, snapshots=snapshots, stats=stats, store=store)
 
+
+def _compute(
+    plan: Plan,
+    decisions: dict[str, Decision],
+    computed: list[str],
+    targets: list[str],
+    storage: Any,
+    allow: frozenset[str],
+    run_id: str,
+    scheduler: Any,
+    workers: int | None,
+    progress: Progress | None,
+    pin_cpus: bool,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Execute the tasks the plan marked ``compute``: the parts that came back, and the ledger
+    of what each task did."""
+    if not computed:
+        return {}, []
+    from chanbatch.compile.graph import build_graph  # imports pandas: only when computing
+
+    graph = build_graph(plan, decisions, _worker_url(storage, scheduler), allow, run=run_id)
+    if progress is not None:
+        totals: dict[str, int] = {}
+        for key in computed:
+            stage = plan.tasks[key].stage
+            if stage in plan.blueprint.stages:
+                totals[stage] = totals.get(stage, 0) + 1
+        progress.begin(totals)
+    return _execute(plan, graph, targets, run_id, scheduler, workers, progress, pin_cpus)
+
+
+def _freeze_outputs(
+    store: SnapshotStore,
+    blueprint: Blueprint,
+    plan: Plan,
+    parts: dict[str, Any],
+    done: dict[str, dict[str, Any]],
+    run_id: str,
+) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """Freeze each output stage's result as its dataset (unless the last run's snapshot, made
+    from the same keys, is still the head): the keys of each output, and its snapshot."""
+    storage = store.storage
+    previous = last_run(store, blueprint.name)
+    resolved = {dask_key: entry["key"] for dask_key, entry in done.items()}
     lineage_base = {
         "blueprint": blueprint.name,
         "blueprint_hash": blueprint_digest(blueprint),
@@ -357,13 +402,7 @@ def run_blueprint(
             "snapshot": info.snapshot,
             "rows": sum(s.rows for s in info.slices),
         }
-
-    contents = _contents(plan, done)
-    if computed or contents != report.memo:  # also replaces a memo that was damaged or stale
-        write_memo(storage, blueprint.name, contents)
-    stats = _stats(report, done, time.perf_counter() - started)
-    _write_record(store, run_id, started_at, report, done, output_keys, snapshots, stats, scheduler)
-    return RunResult(run_id=run_id, snapshots=snapshots, stats=stats, store=store)
+    return output_keys, snapshots
 
 
 def unify_types(tables: dict[Any, Any]) -> dict[Any, Any]:

@@ -403,3 +403,30 @@ outputs: {named: joined}
     got = got.sort_by([("m", "ascending"), ("x", "ascending")])
     for name in ("m", "carrier", "x", "seats", "big"):
         assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
+
+
+# -- a run that fails while freezing its outputs ------------------------------------------------
+
+
+def test_a_run_failing_at_its_output_freeze_leaves_no_running_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    store = cb.Store(str(tmp_path / "store"))
+    store.freeze("t", pa.table({"s": [1, 1, 2], "x": [1.0, 2.0, 3.0]}), slice_by="s")
+    text = """\
+name: mixed
+inputs: {t: t}
+stages:
+  m:
+    from: t
+    map: {function: 'udfs:text_on_slice_two', version: '1'}
+    per_slice: true
+outputs: {m: mixed_out}
+"""
+    with pytest.raises(cb.errors.ChanbatchError, match="'v'"):
+        cb.Blueprint.from_yaml(text).run(store, scheduler="sync", allow_modules=("udfs",))
+    runs = tmp_path / "store" / "runs"
+    records = [json.loads(p.read_text()) for p in runs.glob("*.json")] if runs.exists() else []
+    assert [r for r in records if r.get("status") == "running"] == []
+    assert not (tmp_path / "store" / "refs" / "mixed_out").exists()

@@ -36,3 +36,11 @@ def fail_late_on_slice_two(frame: pd.DataFrame) -> pd.DataFrame:
         time.sleep(1.0)
         raise ValueError("cannot handle these rows yet")
     return frame
+
+
+def text_on_slice_two(frame: pd.DataFrame) -> pd.DataFrame:
+    """Column ``v`` as text on the rows of slice 2 and as numbers elsewhere: the output's
+    slices disagree on a type, which only its freeze can find."""
+    out = frame.copy()
+    out["v"] = out["s"].astype(str) if (frame["s"] == 2).any() else out["s"]
+    return out
