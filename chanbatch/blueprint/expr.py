@@ -23,7 +23,7 @@ import re
 import sys
 import threading
 import warnings
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from chanbatch.blueprint.convert import Converter
 from chanbatch.blueprint.functions import AGGREGATES, FUNCTIONS
@@ -203,4 +203,5 @@ def _shift(tree: ast.AST, shift: int) -> None:
             node.col_offset += shift
             end = getattr(node, "end_col_offset", None)
             if end is not None:
-                node.end_col_offset = end + shift
+                located: Any = node  # ast.AST declares no end_col_offset; this node has one
+                located.end_col_offset = end + shift

@@ -41,7 +41,8 @@ from yaml.resolver import Resolver
 try:
     from yaml._yaml import CParser
 except ImportError:  # PyYAML built without libyaml
-    CParser = None
+    # the stubs declare CParser unconditionally; None here means "no libyaml"
+    CParser = None  # type: ignore[assignment,misc]
 
 from chanbatch.blueprint.nodes import MAX_INT_BITS
 
@@ -161,7 +162,8 @@ class _Located:
 class _Loader(_Located, yaml.SafeLoader):
     """Safe loader with YAML 1.2 booleans and located containers, all in Python."""
 
-    yaml_implicit_resolvers: ClassVar[dict[Any, list[tuple[str, re.Pattern[str]]]]] = {
+    # types-PyYAML declares this an instance variable; in PyYAML it is a class attribute
+    yaml_implicit_resolvers: ClassVar[dict[Any, list[tuple[str, re.Pattern[str]]]]] = {  # type: ignore[misc]
         first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }

@@ -64,6 +64,7 @@ def partial(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
     work = pd.DataFrame({k: frame[k] for k in keys}, index=frame.index)
     plans: list[tuple[str, str, str, str]] = []  # (state column, source column, how, func)
     sources: dict[tuple[str, Any], str] = {}  # (argument, how) -> its column in ``work``
+    src: str | None
     for name, agg in spec.aggregates.items():
         if agg.arg is None:
             src = sources.setdefault(("", False), f"{SEP}rows")
@@ -272,6 +273,7 @@ def combine(spec: Aggregate, partials: list[pd.DataFrame]) -> pd.DataFrame:
         out[n] = counts[n]
         if agg.func in ("sum", "mean"):
             s = _state(name, "sum")
+            assert sums is not None  # this aggregate's state is in ``summed``
             out[s] = sums[s]
         elif agg.func in ("min", "max"):
             s = _state(name, agg.func)

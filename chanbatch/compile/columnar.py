@@ -31,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from functools import reduce
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -64,7 +64,7 @@ class Unsupported(Exception):
     """The Arrow path does not cover this stage on this data; the pandas path decides."""
 
 
-Array = pa.ChunkedArray | pa.Array
+Array: TypeAlias = pa.ChunkedArray | pa.Array
 Value = Any  # an Array, or a Python scalar: int, float, str, bool or datetime.date
 
 

@@ -174,7 +174,9 @@ class _SliceChanges:
         if before_slices is None:
             return None
         if driving not in self._now:
-            now = {encode_key(e.key): e.id for e in self.plan.inputs[driving].manifest.slices}
+            now: dict[Any, str] = {
+                encode_key(e.key): e.id for e in self.plan.inputs[driving].manifest.slices
+            }
             self._now[driving] = now
             self._removed[driving] = sorted(set(before_slices) - set(now), key=str)
         now = self._now[driving]

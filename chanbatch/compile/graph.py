@@ -331,12 +331,12 @@ def build_graph(
         if task.kind == "load":
             graph[key] = (load_slice, Ref(url, key, task.columns, task.source))
         elif decision.action == "compute":
-            stage = plan.blueprint.stages.get(task.stage)
+            stage_def = plan.blueprint.stages.get(task.stage)
             call = Call(
                 url=url,
                 run=run,
                 task=task,
-                stage=stage,
+                stage=stage_def,
                 n_broadcast=len(task.broadcast),
                 allow=allow,
             )

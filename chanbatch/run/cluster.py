@@ -63,7 +63,7 @@ def placement(plan: Plan, graph: dict[str, Any], names: dict[str, str]) -> dict[
         return {key: [] for key in graph}
     source = slice_sources(plan)
     chosen: dict[str, list[str]] = {}
-    out = {}
+    out: dict[str, list[str]] = {}
     for key in graph:
         slice_id = source.get(key)
         if slice_id is None:

@@ -142,8 +142,8 @@ def gc(
         # refs first, objects last: a crash part-way leaves nothing that points at a gap;
         # and what is pruned is recorded first, so that verify does not take it for a ref
         # file deleted by hand
-        for dataset, removed in pruning.items():
-            refs.record_pruned(storage, dataset, removed)
+        for dataset, pruned in pruning.items():
+            refs.record_pruned(storage, dataset, pruned)
         for rel in report.refs:
             storage.delete(rel)
 

@@ -6,6 +6,7 @@ they may appear; timestamps, authors and lineage never do (they live in the ref 
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +61,7 @@ class SliceManifest:
             "parts": [part.document() for part in self.parts],
         }
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self) -> builtins.bytes:  # ``bytes`` here is the property
         return canonical_json(self.document())
 
     @property
@@ -110,7 +111,7 @@ class SnapshotManifest:
             "bytes": self.bytes,
         }
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self) -> builtins.bytes:  # ``bytes`` here is the property
         return canonical_json(self.document())
 
     @property

@@ -61,7 +61,7 @@ def select_slices(
 
 def slice_parts(storage: Storage, entries: list[SliceEntry]) -> list[PartRef]:
     """Every object of ``entries``, in slice order then part order."""
-    out = []
+    out: list[PartRef] = []
     for entry in entries:
         manifest = get_slice(storage, entry.id)
         out.extend(

@@ -263,7 +263,7 @@ class Flow:
             raise ValueError(f"cannot render {fmt!r}: use one of {', '.join(RENDER_FORMATS)}")
         if shutil.which("dot") is None:
             raise GraphvizMissing()
-        import graphviz  # type: ignore[import-untyped]
+        import graphviz
 
         try:
             return graphviz.Source(self.dot()).pipe(format=fmt)
