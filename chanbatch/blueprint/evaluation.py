@@ -157,6 +157,10 @@ class _Evaluator:
             left = self.series(left)
         if self.strict and node.op in ("/", "//", "%"):
             self._check_divisor(left, right, node)
+        if node.op in ("+", "-", "*") and _has_decimal(left, right):
+            wide = _decimal_arith(node.op, left, right)
+            if wide is not None:
+                return wide
         if node.op == "%" and _has_decimal(left, right) and _exact_mod(left, right):
             return _decimal_mod(self.series(left) if not _has_decimal(left) else left, right)
         if node.op == "**" or (node.op in ("/", "//", "%") and _has_decimal(left, right)):
@@ -326,6 +330,56 @@ def _has_decimal(*values: Value) -> bool:
         and str(v.dtype.pyarrow_dtype).startswith("decimal")
         for v in values
     )
+
+
+def _decimal_type(value: Value) -> Any:
+    """The decimal type ``value`` takes in decimal arithmetic: its own, decimal(19, 0) for an
+    integer, None for anything else (a float: the arithmetic is in floats)."""
+    import pyarrow as pa
+
+    if _has_decimal(value):
+        return value.dtype.pyarrow_dtype
+    if _is_integer(value):
+        return pa.decimal128(19, 0)
+    return None
+
+
+def _decimal_arith(op: str, left: Value, right: Value) -> pd.Series | None:
+    """``left op right`` with decimals whose exact result type would need more than 38 digits
+    (Arrow refuses those): the operands are narrowed so that it fits, and the result is
+    decimal(38, s), as DuckDB types it; a value too large for that is an error. None when the
+    plain operation fits, or an operand is a float."""
+    import pyarrow as pa
+
+    kinds = [_decimal_type(v) for v in (left, right)]
+    if None in kinds:
+        return None
+    (p1, s1), (p2, s2) = ((k.precision, k.scale) for k in kinds)
+    if op == "*":
+        scale, digits = s1 + s2, p1 + p2 + 1
+        if digits <= 38:
+            return None
+        # p1' + p2' + 1 <= 38: narrow the wider operand first
+        q2 = min(p2, max(s2 + 1, 37 - p1)) if p2 <= p1 else p2
+        q1 = min(p1, 37 - q2)
+        q2 = min(q2, 37 - q1)
+        targets = [pa.decimal128(max(q1, s1), s1), pa.decimal128(max(q2, s2), s2)]
+    else:
+        scale = max(s1, s2)
+        digits = max(p1 - s1, p2 - s2) + scale + 1
+        if digits <= 38:
+            return None
+        whole = 37 - scale  # integer digits each operand may keep
+        targets = [pa.decimal128(min(p, whole + s), s) for p, s in ((p1, s1), (p2, s2))]
+    narrowed = [_as_decimal(v, t) for v, t in zip((left, right), targets, strict=True)]
+    result = _ARITH[op](*narrowed)
+    return result.astype(pd.ArrowDtype(pa.decimal128(38, scale)))
+
+
+def _as_decimal(value: Value, target: Any) -> Value:
+    if isinstance(value, pd.Series):
+        return value.astype(pd.ArrowDtype(target))  # a value that does not fit raises
+    return value
 
 
 def _exact_mod(left: Value, right: Value) -> bool:

@@ -430,3 +430,58 @@ outputs: {m: mixed_out}
     records = [json.loads(p.read_text()) for p in runs.glob("*.json")] if runs.exists() else []
     assert [r for r in records if r.get("status") == "running"] == []
     assert not (tmp_path / "store" / "refs" / "mixed_out").exists()
+
+
+# -- TPC-H Q1 on decimals as tpchgen-cli writes them --------------------------------------------
+
+
+def test_q1_on_decimal_lineitem_equals_duckdb_exactly(tmp_path: Path) -> None:
+    """The benchmark's Q1 on lineitem with its decimal(15, 2) columns (scale factor 0.01):
+    every sum exact and typed as DuckDB types it (decimal(38, 2), (38, 4), (38, 6)), though
+    ``disc_price * (1 + l_tax)`` needs more than 38 digits in Arrow's own typing."""
+    import shutil as sh
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    tool = Path(sys.executable).with_name("tpchgen-cli")
+    generator = str(tool) if tool.exists() else sh.which("tpchgen-cli")
+    if generator is None:
+        pytest.skip("tpchgen-cli is not installed (pip install tpchgen-cli)")
+    subprocess.run(
+        [generator, "parquet", "-s", "0.01", "--tables=lineitem", f"--output-dir={tmp_path}"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    lineitem = pq.read_table(tmp_path / "lineitem.parquet")
+    assert lineitem.schema.field("l_extendedprice").type == pa.decimal128(15, 2)
+    sliced = lineitem.append_column("m", pc.strftime(lineitem["l_shipdate"], format="%Y-%m"))
+    store = cb.Store(str(tmp_path / "store"))
+    store.freeze("lineitem", sliced, slice_by="m")
+    q1 = Path(__file__).resolve().parents[1] / "benchmark" / "q1.yaml"
+    cb.Blueprint.from_yaml(q1.read_text()).run(store, scheduler="sync")
+    got = store.read_table("tpch_q1")
+    want = (
+        duckdb.sql(
+            """
+        SELECT l_returnflag, l_linestatus, sum(l_quantity) AS sum_qty,
+               sum(l_extendedprice) AS sum_base_price,
+               sum(l_extendedprice * (1 - l_discount)) AS sum_disc_price,
+               sum(l_extendedprice * (1 - l_discount) * (1 + l_tax)) AS sum_charge,
+               avg(l_quantity) AS avg_qty, avg(l_extendedprice) AS avg_price,
+               avg(l_discount) AS avg_disc, count(*) AS count_order
+        FROM lineitem WHERE l_shipdate <= DATE '1998-09-02'
+        GROUP BY ALL ORDER BY l_returnflag, l_linestatus
+        """
+        )
+        .arrow()
+        .read_all()
+    )
+    assert got.column_names == want.column_names
+    for name in want.column_names:
+        assert got.schema.field(name).type == want.schema.field(name).type, name
+        if pa.types.is_floating(want.schema.field(name).type):
+            assert np.allclose(got.column(name).to_pylist(), want.column(name).to_pylist())
+        else:
+            assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
