@@ -36,7 +36,8 @@ with contextlib.redirect_stdout(out):
     except SystemExit as exc:
         code = exc.code
 print(json.dumps({"code": code, "doc": json.loads(out.getvalue()),
-                  "pandas": "pandas" in sys.modules, "dask": "dask" in sys.modules}))
+                  "pandas": "pandas" in sys.modules, "dask": "dask" in sys.modules,
+                  "distributed": "distributed" in sys.modules}))
 """
 
 
@@ -66,3 +67,30 @@ def test_noop_rerun_reads_nothing_and_imports_no_dataframe_library(tmp_path: Pat
     for info in first.snapshots.values():
         assert store.resolve(info["dataset"]).snapshot == info["snapshot"]
         assert len(store.history(info["dataset"])) == 1
+
+
+def test_a_computing_run_on_threads_does_not_import_distributed(tmp_path: Path) -> None:
+    """distributed costs a process about 0.2 s to import; the threads scheduler needs none of
+    it, and a run that computes every task must not pull it in (it did, through the task
+    ledger asking whether it ran on a distributed worker)."""
+    store = cb.Store(tmp_path / "store")
+    frame = pd.DataFrame({"k": [1, 1, 2, 2, 3], "g": list("ababa"), "x": [1, 3, 5, 7, 9]})
+    store.freeze("t", frame, slice_by="k")
+    path = tmp_path / "noop.yaml"
+    path.write_text(BLUEPRINT)
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path), store.url],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    report = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0
+    assert report["doc"]["stats"]["computed"] > 0
+    assert report["distributed"] is False
+    got = store.read_pandas("noop_per_k").sort_values("g").reset_index(drop=True)
+    kept = frame[frame.x > 2]
+    want = kept.groupby("g").x.agg(["count", "sum"]).reset_index()
+    assert got["n"].tolist() == want["count"].tolist()
+    assert got["s"].tolist() == want["sum"].tolist()
