@@ -46,10 +46,12 @@ def check(
     versions: Mapping[str, list[int]],
     *,
     references: bool = True,
+    only: str | None = None,
 ) -> list[dict[str, Any]]:
     """Gaps in the logs of ``versions`` (dataset -> version files present) and, with
     ``references``, run records and pins that name a version no log has. ``entries`` are the
-    readable entries. Returns one record per problem: ``{"dataset", "version", "problem"
+    readable entries; ``only`` keeps the references to that one dataset. Returns one record per
+    problem: ``{"dataset", "version", "problem"
     ("gap" or "dangling"), "path" (the ref file that is missing), "named_by", "snapshot",
     "message"}``."""
     by_dataset: dict[str, dict[int, refs.RefEntry]] = {}
@@ -66,6 +68,8 @@ def check(
     found = [problem for dataset, log in sorted(logs.items()) for problem in _gaps(dataset, log)]
     if references:
         for source, what, dataset, sid, version in _references(storage):
+            if only is not None and dataset != only:
+                continue
             problem = _dangling(storage, logs, source, what, dataset, sid, version)
             if problem is not None:
                 found.append(problem)

@@ -114,7 +114,8 @@ def verify(storage: Storage, resolved: refs.Resolved | None = None) -> VerifyRep
             manifests=manifests,
         )
         report.damaged = trace(report.bad_objects(), [resolved.entry], manifests)
-        # the REF's own log for gaps; run records and pins only when the whole store is checked
+        # the REF's own log for gaps, and the run records and pins that name its dataset (a
+        # deleted head shows only there)
         entries = []
         for version in refs.versions(storage, resolved.dataset):
             try:
@@ -126,7 +127,7 @@ def verify(storage: Storage, resolved: refs.Resolved | None = None) -> VerifyRep
                 storage,
                 entries,
                 {resolved.dataset: refs.versions(storage, resolved.dataset)},
-                references=False,
+                only=resolved.dataset,
             )
         )
     report.seconds = time.perf_counter() - started

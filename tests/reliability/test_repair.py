@@ -468,6 +468,11 @@ def test_a_deleted_head_is_found_through_run_records_and_pins(
         assert "refs/flights/000000000003.json was deleted" in message
         assert "the head is now version 2" in message
     assert "silently rolled back" in " ".join(plain.split())
+    # verify of the one dataset finds it too; of another dataset, not
+    scoped = run("snapshot", "verify", "flights", "--json", store=store)
+    assert scoped.code == 1, str(scoped)
+    assert {(p["problem"], p["version"]) for p in scoped.json()["ref_log"]} == {("dangling", 3)}
+    assert ok_json("snapshot", "verify", "late_flights", store=store)["ref_log"] == []
 
     # the output's head goes too: its run record names it
     ref_file(store, "late_flights", 1).unlink()
