@@ -25,7 +25,7 @@ def to_dask(
     parts = _read.slice_parts(storage, entries)
     if not parts:
         raise ValueError("no slices selected")
-    footers = [_read.read_footer(storage, p.object) for p in parts]
+    footers = _read.read_footers(storage, parts)
     schema = footers[0].schema.to_arrow_schema()
     # one dtype per column in every partition: an int or bool column is nullable (Int64,
     # boolean) in all of them if any slice has a null in it, as read_pandas gives it

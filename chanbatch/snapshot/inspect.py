@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from chanbatch.snapshot import describe, refs
 from chanbatch.snapshot.names import encode_key
 from chanbatch.snapshot.pins import list_pins
-from chanbatch.snapshot.read import read_footer, select_slices, slice_parts
+from chanbatch.snapshot.read import read_footers, select_slices, slice_parts
 from chanbatch.snapshot.refs import Resolved
 from chanbatch.snapshot.storage import Storage
 
@@ -101,8 +100,7 @@ def inspect(storage: Storage, resolved: Resolved) -> InspectReport:
         else list(manifest.slices)
     )
     parts = slice_parts(storage, entries)
-    with ThreadPoolExecutor(8) as pool:
-        footers = list(pool.map(lambda p: read_footer(storage, p.object), parts))
+    footers = read_footers(storage, parts)
     stats = {c.name: ColumnStats(name=c.name, type=c.type) for c in manifest.schema}
     for meta in footers:
         for rg in range(meta.num_row_groups):

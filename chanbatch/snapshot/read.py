@@ -217,6 +217,17 @@ def read_footer(storage: Storage, oid: str) -> pq.FileMetaData:
         raise IntegrityError(f"object {oid[:12]} has an unreadable footer: {detail}") from exc
 
 
+def read_footers(storage: Storage, parts: list[PartRef]) -> list[pq.FileMetaData]:
+    """The Parquet footers of ``parts``, in order, read several at a time (each is one small
+    read, a round trip on an object store)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(parts) < 2:
+        return [read_footer(storage, p.object) for p in parts]
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda p: read_footer(storage, p.object), parts))
+
+
 def columns_with_nulls(footers: list[pq.FileMetaData]) -> set[str]:
     """The top-level columns that hold a null in any of these objects, from their statistics
     (a column without statistics counts as holding one)."""
