@@ -41,15 +41,19 @@ print(json.dumps({"code": code, "doc": json.loads(out.getvalue()),
 """
 
 
-def test_noop_rerun_reads_nothing_and_imports_no_dataframe_library(tmp_path: Path) -> None:
+FRAME = pd.DataFrame({"k": [1, 1, 2, 2, 3], "g": list("ababa"), "x": [1, 3, 5, 7, 9]})
+
+
+def _store_and_blueprint(tmp_path: Path) -> tuple[cb.Store, Path]:
     store = cb.Store(tmp_path / "store")
-    frame = pd.DataFrame({"k": [1, 1, 2, 2, 3], "g": list("ababa"), "x": [1, 3, 5, 7, 9]})
-    store.freeze("t", frame, slice_by="k")
+    store.freeze("t", FRAME, slice_by="k")
     path = tmp_path / "noop.yaml"
     path.write_text(BLUEPRINT)
-    first = cb.Blueprint.from_yaml(path).run(store)
-    assert first.stats["computed"] > 0
+    return store, path
 
+
+def _probe(path: Path, store: cb.Store) -> dict:
+    """``chanbatch run --json`` in a fresh process, with what it imported."""
     probe = subprocess.run(
         [sys.executable, "-c", PROBE, str(path), store.url],
         capture_output=True,
@@ -57,7 +61,15 @@ def test_noop_rerun_reads_nothing_and_imports_no_dataframe_library(tmp_path: Pat
         check=True,
         cwd=ROOT,
     )
-    report = json.loads(probe.stdout.strip().splitlines()[-1])
+    return json.loads(probe.stdout.strip().splitlines()[-1])
+
+
+def test_noop_rerun_reads_nothing_and_imports_no_dataframe_library(tmp_path: Path) -> None:
+    store, path = _store_and_blueprint(tmp_path)
+    first = cb.Blueprint.from_yaml(path).run(store)
+    assert first.stats["computed"] > 0
+
+    report = _probe(path, store)
     assert report["code"] == 0
     assert report["doc"]["stats"]["computed"] == 0
     assert report["doc"]["outputs"] == first.snapshots
@@ -73,24 +85,13 @@ def test_a_computing_run_on_threads_does_not_import_distributed(tmp_path: Path) 
     """distributed costs a process about 0.2 s to import; the threads scheduler needs none of
     it, and a run that computes every task must not pull it in (it did, through the task
     ledger asking whether it ran on a distributed worker)."""
-    store = cb.Store(tmp_path / "store")
-    frame = pd.DataFrame({"k": [1, 1, 2, 2, 3], "g": list("ababa"), "x": [1, 3, 5, 7, 9]})
-    store.freeze("t", frame, slice_by="k")
-    path = tmp_path / "noop.yaml"
-    path.write_text(BLUEPRINT)
-    probe = subprocess.run(
-        [sys.executable, "-c", PROBE, str(path), store.url],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    report = json.loads(probe.stdout.strip().splitlines()[-1])
+    store, path = _store_and_blueprint(tmp_path)
+    report = _probe(path, store)
     assert report["code"] == 0
     assert report["doc"]["stats"]["computed"] > 0
     assert report["distributed"] is False
     got = store.read_pandas("noop_per_k").sort_values("g").reset_index(drop=True)
-    kept = frame[frame.x > 2]
+    kept = FRAME[FRAME.x > 2]
     want = kept.groupby("g").x.agg(["count", "sum"]).reset_index()
     assert got["n"].tolist() == want["count"].tolist()
     assert got["s"].tolist() == want["sum"].tolist()
