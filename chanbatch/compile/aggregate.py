@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from chanbatch.blueprint.evaluation import evaluate
 from chanbatch.blueprint.model import Aggregate
 from chanbatch.blueprint.nodes import Column
+from chanbatch.snapshot.read import nullable_dtype
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -218,30 +219,18 @@ def _is_decimal(values: pd.Series) -> bool:
 
 
 def _nullable(column: pd.Series) -> pd.Series:
-    """A numpy int or bool column as pandas' nullable type, so that masking a group that had
-    no values leaves an int column with a null, not a float column (the type follows the
-    argument's, never the data)."""
-    import numpy as np
-
-    dtype = column.dtype
-    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
-        return column.astype("boolean" if dtype.kind == "b" else "Int64")
-    return column
+    """A group with no values masks its result to null: the column keeps its type (see
+    :func:`~chanbatch.snapshot.read.nullable_dtype`)."""
+    return column.astype(nullable_dtype(column.dtype))
 
 
 def _scalar_column(value: Any, dtype: Any) -> pd.Series:
     """One value as a one-row column of ``dtype`` (made nullable where it must hold a null), so
     that a global aggregate's type follows its argument's, also when the value is null."""
     import pandas as pd
-    from pandas.api import types as ptypes
 
-    if pd.isna(value) and not isinstance(dtype, pd.api.extensions.ExtensionDtype):
-        if ptypes.is_bool_dtype(dtype):
-            dtype = "boolean"
-        elif ptypes.is_integer_dtype(dtype):
-            dtype = "Int64"
     if pd.isna(value):
-        value = None
+        return pd.Series([None], dtype=nullable_dtype(dtype))
     return pd.Series([value], dtype=dtype)
 
 

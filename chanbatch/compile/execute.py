@@ -28,6 +28,7 @@ from chanbatch.blueprint.model import (
 from chanbatch.compile import aggregate
 from chanbatch.compile.allow import check_allowed
 from chanbatch.errors import ChanbatchError
+from chanbatch.snapshot.read import nullable_dtype
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -134,16 +135,10 @@ def join(op: Join, left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
 
 def _nullable(frame: pd.DataFrame, keep: list[str]) -> pd.DataFrame:
     """``frame`` with its numpy int and bool columns (but ``keep``) in pandas' nullable types."""
-    import numpy as np
-
-    casts: dict[str, str] = {}
-    for name, dtype in frame.dtypes.items():
-        if name in keep or not isinstance(dtype, np.dtype):
-            continue
-        if dtype.kind == "b":
-            casts[str(name)] = "boolean"
-        elif dtype.kind in "iu":
-            casts[str(name)] = "Int64"
+    casts = {
+        name: nullable_dtype(dtype) for name, dtype in frame.dtypes.items() if name not in keep
+    }
+    casts = {name: t for name, t in casts.items() if t is not frame.dtypes[name]}
     return frame.astype(casts) if casts else frame
 
 

@@ -8,7 +8,7 @@ layers import dask.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chanbatch.errors import IntegrityError, RefError
 from chanbatch.ids import ObjectId
@@ -165,6 +165,19 @@ def canonical(frame: pd.DataFrame) -> pd.DataFrame:
     for index, column in changes.items():
         out.isetitem(index, column)
     return out
+
+
+def nullable_dtype(dtype: Any) -> Any:
+    """The pandas type that holds nulls for values of ``dtype``: nullable ``Int64`` for a numpy
+    int, ``boolean`` for a numpy bool, ``dtype`` itself otherwise. Where a step may bring
+    nulls into a column (an unmatched join row, a group with no values), converting first keeps
+    the column's type from depending on whether it did; :func:`canonical` undoes it where no
+    null came."""
+    import numpy as np
+
+    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        return "boolean" if dtype.kind == "b" else "Int64"
+    return dtype
 
 
 def _keeps_arrow_dtype(t: pa.DataType) -> bool:
