@@ -111,6 +111,6 @@ class ExprError(UsageError):
 class ExprEvalError(ChanbatchError):
     """An expression that is valid but cannot be computed on the data it was given.
 
-    Raised by :func:`chanbatch.blueprint.evaluation.evaluate`: a missing column, mismatched
+    Raised by :func:`chanbatch.engine.pandas_eval.evaluate`: a missing column, mismatched
     types, a value that cannot be cast, or a division by zero in strict mode. Exit code 1.
     """

@@ -173,7 +173,7 @@ def _run_on_cluster(
 
 def _classify(exc: BaseException) -> tuple[str, bool]:
     """``(reason, permanent)`` for a failed run."""
-    from chanbatch.compile.execute import StageFailed
+    from chanbatch.engine.execute import StageFailed
 
     if isinstance(exc, InvalidResource):
         return "InvalidSpec", True

@@ -91,14 +91,14 @@ def run_graph(
 ) -> tuple[list[Any], list[dict[str, Any]]]:
     """Run ``graph`` with slice affinity; returns the targets' results and the task reports.
 
-    Workers send a report per task as an event (see chanbatch.compile.graph), apart from the
+    Workers send a report per task as an event (see chanbatch.engine.graph), apart from the
     results, so this waits (at most 10 s) until one has arrived for every key in ``expected``.
     A key that another run on the same scheduler was computing at the same time is computed
     once, and reported once, for both.
     """
     import dask
 
-    from chanbatch.compile.graph import LEDGER_TOPIC
+    from chanbatch.engine.graph import LEDGER_TOPIC
 
     started = time.time() - 1  # worker clocks may trail a little
     if on_report is not None:

@@ -43,7 +43,7 @@ def to_dask(
 
 
 def _load_pandas(oid: str, url: str, nullable: frozenset[str] = frozenset()) -> pd.DataFrame:
-    from chanbatch.compile.graph import storage_for
+    from chanbatch.engine.graph import storage_for
 
     table = _read.load_object(storage_for(url), oid)
     return _read.to_pandas(table, nullable=nullable)

@@ -334,7 +334,7 @@ def _compute(
     of what each task did."""
     if not computed:
         return {}, []
-    from chanbatch.compile.graph import build_graph  # imports pandas: only when computing
+    from chanbatch.engine.graph import build_graph  # imports pandas: only when computing
 
     graph = build_graph(plan, decisions, _worker_url(storage, scheduler), allow, run=run_id)
     if progress is not None:
@@ -375,7 +375,7 @@ def _freeze_outputs(
         if unchanged is not None:  # same keys as the last run, whose snapshot is still the head
             snapshots[stage] = unchanged
             continue
-        from chanbatch.compile.graph import Part, stored_table
+        from chanbatch.engine.graph import Part, stored_table
 
         def table_of(key: str) -> Any:
             part = parts.get(key)
@@ -528,7 +528,7 @@ def _execute(
     pin_cpus: bool,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run ``graph``; returns the targets' results and what every task reported."""
-    from chanbatch.compile.graph import Part, run_task, take_ledger
+    from chanbatch.engine.graph import Part, run_task, take_ledger
 
     unique = list(dict.fromkeys(targets))
     if scheduler in ("threads", "sync", None):
@@ -587,7 +587,7 @@ def _execute_distributed(
             )
         return dict(zip(targets, results, strict=True)), ledger
 
-    from chanbatch.compile.graph import run_task
+    from chanbatch.engine.graph import run_task
 
     if isinstance(scheduler, Client):
         return run_on(scheduler)

@@ -490,7 +490,7 @@ def phase_timer(client: Any) -> Iterator[dict[str, float]]:
 
     Steps that do not exist in the code being measured are skipped.
     """
-    import chanbatch.compile.graph as graph_module
+    import chanbatch.engine.graph as graph_module
     import chanbatch.run.runner as runner
 
     try:
@@ -678,7 +678,7 @@ def noop_graph(graph: dict[str, Any]) -> dict[str, Any]:
 def time_noop_graph(client: Any, prep: Prepared, store_dir: Path, repeat: int) -> list[str]:
     """What scheduling chanbatch's graph costs on the cluster when no task does any work."""
     import chanbatch as cb
-    from chanbatch.compile.graph import build_graph
+    from chanbatch.engine.graph import build_graph
 
     bp = cb.Blueprint.from_yaml(BLUEPRINT)
     store = cb.Store(store_dir)

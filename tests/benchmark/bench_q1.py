@@ -1151,7 +1151,7 @@ class ThreadTimer:
 
     @contextmanager
     def patched(self) -> Iterator[None]:
-        from chanbatch.compile import graph
+        from chanbatch.engine import graph
 
         originals = (graph.load_slice, graph.run_task)
 
@@ -1255,8 +1255,8 @@ def profile_cold(args: argparse.Namespace, prep: Prepared, workdir: Path) -> lis
 
 
 WATCHED_IMPORTS = (
-    "chanbatch.compile.graph",
-    "chanbatch.blueprint.evaluation",
+    "chanbatch.engine.graph",
+    "chanbatch.engine.pandas_eval",
     "pandas",
     "numpy",
     "pyarrow",
@@ -1326,9 +1326,9 @@ def what_if(prep: Prepared, repeat: int) -> list[str]:
     import pyarrow.parquet as pq
 
     import chanbatch as cb
-    from chanbatch.blueprint.evaluation import evaluate_mask
     from chanbatch.blueprint.expr import parse_expr
-    from chanbatch.compile import columnar, execute, graph
+    from chanbatch.engine import columnar, execute, graph
+    from chanbatch.engine.pandas_eval import evaluate_mask
     from chanbatch.snapshot.objects import get_object
     from chanbatch.snapshot.read import slice_parts, to_pandas
 

@@ -26,8 +26,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chanbatch as cb
-from chanbatch.compile import graph as graph_module
 from chanbatch.compile.keys import engine_salt, task_key
+from chanbatch.engine import graph as graph_module
 
 BLUEPRINT = """
 name: keys

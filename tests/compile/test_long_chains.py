@@ -18,11 +18,11 @@ import pyarrow as pa
 import pytest
 
 import chanbatch as cb
-from chanbatch.blueprint.evaluation import evaluate
 from chanbatch.blueprint.expr import parse_expr
-from chanbatch.compile import columnar
-from chanbatch.compile.execute import StageFailed
 from chanbatch.compile.types import TypeProblem, infer
+from chanbatch.engine import columnar
+from chanbatch.engine.execute import StageFailed
+from chanbatch.engine.pandas_eval import evaluate
 
 TERMS = 500
 SUM = " + ".join(["distance"] * TERMS)

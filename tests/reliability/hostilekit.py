@@ -124,7 +124,7 @@ def _driver() -> None:
 
     # What most commands import anyway, imported once here instead of in every child.
     import chanbatch.cli.render
-    import chanbatch.compile.graph
+    import chanbatch.engine.graph
     import chanbatch.run
     import chanbatch.snapshot  # noqa: F401
     from chanbatch.cli import main as entry_point  # what the console script calls

@@ -19,7 +19,7 @@ import pytest
 from opskit import assert_same, sql
 
 import chanbatch as cb
-from chanbatch.compile import columnar
+from chanbatch.engine import columnar
 
 
 def lineitem(rows: int = 400, seed: int = 5) -> pd.DataFrame:

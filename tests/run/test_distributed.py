@@ -37,7 +37,7 @@ import udfs_dist
 from opskit import Cli, assert_error_line, cli
 
 import chanbatch as cb
-from chanbatch.compile.execute import StageFailed
+from chanbatch.engine.execute import StageFailed
 
 HERE = Path(__file__).resolve().parent
 DASK = Path(sys.executable).with_name("dask")

@@ -11,7 +11,7 @@ import pytest
 from opskit import assert_error_line, base_frame, cli
 
 import chanbatch as cb
-from chanbatch.compile.execute import StageFailed
+from chanbatch.engine.execute import StageFailed
 from chanbatch.errors import UsageError
 
 HERE = Path(__file__).resolve().parent

@@ -5,7 +5,7 @@ Every task function runs on a worker and records its own result in the cache as 
 computed, so a run that is killed keeps everything it finished.
 
 A slice's rows stay an Arrow table from its load through the stages that
-:mod:`chanbatch.compile.columnar` covers (filter, derive, select, rename, partial); a task that
+:mod:`chanbatch.engine.columnar` covers (filter, derive, select, rename, partial); a task that
 needs pandas converts its input once, when it asks for ``Part.data``.
 """
 
@@ -23,10 +23,10 @@ import pyarrow as pa
 from chanbatch.blueprint.model import Aggregate, Stage
 from chanbatch.cache import CacheEntry, lookup, read_result, write_result
 from chanbatch.cache.index import write_table
-from chanbatch.compile import columnar, execute
 from chanbatch.compile.decide import Decision
 from chanbatch.compile.keys import task_key
 from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
+from chanbatch.engine import columnar, execute
 from chanbatch.errors import ChanbatchError, UsageError
 from chanbatch.snapshot.objects import get_object, get_slice
 from chanbatch.snapshot.read import canonical, load_object, to_pandas

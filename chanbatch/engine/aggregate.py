@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from chanbatch.blueprint.evaluation import evaluate
 from chanbatch.blueprint.model import Aggregate
 from chanbatch.blueprint.nodes import Column
+from chanbatch.engine.pandas_eval import evaluate
 from chanbatch.snapshot.read import nullable_dtype
 
 if TYPE_CHECKING:

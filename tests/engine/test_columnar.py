@@ -33,7 +33,7 @@ from chanbatch.blueprint.nodes import (
     Negate,
     Not,
 )
-from chanbatch.compile import aggregate, columnar, execute
+from chanbatch.engine import aggregate, columnar, execute
 from chanbatch.snapshot.freeze import encode_parquet
 from chanbatch.snapshot.normalize import normalize_table
 from chanbatch.snapshot.read import canonical, to_pandas

@@ -20,8 +20,9 @@ import pytest
 from blueprintkit import expressions_over
 from hypothesis import HealthCheck, given, settings
 
-from chanbatch.blueprint import ExprEvalError, evaluate, evaluate_mask, parse_expr
+from chanbatch.blueprint import ExprEvalError, parse_expr
 from chanbatch.blueprint.nodes import Expr
+from chanbatch.engine import evaluate, evaluate_mask
 
 NULL = None
 

@@ -20,7 +20,7 @@ from chanbatch.blueprint.expr import ExprEvalError
 from chanbatch.blueprint.nodes import Call, constant
 
 if TYPE_CHECKING:
-    from chanbatch.blueprint.evaluation import _Evaluator
+    from chanbatch.engine.pandas_eval import _Evaluator
 
 Implementation = Callable[["_Evaluator", Call], Any]
 
@@ -234,7 +234,7 @@ def _date(evaluator: _Evaluator, node: Call) -> Any:
 
 @_implements("coalesce")
 def _coalesce(evaluator: _Evaluator, node: Call) -> Any:
-    from chanbatch.blueprint.evaluation import common_type
+    from chanbatch.engine.pandas_eval import common_type
 
     result = None
     for value in common_type([evaluator.eval(argument) for argument in node.args]):
@@ -252,7 +252,7 @@ def _if_else(evaluator: _Evaluator, node: Call) -> Any:
     # A null condition takes the 'otherwise' branch, as SQL's CASE WHEN does.
     condition = evaluator.boolean(evaluator.eval(condition_node), condition_node)
     condition = condition.fillna(False).astype(bool)
-    from chanbatch.blueprint.evaluation import common_type
+    from chanbatch.engine.pandas_eval import common_type
 
     then, otherwise = common_type([evaluator.eval(then_node), evaluator.eval(otherwise_node)])
     if then is None and otherwise is None:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from chanbatch.blueprint.expr import parse_aggregate
 from chanbatch.blueprint.model import Aggregate
-from chanbatch.compile import aggregate
+from chanbatch.engine import aggregate
 
 AGGREGATES: dict[str, str] = {
     "rows": "count()",

@@ -11,7 +11,6 @@ import importlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from chanbatch.blueprint.evaluation import evaluate, evaluate_mask
 from chanbatch.blueprint.model import (
     Aggregate,
     Derive,
@@ -25,8 +24,9 @@ from chanbatch.blueprint.model import (
     Stage,
     Union,
 )
-from chanbatch.compile import aggregate
 from chanbatch.compile.allow import check_allowed
+from chanbatch.engine import aggregate
+from chanbatch.engine.pandas_eval import evaluate, evaluate_mask
 from chanbatch.errors import ChanbatchError
 from chanbatch.snapshot.read import nullable_dtype
 

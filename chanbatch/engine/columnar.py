@@ -6,7 +6,7 @@ holds the GIL. Here the same steps run in ``pyarrow.compute``, whose kernels rel
 rows reach pandas only where something needs pandas: a ``map``, a join, a whole-input stage, a
 combine of partials, an output.
 
-The pandas path (:mod:`chanbatch.compile.execute`, :mod:`chanbatch.blueprint.evaluation`) stays
+The pandas path (:mod:`chanbatch.engine.execute`, :mod:`chanbatch.engine.pandas_eval`) stays
 the definition of what a stage means. This module covers a subset of it exactly and raises
 :class:`Unsupported` for anything else: a column type, a function or an operator it does not
 handle, or an error from pyarrow, so that the caller converts the table to pandas and lets the
@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from chanbatch.blueprint.evaluation import fold
 from chanbatch.blueprint.expr import ExprEvalError
 from chanbatch.blueprint.model import Aggregate, Derive, Filter, Rename, Select, Stage
 from chanbatch.blueprint.nodes import (
@@ -51,11 +50,12 @@ from chanbatch.blueprint.nodes import (
     Negate,
     Not,
 )
+from chanbatch.engine.pandas_eval import fold
 
 if TYPE_CHECKING:
     from chanbatch.blueprint.nodes import Scalar
 
-SEP = "\x1f"  # as in chanbatch.compile.aggregate: partial state columns are NAME<SEP>PART
+SEP = "\x1f"  # as in chanbatch.engine.aggregate: partial state columns are NAME<SEP>PART
 _INT64_RANGE = range(-(2**63), 2**63)
 _EXACT_FLOAT = 2**53  # ints beyond this do not all survive a round trip through float64
 

@@ -1,6 +1,6 @@
 """Evaluate an expression tree on a pandas DataFrame: vectorised, with SQL's nulls.
 
-This module and :mod:`chanbatch.blueprint.evalfunctions` are the only ones in the blueprint
+This module and :mod:`chanbatch.engine.pandas_functions` are the only ones in the blueprint
 package that import pandas; the package's ``__init__`` loads them on first use, so that parsing
 and validating a blueprint stays free of dataframe libraries.
 
@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from chanbatch.blueprint.evalfunctions import DATA_ERRORS, FUNCTION_IMPLEMENTATIONS
 from chanbatch.blueprint.expr import ExprEvalError
 from chanbatch.blueprint.nodes import (
     BinOp,
@@ -38,6 +37,7 @@ from chanbatch.blueprint.nodes import (
     Negate,
     Not,
 )
+from chanbatch.engine.pandas_functions import DATA_ERRORS, FUNCTION_IMPLEMENTATIONS
 from chanbatch.errors import did_you_mean
 
 _ARITH: dict[str, Callable[[Any, Any], Any]] = {
