@@ -8,21 +8,19 @@ anything from the store.
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from chanbatch import html as h
 from chanbatch.ids import SnapshotId, short
 from chanbatch.snapshot.manifest import SliceEntry
 from chanbatch.snapshot.names import KeyType, SliceKey, encode_key
 from chanbatch.snapshot.read import select_slices
-from chanbatch.snapshot.refs import Resolved
-
-if TYPE_CHECKING:
-    from chanbatch.snapshot.freeze import FreezeResult
-    from chanbatch.snapshot.inspect import InspectReport
+from chanbatch.snapshot.refs import RefEntry, Resolved
 
 #: Slices a table shows before it elides the middle ones (the first and last half each).
 SLICE_ROWS = 12
@@ -186,9 +184,74 @@ def _lineage_value(key: str, value: Any) -> Any:
 
 
 # -- InspectReport and FreezeResult ---------------------------------------------------------------
+# The reports are typed here by the fields their displays read, not by their classes: the
+# classes (chanbatch.snapshot.inspect, chanbatch.snapshot.freeze) import these displays, so
+# naming them here would tie the modules in a circle.
 
 
-def inspect_repr(report: InspectReport) -> str:
+class ColumnStatsView(Protocol):
+    """What a display reads of a column's statistics (``inspect.ColumnStats``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def min(self) -> Any: ...
+    @property
+    def max(self) -> Any: ...
+    @property
+    def nulls(self) -> int: ...
+
+
+class InspectView(Protocol):
+    """What a display reads of an inspection (``inspect.InspectReport``)."""
+
+    @property
+    def resolved(self) -> Resolved: ...
+    @property
+    def columns(self) -> Sequence[ColumnStatsView]: ...
+    @property
+    def history(self) -> Sequence[RefEntry]: ...
+    @property
+    def pinned(self) -> bool: ...
+
+
+class FrozenSliceView(Protocol):
+    """What a display reads of a slice a freeze was given (``freeze.FrozenSlice``)."""
+
+    @property
+    def key(self) -> SliceKey: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def new(self) -> bool: ...
+    @property
+    def healed(self) -> bool: ...
+
+
+class FreezeView(Protocol):
+    """What a display reads of a freeze's result (``freeze.FreezeResult``)."""
+
+    @property
+    def dataset(self) -> str: ...
+    @property
+    def snapshot(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def created(self) -> bool: ...
+    @property
+    def slices(self) -> Sequence[FrozenSliceView]: ...
+    @property
+    def healed(self) -> int: ...
+
+
+def inspect_repr(report: InspectView) -> str:
     r = report.resolved
     slices = _selected(r)
     rows, size = sum(s.rows for s in slices), sum(s.bytes for s in slices)
@@ -198,7 +261,7 @@ def inspect_repr(report: InspectReport) -> str:
     )
 
 
-def inspect_html(report: InspectReport) -> str:
+def inspect_html(report: InspectView) -> str:
     r = report.resolved
     snap = describe(r)
     columns = [
@@ -257,7 +320,7 @@ def inspect_html(report: InspectReport) -> str:
     )
 
 
-def freeze_repr(result: FreezeResult) -> str:
+def freeze_repr(result: FreezeView) -> str:
     new = sum(1 for s in result.slices if s.new)
     rows = sum(s.rows for s in result.slices)
     written = "" if result.created else ", no new version"
@@ -270,7 +333,7 @@ def freeze_repr(result: FreezeResult) -> str:
     )
 
 
-def freeze_html(result: FreezeResult) -> str:
+def freeze_html(result: FreezeView) -> str:
     new = sum(1 for s in result.slices if s.new)
     return h.card(
         _title("Freeze", result.dataset, result.snapshot, None),
@@ -337,8 +400,6 @@ def _when(stamp: str) -> str | None:
 
 def _stat(value: Any) -> Any:
     """A Parquet statistic as text: numbers as written (a year is 2013, not 2,013)."""
-    from chanbatch.snapshot.inspect import jsonable  # inspect imports this module
-
     if isinstance(value, float):
         return f"{value:.6g}"
     return None if value is None else str(jsonable(value))
@@ -352,3 +413,19 @@ def _text(value: Any) -> Any:
     if len(text) <= _VALUE_WIDTH:
         return text
     return h.tag("span", text[: _VALUE_WIDTH - 1] + "\u2026", title=text)
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-friendly form of a Parquet statistics value."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value.hex()
+    return str(value)

@@ -7,12 +7,11 @@ re-hashed here; ``verify`` is the integrity check.
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 from dataclasses import dataclass, field
 from typing import Any
 
 from chanbatch.snapshot import describe, refs
+from chanbatch.snapshot.describe import jsonable
 from chanbatch.snapshot.names import encode_key
 from chanbatch.snapshot.pins import list_pins
 from chanbatch.snapshot.read import read_footers, select_slices, slice_parts
@@ -129,19 +128,3 @@ def inspect(storage: Storage, resolved: Resolved) -> InspectReport:
         history=refs.history(storage, resolved.dataset),
         pinned=pinned,
     )
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON-friendly form of a Parquet statistics value."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return value.hex()
-    return str(value)

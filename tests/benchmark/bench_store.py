@@ -861,7 +861,7 @@ def profile_steps(table: Any, store_dir: Path, needed: int, settings: Settings) 
 
 def _take_waves(table: Any) -> tuple[str, Callable[[], Any]] | None:
     """Freeze's own cut and takes of every wave, on one thread; None if freeze has none."""
-    from chanbatch.snapshot import freeze as freeze_mod
+    from chanbatch.snapshot.freeze import cut as freeze_mod
     from chanbatch.snapshot.normalize import normalize_schema
 
     needed = ("_Input", "_split", "_waves", "_take", "_WORKERS")

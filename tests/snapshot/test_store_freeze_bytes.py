@@ -1,9 +1,10 @@
 """Freezing by a column writes, for each slice, exactly the bytes of one ``pq.write_table``.
 
-Freeze cuts its input in batches and copies slices out in waves (chanbatch/snapshot/freeze.py);
-none of that may show in an object's bytes, or the same data would get new ids. The expected
-bytes here are computed without chanbatch: the input cast to the documented normal types by
-hand, one ``filter`` per key, ``pq.write_table`` with the store's writer options, blake3.
+Freeze cuts its input in batches and copies slices out in waves (chanbatch/snapshot/freeze/,
+cut.py and write.py); none of that may show in an object's bytes, or the same data would get
+new ids. The expected bytes here are computed without chanbatch: the input cast to the
+documented normal types by hand, one ``filter`` per key, ``pq.write_table`` with the store's
+writer options, blake3.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import pytest
 from storekit import b3, files, manifest_rel
 
 import chanbatch
-from chanbatch.snapshot import freeze as freeze_module
+from chanbatch.snapshot.freeze import cut as cut_module
+from chanbatch.snapshot.freeze import write as write_module
 from chanbatch.snapshot.normalize import WRITE_OPTIONS
 
 ROWS = 6_000
@@ -107,8 +109,8 @@ def stored_objects(url: str, info: Any) -> dict[Any, list[bytes]]:
 def split_sizes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
     if request.param is not None:
         batch, wave = request.param
-        monkeypatch.setattr(freeze_module, "_BATCH_ROWS", batch)
-        monkeypatch.setattr(freeze_module, "_WAVE_BYTES", wave)
+        monkeypatch.setattr(cut_module, "_BATCH_ROWS", batch)
+        monkeypatch.setattr(cut_module, "_WAVE_BYTES", wave)
     return request.param
 
 
@@ -208,8 +210,8 @@ def test_a_failing_write_stops_the_freeze_and_commits_nothing(
         written.append(chunk.num_rows)
         return original(storage, chunk)
 
-    original = freeze_module._write_object
-    monkeypatch.setattr(freeze_module, "_write_object", fail_on_third)
+    original = write_module._write_object
+    monkeypatch.setattr(write_module, "_write_object", fail_on_third)
 
     with pytest.raises(OSError, match="disk full"):
         store.freeze("mixed", table, slice_by="month")

@@ -1,0 +1,174 @@
+"""Write: each slice's Parquet objects, then its slice manifest.
+
+An object is complete (renamed into place) before a manifest names it, so a crash leaves at
+most objects no manifest names yet; ``gc`` removes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, assert_never
+
+from chanbatch.hashing import digest_file
+from chanbatch.ids import ObjectId, object_id
+from chanbatch.snapshot.freeze.cut import (
+    _WORKERS,
+    Piece,
+    SplitPiece,
+    WholePiece,
+    _Cut,
+    _take_wave,
+    _Taken,
+    _waves,
+)
+from chanbatch.snapshot.layout import object_path
+from chanbatch.snapshot.manifest import Part, SliceManifest
+from chanbatch.snapshot.names import SliceKey
+from chanbatch.snapshot.normalize import PART_ROWS, WRITE_OPTIONS
+from chanbatch.snapshot.objects import HEALED, heal_object, object_state, write_manifest
+from chanbatch.snapshot.storage import Storage
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+Progress = Callable[[int, int], None]
+
+
+class _SliceWriter:
+    """Writes one slice at a time (from any thread) as objects of ``PART_ROWS`` rows and a
+    slice manifest, noting in ``healed`` the keys of slices whose files it found damaged."""
+
+    def __init__(self, storage: Storage, schema: pa.Schema, healed: set[SliceKey] | None) -> None:
+        self.storage, self.schema, self.healed = storage, schema, healed
+
+    def write(self, key: SliceKey, table: pa.Table) -> SliceManifest:
+        table = table.combine_chunks()
+        parts = []
+        mended = False
+        for start in range(0, max(table.num_rows, 1), PART_ROWS):
+            chunk = table.slice(start, PART_ROWS)
+            oid, size, damaged = _write_object(self.storage, chunk)
+            parts.append(Part(object=oid, rows=chunk.num_rows, bytes=size))
+            mended |= damaged
+        manifest = SliceManifest(key=key, parts=tuple(parts))
+        mended |= write_manifest(self.storage, manifest)[1]
+        if mended and self.healed is not None:
+            self.healed.add(key)
+        return manifest
+
+    def whole(self, key: SliceKey, piece: WholePiece) -> SliceManifest:
+        import pyarrow as pa
+
+        return self.write(key, pa.concat_tables(list(piece.tables)))
+
+    def split(self, key: SliceKey, taken: list[_Taken]) -> SliceManifest:
+        """Assemble the slice from its rows in each cut of a wave (``_take_wave``), and write it."""
+        import pyarrow as pa
+
+        batches = []
+        for batch, spans in taken:
+            span = spans.get(key)
+            if span is not None:
+                batches.append(batch.slice(span[0], span[1] - span[0]))
+        return self.write(key, pa.Table.from_batches(batches, schema=self.schema))
+
+
+def _write_slices(
+    storage: Storage,
+    keys: list[SliceKey],
+    pieces: Mapping[SliceKey, Piece],
+    schema: pa.Schema,
+    progress: Progress | None,
+    healed: set[SliceKey] | None = None,
+) -> list[SliceManifest]:
+    """Write every slice's objects and manifest; returns the manifests in ``keys`` order.
+    The keys of slices whose objects or manifest were there but damaged, and were rewritten,
+    are added to ``healed``.
+
+    Slices cut from split batches go in waves of about ``_WAVE_BYTES``: first each batch's
+    rows of the wave are taken out in one ``take`` (so the batch is read once per wave, while it
+    is in cache), then each slice is assembled from its pieces and written. The next wave is
+    taken while this one's last slices are written, so two waves at most are in memory.
+    """
+    writer = _SliceWriter(storage, schema, healed)
+    whole: dict[SliceKey, WholePiece] = {}
+    split: dict[SliceKey, tuple[_Cut, ...]] = {}
+    for key in keys:
+        match pieces[key]:
+            case WholePiece() as piece:
+                whole[key] = piece
+            case SplitPiece(cuts):
+                split[key] = cuts
+            case unknown:
+                assert_never(unknown)
+    position = {key: i for i, key in enumerate(keys)}
+    futures: dict[SliceKey, Future[SliceManifest]] = {}
+    results: list[SliceManifest] = []
+
+    def collect(count: int) -> None:
+        """Wait for the first ``count`` slices, in key order, and report each as it is done."""
+        while len(results) < count:
+            results.append(futures.pop(keys[len(results)]).result())
+            if progress is not None:
+                progress(len(results), len(keys))
+
+    with ThreadPoolExecutor(_WORKERS) as pool:
+        try:
+            for key, piece in whole.items():
+                futures[key] = pool.submit(writer.whole, key, piece)
+            waves = _waves(list(split), split)
+            taking = _take_wave(pool, waves[0], split, schema) if waves else []
+            for i, wave in enumerate(waves):
+                taken = [f.result() for f in taking]
+                for key in wave:
+                    futures[key] = pool.submit(writer.split, key, taken)
+                del taken
+                taking = _take_wave(pool, waves[i + 1], split, schema) if i + 1 < len(waves) else []
+                if i >= 1:  # wave i - 1 is written before wave i + 2 is taken: two in memory
+                    collect(position[waves[i - 1][-1]] + 1)
+            collect(len(keys))
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # what is queued is of no use any more
+            raise
+    return results
+
+
+def encode_parquet(table: pa.Table) -> memoryview:
+    """The Parquet bytes of ``table`` with the store's fixed writer options."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **WRITE_OPTIONS)
+    return memoryview(sink.getvalue())
+
+
+def _write_object(storage: Storage, table: pa.Table) -> tuple[ObjectId, int, bool]:
+    """Write ``table`` as an object; returns (id, size, whether a damaged copy already in the
+    store was rewritten). An object already there is hashed before it is trusted: freezing
+    the same data again is how a damaged object is healed."""
+    if storage.is_local:
+        # Encode straight into a temp file, hash the file, rename it into place: no growing
+        # in-memory buffer, whose fresh pages cost more than the encoding on some machines.
+        import pyarrow.parquet as pq
+
+        tmp = storage.tmp_path()
+        try:
+            with storage.writing("a new object"):
+                pq.write_table(table, tmp, **WRITE_OPTIONS)
+            digest, size = digest_file(tmp)
+            oid = object_id(digest)
+            damaged = object_state(storage, oid) == HEALED
+            storage.adopt(tmp, object_path(oid), replace=damaged)
+        except BaseException:
+            # never hide the failure: on a read-only filesystem even this unlink fails (EROFS)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return oid, size, damaged
+    data = encode_parquet(table)
+    oid, state = heal_object(storage, data)
+    return oid, len(data), state == HEALED
