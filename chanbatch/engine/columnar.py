@@ -28,44 +28,24 @@ group's values in row order (``np.bincount``): Arrow's grouped sum does too, sin
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable
-from functools import reduce
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from chanbatch.blueprint.expr import ExprEvalError
 from chanbatch.blueprint.model import Aggregate, Derive, Filter, Rename, Select, Stage
-from chanbatch.blueprint.nodes import (
-    BinOp,
-    BoolOp,
-    Call,
-    Column,
-    Compare,
-    Expr,
-    InList,
-    Literal,
-    Negate,
-    Not,
+from chanbatch.blueprint.nodes import Column, Expr
+from chanbatch.engine.arrow_eval import (
+    Array,
+    ArrowEvaluator,
+    Unsupported,
+    Value,
+    is_array,
+    nan_to_null,
+    value_kind,
 )
-from chanbatch.engine.pandas_eval import fold
-
-if TYPE_CHECKING:
-    from chanbatch.blueprint.nodes import Scalar
 
 SEP = "\x1f"  # as in chanbatch.engine.aggregate: partial state columns are NAME<SEP>PART
-_INT64_RANGE = range(-(2**63), 2**63)
-_EXACT_FLOAT = 2**53  # ints beyond this do not all survive a round trip through float64
-
-
-class Unsupported(Exception):
-    """The Arrow path does not cover this stage on this data; the pandas path decides."""
-
-
-Array: TypeAlias = pa.ChunkedArray | pa.Array
-Value = Any  # an Array, or a Python scalar: int, float, str, bool or datetime.date
 
 
 # -- tables in and out -------------------------------------------------------------------------
@@ -98,7 +78,7 @@ def storable(table: pa.Table) -> pa.Table | None:
         if field.type not in _STORABLE:
             return None
         if field.type == pa.float64():
-            column = _nan_to_null(column)
+            column = nan_to_null(column)
         columns.append(column)
     fields = [pa.field(f.name, f.type, nullable=True) for f in table.schema]
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
@@ -112,8 +92,8 @@ def apply_rowwise(stage: Stage, table: pa.Table) -> pa.Table:
     op = stage.operation
     try:
         if isinstance(op, Filter):
-            condition = _Evaluator(table).eval(op.expr)
-            if _kind(condition) != "bool" or not _is_array(condition):
+            condition = ArrowEvaluator(table).eval(op.expr)
+            if value_kind(condition) != "bool" or not is_array(condition):
                 raise Unsupported("not a boolean column")
             # A null condition drops the row, as in SQL. Column by column: Table.filter costs
             # about half as much again on slices of this size.
@@ -145,10 +125,10 @@ def _derived(expr: Expr, table: pa.Table) -> Array:
         if expr.name not in table.column_names:
             raise Unsupported("unknown column")
         return table.column(expr.name)
-    value = _Evaluator(table).eval(expr)
+    value = ArrowEvaluator(table).eval(expr)
     # pandas holds a comparison's result as its nullable "boolean" dtype, which an Arrow bool
     # does not convert back to; and a literal would be broadcast to a column of its own dtype.
-    if not _is_array(value) or _kind(value) == "bool":
+    if not is_array(value) or value_kind(value) == "bool":
         raise Unsupported("derive of a condition or a constant")
     return value
 
@@ -180,7 +160,7 @@ def partial(spec: Aggregate, table: pa.Table) -> pa.Table:
         requests: dict[str, tuple[Any, str, Any]] = {}  # result column -> Arrow aggregate
         outputs: list[tuple[str, str]] = []  # (state column, result column)
         sources: dict[tuple[str, bool], str] = {}
-        evaluator = _Evaluator(table)
+        evaluator = ArrowEvaluator(table)
 
         def request(src: str, func: str, options: Any, state: str) -> None:
             column = f"{src}_{func}" if src else func
@@ -200,7 +180,7 @@ def partial(spec: Aggregate, table: pa.Table) -> pa.Table:
                 value = evaluator.eval(agg.arg)
                 src = sources[ident] = f"{SEP}arg{len(sources)}"
                 work[src] = _aggregated(value, as_float)
-                if _is_array(value) and value.type == pa.float64():
+                if is_array(value) and value.type == pa.float64():
                     # already float: mean(x) sums the very values sum(x) does
                     sources[(ident[0], not as_float)] = src
             if work[src].null_count:
@@ -247,238 +227,10 @@ def _groupable(t: pa.DataType) -> bool:
 
 def _aggregated(value: Value, as_float: bool) -> Array:
     """An aggregate's argument as the numpy path sums it: float64, NaN counted as null."""
-    if not _is_array(value):
+    if not is_array(value):
         raise Unsupported("a constant argument")
     if as_float and value.type == pa.int64():
         value = value.cast(pa.float64(), safe=False)
     if value.type != pa.float64():
         raise Unsupported("a non-float argument")  # pandas groups these without numpy
-    return _nan_to_null(value)
-
-
-def _nan_to_null(values: Array) -> Array:
-    nan = pc.is_nan(values)
-    if not pc.any(nan).as_py():
-        return values
-    return pc.if_else(nan, pa.scalar(None, values.type), values)
-
-
-# -- expressions ---------------------------------------------------------------------------------
-
-
-def _is_array(value: Value) -> bool:
-    return isinstance(value, pa.ChunkedArray | pa.Array)
-
-
-def _kind(value: Value) -> str:
-    """The evaluator's kind of a value: int, float, str, date or bool; Unsupported otherwise."""
-    if _is_array(value):
-        t = value.type
-        if t == pa.int64():
-            return "int"
-        if t == pa.float64():
-            return "float"
-        if pa.types.is_string(t) or pa.types.is_large_string(t):
-            return "str"
-        if t == pa.date32():
-            return "date"
-        if t == pa.bool_():
-            return "bool"
-        raise Unsupported(f"column type {t}")
-    kind = type(value)
-    if kind is bool:
-        return "bool"
-    if kind is int:
-        if value not in _INT64_RANGE:
-            raise Unsupported("an int beyond int64")
-        return "int"
-    if kind is float:
-        return "float"
-    if kind is str:
-        return "str"
-    if kind is dt.date:
-        return "date"
-    raise Unsupported(f"a {kind.__name__} value")
-
-
-def _as_float(value: Value) -> Value:
-    if _is_array(value):
-        return value.cast(pa.float64(), safe=False) if value.type == pa.int64() else value
-    return float(value)
-
-
-def _nulls(value: Value) -> Array | None:
-    """Where ``value`` is null for pandas (null or NaN), or None if it cannot be."""
-    if not _is_array(value):
-        return None
-    if value.type == pa.float64():
-        return pc.is_null(value, nan_is_null=True)
-    return pc.is_null(value) if value.null_count else None
-
-
-_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
-    "==": pc.equal,
-    "!=": pc.not_equal,
-    "<": pc.less,
-    "<=": pc.less_equal,
-    ">": pc.greater,
-    ">=": pc.greater_equal,
-}
-_ARITH: dict[str, Callable[[Any, Any], Any]] = {
-    "+": pc.add,
-    "-": pc.subtract,
-    "*": pc.multiply,
-    "/": pc.divide,
-}
-
-
-class _Evaluator:
-    """Evaluates the covered subset of the expression language on one table."""
-
-    def __init__(self, table: pa.Table) -> None:
-        self.table = table
-
-    def eval(self, node: Expr) -> Value:
-        if isinstance(node, Column):
-            if node.name not in self.table.column_names:
-                raise Unsupported("unknown column")
-            return self.table.column(node.name)
-        if isinstance(node, Literal):
-            if node.value is None:
-                raise Unsupported("null literal")
-            return node.value
-        if isinstance(node, Negate):
-            return self._negate(node)
-        if isinstance(node, BinOp):
-            return self._binop(node)
-        if isinstance(node, Compare):
-            return self._compare(node)
-        if isinstance(node, InList):
-            return self._in_list(node)
-        if isinstance(node, BoolOp):
-            parts = [self._condition(o) for o in node.operands]
-            return reduce(pc.and_kleene if node.op == "and" else pc.or_kleene, parts)
-        if isinstance(node, Not):
-            return pc.invert(self._condition(node.operand))
-        if isinstance(node, Call):
-            return self._call(node)
-        raise Unsupported(type(node).__name__)
-
-    def _condition(self, node: Expr) -> Array:
-        value = self.eval(node)
-        if not _is_array(value) or _kind(value) != "bool":
-            raise Unsupported("not a boolean column")
-        return value
-
-    def _negate(self, node: Negate) -> Value:
-        value = self.eval(node.operand)
-        kind = _kind(value)
-        if kind not in ("int", "float"):
-            raise Unsupported("negate")
-        return pc.negate(value) if _is_array(value) else -value
-
-    def _binop(self, node: BinOp) -> Value:
-        # a long flat sum is a deep left chain: walked in a loop, not by recursion
-        first, links = node.chain()
-        value = self.eval(first)
-        for link in links:
-            value = self._arith(link, value, self.eval(link.right))
-        return value
-
-    def _arith(self, node: BinOp, left: Value, right: Value) -> Value:
-        kinds = (_kind(left), _kind(right))
-        if node.op not in _ARITH or not (_is_array(left) or _is_array(right)):
-            raise Unsupported(f"operator {node.op}")
-        if node.op == "+" and kinds == ("str", "str"):
-            # text + text joins them; a null on either side gives null, as in pandas and SQL
-            return pc.binary_join_element_wise(left, right, "")
-        if any(k not in ("int", "float") for k in kinds):
-            raise Unsupported("arithmetic on a non-number")
-        # numpy's promotions: int op int stays int64 (wrapping on overflow, as Arrow's unchecked
-        # kernels do), anything with a float, and every true division, is float64.
-        if node.op == "/" or "float" in kinds:
-            left, right = _as_float(left), _as_float(right)
-        return _ARITH[node.op](left, right)
-
-    def _compare(self, node: Compare) -> Value:
-        values = [self.eval(o) for o in node.operands]
-        parts = [
-            self._compare_pair(op, left, right)
-            for op, left, right in zip(node.ops, values, values[1:], strict=False)
-        ]
-        return reduce(pc.and_kleene, parts)
-
-    def _compare_pair(self, op: str, left: Value, right: Value) -> Array:
-        if not (_is_array(left) or _is_array(right)):
-            raise Unsupported("a comparison of constants")
-        left, right = _temporal(left, right), _temporal(right, left)
-        kinds = {_kind(left), _kind(right)}
-        if kinds <= {"int", "float"}:
-            if "float" in kinds:
-                left, right = _as_float(left), _as_float(right)
-        elif len(kinds) != 1 or (kinds == {"bool"} and op not in ("==", "!=")):
-            raise Unsupported("a comparison of different kinds")
-        result = _COMPARE[op](left, right)
-        return _mask_nulls(result, [_nulls(left), _nulls(right)])
-
-    def _in_list(self, node: InList) -> Array:
-        operand = self.eval(node.operand)
-        if not _is_array(operand):
-            raise Unsupported("in on a constant")
-        values = [_member(v, operand) for v in node.values if v is not None]
-        found = pc.is_in(operand, value_set=pa.array(values, type=operand.type))
-        result: Array = found
-        if len(values) < len(node.values):
-            # `x in [1, null]` is true for 1 and unknown otherwise: x might equal the null.
-            result = pc.if_else(found, True, pa.scalar(None, pa.bool_()))
-        result = _mask_nulls(result, [_nulls(operand)])
-        return pc.invert(result) if node.negated else result
-
-    def _call(self, node: Call) -> Value:
-        if not node.columns():
-            try:
-                value = fold(node)
-            except ExprEvalError as exc:
-                raise Unsupported(str(exc)) from exc
-            _kind(value)  # a type this module knows, or Unsupported
-            return value
-        if node.name in ("is_null", "not_null"):
-            value = self.eval(node.args[0])
-            if not _is_array(value):
-                raise Unsupported("is_null of a constant")
-            _kind(value)
-            nulls = pc.is_null(value, nan_is_null=True)
-            return nulls if node.name == "is_null" else pc.invert(nulls)
-        raise Unsupported(f"function {node.name}")
-
-
-def _temporal(value: Value, other: Value) -> Value:
-    """A text literal compared with a date column is read as a date, as pandas' path does."""
-    if isinstance(value, str) and _is_array(other) and other.type == pa.date32():
-        try:
-            return dt.date.fromisoformat(value)
-        except ValueError as exc:
-            raise Unsupported("not a date") from exc
-    return value
-
-
-def _member(value: Scalar, operand: Array) -> Any:
-    """A value of an ``in`` list as the operand's type; Unsupported unless it is exact."""
-    kind = _kind(operand)
-    if kind == "date" and isinstance(value, str):
-        return _temporal(value, operand)
-    if kind == "float" and type(value) is int and abs(value) <= _EXACT_FLOAT:
-        return float(value)
-    if _kind(value) == kind:
-        return value
-    raise Unsupported("an in-list value of another type")
-
-
-def _mask_nulls(result: Array, masks: list[Array | None]) -> Array:
-    present = [m for m in masks if m is not None]
-    if not present:
-        return result
-    null = reduce(pc.or_, present)
-    if not pc.any(null).as_py():
-        return result
-    return pc.if_else(null, pa.scalar(None, pa.bool_()), result)
+    return nan_to_null(value)

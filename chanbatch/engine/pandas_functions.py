@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,11 +18,9 @@ from pandas.api import types as ptypes
 
 from chanbatch.blueprint.expr import ExprEvalError
 from chanbatch.blueprint.nodes import Call, constant
+from chanbatch.engine.pandas_values import Evaluator, common_type
 
-if TYPE_CHECKING:
-    from chanbatch.engine.pandas_eval import _Evaluator
-
-Implementation = Callable[["_Evaluator", Call], Any]
+Implementation = Callable[[Evaluator, Call], Any]
 
 #: What pandas, numpy and pyarrow raise when data does not fit an operation; each is turned
 #: into an ExprEvalError naming the sub-expression that failed.
@@ -45,7 +43,7 @@ _FALSE_WORDS = {"false": False, "f": False, "no": False, "0": False}
 def _implements(name: str) -> Callable[[Implementation], Implementation]:
     def register(function: Implementation) -> Implementation:
         @functools.wraps(function)
-        def guarded(evaluator: _Evaluator, node: Call) -> Any:
+        def guarded(evaluator: Evaluator, node: Call) -> Any:
             try:
                 return function(evaluator, node)
             except ExprEvalError:
@@ -65,7 +63,7 @@ def _literal(node: Call, index: int) -> Any:
     return literal.value
 
 
-def _argument(evaluator: _Evaluator, node: Call, index: int = 0) -> pd.Series | None:
+def _argument(evaluator: Evaluator, node: Call, index: int = 0) -> pd.Series | None:
     value = evaluator.eval(node.args[index])
     return None if value is None else evaluator.series(value)
 
@@ -76,7 +74,7 @@ def _is_text(series: pd.Series) -> bool:
     return series.dtype == object and all(isinstance(v, str) for v in series.dropna())
 
 
-def _text(evaluator: _Evaluator, node: Call) -> pd.Series | None:
+def _text(evaluator: Evaluator, node: Call) -> pd.Series | None:
     series = _argument(evaluator, node)
     if series is not None and not _is_text(series):
         raise ExprEvalError(
@@ -85,7 +83,7 @@ def _text(evaluator: _Evaluator, node: Call) -> pd.Series | None:
     return series
 
 
-def _numeric(evaluator: _Evaluator, node: Call) -> pd.Series | None:
+def _numeric(evaluator: Evaluator, node: Call) -> pd.Series | None:
     series = _argument(evaluator, node)
     if series is not None and not (
         ptypes.is_numeric_dtype(series.dtype) and not ptypes.is_bool_dtype(series.dtype)
@@ -96,7 +94,7 @@ def _numeric(evaluator: _Evaluator, node: Call) -> pd.Series | None:
     return series
 
 
-def _timestamps(evaluator: _Evaluator, node: Call) -> pd.Series | None:
+def _timestamps(evaluator: Evaluator, node: Call) -> pd.Series | None:
     series = _argument(evaluator, node)
     if series is None:
         return None
@@ -135,23 +133,23 @@ def _to_date(series: pd.Series) -> pd.Series:
 
 
 @_implements("is_null")
-def _is_null(evaluator: _Evaluator, node: Call) -> Any:
+def _is_null(evaluator: Evaluator, node: Call) -> Any:
     return evaluator.series(evaluator.eval(node.args[0])).isna()
 
 
 @_implements("not_null")
-def _not_null(evaluator: _Evaluator, node: Call) -> Any:
+def _not_null(evaluator: Evaluator, node: Call) -> Any:
     return evaluator.series(evaluator.eval(node.args[0])).notna()
 
 
 @_implements("abs")
-def _abs(evaluator: _Evaluator, node: Call) -> Any:
+def _abs(evaluator: Evaluator, node: Call) -> Any:
     series = _numeric(evaluator, node)
     return None if series is None else series.abs()
 
 
 @_implements("round")
-def _round(evaluator: _Evaluator, node: Call) -> Any:
+def _round(evaluator: Evaluator, node: Call) -> Any:
     series = _numeric(evaluator, node)
     digits = _literal(node, 1) if len(node.args) > 1 else 0
     if series is not None and _is_decimal(series):
@@ -178,25 +176,25 @@ def _round_decimal(series: pd.Series, digits: int) -> pd.Series:
 
 
 @_implements("lower")
-def _lower(evaluator: _Evaluator, node: Call) -> Any:
+def _lower(evaluator: Evaluator, node: Call) -> Any:
     series = _text(evaluator, node)
     return None if series is None else series.str.lower()
 
 
 @_implements("upper")
-def _upper(evaluator: _Evaluator, node: Call) -> Any:
+def _upper(evaluator: Evaluator, node: Call) -> Any:
     series = _text(evaluator, node)
     return None if series is None else series.str.upper()
 
 
 @_implements("length")
-def _length(evaluator: _Evaluator, node: Call) -> Any:
+def _length(evaluator: Evaluator, node: Call) -> Any:
     series = _text(evaluator, node)
     return None if series is None else series.str.len().astype("Int64")
 
 
 @_implements("starts_with")
-def _starts_with(evaluator: _Evaluator, node: Call) -> Any:
+def _starts_with(evaluator: Evaluator, node: Call) -> Any:
     series = _text(evaluator, node)
     if series is None:
         return None
@@ -204,7 +202,7 @@ def _starts_with(evaluator: _Evaluator, node: Call) -> Any:
 
 
 @_implements("contains")
-def _contains(evaluator: _Evaluator, node: Call) -> Any:
+def _contains(evaluator: Evaluator, node: Call) -> Any:
     series = _text(evaluator, node)
     if series is None:
         return None
@@ -213,7 +211,7 @@ def _contains(evaluator: _Evaluator, node: Call) -> Any:
 
 
 def _date_part(part: str) -> Implementation:
-    def extract(evaluator: _Evaluator, node: Call) -> Any:
+    def extract(evaluator: Evaluator, node: Call) -> Any:
         series = _timestamps(evaluator, node)
         if series is None:
             return None
@@ -227,14 +225,13 @@ for _part in ("year", "month", "day", "hour"):
 
 
 @_implements("date")
-def _date(evaluator: _Evaluator, node: Call) -> Any:
+def _date(evaluator: Evaluator, node: Call) -> Any:
     series = _timestamps(evaluator, node)
     return None if series is None else _to_date(series)
 
 
 @_implements("coalesce")
-def _coalesce(evaluator: _Evaluator, node: Call) -> Any:
-    from chanbatch.engine.pandas_eval import common_type
+def _coalesce(evaluator: Evaluator, node: Call) -> Any:
 
     result = None
     for value in common_type([evaluator.eval(argument) for argument in node.args]):
@@ -247,12 +244,11 @@ def _coalesce(evaluator: _Evaluator, node: Call) -> Any:
 
 
 @_implements("if_else")
-def _if_else(evaluator: _Evaluator, node: Call) -> Any:
+def _if_else(evaluator: Evaluator, node: Call) -> Any:
     condition_node, then_node, otherwise_node = node.args
     # A null condition takes the 'otherwise' branch, as SQL's CASE WHEN does.
     condition = evaluator.boolean(evaluator.eval(condition_node), condition_node)
     condition = condition.fillna(False).astype(bool)
-    from chanbatch.engine.pandas_eval import common_type
 
     then, otherwise = common_type([evaluator.eval(then_node), evaluator.eval(otherwise_node)])
     if then is None and otherwise is None:
@@ -265,15 +261,15 @@ def _if_else(evaluator: _Evaluator, node: Call) -> Any:
 
 
 @_implements("between")
-def _between(evaluator: _Evaluator, node: Call) -> Any:
+def _between(evaluator: Evaluator, node: Call) -> Any:
     value, low, high = (evaluator.eval(argument) for argument in node.args)
-    above = evaluator._compare_pair(">=", value, low, node)
-    below = evaluator._compare_pair("<=", value, high, node)
+    above = evaluator.compare_pair(">=", value, low, node)
+    below = evaluator.compare_pair("<=", value, high, node)
     return above & below
 
 
 @_implements("cast")
-def _cast(evaluator: _Evaluator, node: Call) -> Any:
+def _cast(evaluator: Evaluator, node: Call) -> Any:
     series = _argument(evaluator, node)
     if series is None:
         return None

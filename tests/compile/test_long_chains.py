@@ -2,8 +2,8 @@
 
 ``distance + distance + ...`` is a left-nested tree as deep as the sum is long. The parser,
 the renderer (and so the cache keys) and the plan-time type check follow such a chain in a
-loop. So do the evaluators that run it on a slice (``blueprint/evaluation.py`` for pandas,
-``compile/columnar.py`` for Arrow), at Python's default recursion limit.
+loop. So do the evaluators that run it on a slice (``engine/pandas_eval.py`` for pandas,
+``engine/arrow_eval.py`` for Arrow), at Python's default recursion limit.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 import chanbatch as cb
 from chanbatch.blueprint.expr import parse_expr
 from chanbatch.compile.types import TypeProblem, infer
-from chanbatch.engine import columnar
+from chanbatch.engine.arrow_eval import ArrowEvaluator
 from chanbatch.engine.execute import StageFailed
 from chanbatch.engine.pandas_eval import evaluate
 
@@ -138,5 +138,5 @@ def test_the_pandas_evaluator_follows_a_2000_deep_chain() -> None:
 def test_the_arrow_evaluator_follows_a_2000_deep_chain() -> None:
     table = pa.table({"x": [1.0, 2.0]})
     expr = parse_expr(" + ".join(["x"] * 2000))
-    result = no_recursion_error(lambda: columnar._Evaluator(table).eval(expr))
+    result = no_recursion_error(lambda: ArrowEvaluator(table).eval(expr))
     assert result.to_pylist() == [2000.0, 4000.0]  # type: ignore[attr-defined]

@@ -1,0 +1,277 @@
+"""The expression language on Arrow arrays: the covered subset, exactly as pandas computes it.
+
+:mod:`chanbatch.engine.pandas_eval` is the definition of what an expression means. The evaluator
+here computes the subset it covers with ``pyarrow.compute`` kernels, which release the GIL, and
+raises :class:`Unsupported` for anything else (a type, an operator or a function without an
+Arrow kernel, or an error from pyarrow), so that the caller hands the rows to pandas. Which
+functions have an Arrow kernel is stated in :data:`chanbatch.blueprint.functions.FUNCTIONS`
+(``arrow=True``) and checked against :data:`ARROW_FUNCTIONS` by a test.
+
+pandas treats NaN as null: comparisons, ``in`` and ``is_null`` here test for NaN as well.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from functools import reduce
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from chanbatch.blueprint.expr import ExprEvalError
+from chanbatch.blueprint.nodes import (
+    BinOp,
+    BoolOp,
+    Call,
+    Column,
+    Compare,
+    Expr,
+    InList,
+    Literal,
+    Negate,
+    Not,
+)
+from chanbatch.engine.pandas_eval import fold
+
+if TYPE_CHECKING:
+    from chanbatch.blueprint.nodes import Scalar
+
+_INT64_RANGE = range(-(2**63), 2**63)
+_EXACT_FLOAT = 2**53  # ints beyond this do not all survive a round trip through float64
+
+
+class Unsupported(Exception):
+    """The Arrow path does not cover this stage on this data; the pandas path decides."""
+
+
+Array: TypeAlias = pa.ChunkedArray | pa.Array
+Value = Any  # an Array, or a Python scalar: int, float, str, bool or datetime.date
+
+
+def nan_to_null(values: Array) -> Array:
+    nan = pc.is_nan(values)
+    if not pc.any(nan).as_py():
+        return values
+    return pc.if_else(nan, pa.scalar(None, values.type), values)
+
+
+
+
+def is_array(value: Value) -> bool:
+    return isinstance(value, pa.ChunkedArray | pa.Array)
+
+
+def value_kind(value: Value) -> str:
+    """The evaluator's kind of a value: int, float, str, date or bool; Unsupported otherwise."""
+    if is_array(value):
+        t = value.type
+        if t == pa.int64():
+            return "int"
+        if t == pa.float64():
+            return "float"
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            return "str"
+        if t == pa.date32():
+            return "date"
+        if t == pa.bool_():
+            return "bool"
+        raise Unsupported(f"column type {t}")
+    kind = type(value)
+    if kind is bool:
+        return "bool"
+    if kind is int:
+        if value not in _INT64_RANGE:
+            raise Unsupported("an int beyond int64")
+        return "int"
+    if kind is float:
+        return "float"
+    if kind is str:
+        return "str"
+    if kind is dt.date:
+        return "date"
+    raise Unsupported(f"a {kind.__name__} value")
+
+
+def _as_float(value: Value) -> Value:
+    if is_array(value):
+        return value.cast(pa.float64(), safe=False) if value.type == pa.int64() else value
+    return float(value)
+
+
+def _nulls(value: Value) -> Array | None:
+    """Where ``value`` is null for pandas (null or NaN), or None if it cannot be."""
+    if not is_array(value):
+        return None
+    if value.type == pa.float64():
+        return pc.is_null(value, nan_is_null=True)
+    return pc.is_null(value) if value.null_count else None
+
+
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "==": pc.equal,
+    "!=": pc.not_equal,
+    "<": pc.less,
+    "<=": pc.less_equal,
+    ">": pc.greater,
+    ">=": pc.greater_equal,
+}
+_ARITH: dict[str, Callable[[Any, Any], Any]] = {
+    "+": pc.add,
+    "-": pc.subtract,
+    "*": pc.multiply,
+    "/": pc.divide,
+}
+
+
+class ArrowEvaluator:
+    """Evaluates the covered subset of the expression language on one table."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+
+    def eval(self, node: Expr) -> Value:
+        if isinstance(node, Column):
+            if node.name not in self.table.column_names:
+                raise Unsupported("unknown column")
+            return self.table.column(node.name)
+        if isinstance(node, Literal):
+            if node.value is None:
+                raise Unsupported("null literal")
+            return node.value
+        if isinstance(node, Negate):
+            return self._negate(node)
+        if isinstance(node, BinOp):
+            return self._binop(node)
+        if isinstance(node, Compare):
+            return self._compare(node)
+        if isinstance(node, InList):
+            return self._in_list(node)
+        if isinstance(node, BoolOp):
+            parts = [self._condition(o) for o in node.operands]
+            return reduce(pc.and_kleene if node.op == "and" else pc.or_kleene, parts)
+        if isinstance(node, Not):
+            return pc.invert(self._condition(node.operand))
+        if isinstance(node, Call):
+            return self._call(node)
+        raise Unsupported(type(node).__name__)
+
+    def _condition(self, node: Expr) -> Array:
+        value = self.eval(node)
+        if not is_array(value) or value_kind(value) != "bool":
+            raise Unsupported("not a boolean column")
+        return value
+
+    def _negate(self, node: Negate) -> Value:
+        value = self.eval(node.operand)
+        kind = value_kind(value)
+        if kind not in ("int", "float"):
+            raise Unsupported("negate")
+        return pc.negate(value) if is_array(value) else -value
+
+    def _binop(self, node: BinOp) -> Value:
+        # a long flat sum is a deep left chain: walked in a loop, not by recursion
+        first, links = node.chain()
+        value = self.eval(first)
+        for link in links:
+            value = self._arith(link, value, self.eval(link.right))
+        return value
+
+    def _arith(self, node: BinOp, left: Value, right: Value) -> Value:
+        kinds = (value_kind(left), value_kind(right))
+        if node.op not in _ARITH or not (is_array(left) or is_array(right)):
+            raise Unsupported(f"operator {node.op}")
+        if node.op == "+" and kinds == ("str", "str"):
+            # text + text joins them; a null on either side gives null, as in pandas and SQL
+            return pc.binary_join_element_wise(left, right, "")
+        if any(k not in ("int", "float") for k in kinds):
+            raise Unsupported("arithmetic on a non-number")
+        # numpy's promotions: int op int stays int64 (wrapping on overflow, as Arrow's unchecked
+        # kernels do), anything with a float, and every true division, is float64.
+        if node.op == "/" or "float" in kinds:
+            left, right = _as_float(left), _as_float(right)
+        return _ARITH[node.op](left, right)
+
+    def _compare(self, node: Compare) -> Value:
+        values = [self.eval(o) for o in node.operands]
+        parts = [
+            self._compare_pair(op, left, right)
+            for op, left, right in zip(node.ops, values, values[1:], strict=False)
+        ]
+        return reduce(pc.and_kleene, parts)
+
+    def _compare_pair(self, op: str, left: Value, right: Value) -> Array:
+        if not (is_array(left) or is_array(right)):
+            raise Unsupported("a comparison of constants")
+        left, right = _temporal(left, right), _temporal(right, left)
+        kinds = {value_kind(left), value_kind(right)}
+        if kinds <= {"int", "float"}:
+            if "float" in kinds:
+                left, right = _as_float(left), _as_float(right)
+        elif len(kinds) != 1 or (kinds == {"bool"} and op not in ("==", "!=")):
+            raise Unsupported("a comparison of different kinds")
+        result = _COMPARE[op](left, right)
+        return _mask_nulls(result, [_nulls(left), _nulls(right)])
+
+    def _in_list(self, node: InList) -> Array:
+        operand = self.eval(node.operand)
+        if not is_array(operand):
+            raise Unsupported("in on a constant")
+        values = [_member(v, operand) for v in node.values if v is not None]
+        found = pc.is_in(operand, value_set=pa.array(values, type=operand.type))
+        result: Array = found
+        if len(values) < len(node.values):
+            # `x in [1, null]` is true for 1 and unknown otherwise: x might equal the null.
+            result = pc.if_else(found, True, pa.scalar(None, pa.bool_()))
+        result = _mask_nulls(result, [_nulls(operand)])
+        return pc.invert(result) if node.negated else result
+
+    def _call(self, node: Call) -> Value:
+        if not node.columns():
+            try:
+                value = fold(node)
+            except ExprEvalError as exc:
+                raise Unsupported(str(exc)) from exc
+            value_kind(value)  # a type this module knows, or Unsupported
+            return value
+        if node.name in ("is_null", "not_null"):
+            value = self.eval(node.args[0])
+            if not is_array(value):
+                raise Unsupported("is_null of a constant")
+            value_kind(value)
+            nulls = pc.is_null(value, nan_is_null=True)
+            return nulls if node.name == "is_null" else pc.invert(nulls)
+        raise Unsupported(f"function {node.name}")
+
+
+def _temporal(value: Value, other: Value) -> Value:
+    """A text literal compared with a date column is read as a date, as pandas' path does."""
+    if isinstance(value, str) and is_array(other) and other.type == pa.date32():
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError as exc:
+            raise Unsupported("not a date") from exc
+    return value
+
+
+def _member(value: Scalar, operand: Array) -> Any:
+    """A value of an ``in`` list as the operand's type; Unsupported unless it is exact."""
+    kind = value_kind(operand)
+    if kind == "date" and isinstance(value, str):
+        return _temporal(value, operand)
+    if kind == "float" and type(value) is int and abs(value) <= _EXACT_FLOAT:
+        return float(value)
+    if value_kind(value) == kind:
+        return value
+    raise Unsupported("an in-list value of another type")
+
+
+def _mask_nulls(result: Array, masks: list[Array | None]) -> Array:
+    present = [m for m in masks if m is not None]
+    if not present:
+        return result
+    null = reduce(pc.or_, present)
+    if not pc.any(null).as_py():
+        return result
+    return pc.if_else(null, pa.scalar(None, pa.bool_()), result)
