@@ -8,6 +8,10 @@ run time (``NewType``), and the constructors below are the one place that makes 
 - ``SliceId``: digest of a slice's canonical manifest (key + ordered parts).
 - ``SnapshotId``: digest of a snapshot's canonical manifest (ordered slices, schema, counts).
 - ``CacheKey``: digest of a stage's inputs and spec on one slice (DESIGN.md section 1).
+
+It also holds the rule for dataset names (:data:`DATASET_NAME`), the one name the store, the
+blueprint checks and the Kubernetes CRD all validate: it lives here, in the lowest layer, so
+that ``snapshot`` and ``blueprint`` (which do not import each other) share one definition.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ SHORT_LENGTH = 12
 MIN_PREFIX = 8
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _PREFIX = re.compile(r"^[0-9a-f]{8,64}$")
+
+#: A dataset name: 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit.
+#: (The store also refuses '..' in a name: see ``chanbatch.snapshot.names.check_dataset_name``.)
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def _checked(value: str, kind: str) -> str:
@@ -58,6 +66,7 @@ def is_id_prefix(value: str) -> bool:
     return bool(_PREFIX.match(value))
 
 
-def short(value: str) -> str:
-    """The 12-character form of an id that the CLI shows."""
-    return value[:SHORT_LENGTH]
+def short(value: str | None) -> str:
+    """The 12-character form of an id that the CLI, messages and reports show; ``-`` for a
+    missing id (None or empty)."""
+    return value[:SHORT_LENGTH] if value else "-"

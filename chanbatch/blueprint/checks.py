@@ -18,8 +18,10 @@ from chanbatch.blueprint.problems import ProblemLog
 from chanbatch.blueprint.reader import LocatedList, LocatedMap
 from chanbatch.errors import did_you_mean
 
-#: Dataset names (DESIGN.md section 2); anything a user types passes this before it is a path.
-DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Dataset names (DESIGN.md section 2), defined once in the bottom layer and re-exported here
+# for the blueprint's parser and schema; anything a user types passes this before it is a path.
+from chanbatch.ids import DATASET_NAME as DATASET_NAME
+
 #: Names of inputs and stages, which other stages refer to.
 STAGE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$")
 

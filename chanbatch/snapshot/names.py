@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from chanbatch.errors import InvalidNameError, RefError
-from chanbatch.ids import is_id_prefix
-
-DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+from chanbatch.ids import DATASET_NAME, is_id_prefix
 
 SliceKey = int | dt.date | str
 KeyType = Literal["int", "date", "str"]
