@@ -3,7 +3,7 @@
 Nothing here imports pandas, pyarrow or dask: a blueprint is data. Evaluating an expression on
 rows is the engine's work (:mod:`chanbatch.engine`).
 
-- :func:`load_blueprint` / :meth:`Blueprint.from_yaml`: YAML (a path or text) -> Blueprint,
+- :func:`load_blueprint` (a path or YAML text) / :func:`parse_blueprint` (YAML text) -> Blueprint,
   raising :class:`BlueprintError` with every :class:`Problem` found.
 - :func:`parse_expr`: expression text -> tree, raising :class:`ExprError`.
 - :func:`blueprint_json_schema`: a JSON Schema (draft 2020-12) of the YAML syntax.
@@ -62,4 +62,3 @@ __all__ = [
     "parse_blueprint",
     "parse_expr",
 ]
-

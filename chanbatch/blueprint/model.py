@@ -18,7 +18,6 @@ treat them as read-only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from chanbatch.blueprint.functions import DECOMPOSABLE_AGGREGATES
@@ -281,17 +280,6 @@ class Blueprint:
     # The YAML it was parsed from, kept for run records (a report of an old run can redraw
     # the flow after the file has changed); neither a key nor equality depends on it.
     text: str = field(default="", compare=False, repr=False)
-
-    @classmethod
-    def from_yaml(cls, path_or_text: str | Path) -> Blueprint:
-        """Load a blueprint from a file path or from YAML text.
-
-        Raises BlueprintError listing every problem found, or InputError if a path is given
-        that cannot be read.
-        """
-        from chanbatch.blueprint.parse import load_blueprint  # parse imports this module
-
-        return load_blueprint(path_or_text)
 
     def topological_order(self) -> list[str]:
         """Stage names, each after everything it reads; ties keep declaration order."""
