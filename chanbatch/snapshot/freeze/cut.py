@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
+# Threads of the pools that group input batches (here) and take and write slices (write.py).
 _WORKERS = max(2, min(8, os.cpu_count() or 2))
 # A split works on input batches of this many rows, so that one batch's columns stay in cache
 # while its rows are cast, grouped by key and taken out.
