@@ -179,8 +179,33 @@ def render_cluster(
         "app.kubernetes.io/managed-by": "chanbatch",
         **(labels or {}),
     }
-    env_from = [{"secretRef": {"name": shape.env_from_secret}}] if shape.env_from_secret else None
-    pod_common: dict[str, Any] = {
+    pod = _pod_common(shape)
+    manifest = {
+        "apiVersion": "kubernetes.dask.org/v1",
+        "kind": "DaskCluster",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(common)},
+        "spec": {
+            "worker": {
+                "replicas": shape.workers,
+                "metadata": {"labels": {**common, "app.kubernetes.io/component": "worker"}},
+                "spec": {**pod, "containers": [_worker_container(shape, cpu, memory)]},
+            },
+            "scheduler": {
+                "metadata": {"labels": {**common, "app.kubernetes.io/component": "scheduler"}},
+                "spec": {
+                    **pod,
+                    "containers": [_scheduler_container(shape, scheduler_cpu, scheduler_memory)],
+                },
+                "service": _scheduler_service(name),
+            },
+        },
+    }
+    return prune_nulls(manifest)
+
+
+def _pod_common(shape: WorkerShape) -> dict[str, Any]:
+    """What the worker and scheduler pod specs share: non-root, placement."""
+    return {
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUN_AS_USER,
@@ -189,7 +214,15 @@ def render_cluster(
         "nodeSelector": dict(shape.node_selector) or None,
         "tolerations": [dict(t) for t in shape.tolerations] or None,
     }
-    worker = {
+
+
+def _env_from(shape: WorkerShape) -> list[dict[str, Any]] | None:
+    return [{"secretRef": {"name": shape.env_from_secret}}] if shape.env_from_secret else None
+
+
+def _worker_container(shape: WorkerShape, cpu: Decimal, memory: Decimal) -> dict[str, Any]:
+    """One single-threaded ``dask worker`` whose requests equal its limits (Guaranteed)."""
+    return {
         "name": WORKER_CONTAINER,
         "image": shape.image,
         "imagePullPolicy": shape.image_pull_policy,
@@ -206,74 +239,63 @@ def render_cluster(
             str(WORKER_DASHBOARD),
         ],
         "env": _env(shape, cpu),
-        "envFrom": env_from,
+        "envFrom": _env_from(shape),
         "resources": _resources(cpu, memory),
         "ports": [{"name": "http-dashboard", "containerPort": WORKER_DASHBOARD, "protocol": "TCP"}],
         "securityContext": _security(),
     }
-    scheduler = {
+
+
+def _scheduler_container(shape: WorkerShape, cpu: Decimal, memory: Decimal) -> dict[str, Any]:
+    """The ``dask scheduler``, with the health probes the dask-kubernetes operator waits on."""
+    health = {"port": "http-dashboard", "path": "/health"}
+    return {
         "name": SCHEDULER_CONTAINER,
         "image": shape.image,
         "imagePullPolicy": shape.image_pull_policy,
         "args": ["dask", "scheduler", "--host", "0.0.0.0"],
         "env": [{"name": k, "value": str(v)} for k, v in shape.env.items()] or None,
-        "envFrom": env_from,
-        "resources": _resources(scheduler_cpu, scheduler_memory),
+        "envFrom": _env_from(shape),
+        "resources": _resources(cpu, memory),
         "ports": [
             {"name": "tcp-comm", "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
             {"name": "http-dashboard", "containerPort": SCHEDULER_DASHBOARD, "protocol": "TCP"},
         ],
         "readinessProbe": {
-            "httpGet": {"port": "http-dashboard", "path": "/health"},
+            "httpGet": dict(health),
             "initialDelaySeconds": 0,
             "periodSeconds": 1,
             "timeoutSeconds": 300,
         },
         "livenessProbe": {
-            "httpGet": {"port": "http-dashboard", "path": "/health"},
+            "httpGet": dict(health),
             "initialDelaySeconds": 15,
             "periodSeconds": 20,
         },
         "securityContext": _security(),
     }
-    manifest = {
-        "apiVersion": "kubernetes.dask.org/v1",
-        "kind": "DaskCluster",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(common)},
-        "spec": {
-            "worker": {
-                "replicas": shape.workers,
-                "metadata": {"labels": {**common, "app.kubernetes.io/component": "worker"}},
-                "spec": {**pod_common, "containers": [worker]},
+
+
+def _scheduler_service(name: str) -> dict[str, Any]:
+    """The ClusterIP service in front of cluster ``name``'s scheduler: comm and dashboard."""
+    return {
+        "type": "ClusterIP",
+        "selector": {"dask.org/cluster-name": name, "dask.org/component": "scheduler"},
+        "ports": [
+            {
+                "name": "tcp-comm",
+                "protocol": "TCP",
+                "port": SCHEDULER_PORT,
+                "targetPort": "tcp-comm",
             },
-            "scheduler": {
-                "metadata": {"labels": {**common, "app.kubernetes.io/component": "scheduler"}},
-                "spec": {**pod_common, "containers": [scheduler]},
-                "service": {
-                    "type": "ClusterIP",
-                    "selector": {
-                        "dask.org/cluster-name": name,
-                        "dask.org/component": "scheduler",
-                    },
-                    "ports": [
-                        {
-                            "name": "tcp-comm",
-                            "protocol": "TCP",
-                            "port": SCHEDULER_PORT,
-                            "targetPort": "tcp-comm",
-                        },
-                        {
-                            "name": "http-dashboard",
-                            "protocol": "TCP",
-                            "port": SCHEDULER_DASHBOARD,
-                            "targetPort": "http-dashboard",
-                        },
-                    ],
-                },
+            {
+                "name": "http-dashboard",
+                "protocol": "TCP",
+                "port": SCHEDULER_DASHBOARD,
+                "targetPort": "http-dashboard",
             },
-        },
+        ],
     }
-    return prune_nulls(manifest)
 
 
 def worker_pod(manifest: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from chanbatch.ids import short
+
 Patch = dict[str, Any]
 MESSAGE_LIMIT = 1024
 
@@ -145,7 +147,7 @@ def retrying(generation: int, message: str, current: Mapping[str, Any] | None = 
 
 def output_summary(outputs: Mapping[str, Mapping[str, Any]]) -> str:
     """``dataset@<12 hex>`` of each output, comma-separated: the Outputs printer column."""
-    return ",".join(f"{o['dataset']}@{o['snapshot'][:12]}" for o in outputs.values())
+    return ",".join(f"{o['dataset']}@{short(o['snapshot'])}" for o in outputs.values())
 
 
 def succeeded(
