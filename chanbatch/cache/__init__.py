@@ -1,4 +1,5 @@
-"""The result cache: stage key -> stored result (Parquet objects in the same store)."""
+"""The result cache: stage key -> stored result (Parquet objects in the same store), and the
+records of the runs that made and reused them (:mod:`chanbatch.cache.runs`)."""
 
 from chanbatch.cache.index import (
     CacheEntry,

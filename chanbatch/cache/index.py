@@ -20,6 +20,7 @@ from chanbatch.snapshot.freeze import encode_parquet
 from chanbatch.snapshot.normalize import normalize_table
 from chanbatch.snapshot.objects import get_object, put_object
 from chanbatch.snapshot.read import to_pandas
+from chanbatch.snapshot.roots import Roots
 from chanbatch.snapshot.storage import Storage
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class CacheEntry:
             "kind": self.kind,
             "stage": self.stage,
             "created_at": self.created_at,
+            # what gc reads of this entry (chanbatch.snapshot.roots): the object it keeps alive
+            "roots": Roots(objects=(self.object,)).document(),
         }
 
 

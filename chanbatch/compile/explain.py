@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from chanbatch.blueprint.model import Join
+from chanbatch.cache.runs import RunRecord
 from chanbatch.compile.decide import Decision
 from chanbatch.compile.plan import Plan, Task
 from chanbatch.snapshot.names import encode_key
@@ -31,11 +32,12 @@ class Previous:
     tasks: dict[tuple[str, Any, str], dict[str, Any]]  # (stage, slice, kind) -> task record
 
 
-def load_previous(storage: Storage, record: dict[str, Any] | None) -> Previous | None:
-    """The parts of a run record that explanations need; None without a usable record."""
-    if not record or "specs" not in record:
+def load_previous(storage: Storage, record: RunRecord | None) -> Previous | None:
+    """The parts of a run record that explanations need; None without a usable record (none,
+    or one older than the stage specs it keeps)."""
+    if record is None or record.specs is None:
         return None
-    inputs = {name: info["snapshot"] for name, info in record.get("inputs", {}).items()}
+    inputs = {name: info["snapshot"] for name, info in (record.inputs or {}).items()}
     slices: dict[str, dict[Any, str]] = {}
     for name, sid in inputs.items():
         try:
@@ -43,10 +45,8 @@ def load_previous(storage: Storage, record: dict[str, Any] | None) -> Previous |
         except Exception:  # an old snapshot that gc removed: explain without it
             continue
         slices[name] = {encode_key(e.key): e.id for e in manifest.slices}
-    tasks = {(t["stage"], t.get("slice"), t.get("kind", "")): t for t in record.get("tasks", [])}
-    return Previous(
-        run=record["run"], specs=record["specs"], inputs=inputs, slices=slices, tasks=tasks
-    )
+    tasks = {(t["stage"], t.get("slice"), t.get("kind", "")): t for t in record.tasks or []}
+    return Previous(run=record.run, specs=record.specs, inputs=inputs, slices=slices, tasks=tasks)
 
 
 def explain(

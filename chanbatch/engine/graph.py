@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
@@ -23,6 +23,7 @@ import pyarrow as pa
 from chanbatch.blueprint.model import Aggregate, Stage
 from chanbatch.cache import CacheEntry, lookup, read_result, write_result
 from chanbatch.cache.index import write_table
+from chanbatch.cache.runs import TaskOutcome
 from chanbatch.compile.decide import Decision
 from chanbatch.compile.keys import task_key
 from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
@@ -146,7 +147,7 @@ def _cached(storage: Storage, key: str) -> CacheEntry:
 
 # -- what each task did, for the run's statistics and record ------------------------------------
 
-_LEDGER: dict[str, list[dict[str, Any]]] = {}
+_LEDGER: dict[str, list[TaskOutcome]] = {}
 _LEDGER_LOCK = threading.Lock()
 
 
@@ -155,9 +156,9 @@ _LEDGER_LOCK = threading.Lock()
 LEDGER_TOPIC = "chanbatch-tasks"
 
 
-def _report(run: str, entry: dict[str, Any]) -> None:
+def _report(run: str, outcome: TaskOutcome) -> None:
     """Record what one task did: in the worker's event log on a distributed cluster (the client
-    collects them with ``get_events``), else in this process."""
+    collects them with ``get_events``, as documents), else in this process."""
     if not run:
         return
     # A task on a distributed worker runs in a process that has imported distributed; under
@@ -168,39 +169,49 @@ def _report(run: str, entry: dict[str, Any]) -> None:
     except ValueError:  # imported, but this task is not on a worker
         worker = None
     if worker is not None:
-        entry["worker"] = worker.address
-        entry["worker_name"] = str(worker.name)
-        entry["run"] = run
-        entry["time"] = time.time()
-        worker.log_event(LEDGER_TOPIC, entry)
+        sent = replace(
+            outcome,
+            worker=worker.address,
+            worker_name=str(worker.name),
+            run=run,
+            time=time.time(),
+        )
+        worker.log_event(LEDGER_TOPIC, sent.document())
         return
-    entry["worker"] = f"{os.getpid()}:{threading.current_thread().name}"
+    outcome = replace(outcome, worker=f"{os.getpid()}:{threading.current_thread().name}")
     with _LEDGER_LOCK:
-        _LEDGER.setdefault(run, []).append(entry)
+        _LEDGER.setdefault(run, []).append(outcome)
 
 
-def take_ledger(run: str) -> list[dict[str, Any]]:
-    """The entries reported in this process for ``run``, removed from it."""
+def take_ledger(run: str) -> list[TaskOutcome]:
+    """What the tasks of ``run`` run in this process reported, removed from it."""
     with _LEDGER_LOCK:
         return _LEDGER.pop(run, [])
 
 
-def _entry(task: Task, key: str, outcome: Outcome, start: float, **extra: Any) -> dict[str, Any]:
+def _entry(
+    task: Task,
+    key: str,
+    outcome: Outcome,
+    start: float,
+    *,
+    rows: int | None = None,
+    stored: str | None = None,
+) -> TaskOutcome:
     seconds = time.perf_counter() - start
-    return {
-        "dask_key": task.key,
-        "key": key,
-        "stage": task.stage,
-        "slice": task.slice,
-        "kind": task.kind,
-        "outcome": outcome,
-        "start": start,
-        "seconds": round(seconds, 6),
-        # ``start`` is this process's perf_counter, not comparable across workers: the wall
-        # clock at that moment lays tasks of every process on one timeline (the run report)
-        "began": time.time() - seconds,
-        **extra,
-    }
+    return TaskOutcome(
+        dask_key=task.key,
+        key=key,
+        stage=task.stage,
+        slice=task.slice,
+        kind=task.kind,
+        outcome=outcome,
+        start=start,
+        seconds=round(seconds, 6),
+        began=time.time() - seconds,
+        rows=rows,
+        stored=stored,
+    )
 
 
 # -- task functions ----------------------------------------------------------------------------

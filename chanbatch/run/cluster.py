@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from chanbatch.cache.runs import TaskOutcome
 from chanbatch.hashing import digest
 
 if TYPE_CHECKING:
@@ -87,8 +88,8 @@ def run_graph(
     graph: dict[str, Any],
     targets: list[str],
     expected: set[str],
-    on_report: Callable[[dict[str, Any]], None] | None = None,
-) -> tuple[list[Any], list[dict[str, Any]]]:
+    on_report: Callable[[TaskOutcome], None] | None = None,
+) -> tuple[list[Any], list[TaskOutcome]]:
     """Run ``graph`` with slice affinity; returns the targets' results and the task reports.
 
     Workers send a report per task as an event (see chanbatch.engine.graph), apart from the
@@ -102,7 +103,7 @@ def run_graph(
 
     started = time.time() - 1  # worker clocks may trail a little
     if on_report is not None:
-        client.subscribe_topic(LEDGER_TOPIC, lambda event: on_report(event[1]))
+        client.subscribe_topic(LEDGER_TOPIC, lambda event: on_report(TaskOutcome.parse(event[1])))
     try:
         release_orphans(client)
         where = placement(plan, graph, worker_names(client))
@@ -112,11 +113,11 @@ def run_graph(
         deadline = time.monotonic() + 10
         while True:
             ledger = [
-                msg
+                TaskOutcome.parse(msg)
                 for _, msg in client.get_events(LEDGER_TOPIC)
                 if msg.get("dask_key") in expected and msg.get("time", 0) >= started
             ]
-            if expected <= {entry["dask_key"] for entry in ledger} or time.monotonic() > deadline:
+            if expected <= {entry.dask_key for entry in ledger} or time.monotonic() > deadline:
                 break
             time.sleep(0.01)
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from chanbatch import html as h
 from chanbatch.blueprint.model import (
@@ -27,8 +27,33 @@ from chanbatch.blueprint.model import (
 )
 from chanbatch.ids import short
 
-if TYPE_CHECKING:
-    from chanbatch.run.runner import PlanReport, RunResult
+
+class PlanShape(Protocol):
+    """What a plan's pictures read (chanbatch.run.results.PlanReport has it)."""
+
+    @property
+    def plan(self) -> Any: ...
+
+    @property
+    def has_work(self) -> bool: ...
+
+    def tasks(self) -> list[dict[str, Any]]: ...
+
+    def summary(self) -> dict[str, int]: ...
+
+
+class RunShape(Protocol):
+    """What a run's pictures read (chanbatch.run.results.RunResult has it)."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def snapshots(self) -> dict[str, dict[str, Any]]: ...
+
+    @property
+    def stats(self) -> dict[str, Any]: ...
+
 
 #: Distinct reasons a stage's row lists before it says how many more there are.
 REASONS_SHOWN = 4
@@ -43,7 +68,7 @@ _SLICES = re.compile(r"^(new|changed|removed) slices? .*?(; reused if .*)?$")
 # -- plans ------------------------------------------------------------------------------------------
 
 
-def plan_repr(report: PlanReport) -> str:
+def plan_repr(report: PlanShape) -> str:
     s = report.summary()
     provisional = f" ({s['provisional']:,} provisional)" if s["provisional"] else ""
     return (
@@ -52,7 +77,7 @@ def plan_repr(report: PlanReport) -> str:
     )
 
 
-def stage_rows(report: PlanReport) -> list[dict[str, Any]]:
+def stage_rows(report: PlanShape) -> list[dict[str, Any]]:
     """Per stage, in plan order: compute, reuse and provisional counts, and the distinct
     reasons with how many tasks each explains (slice keys folded, so that a hundred new slices
     are one reason)."""
@@ -87,7 +112,7 @@ def _fold(reason: str, slice_key: Any) -> str:
     return _LEVEL.sub(" combine", reason)
 
 
-def plan_html(report: PlanReport) -> str:
+def plan_html(report: PlanShape) -> str:
     s = report.summary()
     plan = report.plan
     inputs = [
@@ -143,7 +168,7 @@ def plan_html(report: PlanReport) -> str:
 # -- runs -----------------------------------------------------------------------------------------
 
 
-def run_repr(result: RunResult) -> str:
+def run_repr(result: RunShape) -> str:
     st = result.stats
     outputs = ", ".join(
         f"{stage} -> {o['dataset']}@{short(o['snapshot'])}" for stage, o in result.snapshots.items()
@@ -155,7 +180,7 @@ def run_repr(result: RunResult) -> str:
     )
 
 
-def run_html(result: RunResult) -> str:
+def run_html(result: RunShape) -> str:
     st = result.stats
     outputs = [
         (stage, h.ref(o["dataset"], o["snapshot"]), o.get("rows"))

@@ -1,5 +1,10 @@
 """Garbage collection: mark from refs, pins, recent runs and their cache entries; sweep the rest.
 
+Run records and cache entries are written by layers above this one; gc reads only what they
+keep alive, in the format of :mod:`chanbatch.snapshot.roots`. A recent run record that is
+damaged stops gc before it deletes anything (RootsDamaged names the file): what it keeps alive
+cannot be known, and guessing would collect a running run's inputs.
+
 Nothing younger than the grace period is ever deleted, whatever marking says: a concurrent
 freeze writes its objects and manifests before the ref that makes them reachable, and the grace
 period is what keeps gc from collecting them in between. A writer that reuses a file already in
@@ -15,7 +20,6 @@ With it, only the newest ``keep_versions`` versions of each dataset, and pinned 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +29,7 @@ from chanbatch.snapshot import layout, refs
 from chanbatch.snapshot.manifest import SliceManifest, SnapshotManifest
 from chanbatch.snapshot.objects import get_manifest
 from chanbatch.snapshot.pins import list_pins
+from chanbatch.snapshot.roots import Roots, RootsDamaged, read_roots
 from chanbatch.snapshot.storage import TMP_DIR, Storage
 
 RECENT_RUN_SECONDS = 7 * 24 * 3600
@@ -70,11 +75,35 @@ def gc(
     keep_versions: int | None = None,
     now: float | None = None,
 ) -> GcReport:
-    """Remove what no root reaches and is older than ``grace_seconds``."""
+    """Remove what no root reaches and is older than ``grace_seconds``.
+
+    Raises RootsDamaged, before deleting anything, when a recent run record is damaged: what
+    it keeps alive cannot be known.
+    """
     now = time.time() if now is None else now
     cutoff = now - grace_seconds
     report = GcReport(dry_run=dry_run)
+    snapshots, pruning = _mark_refs(storage, report, keep_versions)
+    marked = time.time()
+    run_roots = _mark_runs(storage, now)
+    live_manifests: set[str] = set()
+    live_objects: set[str] = set(run_roots.objects)
+    for sid in snapshots | set(run_roots.snapshots) | set(run_roots.slices):
+        _mark_manifest(storage, sid, live_manifests, live_objects)
+    _mark_cache(storage, report, set(run_roots.cache), cutoff, live_objects)
+    report.live_objects = len(live_objects)
+    sizes = _list_unreached(storage, report, live_manifests, live_objects, cutoff)
+    if not dry_run:
+        _spare_late_roots(storage, report, since=marked)
+        _delete(storage, report, pruning, sizes, cutoff)
+    return report
 
+
+def _mark_refs(
+    storage: Storage, report: GcReport, keep_versions: int | None
+) -> tuple[set[str], dict[str, dict[int, str]]]:
+    """The snapshots the ref logs and pins keep, and (into ``report``) the ref files that
+    ``keep_versions`` prunes, with the snapshot of each pruned version per dataset."""
     pinned = {p.snapshot for p in list_pins(storage)}
     snapshots: set[str] = set(pinned)
     pruning: dict[str, dict[int, str]] = {}
@@ -92,38 +121,39 @@ def gc(
             else:
                 report.refs.append(rel)
                 pruning.setdefault(dataset, {})[version] = entry.snapshot
+    return snapshots, pruning
 
-    marked = time.time()
-    roots_objects, roots_manifests, live_cache = _mark_runs(storage, now)
-    snapshots |= roots_manifests
-    live_manifests: set[str] = set()
-    live_objects: set[str] = set(roots_objects)
-    for sid in snapshots:
-        _mark_manifest(storage, sid, live_manifests, live_objects)
+
+def _mark_cache(
+    storage: Storage, report: GcReport, live_cache: set[str], cutoff: float, live: set[str]
+) -> None:
+    """Mark the objects of live and young cache entries; list the other entries to sweep."""
     for rel, mtime, _size in list(storage.walk(layout.CACHE)):
-        key = _key_of(rel)
-        if key in live_cache:
-            for oid in _cache_objects(storage, rel):
-                live_objects.add(oid)
-            continue
-        if mtime >= cutoff:
+        if _key_of(rel) not in live_cache:
+            if mtime < cutoff:
+                report.cache.append(rel)
+                continue
             report.kept_young += 1
-            for oid in _cache_objects(storage, rel):
-                live_objects.add(oid)
-            continue
-        report.cache.append(rel)
+        live.update(_cache_objects(storage, rel))
 
-    report.live_objects = len(live_objects)
+
+def _list_unreached(
+    storage: Storage,
+    report: GcReport,
+    live_manifests: set[str],
+    live_objects: set[str],
+    cutoff: float,
+) -> dict[str, int]:
+    """List into ``report`` the old manifests, objects and temporary files nothing reaches;
+    returns the size of each listed manifest and object, by path."""
     sizes: dict[str, int] = {}
-
-    sweep: list[tuple[str, list[str], str, str]] = [
-        (layout.MANIFESTS, report.manifests, layout.MANIFESTS, ".json"),
-        (layout.OBJECTS, report.objects, layout.OBJECTS, ""),
+    sweep: list[tuple[str, list[str], set[str], str]] = [
+        (layout.MANIFESTS, report.manifests, live_manifests, ".json"),
+        (layout.OBJECTS, report.objects, live_objects, ""),
     ]
-    for top, removed, prefix, suffix in sweep:
-        live = live_manifests if top == layout.MANIFESTS else live_objects
+    for top, removed, live, suffix in sweep:
         for rel, mtime, size in list(storage.walk(top)):
-            ident = layout.id_from_path(rel, prefix, suffix)
+            ident = layout.id_from_path(rel, top, suffix)
             if ident is None or ident in live:
                 continue
             if mtime >= cutoff:
@@ -136,48 +166,56 @@ def gc(
         if mtime < cutoff:
             report.tmp.append(rel)
             report.bytes += size
+    return sizes
 
-    if not dry_run:
-        _spare_late_roots(storage, report, since=marked)
-        # refs first, objects last: a crash part-way leaves nothing that points at a gap;
-        # and what is pruned is recorded first, so that verify does not take it for a ref
-        # file deleted by hand
-        for dataset, pruned in pruning.items():
-            refs.record_pruned(storage, dataset, pruned)
-        for rel in report.refs:
-            storage.delete(rel)
 
-        def still_old(rel: str) -> bool:
-            if _remove_if_old(storage, rel, cutoff):
-                return True
-            report.kept_young += 1
-            report.bytes -= sizes.get(rel, 0)
-            return False
+def _delete(
+    storage: Storage,
+    report: GcReport,
+    pruning: dict[str, dict[int, str]],
+    sizes: dict[str, int],
+    cutoff: float,
+) -> None:
+    """Delete what ``report`` lists, in an order that never leaves a pointer to a gap."""
+    # refs first, objects last: a crash part-way leaves nothing that points at a gap;
+    # and what is pruned is recorded first, so that verify does not take it for a ref
+    # file deleted by hand
+    for dataset, pruned in pruning.items():
+        refs.record_pruned(storage, dataset, pruned)
+    for rel in report.refs:
+        storage.delete(rel)
 
-        report.cache = [rel for rel in report.cache if still_old(rel)]
-        report.manifests = [m for m in report.manifests if still_old(layout.manifest_path(m))]
-        report.objects = [o for o in report.objects if still_old(layout.object_path(o))]
-        for rel in report.tmp:
-            storage.delete(rel)
-    return report
+    def still_old(rel: str) -> bool:
+        if _remove_if_old(storage, rel, cutoff):
+            return True
+        report.kept_young += 1
+        report.bytes -= sizes.get(rel, 0)
+        return False
+
+    report.cache = [rel for rel in report.cache if still_old(rel)]
+    report.manifests = [m for m in report.manifests if still_old(layout.manifest_path(m))]
+    report.objects = [o for o in report.objects if still_old(layout.object_path(o))]
+    for rel in report.tmp:
+        storage.delete(rel)
 
 
 def _spare_late_roots(storage: Storage, report: GcReport, *, since: float) -> None:
     """Take out of ``report`` what run records written since ``since`` name.
 
-    A run records what it will reuse before it reads it (chanbatch.run.runner), but it may do
-    so after this gc marked: such a record is read again here, just before deleting.
+    A run records what it will reuse before it reads it (chanbatch.run), but it may do so
+    after this gc marked: such a record is read again here, just before deleting.
     """
-    objects, manifests, cache = _mark_runs(storage, since, max_age=_CLOCK_SKEW)
-    if not (objects or manifests or cache):
+    late = _mark_runs(storage, since, max_age=_CLOCK_SKEW)
+    if not late:
         return
+    objects = set(late.objects)
     live_manifests: set[str] = set()
-    for mid in manifests:
+    for mid in (*late.snapshots, *late.slices):
         _mark_manifest(storage, mid, live_manifests, objects)
-    kept = [rel for rel in report.cache if _key_of(rel) in cache]
+    kept = [rel for rel in report.cache if _key_of(rel) in late.cache]
     for rel in kept:
         objects.update(_cache_objects(storage, rel))
-    report.cache = [rel for rel in report.cache if _key_of(rel) not in cache]
+    report.cache = [rel for rel in report.cache if _key_of(rel) not in late.cache]
     report.manifests = [m for m in report.manifests if m not in live_manifests]
     report.objects = [o for o in report.objects if o not in objects]
     report.kept_young += len(kept)
@@ -216,30 +254,36 @@ def _mark_manifest(storage: Storage, mid: str, manifests: set[str], objects: set
         objects.update(part.object for part in manifest.parts)
 
 
-def _mark_runs(
-    storage: Storage, now: float, *, max_age: float = RECENT_RUN_SECONDS
-) -> tuple[set[str], set[str], set[str]]:
-    """Objects, manifests and cache keys named by run records younger than ``max_age``."""
-    objects: set[str] = set()
-    manifests: set[str] = set()
-    cache: set[str] = set()
+def _mark_runs(storage: Storage, now: float, *, max_age: float = RECENT_RUN_SECONDS) -> Roots:
+    """Everything the run records younger than ``max_age`` keep alive (their ``roots``, in
+    the format of :mod:`chanbatch.snapshot.roots`).
+
+    Raises RootsDamaged for a damaged record: skipping it would collect what it keeps alive.
+    """
+    found: dict[str, set[str]] = {
+        "snapshots": set(),
+        "slices": set(),
+        "objects": set(),
+        "cache": set(),
+    }
     for rel, mtime, _size in storage.walk(layout.RUNS):
-        if mtime < now - max_age:
+        if mtime < now - max_age or not rel.endswith(".json"):
             continue
-        try:
-            roots = json.loads(storage.read_bytes(rel)).get("roots", {})
-        except (ValueError, FileNotFoundError, AttributeError):
-            continue
-        objects.update(roots.get("objects", ()))
-        manifests.update(roots.get("snapshots", ()))
-        manifests.update(roots.get("slices", ()))
-        cache.update(roots.get("cache", ()))
-    return objects, manifests, cache
+        roots = read_roots(storage, rel)
+        if roots is None:
+            continue  # removed since it was listed: a run that failed, or another gc
+        found["snapshots"].update(roots.snapshots)
+        found["slices"].update(roots.slices)
+        found["objects"].update(roots.objects)
+        found["cache"].update(roots.cache)
+    return Roots.of(**{name: sorted(ids) for name, ids in found.items()})
 
 
-def _cache_objects(storage: Storage, rel: str) -> list[str]:
+def _cache_objects(storage: Storage, rel: str) -> tuple[str, ...]:
+    """The objects a cache entry keeps alive. A damaged entry keeps none: it is a miss to
+    every reader (chanbatch.cache), so its objects are not used through it."""
     try:
-        doc = json.loads(storage.read_bytes(rel))
-    except (ValueError, FileNotFoundError):
-        return []
-    return [str(o) for o in doc.get("objects", ())]
+        roots = read_roots(storage, rel)
+    except RootsDamaged:
+        return ()
+    return roots.objects if roots is not None else ()

@@ -21,9 +21,8 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chanbatch.errors import ChanbatchError, StoreError, UsageError
-from chanbatch.hashing import unseal
-from chanbatch.snapshot import layout
+from chanbatch.cache.runs import latest_record, read_record, run_ids, tally
+from chanbatch.errors import ChanbatchError, UsageError
 from chanbatch.version import __version__
 from chanbatch.view import timeline
 from chanbatch.view.flow import COLOURS, StageCounts
@@ -59,51 +58,45 @@ def find_record(
     store: SnapshotStore, run_id: str | None = None, *, blueprint: str | None = None
 ) -> dict[str, Any]:
     """The record of run ``run_id`` (or a unique prefix of it), else of the latest finished run
-    (of ``blueprint``, if given).
+    (of ``blueprint``, if given), as a document.
 
     Raises UsageError when no run matches, a prefix matches several, or the run did not finish
     (it is running, failed or was killed: its record holds no results), and StoreError when
     the record is damaged.
     """
-    names = [n[: -len(".json")] for n in store.storage.listdir(layout.RUNS) if n.endswith(".json")]
-    if run_id is not None:
-        matches = [n for n in names if n == run_id] or [n for n in names if n.startswith(run_id)]
-        if len(matches) > 1:
+    if run_id is None:
+        latest = latest_record(store.storage, blueprint=blueprint)
+        if latest is None:
+            which = f" of blueprint {blueprint!r}" if blueprint is not None else ""
             raise UsageError(
-                f"run id {run_id!r} matches {len(matches)} runs",
-                hint="give more of it: " + ", ".join(matches[:4]),
+                f"no finished run{which} in store {store.storage.url}",
+                hint="run one first: chanbatch run BLUEPRINT --report report.html",
             )
-        if not matches:
-            raise UsageError(
-                f"no run {run_id!r} in store {store.storage.url}",
-                hint=("latest runs: " + ", ".join(names[-3:])) if names else "no run is recorded",
-            )
-        record = _read(store, matches[0])
-        if record.get("status") != "finished":
-            raise UsageError(
-                f"run {matches[0]} did not finish (status {record.get('status')!r}): "
-                "its record holds no results to report",
-                hint="a failed or killed run leaves only what it was about to use; run it again",
-            )
-        if blueprint is not None and record.get("blueprint") != blueprint:
-            raise UsageError(
-                f"run {matches[0]} is of blueprint {record.get('blueprint')!r}, not {blueprint!r}"
-            )
-        return record
-    for name in reversed(names):  # run ids sort by start time
-        try:
-            record = _read(store, name)
-        except StoreError:
-            continue  # a damaged record is not the latest finished run; named, it raises
-        if record.get("status") != "finished":
-            continue
-        if blueprint is None or record.get("blueprint") == blueprint:
-            return record
-    which = f" of blueprint {blueprint!r}" if blueprint is not None else ""
-    raise UsageError(
-        f"no finished run{which} in store {store.storage.url}",
-        hint="run one first: chanbatch run BLUEPRINT --report report.html",
-    )
+        return latest.document()
+    names = run_ids(store.storage)
+    matches = [n for n in names if n == run_id] or [n for n in names if n.startswith(run_id)]
+    if len(matches) > 1:
+        raise UsageError(
+            f"run id {run_id!r} matches {len(matches)} runs",
+            hint="give more of it: " + ", ".join(matches[:4]),
+        )
+    if not matches:
+        raise UsageError(
+            f"no run {run_id!r} in store {store.storage.url}",
+            hint=("latest runs: " + ", ".join(names[-3:])) if names else "no run is recorded",
+        )
+    record = read_record(store.storage, matches[0])
+    if not record.finished:
+        raise UsageError(
+            f"run {matches[0]} did not finish (status {record.status!r}): "
+            "its record holds no results to report",
+            hint="a failed or killed run leaves only what it was about to use; run it again",
+        )
+    if blueprint is not None and record.blueprint != blueprint:
+        raise UsageError(
+            f"run {matches[0]} is of blueprint {record.blueprint!r}, not {blueprint!r}"
+        )
+    return record.document()
 
 
 def write_report(
@@ -280,7 +273,7 @@ def _recorded_blueprint(record: Mapping[str, Any]) -> tuple[Blueprint | None, st
 
 
 def _stage_table(tasks: list[dict[str, Any]], stats: dict[str, Any]) -> str:
-    counted = stats.get("stages") or _count_stages(tasks)
+    counted = stats.get("stages") or {s: c.document() for s, c in tally(tasks).items()}
     order = _stage_order(tasks)
     stages = dict(sorted(counted.items(), key=lambda item: order.get(item[0], (len(order), 0))))
     if not stages:
@@ -390,34 +383,6 @@ def _stage_order(tasks: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
         return depth[stage]
 
     return {stage: (depth_of(stage), first[stage]) for stage in first}
-
-
-def _count_stages(tasks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per-stage counts from the tasks, for a record whose stats have none."""
-    stages: dict[str, dict[str, Any]] = {}
-    for task in tasks:
-        counts = stages.setdefault(
-            str(task.get("stage")), {"computed": 0, "reused": 0, "cutoff": 0, "seconds": 0.0}
-        )
-        outcome = task.get("outcome")
-        counts["computed" if outcome == "computed" else "reused"] += 1
-        counts["cutoff"] += outcome == "cutoff"
-        counts["seconds"] += float(task.get("seconds") or 0.0)
-    return stages
-
-
-def _read(store: SnapshotStore, run_id: str) -> dict[str, Any]:
-    """A run record; raises StoreError when it is damaged."""
-    path = f"{layout.RUNS}/{run_id}.json"
-    try:
-        return unseal(store.storage.read_bytes(path), legacy=lambda doc: "run" in doc)
-    except FileNotFoundError as exc:  # removed since it was listed (gc)
-        raise UsageError(f"run record {path} is gone") from exc
-    except ValueError as exc:
-        raise StoreError(
-            f"run record {path} is damaged: {exc}",
-            hint="chanbatch snapshot verify checks every sealed file",
-        ) from exc
 
 
 # -- small pieces ----------------------------------------------------------------------------------

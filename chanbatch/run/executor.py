@@ -1,0 +1,221 @@
+"""Where a run's graph executes: an :class:`Executor`, chosen once from the ``scheduler``
+argument by :func:`choose_executor`.
+
+- ``threads`` (or None) and ``sync``: dask's local schedulers, in this process;
+- ``processes``: a local distributed cluster, one single-threaded worker process per core;
+- an address such as ``tcp://host:8786``: the cluster whose scheduler listens there;
+- a ``distributed.Client``: its cluster (any other object is refused when the run computes).
+
+Choosing imports neither dask nor distributed, so a fully cached run stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from chanbatch.errors import UsageError
+from chanbatch.run.schedulers import check_scheduler, connect
+
+if TYPE_CHECKING:
+    from chanbatch.cache.runs import TaskOutcome
+    from chanbatch.compile.plan import Plan
+    from chanbatch.snapshot.storage import Storage
+
+# the logger that users' filters and ``-v`` output have always named
+log = logging.getLogger("chanbatch.run.runner")
+
+Executed = tuple[dict[str, Any], list["TaskOutcome"]]
+
+
+class Progress(Protocol):
+    """What a run tells a progress display: the tasks each stage will run, then each one as it
+    finishes (``computed``, or ``cutoff`` when found in the cache after all), and notes such as
+    the dashboard's address."""
+
+    def begin(self, totals: dict[str, int]) -> None: ...
+
+    def advance(self, stage: str, outcome: str) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+
+class Executor(Protocol):
+    """Runs a graph; returns the targets' results and what every computed task reported."""
+
+    #: how the run record names it
+    name: str
+
+    def worker_url(self, storage: Storage) -> str: ...
+
+    def execute(
+        self,
+        plan: Plan,
+        graph: dict[str, Any],
+        targets: list[str],
+        run_id: str,
+        progress: Progress | None,
+    ) -> Executed: ...
+
+
+def choose_executor(
+    scheduler: Any, *, workers: int | None = None, pin_cpus: bool = False
+) -> Executor:
+    """The executor for ``scheduler`` (see the module docstring).
+
+    Raises UsageError for a name that is none of them, with the closest one.
+    """
+    check_scheduler(scheduler)
+    name = scheduler if isinstance(scheduler, str) else type(scheduler).__name__
+    if scheduler in ("threads", "sync", None):
+        return LocalExecutor(name=name, sync=scheduler == "sync", workers=workers, pin=pin_cpus)
+    if scheduler == "processes":
+        return ClusterExecutor(name=name, workers=workers, pin=pin_cpus)
+    return ClusterExecutor(name=name, workers=workers, pin=pin_cpus, target=scheduler)
+
+
+def _computing(graph: dict[str, Any]) -> set[str]:
+    from chanbatch.engine.graph import run_task
+
+    # read from our tuples: dask hands callbacks its own Task objects, not subscriptable
+    return {key for key, spec in graph.items() if spec[0] is run_task}
+
+
+@dataclass(slots=True, kw_only=True)
+class LocalExecutor:
+    """dask's threaded (or synchronous) scheduler, in this process."""
+
+    name: str
+    sync: bool
+    workers: int | None
+    pin: bool
+
+    def worker_url(self, storage: Storage) -> str:
+        return storage.root if storage.is_local else storage.url
+
+    def execute(
+        self,
+        plan: Plan,
+        graph: dict[str, Any],
+        targets: list[str],
+        run_id: str,
+        progress: Progress | None,
+    ) -> Executed:
+        import dask
+        from dask.callbacks import Callback
+
+        from chanbatch.engine.graph import Part, take_ledger
+
+        if self.pin:
+            log.warning("--pin-cpus pins worker processes; with %s it does nothing", self.name)
+        computing = _computing(graph)
+
+        def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            if progress is not None and isinstance(result, Part) and key in computing:
+                progress.advance(plan.tasks[key].stage, result.outcome)
+
+        get = dask.get if self.sync else dask.threaded.get
+        kwargs = {} if self.sync else {"num_workers": self.workers or os.cpu_count() or 1}
+        try:
+            with Callback(posttask=posttask):
+                results = get(graph, targets, **kwargs)
+        finally:
+            ledger = take_ledger(run_id)
+        return dict(zip(targets, results, strict=True)), ledger
+
+
+@dataclass(slots=True, kw_only=True)
+class ClusterExecutor:
+    """A distributed cluster: a local one of worker processes (no ``target``), the one whose
+    scheduler listens at an address, or a Client's."""
+
+    name: str
+    workers: int | None
+    pin: bool
+    target: Any = None
+
+    def worker_url(self, storage: Storage) -> str:
+        """The store's URL as workers must see it: a local path made absolute (a worker may run
+        in another directory); a ``memory://`` store is refused, workers cannot see it."""
+        if storage.is_local:
+            return storage.root
+        if storage.url.startswith("memory:"):
+            raise UsageError(
+                f"store {storage.url} lives in this process's memory; workers in other "
+                "processes cannot read it",
+                hint="use --scheduler threads, or a store on disk",
+            )
+        return storage.url
+
+    def execute(
+        self,
+        plan: Plan,
+        graph: dict[str, Any],
+        targets: list[str],
+        run_id: str,
+        progress: Progress | None,
+    ) -> Executed:
+        from chanbatch.run import cluster as clusters
+
+        expected = _computing(graph)
+
+        def on_report(entry: TaskOutcome) -> None:
+            if progress is not None and entry.dask_key in expected:
+                progress.advance(entry.stage, entry.outcome)
+
+        with self._client() as client:
+            if progress is not None:
+                link = _dashboard(client)
+                if link:
+                    progress.message(f"dashboard: {link}")
+            with clusters.pinned(client) if self.pin else contextlib.nullcontext():
+                results, ledger = clusters.run_graph(
+                    client, plan, graph, targets, expected, on_report=on_report
+                )
+        return dict(zip(targets, results, strict=True)), ledger
+
+    @contextlib.contextmanager
+    def _client(self) -> Iterator[Any]:
+        from distributed import Client, LocalCluster
+
+        if isinstance(self.target, Client):
+            yield self.target
+        elif self.target is None:
+            with (
+                LocalCluster(
+                    n_workers=self.workers or os.cpu_count() or 1,
+                    threads_per_worker=1,
+                    processes=True,
+                    # a free port: the default (8787) warns when another cluster holds it
+                    dashboard_address=":0",
+                    # workers log a task's failure with its traceback; the run reports it
+                    silence_logs=logging.CRITICAL if not log.isEnabledFor(logging.DEBUG) else False,
+                ) as local,
+                Client(local) as client,
+            ):
+                yield client
+        elif isinstance(self.target, str) and "://" in self.target:
+            with connect(self.target) as client:
+                yield client
+        else:
+            raise UsageError(
+                f"unknown scheduler {self.target!r}",
+                hint="use threads, sync, processes, a tcp://host:port address, or a "
+                "distributed.Client",
+            )
+
+
+def _dashboard(client: Any) -> str | None:
+    """The dashboard link, when there is a dashboard to see (it needs bokeh)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bokeh") is None:
+        return None
+    try:
+        return str(client.dashboard_link)
+    except Exception:  # no HTTP server on this scheduler
+        return None

@@ -1,0 +1,141 @@
+"""Freezing a run's outputs: each output stage's result becomes a snapshot of its dataset, with
+its lineage, unless the last run's snapshot of the same keys is still the dataset's head.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chanbatch.blueprint.model import Blueprint
+from chanbatch.cache.runs import RunRecord, TaskOutcome
+from chanbatch.compile.keys import blueprint_digest
+from chanbatch.compile.plan import Plan
+from chanbatch.errors import UsageError
+from chanbatch.snapshot import SnapshotStore, refs
+from chanbatch.snapshot.freeze import freeze
+
+
+def freeze_outputs(
+    store: SnapshotStore,
+    blueprint: Blueprint,
+    plan: Plan,
+    parts: dict[str, Any],
+    done: dict[str, TaskOutcome],
+    run_id: str,
+    previous: RunRecord | None,
+) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """Freeze each output stage's result as its dataset (unless the last run's snapshot, made
+    from the same keys, is still the head): the keys of each output, and its snapshot."""
+    storage = store.storage
+    resolved = {dask_key: entry.key for dask_key, entry in done.items()}
+    lineage_base = {
+        "blueprint": blueprint.name,
+        "blueprint_hash": blueprint_digest(blueprint),
+        "run": run_id,
+        "inputs": {name: r.snapshot for name, r in plan.inputs.items()},
+    }
+    snapshots: dict[str, dict[str, Any]] = {}
+    output_keys: dict[str, list[str]] = {}
+    for stage, dataset in blueprint.outputs.items():
+        result = plan.results[stage]
+        keys = output_keys[stage] = [resolved.get(k, k) for k in result.keys]
+        unchanged = _unchanged_output(store, previous, stage, dataset, keys)
+        if unchanged is not None:  # same keys as the last run, whose snapshot is still the head
+            snapshots[stage] = unchanged
+            continue
+        from chanbatch.engine.graph import Part, stored_table
+
+        def table_of(key: str) -> Any:
+            part = parts.get(key)
+            if part is None:
+                part = Part(key=key, ident="", url=storage.url, outcome="cached")
+            return stored_table(part)
+
+        if result.sliced is not None:
+            data = unify_types({slice_key: table_of(k) for slice_key, k in result.sliced})
+        else:
+            data = {"all": table_of(result.whole or "")}
+        if not data:
+            raise UsageError(f"output {stage!r} has no slices to freeze: its input is empty")
+        info = freeze(
+            storage,
+            dataset,
+            data,
+            lineage={**lineage_base, "stage": stage},
+            operation="run",
+            replace=True,
+        )
+        snapshots[stage] = {
+            "dataset": dataset,
+            "snapshot": info.snapshot,
+            "rows": sum(s.rows for s in info.slices),
+        }
+    return output_keys, snapshots
+
+
+def unify_types(tables: dict[Any, Any]) -> dict[Any, Any]:
+    """Per-slice Arrow tables of one output with one type per column.
+
+    A slice's column can differ in type only because of its data: a column that is all null in
+    one slice has no type there (it takes the type the other slices agree on), and a function
+    whose result type follows its values (``coalesce`` of an int column with a float) can give
+    int64 in one slice and double in another: then every slice gets double. The rule looks at
+    the set of slices only, never at which of them were computed in this run, so an
+    incremental run gives the types a cold run gives.
+    """
+    import pyarrow as pa
+
+    from chanbatch.snapshot.normalize import normalize_table
+
+    if len(tables) < 2:
+        return tables
+    tables = {key: normalize_table(table) for key, table in tables.items()}
+    names = next(iter(tables.values())).column_names
+    casts: dict[str, Any] = {}
+    for name in names:
+        types = {
+            t.schema.field(name).type
+            for t in tables.values()
+            if name in t.column_names and not pa.types.is_null(t.schema.field(name).type)
+        }
+        if len(types) == 1:
+            (target,) = types
+        elif types and all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in types):
+            target = pa.float64()
+        else:
+            continue  # freeze names the conflict
+        casts[name] = target
+    out = {}
+    for key, table in tables.items():
+        for name, target in casts.items():
+            if name in table.column_names:
+                index = table.column_names.index(name)
+                if table.schema.field(index).type != target:
+                    table = table.set_column(index, name, table.column(index).cast(target))
+        out[key] = table
+    return out
+
+
+def _unchanged_output(
+    store: SnapshotStore,
+    previous: RunRecord | None,
+    stage: str,
+    dataset: str,
+    keys: list[str],
+) -> dict[str, Any] | None:
+    """The last run's output, if it came from the same keys and is still the dataset's head.
+
+    This is what lets a fully cached run finish without reading (or importing pandas for) a
+    single result.
+    """
+    if previous is None:
+        return None
+    before = (previous.outputs or {}).get(stage)
+    if not before or before.get("dataset") != dataset:
+        return None
+    if (previous.output_keys or {}).get(stage) != keys:
+        return None
+    head = refs.head(store.storage, dataset)
+    if head is None or head.snapshot != before.get("snapshot"):
+        return None
+    return dict(before)

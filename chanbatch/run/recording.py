@@ -1,0 +1,147 @@
+"""The run's record (``runs/<run id>.json``, a :class:`~chanbatch.cache.runs.RunRecord`), its
+statistics, and the memo it leaves for the next plan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from chanbatch.cache.runs import RUNNING, RunRecord, StageStats, TaskOutcome, run_stats, tally
+from chanbatch.compile.keys import blueprint_digest, engine_salt
+from chanbatch.compile.plan import Plan
+from chanbatch.run.results import PlanReport
+from chanbatch.snapshot import SnapshotStore, refs
+from chanbatch.snapshot.roots import Roots
+
+
+def intent_record(run_id: str, started_at: dt.datetime, plan: Plan) -> RunRecord:
+    """The record a run writes before it reads anything: what it is about to use.
+
+    gc roots every young run record, so the stored results this run reuses and the input
+    snapshots it reads cannot be collected under it, however old they are; gc reads records
+    written while it swept once more before it deletes (see chanbatch.snapshot.gc). The full
+    record replaces this one at the end; a run that dies leaves it, with status "running".
+    """
+    return RunRecord(
+        run=run_id,
+        started_at=started_at.isoformat(timespec="milliseconds"),
+        blueprint=plan.blueprint.name,
+        status=RUNNING,
+        roots=Roots.of(
+            snapshots=sorted({r.snapshot for r in plan.inputs.values()}),
+            cache=sorted(k for k, t in plan.tasks.items() if t.stored or t.checkpoint),
+        ),
+    )
+
+
+def recorded_tasks(
+    report: PlanReport, done: dict[str, TaskOutcome], started_at: dt.datetime
+) -> list[dict[str, Any]]:
+    """The reported tasks of the plan, with the cache key each resolved to and, for those that
+    ran, what they did."""
+    tasks = report.tasks()
+    epoch = started_at.timestamp()
+    for task in tasks:
+        entry = done.get(task["key"])
+        if entry is not None:
+            task["key"] = entry.key
+            task["outcome"] = entry.outcome
+            task["seconds"] = entry.seconds
+            task["worker"] = entry.worker
+            if entry.worker_name is not None:
+                task["worker_name"] = entry.worker_name
+            # wall clock, as seconds after started_at: the report's timeline
+            task["began"] = round(entry.began - epoch, 3)
+            task["ended"] = round(entry.began + entry.seconds - epoch, 3)
+        task["deps"] = [done[d].key if d in done else d for d in task["deps"]]
+    return tasks
+
+
+def stage_stats(tasks: list[dict[str, Any]]) -> dict[str, StageStats]:
+    """Per-stage statistics of a run, from its recorded tasks (the one tally of them)."""
+    return tally(tasks)
+
+
+def finished_record(
+    store: SnapshotStore,
+    *,
+    intent: RunRecord,
+    plan: Plan,
+    scheduler: str,
+    tasks: list[dict[str, Any]],
+    done: dict[str, TaskOutcome],
+    output_keys: dict[str, list[str]],
+    snapshots: dict[str, dict[str, Any]],
+    stats: dict[str, Any],
+) -> RunRecord:
+    """``runs/<run id>.json`` at the end: what ran, with the cache keys each task resolved to."""
+    stored = [
+        done[t.key].key if t.key in done else t.key
+        for t in plan.tasks.values()
+        if t.stored or t.checkpoint
+    ]
+    return RunRecord(
+        run=intent.run,
+        status="finished",
+        started_at=intent.started_at,
+        blueprint=plan.blueprint.name,
+        blueprint_hash=blueprint_digest(plan.blueprint),
+        source=plan.blueprint.source,
+        text=plan.blueprint.text,
+        salt=engine_salt(),
+        specs={name: stage.canonical() for name, stage in plan.blueprint.stages.items()},
+        scheduler=scheduler,
+        inputs={
+            name: {
+                "dataset": r.dataset,
+                "snapshot": r.snapshot,
+                "version": r.entry.version,  # verify finds a ref file deleted under it
+                # the rows the run read: the whole snapshot, or its one slice (DATASET[slice])
+                "rows": sum(e.rows for e in r.manifest.slices if r.slice_key in (None, e.key)),
+            }
+            for name, r in plan.inputs.items()
+        },
+        tasks=tasks,
+        outputs=snapshots,
+        output_versions=_output_versions(store, snapshots),
+        output_keys=output_keys,
+        stats=stats,
+        roots=Roots.of(snapshots=sorted({o["snapshot"] for o in snapshots.values()}), cache=stored),
+    )
+
+
+def _output_versions(store: SnapshotStore, snapshots: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Each output's version in its dataset's ref log: with it, verify names the version when
+    that ref file is deleted (a silent rollback of the dataset)."""
+    out = {}
+    for stage, info in snapshots.items():
+        head = refs.head(store.storage, info["dataset"])
+        if head is not None and head.snapshot == info["snapshot"]:
+            out[stage] = head.version
+    return out
+
+
+def memo_contents(plan: Plan, done: dict[str, TaskOutcome]) -> dict[str, str]:
+    """Key -> object id of every stored result this run used or made, for the next plan."""
+    out = {}
+    for task in plan.tasks.values():
+        if not task.stored:
+            continue
+        entry = done.get(task.key)
+        if entry is not None:
+            if entry.stored:
+                out[entry.key] = entry.stored
+        elif task.ident:
+            out[task.key] = task.ident
+    return out
+
+
+__all__ = [
+    "finished_record",
+    "intent_record",
+    "memo_contents",
+    "recorded_tasks",
+    "run_stats",
+    "stage_stats",
+]
