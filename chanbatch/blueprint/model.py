@@ -17,6 +17,7 @@ treat them as read-only.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -119,6 +120,20 @@ class Join:
     def references(self) -> tuple[str, ...]:
         """Inputs or stages read besides ``from``: the right side."""
         return (self.right,)
+
+    def output_names(
+        self, left: Iterable[str], right: Iterable[str]
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The suffix rule, for both sides: the name each ``left`` column, and each ``right``
+        column but ``on``, has in the result. A column that both sides have, other than
+        ``on``, gets its side's suffix; every other column keeps its name."""
+        left, right = list(left), list(right)
+        shared = (set(left) & set(right)) - set(self.on)
+        left_suffix, right_suffix = self.suffixes
+        return (
+            {c: c + left_suffix if c in shared else c for c in left},
+            {c: c + right_suffix if c in shared else c for c in right if c not in self.on},
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

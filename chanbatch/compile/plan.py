@@ -32,24 +32,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from chanbatch.blueprint.model import (
-    Aggregate,
-    Blueprint,
-    Derive,
-    Filter,
-    Join,
-    Limit,
-    Map,
-    Rename,
-    Select,
-    Sort,
-    Stage,
-    Union,
-)
-from chanbatch.blueprint.problems import BlueprintError, Problem
+from chanbatch.blueprint.model import Aggregate, Blueprint, Stage
+from chanbatch.compile.columns import check_schemas, needed_columns
 from chanbatch.compile.keys import task_key
-from chanbatch.compile.types import Kind, TypeProblem, check_aggregate, infer, kind_of_arrow
-from chanbatch.errors import did_you_mean
+from chanbatch.compile.operations import rules_of, runs_per_slice
+from chanbatch.snapshot.manifest import SliceEntry
 from chanbatch.snapshot.names import SliceKey
 from chanbatch.snapshot.refs import Resolved
 
@@ -145,75 +132,64 @@ def build_plan(
     Raises BlueprintError when a stage names a column its input does not have.
     """
     plan = Plan(blueprint=blueprint, inputs=inputs, content_of=content_of)
-    problems: list[Problem] = []
-    entries_of = {}
+    order = blueprint.topological_order()
+    # pass 1: every stage's columns and their kinds, checked (raises on any problem)
+    schemas = check_schemas(blueprint, inputs, order)
+    for name, schema in schemas.items():
+        columns = schema.names if schema is not None else None
+        plan.results[name] = StageResult(name=name, whole="", columns=columns)
+    # pass 2: which input columns anything downstream reads
+    needed = needed_columns(blueprint, schemas, order)
+    # pass 3: tasks
     for name, resolved in inputs.items():
         entries = resolved.manifest.slices
         if resolved.slice_key is not None:  # an input bound to DATASET[slice]
             entries = tuple(e for e in entries if e.key == resolved.slice_key)
-        entries_of[name] = entries
-        plan.results[name] = StageResult(
-            name=name, columns=tuple(c.name for c in resolved.manifest.schema)
-        )
-    kinds: dict[str, dict[str, Kind] | None] = {
-        name: {c.name: kind_of_arrow(c.type) for c in r.manifest.schema}
-        for name, r in inputs.items()
-    }
-    order = blueprint.topological_order()
-    # pass 1: columns and types, stage by stage, collecting every problem. A stage with a
-    # problem still has the columns it means to produce, so that the stages after it are
-    # checked too and every mistake is reported at once; an unknown column has no type, so
-    # it causes no type problem of its own.
-    for name in order:
-        stage = blueprint.stages[name]
-        _check_columns(blueprint, stage, plan, problems)
-        kinds[name] = _check_types(blueprint, stage, kinds, problems)
-        plan.results[name] = StageResult(name=name, whole="", columns=_output_columns(stage, plan))
-    if problems:
-        raise BlueprintError(problems, source=blueprint.source)
-    # pass 2: which input columns anything downstream reads
-    needed = _needed_columns(blueprint, plan, order)
-    # pass 3: tasks
-    for name, entries in entries_of.items():
-        all_columns = plan.results[name].columns or ()
-        wanted = needed.get(name)
-        projection = (
-            tuple(c for c in all_columns if c in wanted)
-            if wanted is not None and set(wanted) != set(all_columns)
-            else None
-        )
-        keys = []
-        load_spec = {"columns": list(projection or ())}
-        for entry in entries:
-            # A projected slice is another input than the whole slice: a checkpoint of a
-            # filter over it lacks the other columns, so its key must say which were read.
-            key = entry.id if projection is None else task_key("load", load_spec, [entry.id])
-            plan.tasks.setdefault(
-                key,
-                Task(
-                    key=key,
-                    kind="load",
-                    stage=name,
-                    slice=entry.key,
-                    ident=key,
-                    columns=projection,
-                    source=entry.id,
-                ),
-            )
-            keys.append(key)
-        plan.results[name] = StageResult(
-            name=name,
-            sliced=tuple((e.key, k) for e, k in zip(entries, keys, strict=True)),
-            columns=plan.results[name].columns,
-            rows=tuple(e.rows for e in entries),
-        )
+        plan.results[name] = _lay_out_loads(plan, name, entries, needed.get(name))
     # stages whose per-slice results feed a stage that merges slices: their results are kept
     # when selective (see CHECKPOINT_RATIO)
-    checkpoints = {stage.from_ for stage in blueprint.stages.values() if not _runs_per_slice(stage)}
+    checkpoints = {stage.from_ for stage in blueprint.stages.values() if not runs_per_slice(stage)}
     with _gc_paused():  # tens of thousands of small objects, none of them garbage
         for name in order:
             plan.results[name] = _lay_out(blueprint.stages[name], plan, name in checkpoints)
     return plan
+
+
+def _lay_out_loads(
+    plan: Plan, name: str, entries: tuple[SliceEntry, ...], wanted: set[str] | None
+) -> StageResult:
+    """One load task per slice of input ``name``, reading only the ``wanted`` columns."""
+    all_columns = plan.results[name].columns or ()
+    projection = (
+        tuple(c for c in all_columns if c in wanted)
+        if wanted is not None and set(wanted) != set(all_columns)
+        else None
+    )
+    keys = []
+    load_spec = {"columns": list(projection or ())}
+    for entry in entries:
+        # A projected slice is another input than the whole slice: a checkpoint of a
+        # filter over it lacks the other columns, so its key must say which were read.
+        key = entry.id if projection is None else task_key("load", load_spec, [entry.id])
+        plan.tasks.setdefault(
+            key,
+            Task(
+                key=key,
+                kind="load",
+                stage=name,
+                slice=entry.key,
+                ident=key,
+                columns=projection,
+                source=entry.id,
+            ),
+        )
+        keys.append(key)
+    return StageResult(
+        name=name,
+        sliced=tuple((e.key, k) for e, k in zip(entries, keys, strict=True)),
+        columns=all_columns,
+        rows=tuple(e.rows for e in entries),
+    )
 
 
 @contextlib.contextmanager
@@ -225,21 +201,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _runs_per_slice(stage: Stage) -> bool:
-    """Whether ``stage`` runs on each slice of a sliced input alone.
-
-    A right or outer join must see every slice at once: a right row that matches nothing in
-    one slice may match in another, and must come out once, not once per slice.
-    """
-    op = stage.operation
-    if isinstance(op, Union):
-        return False
-    rowwise = isinstance(op, Filter | Derive | Select | Rename | Map) or (
-        isinstance(op, Join) and op.how in ("inner", "left")
-    )
-    return rowwise or stage.per_slice
 
 
 def _task(
@@ -304,11 +265,11 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
     columns = plan.results[stage.name].columns
     incremental = up.incremental
 
-    broadcast: tuple[str, ...] = ()
-    if isinstance(op, Join):
-        broadcast = (_whole_key(plan, plan.results[op.right], f"{op.right}"),)
+    rules = rules_of(op)
+    whole_refs = rules.broadcast(op)
+    broadcast = tuple(_whole_key(plan, plan.results[ref], ref) for ref in whole_refs)
     output = stage.name in plan.blueprint.outputs
-    if up.sliced is not None and _runs_per_slice(stage):
+    if up.sliced is not None and rules.runs_per_slice(op, stage.per_slice):
         sliced = []
         rows = up.rows or (0,) * len(up.sliced)
         for (slice_key, up_key), source_rows in zip(up.sliced, rows, strict=True):
@@ -355,7 +316,8 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
         incremental = False
     elif up.sliced is not None:
         incremental = False
-    ups = [stage.from_, *op.references()] if isinstance(op, Union) else [stage.from_]
+    # the references not broadcast (a union's others) are read slice by slice, after ``from``
+    ups = [stage.from_, *(ref for ref in op.references() if ref not in whole_refs)]
     deps: list[str] = []
     for name in ups:
         result = plan.results[name]
@@ -390,255 +352,3 @@ def _combine_tree(plan: Plan, stage: Stage, spec: dict, keys: list[str]) -> str 
         keys = nxt
         level += 1
     return keys[0]
-
-
-# -- column checks ---------------------------------------------------------------------------
-
-
-def _output_columns(stage: Stage, plan: Plan) -> tuple[str, ...] | None:
-    op = stage.operation
-    cols = plan.results[stage.from_].columns
-    if cols is None or isinstance(op, Map):
-        return None
-    if isinstance(op, Filter | Sort | Limit | Union):
-        return cols
-    if isinstance(op, Derive):
-        out = list(cols)
-        out.extend(n for n in op.columns if n not in out)
-        return tuple(out)
-    if isinstance(op, Select):
-        return tuple(op.columns)
-    if isinstance(op, Rename):
-        # a new name whose old one is missing (a problem, reported) still counts as an output
-        missing = [new for old, new in op.mapping.items() if old not in cols]
-        return (*(op.mapping.get(c, c) for c in cols), *missing)
-    if isinstance(op, Join):
-        right = plan.results[op.right].columns
-        if right is None:
-            return None
-        left_suffix, right_suffix = op.suffixes
-        shared = (set(cols) & set(right)) - set(op.on)
-        out = [c + left_suffix if c in shared else c for c in cols]
-        out += [c + right_suffix if c in shared else c for c in right if c not in op.on]
-        return tuple(out)
-    if isinstance(op, Aggregate):
-        return (*op.group_by, *op.aggregates)
-    return None
-
-
-def _check_columns(blueprint: Blueprint, stage: Stage, plan: Plan, problems: list[Problem]) -> None:
-    op = stage.operation
-    available = plan.results[stage.from_].columns
-    if available is None:
-        return
-
-    def need(
-        names: set[str] | frozenset[str] | tuple[str, ...],
-        field: str,
-        have: tuple[str, ...] | list[str],
-        side: str = "",
-    ) -> None:
-        for name in sorted(set(names) - set(have)):
-            close = did_you_mean(name, have)
-            listing = ", ".join(have)
-            where = f" of {side}" if side else ""
-            problems.append(
-                Problem(
-                    file=blueprint.source,
-                    line=stage.line_of(f"{field}.{name}"),
-                    stage=stage.name,
-                    field=field,
-                    message=f"unknown column {name!r}{where}",
-                    hint=(f"{close} " if close else "") + f"available: {listing}",
-                )
-            )
-
-    if isinstance(op, Filter):
-        need(op.expr.columns(), "filter", available)
-    elif isinstance(op, Derive):
-        have = list(available)
-        for name, expr in op.columns.items():
-            need(expr.columns(), f"derive.{name}", have)
-            if name not in have:
-                have.append(name)
-    elif isinstance(op, Select):
-        need(op.columns, "select", available)
-    elif isinstance(op, Rename):
-        need(tuple(op.mapping), "rename", available)
-    elif isinstance(op, Join):
-        need(op.on, "join.on", available)
-        right = plan.results[op.right].columns
-        if right is not None:
-            need(op.on, "join.on", right, side=f"right side {op.right!r}")
-    elif isinstance(op, Aggregate):
-        need(op.group_by, "group_by", available)
-        for name, agg in op.aggregates.items():
-            need(agg.columns(), f"aggregate.{name}", available)
-    elif isinstance(op, Sort):
-        need(tuple(k.column for k in op.by), "sort", available)
-    elif isinstance(op, Union):
-        for other in op.others:
-            cols = plan.results[other].columns
-            if cols is not None and set(cols) != set(available):
-                missing = sorted(set(available) ^ set(cols))
-                problems.append(
-                    Problem(
-                        file=blueprint.source,
-                        line=stage.line_of(f"union.{other}"),
-                        stage=stage.name,
-                        field="union",
-                        message=f"{other!r} does not have the same columns as {stage.from_!r}",
-                        hint="columns that differ: " + ", ".join(missing),
-                    )
-                )
-
-
-def _check_types(
-    blueprint: Blueprint,
-    stage: Stage,
-    kinds: dict[str, dict[str, Kind] | None],
-    problems: list[Problem],
-) -> dict[str, Kind] | None:
-    """Check ``stage``'s expressions against its input's column kinds; return its output's."""
-    op = stage.operation
-    have = kinds.get(stage.from_)
-    if have is None or isinstance(op, Map):
-        return None
-
-    def problem(field: str, exc: TypeProblem) -> None:
-        problems.append(
-            Problem(
-                file=blueprint.source,
-                line=stage.line_of(field),
-                stage=stage.name,
-                field=field,
-                message=str(exc),
-                hint="cast() converts between types",
-            )
-        )
-
-    if isinstance(op, Filter):
-        try:
-            result = infer(op.expr, have)
-            if result in ("number", "string", "date", "timestamp"):
-                raise TypeProblem(f"a filter needs a condition, not a {result} value")
-        except TypeProblem as exc:
-            problem("filter", exc)
-        return dict(have)
-    if isinstance(op, Derive):
-        out = dict(have)
-        for name, expr in op.columns.items():
-            try:
-                out[name] = infer(expr, out)
-            except TypeProblem as exc:
-                problem(f"derive.{name}", exc)
-                out[name] = None
-        return out
-    if isinstance(op, Select):
-        return {c: have.get(c) for c in op.columns}
-    if isinstance(op, Rename):
-        return {op.mapping.get(c, c): k for c, k in have.items()}
-    if isinstance(op, Join):
-        right = kinds.get(op.right)
-        if right is None:
-            return None
-        for key in op.on:
-            a, b = have.get(key), right.get(key)
-            if a is not None and b is not None and a != b and "other" not in (a, b):
-                problem(
-                    "join.on",
-                    TypeProblem(f"join key {key!r} is {a} on the left but {b} on the right"),
-                )
-        shared = (set(have) & set(right)) - set(op.on)
-        out = {(c + op.suffixes[0] if c in shared else c): k for c, k in have.items()}
-        out.update(
-            {
-                (c + op.suffixes[1] if c in shared else c): k
-                for c, k in right.items()
-                if c not in op.on
-            }
-        )
-        return out
-    if isinstance(op, Aggregate):
-        out = {c: have.get(c) for c in op.group_by}
-        for name, agg in op.aggregates.items():
-            try:
-                check_aggregate(agg.func, agg.arg, have)
-            except TypeProblem as exc:
-                problem(f"aggregate.{name}", exc)
-            if agg.func in ("min", "max") and agg.arg is not None:
-                try:
-                    out[name] = infer(agg.arg, have)
-                except TypeProblem:
-                    out[name] = None
-            else:
-                out[name] = "number"
-        return out
-    return dict(have)
-
-
-def _needed_columns(
-    blueprint: Blueprint, plan: Plan, order: list[str]
-) -> dict[str, set[str] | None]:
-    """For every input and stage, the columns something downstream reads (None: all of them).
-
-    Outputs keep all their columns; a ``map`` may read anything, so it needs all of its input.
-    """
-    needed: dict[str, set[str] | None] = {}
-
-    def want(name: str, columns: set[str] | None) -> None:
-        if name in needed and needed[name] is None:
-            return
-        if columns is None:
-            needed[name] = None
-            return
-        have = plan.results[name].columns
-        if have is not None:
-            columns = columns & set(have)
-        needed[name] = needed.get(name, set()) | columns  # type: ignore[operator]
-
-    for name in blueprint.outputs:
-        needed[name] = None
-    for name in reversed(order):
-        stage = blueprint.stages[name]
-        op = stage.operation
-        out = needed.get(name, set())
-        if out is None:
-            out_columns = plan.results[name].columns
-            out = set(out_columns) if out_columns is not None else None
-        if out is None or isinstance(op, Map):
-            for up in stage.upstream:
-                want(up, None)
-            continue
-        if isinstance(op, Filter):
-            want(stage.from_, out | set(op.expr.columns()))
-        elif isinstance(op, Derive):
-            used = set().union(*(e.columns() for e in op.columns.values())) if op.columns else set()
-            want(stage.from_, (out - set(op.columns)) | used)
-        elif isinstance(op, Select):
-            want(stage.from_, set(op.columns) & out)
-        elif isinstance(op, Rename):
-            back = {new: old for old, new in op.mapping.items()}
-            want(stage.from_, {back.get(c, c) for c in out})
-        elif isinstance(op, Join):
-            left = plan.results[stage.from_].columns or ()
-            right = plan.results[op.right].columns or ()
-            shared = (set(left) & set(right)) - set(op.on)
-            sl, sr = op.suffixes
-            want(
-                stage.from_, {c for c in left if (c + sl if c in shared else c) in out} | set(op.on)
-            )
-            want(op.right, {c for c in right if (c + sr if c in shared else c) in out} | set(op.on))
-        elif isinstance(op, Aggregate):
-            used = set(op.group_by)
-            for agg in op.aggregates.values():
-                used |= set(agg.columns())
-            want(stage.from_, used)
-        elif isinstance(op, Sort):
-            want(stage.from_, out | {k.column for k in op.by})
-        elif isinstance(op, Union):
-            for up in stage.upstream:
-                want(up, set(out))
-        else:  # limit, and anything that passes rows through
-            want(stage.from_, set(out))
-    return needed
