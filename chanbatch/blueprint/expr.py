@@ -99,7 +99,7 @@ def parse_aggregate(text: str, *, strict: bool = False) -> AggCall:
     if any(isinstance(arg, ast.Starred) for arg in body.args):
         hint = "count rows with count()" if name == "count" else None
         raise converter.error(body.args[0], "starred argument is not allowed", hint=hint)
-    low, high = AGGREGATES[name]
+    low, high = AGGREGATES[name].min_args, AGGREGATES[name].max_args
     if not low <= len(body.args) <= high:
         expected = f"{low} or {high} arguments" if low != high else f"{low} argument"
         raise converter.error(body, f"aggregate {name!r} takes {expected}, got {len(body.args)}")

@@ -1,30 +1,58 @@
-"""The functions an expression may call, and the aggregates a stage may compute.
+"""The registry of the expression language: every function an expression may call and every
+aggregate a stage may compute, each described once, with all of its rules.
 
-This table is the allowlist: the parser rejects any call it does not name, and the evaluator
-implements exactly these. Keeping it free of pandas lets ``validate`` check a blueprint without
-importing any dataframe library.
+A :class:`FunctionSpec` holds a function's arity, which arguments must be literals, the kinds
+its first argument may have, its result-kind rule (which may refuse a mismatch), and whether the
+Arrow path has a kernel for it. An :class:`AggregateSpec` holds an aggregate's arity, whether it
+needs numbers, the kind of its result, and whether it decomposes into per-slice partial states.
+
+The parser rejects any name not here; plan-time type checks (:mod:`chanbatch.compile.types`)
+apply the kind rules; the engine keeps the kernels in tables keyed by these names
+(:mod:`chanbatch.engine.pandas_functions`, :mod:`chanbatch.engine.arrow_eval`,
+:mod:`chanbatch.engine.aggregate`), checked against this registry when they are imported and
+by tests/engine/test_registry.py. Nothing here imports a dataframe library, so ``validate``
+checks a blueprint without one. docs/concepts.md ("Architecture") says how to add an entry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+from chanbatch.blueprint.kinds import UNCHECKED, Kind, TypeProblem, comparable, same_kind, what
+from chanbatch.blueprint.nodes import Call, Expr
+from chanbatch.blueprint.nodes import Literal as LiteralNode
 
 #: What a literal-only argument must be: an int, a str, or one of :data:`CAST_TYPES`.
 LiteralKind = Literal["int", "str", "cast_type"]
 
-CAST_TYPES: tuple[str, ...] = ("bool", "date", "float", "int", "str", "timestamp")
+#: A result-kind rule: the call and the kinds of its arguments -> the kind of its value; it
+#: raises TypeProblem for arguments it cannot take.
+ResultRule = Callable[[Call, list[Kind]], Kind]
+
+_NUMBER = ("number",)
+_TEXT = ("string",)
+_TEMPORAL = ("date", "timestamp", "string")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Signature:
-    """How many arguments a function takes, and which of them must be written as literals."""
+class FunctionSpec:
+    """One function of the expression language, with every rule the parser, the type checks
+    and the engine apply to it."""
 
     name: str
     min_args: int
     max_args: int | None  # None: any number from min_args up
     literals: tuple[tuple[int, LiteralKind], ...] = ()
     usage: str
+    #: kinds the first argument may have (besides unknown ones), and how an error says so
+    first: tuple[tuple[str, ...], str] | None = None
+    result: ResultRule
+    #: True when :data:`chanbatch.engine.arrow_eval.ARROW_FUNCTIONS` has a kernel for it; the
+    #: pandas kernel (:data:`chanbatch.engine.pandas_functions.FUNCTION_IMPLEMENTATIONS`) is
+    #: always there, and is the definition.
+    arrow: bool = False
 
     def accepts(self, count: int) -> bool:
         """True if the function can be called with ``count`` arguments."""
@@ -38,52 +66,209 @@ class Signature:
             return f"{self.min_args} argument" + ("" if self.min_args == 1 else "s")
         return f"{self.min_args} to {self.max_args} arguments"
 
+    def result_kind(self, call: Call, kinds: list[Kind]) -> Kind:
+        """The kind of ``call``'s value given its arguments' kinds; raises TypeProblem."""
+        if self.first is not None and kinds and kinds[0] is not None:
+            allowed, words = self.first
+            if kinds[0] not in (*allowed, "other"):
+                raise TypeProblem(
+                    f"{self.name}() needs {words}, not {what(call.args[0], kinds[0])}"
+                )
+        return self.result(call, kinds)
 
-def _sig(name: str, low: int, high: int | None, usage: str, **literals: LiteralKind) -> Signature:
+
+def _gives(kind: Kind) -> ResultRule:
+    return lambda call, kinds: kind
+
+
+def _between(call: Call, kinds: list[Kind]) -> Kind:
+    for bound, kind in zip(call.args[1:], kinds[1:], strict=True):
+        comparable(call.args[0], kinds[0], bound, kind)
+    return "bool"
+
+
+def _coalesce(call: Call, kinds: list[Kind]) -> Kind:
+    return same_kind(call.name, list(call.args), kinds)
+
+
+def _if_else(call: Call, kinds: list[Kind]) -> Kind:
+    condition = kinds[0]
+    if condition not in ("bool", *UNCHECKED):
+        raise TypeProblem(f"if_else() needs a condition first, not {what(call.args[0], condition)}")
+    return same_kind(call.name, list(call.args[1:]), kinds[1:])
+
+
+#: cast target -> (the kinds it converts from, the kind it gives); docs/blueprints.md, "What
+#: cast does"
+CASTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "int": (("number", "string", "bool"), "number"),
+    "float": (("number", "string", "bool"), "number"),
+    "str": (("number", "string", "bool", "date", "timestamp"), "string"),
+    "bool": (("number", "string", "bool"), "bool"),
+    "date": (("string", "date", "timestamp"), "date"),
+    "timestamp": (("string", "date", "timestamp"), "timestamp"),
+}
+CAST_TYPES: tuple[str, ...] = tuple(sorted(CASTS))
+
+
+def _cast(call: Call, kinds: list[Kind]) -> Kind:
+    target_node = call.args[1] if len(call.args) > 1 else None
+    if not isinstance(target_node, LiteralNode):
+        return None
+    target = str(target_node.value)
+    sources, gives = CASTS.get(target, ((), None))
+    if kinds[0] not in (*sources, *UNCHECKED):
+        raise TypeProblem(f"cannot cast {what(call.args[0], kinds[0])} to {target!r}")
+    return gives
+
+
+def _fn(
+    name: str,
+    low: int,
+    high: int | None,
+    usage: str,
+    result: ResultRule,
+    *,
+    first: tuple[tuple[str, ...], str] | None = None,
+    arrow: bool = False,
+    **literals: LiteralKind,
+) -> FunctionSpec:
     positions = tuple(sorted((int(key[1:]), kind) for key, kind in literals.items()))
-    return Signature(name=name, min_args=low, max_args=high, literals=positions, usage=usage)
+    return FunctionSpec(
+        name=name,
+        min_args=low,
+        max_args=high,
+        literals=positions,
+        usage=usage,
+        first=first,
+        result=result,
+        arrow=arrow,
+    )
 
 
-FUNCTIONS: dict[str, Signature] = {
-    sig.name: sig
-    for sig in (
-        _sig("is_null", 1, 1, "is_null(x)"),
-        _sig("not_null", 1, 1, "not_null(x)"),
-        _sig("abs", 1, 1, "abs(x)"),
-        _sig("round", 1, 2, "round(x) or round(x, digits)", a1="int"),
-        _sig("lower", 1, 1, "lower(text)"),
-        _sig("upper", 1, 1, "upper(text)"),
-        _sig("length", 1, 1, "length(text)"),
-        _sig("starts_with", 2, 2, "starts_with(text, 'prefix')", a1="str"),
-        _sig("contains", 2, 2, "contains(text, 'part')", a1="str"),
-        _sig("year", 1, 1, "year(timestamp)"),
-        _sig("month", 1, 1, "month(timestamp)"),
-        _sig("day", 1, 1, "day(timestamp)"),
-        _sig("hour", 1, 1, "hour(timestamp)"),
-        _sig("date", 1, 1, "date(timestamp)"),
-        _sig("coalesce", 2, None, "coalesce(x, y, ...)"),
-        _sig("if_else", 3, 3, "if_else(condition, then, otherwise)"),
-        _sig("between", 3, 3, "between(x, low, high)"),
-        _sig(
-            "cast", 2, 2, "cast(x, 'int'|'float'|'str'|'bool'|'date'|'timestamp')", a1="cast_type"
+_A_STRING = (_TEXT, "a string")
+_A_NUMBER = (_NUMBER, "a number")
+_A_DATE = (_TEMPORAL, "a date or timestamp")
+
+FUNCTIONS: dict[str, FunctionSpec] = {
+    spec.name: spec
+    for spec in (
+        _fn("is_null", 1, 1, "is_null(x)", _gives("bool"), arrow=True),
+        _fn("not_null", 1, 1, "not_null(x)", _gives("bool"), arrow=True),
+        _fn("abs", 1, 1, "abs(x)", _gives("number"), first=_A_NUMBER),
+        _fn(
+            "round",
+            1,
+            2,
+            "round(x) or round(x, digits)",
+            _gives("number"),
+            first=_A_NUMBER,
+            a1="int",
+        ),
+        _fn("lower", 1, 1, "lower(text)", _gives("string"), first=_A_STRING),
+        _fn("upper", 1, 1, "upper(text)", _gives("string"), first=_A_STRING),
+        _fn("length", 1, 1, "length(text)", _gives("number"), first=_A_STRING),
+        _fn(
+            "starts_with",
+            2,
+            2,
+            "starts_with(text, 'prefix')",
+            _gives("bool"),
+            first=_A_STRING,
+            a1="str",
+        ),
+        _fn("contains", 2, 2, "contains(text, 'part')", _gives("bool"), first=_A_STRING, a1="str"),
+        _fn("year", 1, 1, "year(timestamp)", _gives("number"), first=_A_DATE),
+        _fn("month", 1, 1, "month(timestamp)", _gives("number"), first=_A_DATE),
+        _fn("day", 1, 1, "day(timestamp)", _gives("number"), first=_A_DATE),
+        _fn(
+            "hour",
+            1,
+            1,
+            "hour(timestamp)",
+            _gives("number"),
+            first=(("timestamp", "string"), "a timestamp (a date has no hour)"),
+        ),
+        _fn("date", 1, 1, "date(timestamp)", _gives("date"), first=_A_DATE),
+        _fn("coalesce", 2, None, "coalesce(x, y, ...)", _coalesce),
+        _fn("if_else", 3, 3, "if_else(condition, then, otherwise)", _if_else),
+        _fn("between", 3, 3, "between(x, low, high)", _between),
+        _fn(
+            "cast",
+            2,
+            2,
+            "cast(x, 'int'|'float'|'str'|'bool'|'date'|'timestamp')",
+            _cast,
+            a1="cast_type",
         ),
     )
 }
 
-#: Aggregate name -> (fewest, most) arguments. ``count()`` counts rows, ``count(x)`` non-nulls.
-AGGREGATES: dict[str, tuple[int, int]] = {
-    "count": (0, 1),
-    "sum": (1, 1),
-    "mean": (1, 1),
-    "min": (1, 1),
-    "max": (1, 1),
-    "var": (1, 1),
-    "std": (1, 1),
-    "count_distinct": (1, 1),
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AggregateSpec:
+    """One aggregate a stage may compute, with every rule the parser, the type checks and the
+    planner apply to it. Its kernels (partial state, partial, combine, finish, and the whole-input
+    form) are :data:`chanbatch.engine.aggregate.KERNELS` under the same name."""
+
+    name: str
+    min_args: int
+    max_args: int
+    usage: str
+    #: True when per-slice partial states combine exactly (DESIGN.md section 6), so that a new
+    #: slice costs only itself; False: a stage using it runs on its whole input.
+    decomposes: bool
+    #: True when its argument must be a number
+    numeric: bool = False
+    #: the kind of its result; None: the kind of its argument (min, max)
+    gives: Kind = "number"
+
+    def check(self, arg: Expr, arg_kind: Kind) -> None:
+        """Raise TypeProblem when the aggregate cannot apply to ``arg``, of kind ``arg_kind``."""
+        if self.numeric and arg_kind in ("string", "bool", "date", "timestamp"):
+            raise TypeProblem(f"{self.name}() needs numbers, not {what(arg, arg_kind)}")
+
+    def result_kind(self, arg_kind: Kind) -> Kind:
+        """The kind of the aggregate's value over an argument of ``arg_kind``."""
+        return arg_kind if self.gives is None else self.gives
+
+
+def _agg(
+    name: str,
+    low: int,
+    usage: str,
+    *,
+    decomposes: bool = True,
+    numeric: bool = False,
+    gives: Kind = "number",
+) -> AggregateSpec:
+    return AggregateSpec(
+        name=name,
+        min_args=low,
+        max_args=1,
+        usage=usage,
+        decomposes=decomposes,
+        numeric=numeric,
+        gives=gives,
+    )
+
+
+#: ``count()`` counts rows, ``count(x)`` non-null values.
+AGGREGATES: dict[str, AggregateSpec] = {
+    spec.name: spec
+    for spec in (
+        _agg("count", 0, "count() or count(x)"),
+        _agg("sum", 1, "sum(x)", numeric=True),
+        _agg("mean", 1, "mean(x)", numeric=True),
+        _agg("min", 1, "min(x)", gives=None),
+        _agg("max", 1, "max(x)", gives=None),
+        _agg("var", 1, "var(x)", numeric=True),
+        _agg("std", 1, "std(x)", numeric=True),
+        _agg("count_distinct", 1, "count_distinct(x)", decomposes=False),
+    )
 }
 
-#: Aggregates whose per-slice partials combine exactly (DESIGN.md section 6); the rest need
-#: the whole input at once.
+#: The aggregates whose per-slice partials combine exactly; the rest need the whole input.
 DECOMPOSABLE_AGGREGATES: frozenset[str] = frozenset(
-    {"count", "sum", "mean", "min", "max", "var", "std"}
+    name for name, spec in AGGREGATES.items() if spec.decomposes
 )

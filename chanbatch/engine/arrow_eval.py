@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chanbatch.blueprint.expr import ExprEvalError
+from chanbatch.blueprint.functions import FUNCTIONS
 from chanbatch.blueprint.nodes import (
     BinOp,
     BoolOp,
@@ -235,14 +236,27 @@ class ArrowEvaluator:
                 raise Unsupported(str(exc)) from exc
             value_kind(value)  # a type this module knows, or Unsupported
             return value
-        if node.name in ("is_null", "not_null"):
-            value = self.eval(node.args[0])
-            if not is_array(value):
-                raise Unsupported("is_null of a constant")
-            value_kind(value)
-            nulls = pc.is_null(value, nan_is_null=True)
-            return nulls if node.name == "is_null" else pc.invert(nulls)
-        raise Unsupported(f"function {node.name}")
+        kernel = ARROW_FUNCTIONS.get(node.name)
+        if kernel is None:  # the registry says so (``arrow=False``): pandas computes it
+            raise Unsupported(f"function {node.name}")
+        return kernel(self, node)
+
+
+def _nulls_of(evaluator: ArrowEvaluator, node: Call) -> Array:
+    """Where the argument is null for pandas: null or NaN."""
+    value = evaluator.eval(node.args[0])
+    if not is_array(value):
+        raise Unsupported("is_null of a constant")
+    value_kind(value)
+    return pc.is_null(value, nan_is_null=True)
+
+
+#: The Arrow kernel of each function that has one: exactly those with ``arrow=True`` in
+#: :data:`chanbatch.blueprint.functions.FUNCTIONS` (checked below and by a test).
+ARROW_FUNCTIONS: dict[str, Callable[[ArrowEvaluator, Call], Value]] = {
+    "is_null": _nulls_of,
+    "not_null": lambda evaluator, node: pc.invert(_nulls_of(evaluator, node)),
+}
 
 
 def _temporal(value: Value, other: Value) -> Value:
@@ -275,3 +289,7 @@ def _mask_nulls(result: Array, masks: list[Array | None]) -> Array:
     if not pc.any(null).as_py():
         return result
     return pc.if_else(null, pa.scalar(None, pa.bool_()), result)
+
+
+if set(ARROW_FUNCTIONS) != {name for name, spec in FUNCTIONS.items() if spec.arrow}:
+    raise RuntimeError("ARROW_FUNCTIONS and the registry's arrow=True functions differ")

@@ -17,6 +17,7 @@ import pyarrow as pa
 from pandas.api import types as ptypes
 
 from chanbatch.blueprint.expr import ExprEvalError
+from chanbatch.blueprint.functions import CAST_TYPES, FUNCTIONS
 from chanbatch.blueprint.nodes import Call, constant
 from chanbatch.engine.pandas_values import Evaluator, common_type
 
@@ -274,7 +275,7 @@ def _cast(evaluator: Evaluator, node: Call) -> Any:
     if series is None:
         return None
     target = _literal(node, 1)
-    return _CASTS[target](series, node)
+    return CAST_KERNELS[target](series, node)
 
 
 def _numbers(series: pd.Series, node: Call) -> pd.Series:
@@ -356,7 +357,7 @@ def _cast_timestamp(series: pd.Series, node: Call) -> pd.Series:
     raise ExprEvalError(f"cannot cast {dtype} values to timestamp in {node.render()!r}")
 
 
-_CASTS: dict[str, Callable[[pd.Series, Call], pd.Series]] = {
+CAST_KERNELS: dict[str, Callable[[pd.Series, Call], pd.Series]] = {
     "int": _cast_int,
     "float": _cast_float,
     "str": _cast_str,
@@ -364,3 +365,8 @@ _CASTS: dict[str, Callable[[pd.Series, Call], pd.Series]] = {
     "date": _cast_date,
     "timestamp": _cast_timestamp,
 }
+
+
+# every function, and every cast target, has its pandas kernel
+if set(FUNCTION_IMPLEMENTATIONS) != set(FUNCTIONS) or set(CAST_KERNELS) != set(CAST_TYPES):
+    raise RuntimeError("the pandas kernels and the registry (blueprint.functions) differ")
