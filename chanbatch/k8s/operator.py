@@ -41,8 +41,8 @@ from chanbatch.k8s.crd import GROUP, PLURAL, VERSION
 from chanbatch.k8s.resource import BlueprintRun, InvalidResource, read_resource
 from chanbatch.k8s.schemas import daskcluster_validator
 from chanbatch.k8s.shape import cluster_name, render_cluster
+from chanbatch.k8s.writer import StatusWriter
 
-log = logging.getLogger(__name__)
 registry = kopf.OperatorRegistry()
 ANNOTATION_PREFIX = "kopf.chanbatch.io"  # not chanbatch.io: kopf hides its own prefix from diffs
 BLUEPRINT_LABEL = "chanbatch.io/blueprint"
@@ -85,44 +85,6 @@ def _kinds() -> tuple[Any, Any]:
         "DaskCluster", "kubernetes.dask.org/v1", namespaced=True, plural="daskclusters"
     )
     return blueprint, daskcluster
-
-
-class StatusWriter:
-    """Patches one Blueprint's status subresource, in order, from the event loop or any thread.
-
-    Patches from Dask's threads (progress) are queued on the loop; ``drain`` waits for them, so
-    the final status is always the last one written."""
-
-    def __init__(self, obj: Any, current: Mapping[str, Any], loop: asyncio.AbstractEventLoop) -> None:
-        self._obj = obj
-        self._loop = loop
-        self._lock = asyncio.Lock()
-        self._pending: list[Any] = []
-        self.current: dict[str, Any] = dict(current or {})
-
-    async def write(self, patch: Mapping[str, Any]) -> None:
-        async with self._lock:
-            await self._obj.patch({"status": dict(patch)}, subresource="status")
-            for key, value in patch.items():
-                if value is None:
-                    self.current.pop(key, None)
-                else:
-                    self.current[key] = value
-
-    def write_threadsafe(self, patch: Mapping[str, Any]) -> None:
-        future = asyncio.run_coroutine_threadsafe(self._quietly(patch), self._loop)
-        self._pending.append(future)
-
-    async def _quietly(self, patch: Mapping[str, Any]) -> None:
-        try:
-            await self.write(patch)
-        except Exception as exc:  # progress is best effort; the final status is not
-            log.warning("could not patch the status with progress: %s", exc)
-
-    async def drain(self) -> None:
-        pending, self._pending = self._pending, []
-        for future in pending:
-            await asyncio.wrap_future(future)
 
 
 def _is_finished(status: Mapping[str, Any], generation: int, request: str) -> bool:
@@ -240,91 +202,148 @@ async def reconcile(
         logger.debug(f"generation {generation} already ran")
         return
     backend: ClusterBackend = memo.get("backend") or KUBERNETES
-    api_url = memo.get("api_url")
-    import kr8s.asyncio
-
-    api = await kr8s.asyncio.api(url=api_url) if api_url else await kr8s.asyncio.api()
-    blueprint_kind, daskcluster_kind = _kinds()
-    # The event may be older than the object (a watch replays what it missed): ask for the
-    # object as it is now, and do nothing if this generation already ran or a newer one exists.
-    live = await blueprint_kind.get(meta["name"], namespace=meta.get("namespace"), api=api)
-    live_status = dict(live.raw.get("status") or {})
-    live_meta = live.raw.get("metadata", {})
-    live_generation = int(live_meta.get("generation") or 1)
-    if live_generation != generation or _run_request(live_meta) != request:
-        logger.debug("superseded by a newer generation or rerun request")
+    api = await _api(memo)
+    live = await _live_blueprint(api, meta, generation, request, logger)
+    if live is None:
         return
-    if _is_finished(live_status, generation, request):
-        logger.debug(f"generation {generation} already ran")
-        return
-    writer = StatusWriter(live, live_status, asyncio.get_running_loop())
-    cluster = None
+    writer = StatusWriter(live, live.raw.get("status") or {}, asyncio.get_running_loop())
+    lease = _ClusterLease(logger)
     try:
         run = read_resource(body, pods_run_it=backend.pods_run_it)
         for warning in run.warnings:
             logger.warning(warning)
-        store = await asyncio.to_thread(_open_store, run.store)
-        needs_cluster = await asyncio.to_thread(_plan_needs_cluster, run, store)
-        await writer.write(st.pending(generation, writer.current, run_request=request))
-        progress = st.StatusProgress(writer.write_threadsafe)
-        if needs_cluster:
-            manifest = render_cluster(
-                run.shape,
-                name=cluster_name(f"{run.name}-g{generation}"),
-                namespace=run.namespace,
-                labels={BLUEPRINT_LABEL: run.name},
-            )
-            kopf.adopt(manifest, owner=body)
-            daskcluster_validator().validate(manifest)
-            cluster = daskcluster_kind(manifest, api=api)
-            await _create(cluster)
-            await writer.write({"cluster": cluster.name, "message": "waiting for workers"})
-            logger.info(f"created DaskCluster {cluster.name}")
-            kopf.info(body, reason="ClusterCreated", message=f"DaskCluster {cluster.name}")
-
-            def ready(workers: int) -> None:
-                writer.write_threadsafe(
-                    {"phase": "Running", "message": f"running on {workers} workers"}
-                )
-
-            document = await asyncio.to_thread(
-                _run_on_cluster, run, store, backend, manifest, progress, ready
-            )
-        else:
-            await writer.write({"phase": "Running", "message": "every task is cached"})
-            document = await asyncio.to_thread(_execute, run, store, "threads", progress)
-        progress.flush()
-        await writer.drain()
-        if cluster is not None:  # gone before the status says the run is over
-            await _delete(cluster, logger)
-            cluster = None
+        document = await _run(body, run, api, backend, writer, lease, generation, request)
+        await lease.release()  # gone before the status says the run is over
         await writer.write(st.succeeded(generation, document, writer.current))
         logger.info(writer.current.get("message", "run finished"))
         kopf.info(body, reason="Succeeded", message=writer.current.get("outputSummary", ""))
     except Exception as exc:
         await writer.drain()
-        if cluster is not None:
-            await _delete(cluster, logger)
-            cluster = None
-        reason, permanent = _classify(exc)
-        message = _one_line(exc)
-        if isinstance(exc, InvalidResource):
-            patch = st.invalid(generation, message, writer.current)
-        elif permanent:
-            patch = st.failed(generation, reason, message, writer.current)
-        else:
-            patch = st.retrying(generation, message, writer.current)
-        with contextlib.suppress(Exception):
-            await writer.write(patch)
-        kopf.warn(body, reason=reason, message=message)
-        if permanent:
-            raise kopf.PermanentError(message) from exc
-        raise kopf.TemporaryError(
-            message, delay=backoff(retry, memo.get("backoff_base", 15.0))
-        ) from exc
+        await lease.release()
+        delay = backoff(retry, memo.get("backoff_base", 15.0))
+        await _report_failure(body, writer, generation, exc, delay)
     finally:
+        await lease.release()
+
+
+async def _api(memo: kopf.Memo) -> Any:
+    """The kr8s client: of ``memo.api_url`` if set (the tests' kmock), else the default."""
+    import kr8s.asyncio
+
+    api_url = memo.get("api_url")
+    return await kr8s.asyncio.api(url=api_url) if api_url else await kr8s.asyncio.api()
+
+
+async def _live_blueprint(
+    api: Any, meta: kopf.Meta, generation: int, request: str, logger: Any
+) -> Any | None:
+    """The Blueprint as it is now, or None when there is nothing to do.
+
+    The event may be older than the object (a watch replays what it missed): nothing is done
+    if this generation already ran, or a newer generation or rerun request exists."""
+    blueprint_kind, _ = _kinds()
+    live = await blueprint_kind.get(meta["name"], namespace=meta.get("namespace"), api=api)
+    live_meta = live.raw.get("metadata", {})
+    if int(live_meta.get("generation") or 1) != generation or _run_request(live_meta) != request:
+        logger.debug("superseded by a newer generation or rerun request")
+        return None
+    if _is_finished(dict(live.raw.get("status") or {}), generation, request):
+        logger.debug(f"generation {generation} already ran")
+        return None
+    return live
+
+
+class _ClusterLease:
+    """The DaskCluster a run created, if any; ``release`` deletes it, once."""
+
+    def __init__(self, logger: Any) -> None:
+        self.cluster: Any = None
+        self.logger = logger
+
+    async def release(self) -> None:
+        cluster, self.cluster = self.cluster, None
         if cluster is not None:
-            await _delete(cluster, logger)
+            await _delete(cluster, self.logger)
+
+
+async def _run(
+    body: kopf.Body,
+    run: BlueprintRun,
+    api: Any,
+    backend: ClusterBackend,
+    writer: StatusWriter,
+    lease: _ClusterLease,
+    generation: int,
+    request: str,
+) -> dict[str, Any]:
+    """Plan, then run on a new DaskCluster (or here, when every task is cached); the run's
+    document once its progress is all written."""
+    store = await asyncio.to_thread(_open_store, run.store)
+    needs_cluster = await asyncio.to_thread(_plan_needs_cluster, run, store)
+    await writer.write(st.pending(generation, writer.current, run_request=request))
+    progress = st.StatusProgress(writer.write_threadsafe)
+    if needs_cluster:
+        manifest = await _start_cluster(body, run, api, writer, lease, generation)
+
+        def ready(workers: int) -> None:
+            writer.write_threadsafe({"phase": "Running", "message": f"running on {workers} workers"})
+
+        document = await asyncio.to_thread(
+            _run_on_cluster, run, store, backend, manifest, progress, ready
+        )
+    else:
+        await writer.write({"phase": "Running", "message": "every task is cached"})
+        document = await asyncio.to_thread(_execute, run, store, "threads", progress)
+    progress.flush()
+    await writer.drain()
+    return document
+
+
+async def _start_cluster(
+    body: kopf.Body,
+    run: BlueprintRun,
+    api: Any,
+    writer: StatusWriter,
+    lease: _ClusterLease,
+    generation: int,
+) -> dict[str, Any]:
+    """Create the run's DaskCluster, owned by the Blueprint, held by ``lease``; its manifest."""
+    manifest = render_cluster(
+        run.shape,
+        name=cluster_name(f"{run.name}-g{generation}"),
+        namespace=run.namespace,
+        labels={BLUEPRINT_LABEL: run.name},
+    )
+    kopf.adopt(manifest, owner=body)
+    daskcluster_validator().validate(manifest)
+    _, daskcluster_kind = _kinds()
+    cluster = lease.cluster = daskcluster_kind(manifest, api=api)
+    await _create(cluster)
+    await writer.write({"cluster": cluster.name, "message": "waiting for workers"})
+    lease.logger.info(f"created DaskCluster {cluster.name}")
+    kopf.info(body, reason="ClusterCreated", message=f"DaskCluster {cluster.name}")
+    return manifest
+
+
+async def _report_failure(
+    body: kopf.Body, writer: StatusWriter, generation: int, exc: Exception, delay: float
+) -> None:
+    """Write the failure to the status and as an Event, and raise the kopf error that says
+    whether to retry (after ``delay`` seconds)."""
+    reason, permanent = _classify(exc)
+    message = _one_line(exc)
+    if isinstance(exc, InvalidResource):
+        patch = st.invalid(generation, message, writer.current)
+    elif permanent:
+        patch = st.failed(generation, reason, message, writer.current)
+    else:
+        patch = st.retrying(generation, message, writer.current)
+    with contextlib.suppress(Exception):
+        await writer.write(patch)
+    kopf.warn(body, reason=reason, message=message)
+    if permanent:
+        raise kopf.PermanentError(message) from exc
+    raise kopf.TemporaryError(message, delay=delay) from exc
 
 
 def _open_store(url: str) -> Any:
