@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from chanbatch.blueprint.model import (
     Aggregate,
@@ -55,22 +55,26 @@ def apply_rowwise(
 ) -> pd.DataFrame:
     """A per-slice stage on one slice's frame (``per_slice`` aggregates, sorts and limits too)."""
     op = stage.operation
-    if isinstance(op, Filter):
-        return frame.loc[evaluate_mask(op.expr, frame).to_numpy()].reset_index(drop=True)
-    if isinstance(op, Derive):
-        out = frame.copy(deep=False)
-        for name, expr in op.columns.items():
-            out[name] = evaluate(expr, out)
-        return out
-    if isinstance(op, Select):
-        return frame[list(op.columns)]
-    if isinstance(op, Rename):
-        return frame.rename(columns=op.mapping)
-    if isinstance(op, Join):
-        return join(op, frame, broadcast[0])
-    if isinstance(op, Map):
-        return run_map(op, frame, allow)
-    return apply_whole(stage, [frame], broadcast, allow)
+    match op:
+        case Filter():
+            return frame.loc[evaluate_mask(op.expr, frame).to_numpy()].reset_index(drop=True)
+        case Derive():
+            out = frame.copy(deep=False)
+            for name, expr in op.columns.items():
+                out[name] = evaluate(expr, out)
+            return out
+        case Select():
+            return frame[list(op.columns)]
+        case Rename():
+            return frame.rename(columns=op.mapping)
+        case Join():
+            return join(op, frame, broadcast[0])
+        case Map():
+            return run_map(op, frame, allow)
+        case Aggregate() | Sort() | Limit() | Union():  # on this one slice as a whole input
+            return apply_whole(stage, [frame], broadcast, allow)
+        case _:
+            assert_never(op)
 
 
 def apply_whole(
@@ -81,28 +85,32 @@ def apply_whole(
 ) -> pd.DataFrame:
     """A stage on its whole input, given as its slices' frames in key order."""
     op = stage.operation
-    if isinstance(op, Aggregate):
-        frame = concat(parts)
-        if op.decomposable:
-            return aggregate.finish(op, aggregate.partial(op, frame))
-        return aggregate.whole(op, frame)
-    if isinstance(op, Sort):
-        frame = concat(parts)
-        if not len(frame):
-            return frame
-        return frame.sort_values(
-            [k.column for k in op.by],
-            ascending=[k.ascending for k in op.by],
-            na_position="last",
-            kind="stable",
-        ).reset_index(drop=True)
-    if isinstance(op, Limit):
-        return concat(parts).head(op.n).reset_index(drop=True)
-    if isinstance(op, Union):
-        frames = list(parts)
-        first = frames[0].columns if frames else []
-        return concat([f[list(first)] for f in frames])
-    return apply_rowwise(stage, concat(parts), broadcast, allow)
+    match op:
+        case Aggregate():
+            frame = concat(parts)
+            if op.decomposable:
+                return aggregate.finish(op, aggregate.partial(op, frame))
+            return aggregate.whole(op, frame)
+        case Sort():
+            frame = concat(parts)
+            if not len(frame):
+                return frame
+            return frame.sort_values(
+                [k.column for k in op.by],
+                ascending=[k.ascending for k in op.by],
+                na_position="last",
+                kind="stable",
+            ).reset_index(drop=True)
+        case Limit():
+            return concat(parts).head(op.n).reset_index(drop=True)
+        case Union():
+            frames = list(parts)
+            first = frames[0].columns if frames else []
+            return concat([f[list(first)] for f in frames])
+        case Filter() | Derive() | Select() | Rename() | Join() | Map():  # row by row
+            return apply_rowwise(stage, concat(parts), broadcast, allow)
+        case _:
+            assert_never(op)
 
 
 def join(op: Join, left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
@@ -121,12 +129,13 @@ def join(op: Join, left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
     merged = left.loc[~left_null].merge(
         right.loc[~right_null], on=on, how=op.how, suffixes=op.suffixes, sort=False
     )
-    shared = (set(left.columns) & set(right.columns)) - set(on)
+    # rows with a null key, which merge dropped, named as merge names the matched ones
+    left_names, right_names = op.output_names(left.columns, right.columns)
     extra = []
     if op.how in ("left", "outer"):
-        extra.append(_suffixed(left.loc[left_null], shared, op.suffixes[0]))
+        extra.append(left.loc[left_null].rename(columns=left_names))
     if op.how in ("right", "outer"):
-        extra.append(_suffixed(right.loc[right_null], shared, op.suffixes[1]))
+        extra.append(right.loc[right_null].rename(columns=right_names))
     extra = [frame for frame in extra if len(frame)]
     if not extra:
         return merged.reset_index(drop=True)
@@ -140,10 +149,6 @@ def _nullable(frame: pd.DataFrame, keep: list[str]) -> pd.DataFrame:
     }
     casts = {name: t for name, t in casts.items() if t is not frame.dtypes[name]}
     return frame.astype(casts) if casts else frame
-
-
-def _suffixed(frame: pd.DataFrame, shared: set[str], suffix: str) -> pd.DataFrame:
-    return frame.rename(columns={c: c + suffix for c in shared})
 
 
 def run_map(op: Map, frame: pd.DataFrame, allow: frozenset[str]) -> pd.DataFrame:
