@@ -1,6 +1,7 @@
 """Blueprint + store -> plan: every task, its key, and what it depends on. No dask, no pandas.
 
-How each stage runs (DESIGN.md section 6):
+How each stage runs (DESIGN.md section 6; each operation's own rules, such as whether it runs
+per slice, are in :mod:`chanbatch.compile.operations`):
 
 - Row-wise stages (filter, derive, select, rename, map) and joins against a broadcast right side
   run once per slice of their input: one ``apply`` task per slice.
@@ -129,7 +130,8 @@ def build_plan(
     keys of tasks that read a stored result depend on it. Without it (or on a miss) those keys
     are provisional.
 
-    Raises BlueprintError when a stage names a column its input does not have.
+    Raises BlueprintError when a stage names a column its input does not have, or uses a
+    column where its kind cannot go (see :func:`chanbatch.compile.columns.check_schemas`).
     """
     plan = Plan(blueprint=blueprint, inputs=inputs, content_of=content_of)
     order = blueprint.topological_order()
