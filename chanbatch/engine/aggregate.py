@@ -22,34 +22,23 @@ sums are added in the same order on every run and every cluster.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from chanbatch.blueprint.model import Aggregate
 from chanbatch.blueprint.nodes import Column
+from chanbatch.engine.aggregate_kernels import (
+    KERNELS,
+    SEP,
+    decomposing,
+    is_decimal,
+    scalar_column,
+    state_column,
+    sum_type,
+)
 from chanbatch.engine.pandas_eval import evaluate
-from chanbatch.snapshot.read import nullable_dtype
 
 if TYPE_CHECKING:
     import pandas as pd
-
-SEP = "\x1f"  # cannot appear in a column name a blueprint can spell
-
-
-def _state(name: str, part: str) -> str:
-    return f"{name}{SEP}{part}"
-
-
-def _states(func: str) -> tuple[str, ...]:
-    if func == "count":
-        return ("n",)
-    if func in ("sum", "mean"):
-        return ("n", "sum")
-    if func in ("min", "max"):
-        return ("n", func)
-    if func in ("var", "std"):
-        return ("n", "mean", "m2")
-    raise ValueError(f"aggregate {func!r} does not decompose into partials")
-
 
 def _argument(frame: pd.DataFrame, arg: Any) -> pd.Series:
     if isinstance(arg, Column):
@@ -64,32 +53,25 @@ def partial(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
     keys = list(spec.group_by)
     work = pd.DataFrame({k: frame[k] for k in keys}, index=frame.index)
     plans: list[tuple[str, str, str, str]] = []  # (state column, source column, how, func)
-    sources: dict[tuple[str, Any], str] = {}  # (argument, how) -> its column in ``work``
+    sources: dict[tuple[str, bool, bool], str] = {}  # (argument, how) -> its column in ``work``
     src: str | None
     for name, agg in spec.aggregates.items():
-        if agg.arg is None:
-            src = sources.setdefault(("", False), f"{SEP}rows")
+        kernel = decomposing(agg.func)
+        if agg.arg is None:  # count(): the number of rows
+            src = sources.setdefault(("", False, False), f"{SEP}rows")
             work[src] = 1
-            plans.append((_state(name, "n"), src, "size", agg.func))
+            plans.append((state_column(name, "n"), src, "size", agg.func))
             continue
-        as_float = agg.func in ("var", "std", "mean")
-        # mean gets its own source: over a decimal it keeps the exact values, var does not
-        ident = (agg.arg.render(), "mean" if agg.func == "mean" else as_float)
+        # arguments computed once per way of holding them (mean keeps a decimal, var does not)
+        ident = (agg.arg.render(), kernel.float_input, kernel.exact_decimal)
         src = sources.get(ident)
         if src is None:
             src = sources[ident] = f"{SEP}arg{len(sources)}"
             values = _argument(frame, agg.arg)
-            # a decimal's mean divides its exact sum at the end (finish), as SQL's avg does
-            exact = agg.func == "mean" and _is_decimal(values)
-            work[src] = values.astype("float64") if as_float and not exact else values
-        plans.append((_state(name, "n"), src, "count", agg.func))
-        if agg.func in ("sum", "mean"):
-            plans.append((_state(name, "sum"), src, "sum", agg.func))
-        elif agg.func in ("min", "max"):
-            plans.append((_state(name, agg.func), src, agg.func, agg.func))
-        elif agg.func in ("var", "std"):
-            plans.append((_state(name, "mean"), src, "mean", agg.func))
-            plans.append((_state(name, "m2"), src, "var", agg.func))
+            exact = kernel.exact_decimal and is_decimal(values)
+            work[src] = values.astype("float64") if kernel.float_input and not exact else values
+        for st in kernel.states:
+            plans.append((state_column(name, st.part), src, st.reduce, agg.func))
     if not keys:
         return _global_partial(work, plans)
     fast = _numpy_partial(work, keys, plans)
@@ -195,43 +177,9 @@ def _global_partial(work: pd.DataFrame, plans: list[tuple[str, str, str, str]]) 
         elif how == "mean":
             row[state] = pd.Series([float(col.mean()) if col.count() else 0.0], dtype="float64")
         else:
-            dtype = _sum_type(col.dtype) if how == "sum" else col.dtype
-            row[state] = _scalar_column(getattr(col, how)(), dtype)
+            dtype = sum_type(col.dtype) if how == "sum" else col.dtype
+            row[state] = scalar_column(getattr(col, how)(), dtype)
     return pd.DataFrame(row)
-
-
-def _sum_type(dtype: Any) -> Any:
-    """The type of a sum of ``dtype`` values: a decimal(p, s) sums to decimal(38, s), as in
-    SQL and in pandas' grouped sum, whatever the rows (none, all null)."""
-    import pandas as pd
-    import pyarrow as pa
-
-    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_decimal(dtype.pyarrow_dtype):
-        return pd.ArrowDtype(pa.decimal128(38, dtype.pyarrow_dtype.scale))
-    return dtype
-
-
-def _is_decimal(values: pd.Series) -> bool:
-    import pandas as pd
-
-    dtype = values.dtype
-    return isinstance(dtype, pd.ArrowDtype) and str(dtype.pyarrow_dtype).startswith("decimal")
-
-
-def _nullable(column: pd.Series) -> pd.Series:
-    """A group with no values masks its result to null: the column keeps its type (see
-    :func:`~chanbatch.snapshot.read.nullable_dtype`)."""
-    return column.astype(nullable_dtype(column.dtype))
-
-
-def _scalar_column(value: Any, dtype: Any) -> pd.Series:
-    """One value as a one-row column of ``dtype`` (made nullable where it must hold a null), so
-    that a global aggregate's type follows its argument's, also when the value is null."""
-    import pandas as pd
-
-    if pd.isna(value):
-        return pd.Series([None], dtype=nullable_dtype(dtype))
-    return pd.Series([value], dtype=dtype)
 
 
 def combine(spec: Aggregate, partials: list[pd.DataFrame]) -> pd.DataFrame:
@@ -252,37 +200,33 @@ def combine(spec: Aggregate, partials: list[pd.DataFrame]) -> pd.DataFrame:
         grouped = stacked.groupby("\x1fall", sort=False)
     # Counts and sums in one grouped reduction each: pandas sums every column on its own (with
     # the same compensated summation), so this is what one call per column gives, in less time.
-    aggregates = spec.aggregates.items()
-    counts = grouped[[_state(name, "n") for name in spec.aggregates]].sum()
-    summed = [_state(name, "sum") for name, agg in aggregates if agg.func in ("sum", "mean")]
+    states = [
+        (name, state)
+        for name, agg in spec.aggregates.items()
+        for state in decomposing(agg.func).states
+    ]
+    totals = grouped[[state_column(name, st.part) for name, st in states if st.merge == "total"]].sum()
+    summed = [state_column(name, st.part) for name, st in states if st.merge == "sum"]
     sums = grouped[summed].sum(min_count=1) if summed else None
     out: dict[str, Any] = {}
-    for name, agg in aggregates:
-        n = _state(name, "n")
-        out[n] = counts[n]
-        if agg.func in ("sum", "mean"):
-            s = _state(name, "sum")
-            assert sums is not None  # this aggregate's state is in ``summed``
-            out[s] = sums[s]
-        elif agg.func in ("min", "max"):
-            s = _state(name, agg.func)
-            out[s] = getattr(grouped[s], agg.func)()
-        elif agg.func in ("var", "std"):
-            mean_col, m2_col = _state(name, "mean"), _state(name, "m2")
-            count = stacked[n].astype("float64")
-            ids = _group_ids(stacked, keys)
-            weighted = (stacked[mean_col].fillna(0.0) * count).groupby(ids).sum()
-            total = out[n].astype("float64").to_numpy()
-            grand = weighted.to_numpy() / _nonzero(total)
-            spread = (
-                stacked[m2_col].fillna(0.0)
-                + count * (stacked[mean_col].fillna(0.0) - grand[ids]) ** 2
-            )
-            out[mean_col] = pd.Series(grand, index=out[n].index)
-            out[m2_col] = pd.Series(spread.groupby(ids).sum().to_numpy(), index=out[n].index)
+    for name, state in states:
+        column = state_column(name, state.part)
+        match state.merge:
+            case "total":
+                out[column] = totals[column]
+            case "sum":
+                assert sums is not None  # this state is in ``summed``
+                out[column] = sums[column]
+            case "min" | "max":
+                out[column] = getattr(grouped[column], state.merge)()
+            case "moments":
+                if column not in out:  # one merge gives the pair
+                    out.update(_merge_moments(stacked, keys, name, out[state_column(name, "n")]))
+            case _:
+                assert_never(state.merge)
     # every column is indexed by the same groups, in the same order: no need to align them
     result = pd.DataFrame(
-        {state: column.array for state, column in out.items()}, index=counts.index
+        {state: column.array for state, column in out.items()}, index=totals.index
     )
     if keys:
         return _sorted(result.reset_index(), keys)
@@ -291,25 +235,14 @@ def combine(spec: Aggregate, partials: list[pd.DataFrame]) -> pd.DataFrame:
 
 def finish(spec: Aggregate, combined: pd.DataFrame) -> pd.DataFrame:
     """The aggregate's output columns from a combined partial: group keys, then aggregates."""
-    import numpy as np
     import pandas as pd
 
     keys = list(spec.group_by)
     out = {k: combined[k] for k in keys}
     for name, agg in spec.aggregates.items():
-        n = combined[_state(name, "n")]
-        if agg.func == "count":
-            out[name] = n.astype("int64")
-        elif agg.func == "sum":
-            total = combined[_state(name, "sum")]
-            out[name] = _nullable(total.astype(_sum_type(total.dtype))).where(n > 0)
-        elif agg.func == "mean":
-            out[name] = combined[_state(name, "sum")].astype("float64") / n.where(n > 0)
-        elif agg.func in ("min", "max"):
-            out[name] = _nullable(combined[_state(name, agg.func)]).where(n > 0)
-        elif agg.func in ("var", "std"):
-            var = combined[_state(name, "m2")] / (n - 1).where(n > 1)
-            out[name] = np.sqrt(var) if agg.func == "std" else var
+        finish_one = decomposing(agg.func).finish
+        assert finish_one is not None  # every decomposing kernel has one (tests/engine)
+        out[name] = finish_one(combined[state_column(name, "n")], combined, name)
     result = pd.DataFrame(out)
     if not keys and len(result) == 0:
         result = pd.DataFrame(
@@ -326,7 +259,8 @@ def whole(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
     columns: dict[str, pd.Series] = {k: frame[k] for k in keys}
     for name, agg in spec.aggregates.items():
         values = pd.Series(1, index=frame.index) if agg.arg is None else _argument(frame, agg.arg)
-        if agg.func in ("var", "std") and _is_decimal(values):
+        kernel = KERNELS[agg.func]
+        if kernel.float_input and not kernel.exact_decimal and is_decimal(values):
             values = values.astype("float64")  # as the partials compute them
         columns[name] = values
     work = pd.DataFrame(columns, index=frame.index)
@@ -335,43 +269,15 @@ def whole(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
         grouped = work.groupby(keys, dropna=False, sort=True, observed=True)
     for name, agg in spec.aggregates.items():
         col = grouped[name] if keys else work[name]
-        out[name] = _whole_one(agg.func, col)
+        out[name] = KERNELS[agg.func].whole(col)
     if keys:
         result = pd.DataFrame(out).reset_index()
         return _sorted(result, keys)[keys + list(spec.aggregates)]
-    typed = {}
-    for name, agg in spec.aggregates.items():
-        value = out[name]
-        if agg.func == "sum":
-            typed[name] = _scalar_column(value, _sum_type(work[name].dtype))
-        elif agg.func in ("min", "max"):
-            typed[name] = _scalar_column(value, work[name].dtype)
-        elif agg.func in ("count", "count_distinct"):
-            typed[name] = pd.Series([int(value)], dtype="int64")
-        else:  # mean, var, std: a float, null (NaN) for no values
-            typed[name] = pd.Series([None if pd.isna(value) else float(value)], dtype="float64")
+    typed = {
+        name: KERNELS[agg.func].whole_global(out[name], work[name].dtype)
+        for name, agg in spec.aggregates.items()
+    }
     return pd.DataFrame(typed)
-
-
-def _whole_one(func: str, col: Any) -> Any:
-    if func == "count":  # count() reads a column of ones, so it counts rows
-        return col.count()
-    if func == "count_distinct":
-        return col.nunique(dropna=True)
-    if func == "sum":
-        return col.sum(min_count=1)
-    if func == "mean":
-        # the exact sum divided once, as the partials' finish does (a decimal's own mean would
-        # be rounded to its scale)
-        total, count = col.sum(min_count=1), col.count()
-        if hasattr(col, "ngroups"):  # grouped: a column per group
-            return total.astype("float64") / count.where(count > 0)
-        return float(total) / count if count else None
-    if func in ("min", "max"):
-        return getattr(col, func)()
-    if func in ("var", "std"):
-        return getattr(col, func)(ddof=1)
-    raise ValueError(f"unknown aggregate {func!r}")
 
 
 def _group_ids(frame: pd.DataFrame, keys: list[str]) -> Any:
@@ -392,3 +298,23 @@ def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     if not keys or len(frame) <= 1:
         return frame.reset_index(drop=True)
     return frame.sort_values(keys, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def _merge_moments(
+    stacked: pd.DataFrame, keys: list[str], name: str, merged_n: pd.Series
+) -> dict[str, pd.Series]:
+    """The (mean, m2) pair of aggregate ``name`` over stacked partials, per group."""
+    import pandas as pd
+
+    n_col, mean_col, m2_col = (state_column(name, part) for part in ("n", "mean", "m2"))
+    count = stacked[n_col].astype("float64")
+    ids = _group_ids(stacked, keys)
+    weighted = (stacked[mean_col].fillna(0.0) * count).groupby(ids).sum()
+    total = merged_n.astype("float64").to_numpy()
+    grand = weighted.to_numpy() / _nonzero(total)
+    spread = stacked[m2_col].fillna(0.0) + count * (stacked[mean_col].fillna(0.0) - grand[ids]) ** 2
+    return {
+        mean_col: pd.Series(grand, index=merged_n.index),
+        m2_col: pd.Series(spread.groupby(ids).sum().to_numpy(), index=merged_n.index),
+    }
+

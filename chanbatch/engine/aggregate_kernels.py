@@ -1,0 +1,215 @@
+"""Each aggregate's kernels: one :class:`AggregateKernel` per entry of
+:data:`chanbatch.blueprint.functions.AGGREGATES`, under the same name in :data:`KERNELS`.
+
+:mod:`chanbatch.engine.aggregate` drives them (partial, combine, finish, whole) for a stage's
+aggregates at once. Adding an aggregate is a registry entry plus one kernel here; the check at
+the end of this module and tests/engine/test_registry.py fail until both are there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from chanbatch.blueprint.functions import AGGREGATES
+from chanbatch.snapshot.read import nullable_dtype
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SEP = "\x1f"  # cannot appear in a column name a blueprint can spell
+
+#: How a partial state column is made from a slice (``size`` counts rows, the others reduce the
+#: argument's values) and how partials of it merge: ``total`` and ``sum`` add (``sum`` is null
+#: when every partial is), ``min``/``max`` keep the extreme, and ``moments`` merges a (mean, m2)
+#: pair by Chan et al.'s formula.
+Reduce = Literal["size", "count", "sum", "min", "max", "mean", "var"]
+Merge = Literal["total", "sum", "min", "max", "moments"]
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """One column of an aggregate's partial state."""
+
+    part: str
+    reduce: Reduce
+    merge: Merge
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AggregateKernel:
+    """The engine's side of one :class:`~chanbatch.blueprint.functions.AggregateSpec` (same
+    name in :data:`KERNELS`): its partial state, how that is computed, merged and finished, and
+    the whole-input form. ``states`` is empty for an aggregate that does not decompose."""
+
+    states: tuple[State, ...] = ()
+    #: the argument becomes float64 before its partial...
+    float_input: bool = False
+    #: ...except a decimal's, whose mean divides the exact sum at the end, as SQL's avg does
+    exact_decimal: bool = False
+    #: (count state, combined partial, aggregate name) -> the aggregate's values
+    finish: Callable[[pd.Series, pd.DataFrame, str], pd.Series] | None = None
+    #: a column, or a grouped column -> its value (per group)
+    whole: Callable[[Any], Any]
+    #: (value, argument dtype) -> the one-row column of a global whole-input aggregate
+    whole_global: Callable[[Any, Any], pd.Series]
+
+
+def state_column(name: str, part: str) -> str:
+    return f"{name}{SEP}{part}"
+
+
+def sum_type(dtype: Any) -> Any:
+    """The type of a sum of ``dtype`` values: a decimal(p, s) sums to decimal(38, s), as in
+    SQL and in pandas' grouped sum, whatever the rows (none, all null)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_decimal(dtype.pyarrow_dtype):
+        return pd.ArrowDtype(pa.decimal128(38, dtype.pyarrow_dtype.scale))
+    return dtype
+
+
+def is_decimal(values: pd.Series) -> bool:
+    import pandas as pd
+
+    dtype = values.dtype
+    return isinstance(dtype, pd.ArrowDtype) and str(dtype.pyarrow_dtype).startswith("decimal")
+
+
+def _nullable(column: pd.Series) -> pd.Series:
+    """A group with no values masks its result to null: the column keeps its type (see
+    :func:`~chanbatch.snapshot.read.nullable_dtype`)."""
+    return column.astype(nullable_dtype(column.dtype))
+
+
+def scalar_column(value: Any, dtype: Any) -> pd.Series:
+    """One value as a one-row column of ``dtype`` (made nullable where it must hold a null), so
+    that a global aggregate's type follows its argument's, also when the value is null."""
+    import pandas as pd
+
+    if pd.isna(value):
+        return pd.Series([None], dtype=nullable_dtype(dtype))
+    return pd.Series([value], dtype=dtype)
+
+
+def decomposing(func: str) -> AggregateKernel:
+    kernel = KERNELS[func]
+    if not kernel.states:
+        raise ValueError(f"aggregate {func!r} does not decompose into partials")
+    return kernel
+
+
+# -- the kernels, one entry per aggregate of chanbatch.blueprint.functions.AGGREGATES ----------
+
+
+def _finish_sum(n: pd.Series, combined: pd.DataFrame, name: str) -> pd.Series:
+    total = combined[state_column(name, "sum")]
+    return _nullable(total.astype(sum_type(total.dtype))).where(n > 0)
+
+
+def _finish_mean(n: pd.Series, combined: pd.DataFrame, name: str) -> pd.Series:
+    return combined[state_column(name, "sum")].astype("float64") / n.where(n > 0)
+
+
+def _finish_extreme(part: str) -> Callable[[pd.Series, pd.DataFrame, str], pd.Series]:
+    def finish_one(n: pd.Series, combined: pd.DataFrame, name: str) -> pd.Series:
+        return _nullable(combined[state_column(name, part)]).where(n > 0)
+
+    return finish_one
+
+
+def _finish_var(n: pd.Series, combined: pd.DataFrame, name: str) -> pd.Series:
+    return combined[state_column(name, "m2")] / (n - 1).where(n > 1)
+
+
+def _finish_std(n: pd.Series, combined: pd.DataFrame, name: str) -> pd.Series:
+    import numpy as np
+
+    return np.sqrt(_finish_var(n, combined, name))
+
+
+def _whole_mean(col: Any) -> Any:
+    # the exact sum divided once, as the partials' finish does (a decimal's own mean would be
+    # rounded to its scale)
+    total, count = col.sum(min_count=1), col.count()
+    if hasattr(col, "ngroups"):  # grouped: a column per group
+        return total.astype("float64") / count.where(count > 0)
+    return float(total) / count if count else None
+
+
+def _global_int(value: Any, dtype: Any) -> pd.Series:
+    import pandas as pd
+
+    return pd.Series([int(value)], dtype="int64")
+
+
+def _global_float(value: Any, dtype: Any) -> pd.Series:
+    """A float, null (NaN) for no values."""
+    import pandas as pd
+
+    return pd.Series([None if pd.isna(value) else float(value)], dtype="float64")
+
+
+def _extreme(part: Literal["min", "max"]) -> AggregateKernel:
+    return AggregateKernel(
+        states=(_N, State(part, part, part)),
+        finish=_finish_extreme(part),
+        whole=lambda col: getattr(col, part)(),
+        whole_global=scalar_column,
+    )
+
+
+def _moments(
+    finish_one: Callable[[pd.Series, pd.DataFrame, str], pd.Series], ddof_func: str
+) -> AggregateKernel:
+    return AggregateKernel(
+        states=(_N, State("mean", "mean", "moments"), State("m2", "var", "moments")),
+        float_input=True,
+        finish=finish_one,
+        whole=lambda col: getattr(col, ddof_func)(ddof=1),
+        whole_global=_global_float,
+    )
+
+
+_N = State("n", "count", "total")
+_SUM = State("sum", "sum", "sum")
+
+KERNELS: dict[str, AggregateKernel] = {
+    # count() reads a column of ones in ``whole``, so it counts rows
+    "count": AggregateKernel(
+        states=(_N,),
+        finish=lambda n, combined, name: n.astype("int64"),
+        whole=lambda col: col.count(),
+        whole_global=_global_int,
+    ),
+    "sum": AggregateKernel(
+        states=(_N, _SUM),
+        finish=_finish_sum,
+        whole=lambda col: col.sum(min_count=1),
+        whole_global=lambda value, dtype: scalar_column(value, sum_type(dtype)),
+    ),
+    "mean": AggregateKernel(
+        states=(_N, _SUM),
+        float_input=True,
+        exact_decimal=True,
+        finish=_finish_mean,
+        whole=_whole_mean,
+        whole_global=_global_float,
+    ),
+    "min": _extreme("min"),
+    "max": _extreme("max"),
+    "var": _moments(_finish_var, "var"),
+    "std": _moments(_finish_std, "std"),
+    "count_distinct": AggregateKernel(
+        whole=lambda col: col.nunique(dropna=True),
+        whole_global=_global_int,
+    ),
+}
+
+
+if set(KERNELS) != set(AGGREGATES) or any(
+    bool(KERNELS[name].states) != spec.decomposes for name, spec in AGGREGATES.items()
+):
+    raise RuntimeError("the aggregate kernels and the registry (blueprint.functions) differ")
