@@ -1,4 +1,4 @@
-"""The blueprint package stays pure data (DESIGN.md section 8): light to import, and its modules
+"""The blueprint package stays pure data (docs/concepts.md, Architecture): light to import, and its modules
 import each other in one direction only."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``import chanbatch`` stays light: neither dask nor pandas (DESIGN.md section 8)."""
+"""``import chanbatch`` stays light: neither dask nor pandas (docs/concepts.md, Architecture)."""
 
 from __future__ import annotations
 
