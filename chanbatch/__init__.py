@@ -18,17 +18,20 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = ["FORMAT_VERSION", "Blueprint", "Snapshot", "Store", "__version__"]
 
+# public name -> (module, attribute). ``Blueprint`` is the API's RunnableBlueprint, which
+# wraps the data model ``chanbatch.blueprint.model.Blueprint`` (see chanbatch.api).
 _LAZY = {
-    "Store": "chanbatch.api",
-    "Blueprint": "chanbatch.api",
-    "Snapshot": "chanbatch.snapshot.describe",
+    "Store": ("chanbatch.api", "Store"),
+    "Blueprint": ("chanbatch.api", "RunnableBlueprint"),
+    "Snapshot": ("chanbatch.snapshot.describe", "Snapshot"),
 }
 
 
 def __getattr__(name: str) -> Any:
     # A dynamic import keeps the package root out of the layer graph: the root re-exports the
     # top layer, and every module below would otherwise appear to depend on it.
-    module = _LAZY.get(name)
-    if module is None:
+    found = _LAZY.get(name)
+    if found is None:
         raise AttributeError(f"module 'chanbatch' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    module, attribute = found
+    return getattr(importlib.import_module(module), attribute)

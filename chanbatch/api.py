@@ -2,6 +2,15 @@
 
 This module sits in the top layer, beside the CLI, because what users get back are dask
 DataFrames, and only the upper layers import dask. It imports dask lazily, inside ``read``.
+The ``chanbatch`` command is a shell over this module: each command parses its arguments,
+calls one method here, and prints the result.
+
+Two classes carry the name "blueprint", one per layer:
+
+- ``chanbatch.blueprint.model.Blueprint`` (imported here as ``BlueprintModel``) is the pure,
+  validated data model that the parser returns and the compiler reads;
+- :class:`RunnableBlueprint` wraps one model with what users do with it (plan, run, explain,
+  draw), and is what the public name ``chanbatch.Blueprint`` stands for.
 """
 
 from __future__ import annotations
@@ -17,6 +26,10 @@ if TYPE_CHECKING:
     import dask.dataframe as dd
 
     from chanbatch.blueprint.model import Blueprint as BlueprintModel
+    from chanbatch.cache.index import CacheEntry
+    from chanbatch.view.flow import Flow
+
+__all__ = ["RunnableBlueprint", "Store", "check_report_target"]
 
 
 class Store(SnapshotStore):
@@ -38,20 +51,101 @@ class Store(SnapshotStore):
             raise RefNotFoundError(f"{ref} has no slices from {start} to {stop}")
         return to_dask(self.storage, entries)
 
+    def catalog(self) -> list[dict[str, Any]]:
+        """One document per dataset, by name: its head ``snapshot`` and ``version``, its
+        ``slices``, ``rows`` and ``bytes``, and when it was ``updated``.
 
-class Blueprint:
-    """A validated blueprint, ready to plan and run against any store.
+        Raises IntegrityError when a head's manifest is missing or corrupt."""
+        from chanbatch.snapshot.objects import get_snapshot
 
-    ``Blueprint.from_yaml`` parses and validates in full; ``plan`` and ``run`` take a store (or
-    its URL) and optional ``sets`` rebinding inputs to other REFs, so one saved blueprint runs
-    against other snapshots.
+        rows = []
+        for name in self.datasets():
+            head = self.history(name)[-1]
+            manifest = get_snapshot(self.storage, head.snapshot)
+            rows.append(
+                {
+                    "dataset": name,
+                    "snapshot": head.snapshot,
+                    "version": head.version,
+                    "slices": len(manifest.slices),
+                    "rows": manifest.rows,
+                    "bytes": manifest.bytes,
+                    "updated": head.created_at,
+                }
+            )
+        return rows
+
+    def versions(self, dataset: str) -> list[dict[str, Any]]:
+        """The version history of ``dataset``, oldest first, as documents.
+
+        Raises InvalidNameError for a name no dataset can have, and RefNotFoundError when the
+        dataset does not exist."""
+        from chanbatch.snapshot.names import check_dataset_name
+
+        check_dataset_name(dataset)
+        self.resolve(dataset)  # a clear error when the dataset does not exist
+        return [e.document() for e in self.history(dataset)]
+
+    def cache_entries(self, *, stage: str | None = None) -> list[CacheEntry]:
+        """Every readable cache entry (only ``stage``'s, if given), oldest first."""
+        from chanbatch.cache.manage import list_entries
+
+        return list_entries(self.storage, stage=stage)
+
+    def cache_usage(self) -> dict[str, Any]:
+        """Cache entries and bytes, in total and per stage (a shared object counts once)."""
+        from chanbatch.cache.manage import usage
+
+        return usage(self.storage)
+
+    def evict(
+        self, prefixes: Collection[str] = (), *, stage: str | None = None, everything: bool = False
+    ) -> list[str]:
+        """Evict the cache entries whose key starts with one of ``prefixes``, or of ``stage``,
+        or all of them; returns the evicted keys. Objects stay until :meth:`gc`."""
+        from chanbatch.cache.manage import evict
+
+        return evict(self.storage, prefixes=prefixes, stage=stage, everything=everything)
+
+    def report(
+        self,
+        path: str | os.PathLike[str],
+        run_id: str | None = None,
+        *,
+        blueprint: str | None = None,
+    ) -> dict[str, Any]:
+        """Write the HTML report of run ``run_id`` (an id or unique prefix; None: the latest
+        finished run, of the blueprint named ``blueprint`` if given) to ``path``; returns the
+        run's record. Raises UsageError for an unknown or unfinished run, or a path that cannot
+        be written."""
+        from chanbatch.view.report import write_report
+
+        return write_report(self, run_id, path, blueprint=blueprint)
+
+
+def check_report_target(path: str | os.PathLike[str]) -> None:
+    """Raise UsageError now if no report can be written at ``path`` (a directory, a missing or
+    read-only folder): what :meth:`RunnableBlueprint.run` checks before running, for callers
+    that do expensive work of their own first (the CLI starts a Kubernetes cluster)."""
+    from chanbatch.view.report import check_target
+
+    check_target(path)
+
+
+class RunnableBlueprint:
+    """A validated blueprint, ready to plan and run against any store: ``chanbatch.Blueprint``.
+
+    It wraps one ``chanbatch.blueprint.model.Blueprint`` (``.model``), the parser's pure data,
+    and adds what users do with it. ``from_yaml`` parses and validates in full; ``plan`` and
+    ``run`` take a store (or its URL) and optional ``sets`` rebinding inputs to other REFs, so
+    one saved blueprint runs against other snapshots.
     """
 
     def __init__(self, model: BlueprintModel) -> None:
         self.model = model
 
     @classmethod
-    def from_yaml(cls, path_or_text: str | os.PathLike[str]) -> Blueprint:
+    def from_yaml(cls, path_or_text: str | os.PathLike[str]) -> RunnableBlueprint:
         """Parse a blueprint file or YAML text; raises BlueprintError listing every problem."""
         from chanbatch.blueprint.parse import load_blueprint
 
@@ -60,6 +154,16 @@ class Blueprint:
     @property
     def name(self) -> str:
         return self.model.name
+
+    def document(self) -> dict[str, Any]:
+        """The blueprint's ``blueprint`` name, ``inputs`` (name -> REF), ``stages`` (names, in
+        order) and ``outputs`` (stage -> dataset), as ``chanbatch validate --json`` shows it."""
+        return {
+            "blueprint": self.model.name,
+            "inputs": self.model.inputs,
+            "stages": list(self.model.stages),
+            "outputs": self.model.outputs,
+        }
 
     def __repr__(self) -> str:
         # imported here: the run layer is not needed to parse, plan or print a blueprint
@@ -86,6 +190,34 @@ class Blueprint:
         from chanbatch.run import plan_blueprint
 
         return plan_blueprint(self.model, _store(store), sets=sets, overwrite=overwrite)
+
+    def explain(
+        self,
+        store: SnapshotStore | str,
+        stage: str,
+        slice_key: str | None = None,
+        *,
+        sets: Mapping[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The cache-key components of ``stage``'s tasks (on the slice ``slice_key`` only, if
+        given), and which of them differ from the last run; one document per task.
+
+        Raises UsageError for an unknown stage or slice, and RefError for an input REF that
+        does not resolve."""
+        from chanbatch.run.runner import explain_task
+
+        return explain_task(self.model, _store(store), stage, slice_key, sets=sets)
+
+    def flow(self, store: SnapshotStore | str, *, sets: Mapping[str, str] | None = None) -> Flow:
+        """The blueprint's flow graph (``.dot()``, ``.mermaid()``, ``.html()``, ``.render()``),
+        each stage coloured by what the next run would do.
+
+        A picture writes nothing, so the outputs a run may write are not checked here (as
+        :meth:`plan` and :meth:`run` do). Raises RefError for an input that does not resolve."""
+        from chanbatch.run import plan_blueprint
+        from chanbatch.view.flow import plan_flow
+
+        return plan_flow(plan_blueprint(self.model, _store(store), sets=sets, overwrite=None))
 
     def run(
         self,

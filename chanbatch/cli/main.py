@@ -11,9 +11,12 @@ import unicodedata
 import click
 
 from chanbatch.cli import (
+    blueprints,  # noqa: F401  (adds validate, plan, run, explain and schema)
+    caches,  # noqa: F401  (adds the cache commands)
     kube,  # noqa: F401  (adds the k8s commands)
     project,  # noqa: F401  (adds init and completion)
     reports,  # noqa: F401  (adds the report command)
+    snapshots,  # noqa: F401  (adds the snapshot commands, gc and demo)
     visual,  # noqa: F401  (adds the graph command)
 )
 from chanbatch.cli.commands import cli

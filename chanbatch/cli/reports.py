@@ -35,9 +35,7 @@ def report_cmd(
     chanbatch report -o report.html
     chanbatch report --blueprint carrier_delays -o delays.html
     """
-    from chanbatch.view.report import write_report
-
-    record = write_report(open_store(store_url), run_id, output, blueprint=blueprint_name)
+    record = open_store(store_url).report(output, run_id, blueprint=blueprint_name)
     if as_json:
         emit_json({"run": record["run"], "blueprint": record.get("blueprint"), "report": output})
     else:

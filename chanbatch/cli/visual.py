@@ -96,17 +96,14 @@ def graph_cmd(
     chanbatch graph blueprints/carrier_delays.yaml -o flow.svg
     chanbatch graph blueprints/carrier_delays.yaml --format mermaid
     """
-    from chanbatch.blueprint.parse import load_blueprint
-    from chanbatch.run import plan_blueprint
-    from chanbatch.view.flow import GraphvizMissing, plan_flow
+    from chanbatch.cli.blueprints import load
+    from chanbatch.view.flow import GraphvizMissing
 
     wanted = choose_format(output, fmt)
     if wanted == "png" and output is None and not as_json and sys.stdout.isatty():
         raise UsageError("a PNG needs a file", hint="give -o flow.png, or pipe stdout to a file")
-    model = load_blueprint(blueprint)
     # a picture writes nothing: which datasets a run may write is run's (and plan's) to check
-    plan = plan_blueprint(model, open_store(store_url), sets=parse_sets(sets), overwrite=None)
-    flow = plan_flow(plan)
+    flow = load(blueprint).flow(open_store(store_url), sets=parse_sets(sets))
 
     written = wanted
     data = None

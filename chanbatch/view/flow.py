@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from chanbatch.blueprint.model import Aggregate, Blueprint, Stage
 from chanbatch.errors import ChanbatchError
+from chanbatch.ids import short
 
 if TYPE_CHECKING:
     from chanbatch.run.runner import PlanReport
@@ -360,7 +361,7 @@ def plan_flow(report: PlanReport) -> Flow:
     for name, resolved in report.plan.inputs.items():
         slices = len(resolved.manifest.slices)
         plural = "slice" if slices == 1 else "slices"
-        inputs[name] = f"{resolved.dataset}@{resolved.snapshot[:12]} · {slices} {plural}"
+        inputs[name] = f"{resolved.dataset}@{short(resolved.snapshot)} · {slices} {plural}"
     blueprint = report.plan.blueprint
     return flow_graph(blueprint, counts, inputs=inputs, title=f"{blueprint.name}: next run")
 

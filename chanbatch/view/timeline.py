@@ -142,7 +142,7 @@ def render_timeline(tasks: Sequence[Mapping[str, Any]]) -> str:
             f'<g class="lane" data-lane="{escape(lane)}">'
             f'<rect x="{LABEL}" y="{top}" width="{plot}" height="{LANE}" fill="{fill}"/>'
             f'<text x="{LABEL - 8}" y="{top + LANE / 2 + 4}" font-size="12" text-anchor="end" '
-            f'fill="#333">{escape(_short(lane))}<title>{escape(lane)}</title></text></g>'
+            f'fill="#333">{escape(_lane_label(lane))}<title>{escape(lane)}</title></text></g>'
         )
     for b in sorted(drawn, key=lambda b: (b.began, b.lane)):
         y = AXIS + row[b.lane] * LANE + (LANE - BAR) / 2
@@ -194,7 +194,7 @@ def _seconds(value: float, step: float) -> str:
     return f"{value:.{digits}f} s"
 
 
-def _short(lane: str, limit: int = 24) -> str:
+def _lane_label(lane: str, limit: int = 24) -> str:
     """A lane label that fits the margin (a local thread without its ``pid:``); the full name
     is in its tooltip."""
     if ":" in lane and "://" not in lane and lane.split(":", 1)[0].isdigit():
