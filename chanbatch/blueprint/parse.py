@@ -28,7 +28,8 @@ TOP_LEVEL_KEYS = ("name", "description", "inputs", "stages", "outputs")
 _REQUIRED = ("name", "inputs", "stages", "outputs")
 # DATASET, DATASET@<id prefix> or DATASET[slice] (DESIGN.md section 3). Only the shape is
 # checked here; whether it resolves is the store's business, at plan time.
-_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}(?:@[0-9a-f]{8,64}|\[[^\[\]]+\])?$")
+# a dataset name (the one rule, chanbatch.ids.DATASET_NAME), then @<id prefix> or [slice]
+_REF = re.compile(DATASET_NAME.pattern.removesuffix("$") + r"(?:@[0-9a-f]{8,64}|\[[^\[\]]+\])?$")
 # Patterns are matched with fullmatch: ``$`` alone also matches before a final newline, and
 # "flights\n" must not pass here only to fail as a dataset name after the run has computed.
 _DATASET_RULE = "use up to 128 letters, digits, '_', '.' and '-', starting with a letter or digit"
