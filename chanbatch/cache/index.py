@@ -50,8 +50,11 @@ class CacheEntry:
             "kind": self.kind,
             "stage": self.stage,
             "created_at": self.created_at,
-            # what gc reads of this entry (chanbatch.snapshot.roots): the object it keeps alive
-            "roots": Roots(objects=(self.object,)).document(),
+            # what the snapshot layer reads of this entry (chanbatch.snapshot.roots): the object
+            # it keeps alive (gc), the name it belongs at and its stage (verify)
+            "roots": Roots.of(objects=(self.object,))
+            .stating(name=self.key, stage=self.stage)
+            .document(),
         }
 
 
@@ -170,8 +173,13 @@ class CacheView:
 # -- the contents memo -------------------------------------------------------------------------
 
 
+def memo_name(blueprint: str) -> str:
+    """The file name (without ``.json``) of ``blueprint``'s memo."""
+    return digest(blueprint.encode())[:32]
+
+
 def memo_path(blueprint: str) -> str:
-    return f"{layout.MEMO}/{digest(blueprint.encode())[:32]}.json"
+    return f"{layout.MEMO}/{memo_name(blueprint)}.json"
 
 
 def read_memo(storage: Storage, blueprint: str) -> dict[str, str]:
@@ -192,5 +200,11 @@ def read_memo(storage: Storage, blueprint: str) -> dict[str, str]:
 
 
 def write_memo(storage: Storage, blueprint: str, contents: dict[str, str]) -> None:
-    """Replace ``blueprint``'s memo (see :func:`read_memo`)."""
-    storage.write_atomic(memo_path(blueprint), seal({"blueprint": blueprint, "contents": contents}))
+    """Replace ``blueprint``'s memo (see :func:`read_memo`). Its roots keep nothing alive (gc
+    does not read memos); they state the name verify checks it is stored under."""
+    memo = {
+        "blueprint": blueprint,
+        "contents": contents,
+        "roots": Roots().stating(name=memo_name(blueprint)).document(),
+    }
+    storage.write_atomic(memo_path(blueprint), seal(memo))

@@ -12,7 +12,7 @@ from chanbatch.compile.keys import blueprint_digest, engine_salt
 from chanbatch.compile.plan import Plan
 from chanbatch.run.results import PlanReport
 from chanbatch.snapshot import SnapshotStore, refs
-from chanbatch.snapshot.roots import Roots
+from chanbatch.snapshot.roots import Ref, Roots
 
 
 def intent_record(run_id: str, started_at: dt.datetime, plan: Plan) -> RunRecord:
@@ -28,10 +28,11 @@ def intent_record(run_id: str, started_at: dt.datetime, plan: Plan) -> RunRecord
         started_at=started_at.isoformat(timespec="milliseconds"),
         blueprint=plan.blueprint.name,
         status=RUNNING,
+        # no refs: an intent names no versions for verify to check (a run that dies leaves it)
         roots=Roots.of(
             snapshots=sorted({r.snapshot for r in plan.inputs.values()}),
             cache=sorted(k for k, t in plan.tasks.items() if t.stored or t.checkpoint),
-        ),
+        ).stating(name=run_id),
     )
 
 
@@ -81,6 +82,7 @@ def finished_record(
         for t in plan.tasks.values()
         if t.stored or t.checkpoint
     ]
+    output_versions = _output_versions(store, snapshots)
     return RunRecord(
         run=intent.run,
         status="finished",
@@ -104,11 +106,34 @@ def finished_record(
         },
         tasks=tasks,
         outputs=snapshots,
-        output_versions=_output_versions(store, snapshots),
+        output_versions=output_versions,
         output_keys=output_keys,
         stats=stats,
-        roots=Roots.of(snapshots=sorted({o["snapshot"] for o in snapshots.values()}), cache=stored),
+        roots=Roots.of(
+            snapshots=sorted({o["snapshot"] for o in snapshots.values()}), cache=stored
+        ).stating(name=intent.run, refs=_refs(plan, snapshots, output_versions)),
     )
+
+
+def _refs(
+    plan: Plan, snapshots: dict[str, dict[str, Any]], output_versions: dict[str, int]
+) -> list[Ref]:
+    """The dataset versions the record names, for verify to find a ref file deleted under them
+    (chanbatch.snapshot.continuity): each input, then each output, by name."""
+    refs = [
+        Ref(dataset=r.dataset, snapshot=r.snapshot, version=r.entry.version, what=f"input {name!r}")
+        for name, r in sorted(plan.inputs.items())
+    ]
+    refs += [
+        Ref(
+            dataset=info["dataset"],
+            snapshot=info["snapshot"],
+            version=output_versions.get(stage),
+            what=f"output {stage!r}",
+        )
+        for stage, info in sorted(snapshots.items())
+    ]
+    return refs
 
 
 def _output_versions(store: SnapshotStore, snapshots: dict[str, dict[str, Any]]) -> dict[str, int]:

@@ -6,8 +6,9 @@ deleted leaves nothing behind to check. Two things still show it:
 - a **gap**: a dataset's versions run from 1 to its head, so a number missing in between (or
   before the first one there) is a deleted file, unless gc removed it (``gc --keep-versions``
   records what it prunes, :func:`chanbatch.snapshot.refs.record_pruned`);
-- a **dangling reference**: a run record (its inputs and outputs) or a pin names a snapshot and
-  version that the log no longer has. This is how a deleted *head* is found: the log itself
+- a **dangling reference**: a run record (the ``refs`` of its roots, :mod:`chanbatch.snapshot
+  .roots`: its inputs and outputs) or a pin names a snapshot and version that the log no
+  longer has. This is how a deleted *head* is found: the log itself
   looks whole (it just ends one version earlier, silently rolling the dataset back), but the
   run that wrote that head, or a pin of it, still names it.
 
@@ -21,9 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chanbatch.hashing import unseal
 from chanbatch.ids import short
-from chanbatch.snapshot import layout, refs
+from chanbatch.snapshot import layout, refs, roots
 from chanbatch.snapshot.storage import Storage
 
 
@@ -114,23 +114,15 @@ def _references(
     storage: Storage,
 ) -> Iterable[tuple[str, str, str, str, int | None]]:
     """(file, what in it, dataset, snapshot id, version or None) of every reference to a
-    snapshot in run records and pins. Files that cannot be read are verify's to report."""
+    snapshot in run records (the ``refs`` of their roots, :mod:`chanbatch.snapshot.roots`) and
+    pins. Files that cannot be read are verify's to report."""
     for rel, _mtime, _size in storage.walk(layout.RUNS):
         try:
-            doc = unseal(storage.read_bytes(rel), legacy=lambda d: "run" in d)
-        except (FileNotFoundError, ValueError, TypeError, KeyError):
+            stated = roots.read_document(storage, rel)
+        except ValueError:
             continue
-        if doc.get("status") == "running" or not isinstance(doc, dict):
-            continue
-        for name, info in (doc.get("inputs") or {}).items():
-            if isinstance(info, dict) and info.get("dataset") and info.get("snapshot"):
-                version = info.get("version")
-                yield rel, f"input {name!r}", info["dataset"], info["snapshot"], _int(version)
-        versions = doc.get("output_versions") or {}
-        for stage, info in (doc.get("outputs") or {}).items():
-            if isinstance(info, dict) and info.get("dataset") and info.get("snapshot"):
-                version = _int(versions.get(stage))
-                yield rel, f"output {stage!r}", info["dataset"], info["snapshot"], version
+        for ref in stated.refs if stated is not None else ():
+            yield rel, ref.what, ref.dataset, ref.snapshot, ref.version
     for name in storage.listdir(layout.PINS):
         rel = f"{layout.PINS}/{name}"
         try:

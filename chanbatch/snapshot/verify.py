@@ -6,6 +6,12 @@ records carry a checksum of their contents (:func:`chanbatch.hashing.seal`); pin
 parse. Each of those must also hold what its file name says, so a file copied over another is
 found too. Every bad file is reported by its path in the store: nothing damaged goes unnamed.
 
+Cache entries, memos and run records are written by the floors above; verify reads of them
+only their ``roots`` member, in this layer's format (:mod:`chanbatch.snapshot.roots`): the name
+each belongs at, the objects a cache entry holds and its stage, the dataset versions a run
+record names. Documents written before they stated those are read through the one fallback in
+that module.
+
 Objects are hashed in parallel (blake3 releases the GIL, and local files are memory-mapped), so
 verification runs at disk speed rather than at one core's hashing speed.
 """
@@ -19,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chanbatch.errors import ChanbatchError
-from chanbatch.hashing import CHECKSUM, digest, digest_file, unseal
-from chanbatch.snapshot import continuity, layout, refs
+from chanbatch.hashing import digest, digest_file
+from chanbatch.snapshot import continuity, layout, refs, roots
 from chanbatch.snapshot.manifest import SliceManifest, SnapshotManifest, parse_manifest
 from chanbatch.snapshot.storage import Storage
 from chanbatch.snapshot.trace import trace
@@ -187,8 +193,9 @@ def _verify_all(storage: Storage, report: VerifyReport) -> None:
 def _check_cache(
     storage: Storage, present: set[str], report: VerifyReport
 ) -> dict[str, list[dict[str, str]]]:
-    """Each cache entry is sealed, names its own key, and its objects exist; returns the
-    entries (``{"key", "stage"}``) by the object they name.
+    """Each cache entry is sealed, is stored under its own name (its key), and its objects
+    exist; returns the entries (``{"key", "stage"}``) by the object they name. What an entry
+    names is read from its roots (:mod:`chanbatch.snapshot.roots`).
 
     A bad entry costs only a recomputation (the run takes it for a miss), but verify still
     names it, so that damage to the store's disk does not go unseen.
@@ -199,17 +206,16 @@ def _check_cache(
         report.checked += 1
         report.bytes += size
         try:
-            doc = unseal(storage.read_bytes(rel))
-            if doc.get("key") != key:
+            stated = roots.read_document(storage, rel)
+            if stated is None:  # evicted while we looked
+                continue
+            if stated.name != key:
                 raise ValueError("it holds another key's entry")
-            objects = [str(o) for o in doc["objects"]]
-        except FileNotFoundError:  # evicted while we looked
-            continue
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
             report.bad("corrupt", rel, rel)
             continue
-        for oid in objects:
-            users.setdefault(oid, []).append({"key": key, "stage": str(doc.get("stage", ""))})
+        for oid in stated.objects:
+            users.setdefault(oid, []).append({"key": key, "stage": stated.stage or ""})
             if oid not in present:
                 report.bad("missing", oid, layout.object_path(oid))
     return users
@@ -217,24 +223,22 @@ def _check_cache(
 
 def _check_documents(storage: Storage, top: str, report: VerifyReport) -> None:
     """Each memo, run record and pin reads back whole, sealed ones match their checksum, and
-    each names what its file name says (so a file copied over another is found too)."""
+    each is stored under the name it states (so a file copied over another is found too):
+    memos and run records state it in their roots (:mod:`chanbatch.snapshot.roots`), a pin is
+    named by its snapshot."""
     for rel, _mtime, size in storage.walk(top):
         report.checked += 1
         report.bytes += size
         stem = rel.rsplit("/", 1)[-1].removesuffix(".json")
         try:
-            data = storage.read_bytes(rel)
             if top == layout.PINS:
-                doc = json.loads(data)
+                doc = json.loads(storage.read_bytes(rel))
                 named = doc.get("snapshot", stem) if isinstance(doc, dict) else None
-            elif top == layout.MEMO:
-                # a memo from before memos were sealed is not damage: readers ignore it, and
-                # the next run of its blueprint replaces it
-                doc = unseal(data, legacy=lambda d: set(d) == {"blueprint", "contents"})
-                named = digest(str(doc["blueprint"]).encode())[: len(stem)]
-            else:  # run records are sealed; ones written before that have no checksum
-                doc = unseal(data, legacy=lambda d: CHECKSUM not in d and "run" in d)
-                named = doc["run"]
+            else:
+                stated = roots.read_document(storage, rel)
+                if stated is None:
+                    continue
+                named = stated.name
             if named != stem:
                 raise ValueError(f"it belongs at {named}")
         except FileNotFoundError:
