@@ -41,6 +41,8 @@ class PlanShape(Protocol):
 
     def summary(self) -> dict[str, int]: ...
 
+    def stage_tally(self) -> dict[str, dict[str, int]]: ...
+
 
 class RunShape(Protocol):
     """What a run's pictures read (chanbatch.run.results.RunResult has it)."""
@@ -81,14 +83,14 @@ def stage_rows(report: PlanShape) -> list[dict[str, Any]]:
     """Per stage, in plan order: compute, reuse and provisional counts, and the distinct
     reasons with how many tasks each explains (slice keys folded, so that a hundred new slices
     are one reason)."""
-    stages: dict[str, dict[str, Any]] = {}
+    stages: dict[str, dict[str, Any]] = {
+        stage: {"stage": stage, **{k: row[k] for k in ("compute", "reuse", "provisional")}}
+        for stage, row in report.stage_tally().items()
+    }
     reasons: dict[str, Counter[tuple[str, str]]] = {}
     first: dict[tuple[str, str, str], str] = {}  # a folded reason's first text, shown when alone
     for task in report.tasks():
         stage = task["stage"]
-        row = stages.setdefault(stage, {"stage": stage, "compute": 0, "reuse": 0, "provisional": 0})
-        row[task["action"]] += 1
-        row["provisional"] += bool(task["provisional"])
         why = _fold(task["reason"], task["slice"])
         reasons.setdefault(stage, Counter())[(task["action"], why)] += 1
         first.setdefault((stage, task["action"], why), task["reason"])

@@ -54,14 +54,26 @@ class PlanReport:
             )
         return out
 
+    def stage_tally(self) -> dict[str, dict[str, int]]:
+        """Per stage, in plan order: its tasks to compute and to reuse, how many of the computed
+        are provisional (reused after all if their recomputed inputs come out unchanged), and
+        how many are an aggregate's per-slice partials. The one count of a plan's tasks that
+        the summary, the plan table and the flow picture all read."""
+        tally: dict[str, dict[str, int]] = {}
+        for task in self.tasks():
+            row = tally.setdefault(
+                task["stage"], {"compute": 0, "reuse": 0, "provisional": 0, "partials": 0}
+            )
+            row[task["action"]] += 1
+            row["provisional"] += bool(task["provisional"])
+            row["partials"] += task["kind"] == "partial"
+        return tally
+
     def summary(self) -> dict[str, int]:
-        """Tasks to compute and to reuse, and how many of the computed are provisional (reused
-        after all if their recomputed inputs come out unchanged)."""
-        tasks = self.tasks()
+        """Tasks to compute and to reuse, and how many of the computed are provisional."""
+        rows = self.stage_tally().values()
         return {
-            "compute": sum(1 for t in tasks if t["action"] == "compute"),
-            "reuse": sum(1 for t in tasks if t["action"] == "reuse"),
-            "provisional": sum(1 for t in tasks if t["provisional"]),
+            part: sum(row[part] for row in rows) for part in ("compute", "reuse", "provisional")
         }
 
     def document(self) -> dict[str, Any]:

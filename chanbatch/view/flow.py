@@ -348,15 +348,7 @@ def flow_graph(
 
 def plan_flow(report: PlanReport) -> Flow:
     """The flow of a plan, each stage coloured by what the next run would do."""
-    tally: dict[str, dict[str, int]] = {}
-    for task in report.tasks():
-        stage = tally.setdefault(
-            task["stage"], {"compute": 0, "reuse": 0, "provisional": 0, "partials": 0}
-        )
-        stage[task["action"]] += 1
-        stage["provisional"] += bool(task["provisional"])
-        stage["partials"] += task["kind"] == "partial"
-    counts = {name: StageCounts(**values) for name, values in tally.items()}
+    counts = {name: StageCounts(**values) for name, values in report.stage_tally().items()}
     inputs = {}
     for name, resolved in report.plan.inputs.items():
         slices = len(resolved.manifest.slices)

@@ -689,11 +689,11 @@ MAIN_PHASES = [
 # Called inside the write pool; summed over its threads. A label starting with "of which" is a
 # part of the row above it, so it is not added to the rows the rest is computed from.
 WORKER_PHASES = [
-    ("freeze._take", "take one input batch's rows of a wave, normalise them"),
-    ("freeze._write_object", "write one object: encode Parquet, hash, rename into place"),
-    ("freeze.digest_file", "of which blake3 of the written file"),
-    ("freeze.encode_parquet", "of which encode to memory (stores that are not local)"),
-    ("freeze.put_manifest", "slice manifests"),
+    ("cut._take", "take one input batch's rows of a wave, normalise them"),
+    ("write._write_object", "write one object: encode Parquet, hash, rename into place"),
+    ("write.digest_file", "of which blake3 of the written file"),
+    ("write.encode_parquet", "of which encode to memory (stores that are not local)"),
+    ("write.write_manifest", "slice manifests"),
 ]
 
 
@@ -707,14 +707,17 @@ def profile_freeze(table: Any, workdir: Path, needed: int, settings: Settings) -
     for name, label in MAIN_PHASES:
         owner, attr = (refs_mod, name[5:]) if name.startswith("refs.") else (freeze_mod, name)
         phases.wrap(owner, attr, label)
-    owners = {"freeze": freeze_mod, "objects": objects_mod, "storage": storage_mod}
+    from chanbatch.snapshot.freeze import cut as cut_mod
+    from chanbatch.snapshot.freeze import write as write_mod
+
+    owners = {"cut": cut_mod, "write": write_mod, "objects": objects_mod, "storage": storage_mod}
     for name, label in WORKER_PHASES:
         first, *middle, attr = name.split(".")
         owner = owners[first]
         for part in middle:
             owner = getattr(owner, part)
         phases.wrap(owner, attr, label)
-    workers = int(getattr(freeze_mod, "_WORKERS", 0) or 0)
+    workers = int(getattr(cut_mod, "_WORKERS", 0) or 0)
 
     def one(i: int) -> Trial:
         store_dir = workdir / f"store-profile-{i}"
