@@ -11,7 +11,7 @@ states
 
 :class:`Rules` is abstract in all of them, so a kind that lacks one cannot even be listed, and
 :func:`rules_of` raises for an operation that has no rules at all: nothing falls back to a
-default (tests/compile/test_operations.py checks that every kind is listed).
+default (tests/compile/test_operation_rules.py checks that every kind is listed).
 """
 
 from __future__ import annotations
