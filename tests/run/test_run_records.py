@@ -1,5 +1,7 @@
 """Run records and gc roots: the one reader, gc on a damaged record, and a store written before
-the roots format (tests/run/data/legacy_store, made by chanbatch as of commit 594071f)."""
+the roots format (tests/run/data/legacy_store, made by chanbatch as of commit 594071f); verify
+reads only the roots format, and finds the same in a legacy store as in its documents restated
+in this version's format (and in a fresh store as in its documents in the old format)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,15 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 
+import chanbatch as cb
+from chanbatch.cache.index import memo_name
 from chanbatch.cache.runs import RecordDamaged, RunRecord, latest_record, read_record, tally
+from chanbatch.errors import ChanbatchError
 from chanbatch.hashing import seal, unseal
 from chanbatch.snapshot import SnapshotStore
 from chanbatch.snapshot.gc import gc
@@ -124,3 +131,216 @@ def test_stage_statistics_are_the_tally_of_the_tasks(tmp_path: Path) -> None:
         assert stats.reused == len(mine) - stats.computed
         assert stats.seconds == round(sum(t.get("seconds", 0.0) for t in mine), 3)
     assert {s: c.document() for s, c in tally(tasks).items()} == (record.stats or {})["stages"]
+
+
+# -- verify reads only the roots format; legacy documents verify as they did ----------------------
+
+LEGACY_BLUEPRINT = """
+name: legacy_delay
+inputs:
+  orders: orders
+stages:
+  late:
+    from: orders
+    filter: delay > 2
+  by_carrier:
+    from: late
+    group_by: [carrier]
+    aggregate:
+      n: count()
+      total: sum(delay)
+outputs:
+  by_carrier: delay_by_carrier
+"""
+
+
+def fresh_store(tmp_path: Path) -> Path:
+    """The legacy store's blueprint, run by this version on a store of its own."""
+    root = tmp_path / "fresh"
+    store = cb.Store(str(root))
+    orders = pd.DataFrame(
+        {"carrier": list("aabbc"), "delay": [1, 3, 5, 7, 9], "day": [1, 1, 2, 2, 3]}
+    )
+    store.freeze("orders", orders, slice_by="day")
+    cb.Blueprint.from_yaml(LEGACY_BLUEPRINT).run(store, scheduler="sync")
+    return root
+
+
+def documents(root: Path) -> dict[Path, dict[str, Any]]:
+    return {
+        path: json.loads(path.read_bytes())
+        for top in ("runs", "cache", "memo")
+        for path in sorted((root / top).glob("*.json"))
+    }
+
+
+def restated(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with the members this version writes in its roots, worked out here from the
+    document's own fields (not by the fallback under test)."""
+    roots = dict(doc.get("roots", {"snapshots": [], "cache": []}))
+    top = path.parent.name
+    if top == "runs":
+        versions = doc["output_versions"]
+        refs = [
+            {**{k: i[k] for k in ("dataset", "snapshot", "version")}, "what": f"input {n!r}"}
+            for n, i in sorted(doc["inputs"].items())
+        ] + [
+            {
+                "dataset": o["dataset"],
+                "snapshot": o["snapshot"],
+                "version": versions.get(s),
+                "what": f"output {s!r}",
+            }
+            for s, o in sorted(doc["outputs"].items())
+        ]
+        roots.update(name=doc["run"], refs=refs)
+    elif top == "cache":
+        roots.update(name=doc["key"], stage=doc["stage"], objects=doc["objects"])
+    else:
+        roots.update(name=memo_name(doc["blueprint"]))
+    return {**doc, "roots": roots}
+
+
+def stripped(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` as the previous version wrote it: roots without name, stage and refs (run
+    records, cache entries), and memos without roots."""
+    if path.parent.name == "memo":
+        return {k: v for k, v in doc.items() if k != "roots"}
+    roots = {k: v for k, v in doc["roots"].items() if k not in ("name", "stage", "refs")}
+    return {**doc, "roots": roots}
+
+
+def rewrite(root: Path, how: Any) -> None:
+    for path in documents(root):
+        path.write_bytes(seal(how(path, unseal(path.read_bytes()))))
+
+
+def result_object(root: Path) -> str:
+    """An object that only a cache entry names (no slice of a snapshot holds it)."""
+    held = {
+        p["object"]
+        for m in (root / "manifests").rglob("*.json")
+        if (doc := json.loads(m.read_bytes()))["kind"] == "slice"
+        for p in doc["parts"]
+    }
+    cached = [
+        o for p in (root / "cache").glob("*.json") for o in json.loads(p.read_bytes())["objects"]
+    ]
+    return sorted(set(cached) - held)[0]
+
+
+def damage(root: Path, how: str) -> None:
+    record = the_record(root)
+    entries = sorted((root / "cache").glob("*.json"))
+    (memo,) = (root / "memo").glob("*.json")
+    if how == "deleted heads":
+        for ref in (root / "refs").rglob("*.json"):
+            ref.unlink()
+    elif how == "damaged record":
+        record.write_bytes(record.read_bytes().replace(b'"finished"', b'"finishes"'))
+    elif how == "record under another name":
+        record.rename(record.with_name("20990101T000000-00000000.json"))
+    elif how == "entry copied over another":
+        entries[1].write_bytes(entries[0].read_bytes())
+    elif how == "memo under another name":
+        memo.rename(memo.with_name("0" * 32 + ".json"))
+    elif how == "result object flipped":
+        oid = result_object(root)
+        path = root / "objects" / oid[:2] / oid[2:]
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+
+def findings(root: Path) -> dict[str, Any]:
+    """What verify reports of the whole store and of each dataset, without the timing and the
+    byte count (the documents of the two formats differ in size)."""
+    store = cb.Store(str(root))
+    found = {}
+    for ref in (None, "orders", "delay_by_carrier"):
+        try:
+            doc = store.verify(ref).document() if ref else store.verify().document()
+        except ChanbatchError as exc:  # a REF whose ref log is gone
+            found[str(ref)] = {"error": type(exc).__name__}
+            continue
+        found[str(ref)] = {k: v for k, v in doc.items() if k not in ("seconds", "bytes")}
+    return found
+
+
+DAMAGES = [
+    "intact",
+    "deleted heads",
+    "damaged record",
+    "record under another name",
+    "entry copied over another",
+    "memo under another name",
+    "result object flipped",
+]
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_legacy_store_verifies_as_the_same_store_restated(tmp_path: Path, how: str) -> None:
+    """Documents without the new roots members (the fallback in chanbatch.snapshot.roots) and
+    the same documents with them give the same findings."""
+    legacy = legacy_copy(tmp_path)
+    assert all("name" not in d.get("roots", {}) for d in documents(legacy).values())
+    new = tmp_path / "restated"
+    shutil.copytree(legacy, new)
+    rewrite(new, restated)
+    record = f"runs/{the_record(legacy).name}"
+    for root in (legacy, new):
+        damage(root, how)
+
+    found = findings(legacy)
+    assert found == findings(new)
+
+    doc = found["None"]
+    if how == "intact":
+        assert doc["ok"] and doc["checked"] > 0
+    elif how == "deleted heads":
+        assert [(p["problem"], p["named_by"]) for p in doc["ref_log"]] == [
+            ("dangling", record),
+            ("dangling", record),
+        ]
+        assert [p["message"].split(" in ")[0] for p in doc["ref_log"]] == [
+            "input 'orders'",
+            "output 'by_carrier'",
+        ]
+        assert [p["version"] for p in doc["ref_log"]] == [1, 1]
+        assert found["orders"] == {"error": "RefNotFoundError"}
+    elif how == "damaged record":
+        assert [f["path"] for f in doc["files"]] == [record]
+    elif how == "result object flipped":
+        (damaged,) = doc["damaged"]
+        assert damaged["dataset"] is None and damaged["cache"]
+        assert all(c["stage"] == "by_carrier" for c in damaged["cache"])
+    else:
+        assert len(doc["files"]) == 1 and not doc["ok"]
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_fresh_store_verifies_as_the_same_store_in_the_old_format(
+    tmp_path: Path, how: str
+) -> None:
+    """This version's documents state their name, stage and refs in their roots; verify finds
+    the same in them as in the same documents written as the previous version wrote them."""
+    fresh = fresh_store(tmp_path)
+    docs = documents(fresh)
+    for path, doc in docs.items():
+        roots = doc["roots"]
+        assert roots["name"] == path.stem
+        if path.parent.name == "cache":
+            assert roots["stage"] == doc["stage"] and roots["objects"] == doc["objects"]
+        if path.parent.name != "runs":
+            continue
+        assert [r["what"] for r in roots["refs"]] == ["input 'orders'", "output 'by_carrier'"]
+        assert roots == restated(path, doc)["roots"]
+    old = tmp_path / "old"
+    shutil.copytree(fresh, old)
+    rewrite(old, stripped)
+    for root in (fresh, old):
+        damage(root, how)
+
+    found = findings(fresh)
+    assert found == findings(old)
+    assert found["None"]["ok"] is (how == "intact")
