@@ -3,8 +3,10 @@
 A run writes its record twice: an intent (status ``running``: what it is about to use) before it
 reads anything, and the full record (status ``finished``) at the end. Planning reads the last
 one of a blueprint to explain what changed and to skip refreezing unchanged outputs; the report
-is drawn from one; gc keeps alive what a recent one names (its ``roots``, in the format of
-:mod:`chanbatch.snapshot.roots`). It lives in this layer so that every one of those readers
+is drawn from one; gc keeps alive what a recent one names, and verify checks that it is stored
+under its run id and that the dataset versions it names are still in their ref logs (both read
+only its ``roots``, in the format of :mod:`chanbatch.snapshot.roots`, which the run fills in:
+chanbatch.run.recording). It lives in this layer so that every one of those readers
 (compile, run, view) reads it through :func:`read_record`, which checks its checksum.
 
 - :class:`TaskOutcome`: what one task did, as a worker reports it (the ledger).
