@@ -1,7 +1,8 @@
 """Where a run's graph executes: an :class:`Executor`, chosen once from the ``scheduler``
 argument by :func:`choose_executor`.
 
-- ``threads`` (or None) and ``sync``: dask's local schedulers, in this process;
+- ``threads`` (or None) and ``sync``: a pool of threads, or this thread, in this process
+  (:mod:`chanbatch.run.local`; dask is not imported);
 - ``processes``: a local distributed cluster, one single-threaded worker process per core;
 - an address such as ``tcp://host:8786``: the cluster whose scheduler listens there;
 - a ``distributed.Client``: its cluster (any other object is refused when the run computes).
@@ -87,7 +88,7 @@ def _computing(graph: dict[str, Any]) -> set[str]:
 
 @dataclass(slots=True, kw_only=True)
 class LocalExecutor:
-    """dask's threaded (or synchronous) scheduler, in this process."""
+    """A pool of threads (or this thread alone, ``sync``), in this process."""
 
     name: str
     sync: bool
@@ -105,24 +106,20 @@ class LocalExecutor:
         run_id: str,
         progress: Progress | None,
     ) -> Executed:
-        import dask
-        from dask.callbacks import Callback
-
         from chanbatch.engine.graph import Part, take_ledger
+        from chanbatch.run.local import run_graph
 
         if self.pin:
             log.warning("--pin-cpus pins worker processes; with %s it does nothing", self.name)
         computing = _computing(graph)
 
-        def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        def done(key: str, result: Any) -> None:
             if progress is not None and isinstance(result, Part) and key in computing:
                 progress.advance(plan.tasks[key].stage, result.outcome)
 
-        get = dask.get if self.sync else dask.threaded.get
-        kwargs = {} if self.sync else {"num_workers": self.workers or os.cpu_count() or 1}
+        workers = 1 if self.sync else self.workers or os.cpu_count() or 1
         try:
-            with Callback(posttask=posttask):
-                results = get(graph, targets, **kwargs)
+            results = run_graph(graph, targets, workers=workers, done=done)
         finally:
             ledger = take_ledger(run_id)
         return dict(zip(targets, results, strict=True)), ledger

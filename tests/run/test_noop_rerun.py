@@ -81,15 +81,17 @@ def test_noop_rerun_reads_nothing_and_imports_no_dataframe_library(tmp_path: Pat
         assert len(store.history(info["dataset"])) == 1
 
 
-def test_a_computing_run_on_threads_does_not_import_distributed(tmp_path: Path) -> None:
-    """distributed costs a process about 0.2 s to import; the threads scheduler needs none of
-    it, and a run that computes every task must not pull it in (it did, through the task
-    ledger asking whether it ran on a distributed worker)."""
+def test_a_computing_run_on_threads_imports_neither_dask_nor_distributed(tmp_path: Path) -> None:
+    """distributed costs a process about 0.2 s to import and dask about 0.06 s; the threads
+    scheduler needs neither (chanbatch.run.local walks the graph), and a run that computes
+    every task must not pull them in (it did: distributed through the task ledger asking
+    whether it ran on a distributed worker, dask through its threaded scheduler)."""
     store, path = _store_and_blueprint(tmp_path)
     report = _probe(path, store)
     assert report["code"] == 0
     assert report["doc"]["stats"]["computed"] > 0
     assert report["distributed"] is False
+    assert report["dask"] is False
     got = store.read_pandas("noop_per_k").sort_values("g").reset_index(drop=True)
     kept = FRAME[FRAME.x > 2]
     want = kept.groupby("g").x.agg(["count", "sum"]).reset_index()
