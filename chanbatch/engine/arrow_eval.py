@@ -13,6 +13,7 @@ pandas treats NaN as null: comparisons, ``in`` and ``is_null`` here test for NaN
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from functools import reduce
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -34,7 +35,6 @@ from chanbatch.blueprint.nodes import (
     Negate,
     Not,
 )
-from chanbatch.engine.pandas_eval import fold
 
 if TYPE_CHECKING:
     from chanbatch.blueprint.nodes import Scalar
@@ -230,10 +230,7 @@ class ArrowEvaluator:
 
     def _call(self, node: Call) -> Value:
         if not node.columns():
-            try:
-                value = fold(node)
-            except ExprEvalError as exc:
-                raise Unsupported(str(exc)) from exc
+            value = _fold(node)
             value_kind(value)  # a type this module knows, or Unsupported
             return value
         kernel = ARROW_FUNCTIONS.get(node.name)
@@ -257,6 +254,31 @@ ARROW_FUNCTIONS: dict[str, Callable[[ArrowEvaluator, Call], Value]] = {
     "is_null": _nulls_of,
     "not_null": lambda evaluator, node: pc.invert(_nulls_of(evaluator, node)),
 }
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _fold(node: Call) -> Value:
+    """The value of a call on literals only, as the pandas evaluator folds it.
+
+    ``date('1998-09-02')``, the usual way to write a date, is read here (an ISO date is the
+    same day to pandas and to Python), so that a chain on Arrow does not import pandas for it;
+    any other call is folded by pandas, the definition.
+    """
+    if node.name == "date" and len(node.args) == 1 and isinstance(node.args[0], Literal):
+        text = node.args[0].value
+        if isinstance(text, str) and _ISO_DATE.fullmatch(text):
+            try:
+                return dt.date.fromisoformat(text)
+            except ValueError:
+                pass  # not a day of the calendar: pandas says what is wrong
+    from chanbatch.engine.pandas_eval import fold
+
+    try:
+        return fold(node)
+    except ExprEvalError as exc:
+        raise Unsupported(str(exc)) from exc
 
 
 def _temporal(value: Value, other: Value) -> Value:

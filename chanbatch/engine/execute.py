@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, assert_never
 
 from chanbatch.blueprint.model import (
     Aggregate,
@@ -26,18 +26,14 @@ from chanbatch.blueprint.model import (
 )
 from chanbatch.compile.allow import check_allowed
 from chanbatch.engine import aggregate
+from chanbatch.engine.failures import StageFailed, describe_failure
 from chanbatch.engine.pandas_eval import evaluate, evaluate_mask
-from chanbatch.errors import ChanbatchError
 from chanbatch.snapshot.read import nullable_dtype
 
 if TYPE_CHECKING:
     import pandas as pd
 
-
-class StageFailed(ChanbatchError):
-    """A stage raised while running on a slice. Exit code 1."""
-
-    exit_code = 1
+__all__ = ["StageFailed", "describe_failure"]  # raised here; defined apart, free of pandas
 
 
 def concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
@@ -189,8 +185,3 @@ def finish(stage: Stage, parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
         return pd.DataFrame(columns=[*op.group_by, *op.aggregates])
     return aggregate.finish(op, parts[0])
 
-
-def describe_failure(stage: Stage, where: Any, exc: BaseException) -> StageFailed:
-    detail = " ".join(str(exc).split()) or type(exc).__name__
-    at = f" on slice {where}" if where is not None else ""
-    return StageFailed(f"stage {stage.name!r} failed{at}: {type(exc).__name__}: {detail}")

@@ -27,7 +27,8 @@ from chanbatch.cache.runs import TaskOutcome
 from chanbatch.compile.decide import Decision
 from chanbatch.compile.keys import task_key
 from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
-from chanbatch.engine import columnar, execute
+from chanbatch.engine import columnar
+from chanbatch.engine.failures import StageFailed, describe_failure
 from chanbatch.errors import ChanbatchError, UsageError
 from chanbatch.snapshot.objects import get_object, get_slice
 from chanbatch.snapshot.read import canonical, load_object, to_pandas
@@ -282,7 +283,7 @@ def _compute(
     call: Call,
 ) -> pd.DataFrame | pa.Table:
     if task.kind == "gather":
-        return execute.concat([p.data for p in main])
+        return _pandas().concat([p.data for p in main])
     assert stage is not None
     try:
         if task.kind in ("apply", "partial") and not broadcast:
@@ -295,6 +296,7 @@ def _compute(
                     return columnar.apply_rowwise(stage, table)
                 except columnar.Unsupported:
                     pass  # the pandas path below computes it, or raises its error
+        execute = _pandas()
         frames = [p.data for p in main]
         others = [p.data for p in broadcast]
         if task.kind == "apply":
@@ -306,10 +308,18 @@ def _compute(
         if task.kind == "finish":
             return execute.finish(stage, frames)
         return execute.apply_whole(stage, frames, others, call.allow)
-    except (execute.StageFailed, UsageError):
+    except (StageFailed, UsageError):
         raise
     except Exception as exc:
-        raise execute.describe_failure(stage, task.slice, exc) from exc
+        raise describe_failure(stage, task.slice, exc) from exc
+
+
+def _pandas() -> Any:
+    """The pandas kernels, imported when a task first needs them: a run whose tasks all run on
+    the Arrow path never imports pandas."""
+    from chanbatch.engine import execute
+
+    return execute
 
 
 def _store(storage: Storage, key: str, part: Part, *, kind: str, stage: str) -> CacheEntry:
