@@ -44,14 +44,15 @@ def test_a_filter_on_a_date_literal_runs_on_arrow_without_pandas(tmp_path: Path)
     days = pa.array([dt.date(1998, 9, 1), dt.date(1998, 9, 3), None], pa.date32())
     pq.write_table(pa.table({"d": days}), tmp_path / "t.parquet")
     # the rows are read from Parquet, as a run reads them: building them from Python objects
-    # would import pandas by itself (pyarrow looks for pandas types)
+    # would import pandas by itself (pyarrow looks for pandas types), and so does
+    # pq.read_table (through pyarrow.dataset), unlike ParquetFile.read
     code = f"""
 import sys
 import pyarrow.parquet as pq
 from chanbatch.blueprint.model import Filter, Stage
 from chanbatch.blueprint.expr import parse_expr
 from chanbatch.engine import columnar
-table = pq.read_table({str(tmp_path / "t.parquet")!r})
+table = pq.ParquetFile({str(tmp_path / "t.parquet")!r}).read()
 stage = Stage(name="s", from_="t", operation=Filter(expr=parse_expr("d <= date('1998-09-02')")))
 out = columnar.apply_rowwise(stage, table)
 imported = "pandas" in sys.modules
