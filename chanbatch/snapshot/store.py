@@ -6,21 +6,21 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from chanbatch.errors import IntegrityError
-from chanbatch.snapshot import describe as _describe
-from chanbatch.snapshot import diff as _diff
-from chanbatch.snapshot import freeze as _freeze
-from chanbatch.snapshot import gc as _gc
-from chanbatch.snapshot import inspect as _inspect
-from chanbatch.snapshot import pins as _pins
-from chanbatch.snapshot import read as _read
 from chanbatch.snapshot import refs
-from chanbatch.snapshot import verify as _verify
 from chanbatch.snapshot.names import SliceKey
 from chanbatch.snapshot.storage import Storage
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+
+    from chanbatch.snapshot import describe as _describe
+    from chanbatch.snapshot import diff as _diff
+    from chanbatch.snapshot import freeze as _freeze
+    from chanbatch.snapshot import gc as _gc
+    from chanbatch.snapshot import inspect as _inspect
+    from chanbatch.snapshot import pins as _pins
+    from chanbatch.snapshot import verify as _verify
 
 DEFAULT_STORE = "snapshots"
 
@@ -57,6 +57,8 @@ class SnapshotStore:
         encoding: str = "utf-8",
     ) -> _freeze.FreezeResult:
         """Freeze a frame or files into ``dataset``; see :func:`chanbatch.snapshot.freeze.freeze`."""
+        from chanbatch.snapshot import freeze as _freeze
+
         return _freeze.freeze(
             self.storage,
             dataset,
@@ -79,6 +81,8 @@ class SnapshotStore:
 
         Raises RefNotFoundError or AmbiguousRefError as :meth:`resolve` does.
         """
+        from chanbatch.snapshot import describe as _describe
+
         return _describe.describe(self.resolve(ref))
 
     def datasets(self) -> list[str]:
@@ -93,6 +97,8 @@ class SnapshotStore:
         self, ref: str, *, start: SliceKey | None = None, stop: SliceKey | None = None
     ) -> list[Any]:
         """The slice entries a REF and an optional inclusive key range select."""
+        from chanbatch.snapshot import read as _read
+
         resolved = self.resolve(ref)
         return _read.select_slices(
             resolved.manifest, key=resolved.slice_key, start=start, stop=stop
@@ -102,6 +108,8 @@ class SnapshotStore:
         self, ref: str, *, start: SliceKey | None = None, stop: SliceKey | None = None
     ) -> pa.Table:
         """A REF's rows as one Arrow table, verified as read."""
+        from chanbatch.snapshot import read as _read
+
         resolved = self.resolve(ref)
         entries = _read.select_slices(
             resolved.manifest, key=resolved.slice_key, start=start, stop=stop
@@ -114,12 +122,16 @@ class SnapshotStore:
         self, ref: str, *, start: SliceKey | None = None, stop: SliceKey | None = None
     ) -> pd.DataFrame:
         """A REF's rows as one pandas frame, verified as read."""
+        from chanbatch.snapshot import read as _read
+
         return _read.to_pandas(self.read_table(ref, start=start, stop=stop))
 
     # -- maintenance ----------------------------------------------------------------------------
 
     def inspect(self, ref: str) -> _inspect.InspectReport:
         """Schema, counts, column statistics, lineage and history of a REF."""
+        from chanbatch.snapshot import inspect as _inspect
+
         return _inspect.inspect(self.storage, self.resolve(ref))
 
     def verify(self, ref: str | None = None) -> _verify.VerifyReport:
@@ -127,6 +139,8 @@ class SnapshotStore:
 
         A REF whose own snapshot manifest is damaged is reported in ``corrupt``, not raised.
         """
+        from chanbatch.snapshot import verify as _verify
+
         if not ref:
             return _verify.verify(self.storage, None)
         try:
@@ -138,17 +152,25 @@ class SnapshotStore:
 
     def diff(self, a: str, b: str) -> _diff.DiffReport:
         """Compare two REFs slice by slice."""
+        from chanbatch.snapshot import diff as _diff
+
         return _diff.diff(self.resolve(a), self.resolve(b))
 
     def pin(self, ref: str) -> tuple[_pins.Pin, bool]:
         """Pin a REF's snapshot so gc keeps it."""
+        from chanbatch.snapshot import pins as _pins
+
         return _pins.pin(self.storage, self.resolve(ref))
 
     def unpin(self, ref: str) -> bool:
         """Unpin a REF's snapshot; returns whether it was pinned."""
+        from chanbatch.snapshot import pins as _pins
+
         return _pins.unpin(self.storage, self.resolve(ref))
 
     def pins(self) -> list[_pins.Pin]:
+        from chanbatch.snapshot import pins as _pins
+
         return _pins.list_pins(self.storage)
 
     def gc(
@@ -159,6 +181,8 @@ class SnapshotStore:
         keep_versions: int | None = None,
     ) -> _gc.GcReport:
         """Sweep what nothing references; see :mod:`chanbatch.snapshot.gc`."""
+        from chanbatch.snapshot import gc as _gc
+
         return _gc.gc(
             self.storage, grace_seconds=grace_seconds, dry_run=dry_run, keep_versions=keep_versions
         )
