@@ -147,7 +147,6 @@ def run_cmd(
 ) -> None:
     """Run BLUEPRINT, reusing every cached result, and freeze its outputs as snapshots."""
     from chanbatch.api import check_report_target
-    from chanbatch.cli import render
     from chanbatch.run.schedulers import check_scheduler
 
     check_scheduler(scheduler, also=("kubernetes",))  # a typo fails before the store is read
@@ -162,7 +161,8 @@ def run_cmd(
         where = stack.enter_context(
             _scheduler(bp, store, store_url, (scheduler, workers), sets, overwrite, kube_options)
         )
-        progress = stack.enter_context(render.run_progress(enabled=not as_json))
+        # --json shows no progress, and spares the import of the terminal renderer (rich)
+        progress = None if as_json else stack.enter_context(_terminal().run_progress())
         result = bp.run(
             store,
             scheduler=where[0],
@@ -177,9 +177,15 @@ def run_cmd(
     if as_json:
         emit_json(result.document())
     else:
-        render.run_result(store, result.document())
+        _terminal().run_result(store, result.document())
         if report_path is not None:
             click.echo(f"report: {report_path}")
+
+
+def _terminal() -> Any:
+    from chanbatch.cli import render
+
+    return render
 
 
 @contextlib.contextmanager
