@@ -6,9 +6,17 @@ per slice, are in :mod:`chanbatch.compile.operations`):
 - Row-wise stages (filter, derive, select, rename, map) and joins against a broadcast right side
   run once per slice of their input: one ``apply`` task per slice.
 - An aggregate over a sliced input runs as a ``partial`` per slice, merged by ``combine`` tasks
-  in a tree with fixed, aligned boundaries (:data:`FANOUT` children per node), then ``finish``.
-  Appending a slice changes only the nodes on its path to the root; every other node keeps its
-  key, because a node's key is the hash of its children's contents.
+  in a tree, then ``finish``. The tree's boundaries are content-defined, by slice *key* (never
+  by position, nor by a slice's content): on pass ``p`` (level 1 first), a group closes after a
+  child whose last slice key ``k`` has ``blake3(canonical JSON [p, 0, k]) % FANOUT == 0``, so
+  groups average :data:`FANOUT` children and each level closes at other children than the one
+  below. A run longer than :data:`MAX_GROUP` is cut again the same way with ``[p, 1, k]`` (then
+  ``[p, 2, k]``, ...), so that the cap too depends on keys, not on where the run starts.
+  Children stay in slice-key order, a group of one is passed up unchanged, and the same slice
+  keys give the same tree on any machine. A node's key is the hash of its children's contents,
+  so a slice appended or inserted anywhere (a backfill) changes only the nodes on its path to
+  the root, plus, at a level where its own key is a boundary, the rest of the group it closes;
+  a replaced slice moves no boundary.
 - An aggregate that does not decompose (``count_distinct``), sort, limit and union need their
   whole input: one ``whole`` task that reads every slice in key order.
 - ``per_slice: true`` keeps any stage per slice: an aggregate, sort or limit then runs on each
@@ -37,11 +45,13 @@ from chanbatch.blueprint.model import Aggregate, Blueprint, Stage
 from chanbatch.compile.columns import check_schemas, needed_columns
 from chanbatch.compile.keys import task_key
 from chanbatch.compile.operations import rules_of, runs_per_slice
+from chanbatch.hashing import canonical_json, digest
 from chanbatch.snapshot.manifest import SliceEntry
-from chanbatch.snapshot.names import SliceKey
+from chanbatch.snapshot.names import SliceKey, encode_key
 from chanbatch.snapshot.refs import Resolved
 
-FANOUT = 8
+FANOUT = 8  # the mean number of children of a combine node
+MAX_GROUP = 4 * FANOUT  # a run of keys that are no boundary still closes here
 CHECKPOINT_RATIO = 0.5
 
 TaskKind = Literal["load", "apply", "partial", "combine", "finish", "whole", "gather"]
@@ -337,20 +347,68 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
 
 
 def _combine_tree(plan: Plan, stage: Stage, spec: dict, keys: list[str]) -> str | None:
-    """Combine ``keys`` in aligned groups of FANOUT, level by level; returns the root key."""
+    """Combine ``keys`` (the partials, in slice-key order) in content-defined groups, level by
+    level (see the module docstring); returns the root key, or None when there are no keys."""
     if not keys:
         return None
+    up = plan.results[stage.from_].sliced
+    # A child is labelled by the last slice key under it. The keys come from the stage's input,
+    # not from the partial tasks: two slices with equal content share one partial task.
+    if up is not None and len(up) == len(keys):
+        labels: list[SliceKey] = [slice_key for slice_key, _ in up]
+    else:
+        labels = [plan.tasks[k].slice or "" for k in keys]
     level = 1
+    salt = 1
     while len(keys) > 1:
-        nxt = []
-        for start in range(0, len(keys), FANOUT):
-            group = keys[start : start + FANOUT]
+        next_keys: list[str] = []
+        next_labels: list[SliceKey] = []
+        start = 0
+        for end in _group_ends(labels, salt):
+            group = keys[start:end]
             if len(group) == 1:
-                nxt.append(group[0])
-                continue
-            nxt.append(
-                _task(plan, "combine", spec, group, stage=stage.name, level=level, stored=True)
-            )
-        keys = nxt
-        level += 1
+                next_keys.append(group[0])
+            else:
+                next_keys.append(
+                    _task(plan, "combine", spec, group, stage=stage.name, level=level, stored=True)
+                )
+            next_labels.append(labels[end - 1])
+            start = end
+        if len(next_keys) < len(keys):
+            level += 1
+        keys, labels = next_keys, next_labels
+        salt += 1
     return keys[0]
+
+
+# Passes that combined nothing (every child a boundary: 1 in 8**children) move on to the next
+# salt; after this many, groups are cut by position, so that the tree always ends in a root.
+_SALTED_PASSES = 64
+
+
+def _group_ends(labels: Sequence[SliceKey], salt: int, depth: int = 0) -> list[int]:
+    """Where the groups of children labelled ``labels`` end (exclusive indices), on pass
+    ``salt``: after each label that hashes to a boundary, and at the end. A run longer than
+    MAX_GROUP is cut again the same way with another salt (``depth``), so that its groups too
+    depend on its keys alone, not on where it starts."""
+    if salt > _SALTED_PASSES or depth > _SALTED_PASSES:
+        return [*range(MAX_GROUP, len(labels), MAX_GROUP), len(labels)]
+    last = len(labels) - 1
+    ends = [i + 1 for i, label in enumerate(labels) if i == last or _closes(salt, depth, label)]
+    out: list[int] = []
+    start = 0
+    for end in ends:
+        if end - start <= MAX_GROUP:
+            out.append(end)
+        else:
+            out.extend(start + e for e in _group_ends(labels[start:end], salt, depth + 1))
+        start = end
+    return out
+
+
+def _closes(salt: int, depth: int, label: SliceKey) -> bool:
+    """Whether a group closes after a child whose last slice key is ``label``.
+
+    Canonical bytes, so that every machine builds the same tree."""
+    value = int(digest(canonical_json([salt, depth, encode_key(label)]))[:16], 16)
+    return value % FANOUT == 0
