@@ -296,6 +296,16 @@ def _compute(
                     return columnar.apply_rowwise(stage, table)
                 except columnar.Unsupported:
                     pass  # the pandas path below computes it, or raises its error
+        if task.kind == "combine" and main:
+            tables = [t for t in (p.arrow for p in main) if t is not None]
+            if len(tables) == len(main):
+                from chanbatch.engine import arrow_combine
+
+                assert isinstance(stage.operation, Aggregate)
+                try:
+                    return arrow_combine.combine(stage.operation, tables)
+                except arrow_combine.Unsupported:
+                    pass  # the pandas path below computes it, or raises its error
         execute = _pandas()
         frames = [p.data for p in main]
         others = [p.data for p in broadcast]

@@ -1,0 +1,265 @@
+"""Merging partials on Arrow tables: the table :func:`chanbatch.engine.aggregate.combine`'s
+result is stored as, to the bit, without a round trip through pandas.
+
+A combine task merges a few partials (one row per group each) into one. On pandas it costs an
+Arrow -> pandas conversion per input, a concat and a groupby; its result is stored, and the
+stored bytes feed the keys of every task after it and the id of the output. So this module
+reproduces what pandas computes, step by step, and raises :class:`Unsupported` for anything it
+does not reproduce exactly, leaving that combine to the pandas path:
+
+- groups: pandas groups the stacked partials on their keys (``dropna=False``: a null key is a
+  group) and sorts them by key, nulls last (``_sorted``). Here a stable
+  ``pyarrow.compute.sort_indices`` with nulls at the end orders the rows, and a group starts
+  where a key differs from the row before (null equals null). Keys may be int64, string, date32
+  or bool (without nulls): types whose order and equality are the same for both libraries. With
+  no keys (a global aggregate) every row is one group, and the result has one row.
+- ``total`` and ``sum`` states: pandas' ``group_sum`` (pandas/_libs/groupby.pyx) visits the
+  rows in stacked order, which is partial order. An int64 column is added plainly (wrapping,
+  as the C loop does); a float64 column with Kahan's compensation, reset to zero whenever it is
+  not finite (GH#53606, GH#60303), skipping NaN. ``total`` sums with ``min_count=0`` (zero for
+  a group of nulls), ``sum`` with ``min_count=1`` (null). Each group gets its first row, then
+  its second, and so on: the loop here runs over those ranks, vectorised over the groups, so
+  every group's additions happen in pandas' order with pandas' operations.
+- ``min`` and ``max`` states (int64 or float64): pandas keeps the running extreme, replaced
+  only by a value strictly beyond it (so of 0.0 and -0.0 the first seen stays), starting from
+  the type's extreme, skipping NaN; null for a group without values. The same loop does that.
+- the result is what ``write_result`` would store: float NaN as null, every field nullable.
+  As pandas does, all-empty inputs give the first partial, and one non-empty input is the
+  result as it is.
+
+The ``moments`` of var and std, decimals, and every other state or key type are left to
+pandas. tests/engine/test_arrow_combine.py checks the stored bytes against the pandas path on
+partials computed by both partial paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from chanbatch.blueprint.model import Aggregate
+from chanbatch.engine.aggregate_kernels import decomposing, state_column
+from chanbatch.engine.arrow_eval import Unsupported, nan_to_null
+
+_KEY_TYPES = (pa.int64(), pa.string(), pa.date32(), pa.bool_())
+_STATE_TYPES = {
+    "total": (pa.int64(),),
+    "sum": (pa.int64(), pa.float64()),
+    "min": (pa.int64(), pa.float64()),
+    "max": (pa.int64(), pa.float64()),
+}
+
+
+def combine(spec: Aggregate, tables: list[pa.Table]) -> pa.Table:
+    """The partials ``tables`` (in slice-key order) merged into one, as the pandas combine's
+    result is stored (see the module docstring); raises Unsupported where that is not certain."""
+    keys = list(spec.group_by)
+    states = _states(spec)
+    if not tables:
+        raise Unsupported("no partials")
+    present = [t for t in tables if t.num_rows]
+    if not present:
+        return _stored(tables[0], keys, states)
+    if len(present) == 1:
+        return _stored(present[0], keys, states)
+    schema = _schema(present[0], keys, states)
+    try:
+        stacked = pa.concat_tables(
+            [pa.Table.from_arrays(_checked(t, schema).columns, schema=schema) for t in present]
+        )
+        return _merge(stacked, keys, states, schema)
+    except (pa.ArrowException, ArithmeticError) as exc:
+        raise Unsupported(str(exc)) from exc
+
+
+def _states(spec: Aggregate) -> list[tuple[str, str]]:
+    """(state column, how it merges), in the order of the partial's columns."""
+    out: list[tuple[str, str]] = []
+    for name, agg in spec.aggregates.items():
+        try:
+            kernel = decomposing(agg.func)
+        except (KeyError, ValueError) as exc:
+            raise Unsupported(str(exc)) from exc
+        for state in kernel.states:
+            if state.merge not in _STATE_TYPES:
+                raise Unsupported(f"{state.merge} states")
+            out.append((state_column(name, state.part), state.merge))
+    if not out:
+        raise Unsupported("no aggregates")
+    return out
+
+
+def _schema(table: pa.Table, keys: list[str], states: list[tuple[str, str]]) -> pa.Schema:
+    """The schema every partial must have to be merged here: the keys, then the states, of the
+    types this module covers; raises Unsupported otherwise."""
+    names = [*keys, *(column for column, _ in states)]
+    if table.column_names != names or len(set(names)) != len(names):
+        raise Unsupported("unexpected partial columns")
+    for key in keys:
+        column = table.column(key)
+        if column.type not in _KEY_TYPES:
+            raise Unsupported("group key type")
+        if column.type == pa.bool_() and column.null_count:
+            raise Unsupported("a bool key with nulls")
+    for column, merge in states:
+        if table.schema.field(column).type not in _STATE_TYPES[merge]:
+            raise Unsupported("state type")
+    return pa.schema([pa.field(f.name, f.type, nullable=True) for f in table.schema])
+
+
+def _checked(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    if table.column_names != schema.names or any(
+        table.schema.field(i).type != field.type for i, field in enumerate(schema)
+    ):
+        raise Unsupported("partials of different types")
+    for field in schema:
+        if field.type == pa.bool_() and table.column(field.name).null_count:
+            raise Unsupported("a bool key with nulls")
+    return table
+
+
+def _stored(table: pa.Table, keys: list[str], states: list[tuple[str, str]]) -> pa.Table:
+    """A partial as it is, as ``Table.from_pandas`` stores its pandas form: NaN as null."""
+    schema = _schema(table, keys, states)
+    columns = [
+        nan_to_null(column) if column.type == pa.float64() else column for column in table.columns
+    ]
+    return pa.Table.from_arrays(columns, schema=schema).combine_chunks()
+
+
+def _merge(
+    stacked: pa.Table, keys: list[str], states: list[tuple[str, str]], schema: pa.Schema
+) -> pa.Table:
+    rows = stacked.num_rows
+    if keys:
+        order = pc.sort_indices(
+            stacked.select(keys),
+            sort_keys=[(key, "ascending") for key in keys],
+            null_placement="at_end",
+        )
+        ordered_keys = stacked.select(keys).take(order)
+        starts_mask = np.zeros(rows, dtype=bool)
+        starts_mask[0] = True
+        for key in keys:
+            column = ordered_keys.column(key)
+            after, before = column.slice(1), column.slice(0, rows - 1)
+            # a group starts where a key differs; null equals null, and nothing else
+            differs = pc.fill_null(pc.not_equal(after, before), True)
+            both_null = pc.and_(pc.is_null(after), pc.is_null(before))
+            differs = pc.and_(differs, pc.invert(both_null))
+            starts_mask[1:] |= differs.to_numpy(zero_copy_only=False)
+        positions = order.to_numpy()
+        starts = np.flatnonzero(starts_mask)
+        group = np.cumsum(starts_mask) - 1  # of each row in sorted order
+        out_keys = [ordered_keys.column(key).take(pa.array(starts)) for key in keys]
+    else:
+        positions = np.arange(rows)
+        starts = np.zeros(1, dtype=np.int64)
+        group = np.zeros(rows, dtype=np.int64)
+        out_keys = []
+    n_groups = len(starts)
+    # pandas 3.1 reduces with ``ufunc.reduceat`` instead of its Cython loop when the group of
+    # each stacked row never decreases (always, for a global aggregate) and a block of float
+    # values has no NaN (ops.py, ``_reduceat_aggregate``): then a float sum is numpy's, not
+    # Kahan's. The float sums share one block or are one block each; which, depends on how
+    # concat built it, so a mix of columns with and without NaN is left to pandas.
+    monotonic = bool(np.all(positions[1:] > positions[:-1])) if rows > 1 else True
+    pairwise = False
+    float_sums = [
+        column
+        for column, merge in states
+        if merge == "sum" and schema.field(column).type == pa.float64()
+    ]
+    if monotonic and float_sums:
+        with_nan = {column: _has_nan(stacked.column(column)) for column in float_sums}
+        if len(set(with_nan.values())) > 1:
+            raise Unsupported("float sums with and without NaN, on pandas' reduceat path")
+        pairwise = not any(with_nan.values())
+    # the rank of each sorted row within its group: 0 for the first partial's row, ...
+    rank = np.arange(rows) - starts[group]
+    by_rank = np.argsort(rank, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(rank))])
+    steps = [by_rank[bounds[k] : bounds[k + 1]] for k in range(len(bounds) - 1)]
+    take = pa.array(positions)
+    arrays: list[Any] = list(out_keys)
+    for column, merge in states:
+        values = stacked.column(column).take(take)
+        if pairwise and column in float_sums:
+            # what np.add.reduceat gives pandas: the first value plus numpy's pairwise sum of
+            # the rest, whatever the layout of pandas' block (it reduces each segment alone)
+            data = values.to_numpy(zero_copy_only=False)
+            with np.errstate(all="ignore"):
+                total = np.add.reduceat(data, starts)
+            arrays.append(pa.array(total, mask=np.isnan(total)))
+            continue
+        arrays.append(_reduce(values, merge, group, steps, n_groups))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _has_nan(values: pa.ChunkedArray) -> bool:
+    """Whether pandas sees a NaN in this float column: a null or a NaN."""
+    return bool(values.null_count) or bool(pc.any(pc.is_nan(values)).as_py())
+
+
+def _reduce(
+    values: pa.ChunkedArray, merge: str, group: Any, steps: list[Any], n_groups: int
+) -> pa.Array:
+    """One state column merged per group, as pandas' grouped reduction visits the rows."""
+    is_float = values.type == pa.float64()
+    if is_float:
+        data = values.to_numpy(zero_copy_only=False)  # null -> NaN, which pandas skips alike
+        valid = data == data
+    else:
+        valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
+        data = pc.fill_null(values, 0).to_numpy(zero_copy_only=False)
+    dtype = data.dtype
+    nobs = np.zeros(n_groups, dtype=np.int64)
+    if merge in ("total", "sum"):
+        acc = np.zeros(n_groups, dtype=dtype)
+        comp = np.zeros(n_groups, dtype=dtype)
+    elif merge == "min":
+        acc = np.full(n_groups, np.inf if is_float else np.iinfo(np.int64).max, dtype=dtype)
+    else:
+        acc = np.full(n_groups, -np.inf if is_float else np.iinfo(np.int64).min, dtype=dtype)
+    if is_float and merge in ("min", "max"):
+        # pandas keeps the first of equal extremes on its Cython path, and numpy's choice on
+        # its reduceat path; the two differ only between 0.0 and -0.0: left to pandas
+        zero = valid & (data == 0)
+        negative = np.signbit(data)
+        both = np.bincount(group[zero & negative], minlength=n_groups) * np.bincount(
+            group[zero & ~negative], minlength=n_groups
+        )
+        if both.any():
+            raise Unsupported("0.0 and -0.0 in one group's extreme")
+    with np.errstate(all="ignore"):
+        for step in steps:  # each group at most once per step
+            step = step[valid[step]]
+            g, val = group[step], data[step]
+            nobs[g] += 1
+            if merge in ("total", "sum"):
+                if is_float:
+                    # Kahan, as group_sum: y = v - c; t = s + y; c = (t - s) - y
+                    s = acc[g]
+                    y = val - comp[g]
+                    t = s + y
+                    c = (t - s) - y
+                    c[~np.isfinite(c)] = 0.0
+                    comp[g] = c
+                    acc[g] = t
+                else:
+                    acc[g] = acc[g] + val  # int64: wraps, as the C loop does
+            elif merge == "min":
+                cur = acc[g]
+                acc[g] = np.where(val < cur, val, cur)
+            else:
+                cur = acc[g]
+                acc[g] = np.where(val > cur, val, cur)
+    if merge == "total":
+        return pa.array(acc)
+    empty = nobs == 0
+    if is_float:  # a NaN sum (inf - inf) is stored as null too, as Table.from_pandas does
+        empty |= np.isnan(acc)
+    return pa.array(acc, mask=empty)

@@ -1,0 +1,297 @@
+"""The Arrow combine against the pandas combine, whose stored result defines it: same bytes.
+
+Partials are computed as a run computes them (the Arrow partial where it applies, else the
+pandas one) over random cuts of random tables, and stored as the cache stores them; then both
+combines merge them, and what each would store must be the same Parquet bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chanbatch.blueprint.expr import parse_aggregate
+from chanbatch.blueprint.model import Aggregate
+from chanbatch.engine import aggregate, arrow_combine, columnar
+from chanbatch.snapshot.freeze import encode_parquet
+from chanbatch.snapshot.normalize import normalize_table
+from chanbatch.snapshot.read import canonical, to_pandas
+
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+_floats = st.one_of(
+    st.none(),
+    st.just(math.nan),
+    # magnitudes far apart, so that compensation matters; overflow to inf; signed zeros
+    st.sampled_from(
+        [0.0, -0.0, 0.1, 1.0, -1.0, 1e16, -1e16, 3e-17, 5e-324, 1e308, -1e308, 1.7e308]
+    ),
+    st.sampled_from([math.inf, -math.inf]),
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+_ints = st.one_of(st.integers(-5, 9), st.sampled_from([2**62, -(2**62), 2**63 - 1, -(2**63)]))
+_texts = st.one_of(st.none(), st.sampled_from(["", "a", "b", "é", "Z", "a b"]))
+_dates = st.one_of(st.none(), st.dates(dt.date(1990, 1, 1), dt.date(1990, 1, 4)))
+
+COLUMNS = {
+    "k": (pa.string(), _texts),
+    "m": (pa.int64(), st.integers(0, 3)),
+    "q": (pa.int64(), st.one_of(st.none(), st.integers(0, 2))),  # an int key with nulls
+    "d": (pa.date32(), _dates),
+    "b": (pa.bool_(), st.booleans()),
+    "f": (pa.float64(), _floats),
+    "g": (pa.float64(), _floats),
+    "i": (pa.int64(), _ints),
+    "n": (pa.int64(), st.one_of(st.none(), _ints)),
+}
+
+_keys = st.lists(st.sampled_from(["k", "m", "q", "d", "b"]), min_size=0, max_size=3, unique=True)
+_aggregates = st.lists(
+    st.sampled_from(
+        [
+            "count()",
+            "count(f)",
+            "sum(f)",
+            "sum(g)",
+            "mean(f)",
+            "mean(i)",
+            "mean(n)",
+            "sum(f * g)",
+            "sum(i)",
+            "sum(n)",
+            "min(f)",
+            "max(g)",
+            "min(i)",
+            "max(n)",
+        ]
+    ),
+    min_size=1,
+    max_size=5,
+    unique=True,
+)
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> pa.Table:
+    rows = draw(st.integers(0, 40))
+    return pa.table(
+        {
+            name: pa.array([draw(values) for _ in range(rows)], type=t)
+            for name, (t, values) in COLUMNS.items()
+        }
+    )
+
+
+@st.composite
+def cuts(draw: st.DrawFn, rows: int) -> list[tuple[int, int]]:
+    """Slices of ``rows`` rows in order, some empty."""
+    points = sorted(draw(st.lists(st.integers(0, rows), min_size=1, max_size=24)))
+    bounds = [0, *points, rows]
+    return list(itertools.pairwise(bounds))
+
+
+def _spec(keys: list[str], aggregates: list[str]) -> Aggregate:
+    return Aggregate(
+        group_by=tuple(keys),
+        aggregates={f"a{i}": parse_aggregate(text) for i, text in enumerate(aggregates)},
+    )
+
+
+def _stored_frame(frame: pd.DataFrame) -> pa.Table:
+    """What ``cache.write_result`` stores for a task's frame (``run_task`` makes it canonical)."""
+    return normalize_table(pa.Table.from_pandas(canonical(frame), preserve_index=False))
+
+
+def _partial(spec: Aggregate, table: pa.Table) -> pa.Table:
+    """A slice's partial as a run computes it: on Arrow where it can (unstored, as a consumer
+    in the same run gets it), else on pandas and stored."""
+    arrow = columnar.arrow_input(table)
+    if arrow is not None:
+        try:
+            return columnar.partial(spec, arrow)
+        except columnar.Unsupported:
+            pass
+    return _stored_frame(aggregate.partial(spec, to_pandas(table)))
+
+
+def _pandas_combine(spec: Aggregate, partials: list[pa.Table]) -> pa.Table:
+    return _stored_frame(aggregate.combine(spec, [to_pandas(p) for p in partials]))
+
+
+def _same_bits(got: pa.Table, want: pa.Table) -> None:
+    assert got.schema == want.schema
+    assert got.equals(want)
+    for name in want.column_names:
+        if want.schema.field(name).type == pa.float64():
+            a = np.array(got.column(name).fill_null(0.0).to_numpy()).view("int64")
+            b = np.array(want.column(name).fill_null(0.0).to_numpy()).view("int64")
+            assert (a == b).all(), name
+            assert got.column(name).null_count == want.column(name).null_count
+    assert bytes(encode_parquet(got)) == bytes(encode_parquet(want))
+
+
+def _both(spec: Aggregate, partials: list[pa.Table]) -> pa.Table | None:
+    """Both combines on ``partials``; the stored table when the Arrow one took them."""
+    want = _pandas_combine(spec, partials)
+    try:
+        got = arrow_combine.combine(spec, partials)
+    except arrow_combine.Unsupported:
+        return None
+    _same_bits(got, want)
+    # what the engine writes for an Arrow result (graph._store)
+    stored = columnar.storable(got)
+    assert stored is not None
+    _same_bits(stored, want)
+    return got
+
+
+@SETTINGS
+@given(st.data(), tables(), _keys, _aggregates)
+def test_combine_matches_pandas_to_the_bit(
+    data: st.DataObject, table: pa.Table, keys: list[str], aggregates: list[str]
+) -> None:
+    spec = _spec(keys, aggregates)
+    partials = [_partial(spec, table.slice(a, b - a)) for a, b in data.draw(cuts(table.num_rows))]
+    got = _both(spec, partials)
+    if got is None:
+        return
+    # a second level of the tree, on results both computed and read back from the cache
+    split = data.draw(st.integers(0, len(partials)))
+    halves = [p for p in (partials[:split], partials[split:]) if p]
+    level = [_either(spec, half) for half in halves]
+    _both(spec, level)
+    read_back = [_pandas_combine(spec, half) for half in halves]
+    _both(spec, read_back)
+
+
+def _either(spec: Aggregate, partials: list[pa.Table]) -> pa.Table:
+    try:
+        return arrow_combine.combine(spec, partials)
+    except arrow_combine.Unsupported:
+        return _pandas_combine(spec, partials)
+
+
+def test_the_common_shapes_are_taken() -> None:
+    """Counts, sums, means, min and max over float, int and text keys run here, and global
+    aggregates too; the property test above would pass on declines alone."""
+    rng = np.random.default_rng(3)
+    rows = 300
+    table = pa.table(
+        {
+            "k": pa.array(rng.choice(["A", "N", "R"], rows)).cast(pa.string()),
+            "m": pa.array(rng.integers(0, 3, rows)),
+            "f": pa.array(rng.choice([1e16, 1.0, -1e16, 0.1, math.nan], rows)),
+            "i": pa.array(rng.integers(-5, 5, rows)),
+        }
+    )
+    aggs = ["count()", "sum(f)", "mean(f)", "min(f)", "max(f)", "sum(i)", "min(i)", "count(f)"]
+    for keys in (["k"], ["k", "m"], []):
+        spec = _spec(keys, aggs)
+        partials = [_partial(spec, table.slice(a, 30)) for a in range(0, rows, 30)]
+        assert _both(spec, partials) is not None, keys
+
+
+def _kahan(values: list[float]) -> float:
+    """pandas' group_sum on one group's values, in order."""
+    total = compensation = 0.0
+    for value in values:
+        y = value - compensation
+        t = total + y
+        compensation = (t - total) - y
+        if not math.isfinite(compensation):
+            compensation = 0.0
+        total = t
+    return total
+
+
+_SUMMANDS = [1e16, 1.0, 1.0, 1.0, -1e16, 0.1, 3e-17, 1.0, 1e16, 0.7, -1e16, 1.0, 2.5]
+
+
+def test_interleaved_groups_sum_with_kahan() -> None:
+    """Two groups in every partial: pandas' Cython loop, compensated."""
+    spec = _spec(["m"], ["sum(f)"])
+    partials = [columnar.partial(spec, pa.table({"m": [0, 1], "f": [v, -v]})) for v in _SUMMANDS]
+    got = _both(spec, partials)
+    assert got is not None
+    assert got.column("a0\x1fsum").to_pylist() == [
+        _kahan(_SUMMANDS),
+        _kahan([-v for v in _SUMMANDS]),
+    ]
+
+
+def test_groups_in_order_sum_as_numpy_does() -> None:
+    """One group, or groups that only grow from partial to partial (a global aggregate always):
+    pandas takes ``np.add.reduceat``, pairwise past eight values; with a NaN, its Cython loop."""
+    for keys in ([], ["m"]):
+        spec = _spec(keys, ["sum(f)", "sum(g)", "count()"])
+        partials = [
+            _partial(spec, pa.table({"m": [i // 4], "f": [v], "g": [v * 3]}))
+            for i, v in enumerate(_SUMMANDS * 3)
+        ]
+        assert _both(spec, partials) is not None
+        with_nan = [
+            *partials,
+            _partial(
+                spec,
+                pa.table(
+                    {
+                        "m": [9],
+                        "f": pa.array([None], pa.float64()),
+                        "g": pa.array([None], pa.float64()),
+                    }
+                ),
+            ),
+        ]
+        assert _both(spec, with_nan) is not None
+    spec = _spec(["m"], ["sum(f)", "sum(g)"])
+    no_g = pa.array([None], pa.float64())
+    one_nan = [_partial(spec, pa.table({"m": [0], "f": [v], "g": no_g})) for v in (1.0, 2.0)]
+    with pytest.raises(arrow_combine.Unsupported):  # which path depends on pandas' blocks
+        arrow_combine.combine(spec, one_nan)
+
+
+def test_signed_zero_extremes_are_left_to_pandas() -> None:
+    spec = _spec(["m"], ["min(f)"])
+    partials = [
+        _stored_frame(aggregate.partial(spec, pd.DataFrame({"m": [0], "f": [v]})))
+        for v in (0.0, -0.0)
+    ]
+    with pytest.raises(arrow_combine.Unsupported):
+        arrow_combine.combine(spec, partials)
+
+
+def test_empty_partials() -> None:
+    spec = _spec(["m"], ["sum(f)", "count()"])
+    empty = columnar.partial(
+        spec, pa.table({"m": pa.array([], pa.int64()), "f": pa.array([], pa.float64())})
+    )
+    one = columnar.partial(spec, pa.table({"m": [1, 1], "f": [math.nan, 2.0]}))
+    assert _both(spec, [empty, empty]) is not None
+    assert _both(spec, [empty, one, empty]) is not None
+
+
+def test_what_it_declines() -> None:
+    table = pa.table({"m": [0, 1], "f": [1.0, 2.0], "x": [1.5, 2.5]})
+    for text in ("var(f)", "std(f)"):
+        spec = _spec(["m"], [text])
+        partials = [_stored_frame(aggregate.partial(spec, to_pandas(table)))] * 2
+        with pytest.raises(arrow_combine.Unsupported):
+            arrow_combine.combine(spec, partials)
+    spec = _spec(["x"], ["count()"])  # a float key
+    partials = [_stored_frame(aggregate.partial(spec, to_pandas(table)))] * 2
+    with pytest.raises(arrow_combine.Unsupported):
+        arrow_combine.combine(spec, partials)
+    spec = _spec(["m"], ["sum(f)"])
+    good = columnar.partial(spec, table)
+    other = good.set_column(1, "a0\x1fsum", pa.array([1, 2]))  # an int sum beside a float one
+    with pytest.raises(arrow_combine.Unsupported):
+        arrow_combine.combine(spec, [good, other])
