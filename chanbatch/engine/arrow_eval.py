@@ -8,6 +8,14 @@ functions have an Arrow kernel is stated in :data:`chanbatch.blueprint.functions
 (``arrow=True``) and checked against :data:`ARROW_FUNCTIONS` by a test.
 
 pandas treats NaN as null: comparisons, ``in`` and ``is_null`` here test for NaN as well.
+
+Decimals (``decimal128``, which pandas holds as Arrow-backed ``pd.ArrowDtype``) are covered where
+pandas itself computes with one ``pyarrow.compute`` call: a comparison with a decimal, an int or
+a float (Arrow's kernel brings both sides to one type, for pandas as here), ``+ - *`` with a
+decimal or an int (pandas' checked kernels, narrowed to 38 digits as
+:func:`chanbatch.engine.pandas_values.decimal_arith` narrows them: see
+:func:`decimal_narrowing`), and negation. The same kernels on the same Arrow arrays give the
+same values, types and errors; any other mix with a decimal is left to pandas.
 """
 
 from __future__ import annotations
@@ -58,20 +66,21 @@ def nan_to_null(values: Array) -> Array:
     return pc.if_else(nan, pa.scalar(None, values.type), values)
 
 
-
-
 def is_array(value: Value) -> bool:
     return isinstance(value, pa.ChunkedArray | pa.Array)
 
 
 def value_kind(value: Value) -> str:
-    """The evaluator's kind of a value: int, float, str, date or bool; Unsupported otherwise."""
+    """The evaluator's kind of a value: int, float, decimal, str, date or bool; Unsupported
+    otherwise."""
     if is_array(value):
         t = value.type
         if t == pa.int64():
             return "int"
         if t == pa.float64():
             return "float"
+        if pa.types.is_decimal128(t):
+            return "decimal"
         if pa.types.is_string(t) or pa.types.is_large_string(t):
             return "str"
         if t == pa.date32():
@@ -101,6 +110,13 @@ def _as_float(value: Value) -> Value:
     return float(value)
 
 
+def _boxed_number(value: Value) -> Any:
+    """A number as pandas hands it to a comparison kernel: int64 or double scalars."""
+    if is_array(value):
+        return value
+    return pa.scalar(value, pa.float64() if type(value) is float else pa.int64())
+
+
 def _nulls(value: Value) -> Array | None:
     """Where ``value`` is null for pandas (null or NaN), or None if it cannot be."""
     if not is_array(value):
@@ -124,6 +140,73 @@ _ARITH: dict[str, Callable[[Any, Any], Any]] = {
     "*": pc.multiply,
     "/": pc.divide,
 }
+#: the kernels pandas calls for arithmetic on Arrow-backed columns (decimals here)
+_CHECKED: dict[str, Callable[[Any, Any], Any]] = {
+    "+": pc.add_checked,
+    "-": pc.subtract_checked,
+    "*": pc.multiply_checked,
+}
+_MAX_DIGITS = 38  # a decimal128's
+
+
+def decimal_narrowing(
+    op: str, left: pa.Decimal128Type, right: pa.Decimal128Type
+) -> tuple[pa.Decimal128Type, pa.Decimal128Type, pa.Decimal128Type] | None:
+    """For ``left op right`` (``+ - *``) on decimals of these types: the types both operands
+    are cast to first and the type of the result, when the exact result would need more than
+    38 digits; None when it fits as it is.
+
+    The rule of :func:`chanbatch.engine.pandas_values.decimal_arith` (DuckDB's result types),
+    restated here because the Arrow path imports no pandas module; a test checks the two
+    against each other on every pair of types. Raises Unsupported where no type fits.
+    """
+    (p1, s1), (p2, s2) = (left.precision, left.scale), (right.precision, right.scale)
+    if op == "*":
+        scale = s1 + s2
+        if p1 + p2 + 1 <= _MAX_DIGITS:
+            return None
+        # p1' + p2' + 1 <= 38: the wider operand gives up digits first
+        q2 = min(p2, max(s2 + 1, 37 - p1)) if p2 <= p1 else p2
+        q1 = min(p1, 37 - q2)
+        q2 = min(q2, 37 - q1)
+        shapes = [(max(q1, s1), s1), (max(q2, s2), s2)]
+    else:
+        scale = max(s1, s2)
+        if max(p1 - s1, p2 - s2) + scale + 1 <= _MAX_DIGITS:
+            return None
+        whole = 37 - scale  # integer digits each operand may keep
+        shapes = [(min(p1, whole + s1), s1), (min(p2, whole + s2), s2)]
+    try:
+        first, second = (pa.decimal128(p, s) for p, s in shapes)
+    except ValueError as exc:  # no decimal type holds the operand (pandas raises the same)
+        raise Unsupported(str(exc)) from exc
+    return first, second, pa.decimal128(_MAX_DIGITS, scale)
+
+
+def _decimal_type(value: Value) -> pa.Decimal128Type:
+    """A decimal's own type; an int column or literal counts as decimal(19, 0), as in pandas."""
+    if is_array(value) and pa.types.is_decimal128(value.type):
+        return value.type
+    return pa.decimal128(19, 0)
+
+
+def _boxed(value: Value) -> Any:
+    """An operand as pandas hands it to a kernel: an int literal is an int64 scalar."""
+    return value if is_array(value) else pa.scalar(value, pa.int64())
+
+
+def _decimal_arith(op: str, left: Value, right: Value) -> Array:
+    """``left op right`` for ``+ - *`` with a decimal and a decimal or an int, as pandas'
+    ``_arith`` computes it: :func:`decimal_narrowing`'s casts where the exact type would be too
+    wide, then the checked kernel pandas calls; a value that does not fit raises, as there."""
+    narrowing = decimal_narrowing(op, _decimal_type(left), _decimal_type(right))
+    if narrowing is None:
+        return _CHECKED[op](_boxed(left), _boxed(right))
+    first, second, result = narrowing
+    # pandas casts columns only: a literal stays a scalar
+    left = left.cast(first) if is_array(left) else left
+    right = right.cast(second) if is_array(right) else right
+    return _CHECKED[op](_boxed(left), _boxed(right)).cast(result)
 
 
 class ArrowEvaluator:
@@ -167,6 +250,8 @@ class ArrowEvaluator:
     def _negate(self, node: Negate) -> Value:
         value = self.eval(node.operand)
         kind = value_kind(value)
+        if kind == "decimal":
+            return pc.negate_checked(value)  # as pandas negates an Arrow-backed column
         if kind not in ("int", "float"):
             raise Unsupported("negate")
         return pc.negate(value) if is_array(value) else -value
@@ -186,6 +271,10 @@ class ArrowEvaluator:
         if node.op == "+" and kinds == ("str", "str"):
             # text + text joins them; a null on either side gives null, as in pandas and SQL
             return pc.binary_join_element_wise(left, right, "")
+        if "decimal" in kinds:
+            if node.op not in _CHECKED or not set(kinds) <= {"decimal", "int"}:
+                raise Unsupported("this arithmetic with a decimal")
+            return _decimal_arith(node.op, left, right)
         if any(k not in ("int", "float") for k in kinds):
             raise Unsupported("arithmetic on a non-number")
         # numpy's promotions: int op int stays int64 (wrapping on overflow, as Arrow's unchecked
@@ -207,7 +296,13 @@ class ArrowEvaluator:
             raise Unsupported("a comparison of constants")
         left, right = _temporal(left, right), _temporal(right, left)
         kinds = {value_kind(left), value_kind(right)}
-        if kinds <= {"int", "float"}:
+        if "decimal" in kinds:
+            # pandas calls the same kernel on the Arrow arrays (a decimal and a float compare
+            # as floats, a decimal and an int exactly); NaN is masked below, as pandas does
+            if not kinds <= {"decimal", "int", "float"}:
+                raise Unsupported("a comparison of different kinds")
+            left, right = _boxed_number(left), _boxed_number(right)
+        elif kinds <= {"int", "float"}:
             if "float" in kinds:
                 left, right = _as_float(left), _as_float(right)
         elif len(kinds) != 1 or (kinds == {"bool"} and op not in ("==", "!=")):

@@ -39,7 +39,6 @@ from chanbatch.engine.arrow_eval import (
     Array,
     ArrowEvaluator,
     Unsupported,
-    Value,
     is_array,
     nan_to_null,
     value_kind,
@@ -70,12 +69,12 @@ def storable(table: pa.Table) -> pa.Table | None:
     """``table`` exactly as writing ``to_pandas(table)`` to the cache stores it, or None when
     that is not certain for one of its column types.
 
-    ``Table.from_pandas`` stores a float NaN as null; the other types listed round-trip as
-    they are.
+    ``Table.from_pandas`` stores a float NaN as null; the other types listed, and decimal128s
+    (which pandas holds Arrow-backed), round-trip as they are.
     """
     columns = []
     for field, column in zip(table.schema, table.columns, strict=True):
-        if field.type not in _STORABLE:
+        if field.type not in _STORABLE and not pa.types.is_decimal128(field.type):
             return None
         if field.type == pa.float64():
             column = nan_to_null(column)
@@ -141,8 +140,14 @@ def _set_column(table: pa.Table, name: str, values: Array) -> pa.Table:
 
 def partial(spec: Aggregate, table: pa.Table) -> pa.Table:
     """The partial state of ``spec`` over one slice, as :func:`aggregate.partial` gives it
-    (same columns, types, values and group order); raises Unsupported where that function
-    would not take its numpy path, whose sums this reproduces bit for bit.
+    (same columns, types, values and group order); raises Unsupported where this does not
+    reproduce it bit for bit.
+
+    :func:`aggregate.partial` takes one of two paths. When every argument it reduces is
+    float64, its numpy path, whose row-order float sums Arrow's single-threaded grouped sum
+    reproduces. Otherwise pandas' grouped ``agg``, whose float sums are compensated: this
+    reproduces it only for counts, and for sums (also a mean's) of decimals, which pandas
+    computes with Arrow's grouped sum, exactly: decimal(38, s), zero for a group with no values.
     """
     keys = list(spec.group_by)
     rows = table.num_rows
@@ -157,62 +162,102 @@ def partial(spec: Aggregate, table: pa.Table) -> pa.Table:
             if key not in table.column_names or not _groupable(table.schema.field(key).type):
                 raise Unsupported("group key type")
             work[name] = table.column(key)
+        arguments = _arguments(spec, table)
+        # pandas' numpy path, if every argument it reduces is a float (counted or summed)
+        general = any(not _is_float(value) for value, _ in arguments.values())
         requests: dict[str, tuple[Any, str, Any]] = {}  # result column -> Arrow aggregate
-        outputs: list[tuple[str, str]] = []  # (state column, result column)
-        sources: dict[tuple[str, bool], str] = {}
-        evaluator = ArrowEvaluator(table)
+        outputs: list[tuple[str, str, pa.DataType]] = []  # (state column, result, its type)
+        sources: dict[tuple[str, bool], str] = {}  # (argument, cast) -> its column in work
 
-        def request(src: str, func: str, options: Any, state: str) -> None:
+        def request(src: str, func: str, options: Any, state: str, kind: pa.DataType) -> None:
             column = f"{src}_{func}" if src else func
             requests.setdefault(column, (src or [], func, options))
-            outputs.append((state, column))
+            outputs.append((state, column, kind))
 
         for name, agg in spec.aggregates.items():
-            if agg.func not in ("count", "sum", "mean"):
-                raise Unsupported(f"aggregate {agg.func}")
             if agg.arg is None:
-                request("", "count_all", None, f"{name}{SEP}n")
+                request("", "count_all", None, f"{name}{SEP}n", pa.int64())
                 continue
-            as_float = agg.func == "mean"
-            ident = (agg.arg.render(), as_float)
+            value, cast = arguments[name]
+            # sum(x) and mean(x) reduce the same values unless the mean's were made floats
+            ident = (agg.arg.render(), cast)
             src = sources.get(ident)
             if src is None:
-                value = evaluator.eval(agg.arg)
                 src = sources[ident] = f"{SEP}arg{len(sources)}"
-                work[src] = _aggregated(value, as_float)
-                if is_array(value) and value.type == pa.float64():
-                    # already float: mean(x) sums the very values sum(x) does
-                    sources[(ident[0], not as_float)] = src
+                work[src] = nan_to_null(value) if _is_float(value) else value
             if work[src].null_count:
-                request(src, "count", pc.CountOptions(mode="only_valid"), f"{name}{SEP}n")
+                only_valid = pc.CountOptions(mode="only_valid")
+                request(src, "count", only_valid, f"{name}{SEP}n", pa.int64())
             else:  # no nulls: it counts every row, and one count of rows serves them all
-                request("", "count_all", None, f"{name}{SEP}n")
-            if agg.func in ("sum", "mean"):
+                request("", "count_all", None, f"{name}{SEP}n", pa.int64())
+            if agg.func == "count":
+                continue
+            if not general:
                 options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
-                request(src, "sum", options, f"{name}{SEP}sum")
-        names = [*keys, *(state for state, _ in outputs)]
+                request(src, "sum", options, f"{name}{SEP}sum", pa.float64())
+            elif pa.types.is_decimal128(value.type):
+                # pandas' grouped sum of a decimal: a group of nulls sums to zero
+                options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=0)
+                total = pa.decimal128(38, value.type.scale)
+                request(src, "sum", options, f"{name}{SEP}sum", total)
+            else:  # a float or int sum on pandas' general path: not reproduced here
+                raise Unsupported("a sum pandas computes on its general path")
+        names = [*keys, *(state for state, _, _ in outputs)]
         if not rows:  # what pandas' general path gives on no rows: the same columns, empty
-            empty = [pa.array([], _STATE_TYPES[column.rsplit("_", 1)[-1]]) for _, column in outputs]
+            empty = [pa.array([], kind) for _, _, kind in outputs]
             return pa.Table.from_arrays([work[n].combine_chunks() for n in inner] + empty, names)
         grouped = (
             pa.table(work)
             .group_by(inner, use_threads=False)  # one thread: sums in row order, as np.bincount
             .aggregate([(s, f) if o is None else (s, f, o) for s, f, o in requests.values()])
         )
-        space = 1
-        for name in inner:
-            space *= pc.count_distinct(grouped.column(name), mode="all").as_py()
-        if space > 4 * rows + 1024:  # pandas' general path, whose sums are compensated
-            raise Unsupported("sparse group keys")
+        if not general:
+            space = 1
+            for name in inner:
+                space *= pc.count_distinct(grouped.column(name), mode="all").as_py()
+            if space > 4 * rows + 1024:  # pandas' general path, whose sums are compensated
+                raise Unsupported("sparse group keys")
         grouped = grouped.sort_by([(name, "ascending", "at_end") for name in inner])
         arrays = [grouped.column(name) for name in inner]
-        arrays += [grouped.column(column) for _, column in outputs]
+        for _, column, kind in outputs:
+            values = grouped.column(column)
+            if values.type != kind:  # a decimal sum, as pandas widens it for older pyarrow
+                values = values.cast(kind)
+            if pa.types.is_decimal(kind):
+                values.validate(full=True)  # past 38 digits pandas computes it otherwise
+            arrays.append(values)
         return pa.Table.from_arrays(arrays, names=names)
     except (pa.ArrowException, ArithmeticError) as exc:
         raise Unsupported(str(exc)) from exc
 
 
-_STATE_TYPES = {"all": pa.int64(), "count": pa.int64(), "sum": pa.float64()}  # by Arrow aggregate
+def _arguments(spec: Aggregate, table: pa.Table) -> dict[str, tuple[Array, bool]]:
+    """Each aggregate's argument (by result name) as :func:`aggregate.partial` reduces it, and
+    whether it was cast for that: a mean's int argument becomes float64; a decimal stays one."""
+    evaluator = ArrowEvaluator(table)
+    values: dict[str, Array] = {}
+    out: dict[str, tuple[Array, bool]] = {}
+    for name, agg in spec.aggregates.items():
+        if agg.func not in ("count", "sum", "mean"):
+            raise Unsupported(f"aggregate {agg.func}")
+        if agg.arg is None:
+            continue
+        text = agg.arg.render()
+        if text not in values:
+            value = evaluator.eval(agg.arg)
+            if not is_array(value):
+                raise Unsupported("a constant argument")
+            if value_kind(value) not in ("int", "float", "decimal"):
+                raise Unsupported("an argument that is not a number")
+            values[text] = value
+        value = values[text]
+        cast = agg.func == "mean" and value.type == pa.int64()
+        out[name] = (value.cast(pa.float64(), safe=False) if cast else value, cast)
+    return out
+
+
+def _is_float(value: Array) -> bool:
+    return bool(value.type == pa.float64())
 
 
 def _groupable(t: pa.DataType) -> bool:
@@ -223,14 +268,3 @@ def _groupable(t: pa.DataType) -> bool:
         or t == pa.date32()
         or t == pa.bool_()
     )
-
-
-def _aggregated(value: Value, as_float: bool) -> Array:
-    """An aggregate's argument as the numpy path sums it: float64, NaN counted as null."""
-    if not is_array(value):
-        raise Unsupported("a constant argument")
-    if as_float and value.type == pa.int64():
-        value = value.cast(pa.float64(), safe=False)
-    if value.type != pa.float64():
-        raise Unsupported("a non-float argument")  # pandas groups these without numpy
-    return nan_to_null(value)
