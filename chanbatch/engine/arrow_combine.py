@@ -137,8 +137,7 @@ def _merge(
     if keys:
         order = pc.sort_indices(
             stacked.select(keys),
-            sort_keys=[(key, "ascending") for key in keys],
-            null_placement="at_end",
+            sort_keys=[(key, "ascending", "at_end") for key in keys],
         )
         ordered_keys = stacked.select(keys).take(order)
         starts_mask = np.zeros(rows, dtype=bool)
