@@ -165,51 +165,17 @@ def partial(spec: Aggregate, table: pa.Table) -> pa.Table:
         arguments = _arguments(spec, table)
         # pandas' numpy path, if every argument it reduces is a float (counted or summed)
         general = any(not _is_float(value) for value, _ in arguments.values())
-        requests: dict[str, tuple[Any, str, Any]] = {}  # result column -> Arrow aggregate
-        outputs: list[tuple[str, str, pa.DataType]] = []  # (state column, result, its type)
-        sources: dict[tuple[str, bool], str] = {}  # (argument, cast) -> its column in work
-
-        def request(src: str, func: str, options: Any, state: str, kind: pa.DataType) -> None:
-            column = f"{src}_{func}" if src else func
-            requests.setdefault(column, (src or [], func, options))
-            outputs.append((state, column, kind))
-
+        requests = _Requests()
         for name, agg in spec.aggregates.items():
-            if agg.arg is None:
-                request("", "count_all", None, f"{name}{SEP}n", pa.int64())
-                continue
-            value, cast = arguments[name]
-            # sum(x) and mean(x) reduce the same values unless the mean's were made floats
-            ident = (agg.arg.render(), cast)
-            src = sources.get(ident)
-            if src is None:
-                src = sources[ident] = f"{SEP}arg{len(sources)}"
-                work[src] = nan_to_null(value) if _is_float(value) else value
-            if work[src].null_count:
-                only_valid = pc.CountOptions(mode="only_valid")
-                request(src, "count", only_valid, f"{name}{SEP}n", pa.int64())
-            else:  # no nulls: it counts every row, and one count of rows serves them all
-                request("", "count_all", None, f"{name}{SEP}n", pa.int64())
-            if agg.func == "count":
-                continue
-            if not general:
-                options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
-                request(src, "sum", options, f"{name}{SEP}sum", pa.float64())
-            elif pa.types.is_decimal128(value.type):
-                # pandas' grouped sum of a decimal: a group of nulls sums to zero
-                options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=0)
-                total = pa.decimal128(38, value.type.scale)
-                request(src, "sum", options, f"{name}{SEP}sum", total)
-            else:  # a float or int sum on pandas' general path: not reproduced here
-                raise Unsupported("a sum pandas computes on its general path")
-        names = [*keys, *(state for state, _, _ in outputs)]
+            requests.add(name, agg, arguments.get(name), work, general)
+        names = [*keys, *(state for state, _, _ in requests.outputs)]
         if not rows:  # what pandas' general path gives on no rows: the same columns, empty
-            empty = [pa.array([], kind) for _, _, kind in outputs]
+            empty = [pa.array([], kind) for _, _, kind in requests.outputs]
             return pa.Table.from_arrays([work[n].combine_chunks() for n in inner] + empty, names)
         grouped = (
             pa.table(work)
             .group_by(inner, use_threads=False)  # one thread: sums in row order, as np.bincount
-            .aggregate([(s, f) if o is None else (s, f, o) for s, f, o in requests.values()])
+            .aggregate(requests.arrow())
         )
         if not general:
             space = 1
@@ -219,16 +185,75 @@ def partial(spec: Aggregate, table: pa.Table) -> pa.Table:
                 raise Unsupported("sparse group keys")
         grouped = grouped.sort_by([(name, "ascending", "at_end") for name in inner])
         arrays = [grouped.column(name) for name in inner]
-        for _, column, kind in outputs:
-            values = grouped.column(column)
-            if values.type != kind:  # a decimal sum, as pandas widens it for older pyarrow
-                values = values.cast(kind)
-            if pa.types.is_decimal(kind):
-                values.validate(full=True)  # past 38 digits pandas computes it otherwise
-            arrays.append(values)
+        arrays += [
+            _state_values(grouped.column(column), kind) for _, column, kind in requests.outputs
+        ]
         return pa.Table.from_arrays(arrays, names=names)
     except (pa.ArrowException, ArithmeticError) as exc:
         raise Unsupported(str(exc)) from exc
+
+
+class _Requests:
+    """The Arrow grouped aggregates a partial asks for, and the state column each one fills."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, tuple[Any, str, Any]] = {}  # result column -> Arrow aggregate
+        self.outputs: list[tuple[str, str, pa.DataType]] = []  # (state, result, its type)
+        self.sources: dict[tuple[str, bool], str] = {}  # (argument, cast) -> column in work
+
+    def request(self, src: str, func: str, options: Any, state: str, kind: pa.DataType) -> None:
+        column = f"{src}_{func}" if src else func
+        self.requests.setdefault(column, (src or [], func, options))
+        self.outputs.append((state, column, kind))
+
+    def arrow(self) -> list[tuple[Any, ...]]:
+        return [(s, f) if o is None else (s, f, o) for s, f, o in self.requests.values()]
+
+    def add(
+        self,
+        name: str,
+        agg: Any,
+        argument: tuple[Array, bool] | None,
+        work: dict[str, Array],
+        general: bool,
+    ) -> None:
+        """The states of aggregate ``name``: its count, and the sum of a sum or mean."""
+        if agg.arg is None or argument is None:
+            self.request("", "count_all", None, f"{name}{SEP}n", pa.int64())
+            return
+        value, cast = argument
+        # sum(x) and mean(x) reduce the same values unless the mean's were made floats
+        ident = (agg.arg.render(), cast)
+        src = self.sources.get(ident)
+        if src is None:
+            src = self.sources[ident] = f"{SEP}arg{len(self.sources)}"
+            work[src] = nan_to_null(value) if _is_float(value) else value
+        if work[src].null_count:
+            only_valid = pc.CountOptions(mode="only_valid")
+            self.request(src, "count", only_valid, f"{name}{SEP}n", pa.int64())
+        else:  # no nulls: it counts every row, and one count of rows serves them all
+            self.request("", "count_all", None, f"{name}{SEP}n", pa.int64())
+        if agg.func == "count":
+            return
+        if not general:
+            options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
+            self.request(src, "sum", options, f"{name}{SEP}sum", pa.float64())
+        elif pa.types.is_decimal128(value.type):
+            # pandas' grouped sum of a decimal: a group of nulls sums to zero
+            options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=0)
+            total = pa.decimal128(38, value.type.scale)
+            self.request(src, "sum", options, f"{name}{SEP}sum", total)
+        else:  # a float or int sum on pandas' general path: not reproduced here
+            raise Unsupported("a sum pandas computes on its general path")
+
+
+def _state_values(values: Array, kind: pa.DataType) -> Array:
+    """A grouped aggregate's column as the state pandas stores."""
+    if values.type != kind:  # a decimal sum, as pandas widens it for older pyarrow
+        values = values.cast(kind)
+    if pa.types.is_decimal(kind):
+        values.validate(full=True)  # past 38 digits pandas computes it otherwise
+    return values
 
 
 def _arguments(spec: Aggregate, table: pa.Table) -> dict[str, tuple[Array, bool]]:
