@@ -87,6 +87,54 @@ OUTPUT = "incr_by_region"
 THRESHOLD = 60
 ROW_STAGES = ("valid", "big", "priced", "named")  # one apply task per slice each
 BASE_MONTHS = range(1, 12)  # the shared store holds months 1..11; month 12 arrives later
+
+
+# -- the combine tree, as docs/concepts.md and compile/plan.py state its rule -------------------
+#
+# Written again here from the documented rule, so that the counts below do not come from the
+# planner under test: on pass p a group closes after a child whose last slice key k has
+# blake3(canonical JSON [p, 0, k]) % 8 == 0 (and after the last child); a group of one is passed
+# up unchanged. (No run here is long enough for the 32-children cap.)
+
+Node = tuple[Any, ...]  # a combine: the nodes or slice keys under it, in order
+
+
+def combine_tree(slice_keys: list[int]) -> list[Node]:
+    """Every combine node of the tree over ``slice_keys``."""
+    from chanbatch.hashing import canonical_json, digest
+    from chanbatch.snapshot.names import encode_key
+
+    def last(child: Any) -> int:
+        return last(child[-1]) if isinstance(child, tuple) else child
+
+    children: list[Any] = sorted(slice_keys)
+    nodes: list[Node] = []
+    salt = 1
+    while len(children) > 1:
+        groups: list[list[Any]] = [[]]
+        for i, child in enumerate(children):
+            groups[-1].append(child)
+            key = canonical_json([salt, 0, encode_key(last(child))])
+            if int(digest(key)[:16], 16) % 8 == 0 and i < len(children) - 1:
+                groups.append([])
+        up = []
+        for group in groups:
+            if len(group) == 1:
+                up.append(group[0])
+            else:
+                nodes.append(tuple(group))
+                up.append(nodes[-1])
+        children = up
+        salt += 1
+    return nodes
+
+
+def covers(node: Node) -> set[int]:
+    return set().union(*(covers(c) if isinstance(c, tuple) else {c} for c in node))
+
+
+#: the combines of the shared store's tree
+BASE_COMBINES = len(combine_tree(list(BASE_MONTHS)))
 NULL = "<null>"
 
 Task = tuple[str, Any, str]  # (stage, slice, kind)
@@ -312,13 +360,13 @@ def test_first_run_computes_every_task_and_matches_pandas(base: Base) -> None:
     tasks = base.plan["tasks"]
     assert {t["action"] for t in tasks} == {"compute"}
     assert reasons(base.plan) == {"not cached: no earlier run of this blueprint"}
-    # 11 slices: four row-wise stages and a partial per slice, combines of slices 1-8 and
-    # 9-11 and the root above them, and the finish
+    # 11 slices: four row-wise stages and a partial per slice, the combines of the tree over
+    # them, and the finish
     want = Counter({(s, k, "apply"): 1 for s in ROW_STAGES for k in BASE_MONTHS})
     want.update({("by_region", k, "partial"): 1 for k in BASE_MONTHS})
-    want.update({("by_region", None, "combine"): 3, ("by_region", None, "finish"): 1})
+    want.update({("by_region", None, "combine"): BASE_COMBINES, ("by_region", None, "finish"): 1})
     assert computing(base.plan) == want
-    assert base.run["stats"]["computed"] == len(tasks) == 59
+    assert base.run["stats"]["computed"] == len(tasks) == 11 * 5 + BASE_COMBINES + 1
     assert_output_equals(base.store, base.run, expected(months(ORDERS, BASE_MONTHS)))
 
 
@@ -355,19 +403,25 @@ def test_a_new_slice_computes_its_tasks_and_the_combines_on_its_path(
 
     doc = plan(base.blueprint, store)
     want = Counter({(s, 12, "apply"): 1 for s in ROW_STAGES})
-    # slice 12 joins the level-1 combine of slices 9-12; that and the root are new, the
-    # combine of slices 1-8 keeps its key
-    want.update({("by_region", 12, "partial"): 1, ("by_region", None, "combine"): 2})
+    # slice 12 changes only the combines on its path: a combine whose children are all as
+    # before keeps its key
+    before, after = combine_tree(list(BASE_MONTHS)), combine_tree([*BASE_MONTHS, 12])
+    new_combines = [node for node in after if node not in before]
+    assert all(12 in covers(node) for node in new_combines)
+    want.update(
+        {("by_region", 12, "partial"): 1, ("by_region", None, "combine"): len(new_combines)}
+    )
     want[("by_region", None, "finish")] += 1
     assert computing(doc) == want
     assert reasons(doc) == {"new slice 12"}
     old_keys = {t["key"] for t in base.warm["tasks"]}
     reused = [t for t in doc["tasks"] if t["action"] == "reuse"]
     assert {t["key"] for t in reused} <= old_keys
-    assert [t["kind"] for t in reused if t["slice"] is None] == ["combine"]
+    kept = len(after) - len(new_combines)
+    assert [t["kind"] for t in reused if t["slice"] is None] == ["combine"] * kept
 
     warm = run(base.blueprint, store)
-    assert warm["stats"]["computed"] == sum(want.values()) == 8
+    assert warm["stats"]["computed"] == sum(want.values()) == 5 + len(new_combines) + 1
     assert warm["outputs"]["by_region"]["snapshot"] != base.snapshot
     assert_output_equals(store, warm, expected(ORDERS))
 
@@ -376,7 +430,7 @@ def test_a_new_slice_computes_its_tasks_and_the_combines_on_its_path(
     cold_store = tmp_path / "cold"
     freeze_inputs(cold_store, ORDERS)
     cold = run(base.blueprint, cold_store)
-    assert cold["stats"]["computed"] == 64
+    assert cold["stats"]["computed"] == 12 * 5 + len(after) + 1
     assert cold["outputs"] == warm["outputs"]
 
 
@@ -406,8 +460,9 @@ def test_a_changed_slice_recomputes_only_that_slice_and_the_combines_above_it(
 
     doc = plan(base.blueprint, store)
     want = Counter({(s, 5, "apply"): 1 for s in ROW_STAGES})
-    # slice 5 sits under the combine of slices 1-8 and the root; 9-11 is untouched
-    want.update({("by_region", 5, "partial"): 1, ("by_region", None, "combine"): 2})
+    # the combines above slice 5 are recomputed; the others keep their keys
+    path = [node for node in combine_tree(list(BASE_MONTHS)) if 5 in covers(node)]
+    want.update({("by_region", 5, "partial"): 1, ("by_region", None, "combine"): len(path)})
     want[("by_region", None, "finish")] += 1
     assert computing(doc) == want
     assert reasons(doc) == {"changed slice 5"}
@@ -437,7 +492,7 @@ def test_a_changed_filter_recomputes_its_stage_and_everything_below_it(
     assert set(dropped.month) == set(BASE_MONTHS)
 
     doc = plan(blueprint, store)
-    assert computing(doc) == whole_chain(BASE_MONTHS, combines=3)
+    assert computing(doc) == whole_chain(BASE_MONTHS, combines=BASE_COMBINES)
     # the per-slice stage above the edit keeps every cached result
     valid = [t for t in doc["tasks"] if t["stage"] == "valid"]
     assert [(t["slice"], t["action"], t["reason"]) for t in valid] == [
@@ -449,7 +504,7 @@ def test_a_changed_filter_recomputes_its_stage_and_everything_below_it(
         assert reasons(doc, stage) == {"upstream stage changed: big.filter"}, stage
 
     warm = run(blueprint, store)
-    assert warm["stats"]["computed"] == doc["summary"]["compute"] == 48
+    assert warm["stats"]["computed"] == doc["summary"]["compute"] == 11 * 4 + BASE_COMBINES + 1
     assert_output_equals(store, warm, expected(months(ORDERS, BASE_MONTHS), threshold=70))
 
     # editing it back finds the first run's results still cached: nothing computes, and the
@@ -475,7 +530,7 @@ def test_a_new_snapshot_of_the_broadcast_input_recomputes_every_join(
     doc = plan(base.blueprint, store)
     # big and priced are not kept (not selective enough to checkpoint), so they are recomputed
     # to feed the joins; valid above them is reused from the cache
-    assert computing(doc) == whole_chain(BASE_MONTHS, combines=3)
+    assert computing(doc) == whole_chain(BASE_MONTHS, combines=BASE_COMBINES)
     assert {(t["action"], t["reason"]) for t in doc["tasks"] if t["stage"] == "valid"} == {
         ("reuse", "cached")
     }
@@ -492,7 +547,7 @@ def test_a_new_snapshot_of_the_broadcast_input_recomputes_every_join(
     assert task["key"] == key_of(doc, "named", 3)
 
     warm = run(base.blueprint, store)
-    assert warm["stats"]["computed"] == doc["summary"]["compute"] == 48
+    assert warm["stats"]["computed"] == doc["summary"]["compute"] == 11 * 4 + BASE_COMBINES + 1
     want = expected(months(ORDERS, BASE_MONTHS), regions)
     assert "west" in set(want.region)
     assert_output_equals(store, warm, want)
@@ -557,7 +612,7 @@ def test_cache_ls_and_du_list_what_the_run_kept(base: Base, tmp_path: Path) -> N
             ("valid", "apply"): 11,
             ("named", "apply"): len(selective),
             ("by_region", "partial"): 11,
-            ("by_region", "combine"): 3,
+            ("by_region", "combine"): BASE_COMBINES,
             ("by_region", "finish"): 1,
         }
     )
@@ -586,18 +641,18 @@ def test_evicted_entries_are_recomputed(base: Base, tmp_path: Path) -> None:
     before = cache_entries(store)
     aggregate = {k for k, e in before.items() if e["stage"] == "by_region"}
     evicted = cli_json("cache", "evict", "--stage", "by_region", store=store)
-    assert set(evicted["evicted"]) == aggregate and len(aggregate) == 15
+    assert set(evicted["evicted"]) == aggregate and len(aggregate) == 11 + BASE_COMBINES + 1
     assert set(cache_entries(store)) == set(before) - aggregate
 
     doc = plan(base.blueprint, store)
     want = Counter({("by_region", k, "partial"): 1 for k in BASE_MONTHS})
-    want.update({("by_region", None, "combine"): 3, ("by_region", None, "finish"): 1})
+    want.update({("by_region", None, "combine"): BASE_COMBINES, ("by_region", None, "finish"): 1})
     assert computing(doc) == want
     # the partials read the checkpointed join results, which stay cached
     assert {t["action"] for t in doc["tasks"] if t["stage"] == "named"} == {"reuse"}
 
     warm = run(base.blueprint, store)
-    assert warm["stats"]["computed"] == 15
+    assert warm["stats"]["computed"] == 11 + BASE_COMBINES + 1
     assert warm["outputs"] == base.run["outputs"]
     assert_output_equals(store, warm, expected(months(ORDERS, BASE_MONTHS)))
 
@@ -607,7 +662,7 @@ def test_recomputed_evicted_entries_are_cached_again(base: Base, tmp_path: Path)
     before = cache_entries(store)
     partials = {k for k, e in before.items() if e["kind"] == "partial"}
     cli_json("cache", "evict", "--stage", "by_region", store=store)
-    assert run(base.blueprint, store)["stats"]["computed"] == 15
+    assert run(base.blueprint, store)["stats"]["computed"] == 11 + BASE_COMBINES + 1
 
     # the evicted results are cached again: the next run computes nothing (it recomputes the
     # 11 partials), its plan says so, and the partials are back under the keys plans give them
@@ -625,7 +680,7 @@ def test_a_corrupt_cached_object_is_a_miss_and_is_recomputed(base: Base, tmp_pat
 
     doc = plan(base.blueprint, store, quiet=False)  # a warning names the bad entry
     want = Counter({("by_region", k, "partial"): 1 for k in BASE_MONTHS})
-    want.update({("by_region", None, "combine"): 3, ("by_region", None, "finish"): 1})
+    want.update({("by_region", None, "combine"): BASE_COMBINES, ("by_region", None, "finish"): 1})
     # the corrupt join result is a miss: it is recomputed from the cached valid@5 through the
     # stages that are not kept; every other slice's join result is reused
     want.update({("big", 5, "apply"): 1, ("priced", 5, "apply"): 1, ("named", 5, "apply"): 1})
@@ -633,7 +688,7 @@ def test_a_corrupt_cached_object_is_a_miss_and_is_recomputed(base: Base, tmp_pat
     assert {t["action"] for t in doc["tasks"] if t["stage"] == "valid"} == {"reuse"}
 
     warm = run(base.blueprint, store, quiet=False)
-    assert warm["stats"]["computed"] == 18
+    assert warm["stats"]["computed"] == 11 + BASE_COMBINES + 1 + 3
     assert warm["outputs"] == base.run["outputs"]
     assert_output_equals(store, warm, expected(months(ORDERS, BASE_MONTHS)))
 
