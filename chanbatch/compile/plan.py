@@ -354,15 +354,18 @@ def _combine_tree(plan: Plan, stage: Stage, spec: dict, keys: list[str]) -> str 
     up = plan.results[stage.from_].sliced
     # A child is labelled by the last slice key under it. The keys come from the stage's input,
     # not from the partial tasks: two slices with equal content share one partial task.
-    if up is not None and len(up) == len(keys):
-        labels: list[SliceKey] = [slice_key for slice_key, _ in up]
-    else:
-        labels = [plan.tasks[k].slice or "" for k in keys]
+    slice_keys = (
+        [slice_key for slice_key, _ in up]
+        if up is not None and len(up) == len(keys)
+        else [plan.tasks[k].slice or "" for k in keys]
+    )
+    # each label's canonical JSON, made once and hashed on every pass it is a label on
+    labels = [canonical_json(encode_key(k)) for k in slice_keys]
     level = 1
     salt = 1
     while len(keys) > 1:
         next_keys: list[str] = []
-        next_labels: list[SliceKey] = []
+        next_labels: list[bytes] = []
         start = 0
         for end in _group_ends(labels, salt):
             group = keys[start:end]
@@ -386,7 +389,7 @@ def _combine_tree(plan: Plan, stage: Stage, spec: dict, keys: list[str]) -> str 
 _SALTED_PASSES = 64
 
 
-def _group_ends(labels: Sequence[SliceKey], salt: int, depth: int = 0) -> list[int]:
+def _group_ends(labels: Sequence[bytes], salt: int, depth: int = 0) -> list[int]:
     """Where the groups of children labelled ``labels`` end (exclusive indices), on pass
     ``salt``: after each label that hashes to a boundary, and at the end. A run longer than
     MAX_GROUP is cut again the same way with another salt (``depth``), so that its groups too
@@ -406,9 +409,9 @@ def _group_ends(labels: Sequence[SliceKey], salt: int, depth: int = 0) -> list[i
     return out
 
 
-def _closes(salt: int, depth: int, label: SliceKey) -> bool:
-    """Whether a group closes after a child whose last slice key is ``label``.
-
-    Canonical bytes, so that every machine builds the same tree."""
-    value = int(digest(canonical_json([salt, depth, encode_key(label)]))[:16], 16)
+def _closes(salt: int, depth: int, label: bytes) -> bool:
+    """Whether a group closes after a child whose last slice key has the canonical JSON
+    ``label``: the bytes hashed are the canonical JSON of ``[salt, depth, key]``, so that every
+    machine builds the same tree."""
+    value = int(digest(b"[%d,%d,%s]" % (salt, depth, label))[:16], 16)
     return value % FANOUT == 0

@@ -27,8 +27,8 @@ import pandas as pd
 import pytest
 
 import chanbatch as cb
-from chanbatch.compile.plan import FANOUT, MAX_GROUP, Plan, _closes, build_plan
-from chanbatch.hashing import digest
+from chanbatch.compile.plan import FANOUT, MAX_GROUP, Plan, build_plan
+from chanbatch.hashing import canonical_json, digest
 from chanbatch.snapshot.manifest import SliceEntry
 from chanbatch.snapshot.refs import Resolved
 
@@ -52,6 +52,11 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[cb.Blueprint, Resolv
     cb.Store(path).freeze("x", pd.DataFrame({"g": [1], "v": [1.0], "k": [1]}), slice_by="k")
     blueprint = cb.Blueprint.from_yaml(BLUEPRINT)
     return blueprint, blueprint.plan(path).plan.inputs["x"]
+
+
+def _closes(salt: int, depth: int, key: int) -> bool:
+    """The documented rule, written out here: does a group close after slice ``key``?"""
+    return int(digest(canonical_json([salt, depth, key]))[:16], 16) % FANOUT == 0
 
 
 def lay_out(base: tuple[cb.Blueprint, Resolved], keys: Iterable[int], version: int = 0) -> Plan:
