@@ -43,6 +43,7 @@ from chanbatch.blueprint.nodes import (
     Negate,
     Not,
 )
+from chanbatch.engine.decimals import decimal_narrowing
 
 if TYPE_CHECKING:
     from chanbatch.blueprint.nodes import Scalar
@@ -146,41 +147,6 @@ _CHECKED: dict[str, Callable[[Any, Any], Any]] = {
     "-": pc.subtract_checked,
     "*": pc.multiply_checked,
 }
-_MAX_DIGITS = 38  # a decimal128's
-
-
-def decimal_narrowing(
-    op: str, left: pa.Decimal128Type, right: pa.Decimal128Type
-) -> tuple[pa.Decimal128Type, pa.Decimal128Type, pa.Decimal128Type] | None:
-    """For ``left op right`` (``+ - *``) on decimals of these types: the types both operands
-    are cast to first and the type of the result, when the exact result would need more than
-    38 digits; None when it fits as it is.
-
-    The rule of :func:`chanbatch.engine.pandas_values.decimal_arith` (DuckDB's result types),
-    restated here because the Arrow path imports no pandas module; a test checks the two
-    against each other on every pair of types. Raises Unsupported where no type fits.
-    """
-    (p1, s1), (p2, s2) = (left.precision, left.scale), (right.precision, right.scale)
-    if op == "*":
-        scale = s1 + s2
-        if p1 + p2 + 1 <= _MAX_DIGITS:
-            return None
-        # p1' + p2' + 1 <= 38: the wider operand gives up digits first
-        q2 = min(p2, max(s2 + 1, 37 - p1)) if p2 <= p1 else p2
-        q1 = min(p1, 37 - q2)
-        q2 = min(q2, 37 - q1)
-        shapes = [(max(q1, s1), s1), (max(q2, s2), s2)]
-    else:
-        scale = max(s1, s2)
-        if max(p1 - s1, p2 - s2) + scale + 1 <= _MAX_DIGITS:
-            return None
-        whole = 37 - scale  # integer digits each operand may keep
-        shapes = [(min(p1, whole + s1), s1), (min(p2, whole + s2), s2)]
-    try:
-        first, second = (pa.decimal128(p, s) for p, s in shapes)
-    except ValueError as exc:  # no decimal type holds the operand (pandas raises the same)
-        raise Unsupported(str(exc)) from exc
-    return first, second, pa.decimal128(_MAX_DIGITS, scale)
 
 
 def _decimal_type(value: Value) -> pa.Decimal128Type:
@@ -199,7 +165,10 @@ def _decimal_arith(op: str, left: Value, right: Value) -> Array:
     """``left op right`` for ``+ - *`` with a decimal and a decimal or an int, as pandas'
     ``_arith`` computes it: :func:`decimal_narrowing`'s casts where the exact type would be too
     wide, then the checked kernel pandas calls; a value that does not fit raises, as there."""
-    narrowing = decimal_narrowing(op, _decimal_type(left), _decimal_type(right))
+    try:
+        narrowing = decimal_narrowing(op, _decimal_type(left), _decimal_type(right))
+    except ValueError as exc:  # no decimal type holds the operand (pandas raises the same)
+        raise Unsupported(str(exc)) from exc
     if narrowing is None:
         return _CHECKED[op](_boxed(left), _boxed(right))
     first, second, result = narrowing

@@ -18,6 +18,7 @@ from pandas.api import types as ptypes
 
 from chanbatch.blueprint.expr import ExprEvalError
 from chanbatch.blueprint.nodes import Expr
+from chanbatch.engine.decimals import decimal_narrowing
 
 Value = Any  # a pandas Series, or a Python scalar from a literal (None is null)
 
@@ -115,31 +116,15 @@ def decimal_arith(op: str, left: Value, right: Value) -> pd.Series | None:
     (Arrow refuses those): the operands are narrowed so that it fits, and the result is
     decimal(38, s), as DuckDB types it; a value too large for that is an error. None when the
     plain operation fits, or an operand is a float."""
-    import pyarrow as pa
-
     kinds = [_decimal_type(v) for v in (left, right)]
     if None in kinds:
         return None
-    (p1, s1), (p2, s2) = ((k.precision, k.scale) for k in kinds)
-    if op == "*":
-        scale, digits = s1 + s2, p1 + p2 + 1
-        if digits <= 38:
-            return None
-        # p1' + p2' + 1 <= 38: narrow the wider operand first
-        q2 = min(p2, max(s2 + 1, 37 - p1)) if p2 <= p1 else p2
-        q1 = min(p1, 37 - q2)
-        q2 = min(q2, 37 - q1)
-        targets = [pa.decimal128(max(q1, s1), s1), pa.decimal128(max(q2, s2), s2)]
-    else:
-        scale = max(s1, s2)
-        digits = max(p1 - s1, p2 - s2) + scale + 1
-        if digits <= 38:
-            return None
-        whole = 37 - scale  # integer digits each operand may keep
-        targets = [pa.decimal128(min(p, whole + s), s) for p, s in ((p1, s1), (p2, s2))]
+    narrowing = decimal_narrowing(op, *kinds)
+    if narrowing is None:
+        return None
+    *targets, result_type = narrowing
     narrowed = [_as_decimal(v, t) for v, t in zip((left, right), targets, strict=True)]
-    result = ARITH[op](*narrowed)
-    return result.astype(pd.ArrowDtype(pa.decimal128(38, scale)))
+    return ARITH[op](*narrowed).astype(pd.ArrowDtype(result_type))
 
 
 def _as_decimal(value: Value, target: Any) -> Value:
