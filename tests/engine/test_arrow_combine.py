@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from enginekit import tables_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -80,15 +81,8 @@ _aggregates = st.lists(
 )
 
 
-@st.composite
-def tables(draw: st.DrawFn) -> pa.Table:
-    rows = draw(st.integers(0, 40))
-    return pa.table(
-        {
-            name: pa.array([draw(values) for _ in range(rows)], type=t)
-            for name, (t, values) in COLUMNS.items()
-        }
-    )
+def tables() -> st.SearchStrategy[pa.Table]:
+    return tables_of(COLUMNS, max_rows=40, chunked=False)
 
 
 @st.composite

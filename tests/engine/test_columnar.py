@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from blueprintkit import expressions_over
+from enginekit import tables_of
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -65,19 +66,9 @@ COLUMNS = {
 }
 
 
-@st.composite
-def tables(draw: st.DrawFn, min_rows: int = 0) -> pa.Table:
+def tables(min_rows: int = 0) -> st.SearchStrategy[pa.Table]:
     """A table of every column kind, sometimes in several chunks, as loads and filters give."""
-    rows = draw(st.integers(min_rows, 40))
-    arrays = {
-        name: pa.array([draw(values) for _ in range(rows)], type=t)
-        for name, (t, values) in COLUMNS.items()
-    }
-    table = pa.table(arrays)
-    cut = draw(st.integers(0, rows))
-    if 0 < cut < rows:
-        table = pa.concat_tables([table.slice(0, cut), table.slice(cut)])
-    return table
+    return tables_of(COLUMNS, max_rows=40, min_rows=min_rows)
 
 
 # -- well-typed expressions, which the Arrow path mostly covers --------------------------------
@@ -349,7 +340,9 @@ def test_partial_keys_may_share_a_name_with_arrow_results() -> None:
     table = pa.table({"count_all": ["a", "b", "a"], "f_sum": [1, 2, 1], "f": [0.5, 1.5, 2.5]})
     spec = _spec(["count_all", "f_sum"], ["sum(f)", "count()"])
     got = to_pandas(columnar.partial(spec, table))
-    pd.testing.assert_frame_equal(got, canonical(aggregate.partial(spec, to_pandas(table))), check_exact=True)
+    pd.testing.assert_frame_equal(
+        got, canonical(aggregate.partial(spec, to_pandas(table))), check_exact=True
+    )
 
 
 def test_partials_it_declines() -> None:

@@ -19,6 +19,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 import pytest
+from enginekit import tables_of
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -68,19 +69,9 @@ COLUMNS = {
 }
 
 
-@st.composite
-def tables(draw: st.DrawFn, min_rows: int = 0) -> pa.Table:
+def tables(min_rows: int = 0) -> st.SearchStrategy[pa.Table]:
     """A table of decimal and other columns, sometimes in two chunks, as loads give."""
-    rows = draw(st.integers(min_rows, 30))
-    arrays = {
-        name: pa.array([draw(values) for _ in range(rows)], type=t)
-        for name, (t, values) in COLUMNS.items()
-    }
-    table = pa.table(arrays)
-    cut = draw(st.integers(0, rows))
-    if 0 < cut < rows:
-        table = pa.concat_tables([table.slice(0, cut), table.slice(cut)])
-    return table
+    return tables_of(COLUMNS, max_rows=30, min_rows=min_rows)
 
 
 # -- expressions --------------------------------------------------------------------------------
