@@ -60,13 +60,16 @@ class PlanReport:
         how many are an aggregate's per-slice partials. The one count of a plan's tasks that
         the summary, the plan table and the flow picture all read."""
         tally: dict[str, dict[str, int]] = {}
-        for task in self.tasks():
+        for task in self.plan.tasks.values():
+            if task.kind not in REPORTED_KINDS:
+                continue
+            decision = self.decisions[task.key]
             row = tally.setdefault(
-                task["stage"], {"compute": 0, "reuse": 0, "provisional": 0, "partials": 0}
+                task.stage, {"compute": 0, "reuse": 0, "provisional": 0, "partials": 0}
             )
-            row[task["action"]] += 1
-            row["provisional"] += bool(task["provisional"])
-            row["partials"] += task["kind"] == "partial"
+            row[decision.action] += 1
+            row["provisional"] += bool(decision.provisional)
+            row["partials"] += task.kind == "partial"
         return tally
 
     def summary(self) -> dict[str, int]:
