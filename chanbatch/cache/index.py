@@ -19,7 +19,7 @@ from chanbatch.snapshot import layout
 from chanbatch.snapshot.freeze import encode_parquet
 from chanbatch.snapshot.normalize import normalize_table
 from chanbatch.snapshot.objects import get_object, put_object
-from chanbatch.snapshot.read import to_pandas
+from chanbatch.snapshot.read import parse_parquet, to_pandas
 from chanbatch.snapshot.roots import Roots
 from chanbatch.snapshot.storage import Storage
 
@@ -100,11 +100,7 @@ def lookup(
 
 def read_result(storage: Storage, entry: CacheEntry) -> pd.DataFrame:
     """The cached frame; raises IntegrityError if its object is missing or corrupt."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(pa.BufferReader(get_object(storage, entry.object)))
-    return to_pandas(table)
+    return to_pandas(parse_parquet(get_object(storage, entry.object)))
 
 
 def write_result(

@@ -88,34 +88,51 @@ def storable(table: pa.Table) -> pa.Table | None:
 
 def apply_rowwise(stage: Stage, table: pa.Table) -> pa.Table:
     """A filter, derive, select or rename on one slice's table; raises Unsupported otherwise."""
+    return apply_tagged(stage, table, None)[0]
+
+
+def apply_tagged(
+    stage: Stage, table: pa.Table, tags: Array | None
+) -> tuple[pa.Table, Array | None]:
+    """:func:`apply_rowwise`, with ``tags`` (one value per row, or None) kept beside the rows:
+    a filter drops the tags of the rows it drops. Every operation here works row by row, so
+    the rows of many slices concatenated give each slice's rows, in order, and the tags say
+    which slice a row came from."""
     op = stage.operation
     try:
         if isinstance(op, Filter):
             condition = ArrowEvaluator(table).eval(op.expr)
             if value_kind(condition) != "bool" or not is_array(condition):
                 raise Unsupported("not a boolean column")
+            if tags is not None:
+                tags = pc.filter(tags, condition)
             # A null condition drops the row, as in SQL. Column by column: Table.filter costs
             # about half as much again on slices of this size.
             if not table.num_columns:
-                return table.filter(condition)
+                return table.filter(condition), tags
             kept = [pc.filter(column, condition) for column in table.columns]
-            return pa.Table.from_arrays(kept, schema=table.schema)
-        if isinstance(op, Derive):
-            for name, expr in op.columns.items():
-                table = _set_column(table, name, _derived(expr, table))
-            return table
-        if isinstance(op, Select):
-            missing = set(op.columns) - set(table.column_names)
-            if missing or len(set(op.columns)) != len(op.columns):
-                raise Unsupported("select")
-            return table.select(list(op.columns))
-        if isinstance(op, Rename):
-            names = [op.mapping.get(c, c) for c in table.column_names]
-            if len(set(names)) != len(names):
-                raise Unsupported("rename to a duplicate name")
-            return table.rename_columns(names)
+            return pa.Table.from_arrays(kept, schema=table.schema), tags
+        return _apply_columns(op, table), tags
     except (pa.ArrowException, ArithmeticError) as exc:
         raise Unsupported(str(exc)) from exc
+
+
+def _apply_columns(op: Any, table: pa.Table) -> pa.Table:
+    """A derive, select or rename: every row kept."""
+    if isinstance(op, Derive):
+        for name, expr in op.columns.items():
+            table = _set_column(table, name, _derived(expr, table))
+        return table
+    if isinstance(op, Select):
+        missing = set(op.columns) - set(table.column_names)
+        if missing or len(set(op.columns)) != len(op.columns):
+            raise Unsupported("select")
+        return table.select(list(op.columns))
+    if isinstance(op, Rename):
+        names = [op.mapping.get(c, c) for c in table.column_names]
+        if len(set(names)) != len(names):
+            raise Unsupported("rename to a duplicate name")
+        return table.rename_columns(names)
     raise Unsupported(type(op).__name__)
 
 
@@ -149,48 +166,107 @@ def partial(spec: Aggregate, table: pa.Table) -> pa.Table:
     reproduces it only for counts, and for sums (also a mean's) of decimals, which pandas
     computes with Arrow's grouped sum, exactly: decimal(38, s), zero for a group with no values.
     """
-    keys = list(spec.group_by)
-    rows = table.num_rows
-    if not keys or len(set(keys)) != len(keys):
-        raise Unsupported("a global aggregate")
     try:
-        # Internal names, which no column can spell, so that none collides with the
-        # aggregates' result columns (a column may well be called "count_all").
-        inner = [f"{SEP}key{i}" for i in range(len(keys))]
-        work: dict[str, Array] = {}
-        for key, name in zip(keys, inner, strict=True):
-            if key not in table.column_names or not _groupable(table.schema.field(key).type):
-                raise Unsupported("group key type")
-            work[name] = table.column(key)
-        arguments = _arguments(spec, table)
-        # pandas' numpy path, if every argument it reduces is a float (counted or summed)
-        general = any(not _is_float(value) for value, _ in arguments.values())
-        requests = _Requests()
-        for name, agg in spec.aggregates.items():
-            requests.add(name, agg, arguments.get(name), work, general)
-        names = [*keys, *(state for state, _, _ in requests.outputs)]
-        if not rows:  # what pandas' general path gives on no rows: the same columns, empty
-            empty = [pa.array([], kind) for _, _, kind in requests.outputs]
-            return pa.Table.from_arrays([work[n].combine_chunks() for n in inner] + empty, names)
-        grouped = (
-            pa.table(work)
-            .group_by(inner, use_threads=False)  # one thread: sums in row order, as np.bincount
-            .aggregate(requests.arrow())
-        )
-        if not general:
-            space = 1
-            for name in inner:
-                space *= pc.count_distinct(grouped.column(name), mode="all").as_py()
-            if space > 4 * rows + 1024:  # pandas' general path, whose sums are compensated
-                raise Unsupported("sparse group keys")
-        grouped = grouped.sort_by([(name, "ascending", "at_end") for name in inner])
-        arrays = [grouped.column(name) for name in inner]
-        arrays += [
-            _state_values(grouped.column(column), kind) for _, column, kind in requests.outputs
-        ]
-        return pa.Table.from_arrays(arrays, names=names)
+        request = _Grouping(spec, table)
+        if not table.num_rows:  # what pandas' general path gives on no rows: the same columns
+            return request.empty()
+        grouped = request.aggregate([])
+        if not request.general and not request.dense(grouped, table.num_rows):
+            raise Unsupported("sparse group keys")
+        return request.states(grouped.sort_by(request.order))
     except (pa.ArrowException, ArithmeticError) as exc:
         raise Unsupported(str(exc)) from exc
+
+
+def partials(
+    spec: Aggregate, table: pa.Table, tags: Array, rows: list[int]
+) -> list[pa.Table | None]:
+    """:func:`partial` of each of many slices at once: ``table`` holds their rows concatenated,
+    ``tags`` (int32) the index of the slice of each row, ``rows`` how many rows each has.
+
+    One grouped aggregate keyed by (slice, group keys) over all of them: its single-threaded
+    sums still add each group's values in row order, so every slice's state is, to the bit,
+    what :func:`partial` gives on its rows alone. A slice whose partial :func:`partial` would
+    not compute (sparse group keys) is None; raises Unsupported as :func:`partial` does for
+    anything else, which concerns every slice alike.
+    """
+    try:
+        request = _Grouping(spec, table)
+        tag = f"{SEP}slice"
+        grouped = request.aggregate([(tag, tags)])
+        grouped = grouped.sort_by([(tag, "ascending"), *request.order])
+        counts = pc.value_counts(grouped.column(tag))
+        groups = dict(zip(counts.field(0).to_pylist(), counts.field(1).to_pylist(), strict=True))
+        out: list[pa.Table | None] = []
+        offset = 0
+        for index, n in enumerate(rows):
+            if not n:
+                start = sum(rows[:index])
+                out.append(partial(spec, table.slice(start, 0)))
+                continue
+            width = groups.get(index, 0)
+            mine = grouped.slice(offset, width)
+            offset += width
+            dense = request.general or request.dense(mine, n)
+            out.append(request.states(mine) if dense else None)
+        return out
+    except (pa.ArrowException, ArithmeticError) as exc:
+        raise Unsupported(str(exc)) from exc
+
+
+class _Grouping:
+    """The grouped aggregate a partial of ``spec`` runs over ``table``'s rows."""
+
+    def __init__(self, spec: Aggregate, table: pa.Table) -> None:
+        keys = list(spec.group_by)
+        if not keys or len(set(keys)) != len(keys):
+            raise Unsupported("a global aggregate")
+        # Internal names, which no column can spell, so that none collides with the
+        # aggregates' result columns (a column may well be called "count_all").
+        self.inner = [f"{SEP}key{i}" for i in range(len(keys))]
+        self.work: dict[str, Array] = {}
+        for key, name in zip(keys, self.inner, strict=True):
+            if key not in table.column_names or not _groupable(table.schema.field(key).type):
+                raise Unsupported("group key type")
+            self.work[name] = table.column(key)
+        arguments = _arguments(spec, table)
+        # pandas' numpy path, if every argument it reduces is a float (counted or summed)
+        self.general = any(not _is_float(value) for value, _ in arguments.values())
+        self.requests = _Requests()
+        for name, agg in spec.aggregates.items():
+            self.requests.add(name, agg, arguments.get(name), self.work, self.general)
+        self.names = [*keys, *(state for state, _, _ in self.requests.outputs)]
+        self.order = [(name, "ascending", "at_end") for name in self.inner]
+
+    def empty(self) -> pa.Table:
+        empty = [pa.array([], kind) for _, _, kind in self.requests.outputs]
+        columns = [self.work[n].combine_chunks() for n in self.inner]
+        return pa.Table.from_arrays(columns + empty, self.names)
+
+    def aggregate(self, before: list[tuple[str, Array]]) -> pa.Table:
+        """The grouped aggregate, keyed by the ``before`` columns, then the group keys."""
+        work = {**dict(before), **self.work}
+        return (
+            pa.table(work)
+            .group_by([*(n for n, _ in before), *self.inner], use_threads=False)
+            .aggregate(self.requests.arrow())
+        )  # one thread: sums in row order, as np.bincount
+
+    def dense(self, grouped: pa.Table, rows: int) -> bool:
+        """Whether pandas takes its numpy path for these groups of ``rows`` rows: their keys'
+        combinations are few enough; else its general path, whose sums are compensated."""
+        space = 1
+        for name in self.inner:
+            space *= pc.count_distinct(grouped.column(name), mode="all").as_py()
+        return space <= 4 * rows + 1024
+
+    def states(self, grouped: pa.Table) -> pa.Table:
+        """The partial's table from the sorted grouped aggregate."""
+        arrays = [grouped.column(name) for name in self.inner]
+        arrays += [
+            _state_values(grouped.column(column), kind) for _, column, kind in self.requests.outputs
+        ]
+        return pa.Table.from_arrays(arrays, names=self.names)
 
 
 class _Requests:

@@ -31,7 +31,7 @@ from chanbatch.engine import columnar
 from chanbatch.engine.failures import StageFailed, describe_failure
 from chanbatch.errors import ChanbatchError, UsageError
 from chanbatch.snapshot.objects import get_object, get_slice
-from chanbatch.snapshot.read import canonical, load_object, to_pandas
+from chanbatch.snapshot.read import canonical, load_object, parse_parquet, to_pandas
 from chanbatch.snapshot.storage import Storage
 
 if TYPE_CHECKING:
@@ -111,11 +111,9 @@ class Part:
     def arrow(self) -> pa.Table | None:
         """The rows as the Arrow path takes them, or None when they are pandas' to handle."""
         if self.table is None and self.frame is None:
-            import pyarrow.parquet as pq
-
             storage = storage_for(self.url)
             entry = self.entry or _cached(storage, self.key)
-            table = pq.read_table(pa.BufferReader(get_object(storage, entry.object)))
+            table = parse_parquet(get_object(storage, entry.object))
             self.table = columnar.arrow_input(table)
             if self.table is None:
                 self.frame = to_pandas(table)
@@ -126,11 +124,9 @@ def stored_table(part: Part) -> pa.Table:
     """``part``'s rows as an Arrow table in the form the store keeps them: a cached result is
     read as it was written, never through pandas, and a computed one is converted once."""
     if part.frame is None and part.table is None:
-        import pyarrow.parquet as pq
-
         storage = storage_for(part.url)
         entry = part.entry or _cached(storage, part.key)
-        return pq.read_table(pa.BufferReader(get_object(storage, entry.object)))
+        return parse_parquet(get_object(storage, entry.object))
     if part.table is not None:
         table = columnar.storable(part.table)
         if table is not None:
@@ -157,7 +153,7 @@ _LEDGER_LOCK = threading.Lock()
 LEDGER_TOPIC = "chanbatch-tasks"
 
 
-def _report(run: str, outcome: TaskOutcome) -> None:
+def report_outcome(run: str, outcome: TaskOutcome) -> None:
     """Record what one task did: in the worker's event log on a distributed cluster (the client
     collects them with ``get_events``, as documents), else in this process."""
     if not run:
@@ -253,7 +249,7 @@ def run_task(call: Call, *deps: Part) -> Part:
         entry = lookup(storage_for(call.url), key, verify=True)
         if entry is not None:
             ident = entry.object if task.stored else key
-            _report(call.run, _entry(task, key, "cutoff", start, stored=entry.object))
+            report_outcome(call.run, _entry(task, key, "cutoff", start, stored=entry.object))
             return Part(key=key, ident=ident, url=call.url, outcome="cutoff", entry=entry)
     result = _compute(task, stage, main, broadcast, call)
     if not isinstance(result, pa.Table):
@@ -267,11 +263,11 @@ def run_task(call: Call, *deps: Part) -> Part:
     rows = result.num_rows if part.table is not None else len(result)
     written = None
     if task.stored or (task.checkpoint and rows <= CHECKPOINT_RATIO * max(task.source_rows, 1)):
-        entry = _store(storage_for(call.url), key, part, kind=task.kind, stage=task.stage)
+        entry = store_part(storage_for(call.url), key, part, kind=task.kind, stage=task.stage)
         written = entry.object
         if task.stored:
             part.ident = entry.object
-    _report(call.run, _entry(task, key, "computed", start, rows=rows, stored=written))
+    report_outcome(call.run, _entry(task, key, "computed", start, rows=rows, stored=written))
     return part
 
 
@@ -332,7 +328,7 @@ def _pandas() -> Any:
     return execute
 
 
-def _store(storage: Storage, key: str, part: Part, *, kind: str, stage: str) -> CacheEntry:
+def store_part(storage: Storage, key: str, part: Part, *, kind: str, stage: str) -> CacheEntry:
     """Keep ``part``'s rows as the result of ``key``. An Arrow table is written as it is when
     that gives the bytes its pandas form would (:func:`columnar.storable`), which spares a
     partial of a few rows two conversions."""

@@ -80,10 +80,10 @@ def choose_executor(
 
 
 def _computing(graph: dict[str, Any]) -> set[str]:
-    from chanbatch.engine.graph import run_task
+    from chanbatch.engine.batch import reporting
 
     # read from our tuples: dask hands callbacks its own Task objects, not subscriptable
-    return {key for key, spec in graph.items() if spec[0] is run_task}
+    return reporting(graph)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -106,6 +106,7 @@ class LocalExecutor:
         run_id: str,
         progress: Progress | None,
     ) -> Executed:
+        from chanbatch.engine.batch import Batch, member
         from chanbatch.engine.graph import Part, take_ledger
         from chanbatch.run.local import run_graph
 
@@ -114,7 +115,12 @@ class LocalExecutor:
         computing = _computing(graph)
 
         def done(key: str, result: Any) -> None:
-            if progress is not None and isinstance(result, Part) and key in computing:
+            if progress is None:
+                return
+            if isinstance(result, Batch):
+                for task, part in result.parts.items():
+                    progress.advance(plan.tasks[task].stage, part.outcome)
+            elif isinstance(result, Part) and key in computing and graph[key][0] is not member:
                 progress.advance(plan.tasks[key].stage, result.outcome)
 
         workers = 1 if self.sync else self.workers or os.cpu_count() or 1

@@ -244,10 +244,12 @@ def _execute(run: _Run, progress: Progress | None) -> dict[str, Any]:
     run.done = {}
     if not run.computed:
         return {}
-    from chanbatch.engine.graph import build_graph  # imports pandas: only when computing
+    from chanbatch.engine.batch import fuse
+    from chanbatch.engine.graph import build_graph  # imports pyarrow: only when computing
 
     url = run.executor.worker_url(run.store.storage)
     graph = build_graph(plan, run.report.decisions, url, run.allow, run=run.intent.run)
+    fuse(graph, plan, url, run.intent.run, run.allow)
     if progress is not None:
         totals: dict[str, int] = {}
         for key in run.computed:

@@ -76,13 +76,21 @@ def load_object(
 ) -> pa.Table:
     """The table in object ``oid`` (only ``columns``, if given), verified: the whole object is
     re-hashed first. Raises IntegrityError if it is missing or corrupt."""
+    return parse_parquet(get_object(storage, oid), columns)
+
+
+def parse_parquet(data: bytes, columns: tuple[str, ...] | list[str] | None = None) -> pa.Table:
+    """The table in the Parquet bytes ``data`` (only ``columns``, if given).
+
+    ``ParquetFile.read`` gives the table ``pq.read_table`` gives, at a third of its cost on a
+    slice of a few thousand rows (no dataset machinery), and without importing pandas, which
+    ``read_table`` does. One thread: a run reads many objects at once on its own threads.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(
-        pa.BufferReader(get_object(storage, oid)),
-        columns=list(columns) if columns is not None else None,
-    )
+    reader = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)
+    return reader.read(columns=list(columns) if columns is not None else None, use_threads=False)
 
 
 def read_table(storage: Storage, entries: list[SliceEntry]) -> pa.Table:

@@ -1,0 +1,319 @@
+"""Many small slices in one task: a slice's chain of row-wise stages and its partial, fused, for
+many slices at once.
+
+A plan has a load, an ``apply`` per row-wise stage and a ``partial`` for every slice of an
+aggregate's input: at 2,526 daily slices, some ten thousand tasks of a millisecond each, whose
+fixed costs (a task, a file read, a call into Arrow per stage) are most of a run. Here the graph
+keeps the plan's tasks, keys and results but runs such chains, for consecutive slices, as one
+task (:func:`run_batch`): it reads the slices, concatenates their rows, runs each stage once
+over all of them (every operation here works row by row) and computes every slice's partial in
+one grouped aggregate keyed by (slice, group keys). Each slice's partial is still its own
+result, stored under its own key, to the bit what the slice alone gives (see
+:func:`chanbatch.engine.columnar.partials`), so nothing a run stores or reports depends on
+batching; a chain that the Arrow path cannot run in one go is run task by task, as
+:func:`chanbatch.engine.graph.run_task` runs it alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from chanbatch.blueprint.model import Aggregate, Stage
+from chanbatch.cache.runs import TaskOutcome
+from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
+from chanbatch.engine import columnar
+from chanbatch.engine.graph import (
+    Call,
+    Part,
+    Ref,
+    load_slice,
+    report_outcome,
+    run_task,
+    storage_for,
+    store_part,
+)
+from chanbatch.hashing import digest
+
+# A batch closes at this many input rows or slices: enough to make a slice's fixed costs small,
+# few enough to keep every worker busy and the rows in memory small.
+BATCH_ROWS = 500_000
+BATCH_SLICES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """One slice's load, then its tasks: row-wise ``apply`` tasks in order, then a partial."""
+
+    load: Ref
+    tasks: tuple[Task, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchCall:
+    """What a worker needs to run a batch; pickled into the graph."""
+
+    url: str
+    run: str
+    stages: tuple[Stage, ...]  # the stage of each task of a chain, in order
+    chains: tuple[Chain, ...]
+    allow: frozenset[str] = frozenset()
+
+    def __dask_tokenize__(self) -> tuple[str, str, str]:
+        return (self.url, self.chains[0].tasks[-1].key, self.run)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What a batch returns: every task it ran, by key, and each chain's partial."""
+
+    parts: dict[str, Part]
+    partials: tuple[Part, ...]
+
+
+def member(batch: Batch, index: int) -> Part:
+    """The partial of the batch's chain ``index``: the graph's task for that partial's key."""
+    return batch.partials[index]
+
+
+# -- where the graph fuses ------------------------------------------------------------------------
+
+
+def fuse(graph: dict[str, Any], plan: Plan, url: str, run: str, allow: frozenset[str]) -> None:
+    """Replace, in ``graph``, the chains of consecutive slices that run the same stages by
+    batches: each partial's key then reads its batch's result, and the loads and applies only
+    the batch read are dropped."""
+    users: dict[str, int] = {}
+    for spec in graph.values():
+        for arg in spec[1:]:
+            if isinstance(arg, str):
+                users[arg] = users.get(arg, 0) + 1
+    runs: dict[tuple[Any, ...], list[Chain]] = {}
+    for key, task in plan.tasks.items():  # slices in key order
+        chain = _chain(graph, plan, key, task, users)
+        if chain is not None:
+            signature = (chain.load.columns, *(t.stage for t in chain.tasks))
+            runs.setdefault(signature, []).append(chain)
+    for chains in runs.values():
+        for group in _batches(chains):
+            if len(group) < 2:
+                continue
+            stages = tuple(plan.blueprint.stages[t.stage] for t in group[0].tasks)
+            call = BatchCall(url=url, run=run, stages=stages, chains=group, allow=allow)
+            name = "batch-" + digest("|".join(c.tasks[-1].key for c in group).encode())
+            graph[name] = (run_batch, call)
+            for index, chain in enumerate(group):
+                graph[chain.tasks[-1].key] = (member, name, index)
+                for task in chain.tasks[:-1]:
+                    del graph[task.key]
+                if users.get(chain.load.key, 0) <= 1:
+                    graph.pop(chain.load.key, None)
+
+
+def _chain(
+    graph: dict[str, Any], plan: Plan, key: str, task: Task, users: dict[str, int]
+) -> Chain | None:
+    """The chain ending in ``key`` if it is a partial the graph computes from its slice's load
+    through applies that nothing else reads; else None."""
+    if task.kind != "partial" or not _computed_here(graph, task):
+        return None
+    tasks = [task]
+    dep = task.deps[0]
+    while plan.tasks[dep].kind == "apply":
+        up = plan.tasks[dep]
+        if not _computed_here(graph, up) or up.stored or users.get(dep, 0) != 1:
+            return None
+        tasks.append(up)
+        dep = up.deps[0]
+    spec = graph.get(dep)
+    if spec is None or spec[0] is not load_slice:
+        return None
+    return Chain(load=spec[1], tasks=tuple(reversed(tasks)))
+
+
+def _computed_here(graph: dict[str, Any], task: Task) -> bool:
+    """Whether the graph computes ``task`` (not reads it), with a key known before the run,
+    on its one input alone."""
+    spec = graph.get(task.key)
+    return (
+        spec is not None
+        and spec[0] is run_task
+        and not task.provisional
+        and not task.broadcast
+        and len(task.deps) == 1
+    )
+
+
+def _batches(chains: list[Chain]) -> Iterator[tuple[Chain, ...]]:
+    group: list[Chain] = []
+    rows = 0
+    for chain in chains:
+        group.append(chain)
+        rows += chain.tasks[-1].source_rows
+        if rows >= BATCH_ROWS or len(group) >= BATCH_SLICES:
+            yield tuple(group)
+            group, rows = [], 0
+    if group:
+        yield tuple(group)
+
+
+# -- on a worker ----------------------------------------------------------------------------------
+
+
+def run_batch(call: BatchCall) -> Batch:
+    """Run every chain of ``call``: all at once on the Arrow path when it covers them, else
+    task by task."""
+    loads = [load_slice(chain.load) for chain in call.chains]
+    tables = [part.table for part in loads]
+    if all(t is not None for t in tables) and _same_schema(tables):
+        try:
+            return _together(call, tables)  # type: ignore[arg-type]
+        except columnar.Unsupported:
+            pass
+    return _one_by_one(call, loads)
+
+
+def _same_schema(tables: list[pa.Table | None]) -> bool:
+    first = tables[0]
+    assert first is not None
+    return all(t is not None and t.schema.equals(first.schema) for t in tables)
+
+
+def _one_by_one(call: BatchCall, loads: list[Part]) -> Batch:
+    parts: dict[str, Part] = {}
+    partials = []
+    for chain, part in zip(call.chains, loads, strict=True):
+        for task, stage in zip(chain.tasks, call.stages, strict=True):
+            part = run_task(_call(call, task, stage), part)
+            parts[task.key] = part
+        partials.append(part)
+    return Batch(parts=parts, partials=tuple(partials))
+
+
+def _call(call: BatchCall, task: Task, stage: Stage) -> Call:
+    return Call(url=call.url, run=call.run, task=task, stage=stage, allow=call.allow)
+
+
+def _together(call: BatchCall, tables: list[pa.Table]) -> Batch:
+    """Every chain of ``call`` on the concatenated rows of its slices; raises Unsupported
+    where the Arrow path does not cover a stage, before anything is stored."""
+    import numpy as np
+
+    rows = [t.num_rows for t in tables]
+    table = pa.concat_tables(tables)
+    tags = pa.array(np.repeat(np.arange(len(tables), dtype=np.int32), rows))
+    steps: list[tuple[float, list[int], pa.Table, pa.Array]] = []
+    for stage in call.stages[:-1]:
+        start = time.perf_counter()
+        table, tags = columnar.apply_tagged(stage, table, tags)
+        assert tags is not None
+        rows = np.bincount(tags.to_numpy(), minlength=len(tables)).tolist()
+        steps.append((time.perf_counter() - start, rows, table, tags))
+    spec = call.stages[-1].operation
+    assert isinstance(spec, Aggregate)
+    start = time.perf_counter()
+    states = columnar.partials(spec, table, tags, rows)
+    seconds = time.perf_counter() - start
+    # nothing was stored until here: an Unsupported above leaves the batch to _one_by_one
+    parts: dict[str, Part] = {}
+    for position, stage in enumerate(call.stages[:-1]):
+        took, counts, whole, _ = steps[position]
+        _applied(call, position, stage, whole, counts, took, parts)
+    partials = []
+    last = rows
+    offsets = np.concatenate([[0], np.cumsum(last)]).tolist()
+    for index, chain in enumerate(call.chains):
+        task = chain.tasks[-1]
+        state = states[index]
+        if state is None:  # the pandas path computes this one (see columnar.partials)
+            rows_in = table.slice(offsets[index], last[index])
+            ident = chain.tasks[-2].key if len(chain.tasks) > 1 else chain.load.key
+            upstream = Part(key=ident, ident=ident, url=call.url, outcome="computed", table=rows_in)
+            part = run_task(_call(call, task, call.stages[-1]), upstream)
+        else:
+            part = _finished(call, task, state, seconds / len(call.chains))
+        parts[task.key] = part
+        partials.append(part)
+    return Batch(parts=parts, partials=tuple(partials))
+
+
+def _applied(
+    call: BatchCall,
+    position: int,
+    stage: Stage,
+    table: pa.Table,
+    counts: list[int],
+    seconds: float,
+    parts: dict[str, Part],
+) -> None:
+    """Report each slice's apply of ``stage``, and keep those results a checkpoint keeps."""
+    import numpy as np
+
+    offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
+    share = seconds / max(len(call.chains), 1)
+    for index, chain in enumerate(call.chains):
+        task = chain.tasks[position]
+        rows = counts[index]
+        keep = task.checkpoint and rows <= CHECKPOINT_RATIO * max(task.source_rows, 1)
+        part = Part(
+            key=task.key,
+            ident=task.key,
+            url=call.url,
+            outcome="computed",
+            table=table.slice(offsets[index], rows) if keep else None,
+        )
+        stored = None
+        if keep:
+            entry = store_part(
+                storage_for(call.url), task.key, part, kind=task.kind, stage=stage.name
+            )
+            stored = entry.object
+            part.table = None  # read again from the cache only if someone asks
+            part.entry = entry
+        report_outcome(call.run, _outcome(task, share, rows=rows, stored=stored))
+        parts[task.key] = part
+
+
+def _finished(call: BatchCall, task: Task, state: pa.Table, seconds: float) -> Part:
+    """A partial computed in the batch: stored under its key, reported."""
+    part = Part(key=task.key, ident=task.key, url=call.url, outcome="computed", table=state)
+    start = time.perf_counter()
+    entry = store_part(storage_for(call.url), task.key, part, kind=task.kind, stage=task.stage)
+    part.ident = entry.object
+    part.entry = entry
+    took = seconds + time.perf_counter() - start
+    report_outcome(call.run, _outcome(task, took, rows=state.num_rows, stored=entry.object))
+    return part
+
+
+def _outcome(task: Task, seconds: float, *, rows: int, stored: str | None) -> TaskOutcome:
+    now = time.perf_counter()
+    return TaskOutcome(
+        dask_key=task.key,
+        key=task.key,
+        stage=task.stage,
+        slice=task.slice,
+        kind=task.kind,
+        outcome="computed",
+        start=now - seconds,
+        seconds=round(seconds, 6),
+        began=time.time() - seconds,
+        rows=rows,
+        stored=stored,
+    )
+
+
+def reporting(graph: dict[str, Any]) -> set[str]:
+    """The keys of the plan's tasks that ``graph`` runs and that report what they did: those
+    it runs alone, and those its batches run."""
+    keys = set()
+    for key, spec in graph.items():
+        if spec[0] is run_task:
+            keys.add(key)
+        elif spec[0] is run_batch:
+            keys.update(task.key for chain in spec[1].chains for task in chain.tasks)
+    return keys
