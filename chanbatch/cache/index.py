@@ -4,11 +4,19 @@ Results are Parquet objects in the store's ``objects/``, so they are content-add
 deduplicated like frozen data: two keys with equal results share one object. An entry that is
 missing, malformed, or whose object is missing or corrupt is a miss, never an error: the task is
 computed again and the entry rewritten.
+
+Small partials are *packed*: the partials of many slices, computed together, go into one
+object, and each one's entry names that object and its rows in it (``range``: first row and
+count). Writing an object per partial of a few rows cost more than computing it. A packed
+result is identified by its ``content`` (:func:`content_id` of its rows), not by the pack's
+object id, so that what the tasks above it hash does not depend on which partials were
+computed together; a result stored alone is identified by its object id, as before.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,6 +33,7 @@ from chanbatch.snapshot.storage import Storage
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +49,17 @@ class CacheEntry:
     kind: str = ""
     stage: str = ""
     created_at: str = ""
+    range: tuple[int, int] | None = None  # in a pack: (first row, rows); None: all of it
+    content: str = ""  # in a pack: content_id of its rows
+
+    @property
+    def ident(self) -> str:
+        """What the tasks that read this result hash it as: its content id when it is packed,
+        else its object's id."""
+        return self.content or self.object
 
     def document(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "key": self.key,
             "objects": [self.object],
             "rows": self.rows,
@@ -56,6 +73,10 @@ class CacheEntry:
             .stating(name=self.key, stage=self.stage)
             .document(),
         }
+        if self.range is not None:
+            doc["range"] = list(self.range)
+            doc["content"] = self.content
+        return doc
 
 
 def entry_path(key: str) -> str:
@@ -81,6 +102,8 @@ def lookup(
             kind=str(doc.get("kind", "")),
             stage=str(doc.get("stage", "")),
             created_at=str(doc.get("created_at", "")),
+            range=_range(doc.get("range")),
+            content=str(doc.get("content", "")) if "range" in doc else "",
         )
     except FileNotFoundError:
         return None
@@ -98,9 +121,30 @@ def lookup(
     return entry
 
 
+def _range(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    first, rows = (int(v) for v in value)
+    if first < 0 or rows < 0:
+        raise ValueError("a negative range")
+    return first, rows
+
+
+def cached_table(storage: Storage, entry: CacheEntry) -> pa.Table:
+    """The cached rows as the store keeps them (of a packed result, only its own); raises
+    IntegrityError if its object is missing or corrupt."""
+    table = parse_parquet(get_object(storage, entry.object))
+    if entry.range is None:
+        return table
+    first, rows = entry.range
+    if first + rows > table.num_rows:
+        raise IntegrityError(f"cache entry {entry.key[:12]} names rows its pack does not have")
+    return table.slice(first, rows)
+
+
 def read_result(storage: Storage, entry: CacheEntry) -> pd.DataFrame:
     """The cached frame; raises IntegrityError if its object is missing or corrupt."""
-    return to_pandas(parse_parquet(get_object(storage, entry.object)))
+    return to_pandas(cached_table(storage, entry))
 
 
 def write_result(
@@ -134,6 +178,51 @@ def write_table(
     return entry
 
 
+# A partial of at most this many rows is packed with the others computed beside it.
+PACK_ROWS = 4096
+
+
+def content_id(table: pa.Table) -> str:
+    """The id of ``table``'s rows as a packed result: blake3 of its column names, types and
+    values as JSON (exact: Python writes floats as the shortest text that reads back the same,
+    decimals and dates as their text), so equal rows have equal ids however they were built."""
+    columns = [[field.name, str(field.type)] for field in table.schema]
+    values = [column.to_pylist() for column in table.columns]
+    text = json.dumps([columns, values], separators=(",", ":"), default=str, allow_nan=True)
+    return digest(text.encode())
+
+
+def write_pack(
+    storage: Storage, members: list[tuple[str, pa.Table]], *, kind: str, stage: str
+) -> list[CacheEntry]:
+    """Store normalised Arrow tables of one schema (at most PACK_ROWS rows each) as the
+    results of their keys, in one object; each entry is written after it."""
+    import pyarrow as pa
+
+    table = pa.concat_tables([t for _, t in members])
+    data = encode_parquet(table)
+    oid, _new = put_object(storage, data, repair=True)
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+    entries = []
+    first = 0
+    for key, rows in members:
+        entry = CacheEntry(
+            key=key,
+            object=oid,
+            rows=rows.num_rows,
+            bytes=len(data) * rows.num_rows // max(table.num_rows, 1),
+            kind=kind,
+            stage=stage,
+            created_at=now,
+            range=(first, rows.num_rows),
+            content=content_id(rows),
+        )
+        storage.write_atomic(entry_path(key), seal(entry.document()))
+        entries.append(entry)
+        first += rows.num_rows
+    return entries
+
+
 class CacheView:
     """What planning asks the cache, answered with as few reads as possible.
 
@@ -163,7 +252,7 @@ class CacheView:
         if not self.has_entry(key):
             return None
         entry = lookup(self.storage, key, check_object=False)
-        return entry.object if entry is not None else None
+        return entry.ident if entry is not None else None
 
 
 # -- the contents memo -------------------------------------------------------------------------

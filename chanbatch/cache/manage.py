@@ -29,10 +29,10 @@ def list_entries(storage: Storage, *, stage: str | None = None) -> list[CacheEnt
 def usage(storage: Storage) -> dict[str, object]:
     """Entry count and bytes, in total and per stage; shared objects are counted once."""
     entries = list_entries(storage)
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, tuple[int, int] | None], int] = {}
     stages: dict[str, dict[str, int]] = {}
     for e in entries:
-        seen.setdefault(e.object, e.bytes)
+        seen.setdefault((e.object, e.range), e.bytes)  # a pack's members: a share each
         s = stages.setdefault(e.stage or "?", {"entries": 0, "bytes": 0})
         s["entries"] += 1
         s["bytes"] += e.bytes

@@ -40,6 +40,7 @@ from chanbatch.engine.pandas_eval import evaluate
 if TYPE_CHECKING:
     import pandas as pd
 
+
 def _argument(frame: pd.DataFrame, arg: Any) -> pd.Series:
     if isinstance(arg, Column):
         return frame[arg.name]
@@ -205,7 +206,9 @@ def combine(spec: Aggregate, partials: list[pd.DataFrame]) -> pd.DataFrame:
         for name, agg in spec.aggregates.items()
         for state in decomposing(agg.func).states
     ]
-    totals = grouped[[state_column(name, st.part) for name, st in states if st.merge == "total"]].sum()
+    totals = grouped[
+        [state_column(name, st.part) for name, st in states if st.merge == "total"]
+    ].sum()
     summed = [state_column(name, st.part) for name, st in states if st.merge == "sum"]
     sums = grouped[summed].sum(min_count=1) if summed else None
     out: dict[str, Any] = {}
@@ -317,4 +320,3 @@ def _merge_moments(
         mean_col: pd.Series(grand, index=merged_n.index),
         m2_col: pd.Series(spread.groupby(ids).sum().to_numpy(), index=merged_n.index),
     }
-

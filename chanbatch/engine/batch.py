@@ -17,13 +17,14 @@ batching; a chain that the Arrow path cannot run in one go is run task by task, 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from chanbatch.blueprint.model import Aggregate, Stage
+from chanbatch.cache.index import PACK_ROWS, write_pack
 from chanbatch.cache.runs import TaskOutcome
 from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
 from chanbatch.engine import columnar
@@ -83,35 +84,58 @@ def member(batch: Batch, index: int) -> Part:
 # -- where the graph fuses ------------------------------------------------------------------------
 
 
-def fuse(graph: dict[str, Any], plan: Plan, url: str, run: str, allow: frozenset[str]) -> None:
-    """Replace, in ``graph``, the chains of consecutive slices that run the same stages by
-    batches: each partial's key then reads its batch's result, and the loads and applies only
-    the batch read are dropped."""
-    users: dict[str, int] = {}
-    for spec in graph.values():
-        for arg in spec[1:]:
-            if isinstance(arg, str):
-                users[arg] = users.get(arg, 0) + 1
-    runs: dict[tuple[Any, ...], list[Chain]] = {}
-    for key, task in plan.tasks.items():  # slices in key order
-        chain = _chain(graph, plan, key, task, users)
-        if chain is not None:
-            signature = (chain.load.columns, *(t.stage for t in chain.tasks))
-            runs.setdefault(signature, []).append(chain)
-    for chains in runs.values():
-        for group in _batches(chains):
-            if len(group) < 2:
-                continue
-            stages = tuple(plan.blueprint.stages[t.stage] for t in group[0].tasks)
-            call = BatchCall(url=url, run=run, stages=stages, chains=group, allow=allow)
-            name = "batch-" + digest("|".join(c.tasks[-1].key for c in group).encode())
-            graph[name] = (run_batch, call)
-            for index, chain in enumerate(group):
-                graph[chain.tasks[-1].key] = (member, name, index)
-                for task in chain.tasks[:-1]:
-                    del graph[task.key]
-                if users.get(chain.load.key, 0) <= 1:
-                    graph.pop(chain.load.key, None)
+@dataclass(frozen=True, slots=True)
+class Fusion:
+    """What fusing a run's graph needs besides the plan: where workers find the store, the run,
+    and the modules ``map`` stages may import."""
+
+    url: str
+    run: str
+    allow: frozenset[str] = frozenset()
+
+    def apply(
+        self, graph: dict[str, Any], plan: Plan, worker_of: Callable[[str], str] | None = None
+    ) -> dict[str, str]:
+        """Replace, in ``graph``, the chains of consecutive slices that run the same stages by
+        batches: each partial's key then reads its batch's result, and the loads and applies
+        only the batch read are dropped. With ``worker_of`` (slice id -> worker), a batch
+        holds the slices of one worker only, so that the tasks of a slice still run where its
+        id says; returns each batch's worker ("" without ``worker_of``)."""
+        users: dict[str, int] = {}
+        for spec in graph.values():
+            for arg in spec[1:]:
+                if isinstance(arg, str):
+                    users[arg] = users.get(arg, 0) + 1
+        runs: dict[tuple[str, Any, tuple[str, ...]], list[Chain]] = {}
+        for key, task in plan.tasks.items():  # slices in key order
+            chain = _chain(graph, plan, key, task, users)
+            if chain is not None:
+                worker = worker_of(chain.load.slice_id or chain.load.key) if worker_of else ""
+                signature = (worker, chain.load.columns, tuple(t.stage for t in chain.tasks))
+                runs.setdefault(signature, []).append(chain)
+        placed: dict[str, str] = {}
+        for signature, chains in runs.items():
+            for group in _batches(chains):
+                if len(group) < 2:
+                    continue
+                name = self._replace(graph, plan, group, users)
+                placed[name] = signature[0]
+        return placed
+
+    def _replace(
+        self, graph: dict[str, Any], plan: Plan, group: tuple[Chain, ...], users: dict[str, int]
+    ) -> str:
+        stages = tuple(plan.blueprint.stages[t.stage] for t in group[0].tasks)
+        call = BatchCall(url=self.url, run=self.run, stages=stages, chains=group, allow=self.allow)
+        name = "batch-" + digest("|".join(c.tasks[-1].key for c in group).encode())
+        graph[name] = (run_batch, call)
+        for index, chain in enumerate(group):
+            graph[chain.tasks[-1].key] = (member, name, index)
+            for task in chain.tasks[:-1]:
+                del graph[task.key]
+            if users.get(chain.load.key, 0) <= 1:
+                graph.pop(chain.load.key, None)
+        return name
 
 
 def _chain(
@@ -171,7 +195,7 @@ def run_batch(call: BatchCall) -> Batch:
     tables = [part.table for part in loads]
     if all(t is not None for t in tables) and _same_schema(tables):
         try:
-            return _together(call, tables)  # type: ignore[arg-type]
+            return _together(call, tables)
         except columnar.Unsupported:
             pass
     return _one_by_one(call, loads)
@@ -184,13 +208,23 @@ def _same_schema(tables: list[pa.Table | None]) -> bool:
 
 
 def _one_by_one(call: BatchCall, loads: list[Part]) -> Batch:
+    """Each chain task by task, as the graph would run them alone. A chain that fails does not
+    stop the others: they finish and are stored, as on a pool of workers, and then the first
+    failure is raised."""
     parts: dict[str, Part] = {}
     partials = []
+    failure: BaseException | None = None
     for chain, part in zip(call.chains, loads, strict=True):
-        for task, stage in zip(chain.tasks, call.stages, strict=True):
-            part = run_task(_call(call, task, stage), part)
-            parts[task.key] = part
+        try:
+            for task, stage in zip(chain.tasks, call.stages, strict=True):
+                part = run_task(_call(call, task, stage), part)
+                parts[task.key] = part
+        except Exception as exc:
+            failure = failure or exc
+            continue
         partials.append(part)
+    if failure is not None:
+        raise failure
     return Batch(parts=parts, partials=tuple(partials))
 
 
@@ -223,22 +257,57 @@ def _together(call: BatchCall, tables: list[pa.Table]) -> Batch:
     for position, stage in enumerate(call.stages[:-1]):
         took, counts, whole, _ = steps[position]
         _applied(call, position, stage, whole, counts, took, parts)
-    partials = []
-    last = rows
-    offsets = np.concatenate([[0], np.cumsum(last)]).tolist()
+    ready: list[tuple[Task, pa.Table]] = []
+    offsets = np.concatenate([[0], np.cumsum(rows)]).tolist()
     for index, chain in enumerate(call.chains):
-        task = chain.tasks[-1]
-        state = states[index]
+        task, state = chain.tasks[-1], states[index]
         if state is None:  # the pandas path computes this one (see columnar.partials)
-            rows_in = table.slice(offsets[index], last[index])
             ident = chain.tasks[-2].key if len(chain.tasks) > 1 else chain.load.key
-            upstream = Part(key=ident, ident=ident, url=call.url, outcome="computed", table=rows_in)
-            part = run_task(_call(call, task, call.stages[-1]), upstream)
+            upstream = Part(
+                key=ident,
+                ident=ident,
+                url=call.url,
+                outcome="computed",
+                table=table.slice(offsets[index], rows[index]),
+            )
+            parts[task.key] = run_task(_call(call, task, call.stages[-1]), upstream)
         else:
-            part = _finished(call, task, state, seconds / len(call.chains))
+            ready.append((task, state))
+    _store_partials(call, ready, seconds / len(call.chains), parts)
+    partials = tuple(parts[chain.tasks[-1].key] for chain in call.chains)
+    return Batch(parts=parts, partials=partials)
+
+
+def _store_partials(
+    call: BatchCall, ready: list[tuple[Task, pa.Table]], share: float, parts: dict[str, Part]
+) -> None:
+    """Store the partials computed together, the small ones in one pack; report each."""
+    start = time.perf_counter()
+    storage = storage_for(call.url)
+    stage = call.stages[-1].name
+    tables = {task.key: columnar.storable(state) for task, state in ready}
+    small = [
+        (task.key, table)
+        for task, _ in ready
+        if (table := tables[task.key]) is not None and table.num_rows <= PACK_ROWS
+    ]
+    if small and any(not t.schema.equals(small[0][1].schema) for _, t in small):
+        small = []  # one pack holds one schema; these are stored one by one below
+    entries = (
+        {e.key: e for e in write_pack(storage, small, kind="partial", stage=stage)} if small else {}
+    )
+    for task, state in ready:
+        part = Part(key=task.key, ident=task.key, url=call.url, outcome="computed", table=state)
+        entry = entries.get(task.key) or store_part(
+            storage, task.key, part, kind=task.kind, stage=stage
+        )
+        part.ident, part.entry = entry.ident, entry
         parts[task.key] = part
-        partials.append(part)
-    return Batch(parts=parts, partials=tuple(partials))
+    took = share + (time.perf_counter() - start) / max(len(ready), 1)
+    for task, state in ready:
+        report_outcome(
+            call.run, _outcome(task, took, rows=state.num_rows, stored=parts[task.key].ident)
+        )
 
 
 def _applied(
@@ -276,18 +345,6 @@ def _applied(
             part.entry = entry
         report_outcome(call.run, _outcome(task, share, rows=rows, stored=stored))
         parts[task.key] = part
-
-
-def _finished(call: BatchCall, task: Task, state: pa.Table, seconds: float) -> Part:
-    """A partial computed in the batch: stored under its key, reported."""
-    part = Part(key=task.key, ident=task.key, url=call.url, outcome="computed", table=state)
-    start = time.perf_counter()
-    entry = store_part(storage_for(call.url), task.key, part, kind=task.kind, stage=task.stage)
-    part.ident = entry.object
-    part.entry = entry
-    took = seconds + time.perf_counter() - start
-    report_outcome(call.run, _outcome(task, took, rows=state.num_rows, stored=entry.object))
-    return part
 
 
 def _outcome(task: Task, seconds: float, *, rows: int, stored: str | None) -> TaskOutcome:

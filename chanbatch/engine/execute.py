@@ -184,4 +184,3 @@ def finish(stage: Stage, parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
     if not parts:  # an input with no slices
         return pd.DataFrame(columns=[*op.group_by, *op.aggregates])
     return aggregate.finish(op, parts[0])
-

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow as pa
 
 from chanbatch.blueprint.model import Aggregate, Stage
-from chanbatch.cache import CacheEntry, lookup, read_result, write_result
-from chanbatch.cache.index import write_table
+from chanbatch.cache import CacheEntry, lookup, read_result
+from chanbatch.cache.index import PACK_ROWS, cached_table, write_pack, write_table
 from chanbatch.cache.runs import TaskOutcome
 from chanbatch.compile.decide import Decision
 from chanbatch.compile.keys import task_key
@@ -30,8 +30,9 @@ from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
 from chanbatch.engine import columnar
 from chanbatch.engine.failures import StageFailed, describe_failure
 from chanbatch.errors import ChanbatchError, UsageError
-from chanbatch.snapshot.objects import get_object, get_slice
-from chanbatch.snapshot.read import canonical, load_object, parse_parquet, to_pandas
+from chanbatch.snapshot.normalize import normalize_table
+from chanbatch.snapshot.objects import get_slice
+from chanbatch.snapshot.read import canonical, load_object, to_pandas
 from chanbatch.snapshot.storage import Storage
 
 if TYPE_CHECKING:
@@ -112,8 +113,7 @@ class Part:
         """The rows as the Arrow path takes them, or None when they are pandas' to handle."""
         if self.table is None and self.frame is None:
             storage = storage_for(self.url)
-            entry = self.entry or _cached(storage, self.key)
-            table = parse_parquet(get_object(storage, entry.object))
+            table = cached_table(storage, self.entry or _cached(storage, self.key))
             self.table = columnar.arrow_input(table)
             if self.table is None:
                 self.frame = to_pandas(table)
@@ -125,8 +125,7 @@ def stored_table(part: Part) -> pa.Table:
     read as it was written, never through pandas, and a computed one is converted once."""
     if part.frame is None and part.table is None:
         storage = storage_for(part.url)
-        entry = part.entry or _cached(storage, part.key)
-        return parse_parquet(get_object(storage, entry.object))
+        return cached_table(storage, part.entry or _cached(storage, part.key))
     if part.table is not None:
         table = columnar.storable(part.table)
         if table is not None:
@@ -228,7 +227,7 @@ def load_slice(ref: Ref) -> Part:
 def load_cached(ref: Ref) -> Part:
     """A cached result, read when a consumer needs it."""
     entry = _cached(storage_for(ref.url), ref.key)
-    ident = entry.object if ref.stored else ref.key
+    ident = entry.ident if ref.stored else ref.key
     return Part(key=ref.key, ident=ident, url=ref.url, outcome="cached", entry=entry)
 
 
@@ -248,8 +247,8 @@ def run_task(call: Call, *deps: Part) -> Part:
     if task.provisional and stored:
         entry = lookup(storage_for(call.url), key, verify=True)
         if entry is not None:
-            ident = entry.object if task.stored else key
-            report_outcome(call.run, _entry(task, key, "cutoff", start, stored=entry.object))
+            ident = entry.ident if task.stored else key
+            report_outcome(call.run, _entry(task, key, "cutoff", start, stored=entry.ident))
             return Part(key=key, ident=ident, url=call.url, outcome="cutoff", entry=entry)
     result = _compute(task, stage, main, broadcast, call)
     if not isinstance(result, pa.Table):
@@ -264,9 +263,9 @@ def run_task(call: Call, *deps: Part) -> Part:
     written = None
     if task.stored or (task.checkpoint and rows <= CHECKPOINT_RATIO * max(task.source_rows, 1)):
         entry = store_part(storage_for(call.url), key, part, kind=task.kind, stage=task.stage)
-        written = entry.object
+        written = entry.ident
         if task.stored:
-            part.ident = entry.object
+            part.ident = entry.ident
     report_outcome(call.run, _entry(task, key, "computed", start, rows=rows, stored=written))
     return part
 
@@ -329,13 +328,22 @@ def _pandas() -> Any:
 
 
 def store_part(storage: Storage, key: str, part: Part, *, kind: str, stage: str) -> CacheEntry:
-    """Keep ``part``'s rows as the result of ``key``. An Arrow table is written as it is when
+    """Keep ``part``'s rows as the result of ``key``: a small partial packed (a pack of one
+    here; :mod:`chanbatch.engine.batch` packs many), anything else as an object of its own."""
+    table = storable_table(part)
+    if kind == "partial" and table.num_rows <= PACK_ROWS:
+        return write_pack(storage, [(key, table)], kind=kind, stage=stage)[0]
+    return write_table(storage, key, table, kind=kind, stage=stage)
+
+
+def storable_table(part: Part) -> pa.Table:
+    """``part``'s computed rows as the cache stores them. An Arrow table is taken as it is when
     that gives the bytes its pandas form would (:func:`columnar.storable`), which spares a
     partial of a few rows two conversions."""
     table = columnar.storable(part.table) if part.table is not None else None
     if table is None:
-        return write_result(storage, key, part.data, kind=kind, stage=stage)
-    return write_table(storage, key, table, kind=kind, stage=stage)
+        table = normalize_table(pa.Table.from_pandas(part.data, preserve_index=False))
+    return table
 
 
 def build_graph(

@@ -64,7 +64,6 @@ _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-
 def evaluate(expr: Expr, frame: pd.DataFrame, *, strict: bool = False) -> pd.Series:
     """The value of ``expr`` on every row of ``frame``, as a Series on ``frame.index``.
 

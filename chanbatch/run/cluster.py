@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from chanbatch.compile.plan import Plan
+    from chanbatch.engine.batch import Fusion
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,12 @@ def run_graph(
     targets: list[str],
     expected: set[str],
     on_report: Callable[[TaskOutcome], None] | None = None,
+    fusion: Fusion | None = None,
 ) -> tuple[list[Any], list[TaskOutcome]]:
     """Run ``graph`` with slice affinity; returns the targets' results and the task reports.
+
+    With ``fusion``, the chains of many slices run as batches (:mod:`chanbatch.engine.batch`),
+    each of the slices of one worker, and sent to that worker.
 
     Workers send a report per task as an event (see chanbatch.engine.graph), apart from the
     results, so this waits (at most 10 s) until one has arrived for every key in ``expected``.
@@ -106,7 +111,13 @@ def run_graph(
         client.subscribe_topic(LEDGER_TOPIC, lambda event: on_report(TaskOutcome.parse(event[1])))
     try:
         release_orphans(client)
-        where = placement(plan, graph, worker_names(client))
+        names = worker_names(client)
+        batches: dict[str, str] = {}
+        if fusion is not None:
+            affinity = (lambda sid: pick_worker(sid, names)) if len(names) >= 2 else None
+            batches = fusion.apply(graph, plan, affinity)
+        where = placement(plan, graph, names)
+        where.update({key: [worker] if worker else [] for key, worker in batches.items()})
         # a dict's __getitem__ pickles without chanbatch, so any scheduler can call it
         with dask.annotate(workers=where.__getitem__, allow_other_workers=True):
             results = client.get(graph, targets, sync=True)

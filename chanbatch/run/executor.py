@@ -25,6 +25,7 @@ from chanbatch.run.schedulers import check_scheduler, connect
 if TYPE_CHECKING:
     from chanbatch.cache.runs import TaskOutcome
     from chanbatch.compile.plan import Plan
+    from chanbatch.engine.batch import Fusion
     from chanbatch.snapshot.storage import Storage
 
 # the logger that users' filters and ``-v`` output have always named
@@ -60,7 +61,11 @@ class Executor(Protocol):
         targets: list[str],
         run_id: str,
         progress: Progress | None,
-    ) -> Executed: ...
+        fusion: Fusion | None = None,
+    ) -> Executed:
+        """Run ``graph`` for ``targets``, fusing its per-slice chains with ``fusion`` (see
+        :mod:`chanbatch.engine.batch`) unless it is None."""
+        ...
 
 
 def choose_executor(
@@ -105,6 +110,7 @@ class LocalExecutor:
         targets: list[str],
         run_id: str,
         progress: Progress | None,
+        fusion: Fusion | None = None,
     ) -> Executed:
         from chanbatch.engine.batch import Batch, member
         from chanbatch.engine.graph import Part, take_ledger
@@ -112,6 +118,8 @@ class LocalExecutor:
 
         if self.pin:
             log.warning("--pin-cpus pins worker processes; with %s it does nothing", self.name)
+        if fusion is not None:
+            fusion.apply(graph, plan)
         computing = _computing(graph)
 
         def done(key: str, result: Any) -> None:
@@ -161,6 +169,7 @@ class ClusterExecutor:
         targets: list[str],
         run_id: str,
         progress: Progress | None,
+        fusion: Fusion | None = None,
     ) -> Executed:
         from chanbatch.run import cluster as clusters
 
@@ -177,7 +186,7 @@ class ClusterExecutor:
                     progress.message(f"dashboard: {link}")
             with clusters.pinned(client) if self.pin else contextlib.nullcontext():
                 results, ledger = clusters.run_graph(
-                    client, plan, graph, targets, expected, on_report=on_report
+                    client, plan, graph, targets, expected, on_report=on_report, fusion=fusion
                 )
         return dict(zip(targets, results, strict=True)), ledger
 

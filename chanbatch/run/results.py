@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from chanbatch.cache.runs import RunRecord
 from chanbatch.compile.decide import Decision
 from chanbatch.compile.plan import Plan
 from chanbatch.run import display
@@ -26,6 +27,9 @@ class PlanReport:
     plan: Plan
     decisions: dict[str, Decision]
     memo: dict[str, str] = field(default_factory=dict)  # the memo as planning read it
+    # the blueprint's last run record, once planning has read it (a run reads it once)
+    last: RunRecord | None = None
+    read_last: bool = False
 
     @property
     def has_work(self) -> bool:

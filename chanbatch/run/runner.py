@@ -102,8 +102,10 @@ def plan_blueprint(
     plan = build_plan(blueprint, inputs, view.content_of)
     report = PlanReport(plan=plan, decisions=decide(plan, store.storage, view), memo=view.memo)
     if report.has_work:
-        previous = load_previous(store.storage, last_run(store, blueprint.name))
-        report.decisions = explain(plan, report.decisions, previous)
+        report.last, report.read_last = last_run(store, blueprint.name), True
+        report.decisions = explain(
+            plan, report.decisions, load_previous(store.storage, report.last)
+        )
     return report
 
 
@@ -244,12 +246,11 @@ def _execute(run: _Run, progress: Progress | None) -> dict[str, Any]:
     run.done = {}
     if not run.computed:
         return {}
-    from chanbatch.engine.batch import fuse
+    from chanbatch.engine.batch import Fusion
     from chanbatch.engine.graph import build_graph  # imports pyarrow: only when computing
 
     url = run.executor.worker_url(run.store.storage)
     graph = build_graph(plan, run.report.decisions, url, run.allow, run=run.intent.run)
-    fuse(graph, plan, url, run.intent.run, run.allow)
     if progress is not None:
         totals: dict[str, int] = {}
         for key in run.computed:
@@ -259,7 +260,8 @@ def _execute(run: _Run, progress: Progress | None) -> dict[str, Any]:
         progress.begin(totals)
     targets = [k for stage in run.blueprint.outputs for k in plan.results[stage].keys if k]
     unique = list(dict.fromkeys(targets))
-    parts, ledger = run.executor.execute(plan, graph, unique, run.intent.run, progress)
+    fusion = Fusion(url, run.intent.run, run.allow)
+    parts, ledger = run.executor.execute(plan, graph, unique, run.intent.run, progress, fusion)
     run.done = {entry.dask_key: entry for entry in ledger}
     return parts
 
@@ -267,7 +269,8 @@ def _execute(run: _Run, progress: Progress | None) -> dict[str, Any]:
 def _freeze(
     run: _Run, parts: dict[str, Any]
 ) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
-    previous = last_run(run.store, run.blueprint.name)
+    report = run.report
+    previous = report.last if report.read_last else last_run(run.store, run.blueprint.name)
     return freeze_outputs(
         run.store, run.blueprint, run.report.plan, parts, run.done or {}, run.intent.run, previous
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from opskit import assert_same, sql
 
@@ -116,12 +117,20 @@ def _store(path: Path) -> cb.Store:
     return store
 
 
-def _cache(path: Path) -> dict[str, str]:
-    """Cache key -> object id of every cached result."""
-    return {
-        entry.stem: json.loads(entry.read_text())["objects"][0]
-        for entry in (path / "cache").glob("*.json")
-    }
+def _cache(path: Path) -> dict[str, tuple[str, list[dict[str, object]]]]:
+    """Cache key -> the identity of every cached result (its object id, or for a packed
+    partial the id of its rows, since a pack holds whatever was computed beside it) and its
+    rows as stored, read back with pyarrow."""
+    out = {}
+    for entry in (path / "cache").glob("*.json"):
+        doc = json.loads(entry.read_text())
+        oid = doc["objects"][0]
+        table = pq.read_table(path / "objects" / oid[:2] / oid[2:])
+        if "range" in doc:
+            first, rows = doc["range"]
+            table = table.slice(first, rows)
+        out[entry.stem] = (doc.get("content") or oid, table.to_pylist())
+    return out
 
 
 def _run(path: Path, name: str) -> tuple[str, pd.DataFrame]:
@@ -137,7 +146,7 @@ def test_arrow_and_pandas_paths_store_the_same_bytes(
     _store(tmp_path / "arrow")
     _store(tmp_path / "pandas")
     used: list[str] = []
-    for function in ("apply_rowwise", "partial"):
+    for function in ("apply_rowwise", "apply_tagged", "partial", "partials"):
         original = getattr(columnar, function)
 
         def spy(*args: object, _original: object = original, _name: str = function) -> object:
