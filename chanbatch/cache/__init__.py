@@ -3,13 +3,13 @@ records of the runs that made and reused them (:mod:`chanbatch.cache.runs`)."""
 
 from chanbatch.cache.index import (
     CacheEntry,
-    CacheView,
     lookup,
     read_memo,
     read_result,
     write_memo,
     write_result,
 )
+from chanbatch.cache.view import CacheView
 
 __all__ = [
     "CacheEntry",

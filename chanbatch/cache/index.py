@@ -16,8 +16,8 @@ computed together; a result stored alone is identified by its object id, as befo
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -84,31 +84,22 @@ def entry_path(key: str) -> str:
 
 
 def lookup(
-    storage: Storage, key: str, *, verify: bool = False, check_object: bool = True
+    storage: Storage,
+    key: str,
+    *,
+    verify: bool = False,
+    check_object: bool = True,
+    packed: Mapping[str, CacheEntry] | None = None,
 ) -> CacheEntry | None:
     """The entry for ``key`` if it is present and its object exists (and, with ``verify``,
-    hashes correctly); otherwise None. ``check_object=False`` reads the entry alone."""
-    try:
-        # an entry written before entries were sealed is a miss too: recomputing is safe, and
-        # trusting it is not
-        doc = unseal(storage.read_bytes(entry_path(key)))
-        if doc["key"] != key:  # another entry's file copied over this one
-            raise ValueError(f"it holds the entry of {str(doc['key'])[:12]}")
-        entry = CacheEntry(
-            key=key,
-            object=str(doc["objects"][0]),
-            rows=int(doc["rows"]),
-            bytes=int(doc["bytes"]),
-            kind=str(doc.get("kind", "")),
-            stage=str(doc.get("stage", "")),
-            created_at=str(doc.get("created_at", "")),
-            range=_range(doc.get("range")),
-            content=str(doc.get("content", "")) if "range" in doc else "",
-        )
-    except FileNotFoundError:
-        return None
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        log.warning("cache entry %s is corrupt (%s); treating it as a miss", key[:12], exc)
+    hashes correctly); otherwise None. ``check_object=False`` reads the entry alone.
+
+    ``packed`` holds the entries of packed results (:func:`chanbatch.cache.packs.read_packs`),
+    where ``key`` is looked for when it has no entry file of its own."""
+    entry = _read_entry(storage, key)
+    if entry is None and packed is not None:
+        entry = packed.get(key)
+    if entry is None:
         return None
     if verify:
         try:
@@ -121,7 +112,32 @@ def lookup(
     return entry
 
 
-def _range(value: Any) -> tuple[int, int] | None:
+def _read_entry(storage: Storage, key: str) -> CacheEntry | None:
+    try:
+        # an entry written before entries were sealed is a miss too: recomputing is safe, and
+        # trusting it is not
+        doc = unseal(storage.read_bytes(entry_path(key)))
+        if doc["key"] != key:  # another entry's file copied over this one
+            raise ValueError(f"it holds the entry of {str(doc['key'])[:12]}")
+        return CacheEntry(
+            key=key,
+            object=str(doc["objects"][0]),
+            rows=int(doc["rows"]),
+            bytes=int(doc["bytes"]),
+            kind=str(doc.get("kind", "")),
+            stage=str(doc.get("stage", "")),
+            created_at=str(doc.get("created_at", "")),
+            range=parse_range(doc.get("range")),
+            content=str(doc.get("content", "")) if "range" in doc else "",
+        )
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        log.warning("cache entry %s is corrupt (%s); treating it as a miss", key[:12], exc)
+        return None
+
+
+def parse_range(value: Any) -> tuple[int, int] | None:
     if value is None:
         return None
     first, rows = (int(v) for v in value)
@@ -176,83 +192,6 @@ def write_table(
     )
     storage.write_atomic(entry_path(key), seal(entry.document()))
     return entry
-
-
-# A partial of at most this many rows is packed with the others computed beside it.
-PACK_ROWS = 4096
-
-
-def content_id(table: pa.Table) -> str:
-    """The id of ``table``'s rows as a packed result: blake3 of its column names, types and
-    values as JSON (exact: Python writes floats as the shortest text that reads back the same,
-    decimals and dates as their text), so equal rows have equal ids however they were built."""
-    columns = [[field.name, str(field.type)] for field in table.schema]
-    values = [column.to_pylist() for column in table.columns]
-    text = json.dumps([columns, values], separators=(",", ":"), default=str, allow_nan=True)
-    return digest(text.encode())
-
-
-def write_pack(
-    storage: Storage, members: list[tuple[str, pa.Table]], *, kind: str, stage: str
-) -> list[CacheEntry]:
-    """Store normalised Arrow tables of one schema (at most PACK_ROWS rows each) as the
-    results of their keys, in one object; each entry is written after it."""
-    import pyarrow as pa
-
-    table = pa.concat_tables([t for _, t in members])
-    data = encode_parquet(table)
-    oid, _new = put_object(storage, data, repair=True)
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-    entries = []
-    first = 0
-    for key, rows in members:
-        entry = CacheEntry(
-            key=key,
-            object=oid,
-            rows=rows.num_rows,
-            bytes=len(data) * rows.num_rows // max(table.num_rows, 1),
-            kind=kind,
-            stage=stage,
-            created_at=now,
-            range=(first, rows.num_rows),
-            content=content_id(rows),
-        )
-        storage.write_atomic(entry_path(key), seal(entry.document()))
-        entries.append(entry)
-        first += rows.num_rows
-    return entries
-
-
-class CacheView:
-    """What planning asks the cache, answered with as few reads as possible.
-
-    A plan asks about every stored task: tens of thousands for a big input. The cache folder is
-    listed once, so a key without an entry costs no read; the blueprint's memo (see
-    :func:`read_memo`) answers most of the rest without opening their entries.
-    """
-
-    def __init__(self, storage: Storage, blueprint: str) -> None:
-        self.storage = storage
-        self.memo = read_memo(storage, blueprint)
-        self._present: set[str] | None = None
-
-    def has_entry(self, key: str) -> bool:
-        """Whether ``key`` had an entry when the cache was listed (first call)."""
-        if self._present is None:
-            self._present = {
-                name[:-5] for name in self.storage.listdir(layout.CACHE) if name.endswith(".json")
-            }
-        return key in self._present
-
-    def content_of(self, key: str) -> str | None:
-        """The object id of ``key``'s result, or None when it has no entry."""
-        known = self.memo.get(key)
-        if known is not None:
-            return known
-        if not self.has_entry(key):
-            return None
-        entry = lookup(self.storage, key, check_object=False)
-        return entry.ident if entry is not None else None
 
 
 # -- the contents memo -------------------------------------------------------------------------

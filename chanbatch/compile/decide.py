@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from chanbatch.cache import CacheView, lookup
+from chanbatch.cache import CacheEntry, CacheView, lookup
 from chanbatch.compile.plan import Plan
 from chanbatch.snapshot.storage import Storage
 
@@ -19,6 +19,7 @@ class Decision:
     cached: bool = False  # the result is read from the cache
     # computed unless its inputs come out as before: then the worker finds it cached
     provisional: bool = False
+    entry: CacheEntry | None = None  # where a reused result is, as planning found it
 
 
 PROVISIONAL = "its inputs are recomputed first; reused if they come out unchanged (early cutoff)"
@@ -48,8 +49,17 @@ def decide(plan: Plan, storage: Storage, view: CacheView | None = None) -> dict[
         known = task.checkpoint or (task.stored and task.ident)
         if view is not None and known and not view.has_entry(task.key):
             known = False
-        if known and lookup(storage, task.key, verify=True) is not None:
-            decisions[task.key] = Decision(action="reuse", reason="cached", cached=True)
+        entry = None
+        if known:
+            entry = (
+                view.lookup(task.key, verify=True)
+                if view is not None
+                else lookup(storage, task.key, verify=True)
+            )
+        if entry is not None:
+            decisions[task.key] = Decision(
+                action="reuse", reason="cached", cached=True, entry=entry
+            )
             continue
         decisions[task.key] = Decision(action="compute", reason=_why(task.kind))
         needed.update(task.deps)

@@ -24,7 +24,8 @@ from typing import Any
 import pyarrow as pa
 
 from chanbatch.blueprint.model import Aggregate, Stage
-from chanbatch.cache.index import PACK_ROWS, write_pack
+from chanbatch.cache.index import CacheEntry
+from chanbatch.cache.packs import PACK_ROWS, write_pack
 from chanbatch.cache.runs import TaskOutcome
 from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
 from chanbatch.engine import columnar
@@ -32,9 +33,11 @@ from chanbatch.engine.graph import (
     Call,
     Part,
     Ref,
+    compute_part,
     load_slice,
     report_outcome,
     run_task,
+    storable_table,
     storage_for,
     store_part,
 )
@@ -208,24 +211,29 @@ def _same_schema(tables: list[pa.Table | None]) -> bool:
 
 
 def _one_by_one(call: BatchCall, loads: list[Part]) -> Batch:
-    """Each chain task by task, as the graph would run them alone. A chain that fails does not
-    stop the others: they finish and are stored, as on a pool of workers, and then the first
-    failure is raised."""
+    """Each chain task by task, as the graph would run them alone, the partials then stored
+    together. A chain that fails does not stop the others: they finish and are stored, as on
+    a pool of workers, and then the first failure is raised."""
     parts: dict[str, Part] = {}
-    partials = []
+    ready: list[tuple[Task, Part]] = []
     failure: BaseException | None = None
+    start = time.perf_counter()
     for chain, part in zip(call.chains, loads, strict=True):
         try:
-            for task, stage in zip(chain.tasks, call.stages, strict=True):
+            for task, stage in zip(chain.tasks[:-1], call.stages[:-1], strict=True):
                 part = run_task(_call(call, task, stage), part)
                 parts[task.key] = part
+            ready.append(
+                (chain.tasks[-1], compute_part(_call(call, chain.tasks[-1], call.stages[-1]), part))
+            )
         except Exception as exc:
             failure = failure or exc
-            continue
-        partials.append(part)
+    seconds = time.perf_counter() - start
+    _store_partials(call, ready, seconds / max(len(call.chains), 1), parts)
     if failure is not None:
         raise failure
-    return Batch(parts=parts, partials=tuple(partials))
+    partials = tuple(parts[chain.tasks[-1].key] for chain in call.chains)
+    return Batch(parts=parts, partials=partials)
 
 
 def _call(call: BatchCall, task: Task, stage: Stage) -> Call:
@@ -257,7 +265,7 @@ def _together(call: BatchCall, tables: list[pa.Table]) -> Batch:
     for position, stage in enumerate(call.stages[:-1]):
         took, counts, whole, _ = steps[position]
         _applied(call, position, stage, whole, counts, took, parts)
-    ready: list[tuple[Task, pa.Table]] = []
+    ready: list[tuple[Task, Part]] = []
     offsets = np.concatenate([[0], np.cumsum(rows)]).tolist()
     for index, chain in enumerate(call.chains):
         task, state = chain.tasks[-1], states[index]
@@ -270,44 +278,46 @@ def _together(call: BatchCall, tables: list[pa.Table]) -> Batch:
                 outcome="computed",
                 table=table.slice(offsets[index], rows[index]),
             )
-            parts[task.key] = run_task(_call(call, task, call.stages[-1]), upstream)
+            part = compute_part(_call(call, task, call.stages[-1]), upstream)
         else:
-            ready.append((task, state))
+            part = Part(key=task.key, ident=task.key, url=call.url, outcome="computed", table=state)
+        ready.append((task, part))
     _store_partials(call, ready, seconds / len(call.chains), parts)
     partials = tuple(parts[chain.tasks[-1].key] for chain in call.chains)
     return Batch(parts=parts, partials=partials)
 
 
 def _store_partials(
-    call: BatchCall, ready: list[tuple[Task, pa.Table]], share: float, parts: dict[str, Part]
+    call: BatchCall, ready: list[tuple[Task, Part]], share: float, parts: dict[str, Part]
 ) -> None:
-    """Store the partials computed together, the small ones in one pack; report each."""
+    """Store the partials computed together: the small ones in one pack, converted to the form
+    the cache keeps once for all of them; report each."""
     start = time.perf_counter()
     storage = storage_for(call.url)
     stage = call.stages[-1].name
-    tables = {task.key: columnar.storable(state) for task, state in ready}
-    small = [
-        (task.key, table)
-        for task, _ in ready
-        if (table := tables[task.key]) is not None and table.num_rows <= PACK_ROWS
-    ]
-    if small and any(not t.schema.equals(small[0][1].schema) for _, t in small):
-        small = []  # one pack holds one schema; these are stored one by one below
-    entries = (
-        {e.key: e for e in write_pack(storage, small, kind="partial", stage=stage)} if small else {}
-    )
-    for task, state in ready:
-        part = Part(key=task.key, ident=task.key, url=call.url, outcome="computed", table=state)
+    entries: dict[str, CacheEntry] = {}
+    small = [(task, part) for task, part in ready if part.rows <= PACK_ROWS]
+    if len(small) > 1:
+        tables = [
+            part.table if part.table is not None else storable_table(part) for _, part in small
+        ]
+        if all(t.schema.equals(tables[0].schema) for t in tables):
+            whole = columnar.storable(pa.concat_tables(tables).combine_chunks())
+            if whole is not None:
+                members = [
+                    (task.key, t.num_rows) for (task, _), t in zip(small, tables, strict=True)
+                ]
+                packed = write_pack(storage, whole, members, kind="partial", stage=stage)
+                entries = {e.key: e for e in packed}
+    for task, part in ready:
         entry = entries.get(task.key) or store_part(
             storage, task.key, part, kind=task.kind, stage=stage
         )
         part.ident, part.entry = entry.ident, entry
         parts[task.key] = part
     took = share + (time.perf_counter() - start) / max(len(ready), 1)
-    for task, state in ready:
-        report_outcome(
-            call.run, _outcome(task, took, rows=state.num_rows, stored=parts[task.key].ident)
-        )
+    for task, part in ready:
+        report_outcome(call.run, _outcome(task, took, rows=part.rows, stored=part.ident))
 
 
 def _applied(

@@ -22,7 +22,8 @@ import pyarrow as pa
 
 from chanbatch.blueprint.model import Aggregate, Stage
 from chanbatch.cache import CacheEntry, lookup, read_result
-from chanbatch.cache.index import PACK_ROWS, cached_table, write_pack, write_table
+from chanbatch.cache.index import cached_table, write_table
+from chanbatch.cache.packs import PACK_ROWS, write_pack
 from chanbatch.cache.runs import TaskOutcome
 from chanbatch.compile.decide import Decision
 from chanbatch.compile.keys import task_key
@@ -74,6 +75,7 @@ class Ref:
     columns: tuple[str, ...] | None = None
     slice_id: str = ""  # for a load: the slice read (its key may include the columns)
     stored: bool = True  # for a cached result: consumers hash its content, else its key
+    entry: CacheEntry | None = None  # for a cached result: where planning found it
 
 
 Outcome = Literal["input", "cached", "computed", "cutoff"]
@@ -96,6 +98,13 @@ class Part:
     frame: pd.DataFrame | None = None
     table: pa.Table | None = None
     entry: CacheEntry | None = None  # where a cached result is, once looked up
+
+    @property
+    def rows(self) -> int:
+        """How many rows a computed part has."""
+        if self.table is not None:
+            return int(self.table.num_rows)
+        return len(self.data)
 
     @property
     def data(self) -> pd.DataFrame:
@@ -226,7 +235,7 @@ def load_slice(ref: Ref) -> Part:
 
 def load_cached(ref: Ref) -> Part:
     """A cached result, read when a consumer needs it."""
-    entry = _cached(storage_for(ref.url), ref.key)
+    entry = ref.entry or _cached(storage_for(ref.url), ref.key)
     ident = entry.ident if ref.stored else ref.key
     return Part(key=ref.key, ident=ident, url=ref.url, outcome="cached", entry=entry)
 
@@ -239,7 +248,7 @@ def run_task(call: Call, *deps: Part) -> Part:
     the task is cut off and returns the cached result unread.
     """
     start = time.perf_counter()
-    task, stage = call.task, call.stage
+    task = call.task
     split = len(deps) - call.n_broadcast
     main, broadcast = deps[:split], deps[split:]
     key = task_key(task.kind, task.key_spec, [p.ident for p in main], [p.ident for p in broadcast])
@@ -250,16 +259,8 @@ def run_task(call: Call, *deps: Part) -> Part:
             ident = entry.ident if task.stored else key
             report_outcome(call.run, _entry(task, key, "cutoff", start, stored=entry.ident))
             return Part(key=key, ident=ident, url=call.url, outcome="cutoff", entry=entry)
-    result = _compute(task, stage, main, broadcast, call)
-    if not isinstance(result, pa.Table):
-        # as a consumer reading it back from the cache would see it: a result's types must not
-        # depend on whether it was computed in this run (see snapshot.read.canonical)
-        result = canonical(result)
-    if isinstance(result, pa.Table):
-        part = Part(key=key, ident=key, url=call.url, outcome="computed", table=result)
-    else:
-        part = Part(key=key, ident=key, url=call.url, outcome="computed", frame=result)
-    rows = result.num_rows if part.table is not None else len(result)
+    part = _computed(call, key, main, broadcast)
+    rows = part.rows
     written = None
     if task.stored or (task.checkpoint and rows <= CHECKPOINT_RATIO * max(task.source_rows, 1)):
         entry = store_part(storage_for(call.url), key, part, kind=task.kind, stage=task.stage)
@@ -268,6 +269,23 @@ def run_task(call: Call, *deps: Part) -> Part:
             part.ident = entry.ident
     report_outcome(call.run, _entry(task, key, "computed", start, rows=rows, stored=written))
     return part
+
+
+def compute_part(call: Call, *deps: Part) -> Part:
+    """Compute a task whose key is known before the run on its inputs, neither storing nor
+    reporting it: for a caller that stores many results at once
+    (:mod:`chanbatch.engine.batch`)."""
+    split = len(deps) - call.n_broadcast
+    return _computed(call, call.task.key, deps[:split], deps[split:])
+
+
+def _computed(call: Call, key: str, main: tuple[Part, ...], broadcast: tuple[Part, ...]) -> Part:
+    result = _compute(call.task, call.stage, main, broadcast, call)
+    if isinstance(result, pa.Table):
+        return Part(key=key, ident=key, url=call.url, outcome="computed", table=result)
+    # as a consumer reading it back from the cache would see it: a result's types must not
+    # depend on whether it was computed in this run (see snapshot.read.canonical)
+    return Part(key=key, ident=key, url=call.url, outcome="computed", frame=canonical(result))
 
 
 def _compute(
@@ -332,7 +350,7 @@ def store_part(storage: Storage, key: str, part: Part, *, kind: str, stage: str)
     here; :mod:`chanbatch.engine.batch` packs many), anything else as an object of its own."""
     table = storable_table(part)
     if kind == "partial" and table.num_rows <= PACK_ROWS:
-        return write_pack(storage, [(key, table)], kind=kind, stage=stage)[0]
+        return write_pack(storage, table, [(key, table.num_rows)], kind=kind, stage=stage)[0]
     return write_table(storage, key, table, kind=kind, stage=stage)
 
 
@@ -379,5 +397,5 @@ def build_graph(
             )
             graph[key] = (run_task, call, *task.deps)
         else:
-            graph[key] = (load_cached, Ref(url, key, stored=task.stored))
+            graph[key] = (load_cached, Ref(url, key, stored=task.stored, entry=decision.entry))
     return graph

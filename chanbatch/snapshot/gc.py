@@ -127,14 +127,15 @@ def _mark_refs(
 def _mark_cache(
     storage: Storage, report: GcReport, live_cache: set[str], cutoff: float, live: set[str]
 ) -> None:
-    """Mark the objects of live and young cache entries; list the other entries to sweep."""
+    """Mark the objects of live and young cache entries; list the other entries to sweep. A
+    pack's index (``cache/packs/``) is live while one of the keys it answers for is."""
     for rel, mtime, _size in list(storage.walk(layout.CACHE)):
-        if _key_of(rel) not in live_cache:
+        if not any(key in live_cache for key in _answers(storage, rel)):
             if mtime < cutoff:
                 report.cache.append(rel)
                 continue
             report.kept_young += 1
-        live.update(_cache_objects(storage, rel))
+        live.update(_cache_roots(storage, rel).objects)
 
 
 def _list_unreached(
@@ -212,17 +213,22 @@ def _spare_late_roots(storage: Storage, report: GcReport, *, since: float) -> No
     live_manifests: set[str] = set()
     for mid in (*late.snapshots, *late.slices):
         _mark_manifest(storage, mid, live_manifests, objects)
-    kept = [rel for rel in report.cache if _key_of(rel) in late.cache]
+    late_cache = set(late.cache)
+    kept = [rel for rel in report.cache if any(k in late_cache for k in _answers(storage, rel))]
     for rel in kept:
-        objects.update(_cache_objects(storage, rel))
-    report.cache = [rel for rel in report.cache if _key_of(rel) not in late.cache]
+        objects.update(_cache_roots(storage, rel).objects)
+    report.cache = [rel for rel in report.cache if rel not in kept]
     report.manifests = [m for m in report.manifests if m not in live_manifests]
     report.objects = [o for o in report.objects if o not in objects]
     report.kept_young += len(kept)
 
 
-def _key_of(rel: str) -> str:
-    return rel.rsplit("/", 1)[-1].removesuffix(".json")
+def _answers(storage: Storage, rel: str) -> tuple[str, ...]:
+    """The cache keys whose results the file ``rel`` under ``cache/`` holds: an entry's own
+    key (its name), a pack index's members (stated in its roots)."""
+    if rel.startswith(layout.PACKS + "/"):
+        return _cache_roots(storage, rel).answers
+    return (rel.rsplit("/", 1)[-1].removesuffix(".json"),)
 
 
 def _remove_if_old(storage: Storage, rel: str, cutoff: float) -> bool:
@@ -279,11 +285,11 @@ def _mark_runs(storage: Storage, now: float, *, max_age: float = RECENT_RUN_SECO
     return Roots.of(**{name: sorted(ids) for name, ids in found.items()})
 
 
-def _cache_objects(storage: Storage, rel: str) -> tuple[str, ...]:
-    """The objects a cache entry keeps alive. A damaged entry keeps none: it is a miss to
-    every reader (chanbatch.cache), so its objects are not used through it."""
+def _cache_roots(storage: Storage, rel: str) -> Roots:
+    """What a cache entry or pack index keeps alive and answers for. A damaged one keeps none:
+    it is a miss to every reader (chanbatch.cache), so its objects are not used through it."""
     try:
         roots = read_roots(storage, rel)
     except RootsDamaged:
-        return ()
-    return roots.objects if roots is not None else ()
+        return Roots()
+    return roots if roots is not None else Roots()

@@ -22,6 +22,7 @@ MANIFESTS = "manifests"
 REFS = "refs"
 PINS = "pins"
 CACHE = "cache"
+PACKS = "cache/packs"  # one index per pack of small cached results (chanbatch.cache.packs)
 RUNS = "runs"
 PRUNED = "pruned"  # per dataset: the ref-log versions gc removed, so verify sees no gap
 MEMO = "memo"  # per blueprint: the content ids of its last run's stored results

@@ -7,6 +7,7 @@ know. Each of them carries a ``roots`` member in the format defined here::
 
     "roots": {"snapshots": [snapshot ids], "slices": [slice ids],
               "objects": [object ids], "cache": [cache keys],
+              "answers": [cache keys],
               "name": "the file name it belongs at, without .json",
               "stage": "the stage whose results it holds (a cache entry)",
               "refs": [{"dataset": ..., "snapshot": snapshot id, "version": int or null,
@@ -15,6 +16,9 @@ know. Each of them carries a ``roots`` member in the format defined here::
 - ``snapshots``, ``slices``, ``objects``, ``cache`` are what the file keeps alive: gc reads them
   (:func:`read_roots`); which files are roots, and for how long, is gc's rule (see
   :mod:`chanbatch.snapshot.gc`).
+- ``answers`` are the cache keys whose results a document under ``cache/`` holds, when they are
+  not just its ``name``: a pack's members (``cache/packs/``). gc keeps such a document, and what
+  it keeps alive, while one of them is live.
 - ``name``, ``stage`` and ``refs`` are what verify reads (:func:`read_document`): a file must be
   stored under its ``name`` (so a file copied over another is found); ``refs`` are the dataset
   versions it names, checked against the ref log (:mod:`chanbatch.snapshot.continuity`); a
@@ -104,6 +108,7 @@ class Roots:
     slices: tuple[str, ...] = ()
     objects: tuple[str, ...] = ()
     cache: tuple[str, ...] = ()
+    answers: tuple[str, ...] = ()
     name: str | None = None
     stage: str | None = None
     refs: tuple[Ref, ...] = ()
@@ -129,6 +134,10 @@ class Roots:
         holds and the dataset versions it names."""
         return dataclasses.replace(self, name=name, stage=stage or None, refs=tuple(refs))
 
+    def answering(self, keys: Iterable[str]) -> Roots:
+        """These roots, stating the cache keys whose results their document holds."""
+        return dataclasses.replace(self, answers=tuple(keys))
+
     def __bool__(self) -> bool:
         """Whether it keeps anything alive."""
         return bool(self.snapshots or self.slices or self.objects or self.cache)
@@ -140,6 +149,8 @@ class Roots:
             doc["slices"] = list(self.slices)
         if self.objects:
             doc["objects"] = list(self.objects)
+        if self.answers:
+            doc["answers"] = list(self.answers)
         if self.name is not None:
             doc["name"] = self.name
         if self.stage:
@@ -154,7 +165,7 @@ class Roots:
         if not isinstance(document, dict):
             raise ValueError("its roots are not an object")
         members: dict[str, Any] = {}
-        for name in ("snapshots", "slices", "objects", "cache"):
+        for name in ("snapshots", "slices", "objects", "cache", "answers"):
             values = document.get(name, [])
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                 raise ValueError(f"its roots' {name} are not a list of ids")

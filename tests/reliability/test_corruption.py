@@ -112,10 +112,12 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Pristine:
     data = events()
     store = cb.Store(str(root))
     first = store.freeze("events", data[data["day"] <= 6], slice_by="day")
+    # a run before the last two days: their partials go into a pack of their own
+    cb.Blueprint.from_yaml(BLUEPRINT).run(store, scheduler="sync")
     second = store.freeze("events", data[data["day"] > 6], slice_by="day")
     result = cb.Blueprint.from_yaml(BLUEPRINT).run(store, scheduler="sync")
     result2 = cb.Blueprint.from_yaml(BLUEPRINT).run(store, scheduler="sync")
-    assert result2.stats["computed"] == 0  # a second record, for the run-record swap
+    assert result2.stats["computed"] == 0  # another record, for the run-record swap
 
     head = read_json(manifest_file(root, second.snapshot))
     slices = {s["key"]: s["id"] for s in head["slices"]}
@@ -123,13 +125,15 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Pristine:
         day: read_json(manifest_file(root, sid))["parts"][0]["object"]
         for day, sid in slices.items()
     }
+    # the partials are packed (chanbatch.cache.packs): the first six days in one pack, the
+    # last two in another; the damaged one is the pack with the damaged day's partial
     partials = sorted(
-        (p for p in (root / "cache").glob("*.json") if read_json(p)["kind"] == "partial"),
-        key=lambda p: p.name,
+        (root / "cache" / "packs").glob("*.json"), key=lambda p: -len(read_json(p)["members"])
     )
-    partial_objects = [object_file(root, read_json(p)["objects"][0]) for p in partials]
+    assert [len(read_json(p)["members"]) for p in partials] == [6, 2]
+    partial_objects = [object_file(root, read_json(p)["object"]) for p in partials]
     refs = sorted((root / "refs" / "events").glob("*.json"))
-    runs = sorted((root / "runs").glob("*.json"))
+    runs = sorted((root / "runs").glob("*.json"))[-2:]
     (memo,) = (root / "memo").glob("*.json")
     targets = {
         "object": (object_file(root, objects[DAMAGED_DAY]), object_file(root, objects[5])),
@@ -277,7 +281,7 @@ def test_damage_is_found_named_and_never_read(
             assert path.read_bytes() == target.read_bytes(), "the object is repaired"
         else:
             again, before = read_json(path), read_json(target)
-            assert again["objects"] == before["objects"] and again["key"] == before["key"]
+            assert again["object"] == before["object"] and again["members"] == before["members"]
         assert store.verify().ok
     elif kind == "run-record":
         result = rerun(store)

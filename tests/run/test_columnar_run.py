@@ -120,16 +120,22 @@ def _store(path: Path) -> cb.Store:
 def _cache(path: Path) -> dict[str, tuple[str, list[dict[str, object]]]]:
     """Cache key -> the identity of every cached result (its object id, or for a packed
     partial the id of its rows, since a pack holds whatever was computed beside it) and its
-    rows as stored, read back with pyarrow."""
-    out = {}
+    rows as stored, read back with pyarrow: from entry files, and from pack indexes."""
+    found: dict[str, tuple[str, str, int | None, int | None]] = {}
     for entry in (path / "cache").glob("*.json"):
         doc = json.loads(entry.read_text())
-        oid = doc["objects"][0]
+        first, rows = doc.get("range", (None, None))
+        found[entry.stem] = (doc["objects"][0], doc.get("content", ""), first, rows)
+    for index in (path / "cache" / "packs").glob("*.json"):
+        doc = json.loads(index.read_text())
+        for key, first, rows, content in doc["members"]:
+            found[key] = (doc["object"], content, first, rows)
+    out = {}
+    for key, (oid, content, first, rows) in found.items():
         table = pq.read_table(path / "objects" / oid[:2] / oid[2:])
-        if "range" in doc:
-            first, rows = doc["range"]
+        if first is not None:
             table = table.slice(first, rows)
-        out[entry.stem] = (doc.get("content") or oid, table.to_pylist())
+        out[key] = (content or oid, table.to_pylist())
     return out
 
 
