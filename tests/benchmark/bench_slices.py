@@ -64,15 +64,18 @@ This file is not a test: ``tests/benchmark/conftest.py`` keeps pytest from colle
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -98,7 +101,8 @@ GROUP = bench_q1.GROUP
 RESULT_COLUMNS = bench_q1.RESULT_COLUMNS
 SUMS = ["sum_qty", "sum_base_price", "sum_disc_price", "sum_charge"]
 RTOL = 1e-9
-QUICK_DAYS_FROM = dt.date(1998, 1, 1)  # --quick: the day shapes over 1998 only
+QUICK_DAYS_FROM = dt.date(1998, 7, 1)  # --quick: the day shapes from here on only
+TIMEOUT = 1800.0  # seconds a process may take before it counts as hung
 
 # Targets (issue 17).
 APPEND_GOAL = 0.8  # one new slice, x DuckDB from scratch (0.1 at SF >= 10)
@@ -139,6 +143,21 @@ FROM read_parquet('{path}')
 WHERE l_shipdate <= DATE '1998-09-02'
 GROUP BY l_returnflag, l_linestatus
 ORDER BY l_returnflag, l_linestatus
+"""
+
+# Runs argv[2:] and writes its wall seconds, exit status and peak RSS to the file argv[1].
+# posix_spawn does not copy this small process's memory into the child (which would count in
+# its ru_maxrss); the child shares it until it execs, so at most this process's few MB count.
+WRAP_PY = """\
+import json, os, sys, time
+out, cmd = sys.argv[1], sys.argv[2:]
+started = time.perf_counter()
+pid = os.posix_spawnp(cmd[0], cmd, os.environ)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - started
+with open(out, "w") as f:
+    json.dump({"seconds": seconds, "status": os.waitstatus_to_exitcode(status),
+               "max_rss_kb": usage.ru_maxrss}, f)
 """
 
 DUCKDB_PY = """\
@@ -274,6 +293,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     details: list[str] = field(default_factory=list)  # markdown lines: method and samples
     chart: Path | None = None
+    took: dict[str, float] = field(default_factory=dict)  # seconds per shape, preparing included
 
     def add(self, figure: Figure) -> None:
         self.figures.append(figure)
@@ -328,22 +348,47 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run_process(cmd: Sequence[str], env: dict[str, str] | None = None) -> Proc:
-    """Run ``cmd`` to its end: wall seconds and its own peak RSS (``wait4``'s rusage)."""
+def run_process(
+    cmd: Sequence[str], env: dict[str, str] | None = None, timeout: float | None = None
+) -> Proc:
+    """Run ``cmd`` to its end: its wall seconds and its own peak RSS.
+
+    It runs under a small wrapper process (``WRAP_PY``) that times it and reads its rusage:
+    a child forked from this big benchmark process would count this process's memory in its
+    own ``ru_maxrss``. A process still running after ``timeout`` seconds (default ``TIMEOUT``)
+    is killed with its children, and that is an error: a hung run must not hang the benchmark.
+    """
     env = child_env() if env is None else env
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        child = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env)
-        _pid, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
+    limit = TIMEOUT if timeout is None else timeout
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile(suffix=".json") as measured,
+    ):
+        wrapped = [sys.executable, "-S", "-c", WRAP_PY, measured.name, *cmd]
+        child = subprocess.Popen(wrapped, stdout=out, stderr=err, env=env, start_new_session=True)
+        timer = threading.Timer(limit, _kill_group, (child.pid,))
+        timer.start()
+        try:
+            child.wait()
+        finally:
+            timer.cancel()
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode(errors="replace")
         stderr = err.read().decode(errors="replace")
-    if child.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)} exited {child.returncode}:\n{stderr[-3000:]}")
-    return Proc(seconds, usage.ru_maxrss / 1024, stdout, stderr)
+        text = Path(measured.name).read_text()
+    if not text:
+        raise RuntimeError(f"{shlex.join(cmd)} hung: killed after {limit:g} s:\n{stderr[-3000:]}")
+    m = json.loads(text)
+    if m["status"] != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} exited {m['status']}:\n{stderr[-3000:]}")
+    return Proc(m["seconds"], m["max_rss_kb"] / 1024, stdout, stderr)
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def cli() -> str:
@@ -373,11 +418,16 @@ class Run:
         return json.loads((self.store / "runs" / f"{self.doc['run']}.json").read_text())
 
 
-def chanbatch_run(store: Path, blueprint: Path = BLUEPRINT, scheduler: str | None = None) -> Run:
+def chanbatch_run(
+    store: Path,
+    blueprint: Path = BLUEPRINT,
+    scheduler: str | None = None,
+    timeout: float | None = None,
+) -> Run:
     cmd = [cli(), "run", str(blueprint), "--store", str(store), "--json"]
     if scheduler is not None:
         cmd += ["--scheduler", scheduler, "--workers", "2"]
-    proc = run_process(cmd)
+    proc = run_process(cmd, timeout=timeout)
     return Run(proc.seconds, json.loads(proc.stdout), store)
 
 
@@ -716,6 +766,15 @@ class Context:
     report: Report
     polars: dict[Path, bool] = field(default_factory=dict)  # file -> Polars answers over it
     answers: dict[Path, list[Any]] = field(default_factory=dict)  # file -> DuckDB's Q1
+    appenders: dict[tuple[str, str, str | None], Appender] = field(default_factory=dict)
+    cold: dict[str, str] = field(default_factory=dict)  # shape -> the cold run's output snapshot
+
+    def appender(self, data: Data, label: str, scheduler: str | None = None) -> Appender:
+        """The checked appender of ``data``'s withheld slice ``label``, made once."""
+        key = (data.name, label, scheduler)
+        if key not in self.appenders:
+            self.appenders[key] = Appender(self, data, data.withheld[label], scheduler)
+        return self.appenders[key]
 
     def answer(self, path: Path, what: str) -> list[Any]:
         """DuckDB's Q1 over ``path``; the first time, also check the baseline processes."""
@@ -758,14 +817,14 @@ class Appender:
         chanbatch_run(self.warm)  # untimed: the base's results are cached before any timing
         self.freeze_seconds: list[float] = []
         self.snapshot: str | None = None
-        self.last: Run | None = None
+        on = f" on {scheduler}" if scheduler else ""
+        self.checked = self.check(f"{w.label} slice ({w.key}) added, {data.name} slices{on}")
+        ctx.report.verify(f"{data.name}, {w.label} slice added{on}: = DuckDB over the same rows")
 
     def once(self) -> Run:
         store = link_store(self.warm, self.ctx.scratch.path(f"{self.w.label}"), everything=True)
         self.freeze_seconds.append(freeze_process(store, self.w.piece, self.data.key))
-        run = chanbatch_run(store, scheduler=self.scheduler)
-        self.last = run
-        return run
+        return chanbatch_run(store, scheduler=self.scheduler)
 
     def check(self, what: str) -> Run:
         run = self.once()
@@ -801,15 +860,14 @@ def sliced_shape(ctx: Context, shape: str) -> None:
     cold = chanbatch_run(noop_store)
     check_output(f"cold run, {what}", noop_store, cold.snapshot, want)
     report.verify(f"{shape}: cold run = DuckDB")
+    ctx.cold[shape] = cold.snapshot
     noop = chanbatch_run(noop_store)
     if noop.computed or noop.snapshot != cold.snapshot:
         raise CheckFailed(
             f"{shape}: the rerun computed {noop.computed} tasks or changed the output"
         )
     report.verify(f"{shape}: no-op rerun computes nothing, same output")
-    appender = Appender(ctx, data, w)
-    appender.check(f"one new slice ({w.key}), {what}")
-    report.verify(f"{shape}: one new slice appended = DuckDB over the same rows")
+    appender = ctx.appender(data, "append")
     imports = imports_of(noop_store)
 
     def cold_once() -> float:
@@ -952,7 +1010,9 @@ def decimal_shape(ctx: Context) -> None:
 def backfill_shape(ctx: Context) -> None:
     """One slice inserted first, in the middle, or last, against an append."""
     for shape in ("month",) if ctx.args.quick else ("month", "day"):
-        positions = ["append", "first", "middle", "last"]
+        positions = (
+            ["append", "middle"] if ctx.args.quick else ["append", "first", "middle", "last"]
+        )
         data = ctx.prep.data(shape, positions)
         print(
             f"\nbackfill, {shape} slices: "
@@ -960,14 +1020,11 @@ def backfill_shape(ctx: Context) -> None:
                 f"{p} {data.withheld[p].key} ({data.withheld[p].rows:,} rows)" for p in positions
             )
         )
-        paths: dict[str, tuple[int, int, int]] = {}
-        appenders = {}
-        for label in positions:
-            w = data.withheld[label]
-            appenders[label] = Appender(ctx, data, w)
-            run = appenders[label].check(f"{label} slice ({w.key}) added, {shape} slices")
-            paths[label] = combine_path(run.record(), w.key)
-            ctx.report.verify(f"backfill {shape}, {label}: = DuckDB over the same rows")
+        appenders = {label: ctx.appender(data, label) for label in positions}
+        paths = {
+            label: combine_path(a.checked.record(), data.withheld[label].key)
+            for label, a in appenders.items()
+        }
         s = timed_rounds(ctx.args.repeat, {k: a.timed for k, a in appenders.items()})
         for label in positions[1:]:
             computed, path, depth = paths[label]
@@ -1038,7 +1095,7 @@ def prepare_many(args: argparse.Namespace) -> Many:
         cb.Store(warm).freeze("events", table, slice_by=MANY_KEY)
         frozen = time.perf_counter() - started
         print(f"  frozen in {frozen:.1f} s; running the blueprint once (cold)", flush=True)
-        first = chanbatch_run(warm, blueprint)
+        first = chanbatch_run(warm, blueprint, timeout=24 * 3600.0)
         new = many_table(1, first=n)
         pq.write_table(new, piece)
         pq.write_table(pa.concat_tables([table, new]), raw)
@@ -1116,7 +1173,7 @@ def many_shape(ctx: Context) -> None:
     if polars_ok:
         steps["polars"] = lambda: python_process(MANY_POLARS_PY, str(many.raw)).seconds
     s = timed_rounds(args.repeat, steps)
-    base = {"duckdb": s["duckdb"], "polars": s.get("polars", [])}
+    beside = {"duckdb": s["duckdb"], "polars": s.get("polars", [])}
     built_in = ", ".join(f"{k} {v:.1f} s" for k, v in many.build.items())
     for name, label, samples, unit in (
         ("noop", "no-op `run`", s["noop"], "s"),
@@ -1131,7 +1188,7 @@ def many_shape(ctx: Context) -> None:
                 samples,
                 [x / budget for x in samples],
                 f"budget {budget:g} {unit}",
-                **base,
+                **(beside if unit == "s" else {}),
                 goal=1.0,
                 target=f"< {budget:g} {unit}",
                 strict=True,
@@ -1247,15 +1304,16 @@ def cluster_shape(ctx: Context) -> None:
     noop_store = link_store(data.full, ctx.scratch.path("cluster-noop"))
     cold = chanbatch_run(noop_store, scheduler="processes")
     check_output("cold run on processes", noop_store, cold.snapshot, want)
-    threads = chanbatch_run(link_store(data.full, ctx.scratch.path("cluster-threads")))
-    if threads.snapshot != cold.snapshot:
+    if "month" not in ctx.cold:
+        threads = chanbatch_run(link_store(data.full, ctx.scratch.path("cluster-threads")))
+        ctx.cold["month"] = threads.snapshot
+    if ctx.cold["month"] != cold.snapshot:
         raise CheckFailed("the processes scheduler gave another output snapshot than threads")
     report.verify("cluster: cold run on processes = DuckDB, same snapshot as threads")
-    chanbatch_run(noop_store, scheduler="processes")
-    appender = Appender(ctx, data, w, scheduler="processes")
-    appender.check(f"one new slice ({w.key}) on processes")
-    report.verify("cluster: one new slice on processes = DuckDB over the same rows")
-    python_process(CLUSTER_PY)
+    appender = ctx.appender(data, "append", scheduler="processes")
+    if not args.quick:  # warm-ups
+        chanbatch_run(noop_store, scheduler="processes")
+        python_process(CLUSTER_PY)
 
     def cold_once() -> float:
         store = link_store(data.full, ctx.scratch.path("cluster-cold"))
@@ -1453,16 +1511,23 @@ def bench(argv: Sequence[str] | None = None) -> tuple[int, Report]:
     started = time.perf_counter()
     try:
         for name in args.shapes:
+            began = time.perf_counter()
             shapes[name]()
+            report.took[name] = time.perf_counter() - began
+            print(f"  ({name}: {report.took[name]:.1f} s)", flush=True)
     except CheckFailed as exc:
         print(f"\nANSWER CHECK FAILED, nothing written: {exc}", file=sys.stderr, flush=True)
+        return 1, report
+    except RuntimeError as exc:  # a process failed or hung
+        print(f"\nA PROCESS FAILED, nothing written: {exc}", file=sys.stderr, flush=True)
         return 1, report
     finally:
         if not args.keep:
             drop(workdir)
     report.notes.append(
-        f"This run took {(time.perf_counter() - started) / 60:.1f} min, of which "
-        f"{ctx.prep.seconds:.0f} s preparing data and stores (0 when cached)."
+        f"This run took {(time.perf_counter() - started) / 60:.1f} min ("
+        + ", ".join(f"{k} {v:.0f} s" for k, v in report.took.items())
+        + f"), of which {ctx.prep.seconds:.0f} s preparing data and stores (0 when cached)."
     )
     if bench_q1.source_fingerprint() != fingerprint:
         report.notes.append(
@@ -1471,6 +1536,8 @@ def bench(argv: Sequence[str] | None = None) -> tuple[int, Report]:
         )
     facts.append(("load average at end", bench_q1.load_average()))
     print("\n" + "\n".join(table_markdown(report.figures)))
+    for note in report.notes:
+        print("note:", note)
     if args.out is not None:
         report.chart = args.out.parent / "img" / CHART
         draw_chart(report, report.chart)
