@@ -524,22 +524,26 @@ def check_decimal_output(store: Path, snapshot: str, want_rows: list[Any]) -> No
                 raise CheckFailed(f"{where}: {column} is {a!r}, DuckDB's {b!r}")
 
 
-def check_baselines(report: Report, path: Path, want_rows: list[Any], what: str) -> bool:
+def check_baselines(
+    report: Report, path: Path, want_rows: list[Any], what: str
+) -> dict[str, float]:
     """Run the DuckDB and Polars processes once (a warm-up) and check what they print.
 
-    Returns whether Polars can answer (a Polars failure is noted, not fatal).
+    Returns their seconds; without "polars" when Polars cannot answer (noted, not fatal).
     """
-    printed = json.loads(python_process(DUCKDB_PY, Q1_SQL.format(path=path)).stdout)
+    proc = python_process(DUCKDB_PY, Q1_SQL.format(path=path))
+    printed = json.loads(proc.stdout)
     same(f"the DuckDB process over {what}", q1_frame(printed), want_rows, "DuckDB in-process")
     report.verify(f"DuckDB process, Q1 over {what}")
+    seconds = {"duckdb": proc.seconds}
     try:
-        printed = json.loads(python_process(POLARS_Q1_PY, str(path)).stdout)
-    except RuntimeError as exc:
-        report.notes.append(f"Polars could not answer Q1 over {what}: {str(exc)[-300:]}")
-        return False
-    same(f"Polars over {what}", q1_frame(printed), want_rows, "DuckDB")
+        proc = python_process(POLARS_Q1_PY, str(path))
+        same(f"Polars over {what}", q1_frame(json.loads(proc.stdout)), want_rows, "DuckDB")
+    except (RuntimeError, CheckFailed) as exc:
+        report.notes.append(f"Polars over {what}, not timed: {str(exc)[-300:]}")
+        return seconds
     report.verify(f"Polars process, Q1 over {what}")
-    return True
+    return seconds | {"polars": proc.seconds}
 
 
 def duckdb_seconds(path: Path) -> float:
@@ -764,10 +768,12 @@ class Context:
     prep: Prepared
     scratch: Scratch
     report: Report
-    polars: dict[Path, bool] = field(default_factory=dict)  # file -> Polars answers over it
+    checked: dict[Path, dict[str, float]] = field(default_factory=dict)  # file -> seconds of
+    # the checked DuckDB and Polars processes (no "polars" when it could not answer)
     answers: dict[Path, list[Any]] = field(default_factory=dict)  # file -> DuckDB's Q1
     appenders: dict[tuple[str, str, str | None], Appender] = field(default_factory=dict)
     cold: dict[str, str] = field(default_factory=dict)  # shape -> the cold run's output snapshot
+    cold_seconds: dict[str, float] = field(default_factory=dict)
 
     def appender(self, data: Data, label: str, scheduler: str | None = None) -> Appender:
         """The checked appender of ``data``'s withheld slice ``label``, made once."""
@@ -780,14 +786,26 @@ class Context:
         """DuckDB's Q1 over ``path``; the first time, also check the baseline processes."""
         if path not in self.answers:
             self.answers[path] = duckdb_q1(path)
-            self.polars[path] = check_baselines(self.report, path, self.answers[path], what)
+            self.checked[path] = check_baselines(self.report, path, self.answers[path], what)
         return self.answers[path]
 
     def baselines(self, path: Path, name: str) -> dict[str, Callable[[], float]]:
         steps = {f"duckdb {name}": lambda: duckdb_seconds(path)}
-        if self.polars.get(path):
+        if "polars" in self.checked.get(path, {}):
             steps[f"polars {name}"] = lambda: polars_seconds(path)
         return steps
+
+    def baseline_seed(self, path: Path, name: str) -> dict[str, float]:
+        return {f"{k} {name}": v for k, v in self.checked.get(path, {}).items()}
+
+    def rounds(
+        self, steps: dict[str, Callable[[], float]], seed: dict[str, float]
+    ) -> dict[str, list[float]]:
+        """The timed rounds; with --quick, the checking round's own times (``seed``) stand for
+        them, and only the steps without one run once more."""
+        if not self.args.quick:
+            return timed_rounds(self.args.repeat, steps)
+        return {k: [seed[k]] if k in seed else [fn()] for k, fn in steps.items()}
 
 
 def timed_rounds(repeat: int, steps: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
@@ -832,7 +850,7 @@ class Appender:
         want = self.ctx.answer(self.w.upto, rows or f"all rows ({self.data.name} slices)")
         check_output(what, run.store, run.snapshot, want)
         self.snapshot = run.snapshot
-        self.freeze_seconds.clear()
+        self.checked_freeze = self.freeze_seconds.pop()
         return run
 
     def timed(self) -> float:
@@ -861,6 +879,7 @@ def sliced_shape(ctx: Context, shape: str) -> None:
     check_output(f"cold run, {what}", noop_store, cold.snapshot, want)
     report.verify(f"{shape}: cold run = DuckDB")
     ctx.cold[shape] = cold.snapshot
+    ctx.cold_seconds[shape] = cold.seconds
     noop = chanbatch_run(noop_store)
     if noop.computed or noop.snapshot != cold.snapshot:
         raise CheckFailed(
@@ -886,7 +905,10 @@ def sliced_shape(ctx: Context, shape: str) -> None:
 
     steps = {"cold": cold_once, "append": appender.timed, "noop": noop_once}
     steps |= ctx.baselines(data.file, "all") | ctx.baselines(w.upto, "upto")
-    s = timed_rounds(args.repeat, steps)
+    seed = {"cold": cold.seconds, "append": appender.checked.seconds, "noop": noop.seconds}
+    s = ctx.rounds(
+        steps, seed | ctx.baseline_seed(data.file, "all") | ctx.baseline_seed(w.upto, "upto")
+    )
     base = {"duckdb": s["duckdb all"], "polars": s.get("polars all", [])}
     cold_goal = COLD_GOAL[shape]
     report.add(
@@ -903,7 +925,7 @@ def sliced_shape(ctx: Context, shape: str) -> None:
         )
     )
     goal = append_goal(args.sf)
-    freeze = median(appender.freeze_seconds)
+    freezes = appender.freeze_seconds or [appender.checked_freeze]
     report.add(
         Figure(
             shape,
@@ -916,7 +938,7 @@ def sliced_shape(ctx: Context, shape: str) -> None:
             polars=s.get("polars upto", []),
             goal=goal,
             target=f"≤ {goal:g}× DuckDB",
-            note=f"the new slice's freeze, a process apart: {freeze:.3f} s",
+            note=f"the new slice's freeze, a process apart: {median(freezes):.3f} s",
         )
     )
     pandas_free = not (imports["pandas"] or imports["dask.dataframe"])
@@ -935,9 +957,7 @@ def sliced_shape(ctx: Context, shape: str) -> None:
             note="imports: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in imports.items()),
         )
     )
-    report.details.append(
-        f"- {shape}: the new slice's freeze process, s: {fmt_samples(appender.freeze_seconds)}"
-    )
+    report.details.append(f"- {shape}: the new slice's freeze process, s: {fmt_samples(freezes)}")
 
 
 def decimal_shape(ctx: Context) -> None:
@@ -952,13 +972,15 @@ def decimal_shape(ctx: Context) -> None:
     run = chanbatch_run(store)
     check_decimal_output(store, run.snapshot, want)
     report.verify("decimal: cold run's sums = DuckDB's decimal sums, exactly")
-    printed = json.loads(python_process(DUCKDB_PY, Q1_SQL.format(path=dec.file)).stdout)
+    proc = python_process(DUCKDB_PY, Q1_SQL.format(path=dec.file))
+    printed = json.loads(proc.stdout)
     if [str(v) for row in printed for v in row] != [str(v) for row in want for v in row]:
         raise CheckFailed("the DuckDB process's decimal answer differs from in-process DuckDB")
+    ctx.checked[dec.file] = {"duckdb": proc.seconds}
     try:
-        printed = json.loads(python_process(POLARS_Q1_PY, str(dec.file)).stdout)
-        same("Polars over decimals", q1_frame(printed), want, "DuckDB")
-        ctx.polars[dec.file] = True
+        proc = python_process(POLARS_Q1_PY, str(dec.file))
+        same("Polars over decimals", q1_frame(json.loads(proc.stdout)), want, "DuckDB")
+        ctx.checked[dec.file]["polars"] = proc.seconds
         report.verify("decimal: Polars process = DuckDB")
     except (RuntimeError, CheckFailed) as exc:
         report.notes.append(f"Polars over the decimal columns, not timed: {str(exc)[-300:]}")
@@ -977,7 +999,10 @@ def decimal_shape(ctx: Context) -> None:
 
     steps = {"decimal": cold(dec, run.snapshot), "float": cold(flo, None)}
     steps |= ctx.baselines(dec.file, "decimal")
-    s = timed_rounds(ctx.args.repeat, steps)
+    seed = {"decimal": run.seconds} | ctx.baseline_seed(dec.file, "decimal")
+    if "month" in ctx.cold_seconds:
+        seed["float"] = ctx.cold_seconds["month"]
+    s = ctx.rounds(steps, seed)
     report.add(
         Figure(
             "decimal",
@@ -1025,7 +1050,8 @@ def backfill_shape(ctx: Context) -> None:
             label: combine_path(a.checked.record(), data.withheld[label].key)
             for label, a in appenders.items()
         }
-        s = timed_rounds(ctx.args.repeat, {k: a.timed for k, a in appenders.items()})
+        seed = {k: a.checked.seconds for k, a in appenders.items()}
+        s = ctx.rounds({k: a.timed for k, a in appenders.items()}, seed)
         for label in positions[1:]:
             computed, path, depth = paths[label]
             w = data.withheld[label]
@@ -1126,15 +1152,17 @@ def many_shape(ctx: Context) -> None:
     if noop.computed or sorted(map(tuple, got[["kind", "n", "total"]].values.tolist())) != prior:
         raise CheckFailed(f"100k: no-op computed {noop.computed} tasks or differs from DuckDB")
     report.verify(f"100k: no-op over {n:,} slices computes nothing; its output = DuckDB")
-    printed = json.loads(python_process(DUCKDB_PY, MANY_SQL.format(path=many.raw)).stdout)
-    if [tuple(r) for r in printed] != want:
+    proc = python_process(DUCKDB_PY, MANY_SQL.format(path=many.raw))
+    if [tuple(r) for r in json.loads(proc.stdout)] != want:
         raise CheckFailed("100k: the DuckDB process's answer differs")
-    polars_ok = True
+    seed = {"noop": noop.seconds, "duckdb": proc.seconds}
     try:
-        printed = json.loads(python_process(MANY_POLARS_PY, str(many.raw)).stdout)
-        polars_ok = [tuple(r) for r in printed] == want
+        proc = python_process(MANY_POLARS_PY, str(many.raw))
+        if [tuple(r) for r in json.loads(proc.stdout)] == want:
+            seed["polars"] = proc.seconds
+        else:
+            report.notes.append("Polars over the 100k data differs from DuckDB; not timed")
     except RuntimeError as exc:
-        polars_ok = False
         report.notes.append(f"Polars over the 100k data, not timed: {str(exc)[-300:]}")
 
     snapshot: list[str] = []
@@ -1154,7 +1182,7 @@ def many_shape(ctx: Context) -> None:
         drop(store)
         return run.seconds
 
-    append_once()
+    seed["append"] = append_once()
     report.verify("100k: one new slice appended = DuckDB")
     plan_rss: list[float] = []
 
@@ -1170,9 +1198,9 @@ def many_shape(ctx: Context) -> None:
         "plan": plan_once,
         "duckdb": lambda: python_process(DUCKDB_PY, MANY_SQL.format(path=many.raw)).seconds,
     }
-    if polars_ok:
+    if "polars" in seed:
         steps["polars"] = lambda: python_process(MANY_POLARS_PY, str(many.raw)).seconds
-    s = timed_rounds(args.repeat, steps)
+    s = ctx.rounds(steps, seed)
     beside = {"duckdb": s["duckdb"], "polars": s.get("polars", [])}
     built_in = ", ".join(f"{k} {v:.1f} s" for k, v in many.build.items())
     for name, label, samples, unit in (
@@ -1245,15 +1273,13 @@ def freeze_shape(ctx: Context) -> None:
         drop(out)
         return proc.seconds
 
-    chanbatch_freeze(check=True)
-    duckdb_copy(check=True)
-    read_write()
+    seed = {"freeze": chanbatch_freeze(check=True), "duckdb": duckdb_copy(check=True)}
+    seed["rw"] = read_write()
     report.verify(f"freeze: {days:,} slices of every row; DuckDB's COPY wrote every row")
-    for samples in rss.values():
-        samples.clear()
-    s = timed_rounds(
-        args.repeat, {"freeze": chanbatch_freeze, "duckdb": duckdb_copy, "rw": read_write}
-    )
+    if not args.quick:  # the checking round was a warm-up
+        for samples in rss.values():
+            samples.clear()
+    s = ctx.rounds({"freeze": chanbatch_freeze, "duckdb": duckdb_copy, "rw": read_write}, seed)
     label = f"freeze by day ({days:,} slices), `snapshot freeze --slice-by l_shipdate`"
     report.add(
         Figure(
@@ -1330,9 +1356,13 @@ def cluster_shape(ctx: Context) -> None:
         "start": lambda: python_process(CLUSTER_PY).seconds,
     }
     steps |= ctx.baselines(data.file, "all") | ctx.baselines(w.upto, "upto")
-    s = timed_rounds(args.repeat, steps)
+    seed = {"cold": cold.seconds, "append": appender.checked.seconds}
+    s = ctx.rounds(
+        steps, seed | ctx.baseline_seed(data.file, "all") | ctx.baseline_seed(w.upto, "upto")
+    )
     start = (
-        f"cluster start-up apart: a no-op run on processes {median(s['noop']):.3f} s; "
+        f"cluster start-up apart: a no-op run on processes (nothing to compute) "
+        f"{median(s['noop']):.3f} s; "
         f"a process starting and closing a 2-worker LocalCluster {median(s['start']):.3f} s"
     )
     report.add(
