@@ -1027,12 +1027,12 @@ def decimal_shape(ctx: Context) -> None:
             "decimal",
             f"{dec.slices:,} month slices, decimal128(15,2) columns, cold",
             s["decimal"],
-            short=f"{dec.slices:,} months, decimal128 cold ÷ DuckDB",
             per_round(s, "decimal", "duckdb decimal"),
             "DuckDB",
             BEFORE["decimal duckdb"],
             duckdb=s["duckdb decimal"],
             polars=s.get("polars decimal", []),
+            short=f"{dec.slices:,} months, decimal128 cold ÷ DuckDB",
         )
     )
 
