@@ -35,7 +35,7 @@ from chanbatch.engine.graph import (
     Ref,
     compute_part,
     load_slice,
-    report_outcome,
+    report_outcomes,
     run_task,
     storable_table,
     storage_for,
@@ -316,8 +316,8 @@ def _store_partials(
         part.ident, part.entry = entry.ident, entry
         parts[task.key] = part
     took = share + (time.perf_counter() - start) / max(len(ready), 1)
-    for task, part in ready:
-        report_outcome(call.run, _outcome(task, took, rows=part.rows, stored=part.ident))
+    outcomes = [_outcome(task, took, rows=part.rows, stored=part.ident) for task, part in ready]
+    report_outcomes(call.run, outcomes)
 
 
 def _applied(
@@ -334,6 +334,7 @@ def _applied(
 
     offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
     share = seconds / max(len(call.chains), 1)
+    outcomes = []
     for index, chain in enumerate(call.chains):
         task = chain.tasks[position]
         rows = counts[index]
@@ -350,11 +351,12 @@ def _applied(
             entry = store_part(
                 storage_for(call.url), task.key, part, kind=task.kind, stage=stage.name
             )
-            stored = entry.object
+            stored = entry.ident
             part.table = None  # read again from the cache only if someone asks
             part.entry = entry
-        report_outcome(call.run, _outcome(task, share, rows=rows, stored=stored))
+        outcomes.append(_outcome(task, share, rows=rows, stored=stored))
         parts[task.key] = part
+    report_outcomes(call.run, outcomes)
 
 
 def _outcome(task: Task, seconds: float, *, rows: int, stored: str | None) -> TaskOutcome:

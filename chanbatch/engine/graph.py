@@ -162,9 +162,14 @@ LEDGER_TOPIC = "chanbatch-tasks"
 
 
 def report_outcome(run: str, outcome: TaskOutcome) -> None:
-    """Record what one task did: in the worker's event log on a distributed cluster (the client
+    """Record what one task did (see :func:`report_outcomes`)."""
+    report_outcomes(run, [outcome])
+
+
+def report_outcomes(run: str, outcomes: list[TaskOutcome]) -> None:
+    """Record what tasks did: in the worker's event log on a distributed cluster (the client
     collects them with ``get_events``, as documents), else in this process."""
-    if not run:
+    if not run or not outcomes:
         return
     # A task on a distributed worker runs in a process that has imported distributed; under
     # the threads or sync scheduler nothing has, and importing it here would cost a run 0.2 s.
@@ -174,18 +179,20 @@ def report_outcome(run: str, outcome: TaskOutcome) -> None:
     except ValueError:  # imported, but this task is not on a worker
         worker = None
     if worker is not None:
-        sent = replace(
-            outcome,
-            worker=worker.address,
-            worker_name=str(worker.name),
-            run=run,
-            time=time.time(),
-        )
-        worker.log_event(LEDGER_TOPIC, sent.document())
+        for outcome in outcomes:
+            sent = replace(
+                outcome,
+                worker=worker.address,
+                worker_name=str(worker.name),
+                run=run,
+                time=time.time(),
+            )
+            worker.log_event(LEDGER_TOPIC, sent.document())
         return
-    outcome = replace(outcome, worker=f"{os.getpid()}:{threading.current_thread().name}")
+    here = f"{os.getpid()}:{threading.current_thread().name}"
+    mine = [replace(outcome, worker=here) for outcome in outcomes]
     with _LEDGER_LOCK:
-        _LEDGER.setdefault(run, []).append(outcome)
+        _LEDGER.setdefault(run, []).extend(mine)
 
 
 def take_ledger(run: str) -> list[TaskOutcome]:

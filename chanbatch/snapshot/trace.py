@@ -155,6 +155,14 @@ def _unheld(oid: str, problem: str, cache: list[dict[str, str]]) -> dict[str, An
 
 
 def _evict_hint(cache: list[dict[str, str]]) -> str:
+    stages = {c.get("stage") or "" for c in cache}
+    if len(cache) > 8 and len(stages) == 1 and "" not in stages:  # a pack of one stage's results
+        (stage,) = stages
+        return (
+            f"evict the {len(cache)} cache entries of stage {stage!r} that point at it: "
+            f"`chanbatch cache evict --stage {stage}` (a run that needs them recomputes them); "
+            f"then {_GC}"
+        )
     keys = " ".join(c["key"][:12] for c in cache)
     if len(cache) == 1:
         what, it = "the cache entry that points at it", "it"

@@ -215,7 +215,10 @@ def _check_cache(
             report.bad("corrupt", rel, rel)
             continue
         for oid in stated.objects:
-            users.setdefault(oid, []).append({"key": key, "stage": stated.stage or ""})
+            # a pack's index points at its object for every key it answers for
+            users.setdefault(oid, []).extend(
+                {"key": answer, "stage": stated.stage or ""} for answer in stated.answers or (key,)
+            )
             if oid not in present:
                 report.bad("missing", oid, layout.object_path(oid))
     return users

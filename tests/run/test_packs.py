@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from opskit import cli
 
 import chanbatch as cb
 from chanbatch.cli import main as cli_main
@@ -219,3 +220,27 @@ def cli_main_exit(args: list[str]) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
+
+
+def test_a_damaged_pack_is_traced_to_its_stage_and_healed_as_verify_says(
+    store: cb.Store, frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    root = tmp_path / "store"
+    bp = cb.Blueprint.from_yaml(BLUEPRINT)
+    first = bp.run(store, scheduler="sync")
+    (doc,) = [d for d in packs(root) if len(d["members"]) > 8][:1]
+    path = root / "objects" / doc["object"][:2] / doc["object"][2:]
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes()[:-10])
+    found = cli("snapshot", "verify", "--store", root)
+    assert found.code == 1, str(found)
+    assert "Traceback" not in found.stderr
+    # every member points at the damaged object: one command for all of them, not 40 keys
+    assert "chanbatch cache evict --stage per_group" in found.stderr, found.stderr
+    store.evict(stage="per_group")
+    again = bp.run(store, scheduler="sync")
+    assert computed(root, again) == SLICES
+    assert again.snapshots == first.snapshots
+    check(answer(again), frame)
+    # the rerun wrote the same pack again, repairing its object
+    assert store.verify().ok

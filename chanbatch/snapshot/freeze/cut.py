@@ -176,9 +176,7 @@ def _group(seq: int, batch: pa.RecordBatch, lazy: bool, row_bytes: float, column
     )
 
 
-def _waves(
-    keys: list[SliceKey], cuts: Mapping[SliceKey, Sequence[_Cut]]
-) -> list[list[SliceKey]]:
+def _waves(keys: list[SliceKey], cuts: Mapping[SliceKey, Sequence[_Cut]]) -> list[list[SliceKey]]:
     """``keys`` in order, grouped into runs of about ``_WAVE_BYTES`` (a bigger slice alone)."""
     waves: list[list[SliceKey]] = []
     size = 0.0
