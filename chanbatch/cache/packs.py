@@ -142,6 +142,8 @@ class Pack:
     def parse(cls, document: dict[str, Any]) -> Pack:
         """Raises ValueError, KeyError or TypeError when ``document`` is not a pack index."""
         oid = str(document["object"])
+        size = int(document["bytes"])
+        total = max(1, sum(int(member[2]) for member in document["members"]))
         members = []
         for key, first, rows, content in document["members"]:
             span = parse_range([first, rows])
@@ -151,7 +153,7 @@ class Pack:
                     key=str(key),
                     object=oid,
                     rows=span[1],
-                    bytes=int(document["bytes"]) * span[1] // max(1, _total(document)),
+                    bytes=size * span[1] // total,
                     kind=str(document.get("kind", "")),
                     stage=str(document.get("stage", "")),
                     created_at=str(document.get("created_at", "")),
@@ -172,10 +174,6 @@ class Pack:
         if not kept:
             return None
         return Pack(name=self.name, object=self.object, bytes=self.bytes, members=kept)
-
-
-def _total(document: dict[str, Any]) -> int:
-    return sum(int(member[2]) for member in document["members"])
 
 
 def read_pack(storage: Storage, rel: str) -> Pack | None:

@@ -48,12 +48,15 @@ class CacheView:
 
     def lookup(self, key: str, *, verify: bool = False) -> CacheEntry | None:
         """:func:`~chanbatch.cache.index.lookup`, packed results included, each object verified
-        once however many results it holds."""
-        entry = lookup(self.storage, key, check_object=not verify, packed=self.packed)
-        if entry is None or not verify:
-            return entry
+        once however many results it holds. The pack indexes are read only for a key without
+        an entry file of its own."""
+        entry = self._entry(key)
+        if entry is None:
+            return None
         good = self._verified.get(entry.object)
         if good is None:
+            if not verify:
+                return entry if self.storage.exists(layout.object_path(entry.object)) else None
             try:
                 get_object(self.storage, entry.object)
                 good = True
@@ -71,5 +74,10 @@ class CacheView:
             return known
         if not self.has_entry(key):
             return None
-        entry = lookup(self.storage, key, check_object=False, packed=self.packed)
+        entry = self._entry(key)
         return entry.ident if entry is not None else None
+
+    def _entry(self, key: str) -> CacheEntry | None:
+        """``key``'s entry, its object unchecked: its own file, else a pack's index."""
+        entry = lookup(self.storage, key, check_object=False)
+        return entry if entry is not None else self.packed.get(key)
