@@ -261,6 +261,7 @@ class RunnableBlueprint:
             progress=progress,
             pin_cpus=pin_cpus,
             overwrite=overwrite,
+            repeat=report is None,  # a report draws the run's tasks: plan them
         )
         if report is not None:
             from chanbatch.view.report import write_report

@@ -232,3 +232,28 @@ def write_memo(storage: Storage, blueprint: str, contents: dict[str, str]) -> No
         "roots": Roots().stating(name=memo_name(blueprint)).document(),
     }
     storage.write_atomic(memo_path(blueprint), seal(memo))
+
+
+# -- the last outcome ------------------------------------------------------------------------------
+
+
+def outcome_path(blueprint: str) -> str:
+    return f"{layout.MEMO}/{memo_name(blueprint)}.last.json"
+
+
+def read_outcome(storage: Storage, blueprint: str) -> dict[str, Any] | None:
+    """What ``blueprint``'s last computing run left (:mod:`chanbatch.run.repeat`), or None
+    when there is none or it is damaged (a hint only: the normal path then plans the run)."""
+    try:
+        doc = unseal(storage.read_bytes(outcome_path(blueprint)))
+    except (FileNotFoundError, ValueError):
+        return None
+    return doc if doc.get("blueprint") == blueprint else None
+
+
+def write_outcome(storage: Storage, blueprint: str, outcome: dict[str, Any]) -> None:
+    """Replace what ``blueprint``'s last run left. Its roots keep nothing alive; they state the
+    name verify checks it is stored under."""
+    name = memo_name(blueprint) + ".last"
+    doc = {**outcome, "blueprint": blueprint, "roots": Roots().stating(name=name).document()}
+    storage.write_atomic(outcome_path(blueprint), seal(doc))

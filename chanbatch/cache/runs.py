@@ -168,6 +168,9 @@ class RunRecord:
     output_versions: dict[str, int] | None = None
     output_keys: dict[str, list[str]] | None = None
     stats: dict[str, Any] | None = None
+    # a run that found its inputs and blueprint as an earlier run left them, and its outputs
+    # still the heads: that run's id (its record has the tasks; this one has none)
+    repeats: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -219,6 +222,7 @@ class RunRecord:
 
 
 _OPTIONAL = {
+    "repeats",
     "status",
     "started_at",
     "blueprint",

@@ -12,6 +12,7 @@ from chanbatch.compile.keys import blueprint_digest, engine_salt
 from chanbatch.compile.plan import Plan
 from chanbatch.run.results import PlanReport
 from chanbatch.snapshot import SnapshotStore, refs
+from chanbatch.snapshot.refs import Resolved
 from chanbatch.snapshot.roots import Ref, Roots
 
 
@@ -82,7 +83,7 @@ def finished_record(
         for t in plan.tasks.values()
         if t.stored or t.checkpoint
     ]
-    output_versions = _output_versions(store, snapshots)
+    versions = output_versions(store, snapshots)
     return RunRecord(
         run=intent.run,
         status="finished",
@@ -94,35 +95,42 @@ def finished_record(
         salt=engine_salt(),
         specs={name: stage.canonical() for name, stage in plan.blueprint.stages.items()},
         scheduler=scheduler,
-        inputs={
-            name: {
-                "dataset": r.dataset,
-                "snapshot": r.snapshot,
-                "version": r.entry.version,  # verify finds a ref file deleted under it
-                # the rows the run read: the whole snapshot, or its one slice (DATASET[slice])
-                "rows": sum(e.rows for e in r.manifest.slices if r.slice_key in (None, e.key)),
-            }
-            for name, r in plan.inputs.items()
-        },
+        inputs=record_inputs(plan.inputs),
         tasks=tasks,
         outputs=snapshots,
-        output_versions=output_versions,
+        output_versions=versions,
         output_keys=output_keys,
         stats=stats,
         roots=Roots.of(
             snapshots=sorted({o["snapshot"] for o in snapshots.values()}), cache=stored
-        ).stating(name=intent.run, refs=_refs(plan, snapshots, output_versions)),
+        ).stating(name=intent.run, refs=named_refs(plan.inputs, snapshots, versions)),
     )
 
 
-def _refs(
-    plan: Plan, snapshots: dict[str, dict[str, Any]], output_versions: dict[str, int]
+def record_inputs(inputs: dict[str, Resolved]) -> dict[str, dict[str, Any]]:
+    """A record's ``inputs``: each input's dataset, snapshot, version and rows read."""
+    return {
+        name: {
+            "dataset": r.dataset,
+            "snapshot": r.snapshot,
+            "version": r.entry.version,  # verify finds a ref file deleted under it
+            # the rows the run read: the whole snapshot, or its one slice (DATASET[slice])
+            "rows": sum(e.rows for e in r.manifest.slices if r.slice_key in (None, e.key)),
+        }
+        for name, r in inputs.items()
+    }
+
+
+def named_refs(
+    inputs: dict[str, Resolved],
+    snapshots: dict[str, dict[str, Any]],
+    output_versions: dict[str, int],
 ) -> list[Ref]:
-    """The dataset versions the record names, for verify to find a ref file deleted under them
+    """The dataset versions a record names, for verify to find a ref file deleted under them
     (chanbatch.snapshot.continuity): each input, then each output, by name."""
     refs = [
         Ref(dataset=r.dataset, snapshot=r.snapshot, version=r.entry.version, what=f"input {name!r}")
-        for name, r in sorted(plan.inputs.items())
+        for name, r in sorted(inputs.items())
     ]
     refs += [
         Ref(
@@ -136,7 +144,7 @@ def _refs(
     return refs
 
 
-def _output_versions(store: SnapshotStore, snapshots: dict[str, dict[str, Any]]) -> dict[str, int]:
+def output_versions(store: SnapshotStore, snapshots: dict[str, dict[str, Any]]) -> dict[str, int]:
     """Each output's version in its dataset's ref log: with it, verify names the version when
     that ref file is deleted (a silent rollback of the dataset)."""
     out = {}
@@ -166,6 +174,9 @@ __all__ = [
     "finished_record",
     "intent_record",
     "memo_contents",
+    "named_refs",
+    "output_versions",
+    "record_inputs",
     "recorded_tasks",
     "run_stats",
     "stage_stats",

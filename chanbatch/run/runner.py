@@ -15,7 +15,7 @@ import contextlib
 import datetime as dt
 import time
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,8 @@ from chanbatch.run import recording
 from chanbatch.run.executor import Executor, Progress, choose_executor
 from chanbatch.run.outputs import freeze_outputs, unify_types
 from chanbatch.run.owners import check_outputs
+from chanbatch.run.repeat import leave_outcome
+from chanbatch.run.repeat import repeat as repeated
 from chanbatch.run.results import REPORTED_KINDS, PlanReport, RunResult
 from chanbatch.snapshot import SnapshotStore, refs
 from chanbatch.snapshot.names import encode_key
@@ -89,16 +91,19 @@ def plan_blueprint(
     *,
     sets: Mapping[str, str] | None = None,
     overwrite: Collection[str] | None = (),
+    inputs: dict[str, refs.Resolved] | None = None,
 ) -> PlanReport:
     """The plan of ``blueprint`` on ``store`` and what a run would compute or reuse.
 
     Raises UsageError when a run would write one of its inputs, or a dataset that this
     blueprint did not write and ``overwrite`` does not name (:mod:`chanbatch.run.owners`;
-    ``overwrite=None`` skips that check, for pictures of the plan).
+    ``overwrite=None`` skips that check, for pictures of the plan). ``inputs``: the inputs as
+    the caller resolved and checked them already.
     """
     view = CacheView(store.storage, blueprint.name)
-    inputs = resolve_inputs(blueprint, store, sets)
-    check_outputs(blueprint, store, inputs, overwrite)
+    if inputs is None:
+        inputs = resolve_inputs(blueprint, store, sets)
+        check_outputs(blueprint, store, inputs, overwrite)
     plan = build_plan(blueprint, inputs, view.content_of)
     report = PlanReport(plan=plan, decisions=decide(plan, store.storage, view), memo=view.memo)
     if report.has_work:
@@ -152,7 +157,8 @@ def last_run(store: SnapshotStore, blueprint_name: str, *, scan: int = 200) -> R
         store.storage,
         blueprint=blueprint_name,
         scan=scan,
-        usable=lambda record: record.status != RUNNING,
+        # a repeat has no tasks: what it repeats is the run to explain against
+        usable=lambda record: record.status != RUNNING and record.repeats is None,
     )
 
 
@@ -183,15 +189,29 @@ def run_blueprint(
     progress: Progress | None = None,
     pin_cpus: bool = False,
     overwrite: Collection[str] = (),
+    repeat: bool = True,
 ) -> RunResult:
-    """Run ``blueprint`` and freeze its outputs; see the module docstring.
+    """Run ``blueprint`` and freeze its outputs; see the module docstring. With ``repeat``, a
+    run that finds nothing changed since the last computing run is answered without planning
+    (:mod:`chanbatch.run.repeat`).
 
     Raises BlueprintError, RefError and UsageError before anything runs (UsageError also
     for an output that is an input, or a dataset not written by this blueprint and not named
     in ``overwrite``, or an unknown scheduler), and StageFailed (naming the stage and slice)
     when a stage raises.
     """
-    run = _prepare(blueprint, store, scheduler, workers, sets, allow_modules, pin_cpus, overwrite)
+    clock = time.perf_counter()
+    inputs = resolve_inputs(blueprint, store, sets)
+    check_outputs(blueprint, store, inputs, overwrite)
+
+    def executor() -> Executor:
+        return choose_executor(scheduler, workers=workers, pin_cpus=pin_cpus)
+
+    if repeat:
+        result = repeated(store, blueprint, inputs, lambda: executor().name, clock)
+        if result is not None:
+            return result
+    run = _prepare(blueprint, store, inputs, allow_modules, executor, clock)
     # refused runs have stopped by now, before writing anything
     write_record(store.storage, run.intent)
     try:
@@ -206,31 +226,27 @@ def run_blueprint(
 def _prepare(
     blueprint: Blueprint,
     store: SnapshotStore,
-    scheduler: Any,
-    workers: int | None,
-    sets: Mapping[str, str] | None,
+    inputs: dict[str, refs.Resolved],
     allow_modules: tuple[str, ...] | frozenset[str],
-    pin_cpus: bool,
-    overwrite: Collection[str],
+    executor: Callable[[], Executor],
+    clock: float,
 ) -> _Run:
     """Ids, the plan with its decisions, the allow-list and the executor: every check a run
     makes before it writes anything."""
-    clock = time.perf_counter()
     started_at = dt.datetime.now(dt.UTC)
     run_id = started_at.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-    report = plan_blueprint(blueprint, store, sets=sets, overwrite=overwrite)
+    report = plan_blueprint(blueprint, store, inputs=inputs)
     allow = frozenset(allow_modules)
     computed = [k for k, d in report.decisions.items() if d.action == "compute"]
     for key in computed:
         stage_model = blueprint.stages.get(report.plan.tasks[key].stage)
         if stage_model is not None and isinstance(stage_model.operation, Map):
             check_allowed(stage_model.operation, allow)
-    executor = choose_executor(scheduler, workers=workers, pin_cpus=pin_cpus)
     return _Run(
         store=store,
         blueprint=blueprint,
         report=report,
-        executor=executor,
+        executor=executor(),
         allow=allow,
         intent=recording.intent_record(run_id, started_at, report.plan),
         clock=clock,
@@ -309,4 +325,5 @@ def _finish(
         stats=stats,
     )
     write_record(storage, record)
+    leave_outcome(run.store, plan, run.intent.run, output_keys, snapshots, stats)
     return RunResult(run_id=run.intent.run, snapshots=snapshots, stats=stats, store=run.store)

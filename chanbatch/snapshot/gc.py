@@ -272,9 +272,17 @@ def _mark_runs(storage: Storage, now: float, *, max_age: float = RECENT_RUN_SECO
         "objects": set(),
         "cache": set(),
     }
-    for rel, mtime, _size in storage.walk(layout.RUNS):
-        if mtime < now - max_age or not rel.endswith(".json"):
+    young = [
+        rel
+        for rel, mtime, _size in storage.walk(layout.RUNS)
+        if mtime >= now - max_age and rel.endswith(".json")
+    ]
+    read: set[str] = set()
+    while young:  # and the records they repeat (roots.records), however old
+        rel = young.pop()
+        if rel in read:
             continue
+        read.add(rel)
         roots = read_roots(storage, rel)
         if roots is None:
             continue  # removed since it was listed: a run that failed, or another gc
@@ -282,6 +290,7 @@ def _mark_runs(storage: Storage, now: float, *, max_age: float = RECENT_RUN_SECO
         found["slices"].update(roots.slices)
         found["objects"].update(roots.objects)
         found["cache"].update(roots.cache)
+        young.extend(f"{layout.RUNS}/{run}.json" for run in roots.records)
     return Roots.of(**{name: sorted(ids) for name, ids in found.items()})
 
 

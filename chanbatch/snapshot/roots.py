@@ -7,7 +7,7 @@ know. Each of them carries a ``roots`` member in the format defined here::
 
     "roots": {"snapshots": [snapshot ids], "slices": [slice ids],
               "objects": [object ids], "cache": [cache keys],
-              "answers": [cache keys],
+              "answers": [cache keys], "records": [run ids],
               "name": "the file name it belongs at, without .json",
               "stage": "the stage whose results it holds (a cache entry)",
               "refs": [{"dataset": ..., "snapshot": snapshot id, "version": int or null,
@@ -19,6 +19,9 @@ know. Each of them carries a ``roots`` member in the format defined here::
 - ``answers`` are the cache keys whose results a document under ``cache/`` holds, when they are
   not just its ``name``: a pack's members (``cache/packs/``). gc keeps such a document, and what
   it keeps alive, while one of them is live.
+- ``records`` are run records (by run id) whose roots a run record keeps alive as well, however
+  old they are: a run that found nothing changed since an earlier one records only that
+  (:mod:`chanbatch.run.repeat`), and keeps alive what that one does.
 - ``name``, ``stage`` and ``refs`` are what verify reads (:func:`read_document`): a file must be
   stored under its ``name`` (so a file copied over another is found); ``refs`` are the dataset
   versions it names, checked against the ref log (:mod:`chanbatch.snapshot.continuity`); a
@@ -109,6 +112,7 @@ class Roots:
     objects: tuple[str, ...] = ()
     cache: tuple[str, ...] = ()
     answers: tuple[str, ...] = ()
+    records: tuple[str, ...] = ()
     name: str | None = None
     stage: str | None = None
     refs: tuple[Ref, ...] = ()
@@ -134,6 +138,10 @@ class Roots:
         holds and the dataset versions it names."""
         return dataclasses.replace(self, name=name, stage=stage or None, refs=tuple(refs))
 
+    def repeating(self, runs: Iterable[str]) -> Roots:
+        """These roots, keeping alive what the records of ``runs`` keep alive too."""
+        return dataclasses.replace(self, records=tuple(runs))
+
     def answering(self, keys: Iterable[str]) -> Roots:
         """These roots, stating the cache keys whose results their document holds."""
         return dataclasses.replace(self, answers=tuple(keys))
@@ -151,6 +159,8 @@ class Roots:
             doc["objects"] = list(self.objects)
         if self.answers:
             doc["answers"] = list(self.answers)
+        if self.records:
+            doc["records"] = list(self.records)
         if self.name is not None:
             doc["name"] = self.name
         if self.stage:
@@ -165,7 +175,7 @@ class Roots:
         if not isinstance(document, dict):
             raise ValueError("its roots are not an object")
         members: dict[str, Any] = {}
-        for name in ("snapshots", "slices", "objects", "cache", "answers"):
+        for name in ("snapshots", "slices", "objects", "cache", "answers", "records"):
             values = document.get(name, [])
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                 raise ValueError(f"its roots' {name} are not a list of ids")

@@ -1,0 +1,144 @@
+"""A run that finds nothing changed since its blueprint's last computing run, known without
+planning.
+
+A result depends only on its inputs' snapshot ids, the stages' specs and the engine, so a run
+whose blueprint, input snapshots and engine salt hash to the *fingerprint* the last computing
+run left (``memo/<name hash>.last.json``: :func:`~chanbatch.cache.index.read_outcome`), and
+whose outputs are still the heads of their datasets with their cached results present, would
+compute nothing and freeze the same snapshots: every key of its plan is a key of that run's
+plan. Planning it anyway costs time in proportion to the slices (at 100,000 slices, seconds),
+so such a run is answered from that outcome: it writes a short record that *repeats* the
+earlier one (no tasks; its roots keep alive what that record keeps alive, however old it
+gets) and returns the same snapshots.
+
+Anything that does not match exactly (another input snapshot, an edited stage, another engine
+salt, an output dataset moved on, a result evicted, a missing or damaged outcome) goes the
+normal way, through the plan, which then explains what changed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from chanbatch.blueprint.model import Blueprint
+from chanbatch.cache.index import lookup, read_outcome, write_outcome
+from chanbatch.cache.runs import RunRecord, StageStats, run_stats, write_record
+from chanbatch.compile.keys import blueprint_digest, engine_salt
+from chanbatch.compile.plan import Plan
+from chanbatch.hashing import digest_json
+from chanbatch.run.recording import named_refs, output_versions, record_inputs
+from chanbatch.run.results import RunResult
+from chanbatch.snapshot import SnapshotStore, refs
+from chanbatch.snapshot.names import encode_key
+from chanbatch.snapshot.roots import Roots
+
+# An outcome whose outputs have more cached results than this (a big sliced output) is not
+# checked key by key; such a run is planned.
+MAX_KEYS = 1024
+
+
+def fingerprint(blueprint: Blueprint, inputs: dict[str, refs.Resolved]) -> str:
+    """What a run's results depend on: the engine salt, the blueprint's stages, wiring and
+    outputs (UDF versions included), and the snapshot (and slice) each input is bound to."""
+    return digest_json(
+        {
+            "salt": engine_salt(),
+            "blueprint": blueprint_digest(blueprint),
+            "inputs": {
+                name: [r.snapshot, None if r.slice_key is None else encode_key(r.slice_key)]
+                for name, r in sorted(inputs.items())
+            },
+        }
+    )
+
+
+def leave_outcome(
+    store: SnapshotStore,
+    plan: Plan,
+    run_id: str,
+    output_keys: dict[str, list[str]],
+    snapshots: dict[str, dict[str, Any]],
+    stats: dict[str, Any],
+) -> None:
+    """Record what this computing (or planned) run left, for the next run to repeat."""
+    stages = {
+        name: {"computed": 0, "reused": doc.get("computed", 0) + doc.get("reused", 0)}
+        for name, doc in (stats.get("stages") or {}).items()
+    }
+    write_outcome(
+        store.storage,
+        plan.blueprint.name,
+        {
+            "fingerprint": fingerprint(plan.blueprint, plan.inputs),
+            "run": run_id,
+            "outputs": snapshots,
+            "output_keys": output_keys,
+            "stages": stages,
+        },
+    )
+
+
+def repeat(
+    store: SnapshotStore,
+    blueprint: Blueprint,
+    inputs: dict[str, refs.Resolved],
+    scheduler: Callable[[], str],
+    clock: float,
+) -> RunResult | None:
+    """The result of a run that finds everything as the last computing run left it (see the
+    module docstring), its short record written; None when anything differs. ``scheduler``
+    names the scheduler the run was asked for (and raises UsageError for an unknown one)."""
+    storage = store.storage
+    last = read_outcome(storage, blueprint.name)
+    if last is None or last.get("fingerprint") != fingerprint(blueprint, inputs):
+        return None
+    try:
+        outputs: dict[str, dict[str, Any]] = dict(last["outputs"])
+        keys: dict[str, list[str]] = dict(last["output_keys"])
+        previous, stages = str(last["run"]), dict(last["stages"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if set(outputs) != set(blueprint.outputs) or sum(len(k) for k in keys.values()) > MAX_KEYS:
+        return None
+    for info in outputs.values():
+        head = refs.head(storage, info["dataset"])
+        if head is None or head.snapshot != info["snapshot"]:
+            return None
+    if any(lookup(storage, key) is None for stage_keys in keys.values() for key in stage_keys):
+        return None
+    started = dt.datetime.now(dt.UTC)
+    run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    per_stage = {name: StageStats.parse(doc) for name, doc in stages.items()}
+    stats = run_stats(per_stage, time.perf_counter() - clock)
+    versions = output_versions(store, outputs)
+    record = RunRecord(
+        run=run_id,
+        status="finished",
+        started_at=started.isoformat(timespec="milliseconds"),
+        blueprint=blueprint.name,
+        blueprint_hash=blueprint_digest(blueprint),
+        source=blueprint.source,
+        text=blueprint.text,
+        salt=engine_salt(),
+        specs={name: stage.canonical() for name, stage in blueprint.stages.items()},
+        scheduler=scheduler(),
+        inputs=record_inputs(inputs),
+        tasks=[],
+        outputs=outputs,
+        output_versions=versions,
+        output_keys=keys,
+        stats=stats,
+        repeats=previous,
+        roots=Roots.of(
+            snapshots=sorted({o["snapshot"] for o in outputs.values()}),
+            cache=sorted({k for stage_keys in keys.values() for k in stage_keys}),
+        )
+        .repeating([previous])
+        .stating(name=run_id, refs=named_refs(inputs, outputs, versions)),
+    )
+    write_record(storage, record)
+    return RunResult(run_id=run_id, snapshots=outputs, stats=stats, store=store)
