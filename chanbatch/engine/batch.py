@@ -217,19 +217,19 @@ def _one_by_one(call: BatchCall, loads: list[Part]) -> Batch:
     parts: dict[str, Part] = {}
     ready: list[tuple[Task, Part]] = []
     failure: BaseException | None = None
-    start = time.perf_counter()
+    computing = 0.0  # the partials' own time
     for chain, part in zip(call.chains, loads, strict=True):
         try:
             for task, stage in zip(chain.tasks[:-1], call.stages[:-1], strict=True):
                 part = run_task(_call(call, task, stage), part)
                 parts[task.key] = part
-            ready.append(
-                (chain.tasks[-1], compute_part(_call(call, chain.tasks[-1], call.stages[-1]), part))
-            )
+            start = time.perf_counter()
+            state = compute_part(_call(call, chain.tasks[-1], call.stages[-1]), part)
+            computing += time.perf_counter() - start
+            ready.append((chain.tasks[-1], state))
         except Exception as exc:
             failure = failure or exc
-    seconds = time.perf_counter() - start
-    _store_partials(call, ready, seconds / max(len(call.chains), 1), parts)
+    _store_partials(call, ready, parts, time.time(), computing)
     if failure is not None:
         raise failure
     partials = tuple(parts[chain.tasks[-1].key] for chain in call.chains)
@@ -248,23 +248,21 @@ def _together(call: BatchCall, tables: list[pa.Table]) -> Batch:
     rows = [t.num_rows for t in tables]
     table = pa.concat_tables(tables)
     tags = pa.array(np.repeat(np.arange(len(tables), dtype=np.int32), rows))
-    steps: list[tuple[float, list[int], pa.Table, pa.Array]] = []
+    steps: list[tuple[float, float, list[int], pa.Table]] = []  # began, ended, rows, table
     for stage in call.stages[:-1]:
-        start = time.perf_counter()
+        began = time.time()
         table, tags = columnar.apply_tagged(stage, table, tags)
         assert tags is not None
         rows = np.bincount(tags.to_numpy(), minlength=len(tables)).tolist()
-        steps.append((time.perf_counter() - start, rows, table, tags))
+        steps.append((began, time.time(), rows, table))
     spec = call.stages[-1].operation
     assert isinstance(spec, Aggregate)
-    start = time.perf_counter()
+    began = time.time()
     states = columnar.partials(spec, table, tags, rows)
-    seconds = time.perf_counter() - start
     # nothing was stored until here: an Unsupported above leaves the batch to _one_by_one
     parts: dict[str, Part] = {}
     for position, stage in enumerate(call.stages[:-1]):
-        took, counts, whole, _ = steps[position]
-        _applied(call, position, stage, whole, counts, took, parts)
+        _applied(call, position, stage, steps[position], parts)
     ready: list[tuple[Task, Part]] = []
     offsets = np.concatenate([[0], np.cumsum(rows)]).tolist()
     for index, chain in enumerate(call.chains):
@@ -282,17 +280,21 @@ def _together(call: BatchCall, tables: list[pa.Table]) -> Batch:
         else:
             part = Part(key=task.key, ident=task.key, url=call.url, outcome="computed", table=state)
         ready.append((task, part))
-    _store_partials(call, ready, seconds / len(call.chains), parts)
+    _store_partials(call, ready, parts, began)
     partials = tuple(parts[chain.tasks[-1].key] for chain in call.chains)
     return Batch(parts=parts, partials=partials)
 
 
 def _store_partials(
-    call: BatchCall, ready: list[tuple[Task, Part]], share: float, parts: dict[str, Part]
+    call: BatchCall,
+    ready: list[tuple[Task, Part]],
+    parts: dict[str, Part],
+    began: float,
+    computing: float = 0.0,
 ) -> None:
     """Store the partials computed together: the small ones in one pack, converted to the form
-    the cache keeps once for all of them; report each."""
-    start = time.perf_counter()
+    the cache keeps once for all of them; report each, the time since ``began`` (wall clock)
+    shared out in slice order, plus a share of ``computing`` seconds spent before it."""
     storage = storage_for(call.url)
     stage = call.stages[-1].name
     entries: dict[str, CacheEntry] = {}
@@ -315,8 +317,12 @@ def _store_partials(
         )
         part.ident, part.entry = entry.ident, entry
         parts[task.key] = part
-    took = share + (time.perf_counter() - start) / max(len(ready), 1)
-    outcomes = [_outcome(task, took, rows=part.rows, stored=part.ident) for task, part in ready]
+    share = (time.time() - began) / max(len(ready), 1)
+    extra = computing / max(len(ready), 1)
+    outcomes = [
+        _outcome(task, began + i * share, share + extra, rows=part.rows, stored=part.ident)
+        for i, (task, part) in enumerate(ready)
+    ]
     report_outcomes(call.run, outcomes)
 
 
@@ -324,16 +330,16 @@ def _applied(
     call: BatchCall,
     position: int,
     stage: Stage,
-    table: pa.Table,
-    counts: list[int],
-    seconds: float,
+    step: tuple[float, float, list[int], pa.Table],
     parts: dict[str, Part],
 ) -> None:
-    """Report each slice's apply of ``stage``, and keep those results a checkpoint keeps."""
+    """Report each slice's apply of ``stage`` (the step's wall time shared out in slice
+    order), and keep those results a checkpoint keeps."""
     import numpy as np
 
+    began, ended, counts, table = step
     offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
-    share = seconds / max(len(call.chains), 1)
+    share = (ended - began) / max(len(call.chains), 1)
     outcomes = []
     for index, chain in enumerate(call.chains):
         task = chain.tasks[position]
@@ -354,13 +360,16 @@ def _applied(
             stored = entry.ident
             part.table = None  # read again from the cache only if someone asks
             part.entry = entry
-        outcomes.append(_outcome(task, share, rows=rows, stored=stored))
+        outcomes.append(_outcome(task, began + index * share, share, rows=rows, stored=stored))
         parts[task.key] = part
     report_outcomes(call.run, outcomes)
 
 
-def _outcome(task: Task, seconds: float, *, rows: int, stored: str | None) -> TaskOutcome:
-    now = time.perf_counter()
+def _outcome(
+    task: Task, began: float, seconds: float, *, rows: int, stored: str | None
+) -> TaskOutcome:
+    """What a task of a batch did: ``seconds`` from ``began`` (wall clock)."""
+    start = began + (time.perf_counter() - time.time())
     return TaskOutcome(
         dask_key=task.key,
         key=task.key,
@@ -368,9 +377,9 @@ def _outcome(task: Task, seconds: float, *, rows: int, stored: str | None) -> Ta
         slice=task.slice,
         kind=task.kind,
         outcome="computed",
-        start=now - seconds,
+        start=start,
         seconds=round(seconds, 6),
-        began=time.time() - seconds,
+        began=began,
         rows=rows,
         stored=stored,
     )
