@@ -12,8 +12,9 @@ earlier one (no tasks; its roots keep alive what that record keeps alive, howeve
 gets) and returns the same snapshots.
 
 Anything that does not match exactly (another input snapshot, an edited stage, another engine
-salt, an output dataset moved on, a result evicted, a missing or damaged outcome) goes the
-normal way, through the plan, which then explains what changed.
+salt, an output dataset moved on, a result evicted or damaged, a missing or damaged outcome,
+a memo other than the one that run left) goes the normal way, through the plan, which then
+explains what changed and rewrites what it must.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from collections.abc import Callable
 from typing import Any
 
 from chanbatch.blueprint.model import Blueprint
-from chanbatch.cache.index import lookup, read_outcome, write_outcome
+from chanbatch.cache.index import lookup, memo_path, read_outcome, write_outcome
 from chanbatch.cache.runs import RunRecord, StageStats, run_stats, write_record
 from chanbatch.compile.keys import blueprint_digest, engine_salt
 from chanbatch.compile.plan import Plan
-from chanbatch.hashing import digest_json
+from chanbatch.hashing import digest, digest_json
 from chanbatch.run.recording import named_refs, output_versions, record_inputs
 from chanbatch.run.results import RunResult
 from chanbatch.snapshot import SnapshotStore, refs
@@ -74,12 +75,21 @@ def leave_outcome(
         plan.blueprint.name,
         {
             "fingerprint": fingerprint(plan.blueprint, plan.inputs),
+            "memo": _memo_digest(store, plan.blueprint.name),
             "run": run_id,
             "outputs": snapshots,
             "output_keys": output_keys,
             "stages": stages,
         },
     )
+
+
+def _memo_digest(store: SnapshotStore, blueprint: str) -> str | None:
+    """The blake3 of the blueprint's memo file as it is (no parse), or None without one."""
+    try:
+        return digest(store.storage.read_bytes(memo_path(blueprint)))
+    except FileNotFoundError:
+        return None
 
 
 def repeat(
@@ -103,6 +113,9 @@ def repeat(
     except (KeyError, TypeError, ValueError):
         return None
     if set(outputs) != set(blueprint.outputs) or sum(len(k) for k in keys.values()) > MAX_KEYS:
+        return None
+    # the memo as that run left it (a damaged or replaced one is rewritten by a planned run)
+    if last.get("memo") is None or last.get("memo") != _memo_digest(store, blueprint.name):
         return None
     for info in outputs.values():
         head = refs.head(storage, info["dataset"])

@@ -134,7 +134,8 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Pristine:
     partial_objects = [object_file(root, read_json(p)["object"]) for p in partials]
     refs = sorted((root / "refs" / "events").glob("*.json"))
     runs = sorted((root / "runs").glob("*.json"))[-2:]
-    (memo,) = (root / "memo").glob("*.json")
+    (memo,) = [p for p in (root / "memo").glob("*.json") if not p.name.endswith(".last.json")]
+    (outcome,) = (root / "memo").glob("*.last.json")  # what the last computing run left
     targets = {
         "object": (object_file(root, objects[DAMAGED_DAY]), object_file(root, objects[5])),
         "slice-manifest": (
@@ -150,6 +151,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Pristine:
         "cache-entry": (partials[0], partials[1]),
         "result-object": (partial_objects[0], partial_objects[1]),
         "memo": (memo, partials[0]),
+        "outcome": (outcome, memo),
         "run-record": (runs[0], runs[1]),
     }
     # the cases rely on these being different files with different bytes
@@ -240,6 +242,7 @@ CASES = [
         "cache-entry",
         "result-object",
         "memo",
+        "outcome",
         "run-record",
     )
     for mode in MODES
@@ -260,11 +263,13 @@ def test_damage_is_found_named_and_never_read(
     assert not report.ok
     assert [f["path"] for f in report.files()] == [rel], report.document()
 
-    if kind == "memo":
+    if kind in ("memo", "outcome"):
+        # a memo and an outcome are hints: the entries answer; a damaged outcome is no
+        # repeat, so the run is planned, and leaves both anew
         result = rerun(store)
         assert result.snapshots["by_user"]["snapshot"] == pristine.output
-        assert result.stats["computed"] == 0  # a memo is only a hint; the entries answer
-        assert store.verify().ok, "the run rewrites its memo"
+        assert result.stats["computed"] == 0
+        assert store.verify().ok, "the run rewrites its memo and its outcome"
     elif kind in ("cache-entry", "result-object"):
         # the damaged partial is not needed while the combines above it are cached ...
         result = rerun(store)
