@@ -5,8 +5,10 @@ statistics, and the memo it leaves for the next plan.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
+from chanbatch.blueprint.model import Blueprint
 from chanbatch.cache.runs import RUNNING, RunRecord, StageStats, TaskOutcome, run_stats, tally
 from chanbatch.compile.keys import blueprint_digest, engine_salt
 from chanbatch.compile.plan import Plan
@@ -88,12 +90,7 @@ def finished_record(
         run=intent.run,
         status="finished",
         started_at=intent.started_at,
-        blueprint=plan.blueprint.name,
-        blueprint_hash=blueprint_digest(plan.blueprint),
-        source=plan.blueprint.source,
-        text=plan.blueprint.text,
-        salt=engine_salt(),
-        specs={name: stage.canonical() for name, stage in plan.blueprint.stages.items()},
+        **described(plan.blueprint),
         scheduler=scheduler,
         inputs=record_inputs(plan.inputs),
         tasks=tasks,
@@ -105,6 +102,24 @@ def finished_record(
             snapshots=sorted({o["snapshot"] for o in snapshots.values()}), cache=stored
         ).stating(name=intent.run, refs=named_refs(plan.inputs, snapshots, versions)),
     )
+
+
+def new_run_id(started_at: dt.datetime) -> str:
+    """A run's id: its UTC start time, to the second, and 8 random hex digits."""
+    return started_at.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
+def described(blueprint: Blueprint) -> dict[str, Any]:
+    """What a finished record says of its blueprint: name, hash, file, text, stage specs, and
+    the engine salt it ran with."""
+    return {
+        "blueprint": blueprint.name,
+        "blueprint_hash": blueprint_digest(blueprint),
+        "source": blueprint.source,
+        "text": blueprint.text,
+        "salt": engine_salt(),
+        "specs": {name: stage.canonical() for name, stage in blueprint.stages.items()},
+    }
 
 
 def record_inputs(inputs: dict[str, Resolved]) -> dict[str, dict[str, Any]]:
@@ -171,10 +186,12 @@ def memo_contents(plan: Plan, done: dict[str, TaskOutcome]) -> dict[str, str]:
 
 
 __all__ = [
+    "described",
     "finished_record",
     "intent_record",
     "memo_contents",
     "named_refs",
+    "new_run_id",
     "output_versions",
     "record_inputs",
     "recorded_tasks",

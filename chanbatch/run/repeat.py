@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +30,13 @@ from chanbatch.cache.runs import RunRecord, StageStats, run_stats, write_record
 from chanbatch.compile.keys import blueprint_digest, engine_salt
 from chanbatch.compile.plan import Plan
 from chanbatch.hashing import digest, digest_json
-from chanbatch.run.recording import named_refs, output_versions, record_inputs
+from chanbatch.run.recording import (
+    described,
+    named_refs,
+    new_run_id,
+    output_versions,
+    record_inputs,
+)
 from chanbatch.run.results import RunResult
 from chanbatch.snapshot import SnapshotStore, refs
 from chanbatch.snapshot.names import encode_key
@@ -126,7 +131,7 @@ def repeat(
     if any(lookup(storage, key, verify=True) is None for key in wanted):
         return None
     started = dt.datetime.now(dt.UTC)
-    run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    run_id = new_run_id(started)
     per_stage = {name: StageStats.parse(doc) for name, doc in stages.items()}
     stats = run_stats(per_stage, time.perf_counter() - clock)
     versions = output_versions(store, outputs)
@@ -134,12 +139,7 @@ def repeat(
         run=run_id,
         status="finished",
         started_at=started.isoformat(timespec="milliseconds"),
-        blueprint=blueprint.name,
-        blueprint_hash=blueprint_digest(blueprint),
-        source=blueprint.source,
-        text=blueprint.text,
-        salt=engine_salt(),
-        specs={name: stage.canonical() for name, stage in blueprint.stages.items()},
+        **described(blueprint),
         scheduler=scheduler(),
         inputs=record_inputs(inputs),
         tasks=[],

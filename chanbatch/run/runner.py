@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
-import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -234,7 +233,7 @@ def _prepare(
     """Ids, the plan with its decisions, the allow-list and the executor: every check a run
     makes before it writes anything."""
     started_at = dt.datetime.now(dt.UTC)
-    run_id = started_at.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    run_id = recording.new_run_id(started_at)
     report = plan_blueprint(blueprint, store, inputs=inputs)
     allow = frozenset(allow_modules)
     computed = [k for k, d in report.decisions.items() if d.action == "compute"]
