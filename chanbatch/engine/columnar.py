@@ -163,8 +163,9 @@ def partial(spec: Aggregate, table: pa.Table) -> pa.Table:
     :func:`aggregate.partial` takes one of two paths. When every argument it reduces is
     float64, its numpy path, whose row-order float sums Arrow's single-threaded grouped sum
     reproduces. Otherwise pandas' grouped ``agg``, whose float sums are compensated: this
-    reproduces it only for counts, and for sums (also a mean's) of decimals, which pandas
-    computes with Arrow's grouped sum, exactly: decimal(38, s), zero for a group with no values.
+    reproduces it only for counts, for sums (also a mean's) of decimals, which pandas computes
+    with Arrow's grouped sum, exactly: decimal(38, s), zero for a group with no values, and for
+    sums of int64, which are exact too.
     """
     try:
         request = _Grouping(spec, table)
@@ -319,7 +320,12 @@ class _Requests:
             options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=0)
             total = pa.decimal128(38, value.type.scale)
             self.request(src, "sum", options, f"{name}{SEP}sum", total)
-        else:  # a float or int sum on pandas' general path: not reproduced here
+        elif value.type == pa.int64():
+            # pandas' grouped sum of an int64 (or Int64): exact, zero for a group of nulls;
+            # both wrap past 2**63 alike
+            options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=0)
+            self.request(src, "sum", options, f"{name}{SEP}sum", pa.int64())
+        else:  # a float sum on pandas' general path (compensated): not reproduced here
             raise Unsupported("a sum pandas computes on its general path")
 
 

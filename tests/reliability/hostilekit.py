@@ -193,14 +193,17 @@ LAYOUT = re.compile(
             r"refs/[A-Za-z0-9][A-Za-z0-9_.-]{0,127}/\d{12}\.json",
             rf"pins/{HEX}{{64}}\.json",
             rf"cache/{HEX}{{64}}\.json",
+            rf"cache/packs/{HEX}{{64}}\.json",
             r"runs/\d{8}T\d{6}-[0-9a-f]{8}\.json",
             rf"memo/{HEX}{{32}}\.json",
+            rf"memo/{HEX}{{32}}\.last\.json",
         ]
     )
     + ")$"
 )
 LAYOUT_DIRS = re.compile(
-    rf"^(?:objects|manifests|refs|pins|cache|runs|memo|tmp|objects/{HEX}{{2}}|manifests/{HEX}{{2}}"
+    rf"^(?:objects|manifests|refs|pins|cache|cache/packs|runs|memo|tmp|objects/{HEX}{{2}}"
+    rf"|manifests/{HEX}{{2}}"
     r"|refs/[A-Za-z0-9][A-Za-z0-9_.-]{0,127})/$"
 )
 

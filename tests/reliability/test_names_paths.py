@@ -368,6 +368,8 @@ def test_blueprint_names_and_run_paths(box: Sandbox, request: pytest.FixtureRequ
     check_filesystem(box, before)
     memo = sorted(p.name for p in (box.store / "memo").iterdir())
     runs = sorted(p.name for p in (box.store / "runs").iterdir())
-    assert len(memo) == 1 and re.fullmatch(r"[0-9a-f]{32}\.json", memo[0]), memo
+    # the memo and the last run's outcome, both under the hash of the blueprint's name
+    assert len(memo) == 2 and re.fullmatch(r"[0-9a-f]{32}\.json", memo[0]), memo
+    assert memo[1] == memo[0].replace(".json", ".last.json"), memo
     assert len(runs) == 1 and re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{8}\.json", runs[0]), runs
     record_counts(request, {"commands": len(results), **counts})
