@@ -121,7 +121,11 @@ def kept_after_gc(store: Path) -> dict[str, Any]:
 
 
 def cache_keys(store: Path) -> set[str]:
-    return {p.name.removesuffix(".json") for p in (store / "cache").glob("*.json")}
+    """The keys of every cached result: entry files, and the members of pack indexes."""
+    keys = {p.name.removesuffix(".json") for p in (store / "cache").glob("*.json")}
+    for index in (store / "cache" / "packs").glob("*.json"):
+        keys.update(member[0] for member in json.loads(index.read_bytes())["members"])
+    return keys
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,12 @@ def assert_resumed(store: Path, setup: Setup, recorded: set[str], phase: str) ->
         versions = contents(store, f"refs/{output['dataset']}")
         assert len(versions) == 1, (phase, sorted(versions))
     record = json.loads((store / "runs" / f"{again['run']}.json").read_bytes())
+    if record.get("repeats"):
+        # nothing changed since the run that finished before the kill: a repeat of it, whose
+        # record has the tasks
+        assert again["stats"]["computed"] == 0 and phase in ("recorded", EXITED), phase
+        record = json.loads((store / "runs" / f"{record['repeats']}.json").read_bytes())
+        record["tasks"] = [{k: v for k, v in t.items() if k != "outcome"} for t in record["tasks"]]
     tasks = {t["key"]: t for t in record["tasks"]}
     assert len(tasks) == len(record["tasks"])
     computed = {key for key, t in tasks.items() if t.get("outcome") == "computed"}
