@@ -55,6 +55,7 @@ class Chain:
 
     load: Ref
     tasks: tuple[Task, ...]
+    rows: int = 0  # of the input slice
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,28 +98,36 @@ class Fusion:
     allow: frozenset[str] = frozenset()
 
     def apply(
-        self, graph: dict[str, Any], plan: Plan, worker_of: Callable[[str], str] | None = None
+        self,
+        graph: dict[str, Any],
+        plan: Plan,
+        worker_of: Callable[[str], str] | None = None,
+        workers: int = 1,
     ) -> dict[str, str]:
         """Replace, in ``graph``, the chains of consecutive slices that run the same stages by
         batches: each partial's key then reads its batch's result, and the loads and applies
         only the batch read are dropped. With ``worker_of`` (slice id -> worker), a batch
         holds the slices of one worker only, so that the tasks of a slice still run where its
-        id says; returns each batch's worker ("" without ``worker_of``)."""
+        id says; returns each batch's worker ("" without ``worker_of``). ``workers``: how many
+        run at once (batches are cut so that each has some)."""
         users: dict[str, int] = {}
         for spec in graph.values():
             for arg in spec[1:]:
                 if isinstance(arg, str):
                     users[arg] = users.get(arg, 0) + 1
+        slice_rows: dict[str, int] = {
+            e.id: e.rows for r in plan.inputs.values() for e in r.manifest.slices
+        }
         runs: dict[tuple[str, Any, tuple[str, ...]], list[Chain]] = {}
         for key, task in plan.tasks.items():  # slices in key order
-            chain = _chain(graph, plan, key, task, users)
+            chain = _chain(graph, plan, key, task, users, slice_rows)
             if chain is not None:
                 worker = worker_of(chain.load.slice_id or chain.load.key) if worker_of else ""
                 signature = (worker, chain.load.columns, tuple(t.stage for t in chain.tasks))
                 runs.setdefault(signature, []).append(chain)
         placed: dict[str, str] = {}
         for signature, chains in runs.items():
-            for group in _batches(chains):
+            for group in _batches(chains, 1 if worker_of else workers):
                 if len(group) < 2:
                     continue
                 name = self._replace(graph, plan, group, users)
@@ -142,7 +151,12 @@ class Fusion:
 
 
 def _chain(
-    graph: dict[str, Any], plan: Plan, key: str, task: Task, users: dict[str, int]
+    graph: dict[str, Any],
+    plan: Plan,
+    key: str,
+    task: Task,
+    users: dict[str, int],
+    slice_rows: dict[str, int],
 ) -> Chain | None:
     """The chain ending in ``key`` if it is a partial the graph computes from its slice's load
     through applies that nothing else reads; else None."""
@@ -159,7 +173,9 @@ def _chain(
     spec = graph.get(dep)
     if spec is None or spec[0] is not load_slice:
         return None
-    return Chain(load=spec[1], tasks=tuple(reversed(tasks)))
+    first = tasks[-1]  # the first apply carries the input slice's rows; a partial alone not
+    rows = first.source_rows if first.kind == "apply" else slice_rows.get(plan.tasks[dep].source, 0)
+    return Chain(load=spec[1], tasks=tuple(reversed(tasks)), rows=rows)
 
 
 def _computed_here(graph: dict[str, Any], task: Task) -> bool:
@@ -175,13 +191,19 @@ def _computed_here(graph: dict[str, Any], task: Task) -> bool:
     )
 
 
-def _batches(chains: list[Chain]) -> Iterator[tuple[Chain, ...]]:
+def _batches(chains: list[Chain], workers: int) -> Iterator[tuple[Chain, ...]]:
+    """Consecutive chains, cut at BATCH_ROWS input rows or BATCH_SLICES slices, and into at
+    least two batches per worker when there are enough slices, so that every worker has work
+    while the others finish theirs."""
+    share = 2 * max(workers, 1)
+    most_rows = min(BATCH_ROWS, max(1, -(-sum(c.rows for c in chains) // share)))
+    most_slices = min(BATCH_SLICES, max(2, -(-len(chains) // share)))
     group: list[Chain] = []
     rows = 0
     for chain in chains:
         group.append(chain)
-        rows += chain.tasks[-1].source_rows
-        if rows >= BATCH_ROWS or len(group) >= BATCH_SLICES:
+        rows += chain.rows
+        if rows >= most_rows or len(group) >= most_slices:
             yield tuple(group)
             group, rows = [], 0
     if group:

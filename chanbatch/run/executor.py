@@ -118,8 +118,9 @@ class LocalExecutor:
 
         if self.pin:
             log.warning("--pin-cpus pins worker processes; with %s it does nothing", self.name)
+        workers = 1 if self.sync else self.workers or os.cpu_count() or 1
         if fusion is not None:
-            fusion.apply(graph, plan)
+            fusion.apply(graph, plan, workers=workers)
         computing = _computing(graph)
 
         def done(key: str, result: Any) -> None:
@@ -131,7 +132,6 @@ class LocalExecutor:
             elif isinstance(result, Part) and key in computing and graph[key][0] is not member:
                 progress.advance(plan.tasks[key].stage, result.outcome)
 
-        workers = 1 if self.sync else self.workers or os.cpu_count() or 1
         try:
             results = run_graph(graph, targets, workers=workers, done=done)
         finally:
