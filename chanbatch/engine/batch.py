@@ -98,18 +98,13 @@ class Fusion:
     allow: frozenset[str] = frozenset()
 
     def apply(
-        self,
-        graph: dict[str, Any],
-        plan: Plan,
-        worker_of: Callable[[str], str] | None = None,
-        workers: int = 1,
+        self, graph: dict[str, Any], plan: Plan, worker_of: Callable[[str], str] | None = None
     ) -> dict[str, str]:
         """Replace, in ``graph``, the chains of consecutive slices that run the same stages by
         batches: each partial's key then reads its batch's result, and the loads and applies
         only the batch read are dropped. With ``worker_of`` (slice id -> worker), a batch
         holds the slices of one worker only, so that the tasks of a slice still run where its
-        id says; returns each batch's worker ("" without ``worker_of``). ``workers``: how many
-        run at once (batches are cut so that each has some)."""
+        id says; returns each batch's worker ("" without ``worker_of``)."""
         users: dict[str, int] = {}
         for spec in graph.values():
             for arg in spec[1:]:
@@ -127,7 +122,7 @@ class Fusion:
                 runs.setdefault(signature, []).append(chain)
         placed: dict[str, str] = {}
         for signature, chains in runs.items():
-            for group in _batches(chains, 1 if worker_of else workers):
+            for group in _batches(chains):
                 if len(group) < 2:
                     continue
                 name = self._replace(graph, plan, group, users)
@@ -191,19 +186,16 @@ def _computed_here(graph: dict[str, Any], task: Task) -> bool:
     )
 
 
-def _batches(chains: list[Chain], workers: int) -> Iterator[tuple[Chain, ...]]:
-    """Consecutive chains, cut at BATCH_ROWS input rows or BATCH_SLICES slices, and into at
-    least two batches per worker when there are enough slices, so that every worker has work
-    while the others finish theirs."""
-    share = 2 * max(workers, 1)
-    most_rows = min(BATCH_ROWS, max(1, -(-sum(c.rows for c in chains) // share)))
-    most_slices = min(BATCH_SLICES, max(2, -(-len(chains) // share)))
+def _batches(chains: list[Chain]) -> Iterator[tuple[Chain, ...]]:
+    """Consecutive chains, cut at BATCH_ROWS input rows or BATCH_SLICES slices. The cuts depend
+    only on the chains' own rows, from the first: the same slices computed again (a damaged pack
+    recomputed) form the same batch, and so the same pack."""
     group: list[Chain] = []
     rows = 0
     for chain in chains:
         group.append(chain)
         rows += chain.rows
-        if rows >= most_rows or len(group) >= most_slices:
+        if rows >= BATCH_ROWS or len(group) >= BATCH_SLICES:
             yield tuple(group)
             group, rows = [], 0
     if group:

@@ -120,7 +120,7 @@ class LocalExecutor:
             log.warning("--pin-cpus pins worker processes; with %s it does nothing", self.name)
         workers = 1 if self.sync else self.workers or os.cpu_count() or 1
         if fusion is not None:
-            fusion.apply(graph, plan, workers=workers)
+            fusion.apply(graph, plan)
         computing = _computing(graph)
 
         def done(key: str, result: Any) -> None:
