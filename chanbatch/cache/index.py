@@ -167,10 +167,14 @@ def write_result(
     storage: Storage, key: str, frame: pd.DataFrame, *, kind: str = "", stage: str = ""
 ) -> CacheEntry:
     """Store ``frame`` as the result of ``key``; the entry is written after its object."""
+    return write_table(storage, key, frame_table(frame), kind=kind, stage=stage)
+
+
+def frame_table(frame: pd.DataFrame) -> pa.Table:
+    """``frame`` as the cache stores it: a normalised Arrow table, without its index."""
     import pyarrow as pa
 
-    table = normalize_table(pa.Table.from_pandas(frame, preserve_index=False))
-    return write_table(storage, key, table, kind=kind, stage=stage)
+    return normalize_table(pa.Table.from_pandas(frame, preserve_index=False))
 
 
 def write_table(

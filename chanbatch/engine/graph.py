@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from chanbatch.blueprint.model import Aggregate, Stage
 from chanbatch.cache import CacheEntry, lookup, read_result
-from chanbatch.cache.index import cached_table, write_table
+from chanbatch.cache.index import cached_table, frame_table, write_table
 from chanbatch.cache.packs import PACK_ROWS, write_pack
 from chanbatch.cache.runs import TaskOutcome
 from chanbatch.compile.decide import Decision
@@ -31,7 +31,6 @@ from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
 from chanbatch.engine import columnar
 from chanbatch.engine.failures import StageFailed, describe_failure
 from chanbatch.errors import ChanbatchError, UsageError
-from chanbatch.snapshot.normalize import normalize_table
 from chanbatch.snapshot.objects import get_slice
 from chanbatch.snapshot.read import canonical, load_object, to_pandas
 from chanbatch.snapshot.storage import Storage
@@ -366,9 +365,7 @@ def storable_table(part: Part) -> pa.Table:
     that gives the bytes its pandas form would (:func:`columnar.storable`), which spares a
     partial of a few rows two conversions."""
     table = columnar.storable(part.table) if part.table is not None else None
-    if table is None:
-        table = normalize_table(pa.Table.from_pandas(part.data, preserve_index=False))
-    return table
+    return table if table is not None else frame_table(part.data)
 
 
 def build_graph(
