@@ -348,3 +348,20 @@ def test_a_fresh_store_verifies_as_the_same_store_in_the_old_format(
     found = findings(fresh)
     assert found == findings(old)
     assert found["None"]["ok"] is (how == "intact")
+
+
+def test_run_ids_sort_by_start_time_within_a_second() -> None:
+    """Two runs started in the same second: the later one's id sorts last, whatever the random
+    digits (the newest run of a blueprint is found by sorting ids)."""
+    import datetime as dt
+
+    from chanbatch.run.recording import new_run_id
+
+    second = dt.datetime(2026, 12, 6, 12, 36, 21, tzinfo=dt.UTC)
+    starts = [second.replace(microsecond=us) for us in (0, 1, 15, 4095, 65536, 500000, 999999)]
+    for _ in range(50):
+        ids = [new_run_id(start) for start in starts]
+        assert sorted(ids) == ids
+        assert all(i.startswith("20261206T123621-") and len(i) == 24 for i in ids)
+    later = new_run_id(second + dt.timedelta(seconds=1))
+    assert later > new_run_id(second.replace(microsecond=999999))
