@@ -20,6 +20,7 @@ from chanbatch.cli import (
     visual,  # noqa: F401  (adds the graph command)
 )
 from chanbatch.cli.commands import cli
+from chanbatch.deferred import defer_pandas
 from chanbatch.errors import ChanbatchError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with its code; never prints a traceback without ``--verbose``."""
     args = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     verbose = _verbose(args)
+    defer_pandas()  # a run whose stages all run on Arrow never imports pandas
     try:
         code = cli.main(args=args, prog_name="chanbatch", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 from chanbatch.blueprint.model import Aggregate
 from chanbatch.engine.aggregate_kernels import decomposing, state_column
 from chanbatch.engine.arrow_eval import Unsupported, nan_to_null
+from chanbatch.engine.arrow_numpy import numbers
 
 _KEY_TYPES = (pa.int64(), pa.string(), pa.date32(), pa.bool_())
 _STATE_TYPES = {
@@ -149,8 +150,8 @@ def _merge(
             differs = pc.fill_null(pc.not_equal(after, before), True)
             both_null = pc.and_(pc.is_null(after), pc.is_null(before))
             differs = pc.and_(differs, pc.invert(both_null))
-            starts_mask[1:] |= differs.to_numpy(zero_copy_only=False)
-        positions = order.to_numpy()
+            starts_mask[1:] |= numbers(differs)
+        positions = numbers(order)
         starts = np.flatnonzero(starts_mask)
         group = np.cumsum(starts_mask) - 1  # of each row in sorted order
         out_keys = [ordered_keys.column(key).take(pa.array(starts)) for key in keys]
@@ -189,7 +190,7 @@ def _merge(
         if pairwise and column in float_sums:
             # what np.add.reduceat gives pandas: the first value plus numpy's pairwise sum of
             # the rest, whatever the layout of pandas' block (it reduces each segment alone)
-            data = values.to_numpy(zero_copy_only=False)
+            data = numbers(values)
             with np.errstate(all="ignore"):
                 total = np.add.reduceat(data, starts)
             arrays.append(pa.array(total, mask=np.isnan(total)))
@@ -209,11 +210,11 @@ def _reduce(
     """One state column merged per group, as pandas' grouped reduction visits the rows."""
     is_float = values.type == pa.float64()
     if is_float:
-        data = values.to_numpy(zero_copy_only=False)  # null -> NaN, which pandas skips alike
+        data = numbers(values)  # null -> NaN, which pandas skips alike
         valid = data == data
     else:
-        valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
-        data = pc.fill_null(values, 0).to_numpy(zero_copy_only=False)
+        valid = numbers(pc.is_valid(values))
+        data = numbers(pc.fill_null(values, pa.scalar(0, values.type)))
     dtype = data.dtype
     nobs = np.zeros(n_groups, dtype=np.int64)
     if merge in ("total", "sum"):

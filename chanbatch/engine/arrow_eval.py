@@ -239,7 +239,7 @@ class ArrowEvaluator:
             raise Unsupported(f"operator {node.op}")
         if node.op == "+" and kinds == ("str", "str"):
             # text + text joins them; a null on either side gives null, as in pandas and SQL
-            return pc.binary_join_element_wise(left, right, "")
+            return pc.binary_join_element_wise(_scalar(left), _scalar(right), _scalar(""))
         if "decimal" in kinds:
             if node.op not in _CHECKED or not set(kinds) <= {"decimal", "int"}:
                 raise Unsupported("this arithmetic with a decimal")
@@ -250,7 +250,7 @@ class ArrowEvaluator:
         # kernels do), anything with a float, and every true division, is float64.
         if node.op == "/" or "float" in kinds:
             left, right = _as_float(left), _as_float(right)
-        return _ARITH[node.op](left, right)
+        return _ARITH[node.op](_scalar(left), _scalar(right))
 
     def _compare(self, node: Compare) -> Value:
         values = [self.eval(o) for o in node.operands]
@@ -276,7 +276,7 @@ class ArrowEvaluator:
                 left, right = _as_float(left), _as_float(right)
         elif len(kinds) != 1 or (kinds == {"bool"} and op not in ("==", "!=")):
             raise Unsupported("a comparison of different kinds")
-        result = _COMPARE[op](left, right)
+        result = _COMPARE[op](_scalar(left), _scalar(right))
         return _mask_nulls(result, [_nulls(left), _nulls(right)])
 
     def _in_list(self, node: InList) -> Array:
@@ -343,6 +343,28 @@ def _fold(node: Call) -> Value:
         return fold(node)
     except ExprEvalError as exc:
         raise Unsupported(str(exc)) from exc
+
+
+# A literal's Arrow type, as pyarrow infers it: given here so that no kernel call converts an
+# untyped Python value (pyarrow's inference imports pandas, a third of a small run's time).
+_LITERAL_TYPES: dict[type, pa.DataType] = {
+    bool: pa.bool_(),
+    int: pa.int64(),
+    float: pa.float64(),
+    str: pa.string(),
+    dt.date: pa.date32(),
+}
+
+
+def _scalar(value: Value) -> Any:
+    """A kernel argument: an array or Arrow scalar as it is, a Python literal as the Arrow
+    scalar pyarrow would infer for it (an int beyond int64 is left to pyarrow's inference)."""
+    if is_array(value) or isinstance(value, pa.Scalar):
+        return value
+    arrow_type = _LITERAL_TYPES.get(type(value))
+    if arrow_type is None or (arrow_type == pa.int64() and value not in _INT64_RANGE):
+        return value
+    return pa.scalar(value, arrow_type)
 
 
 def _temporal(value: Value, other: Value) -> Value:

@@ -29,6 +29,7 @@ from chanbatch.cache.packs import PACK_ROWS, write_pack
 from chanbatch.cache.runs import TaskOutcome
 from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
 from chanbatch.engine import columnar
+from chanbatch.engine.arrow_numpy import numbers
 from chanbatch.engine.graph import (
     Call,
     Part,
@@ -267,7 +268,7 @@ def _together(call: BatchCall, tables: list[pa.Table]) -> Batch:
         began = time.time()
         table, tags = columnar.apply_tagged(stage, table, tags)
         assert tags is not None
-        rows = np.bincount(tags.to_numpy(), minlength=len(tables)).tolist()
+        rows = np.bincount(numbers(tags), minlength=len(tables)).tolist()
         steps.append((began, time.time(), rows, table))
     spec = call.stages[-1].operation
     assert isinstance(spec, Aggregate)
