@@ -1,5 +1,6 @@
-"""Merging partials on Arrow tables: the table :func:`chanbatch.engine.aggregate.combine`'s
-result is stored as, to the bit, without a round trip through pandas.
+"""Merging partials on Arrow tables, and finishing them: the tables
+:func:`chanbatch.engine.aggregate.combine` and :func:`~chanbatch.engine.aggregate.finish`'s
+results are stored as, to the bit, without a round trip through pandas.
 
 A combine task merges a few partials (one row per group each) into one. On pandas it costs an
 Arrow -> pandas conversion per input, a concat and a groupby; its result is stored, and the
@@ -263,3 +264,47 @@ def _reduce(
     if is_float:  # a NaN sum (inf - inf) is stored as null too, as Table.from_pandas does
         empty |= np.isnan(acc)
     return pa.array(acc, mask=empty)
+
+
+# -- finish --------------------------------------------------------------------------------------
+
+# How each aggregate's output comes from its combined states, as aggregate_kernels' finishers
+# compute it on pandas: count is the count; sum the sum (null without values); mean the sum
+# as a float divided by the count (null without values); min and max the state (null without
+# values). var and std, and decimal means, are left to pandas.
+_FINISHED = {"count", "sum", "mean", "min", "max"}
+
+
+def finish(spec: Aggregate, combined: pa.Table) -> pa.Table:
+    """The aggregate's output from its combined partial, as the pandas finish's result is
+    stored: group keys, then aggregates, float NaN as null, every field nullable. Raises
+    Unsupported where that is not certain."""
+    keys = list(spec.group_by)
+    states = _states(spec)
+    _schema(combined, keys, states)  # the types the combine covers, or Unsupported
+    if not keys and combined.num_rows == 0:
+        raise Unsupported("a global aggregate over no partial rows")
+    columns: list[Any] = [combined.column(key) for key in keys]
+    names = list(keys)
+    for name, agg in spec.aggregates.items():
+        if agg.func not in _FINISHED:
+            raise Unsupported(f"finishing {agg.func}")
+        n = combined.column(state_column(name, "n"))
+        some = pc.greater(n, pa.scalar(0, n.type))
+        if agg.func == "count":
+            value = n
+        elif agg.func == "mean":
+            total = combined.column(state_column(name, "sum"))
+            value = pc.divide(total.cast(pa.float64(), safe=False), n.cast(pa.float64()))
+        else:
+            value = combined.column(state_column(name, agg.func))
+        if agg.func != "count":
+            value = pc.if_else(some, value, pa.scalar(None, value.type))
+        columns.append(value)
+        names.append(name)
+    fields = [
+        pa.field(name, column.type, nullable=True)
+        for name, column in zip(names, columns, strict=True)
+    ]
+    columns = [nan_to_null(c) if c.type == pa.float64() else c for c in columns]
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields)).combine_chunks()

@@ -33,7 +33,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from chanbatch.blueprint.model import Aggregate, Derive, Filter, Rename, Select, Stage
+from chanbatch.blueprint.model import Aggregate, Derive, Filter, Rename, Select, Sort, Stage
 from chanbatch.blueprint.nodes import Column, Expr
 from chanbatch.engine.arrow_eval import (
     Array,
@@ -153,6 +153,34 @@ def _set_column(table: pa.Table, name: str, values: Array) -> pa.Table:
     if name in table.column_names:
         return table.set_column(table.column_names.index(name), name, values)
     return table.append_column(name, values)
+
+
+def sort(spec: Sort, tables: list[pa.Table]) -> pa.Table:
+    """The rows of ``tables`` (a whole input's parts, in key order) in ``spec``'s order, as the
+    pandas path sorts them: stable, nulls last in either direction. Raises Unsupported for parts
+    of different types and for a float key holding NaN (pandas places NaN with the nulls,
+    Arrow between the numbers and the nulls)."""
+    if not tables:
+        raise Unsupported("no parts")
+    schema = tables[0].schema
+    if any(not t.schema.equals(schema) for t in tables[1:]):
+        raise Unsupported("parts of different types")
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if table.num_rows == 0:
+        return table
+    for key in spec.by:
+        if key.column not in schema.names:
+            raise Unsupported(f"no column {key.column!r}")
+        column = table.column(key.column)
+        if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
+            raise Unsupported("NaN in a sort key")
+    order = pc.sort_indices(
+        table,
+        sort_keys=[
+            (k.column, "ascending" if k.ascending else "descending", "at_end") for k in spec.by
+        ],
+    )
+    return table.take(order).combine_chunks()
 
 
 def partial(spec: Aggregate, table: pa.Table) -> pa.Table:

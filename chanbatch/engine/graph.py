@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
-from chanbatch.blueprint.model import Aggregate, Stage
+from chanbatch.blueprint.model import Aggregate, Sort, Stage
 from chanbatch.cache import CacheEntry, lookup, read_result
 from chanbatch.cache.index import cached_table, frame_table, write_table
 from chanbatch.cache.packs import PACK_ROWS, write_pack
@@ -315,13 +315,22 @@ def _compute(
                     return columnar.apply_rowwise(stage, table)
                 except columnar.Unsupported:
                     pass  # the pandas path below computes it, or raises its error
-        if task.kind == "combine" and main:
+        if task.kind == "whole" and isinstance(stage.operation, Sort) and main and not broadcast:
+            tables = [t for t in (p.arrow for p in main) if t is not None]
+            if len(tables) == len(main):
+                try:
+                    return columnar.sort(stage.operation, tables)
+                except columnar.Unsupported:
+                    pass  # the pandas path below computes it, or raises its error
+        if task.kind in ("combine", "finish") and main:
             tables = [t for t in (p.arrow for p in main) if t is not None]
             if len(tables) == len(main):
                 from chanbatch.engine import arrow_combine
 
                 assert isinstance(stage.operation, Aggregate)
                 try:
+                    if task.kind == "finish":
+                        return arrow_combine.finish(stage.operation, tables[0])
                     return arrow_combine.combine(stage.operation, tables)
                 except arrow_combine.Unsupported:
                     pass  # the pandas path below computes it, or raises its error

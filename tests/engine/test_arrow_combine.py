@@ -165,6 +165,23 @@ def test_combine_matches_pandas_to_the_bit(
     _both(spec, level)
     read_back = [_pandas_combine(spec, half) for half in halves]
     _both(spec, read_back)
+    # the finish, on the combined result as computed and as read back from the cache
+    _finished(spec, got)
+    _finished(spec, _pandas_combine(spec, partials))
+
+
+def _finished(spec: Aggregate, combined: pa.Table) -> pa.Table | None:
+    """Both finishes of ``combined``; the stored table when the Arrow one took it."""
+    want = _stored_frame(aggregate.finish(spec, to_pandas(combined)))
+    try:
+        got = arrow_combine.finish(spec, combined)
+    except arrow_combine.Unsupported:
+        return None
+    _same_bits(got, want)
+    stored = columnar.storable(got)
+    assert stored is not None
+    _same_bits(stored, want)
+    return got
 
 
 def _either(spec: Aggregate, partials: list[pa.Table]) -> pa.Table:
@@ -191,7 +208,9 @@ def test_the_common_shapes_are_taken() -> None:
     for keys in (["k"], ["k", "m"], []):
         spec = _spec(keys, aggs)
         partials = [_partial(spec, table.slice(a, 30)) for a in range(0, rows, 30)]
-        assert _both(spec, partials) is not None, keys
+        combined = _both(spec, partials)
+        assert combined is not None, keys
+        assert _finished(spec, combined) is not None, keys
 
 
 def _kahan(values: list[float]) -> float:
@@ -264,13 +283,21 @@ def test_signed_zero_extremes_are_left_to_pandas() -> None:
 
 
 def test_empty_partials() -> None:
-    spec = _spec(["m"], ["sum(f)", "count()"])
-    empty = columnar.partial(
+    spec = _spec(["m"], ["sum(f)", "count()", "mean(f)", "min(f)"])
+    empty = _partial(
         spec, pa.table({"m": pa.array([], pa.int64()), "f": pa.array([], pa.float64())})
     )
-    one = columnar.partial(spec, pa.table({"m": [1, 1], "f": [math.nan, 2.0]}))
+    one = _partial(spec, pa.table({"m": [1, 1, 2], "f": [math.nan, 2.0, None]}))
     assert _both(spec, [empty, empty]) is not None
-    assert _both(spec, [empty, one, empty]) is not None
+    combined = _both(spec, [empty, one, empty])
+    assert combined is not None
+    finished = _finished(spec, combined)
+    assert finished is not None
+    # group 2 has no values: its sum, mean and min are null, its count of rows is 1
+    assert finished.to_pylist() == [
+        {"m": 1, "a0": 2.0, "a1": 2, "a2": 2.0, "a3": 2.0},
+        {"m": 2, "a0": None, "a1": 1, "a2": None, "a3": None},
+    ]
 
 
 def test_what_it_declines() -> None:

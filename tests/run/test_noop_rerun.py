@@ -97,3 +97,40 @@ def test_a_computing_run_on_threads_imports_neither_dask_nor_distributed(tmp_pat
     want = kept.groupby("g").x.agg(["count", "sum"]).reset_index()
     assert got["n"].tolist() == want["count"].tolist()
     assert got["s"].tolist() == want["sum"].tolist()
+
+
+def test_a_run_whose_stages_stay_on_arrow_imports_no_pandas(tmp_path: Path) -> None:
+    """Filters, derives, count/sum/mean partials of floats, combines, finishes and a sort all
+    have an Arrow path: a computing run of them, cold or with a new slice, never imports pandas (0.3 s
+    of a small run), and its answers are pandas' answers."""
+    store = cb.Store(tmp_path / "store")
+    store.freeze("t", FRAME, slice_by="k")
+    path = tmp_path / "arrow.yaml"
+    path.write_text(
+        """
+name: arrow_only
+inputs: {t: t}
+stages:
+  big: {from: t, filter: "x > 2"}
+  halves: {from: big, derive: {y: "x * 0.5"}}
+  per_g: {from: halves, group_by: [g], aggregate: {n: count(), s: sum(y), m: mean(y)}}
+  ordered: {from: per_g, sort: [-s]}
+outputs: {ordered: arrow_ordered}
+"""
+    )
+    more = pd.DataFrame({"k": [4, 4], "g": ["a", "c"], "x": [11, 13]})
+    for frame in (None, more):
+        if frame is not None:
+            store.freeze("t", frame, slice_by="k")  # a new slice, k=4
+        report = _probe(path, store)
+        assert report["code"] == 0 and report["doc"]["stats"]["computed"] > 0
+        assert report["pandas"] is False
+        everything = pd.concat([FRAME, more]) if frame is not None else FRAME
+        kept = everything[everything.x > 2].assign(y=lambda f: f.x * 0.5)
+        want = kept.groupby("g").y.agg(["count", "sum", "mean"]).reset_index()
+        want = want.sort_values("sum", ascending=False, kind="stable").reset_index(drop=True)
+        got = store.read_pandas("arrow_ordered")
+        assert got["g"].tolist() == want["g"].tolist()
+        assert got["n"].tolist() == want["count"].tolist()
+        assert got["s"].tolist() == want["sum"].tolist()
+        assert got["m"].tolist() == want["mean"].tolist()
