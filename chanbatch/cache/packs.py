@@ -1,4 +1,5 @@
-"""Packs: the small partials of many slices, computed together, stored as one object.
+"""Packs: the small partials of many slices, and the combines over them, computed together,
+stored as one object.
 
 Writing an object and an entry per partial of a few rows cost more than computing it: at daily
 slices, most of a cold run. A batch (:mod:`chanbatch.engine.batch`) stores its partials as one
@@ -36,8 +37,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A partial of at most this many rows is packed (alone, or with the others computed beside it).
+# A partial or combine of at most this many rows is packed (alone, or with the others computed
+# beside it).
 PACK_ROWS = 4096
+PACKED_KINDS = frozenset({"partial", "combine"})
 
 
 def content_id(table: pa.Table, first: int = 0, rows: int | None = None) -> str:

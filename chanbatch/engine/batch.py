@@ -16,6 +16,7 @@ batching; a chain that the Arrow path cannot run in one go is run task by task, 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,9 +25,10 @@ from typing import Any
 import pyarrow as pa
 
 from chanbatch.blueprint.model import Aggregate, Stage
-from chanbatch.cache.index import CacheEntry
-from chanbatch.cache.packs import PACK_ROWS, write_pack
+from chanbatch.cache.index import CacheEntry, lookup
+from chanbatch.cache.packs import PACK_ROWS, content_id, write_pack
 from chanbatch.cache.runs import TaskOutcome
+from chanbatch.compile.keys import task_key
 from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
 from chanbatch.engine import columnar
 from chanbatch.engine.arrow_numpy import numbers
@@ -41,8 +43,10 @@ from chanbatch.engine.graph import (
     storable_table,
     storage_for,
     store_part,
+    task_outcome,
 )
 from chanbatch.hashing import digest
+from chanbatch.snapshot.storage import Storage
 
 # A batch closes at this many input rows or slices: enough to make a slice's fixed costs small,
 # few enough to keep every worker busy and the rows in memory small.
@@ -59,6 +63,15 @@ class Chain:
     rows: int = 0  # of the input slice
 
 
+@dataclass(frozen=True, slots=True)
+class Fused:
+    """A combine a batch runs once its partials are stored: its task, and its inputs in order,
+    each ``("partial", chain index)`` or ``("combine", index among the batch's combines)``."""
+
+    task: Task
+    inputs: tuple[tuple[str, int], ...]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchCall:
     """What a worker needs to run a batch; pickled into the graph."""
@@ -67,6 +80,7 @@ class BatchCall:
     run: str
     stages: tuple[Stage, ...]  # the stage of each task of a chain, in order
     chains: tuple[Chain, ...]
+    combines: tuple[Fused, ...] = ()  # bottom up: a combine's inputs come before it
     allow: frozenset[str] = frozenset()
 
     def __dask_tokenize__(self) -> tuple[str, str, str]:
@@ -75,15 +89,22 @@ class BatchCall:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """What a batch returns: every task it ran, by key, and each chain's partial."""
+    """What a batch returns: every task it ran, by key, each chain's partial, and each of its
+    combines' results."""
 
     parts: dict[str, Part]
     partials: tuple[Part, ...]
+    combined: tuple[Part, ...] = ()
 
 
 def member(batch: Batch, index: int) -> Part:
     """The partial of the batch's chain ``index``: the graph's task for that partial's key."""
     return batch.partials[index]
+
+
+def combined(batch: Batch, index: int) -> Part:
+    """The result of the batch's combine ``index``: the graph's task for that combine's key."""
+    return batch.combined[index]
 
 
 # -- where the graph fuses ------------------------------------------------------------------------
@@ -121,20 +142,36 @@ class Fusion:
                 worker = worker_of(chain.load.slice_id or chain.load.key) if worker_of else ""
                 signature = (worker, chain.load.columns, tuple(t.stage for t in chain.tasks))
                 runs.setdefault(signature, []).append(chain)
+        combines = [
+            t for t in plan.tasks.values() if t.kind == "combine" and _fusable(graph, t)
+        ]  # bottom up, as the plan lays them out
         placed: dict[str, str] = {}
         for signature, chains in runs.items():
             for group in _batches(chains):
                 if len(group) < 2:
                     continue
-                name = self._replace(graph, plan, group, users)
+                name = self._replace(graph, plan, group, users, combines)
                 placed[name] = signature[0]
         return placed
 
     def _replace(
-        self, graph: dict[str, Any], plan: Plan, group: tuple[Chain, ...], users: dict[str, int]
+        self,
+        graph: dict[str, Any],
+        plan: Plan,
+        group: tuple[Chain, ...],
+        users: dict[str, int],
+        combines: list[Task],
     ) -> str:
         stages = tuple(plan.blueprint.stages[t.stage] for t in group[0].tasks)
-        call = BatchCall(url=self.url, run=self.run, stages=stages, chains=group, allow=self.allow)
+        fused = _fused(group, combines)
+        call = BatchCall(
+            url=self.url,
+            run=self.run,
+            stages=stages,
+            chains=group,
+            combines=fused,
+            allow=self.allow,
+        )
         name = "batch-" + digest("|".join(c.tasks[-1].key for c in group).encode())
         graph[name] = (run_batch, call)
         for index, chain in enumerate(group):
@@ -143,6 +180,8 @@ class Fusion:
                 del graph[task.key]
             if users.get(chain.load.key, 0) <= 1:
                 graph.pop(chain.load.key, None)
+        for index, combine in enumerate(fused):
+            graph[combine.task.key] = (combined, name, index)
         return name
 
 
@@ -187,6 +226,27 @@ def _computed_here(graph: dict[str, Any], task: Task) -> bool:
     )
 
 
+def _fusable(graph: dict[str, Any], task: Task) -> bool:
+    """Whether the graph computes combine ``task`` alone, and stores it."""
+    spec = graph.get(task.key)
+    return spec is not None and spec[0] is run_task and task.stored and not task.broadcast
+
+
+def _fused(group: tuple[Chain, ...], combines: list[Task]) -> tuple[Fused, ...]:
+    """The combines whose every input is a partial of ``group`` or a combine fused before:
+    the nodes of the combine tree below the batch's slices, bottom up."""
+    inputs: dict[str, tuple[str, int]] = {
+        chain.tasks[-1].key: ("partial", index) for index, chain in enumerate(group)
+    }
+    stage = group[0].tasks[-1].stage
+    fused: list[Fused] = []
+    for task in combines:
+        if task.stage == stage and all(dep in inputs for dep in task.deps):
+            inputs[task.key] = ("combine", len(fused))
+            fused.append(Fused(task=task, inputs=tuple(inputs[dep] for dep in task.deps)))
+    return tuple(fused)
+
+
 def _batches(chains: list[Chain]) -> Iterator[tuple[Chain, ...]]:
     """Consecutive chains, cut at BATCH_ROWS input rows or BATCH_SLICES slices. The cuts depend
     only on the chains' own rows, from the first: the same slices computed again (a damaged pack
@@ -211,12 +271,74 @@ def run_batch(call: BatchCall) -> Batch:
     task by task."""
     loads = [load_slice(chain.load) for chain in call.chains]
     tables = [part.table for part in loads]
+    batch = None
     if all(t is not None for t in tables) and _same_schema(tables):
-        try:
-            return _together(call, tables)
-        except columnar.Unsupported:
-            pass
-    return _one_by_one(call, loads)
+        with contextlib.suppress(columnar.Unsupported):  # then task by task
+            batch = _together(call, tables)
+    if batch is None:
+        batch = _one_by_one(call, loads)
+    if not call.combines:
+        return batch
+    return Batch(parts=batch.parts, partials=batch.partials, combined=_combines(call, batch))
+
+
+def _combines(call: BatchCall, batch: Batch) -> tuple[Part, ...]:
+    """Run the batch's combines bottom up, as :func:`~chanbatch.engine.graph.run_task` runs
+    each alone (a combine whose inputs came out as before is cut off), and store the small
+    results in one pack. A packed result is identified by its content id, which is known
+    before the pack is written, so a combine's key above another is computed as it goes."""
+    storage = storage_for(call.url)
+    stage = call.stages[-1]
+    done: list[Part] = []
+    small: list[tuple[Task, Part, pa.Table]] = []
+    outcomes: list[TaskOutcome] = []
+    for fused in call.combines:
+        start = time.perf_counter()
+        task = fused.task
+        main = [batch.partials[i] if kind == "partial" else done[i] for kind, i in fused.inputs]
+        key = task_key(task.kind, task.key_spec, [p.ident for p in main], [])
+        entry = lookup(storage, key, verify=True) if task.provisional else None
+        if entry is not None:
+            done.append(
+                Part(key=key, ident=entry.ident, url=call.url, outcome="cutoff", entry=entry)
+            )
+            outcomes.append(task_outcome(task, key, "cutoff", start, stored=entry.ident))
+            continue
+        part = compute_part(
+            Call(url=call.url, run=call.run, task=task, stage=stage, allow=call.allow),
+            *main,
+            key=key,
+        )
+        table = storable_table(part)
+        if table.num_rows <= PACK_ROWS:
+            part.ident = content_id(table)
+            small.append((task, part, table))
+        else:
+            part.entry = store_part(storage, key, part, kind=task.kind, stage=stage.name)
+            part.ident = part.entry.ident
+        done.append(part)
+        outcomes.append(
+            task_outcome(task, key, "computed", start, rows=part.rows, stored=part.ident)
+        )
+    _store_small(storage, small, stage.name)
+    report_outcomes(call.run, outcomes)
+    return tuple(done)
+
+
+def _store_small(storage: Storage, small: list[tuple[Task, Part, pa.Table]], stage: str) -> None:
+    """Small combine results in one pack (each alone where their types differ)."""
+    if len(small) > 1 and all(t.schema.equals(small[0][2].schema) for _, _, t in small):
+        whole = pa.concat_tables([t for _, _, t in small]).combine_chunks()
+        members = [(part.key, t.num_rows) for _, part, t in small]
+        for (_, part, _t), entry in zip(
+            small, write_pack(storage, whole, members, kind="combine", stage=stage), strict=True
+        ):
+            part.entry = entry
+        return
+    for task, part, table in small:
+        part.entry = write_pack(
+            storage, table, [(part.key, table.num_rows)], kind=task.kind, stage=stage
+        )[0]
 
 
 def _same_schema(tables: list[pa.Table | None]) -> bool:
@@ -409,4 +531,5 @@ def reporting(graph: dict[str, Any]) -> set[str]:
             keys.add(key)
         elif spec[0] is run_batch:
             keys.update(task.key for chain in spec[1].chains for task in chain.tasks)
+            keys.update(fused.task.key for fused in spec[1].combines)
     return keys

@@ -23,7 +23,7 @@ import pyarrow as pa
 from chanbatch.blueprint.model import Aggregate, Sort, Stage
 from chanbatch.cache import CacheEntry, lookup, read_result
 from chanbatch.cache.index import cached_table, frame_table, write_table
-from chanbatch.cache.packs import PACK_ROWS, write_pack
+from chanbatch.cache.packs import PACK_ROWS, PACKED_KINDS, write_pack
 from chanbatch.cache.runs import TaskOutcome
 from chanbatch.compile.decide import Decision
 from chanbatch.compile.keys import task_key
@@ -200,7 +200,7 @@ def take_ledger(run: str) -> list[TaskOutcome]:
         return _LEDGER.pop(run, [])
 
 
-def _entry(
+def task_outcome(
     task: Task,
     key: str,
     outcome: Outcome,
@@ -263,7 +263,7 @@ def run_task(call: Call, *deps: Part) -> Part:
         entry = lookup(storage_for(call.url), key, verify=True)
         if entry is not None:
             ident = entry.ident if task.stored else key
-            report_outcome(call.run, _entry(task, key, "cutoff", start, stored=entry.ident))
+            report_outcome(call.run, task_outcome(task, key, "cutoff", start, stored=entry.ident))
             return Part(key=key, ident=ident, url=call.url, outcome="cutoff", entry=entry)
     part = _computed(call, key, main, broadcast)
     rows = part.rows
@@ -273,16 +273,16 @@ def run_task(call: Call, *deps: Part) -> Part:
         written = entry.ident
         if task.stored:
             part.ident = entry.ident
-    report_outcome(call.run, _entry(task, key, "computed", start, rows=rows, stored=written))
+    report_outcome(call.run, task_outcome(task, key, "computed", start, rows=rows, stored=written))
     return part
 
 
-def compute_part(call: Call, *deps: Part) -> Part:
-    """Compute a task whose key is known before the run on its inputs, neither storing nor
-    reporting it: for a caller that stores many results at once
-    (:mod:`chanbatch.engine.batch`)."""
+def compute_part(call: Call, *deps: Part, key: str | None = None) -> Part:
+    """Compute a task on its inputs, neither storing nor reporting it, as the result of ``key``
+    (by default the task's key, known before the run): for a caller that stores many results
+    at once (:mod:`chanbatch.engine.batch`)."""
     split = len(deps) - call.n_broadcast
-    return _computed(call, call.task.key, deps[:split], deps[split:])
+    return _computed(call, key or call.task.key, deps[:split], deps[split:])
 
 
 def _computed(call: Call, key: str, main: tuple[Part, ...], broadcast: tuple[Part, ...]) -> Part:
@@ -361,10 +361,11 @@ def _pandas() -> Any:
 
 
 def store_part(storage: Storage, key: str, part: Part, *, kind: str, stage: str) -> CacheEntry:
-    """Keep ``part``'s rows as the result of ``key``: a small partial packed (a pack of one
-    here; :mod:`chanbatch.engine.batch` packs many), anything else as an object of its own."""
+    """Keep ``part``'s rows as the result of ``key``: a small partial or combine packed (a pack
+    of one here; :mod:`chanbatch.engine.batch` packs many), anything else as an object of its
+    own."""
     table = storable_table(part)
-    if kind == "partial" and table.num_rows <= PACK_ROWS:
+    if kind in PACKED_KINDS and table.num_rows <= PACK_ROWS:
         return write_pack(storage, table, [(key, table.num_rows)], kind=kind, stage=stage)[0]
     return write_table(storage, key, table, kind=kind, stage=stage)
 

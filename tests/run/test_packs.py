@@ -82,6 +82,10 @@ def packs(path: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((path / "cache" / "packs").glob("*.json"))]
 
 
+def partial_packs(path: Path) -> list[dict]:
+    return [doc for doc in packs(path) if doc["kind"] == "partial"]
+
+
 def computed(path: Path, result: cb.run.runner.RunResult, kind: str = "partial") -> int:
     """How many tasks of ``kind`` of stage per_group the run computed, from its record."""
     record = json.loads((path / "runs" / f"{result.run_id}.json").read_text())
@@ -105,10 +109,16 @@ def test_a_cold_run_packs_its_partials_and_answers_as_pandas(
     result = cb.Blueprint.from_yaml(BLUEPRINT).run(store, scheduler="threads", workers=2)
     check(answer(result), frame)
     indexes = packs(tmp_path / "store")
-    members = [m for doc in indexes for m in doc["members"]]
+    members = [m for doc in indexes if doc["kind"] == "partial" for m in doc["members"]]
     # every slice's partial is in a pack, once, with its own rows in the pack's object
     assert len(members) == SLICES
     assert len({m[0] for m in members}) == SLICES
+    # and the combines below each batch's slices in another, beside those partials
+    record = json.loads((tmp_path / "store" / "runs" / f"{result.run_id}.json").read_text())
+    combines = {t["key"] for t in record["tasks"] if t["kind"] == "combine"}
+    packed = {m[0] for doc in indexes if doc["kind"] == "combine" for m in doc["members"]}
+    assert packed and packed <= combines
+    members += [m for doc in indexes if doc["kind"] == "combine" for m in doc["members"]]
     for doc in indexes:
         oid = doc["object"]
         rows = pd.read_parquet(tmp_path / "store" / "objects" / oid[:2] / oid[2:])
@@ -143,9 +153,9 @@ def test_evicting_one_packed_partial_recomputes_only_it(
 ) -> None:
     bp = cb.Blueprint.from_yaml(BLUEPRINT)
     first = bp.run(store, scheduler="sync")
-    victim = packs(tmp_path / "store")[0]["members"][3][0]
+    victim = partial_packs(tmp_path / "store")[0]["members"][3][0]
     assert cli_main_exit(["cache", "evict", victim[:16], "--store", str(store.url)]) == 0
-    remaining = [m[0] for doc in packs(tmp_path / "store") for m in doc["members"]]
+    remaining = [m[0] for doc in partial_packs(tmp_path / "store") for m in doc["members"]]
     assert victim not in remaining and len(remaining) == SLICES - 1
     # and everything above the partials, so that the run needs them again
     store.evict([e.key for e in store.cache_entries(stage="per_group") if e.kind != "partial"])
@@ -201,7 +211,7 @@ def test_gc_keeps_a_pack_while_a_member_is_live_and_verify_passes(
 def test_a_corrupt_pack_is_recomputed(store: cb.Store, frame: pd.DataFrame, tmp_path: Path) -> None:
     bp = cb.Blueprint.from_yaml(BLUEPRINT)
     first = bp.run(store, scheduler="sync")
-    doc = packs(tmp_path / "store")[0]
+    doc = partial_packs(tmp_path / "store")[0]
     path = tmp_path / "store" / "objects" / doc["object"][:2] / doc["object"][2:]
     path.chmod(0o644)
     path.write_bytes(b"not parquet")
