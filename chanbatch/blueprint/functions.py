@@ -264,7 +264,8 @@ AGGREGATES: dict[str, AggregateSpec] = {
         _agg("max", 1, "max(x)", gives=None),
         _agg("var", 1, "var(x)", numeric=True),
         _agg("std", 1, "std(x)", numeric=True),
-        _agg("count_distinct", 1, "count_distinct(x)", decomposes=False),
+        _agg("count_distinct", 1, "count_distinct(x)"),
+        _agg("median", 1, "median(x)", decomposes=False, numeric=True),
     )
 }
 

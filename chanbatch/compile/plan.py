@@ -17,7 +17,7 @@ per slice, are in :mod:`chanbatch.compile.operations`):
   so a slice appended or inserted anywhere (a backfill) changes only the nodes on its path to
   the root, plus, at a level where its own key is a boundary, the rest of the group it closes;
   a replaced slice moves no boundary.
-- An aggregate that does not decompose (``count_distinct``), sort, limit and union need their
+- An aggregate that does not decompose (``median``), sort, limit and union need their
   whole input: one ``whole`` task that reads every slice in key order.
 - ``per_slice: true`` keeps any stage per slice: an aggregate, sort or limit then runs on each
   slice alone, and the output dataset is sliced like the input.

@@ -10,9 +10,13 @@ sum(x)             n, sum                       sum (null when n == 0, as in SQL
 mean(x)            n, sum                       sum; finish sum / n
 min(x), max(x)     n, min / max                 min / max
 var(x), std(x)     n, mean, m2                  Chan et al.: m2 = Σ m2ᵢ + Σ nᵢ (meanᵢ − mean)²
+count_distinct(x)  n, values                    union of the sets; finish: their size
 =================  ===========================  =============================================
 
-``count_distinct`` has no such state; a stage using it runs on its whole input instead.
+A ``count_distinct`` state is the group's set of distinct non-null values, as the text of a
+JSON list (:func:`~chanbatch.engine.aggregate_kernels.distinct_state`): exact, and the same
+text for the same set however the rows were sliced. ``median`` has no such state; a stage using
+it runs on its whole input instead.
 
 Null group keys form one group, as SQL's GROUP BY does. Groups come out sorted by their keys
 (nulls last), so a result never depends on how its input was cut into slices or on the order the
@@ -30,10 +34,12 @@ from chanbatch.engine.aggregate_kernels import (
     KERNELS,
     SEP,
     decomposing,
+    distinct_state,
     is_decimal,
     scalar_column,
     state_column,
     sum_type,
+    union_states,
 )
 from chanbatch.engine.pandas_eval import evaluate
 
@@ -79,14 +85,22 @@ def partial(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
     if fast is not None:
         return fast
     grouped = work.groupby(keys, dropna=False, sort=True, observed=True)
-    # one pass over the groups for every state column at once
+    # one pass over the groups for every state column at once (sets of values: one more)
     result = grouped.agg(
-        **{state: pd.NamedAgg(column=src, aggfunc=how) for state, src, how, _ in plans}
+        **{
+            state: pd.NamedAgg(column=src, aggfunc=how)
+            for state, src, how, _ in plans
+            if how != "distinct"
+        }
     )
-    for state, _src, how, _func in plans:
+    for state, src, how, _func in plans:
         if how == "var":  # m2 = sample variance * (n - 1); zero for a group of one value
             n = result[state.rsplit(SEP, 1)[0] + SEP + "n"]
             result[state] = (result[state] * (n - 1)).where(n > 1, 0.0)
+        elif how == "distinct":
+            sets = grouped[src].agg(lambda values: distinct_state(values.dropna().tolist()))
+            result[state] = sets.astype(object)
+    result = result[[state for state, *_ in plans]]
     return _sorted(result.reset_index(), keys)
 
 
@@ -177,6 +191,8 @@ def _global_partial(work: pd.DataFrame, plans: list[tuple[str, str, str, str]]) 
             row[state] = pd.Series([m2], dtype="float64")
         elif how == "mean":
             row[state] = pd.Series([float(col.mean()) if col.count() else 0.0], dtype="float64")
+        elif how == "distinct":
+            row[state] = pd.Series([distinct_state(col.dropna().tolist())], dtype=object)
         else:
             dtype = sum_type(col.dtype) if how == "sum" else col.dtype
             row[state] = scalar_column(getattr(col, how)(), dtype)
@@ -222,6 +238,8 @@ def combine(spec: Aggregate, partials: list[pd.DataFrame]) -> pd.DataFrame:
                 out[column] = sums[column]
             case "min" | "max":
                 out[column] = getattr(grouped[column], state.merge)()
+            case "union":
+                out[column] = grouped[column].agg(lambda sets: union_states(sets.tolist()))
             case "moments":
                 if column not in out:  # one merge gives the pair
                     out.update(_merge_moments(stacked, keys, name, out[state_column(name, "n")]))
@@ -249,7 +267,12 @@ def finish(spec: Aggregate, combined: pd.DataFrame) -> pd.DataFrame:
     result = pd.DataFrame(out)
     if not keys and len(result) == 0:
         result = pd.DataFrame(
-            [{name: (0 if a.func == "count" else None) for name, a in spec.aggregates.items()}]
+            [
+                {
+                    name: (0 if a.func in ("count", "count_distinct") else None)
+                    for name, a in spec.aggregates.items()
+                }
+            ]
         )
     return result.reset_index(drop=True)
 

@@ -8,7 +8,11 @@ the end of this module and tests/engine/test_registry.py fail until both are the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
+import decimal
+import json
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,10 +26,11 @@ SEP = "\x1f"  # cannot appear in a column name a blueprint can spell
 
 #: How a partial state column is made from a slice (``size`` counts rows, the others reduce the
 #: argument's values) and how partials of it merge: ``total`` and ``sum`` add (``sum`` is null
-#: when every partial is), ``min``/``max`` keep the extreme, and ``moments`` merges a (mean, m2)
-#: pair by Chan et al.'s formula.
-Reduce = Literal["size", "count", "sum", "min", "max", "mean", "var"]
-Merge = Literal["total", "sum", "min", "max", "moments"]
+#: when every partial is), ``min``/``max`` keep the extreme, ``moments`` merges a (mean, m2)
+#: pair by Chan et al.'s formula, and ``union`` merges sets of distinct values
+#: (:func:`distinct_state`).
+Reduce = Literal["size", "count", "sum", "min", "max", "mean", "var", "distinct"]
+Merge = Literal["total", "sum", "min", "max", "moments", "union"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,60 @@ def decomposing(func: str) -> AggregateKernel:
     if not kernel.states:
         raise ValueError(f"aggregate {func!r} does not decompose into partials")
     return kernel
+
+
+# -- sets of distinct values ------------------------------------------------------------------
+
+
+def distinct_state(values: Iterable[Any]) -> str:
+    """The distinct non-null ``values`` of one group as a ``count_distinct`` state stores them:
+    a JSON list of each value's exact text (a float as the shortest text that reads back the
+    same, -0.0 as 0.0; a decimal, date or timestamp as its text), sorted by that text. Equal
+    sets give equal text however the values were cut into slices, so the stored partials, and
+    every key above them, do not depend on the slicing."""
+    return _as_state({text for value in values if (text := _value_text(value)) is not None})
+
+
+def union_states(states: Iterable[str]) -> str:
+    """The state of the union of the sets ``states`` hold (see :func:`distinct_state`)."""
+    texts: set[str] = set()
+    for state in states:
+        if isinstance(state, str):  # a group absent from a partial has no state there
+            texts.update(json.dumps(value) for value in json.loads(state))
+    return _as_state(texts)
+
+
+def distinct_count(state: Any) -> int:
+    return len(json.loads(state)) if isinstance(state, str) else 0
+
+
+def _as_state(texts: set[str]) -> str:
+    return "[" + ",".join(sorted(texts)) + "]"
+
+
+def _value_text(value: Any) -> str | None:
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):  # pandas' nulls
+        return None
+    if hasattr(value, "item") and not isinstance(value, str | bytes):  # a numpy scalar
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return json.dumps(value + 0.0)  # -0.0 + 0.0 is 0.0: one zero, as pandas counts it
+    if isinstance(value, bool | int | str):
+        return json.dumps(value)
+    if isinstance(value, decimal.Decimal | dt.timedelta):
+        return json.dumps(str(value))
+    if hasattr(value, "isoformat"):  # dates, times, timestamps (pandas' too)
+        return json.dumps(value.isoformat())
+    raise TypeError(f"count_distinct cannot count values of type {type(value).__name__}")
+
+
+def _finish_distinct(n: pd.Series, combined: pd.DataFrame, name: str) -> pd.Series:
+    import pandas as pd
+
+    states = combined[state_column(name, "values")]
+    return pd.Series([distinct_count(s) for s in states], index=states.index, dtype="int64")
 
 
 # -- the kernels, one entry per aggregate of chanbatch.blueprint.functions.AGGREGATES ----------
@@ -203,8 +262,16 @@ KERNELS: dict[str, AggregateKernel] = {
     "var": _moments(_finish_var, "var"),
     "std": _moments(_finish_std, "std"),
     "count_distinct": AggregateKernel(
+        states=(_N, State("values", "distinct", "union")),
+        finish=_finish_distinct,
         whole=lambda col: col.nunique(dropna=True),
         whole_global=_global_int,
+    ),
+    # the exact median needs every value at once: a stage with it runs on its whole input
+    "median": AggregateKernel(
+        float_input=True,
+        whole=lambda col: col.median(),
+        whole_global=_global_float,
     ),
 }
 

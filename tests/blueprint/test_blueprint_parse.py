@@ -165,7 +165,7 @@ stages:
   s1: {from: d, select: x}
   r: {from: s, rename: {x: ex, z: zed}}
   j: {from: r, join: {right: b, on: [k1, k2], how: outer, suffixes: [_l, _r]}}
-  g: {from: j, aggregate: {n: count(), u: count_distinct(k1), v: var(x)}}
+  g: {from: j, aggregate: {n: count(), u: count_distinct(k1), v: var(x), md: median(x)}}
   o: {from: g, sort: [n, -u]}
   o1: {from: g, sort: -n}
   l: {from: o, limit: 0}
@@ -182,7 +182,7 @@ outputs: {m: all_ops_out, s1: s1.out}
     assert ops["r"] == Rename(mapping={"x": "ex", "z": "zed"})
     assert ops["j"] == Join(right="b", on=("k1", "k2"), how="outer", suffixes=("_l", "_r"))
     assert isinstance(ops["g"], Aggregate) and ops["g"].group_by == ()
-    assert not ops["g"].decomposable  # count_distinct needs the whole input
+    assert not ops["g"].decomposable  # median needs the whole input
     assert ops["o"] == Sort(by=(SortKey(column="n"), SortKey(column="u", ascending=False)))
     assert ops["o1"] == Sort(by=(SortKey(column="n", ascending=False),))
     assert ops["l"] == Limit(n=0)

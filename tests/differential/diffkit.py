@@ -431,10 +431,10 @@ def blueprint_yaml(name: str, raw: str, suffix: str, cells: dict[str, Cell]) -> 
     """One blueprint computing ``cells`` (column name -> cell) over dataset ``raw``:
 
     - ``d``: the functions and operators, a per-slice derive;
-    - ``agg``: the aggregates but ``count_distinct``, grouped by ``g``: per-slice partials,
-      combined in a tree;
-    - ``aggw``: every aggregate grouped by ``g``; ``count_distinct`` makes the whole stage run
-      on the whole input (docs 4), the other way to compute each aggregate;
+    - ``agg``: the aggregates but ``median``, grouped by ``g``: per-slice partials, combined in
+      a tree;
+    - ``aggw``: every aggregate grouped by ``g``, beside ``median(rid)``, which makes the whole
+      stage run on the whole input (docs 4), the other way to compute each aggregate;
     - ``agg0`` and ``agg0w``: the same two, ungrouped, over the rows where ``x`` is null: an
       all-null input with nulls, an empty one without (one row all the same, docs 3.6).
 
@@ -455,6 +455,8 @@ def blueprint_yaml(name: str, raw: str, suffix: str, cells: dict[str, Cell]) -> 
             lines += [f"  {stage}:", f"    from: {source}"]
             lines += ["    group_by: [g]"] if grouped else []
             lines += ["    aggregate:"] + [f"      {k}: {_q(c.expr)}" for k, c in group.items()]
+            if stage in WHOLE_STAGES:  # an aggregate without partials: the whole input
+                lines += ["      whole_input: median(rid)"]
             outputs.append(stage)
     lines.append("outputs:")
     lines += [f"  {stage}: {stage}_{suffix}" for stage in outputs]
@@ -464,6 +466,7 @@ def blueprint_yaml(name: str, raw: str, suffix: str, cells: dict[str, Cell]) -> 
 #: (stage, what it reads, grouped by g)
 AGGREGATE_STAGES = (("agg", "raw", True), ("aggw", "raw", True), ("agg0", "nx", False))
 AGGREGATE_STAGES += (("agg0w", "nx", False),)
+WHOLE_STAGES = ("aggw", "agg0w")
 
 
 @dataclass(frozen=True)
@@ -481,10 +484,10 @@ def places(cell: Cell) -> list[Place]:
     if not cell.aggregate:
         return [Place("d", "rid", "per-slice derive")]
     whole = [
-        Place("aggw", "g", "grouped by g, beside count_distinct (whole input)"),
-        Place("agg0w", None, "ungrouped over the rows where x is null, beside count_distinct"),
+        Place("aggw", "g", "grouped by g, beside median (whole input)"),
+        Place("agg0w", None, "ungrouped over the rows where x is null, beside median"),
     ]
-    if cell.entry == "count_distinct":
+    if cell.entry == "median":
         return whole
     return [
         Place("agg", "g", "grouped by g (per-slice partials)"),

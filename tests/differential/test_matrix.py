@@ -16,7 +16,7 @@ decimal128(15, 2)), with and without nulls, the tables below say what the cell i
 One blueprint per (type, nulls) dataset computes all of its applicable cells (diffkit.Lab):
 functions and operators in a per-slice derive; aggregates grouped by ``g`` and ungrouped over
 the rows where ``x`` is null (all null, or none), each both through per-slice partials and on
-the whole input (beside ``count_distinct``). Checks per cell:
+the whole input (beside ``median``). Checks per cell:
 
 - the value equals DuckDB's (test_value);
 - the Arrow type is the table's, with and without nulls (test_type,
@@ -426,6 +426,10 @@ ROWS_AGGREGATES: dict[str, dict[str, list[Case]]] = {
     "var": split(NUMBERS, [Ok("var(x)", "var_samp(x)", F64)], [Bad("var(x)")]),
     "std": split(NUMBERS, [Ok("std(x)", "stddev_samp(x)", F64)], [Bad("std(x)")]),
     "count_distinct": every([Ok("count_distinct(x)", "count(DISTINCT x)", INT64)]),
+    # exact, on the whole input; a decimal's median as a float, as its mean is
+    "median": split(
+        NUMBERS, [Ok("median(x)", "median(CAST(x AS DOUBLE))", F64)], [Bad("median(x)")]
+    ),
 }
 
 CELLS: list[Cell] = [
@@ -913,7 +917,7 @@ stages:
   aggw:
     from: raw
     group_by: [g]
-    aggregate: {{m: mean(x), v: var(x), s: std(x), t: sum(x), d: count_distinct(x)}}
+    aggregate: {{m: mean(x), v: var(x), s: std(x), t: sum(x), d: median(x)}}
 outputs: {{agg: det_agg_{t}, aggw: det_aggw_{t}}}
 """
 

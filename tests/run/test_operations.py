@@ -250,30 +250,34 @@ AGG_SQL = (
 def test_group_by_aggregate_matches_sql(
     store: cb.Store, frames: dict[str, pd.DataFrame], group_by: list[str], whole: bool
 ) -> None:
-    """With a count_distinct the stage runs on its whole input, else as per-slice partials."""
+    """With a median the stage runs on its whole input, else as per-slice partials (with
+    distinct counts among them)."""
     keys = f"  group_by: [{', '.join(group_by)}]\n" if group_by else ""
-    extra = "\n    nd: count_distinct(k1)" if whole else ""
+    extra = "\n    md: median(x)" if whole else "\n    nd: count_distinct(k1)"
     stages = f"a:\n  from: t\n{keys}  aggregate:{AGG_YAML}{extra}"
     got = run(store, stages, "a")
-    select = ", ".join([*group_by, AGG_SQL, *(["count(DISTINCT k1) AS nd"] if whole else [])])
+    last = "median(x) AS md" if whole else "count(DISTINCT k1) AS nd"
+    select = ", ".join([*group_by, AGG_SQL, last])
     group = f" GROUP BY {', '.join(group_by)}" if group_by else ""
     want = sql(f"SELECT {select} FROM t{group}", t=frames["t"])
     assert_same(got, want, by=group_by or None)
 
 
-def test_count_distinct_runs_on_the_whole_input(
+def test_count_distinct_is_incremental_and_median_is_not(
     store: cb.Store, frames: dict[str, pd.DataFrame]
 ) -> None:
     stages = "a:\n  from: t\n  group_by: [g]\n  aggregate: {rows: count(), keys: count_distinct(k1), xs: count_distinct(x)}"
-    text = blueprint(stages, "a")
-    plan = cb.Blueprint.from_yaml(text).plan(store).document()
-    assert any("count_distinct" in note for note in plan["notes"])
+    plan = cb.Blueprint.from_yaml(blueprint(stages, "a")).plan(store).document()
+    assert not plan["notes"]  # per-slice partials: nothing runs on the whole input
     got = run(store, stages, "a")
     want = sql(
         "SELECT g, count(*) AS rows, count(DISTINCT k1) AS keys, count(DISTINCT x) AS xs FROM t GROUP BY g",
         t=frames["t"],
     )
     assert_same(got, want, by=["g"])
+    whole = stages.replace("xs: count_distinct(x)", "xs: median(x)")
+    plan = cb.Blueprint.from_yaml(blueprint(whole, "a")).plan(store).document()
+    assert any("median" in note and "whole input" in note for note in plan["notes"])
 
 
 def test_aggregate_over_nothing(store: cb.Store) -> None:
