@@ -265,6 +265,8 @@ AGGREGATES: dict[str, AggregateSpec] = {
         _agg("var", 1, "var(x)", numeric=True),
         _agg("std", 1, "std(x)", numeric=True),
         _agg("count_distinct", 1, "count_distinct(x)"),
+        _agg("approx_count_distinct", 1, "approx_count_distinct(x)"),
+        _agg("approx_median", 1, "approx_median(x)", numeric=True),
         _agg("median", 1, "median(x)", decomposes=False, numeric=True),
     )
 }

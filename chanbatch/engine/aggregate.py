@@ -11,6 +11,8 @@ mean(x)            n, sum                       sum; finish sum / n
 min(x), max(x)     n, min / max                 min / max
 var(x), std(x)     n, mean, m2                  Chan et al.: m2 = Σ m2ᵢ + Σ nᵢ (meanᵢ − mean)²
 count_distinct(x)  n, values                    union of the sets; finish: their size
+approx_count_d...  n, hll (HyperLogLog sketch)  union of the sketches; finish: the estimate
+approx_median(x)   n, digest (t-digest)         merge of the digests; finish: its median
 =================  ===========================  =============================================
 
 A ``count_distinct`` state is the group's set of distinct non-null values, as the text of a
@@ -32,14 +34,15 @@ from chanbatch.blueprint.model import Aggregate
 from chanbatch.blueprint.nodes import Column
 from chanbatch.engine.aggregate_kernels import (
     KERNELS,
+    PER_GROUP_REDUCES,
     SEP,
     decomposing,
-    distinct_state,
     is_decimal,
+    merge_group,
+    reduce_group,
     scalar_column,
     state_column,
     sum_type,
-    union_states,
 )
 from chanbatch.engine.pandas_eval import evaluate
 
@@ -90,16 +93,17 @@ def partial(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
         **{
             state: pd.NamedAgg(column=src, aggfunc=how)
             for state, src, how, _ in plans
-            if how != "distinct"
+            if how not in PER_GROUP_REDUCES
         }
     )
     for state, src, how, _func in plans:
         if how == "var":  # m2 = sample variance * (n - 1); zero for a group of one value
             n = result[state.rsplit(SEP, 1)[0] + SEP + "n"]
             result[state] = (result[state] * (n - 1)).where(n > 1, 0.0)
-        elif how == "distinct":
-            sets = grouped[src].agg(lambda values: distinct_state(values.dropna().tolist()))
-            result[state] = sets.astype(object)
+        elif how in PER_GROUP_REDUCES:  # a set or a sketch, made per group in row order
+            make = reduce_group(how)
+            states = grouped[src].agg(lambda values, make=make: make(values.dropna().tolist()))
+            result[state] = states.astype(object)
     result = result[[state for state, *_ in plans]]
     return _sorted(result.reset_index(), keys)
 
@@ -191,8 +195,8 @@ def _global_partial(work: pd.DataFrame, plans: list[tuple[str, str, str, str]]) 
             row[state] = pd.Series([m2], dtype="float64")
         elif how == "mean":
             row[state] = pd.Series([float(col.mean()) if col.count() else 0.0], dtype="float64")
-        elif how == "distinct":
-            row[state] = pd.Series([distinct_state(col.dropna().tolist())], dtype=object)
+        elif how in PER_GROUP_REDUCES:
+            row[state] = pd.Series([reduce_group(how)(col.dropna().tolist())], dtype=object)
         else:
             dtype = sum_type(col.dtype) if how == "sum" else col.dtype
             row[state] = scalar_column(getattr(col, how)(), dtype)
@@ -238,8 +242,9 @@ def combine(spec: Aggregate, partials: list[pd.DataFrame]) -> pd.DataFrame:
                 out[column] = sums[column]
             case "min" | "max":
                 out[column] = getattr(grouped[column], state.merge)()
-            case "union":
-                out[column] = grouped[column].agg(lambda sets: union_states(sets.tolist()))
+            case "union" | "hll" | "tdigest":
+                merge = merge_group(state.merge)
+                out[column] = grouped[column].agg(lambda got, merge=merge: merge(got.tolist()))
             case "moments":
                 if column not in out:  # one merge gives the pair
                     out.update(_merge_moments(stacked, keys, name, out[state_column(name, "n")]))

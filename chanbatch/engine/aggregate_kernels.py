@@ -27,10 +27,15 @@ SEP = "\x1f"  # cannot appear in a column name a blueprint can spell
 #: How a partial state column is made from a slice (``size`` counts rows, the others reduce the
 #: argument's values) and how partials of it merge: ``total`` and ``sum`` add (``sum`` is null
 #: when every partial is), ``min``/``max`` keep the extreme, ``moments`` merges a (mean, m2)
-#: pair by Chan et al.'s formula, and ``union`` merges sets of distinct values
-#: (:func:`distinct_state`).
-Reduce = Literal["size", "count", "sum", "min", "max", "mean", "var", "distinct"]
-Merge = Literal["total", "sum", "min", "max", "moments", "union"]
+#: pair by Chan et al.'s formula, ``union`` merges sets of distinct values
+#: (:func:`distinct_state`), and ``hll`` and ``tdigest`` merge sketches
+#: (:mod:`chanbatch.engine.sketches`).
+Reduce = Literal["size", "count", "sum", "min", "max", "mean", "var", "distinct", "hll", "tdigest"]
+Merge = Literal["total", "sum", "min", "max", "moments", "union", "hll", "tdigest"]
+
+#: The states made and merged by a Python function per group (a set, a sketch), by name.
+PER_GROUP_REDUCES = ("distinct", "hll", "tdigest")
+PER_GROUP_MERGES = ("union", "hll", "tdigest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +165,65 @@ def _finish_distinct(n: pd.Series, combined: pd.DataFrame, name: str) -> pd.Seri
     return pd.Series([distinct_count(s) for s in states], index=states.index, dtype="int64")
 
 
+def reduce_group(how: str) -> Callable[[list[Any]], Any]:
+    """The function making one group's state of kind ``how`` from its non-null values."""
+    from chanbatch.engine import sketches
+
+    return {
+        "distinct": distinct_state,
+        "hll": sketches.hll_state,
+        "tdigest": sketches.tdigest_state,
+    }[how]
+
+
+def merge_group(how: str) -> Callable[[list[Any]], Any]:
+    """The function merging one group's states of kind ``how``, in slice-key order."""
+    from chanbatch.engine import sketches
+
+    return {
+        "union": union_states,
+        "hll": sketches.hll_union,
+        "tdigest": sketches.tdigest_merge,
+    }[how]
+
+
+def _sketches() -> Any:
+    from chanbatch.engine import sketches
+
+    return sketches
+
+
+def _finish_hll(n: pd.Series, combined: pd.DataFrame, name: str) -> pd.Series:
+    import pandas as pd
+
+    from chanbatch.engine.sketches import hll_estimate
+
+    states = combined[state_column(name, "hll")]
+    return pd.Series([hll_estimate(s) for s in states], index=states.index, dtype="int64")
+
+
+def _finish_median(n: pd.Series, combined: pd.DataFrame, name: str) -> pd.Series:
+    import pandas as pd
+
+    from chanbatch.engine.sketches import tdigest_quantile
+
+    states = combined[state_column(name, "digest")]
+    values = [tdigest_quantile(s, 0.5) for s in states]
+    return pd.Series(values, index=states.index, dtype="float64")
+
+
+def _whole_by(reduce: str, finish: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The whole-input form of a per-group state: made from all values, then finished."""
+
+    def whole(col: Any) -> Any:
+        def one(values: Any) -> Any:
+            return finish(reduce_group(reduce)(values.dropna().tolist()))
+
+        return col.agg(one) if hasattr(col, "ngroups") else one(col)
+
+    return whole
+
+
 # -- the kernels, one entry per aggregate of chanbatch.blueprint.functions.AGGREGATES ----------
 
 
@@ -266,6 +330,19 @@ KERNELS: dict[str, AggregateKernel] = {
         finish=_finish_distinct,
         whole=lambda col: col.nunique(dropna=True),
         whole_global=_global_int,
+    ),
+    "approx_count_distinct": AggregateKernel(
+        states=(_N, State("hll", "hll", "hll")),
+        finish=_finish_hll,
+        whole=_whole_by("hll", lambda state: _sketches().hll_estimate(state)),
+        whole_global=_global_int,
+    ),
+    "approx_median": AggregateKernel(
+        states=(_N, State("digest", "tdigest", "tdigest")),
+        float_input=True,
+        finish=_finish_median,
+        whole=_whole_by("tdigest", lambda state: _sketches().tdigest_quantile(state, 0.5)),
+        whole_global=_global_float,
     ),
     # the exact median needs every value at once: a stage with it runs on its whole input
     "median": AggregateKernel(

@@ -408,6 +408,9 @@ ROWS_OPERATORS: dict[str, dict[str, list[Case]]] = {
     "unary +": every([Ok("+x", "x", SAME)]),
 }
 
+_PRESENT = "list(CAST(x AS DOUBLE)) FILTER (WHERE x IS NOT NULL AND NOT isnan(CAST(x AS DOUBLE)))"
+_UPPER_MEDIAN = f"list_sort({_PRESENT})[len({_PRESENT}) // 2 + 1]"
+
 #: aggregate -> column type -> cases (docs section 4), grouped by `g`; every AGGREGATES entry.
 ROWS_AGGREGATES: dict[str, dict[str, list[Case]]] = {
     "count": every(
@@ -426,6 +429,12 @@ ROWS_AGGREGATES: dict[str, dict[str, list[Case]]] = {
     "var": split(NUMBERS, [Ok("var(x)", "var_samp(x)", F64)], [Bad("var(x)")]),
     "std": split(NUMBERS, [Ok("std(x)", "stddev_samp(x)", F64)], [Bad("std(x)")]),
     "count_distinct": every([Ok("count_distinct(x)", "count(DISTINCT x)", INT64)]),
+    # sketches: exact at these sizes (HLL keeps a list of hashes, a t-digest one centroid per
+    # value, whose median is the upper middle value); their error bounds: tests/run/test_sketches.py
+    "approx_count_distinct": every([Ok("approx_count_distinct(x)", "count(DISTINCT x)", INT64)]),
+    "approx_median": split(
+        NUMBERS, [Ok("approx_median(x)", _UPPER_MEDIAN, F64)], [Bad("approx_median(x)")]
+    ),
     # exact, on the whole input; a decimal's median as a float, as its mean is
     "median": split(
         NUMBERS, [Ok("median(x)", "median(CAST(x AS DOUBLE))", F64)], [Bad("median(x)")]
