@@ -158,13 +158,6 @@ def _value_text(value: Any) -> str | None:
     raise TypeError(f"count_distinct cannot count values of type {type(value).__name__}")
 
 
-def _finish_distinct(n: pd.Series, combined: pd.DataFrame, name: str) -> pd.Series:
-    import pandas as pd
-
-    states = combined[state_column(name, "values")]
-    return pd.Series([distinct_count(s) for s in states], index=states.index, dtype="int64")
-
-
 def reduce_group(how: str) -> Callable[[list[Any]], Any]:
     """The function making one group's state of kind ``how`` from its non-null values."""
     from chanbatch.engine import sketches
@@ -187,29 +180,28 @@ def merge_group(how: str) -> Callable[[list[Any]], Any]:
     }[how]
 
 
-def _sketches() -> Any:
-    from chanbatch.engine import sketches
+def _finish_each(part: str, read: Callable[[Any], Any], dtype: str) -> Callable[..., pd.Series]:
+    """A finish reading each group's ``part`` state (a set, a sketch) with ``read``."""
 
-    return sketches
+    def finish_one(n: pd.Series, combined: pd.DataFrame, name: str) -> pd.Series:
+        import pandas as pd
+
+        states = combined[state_column(name, part)]
+        return pd.Series([read(s) for s in states], index=states.index, dtype=dtype)
+
+    return finish_one
 
 
-def _finish_hll(n: pd.Series, combined: pd.DataFrame, name: str) -> pd.Series:
-    import pandas as pd
-
+def _hll_estimate(state: Any) -> int:
     from chanbatch.engine.sketches import hll_estimate
 
-    states = combined[state_column(name, "hll")]
-    return pd.Series([hll_estimate(s) for s in states], index=states.index, dtype="int64")
+    return hll_estimate(state)
 
 
-def _finish_median(n: pd.Series, combined: pd.DataFrame, name: str) -> pd.Series:
-    import pandas as pd
-
+def _tdigest_median(state: Any) -> float | None:
     from chanbatch.engine.sketches import tdigest_quantile
 
-    states = combined[state_column(name, "digest")]
-    values = [tdigest_quantile(s, 0.5) for s in states]
-    return pd.Series(values, index=states.index, dtype="float64")
+    return tdigest_quantile(state, 0.5)
 
 
 def _whole_by(reduce: str, finish: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -327,21 +319,21 @@ KERNELS: dict[str, AggregateKernel] = {
     "std": _moments(_finish_std, "std"),
     "count_distinct": AggregateKernel(
         states=(_N, State("values", "distinct", "union")),
-        finish=_finish_distinct,
+        finish=_finish_each("values", distinct_count, "int64"),
         whole=lambda col: col.nunique(dropna=True),
         whole_global=_global_int,
     ),
     "approx_count_distinct": AggregateKernel(
         states=(_N, State("hll", "hll", "hll")),
-        finish=_finish_hll,
-        whole=_whole_by("hll", lambda state: _sketches().hll_estimate(state)),
+        finish=_finish_each("hll", _hll_estimate, "int64"),
+        whole=_whole_by("hll", _hll_estimate),
         whole_global=_global_int,
     ),
     "approx_median": AggregateKernel(
         states=(_N, State("digest", "tdigest", "tdigest")),
         float_input=True,
-        finish=_finish_median,
-        whole=_whole_by("tdigest", lambda state: _sketches().tdigest_quantile(state, 0.5)),
+        finish=_finish_each("digest", _tdigest_median, "float64"),
+        whole=_whole_by("tdigest", _tdigest_median),
         whole_global=_global_float,
     ),
     # the exact median needs every value at once: a stage with it runs on its whole input

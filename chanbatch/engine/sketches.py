@@ -50,9 +50,8 @@ def hll_union(states: Iterable[Any]) -> bytes:
     import datasketches as ds
 
     union = ds.hll_union(HLL_LG_K)
-    for state in states:
-        if isinstance(state, bytes | bytearray | memoryview):
-            union.update(ds.hll_sketch.deserialize(bytes(state)))
+    for state in _present(states):
+        union.update(ds.hll_sketch.deserialize(state))
     return bytes(union.get_result(ds.tgt_hll_type.HLL_8).serialize_compact())
 
 
@@ -82,9 +81,8 @@ def tdigest_merge(states: Iterable[Any]) -> bytes:
     import datasketches as ds
 
     digest = ds.tdigest_double(TDIGEST_K)
-    for state in states:
-        if isinstance(state, bytes | bytearray | memoryview):
-            digest.merge(ds.tdigest_double.deserialize(bytes(state)))
+    for state in _present(states):
+        digest.merge(ds.tdigest_double.deserialize(state))
     return bytes(digest.serialize())
 
 
@@ -96,6 +94,13 @@ def tdigest_quantile(state: Any, q: float) -> float | None:
         return None
     digest = ds.tdigest_double.deserialize(bytes(state))
     return None if digest.is_empty() else float(digest.get_quantile(q))
+
+
+def _present(states: Iterable[Any]) -> Iterable[bytes]:
+    """The serialized sketches among ``states`` (a group absent from a partial has none)."""
+    for state in states:
+        if isinstance(state, bytes | bytearray | memoryview):
+            yield bytes(state)
 
 
 def _hashable(value: Any) -> int | float | str | None:
