@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from chanbatch.blueprint.functions import DECOMPOSABLE_AGGREGATES
 from chanbatch.blueprint.model import Aggregate, Blueprint, Stage
 from chanbatch.compile.columns import check_schemas, needed_columns
 from chanbatch.compile.keys import task_key
@@ -317,10 +318,7 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
 
     # everything else needs its whole input at once
     if isinstance(op, Aggregate) and not op.decomposable:
-        funcs = sorted(
-            {a.func for a in op.aggregates.values()}
-            - {"count", "sum", "mean", "min", "max", "var", "std"}
-        )
+        funcs = sorted({a.func for a in op.aggregates.values()} - DECOMPOSABLE_AGGREGATES)
         plan.notes.append(
             f"stage {stage.name!r}: {', '.join(funcs)} does not decompose into per-slice "
             "partials; it runs on the whole input and is not incremental"
