@@ -205,7 +205,9 @@ class Limit:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Union:
-    """The rows of ``from`` followed by the rows of each of ``others``, in order."""
+    """The rows of ``from`` and of each of ``others``: slice by slice when all are sliced by
+    one column (within a slice, ``from``'s rows, then each other's in order), else all of
+    ``from``'s rows followed by each other's, in order."""
 
     kind: ClassVar[str] = "union"
     others: tuple[str, ...]

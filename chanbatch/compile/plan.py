@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from chanbatch.blueprint.functions import DECOMPOSABLE_AGGREGATES
-from chanbatch.blueprint.model import Aggregate, Blueprint, Stage
+from chanbatch.blueprint.model import Aggregate, Blueprint, Stage, Union
 from chanbatch.compile.columns import check_schemas, needed_columns
 from chanbatch.compile.keys import task_key
 from chanbatch.compile.operations import rules_of, runs_per_slice
@@ -307,6 +307,11 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
             rows=rows,
         )
 
+    if isinstance(op, Union) and not stage.per_slice:
+        by_slice = _union_by_slice(plan, stage, spec, output)
+        if by_slice is not None:
+            return by_slice
+
     if isinstance(op, Aggregate) and up.sliced is not None and op.decomposable:
         partials = [
             _task(plan, "partial", spec, [up_key], stage=stage.name, slice=slice_key, stored=True)
@@ -342,6 +347,60 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
         stored=True,
     )
     return StageResult(name=stage.name, whole=key, columns=columns, incremental=incremental)
+
+
+def slicing_of(plan: Plan, name: str) -> str | None:
+    """The column an input or stage result is sliced by (its input's ``slice_by``), or None
+    when it is not sliced or that is not known."""
+    while name in plan.blueprint.stages:
+        if plan.results.get(name) is None or plan.results[name].sliced is None:
+            return None
+        name = plan.blueprint.stages[name].from_
+    resolved = plan.inputs.get(name)
+    return resolved.manifest.slice_by if resolved is not None else None
+
+
+def _union_by_slice(
+    plan: Plan, stage: Stage, spec: dict[str, Any], output: bool
+) -> StageResult | None:
+    """A union of inputs sliced the same way (by one column, with keys of one type), run slice
+    by slice: each slice's rows of ``from``, then of each other input in the order listed. None
+    when the inputs are not sliced alike, or ``from``'s columns are not known (after a map)."""
+    assert isinstance(stage.operation, Union)
+    names = [stage.from_, *stage.operation.others]
+    results = [plan.results[n] for n in names]
+    columns = results[0].columns
+    slicings = {slicing_of(plan, n) for n in names}
+    if columns is None or any(r.sliced is None for r in results) or len(slicings) != 1:
+        return None
+    if None in slicings:
+        return None
+    by_key: dict[SliceKey, list[tuple[int, str]]] = {}
+    for index, result in enumerate(results):
+        assert result.sliced is not None
+        for slice_key, key in result.sliced:
+            by_key.setdefault(slice_key, []).append((index, key))
+    if len({type(k) for k in by_key}) > 1:
+        return None
+    sliced = []
+    for slice_key in sorted(by_key):
+        parts = by_key[slice_key]
+        key = _task(
+            plan,
+            "apply",
+            {**spec, "parts": [index for index, _ in parts], "columns": list(columns)},
+            [key for _, key in parts],
+            stage=stage.name,
+            slice=slice_key,
+            stored=stage.per_slice or output,
+        )
+        sliced.append((slice_key, key))
+    return StageResult(
+        name=stage.name,
+        sliced=tuple(sliced),
+        columns=columns,
+        incremental=all(r.incremental for r in results),
+    )
 
 
 def _combine_tree(plan: Plan, stage: Stage, spec: dict, keys: list[str]) -> str | None:

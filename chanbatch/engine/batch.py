@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from chanbatch.blueprint.model import Aggregate, Stage
+from chanbatch.blueprint.model import Aggregate, Stage, Union
 from chanbatch.cache.index import CacheEntry, lookup
 from chanbatch.cache.packs import PACK_ROWS, content_id, write_pack
 from chanbatch.cache.runs import TaskOutcome
@@ -203,6 +203,8 @@ def _chain(
         up = plan.tasks[dep]
         if not _computed_here(graph, up) or up.stored or users.get(dep, 0) != 1:
             return None
+        if isinstance(plan.blueprint.stages[up.stage].operation, Union):
+            return None  # a slice of a union reads its inputs' parts, not one slice
         tasks.append(up)
         dep = up.deps[0]
     spec = graph.get(dep)

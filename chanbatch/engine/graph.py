@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
-from chanbatch.blueprint.model import Aggregate, Sort, Stage
+from chanbatch.blueprint.model import Aggregate, Sort, Stage, Union
 from chanbatch.cache import CacheEntry, lookup, read_result
 from chanbatch.cache.index import cached_table, frame_table, write_table
 from chanbatch.cache.packs import PACK_ROWS, PACKED_KINDS, write_pack
@@ -305,6 +305,8 @@ def _compute(
         return _pandas().concat([p.data for p in main])
     assert stage is not None
     try:
+        if task.kind == "apply" and isinstance(stage.operation, Union):
+            return _union_slice(task, main)
         if task.kind in ("apply", "partial") and not broadcast:
             table = main[0].arrow
             if table is not None:
@@ -350,6 +352,19 @@ def _compute(
         raise
     except Exception as exc:
         raise describe_failure(stage, task.slice, exc) from exc
+
+
+def _union_slice(task: Task, main: tuple[Part, ...]) -> pd.DataFrame | pa.Table:
+    """One slice of a union of inputs sliced alike: the parts present, in the order of the
+    union's inputs, their columns in ``from``'s order. On Arrow when the parts' types agree,
+    else as the whole-input union concatenates them."""
+    order = list(task.key_spec["columns"])
+    tables = [p.arrow for p in main]
+    if all(t is not None for t in tables):
+        selected = [t.select(order) for t in tables if t is not None]
+        if all(t.schema.equals(selected[0].schema) for t in selected):
+            return pa.concat_tables(selected).combine_chunks()
+    return _pandas().concat([p.data[order] for p in main])
 
 
 def _pandas() -> Any:

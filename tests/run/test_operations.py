@@ -367,12 +367,33 @@ def test_limit_without_sort_takes_the_first_rows_in_slice_order(
 # -- union -----------------------------------------------------------------------------------
 
 
-def test_union_appends_in_order(store: cb.Store, frames: dict[str, pd.DataFrame]) -> None:
+def test_union_of_inputs_sliced_alike_runs_slice_by_slice(
+    store: cb.Store, frames: dict[str, pd.DataFrame]
+) -> None:
+    """t, u and a filter of t are all sliced by ``s``: the union is sliced by ``s`` too, and
+    each slice holds that slice's rows of ``from``, then of each other input in order."""
     stages = "big:\n  from: t\n  filter: 'y > 2'\nall:\n  from: t\n  union: [u, big]"
     got = run(store, stages, "all", inputs="t: t, u: u")
-    t, u = in_slice_order(frames["t"]), in_slice_order(frames["u"])
-    want = pd.concat([t, u, t[t.y > 2]], ignore_index=True)
+    t, u = frames["t"], frames["u"]
+    want = pd.concat(
+        [
+            part
+            for key in sorted(set(t.s) | set(u.s))
+            for part in (t[t.s == key], u[u.s == key], t[(t.s == key) & (t.y > 2)])
+        ],
+        ignore_index=True,
+    )
     assert_same(got, want, ordered=True)
+
+
+def test_union_of_inputs_sliced_apart_reads_them_whole(
+    store: cb.Store, frames: dict[str, pd.DataFrame]
+) -> None:
+    """t is sliced by ``s``, t1 is one slice: all of ``from``'s rows, then the other's."""
+    stages = "all:\n  from: t\n  union: [t1]"
+    got = run(store, stages, "all", inputs="t: t, t1: t1")
+    t = in_slice_order(frames["t"])
+    assert_same(got, pd.concat([t, frames["t"]], ignore_index=True), ordered=True)
 
 
 def test_union_aligns_columns_by_name(store: cb.Store, frames: dict[str, pd.DataFrame]) -> None:
@@ -382,9 +403,10 @@ def test_union_aligns_columns_by_name(store: cb.Store, frames: dict[str, pd.Data
         "ab:\n  from: a\n  union: b"
     )
     got = run(store, stages, "ab", inputs="t: t, u: u")
-    t, u = in_slice_order(frames["t"]), in_slice_order(frames["u"])
-    want = pd.concat([t[["id", "g", "x"]], u[["id", "g", "x"]]], ignore_index=True)
-    assert_same(got, want, ordered=True)
+    t, u = frames["t"][["s", "id", "g", "x"]], frames["u"][["s", "id", "g", "x"]]
+    keys = sorted(set(t.s) | set(u.s))
+    want = pd.concat([p for k in keys for p in (t[t.s == k], u[u.s == k])], ignore_index=True)
+    assert_same(got, want.drop(columns="s"), ordered=True)
 
 
 # -- map -------------------------------------------------------------------------------------

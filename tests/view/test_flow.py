@@ -379,10 +379,11 @@ def test_plan_flow_counts_what_the_plan_decides(tmp_path: Path) -> None:
             compute, reuse = tally[(node.name, "compute")], tally[(node.name, "reuse")]
             assert (node.counts.compute, node.counts.reuse) == (compute, reuse), node.name
             assert node.state == expected_state(compute, reuse)
-    # one new slice: per-slice stages mix reuse and compute; the union over all of it computes
+    # one new slice: per-slice stages mix reuse and compute, and so does the union of parts
+    # sliced alike, which runs slice by slice
     states = {n.name: n.state for n in flow.nodes if n.kind == "stage"}
-    assert states["late"] == states["by_carrier"] == "partial"
-    assert states["both"] == "compute"
+    assert states["late"] == states["by_carrier"] == states["both"] == "partial"
+    assert tally[("both", "compute")] == 1
     assert flow.node("stage:by_carrier").counts.partials == 4
     snapshot = report.document()["inputs"]["flights"]["snapshot"]
     assert flow.node("input:flights").lines[1] == f"flights@{snapshot[:12]} · 4 slices"
