@@ -42,7 +42,19 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from chanbatch.blueprint.functions import DECOMPOSABLE_AGGREGATES
-from chanbatch.blueprint.model import Aggregate, Blueprint, Stage, Union
+from chanbatch.blueprint.model import (
+    Aggregate,
+    Blueprint,
+    Derive,
+    Filter,
+    Join,
+    Limit,
+    Rename,
+    Select,
+    Sort,
+    Stage,
+    Union,
+)
 from chanbatch.compile.columns import check_schemas, needed_columns
 from chanbatch.compile.keys import task_key
 from chanbatch.compile.operations import rules_of, runs_per_slice
@@ -280,7 +292,11 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
 
     rules = rules_of(op)
     whole_refs = rules.broadcast(op)
-    broadcast = tuple(_whole_key(plan, plan.results[ref], ref) for ref in whole_refs)
+    partners = _partner_slices(plan, stage)
+    if partners is not None:  # a co-sliced join: each slice reads its partner slice only
+        broadcast: tuple[str, ...] = ()
+    else:
+        broadcast = tuple(_whole_key(plan, plan.results[ref], ref) for ref in whole_refs)
     output = stage.name in plan.blueprint.outputs
     if up.sliced is not None and rules.runs_per_slice(op, stage.per_slice):
         sliced = []
@@ -291,7 +307,7 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
                 "apply",
                 spec,
                 [up_key],
-                broadcast,
+                (partners[slice_key],) if partners is not None else broadcast,
                 stage=stage.name,
                 slice=slice_key,
                 stored=stage.per_slice or output,
@@ -349,15 +365,81 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
     return StageResult(name=stage.name, whole=key, columns=columns, incremental=incremental)
 
 
+def sliced_by(plan: Plan, name: str) -> str | None:
+    """The ``slice_by`` column of the input whose slices input or stage ``name`` keeps (its
+    slices descend from that input's, one for one); None when ``name`` is not sliced."""
+    result = plan.results.get(name)
+    if result is None or result.sliced is None:
+        return None
+    stage = plan.blueprint.stages.get(name)
+    if stage is None:
+        resolved = plan.inputs.get(name)
+        return resolved.manifest.slice_by if resolved is not None else None
+    column = sliced_by(plan, stage.from_)
+    if isinstance(stage.operation, Union):
+        same = all(sliced_by(plan, other) == column for other in stage.operation.others)
+        return column if same else None
+    return column
+
+
 def slicing_of(plan: Plan, name: str) -> str | None:
-    """The column an input or stage result is sliced by (its input's ``slice_by``), or None
-    when it is not sliced or that is not known."""
-    while name in plan.blueprint.stages:
-        if plan.results.get(name) is None or plan.results[name].sliced is None:
+    """The column whose value every row of a slice of input or stage ``name`` has, equal to
+    the slice's key: the input's ``slice_by``, followed through the stages (renamed with it,
+    kept by filters and joins on it). None when the result is not sliced, or a stage may have
+    changed or dropped that column (a derive of it, a map, a select without it, ...)."""
+    result = plan.results.get(name)
+    if result is None or result.sliced is None:
+        return None
+    stage = plan.blueprint.stages.get(name)
+    if stage is None:
+        resolved = plan.inputs.get(name)
+        return resolved.manifest.slice_by if resolved is not None else None
+    column = slicing_of(plan, stage.from_)
+    op = stage.operation
+    if column is None:
+        return None
+    match op:
+        case Filter() | Sort() | Limit():
+            return column
+        case Derive():
+            return None if column in op.columns else column
+        case Select():
+            return column if column in op.columns else None
+        case Rename():
+            if column in op.mapping:
+                return op.mapping[column]
+            return None if column in op.mapping.values() else column
+        case Join():
+            right = plan.results[op.right].columns
+            kept = column in op.on or (right is not None and column not in right)
+            return column if kept else None
+        case Aggregate():
+            return column if column in op.group_by else None
+        case Union():
+            same = all(slicing_of(plan, other) == column for other in op.others)
+            return column if same else None
+        case _:  # a map: anything may have happened to the column
             return None
-        name = plan.blueprint.stages[name].from_
-    resolved = plan.inputs.get(name)
-    return resolved.manifest.slice_by if resolved is not None else None
+
+
+def _partner_slices(plan: Plan, stage: Stage) -> dict[SliceKey, str] | None:
+    """For an inner or left join whose two sides are sliced by one column that is also a join
+    key: each slice of ``from`` -> the key of its partner slice of ``right`` (the only rows it
+    can match). None for any other join, or when a slice of ``from`` has no partner yet (then
+    the whole right side is broadcast, as for any join)."""
+    op = stage.operation
+    if not isinstance(op, Join) or op.how not in ("inner", "left") or stage.per_slice:
+        return None
+    left, right = plan.results[stage.from_], plan.results[op.right]
+    if left.sliced is None or right.sliced is None:
+        return None
+    column = slicing_of(plan, stage.from_)
+    if column is None or column not in op.on or slicing_of(plan, op.right) != column:
+        return None
+    partner = dict(right.sliced)
+    if any(k not in partner or type(k) is not type(next(iter(partner))) for k, _ in left.sliced):
+        return None
+    return {k: partner[k] for k, _ in left.sliced}
 
 
 def _union_by_slice(
@@ -370,7 +452,7 @@ def _union_by_slice(
     names = [stage.from_, *stage.operation.others]
     results = [plan.results[n] for n in names]
     columns = results[0].columns
-    slicings = {slicing_of(plan, n) for n in names}
+    slicings = {sliced_by(plan, n) for n in names}
     if columns is None or any(r.sliced is None for r in results) or len(slicings) != 1:
         return None
     if None in slicings:
