@@ -328,6 +328,17 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
         if by_slice is not None:
             return by_slice
 
+    top = _top_n(plan, stage) if isinstance(op, Sort) and up.sliced is not None else None
+    if top is not None:  # only a limit reads this sort: each slice's first rows, merged
+        top_spec = {**spec, "top": top}
+        partials = [
+            _task(plan, "partial", top_spec, [k], stage=stage.name, slice=s, stored=True)
+            for s, k in up.sliced or ()
+        ]
+        root = _combine_tree(plan, stage, top_spec, partials)
+        if root is not None:
+            return StageResult(name=stage.name, whole=root, columns=columns, incremental=True)
+
     if isinstance(op, Aggregate) and up.sliced is not None and op.decomposable:
         partials = [
             _task(plan, "partial", spec, [up_key], stage=stage.name, slice=slice_key, stored=True)
@@ -440,6 +451,24 @@ def _partner_slices(plan: Plan, stage: Stage) -> dict[SliceKey, str] | None:
     if any(k not in partner or type(k) is not type(next(iter(partner))) for k, _ in left.sliced):
         return None
     return {k: partner[k] for k, _ in left.sliced}
+
+
+def _top_n(plan: Plan, stage: Stage) -> int | None:
+    """``n`` when the only reader of sort ``stage`` is one ``limit: n`` (and the sort is not an
+    output): then the sort keeps only each slice's first ``n`` rows, merged up a tree (a stable
+    sort of the first ``n`` of each part, in slice order, has the same first ``n`` rows as the
+    whole sort). None otherwise."""
+    if stage.per_slice or stage.name in plan.blueprint.outputs:
+        return None
+    readers = [
+        s
+        for s in plan.blueprint.stages.values()
+        if s.from_ == stage.name or stage.name in s.operation.references()
+    ]
+    if len(readers) != 1 or readers[0].per_slice or readers[0].from_ != stage.name:
+        return None
+    limit = readers[0].operation
+    return limit.n if isinstance(limit, Limit) else None
 
 
 def _union_by_slice(

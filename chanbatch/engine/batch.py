@@ -197,6 +197,8 @@ def _chain(
     through applies that nothing else reads; else None."""
     if task.kind != "partial" or not _computed_here(graph, task):
         return None
+    if not isinstance(plan.blueprint.stages[task.stage].operation, Aggregate):
+        return None  # a sort's top rows under a limit: a task of its own
     tasks = [task]
     dep = task.deps[0]
     while plan.tasks[dep].kind == "apply":

@@ -11,6 +11,7 @@ needs pandas converts its input once, when it asks for ``Part.data``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -307,6 +308,8 @@ def _compute(
     try:
         if task.kind == "apply" and isinstance(stage.operation, Union):
             return _union_slice(task, main)
+        if task.kind in ("partial", "combine") and isinstance(stage.operation, Sort):
+            return _top(stage, task.key_spec["top"], main)
         if task.kind in ("apply", "partial") and not broadcast:
             table = main[0].arrow
             if table is not None:
@@ -365,6 +368,18 @@ def _union_slice(task: Task, main: tuple[Part, ...]) -> pd.DataFrame | pa.Table:
         if all(t.schema.equals(selected[0].schema) for t in selected):
             return pa.concat_tables(selected).combine_chunks()
     return _pandas().concat([p.data[order] for p in main])
+
+
+def _top(stage: Stage, n: int, main: tuple[Part, ...]) -> pd.DataFrame | pa.Table:
+    """The first ``n`` rows of ``main`` (parts in slice order) in the sort's order: a slice's
+    top rows, or the merge of its children's in the tree below a ``limit``."""
+    assert isinstance(stage.operation, Sort)
+    tables = [p.arrow for p in main]
+    if all(t is not None for t in tables):
+        with contextlib.suppress(columnar.Unsupported):
+            return columnar.sort(stage.operation, [t for t in tables if t is not None]).slice(0, n)
+    frame = _pandas().apply_whole(stage, [p.data for p in main], [], frozenset())
+    return frame.head(n).reset_index(drop=True)
 
 
 def _pandas() -> Any:

@@ -1,0 +1,145 @@
+"""Top-N (issue 18, item 3): a sort read only by a limit keeps each slice's first n rows and
+merges them up the combine tree. Exactly a whole-input stable sort + limit (nulls last, ties in
+slice order then row order): checked against DuckDB ordering by the same keys and then by
+(slice, row), over random data, slicings and arrival orders; a new slice costs its own top rows
+and the merges on its path."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import chanbatch as cb
+
+BLUEPRINT = """
+name: top
+inputs: {{t: t}}
+stages:
+  ranked: {{from: t, sort: [{keys}]}}
+  first: {{from: ranked, limit: {n}}}
+outputs: {{first: top_rows}}
+"""
+
+SQL = "SELECT id FROM frame ORDER BY {order}, day, pos LIMIT {n}"
+
+rows = st.fixed_dictionaries(
+    {
+        "day": st.integers(0, 9),
+        "x": st.one_of(st.none(), st.integers(0, 4)),
+        "y": st.one_of(st.none(), st.sampled_from([-1.5, 0.0, 2.25, 7.0])),
+        "s": st.one_of(st.none(), st.sampled_from(["a", "b", "é"])),
+    }
+)
+keys = st.lists(
+    st.tuples(st.sampled_from(["x", "y", "s"]), st.booleans()),
+    min_size=1,
+    max_size=3,
+    unique_by=lambda k: k[0],
+)
+
+
+def frame_of(records: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(records, columns=["day", "x", "y", "s"])
+    frame = frame.astype({"day": "int64", "x": "Int64", "y": "float64", "s": "string"})
+    frame["id"] = range(len(frame))
+    return frame
+
+
+def want_ids(frame: pd.DataFrame, order: list[tuple[str, bool]], n: int) -> list[int]:
+    """DuckDB, with the rows' slice and position as the last keys: a stable order by hand."""
+    frame = frame.assign(pos=frame.groupby("day").cumcount())
+    sql = ", ".join(f"{c} {'ASC' if asc else 'DESC'} NULLS LAST" for c, asc in order)
+    con = duckdb.connect().register("frame", frame)
+    return [r[0] for r in con.execute(SQL.format(order=sql, n=n)).fetchall()]
+
+
+def blueprint(order: list[tuple[str, bool]], n: int) -> str:
+    return BLUEPRINT.format(keys=", ".join(c if asc else f"-{c}" for c, asc in order), n=n)
+
+
+def run(store: cb.Store, text: str) -> cb.run.runner.RunResult:
+    return cb.Blueprint.from_yaml(text).run(store, scheduler="sync")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.lists(rows, min_size=0, max_size=60),
+    keys,
+    st.integers(1, 12),
+    st.randoms(use_true_random=False),
+)
+def test_top_n_is_the_whole_sort_and_limit_in_any_order_of_arrival(
+    tmp_path_factory: pytest.TempPathFactory,
+    records: list[dict],
+    order: list[tuple[str, bool]],
+    n: int,
+    rng: random.Random,
+) -> None:
+    tmp_path = tmp_path_factory.mktemp("top")
+    frame = frame_of(records)
+    if frame.empty:
+        return
+    text = blueprint(order, n)
+    cold = cb.Store(tmp_path / "cold")
+    cold.freeze("t", frame, slice_by="day")
+    first = run(cold, text)
+    assert cold.read_pandas("top_rows")["id"].tolist() == want_ids(frame, order, n)
+
+    days = sorted(frame["day"].unique())
+    rng.shuffle(days)
+    grown = cb.Store(tmp_path / "grown")
+    for day in days:
+        grown.freeze("t", frame[frame["day"] == day], slice_by="day")
+        last = run(grown, text)
+    assert last.snapshots == first.snapshots
+
+
+def test_a_new_slice_costs_its_top_rows_and_its_path(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "day": [d for d in range(84) for _ in range(5)],
+            "x": [(d * 7 + i) % 23 for d in range(84) for i in range(5)],
+        }
+    ).assign(y=0.5, s="a", id=lambda f: range(len(f)))
+    text = blueprint([("x", False)], 10)
+    store = cb.Store(tmp_path / "store")
+    store.freeze("t", frame, slice_by="day")
+    plan = cb.Blueprint.from_yaml(text).plan(store).document()
+    kinds = {t["kind"] for t in plan["tasks"] if t["stage"] == "ranked"}
+    assert kinds == {"partial", "combine"}  # not one task over every slice
+    run(store, text)
+    new = pd.DataFrame({"day": [84], "x": [99], "y": [0.5], "s": ["a"], "id": [10_000]})
+    store.freeze("t", new, slice_by="day")
+    result = run(store, text)
+    record = json.loads((tmp_path / "store" / "runs" / f"{result.run_id}.json").read_text())
+    done = [
+        t["kind"]
+        for t in record["tasks"]
+        if t["stage"] == "ranked" and t.get("outcome") == "computed"
+    ]
+    assert done.count("partial") == 1 and done.count("combine") <= 7
+    everything = pd.concat([frame, new], ignore_index=True)
+    got = store.read_pandas("top_rows")["id"].tolist()
+    assert got == want_ids(everything, [("x", False)], 10)
+    assert got[0] == 10_000
+
+
+def test_a_sort_read_by_more_than_a_limit_sorts_everything(tmp_path: Path) -> None:
+    store = cb.Store(tmp_path / "store")
+    store.freeze(
+        "t",
+        frame_of([{"day": d, "x": d % 3, "y": None, "s": "a"} for d in range(6)]),
+        slice_by="day",
+    )
+    text = blueprint([("x", True)], 2).replace(
+        "outputs: {first: top_rows}", "outputs: {first: top_rows, ranked: all_ranked}"
+    )
+    plan = cb.Blueprint.from_yaml(text).plan(store).document()
+    assert {t["kind"] for t in plan["tasks"] if t["stage"] == "ranked"} == {"whole"}
