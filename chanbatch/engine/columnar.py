@@ -124,10 +124,11 @@ def _apply_columns(op: Any, table: pa.Table) -> pa.Table:
             table = _set_column(table, name, _derived(expr, table))
         return table
     if isinstance(op, Select):
-        missing = set(op.columns) - set(table.column_names)
-        if missing or len(set(op.columns)) != len(op.columns):
+        if len(set(op.columns)) != len(op.columns):
             raise Unsupported("select")
-        return table.select(list(op.columns))
+        # a column no later stage reads is not loaded (the plan projects loads): skip it
+        present = set(table.column_names)
+        return table.select([c for c in op.columns if c in present])
     if isinstance(op, Rename):
         names = [op.mapping.get(c, c) for c in table.column_names]
         if len(set(names)) != len(names):

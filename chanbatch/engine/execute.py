@@ -60,7 +60,8 @@ def apply_rowwise(
                 out[name] = evaluate(expr, out)
             return out
         case Select():
-            return frame[list(op.columns)]
+            # a column no later stage reads is not loaded (the plan projects loads): skip it
+            return frame[[c for c in op.columns if c in frame.columns]]
         case Rename():
             return frame.rename(columns=op.mapping)
         case Join():

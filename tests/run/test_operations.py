@@ -139,6 +139,21 @@ def test_select_keeps_the_columns_in_the_order_given(
     assert_same(got, in_slice_order(frames["t"])[["x", "g", "id"]], ordered=True)
 
 
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_a_selected_column_no_later_stage_reads(
+    store: cb.Store, frames: dict[str, pd.DataFrame], scheduler: str
+) -> None:
+    """A select naming a column that nothing after it reads: the load skips that column (the
+    plan projects loads), and the select must not ask for it (it raised KeyError)."""
+    stages = (
+        "slim:\n  from: t\n  select: [g, x, id]\n"
+        "per_g:\n  from: slim\n  group_by: [g]\n  aggregate: {n: count(), s: sum(x)}"
+    )
+    got = run(store, stages, "per_g", scheduler=scheduler)
+    want = sql("SELECT g, count(*) AS n, sum(x) AS s FROM t GROUP BY g", t=frames["t"])
+    assert_same(got, want, by=["g"])
+
+
 def test_rename_keeps_other_columns_in_place(
     store: cb.Store, frames: dict[str, pd.DataFrame]
 ) -> None:
