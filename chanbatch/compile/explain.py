@@ -13,7 +13,7 @@ from typing import Any
 from chanbatch.blueprint.model import Join
 from chanbatch.cache.runs import RunRecord
 from chanbatch.compile.decide import Decision
-from chanbatch.compile.plan import Plan, Task
+from chanbatch.compile.plan import Plan, Task, partner_slices
 from chanbatch.snapshot.names import encode_key
 from chanbatch.snapshot.objects import get_snapshot
 from chanbatch.snapshot.storage import Storage
@@ -59,7 +59,7 @@ def explain(
     stages it reads: a chain of thousands of stages costs no more per stage than a short one.
     """
     bp = plan.blueprint
-    causes = _stage_causes(plan, previous)
+    causes, partners = _stage_causes(plan, previous)
     slices = _SliceChanges(plan, previous)
     consumers: dict[str, Task] = {}
     for key, decision in decisions.items():
@@ -76,7 +76,12 @@ def explain(
         if previous is None:
             reason = "not cached: no earlier run of this blueprint"
         else:
-            reason = causes.get(task.stage) or slices.reason(task) or NOT_CACHED
+            reason = (
+                causes.get(task.stage)
+                or slices.reason(task)
+                or slices.partner_reason(task, partners.get(task.stage))
+                or NOT_CACHED
+            )
         if reason == NOT_CACHED and key in consumers:
             reason = f"input to {consumers[key].label}, which is recomputed"
         if decision.provisional:
@@ -85,8 +90,12 @@ def explain(
     return out
 
 
-def _stage_causes(plan: Plan, previous: Previous | None) -> dict[str, str]:
-    """Per stage, the reason its tasks are recomputed that does not depend on the slice.
+def _stage_causes(
+    plan: Plan, previous: Previous | None
+) -> tuple[dict[str, str], dict[str, str | None]]:
+    """Per stage, the reason its tasks are recomputed that does not depend on the slice; and
+    per stage, the right input of the nearest co-sliced join (itself or above), whose changed
+    slices are blamed slice by slice (:meth:`_SliceChanges.partner_reason`).
 
     Checked in order: the stage itself or the nearest stage above it was edited or is new;
     then the nearest join (itself or above) whose broadcast input has a new snapshot. Each
@@ -94,7 +103,8 @@ def _stage_causes(plan: Plan, previous: Previous | None) -> dict[str, str]:
     linear in the number of stages.
     """
     if previous is None:
-        return {}
+        return {}, {}
+    cosliced: dict[str, tuple[int, str] | None] = {}
     bp = plan.blueprint
     # (distance, stage) of the nearest edited stage, and of the nearest changed broadcast
     edited: dict[str, tuple[int, str] | None] = {}
@@ -120,8 +130,11 @@ def _stage_causes(plan: Plan, previous: Previous | None) -> dict[str, str]:
         parents = [up for up in stage.upstream if up in bp.stages]
         edited[name] = (0, name) if name in own else _nearest(edited, parents)
         op = stage.operation
+        paired = isinstance(op, Join) and partner_slices(plan, stage) is not None
+        cosliced[name] = (0, op.right) if paired else _nearest(cosliced, parents)  # type: ignore[union-attr]
         if (
             isinstance(op, Join)
+            and not paired
             and op.right in plan.inputs
             and previous.inputs.get(op.right) not in (None, plan.inputs[op.right].snapshot)
         ):
@@ -133,7 +146,8 @@ def _stage_causes(plan: Plan, previous: Previous | None) -> dict[str, str]:
             causes[name] = own[name] if hit[0] == 0 else upstream_text[hit[1]]
         elif broadcast[name] is not None:
             causes[name] = f"broadcast input {broadcast[name][1]} changed"  # type: ignore[index]
-    return causes
+    partners = {name: (hit[1] if hit is not None else None) for name, hit in cosliced.items()}
+    return causes, partners
 
 
 def _nearest(
@@ -195,6 +209,28 @@ class _SliceChanges:
         removed = self._removed[driving]
         if removed and task.slice is None:
             return _listing("removed slice", removed)
+        return None
+
+    def partner_reason(self, task: Task, right: str | None) -> str | None:
+        """For a task below a co-sliced join: the partner slices of input ``right`` under it
+        that are new or changed since the last run, as a reason; None if none."""
+        if self.previous is None or right is None or right not in self.plan.inputs:
+            return None
+        before = self.previous.slices.get(right)
+        if before is None:
+            return None
+        now = {encode_key(e.key): e.id for e in self.plan.inputs[right].manifest.slices}
+        keys = [k for k in _slices_below(self.plan, task) if encode_key(k) in now]
+        new = [k for k in keys if encode_key(k) not in before]
+        changed = [
+            k for k in keys if before.get(encode_key(k), now[encode_key(k)]) != now[encode_key(k)]
+        ]
+        if new:
+            return _listing(f"{right}'s partner slice", new) + (
+                " are new" if len(new) > 1 else " is new"
+            )
+        if changed:
+            return _listing(f"{right}'s partner slice", changed) + " changed"
         return None
 
 

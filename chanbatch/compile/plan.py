@@ -292,7 +292,7 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
 
     rules = rules_of(op)
     whole_refs = rules.broadcast(op)
-    partners = _partner_slices(plan, stage)
+    partners = partner_slices(plan, stage)
     if partners is not None:  # a co-sliced join: each slice reads its partner slice only
         broadcast: tuple[str, ...] = ()
     else:
@@ -433,7 +433,7 @@ def slicing_of(plan: Plan, name: str) -> str | None:
             return None
 
 
-def _partner_slices(plan: Plan, stage: Stage) -> dict[SliceKey, str] | None:
+def partner_slices(plan: Plan, stage: Stage) -> dict[SliceKey, str] | None:
     """For an inner or left join whose two sides are sliced by one column that is also a join
     key: each slice of ``from`` -> the key of its partner slice of ``right`` (the only rows it
     can match). None for any other join, or when a slice of ``from`` has no partner yet (then

@@ -105,6 +105,11 @@ def test_a_replaced_month_of_weather_recomputes_that_months_join(
     # weather for March corrected: March's join, and only it, runs again
     fixed = weather[weather.month == 3].assign(temp=lambda w: w.temp + 1.0)
     store.freeze("weather", fixed, slice_by="month")
+    plan = cb.Blueprint.from_yaml(BLUEPRINT.format(how=how)).plan(store).document()
+    reasons = {
+        t["reason"] for t in plan["tasks"] if t["stage"] == "joined" and t["action"] == "compute"
+    }
+    assert reasons == {"weather's partner slice 3 changed"}
     again = run(store, tmp_path, how)
     assert joins_computed(tmp_path / "store", again) == [3]
     weather = pd.concat([weather[weather.month != 3], fixed], ignore_index=True)
