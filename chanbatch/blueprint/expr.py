@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 
 from chanbatch.blueprint.convert import Converter
 from chanbatch.blueprint.functions import AGGREGATES, FUNCTIONS
-from chanbatch.blueprint.nodes import AggCall, Expr
+from chanbatch.blueprint.nodes import AggCall, Expr, constant
 from chanbatch.blueprint.problems import ExprError, ExprEvalError
 from chanbatch.errors import did_you_mean
 
@@ -101,10 +101,22 @@ def parse_aggregate(text: str, *, strict: bool = False) -> AggCall:
         raise converter.error(body.args[0], "starred argument is not allowed", hint=hint)
     low, high = AGGREGATES[name].min_args, AGGREGATES[name].max_args
     if not low <= len(body.args) <= high:
-        expected = f"{low} or {high} arguments" if low != high else f"{low} argument"
+        expected = (
+            f"{low} or {high} arguments" if low != high else f"{low} argument{'s' * (low != 1)}"
+        )
         raise converter.error(body, f"aggregate {name!r} takes {expected}, got {len(body.args)}")
     arg = converter.convert(body.args[0]) if body.args else None
-    return AggCall(func=name, arg=arg)
+    if not AGGREGATES[name].fraction:
+        return AggCall(func=name, arg=arg)
+    given = constant(converter.convert(body.args[1]))
+    value = given.value if given is not None else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise converter.error(
+            body.args[1],
+            f"the second argument of {name!r} must be a fraction between 0 and 1",
+            hint=f"for example {AGGREGATES[name].usage}",
+        )
+    return AggCall(func=name, arg=arg, q=float(value))
 
 
 def _parse_python(text: str) -> ast.expr:

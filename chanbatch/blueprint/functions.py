@@ -222,6 +222,8 @@ class AggregateSpec:
     numeric: bool = False
     #: the kind of its result; None: the kind of its argument (min, max)
     gives: Kind = "number"
+    #: True when its second argument is a fraction between 0 and 1 (a quantile's ``q``)
+    fraction: bool = False
 
     def check(self, arg: Expr, arg_kind: Kind) -> None:
         """Raise TypeProblem when the aggregate cannot apply to ``arg``, of kind ``arg_kind``."""
@@ -241,15 +243,17 @@ def _agg(
     decomposes: bool = True,
     numeric: bool = False,
     gives: Kind = "number",
+    fraction: bool = False,
 ) -> AggregateSpec:
     return AggregateSpec(
         name=name,
         min_args=low,
-        max_args=1,
+        max_args=2 if fraction else 1,
         usage=usage,
         decomposes=decomposes,
         numeric=numeric,
         gives=gives,
+        fraction=fraction,
     )
 
 
@@ -267,7 +271,9 @@ AGGREGATES: dict[str, AggregateSpec] = {
         _agg("count_distinct", 1, "count_distinct(x)"),
         _agg("approx_count_distinct", 1, "approx_count_distinct(x)"),
         _agg("approx_median", 1, "approx_median(x)", numeric=True),
+        _agg("approx_quantile", 2, "approx_quantile(x, 0.9)", numeric=True, fraction=True),
         _agg("median", 1, "median(x)", decomposes=False, numeric=True),
+        _agg("quantile", 2, "quantile(x, 0.9)", decomposes=False, numeric=True, fraction=True),
     )
 }
 

@@ -232,18 +232,21 @@ class Call(Expr):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AggCall:
-    """One aggregate of a stage: ``func`` over ``arg``, or over rows when ``arg`` is None."""
+    """One aggregate of a stage: ``func`` over ``arg``, or over rows when ``arg`` is None, and
+    for a quantile the fraction ``q``."""
 
     func: str
     arg: Expr | None = None
+    q: float | None = None  # the fraction of a quantile, such as 0.9
 
     def columns(self) -> frozenset[str]:
         """The columns the aggregate reads (none for ``count()``)."""
         return self.arg.columns() if self.arg is not None else frozenset()
 
     def render(self) -> str:
-        """The canonical text, such as ``mean(dep_delay)``."""
-        return f"{self.func}({self.arg.render() if self.arg is not None else ''})"
+        """The canonical text, such as ``mean(dep_delay)`` or ``quantile(x, 0.9)``."""
+        args = self.arg.render() if self.arg is not None else ""
+        return f"{self.func}({args}{'' if self.q is None else f', {self.q!r}'})"
 
     def __str__(self) -> str:
         return self.render()

@@ -268,7 +268,8 @@ def finish(spec: Aggregate, combined: pd.DataFrame) -> pd.DataFrame:
     for name, agg in spec.aggregates.items():
         finish_one = decomposing(agg.func).finish
         assert finish_one is not None  # every decomposing kernel has one (tests/engine)
-        out[name] = finish_one(combined[state_column(name, "n")], combined, name)
+        q = () if agg.q is None else (agg.q,)  # a quantile's fraction
+        out[name] = finish_one(combined[state_column(name, "n")], combined, name, *q)
     result = pd.DataFrame(out)
     if not keys and len(result) == 0:
         result = pd.DataFrame(
@@ -300,7 +301,7 @@ def whole(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
         grouped = work.groupby(keys, dropna=False, sort=True, observed=True)
     for name, agg in spec.aggregates.items():
         col = grouped[name] if keys else work[name]
-        out[name] = KERNELS[agg.func].whole(col)
+        out[name] = KERNELS[agg.func].whole(col, *(() if agg.q is None else (agg.q,)))
     if keys:
         result = pd.DataFrame(out).reset_index()
         return _sorted(result, keys)[keys + list(spec.aggregates)]

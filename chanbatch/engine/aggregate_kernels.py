@@ -58,10 +58,10 @@ class AggregateKernel:
     float_input: bool = False
     #: ...except a decimal's, whose mean divides the exact sum at the end, as SQL's avg does
     exact_decimal: bool = False
-    #: (count state, combined partial, aggregate name) -> the aggregate's values
-    finish: Callable[[pd.Series, pd.DataFrame, str], pd.Series] | None = None
-    #: a column, or a grouped column -> its value (per group)
-    whole: Callable[[Any], Any]
+    #: (count state, combined partial, aggregate name[, a quantile's fraction]) -> the values
+    finish: Callable[..., pd.Series] | None = None
+    #: a column, or a grouped column[, a quantile's fraction] -> its value (per group)
+    whole: Callable[..., Any]
     #: (value, argument dtype) -> the one-row column of a global whole-input aggregate
     whole_global: Callable[[Any, Any], pd.Series]
 
@@ -180,14 +180,15 @@ def merge_group(how: str) -> Callable[[list[Any]], Any]:
     }[how]
 
 
-def _finish_each(part: str, read: Callable[[Any], Any], dtype: str) -> Callable[..., pd.Series]:
-    """A finish reading each group's ``part`` state (a set, a sketch) with ``read``."""
+def _finish_each(part: str, read: Callable[..., Any], dtype: str) -> Callable[..., pd.Series]:
+    """A finish reading each group's ``part`` state (a set, a sketch) with ``read`` (given a
+    quantile's fraction too, for a quantile)."""
 
-    def finish_one(n: pd.Series, combined: pd.DataFrame, name: str) -> pd.Series:
+    def finish_one(n: pd.Series, combined: pd.DataFrame, name: str, *q: float) -> pd.Series:
         import pandas as pd
 
         states = combined[state_column(name, part)]
-        return pd.Series([read(s) for s in states], index=states.index, dtype=dtype)
+        return pd.Series([read(s, *q) for s in states], index=states.index, dtype=dtype)
 
     return finish_one
 
@@ -199,17 +200,21 @@ def _hll_estimate(state: Any) -> int:
 
 
 def _tdigest_median(state: Any) -> float | None:
+    return _tdigest_quantile(state, 0.5)
+
+
+def _tdigest_quantile(state: Any, q: float) -> float | None:
     from chanbatch.engine.sketches import tdigest_quantile
 
-    return tdigest_quantile(state, 0.5)
+    return tdigest_quantile(state, q)
 
 
-def _whole_by(reduce: str, finish: Callable[[Any], Any]) -> Callable[[Any], Any]:
+def _whole_by(reduce: str, finish: Callable[..., Any]) -> Callable[..., Any]:
     """The whole-input form of a per-group state: made from all values, then finished."""
 
-    def whole(col: Any) -> Any:
+    def whole(col: Any, *q: float) -> Any:
         def one(values: Any) -> Any:
-            return finish(reduce_group(reduce)(values.dropna().tolist()))
+            return finish(reduce_group(reduce)(values.dropna().tolist()), *q)
 
         return col.agg(one) if hasattr(col, "ngroups") else one(col)
 
@@ -334,6 +339,19 @@ KERNELS: dict[str, AggregateKernel] = {
         float_input=True,
         finish=_finish_each("digest", _tdigest_median, "float64"),
         whole=_whole_by("tdigest", _tdigest_median),
+        whole_global=_global_float,
+    ),
+    "approx_quantile": AggregateKernel(
+        states=(_N, State("digest", "tdigest", "tdigest")),
+        float_input=True,
+        finish=_finish_each("digest", _tdigest_quantile, "float64"),
+        whole=_whole_by("tdigest", _tdigest_quantile),
+        whole_global=_global_float,
+    ),
+    # the exact quantile (linear between the two nearest values, as SQL's quantile_cont)
+    "quantile": AggregateKernel(
+        float_input=True,
+        whole=lambda col, q: col.quantile(q),
         whole_global=_global_float,
     ),
     # the exact median needs every value at once: a stage with it runs on its whole input

@@ -410,6 +410,8 @@ ROWS_OPERATORS: dict[str, dict[str, list[Case]]] = {
 
 _PRESENT = "list(CAST(x AS DOUBLE)) FILTER (WHERE x IS NOT NULL AND NOT isnan(CAST(x AS DOUBLE)))"
 _UPPER_MEDIAN = f"list_sort({_PRESENT})[len({_PRESENT}) // 2 + 1]"
+# a t-digest of one centroid per value gives the value at index floor(q * n)
+_LOWER_QUARTILE = f"list_sort({_PRESENT})[CAST(floor(0.25 * len({_PRESENT})) AS INT) + 1]"
 
 #: aggregate -> column type -> cases (docs section 4), grouped by `g`; every AGGREGATES entry.
 ROWS_AGGREGATES: dict[str, dict[str, list[Case]]] = {
@@ -432,6 +434,16 @@ ROWS_AGGREGATES: dict[str, dict[str, list[Case]]] = {
     # sketches: exact at these sizes (HLL keeps a list of hashes, a t-digest one centroid per
     # value, whose median is the upper middle value); their error bounds: tests/run/test_sketches.py
     "approx_count_distinct": every([Ok("approx_count_distinct(x)", "count(DISTINCT x)", INT64)]),
+    "approx_quantile": split(
+        NUMBERS,
+        [Ok("approx_quantile(x, 0.25)", _LOWER_QUARTILE, F64)],
+        [Bad("approx_quantile(x, 0.25)")],
+    ),
+    "quantile": split(
+        NUMBERS,
+        [Ok("quantile(x, 0.25)", "quantile_cont(CAST(x AS DOUBLE), 0.25)", F64)],
+        [Bad("quantile(x, 0.25)")],
+    ),
     "approx_median": split(
         NUMBERS, [Ok("approx_median(x)", _UPPER_MEDIAN, F64)], [Bad("approx_median(x)")]
     ),

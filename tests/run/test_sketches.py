@@ -23,7 +23,7 @@ stages:
   per_g:
     from: t
     group_by: [g]
-    aggregate: {rows: count(), u: approx_count_distinct(x), us: approx_count_distinct(s), m: approx_median(y)}
+    aggregate: {rows: count(), u: approx_count_distinct(x), us: approx_count_distinct(s), m: approx_median(y), p90: "approx_quantile(y, 0.9)"}
   overall:
     from: t
     aggregate: {u: approx_count_distinct(x), m: approx_median(y)}
@@ -77,6 +77,11 @@ def check_against_duckdb(store: cb.Store, frame: pd.DataFrame) -> None:
             [row.m, row.g],
         ).fetchone()[0]
         assert abs(rank - 0.5) <= 0.01, (row.g, rank)
+        rank = con.execute(
+            "SELECT avg((y < ?)::INT) FROM frame WHERE g = ? AND y IS NOT NULL AND NOT isnan(y)",
+            [row.p90, row.g],
+        ).fetchone()[0]
+        assert abs(rank - 0.9) <= 0.01, (row.g, rank)
     overall = store.read_pandas("sketch_overall").iloc[0]
     (u,) = con.execute("SELECT count(DISTINCT x) FROM frame").fetchone()
     assert abs(overall["u"] - u) <= 0.049 * u
