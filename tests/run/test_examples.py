@@ -128,3 +128,28 @@ def test_set_rebinds_an_input_to_another_snapshot(store: cb.Store) -> None:
     assert got.month.tolist() == [3, 4, 5]
     want = spring.groupby("month").dep_delay.mean().to_numpy()
     np.testing.assert_allclose(got.mean_delay.to_numpy(), want, rtol=1e-12)
+
+
+def test_worst_delays(store: cb.Store) -> None:
+    """Top-N over the sliced flights equals pandas' stable sort of every flight; the monthly
+    sketches are within their documented bounds of the exact values."""
+    bp = cb.Blueprint.from_yaml(ROOT / "blueprints" / "worst_delays.yaml")
+    result = bp.run(store)
+    worst = result.outputs["worst"].compute().reset_index(drop=True)
+    f = flights()
+    f = f[f.dep_delay.notna()].sort_values("month", kind="stable")  # as read: month by month
+    want = f.sort_values(
+        ["dep_delay", "carrier", "flight"], ascending=[False, True, True], kind="stable"
+    )
+    want = want.head(20).reset_index(drop=True)
+    assert worst[["month", "day", "carrier", "flight", "dep_delay"]].values.tolist() == (
+        want[["month", "day", "carrier", "flight", "dep_delay"]].values.tolist()
+    )
+    spread = result.outputs["spread"].compute().sort_values("month").reset_index(drop=True)
+    exact = f.groupby("month").agg(flights=("dep_delay", "size"), planes=("tailnum", "nunique"))
+    assert spread["flights"].tolist() == exact["flights"].tolist()
+    assert spread["planes"].tolist() == exact["planes"].tolist()
+    for row, planes in zip(spread.itertuples(), exact["planes"], strict=True):
+        assert abs(row.planes_approx - planes) <= 0.049 * planes  # HLL, 3 standard errors
+        delays = f.loc[f.month == row.month, "dep_delay"]
+        assert abs((delays < row.p90_delay).mean() - 0.9) <= 0.01  # t-digest, rank within 1%
