@@ -348,6 +348,13 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
         finish = _task(plan, "finish", spec, [root] if root else [], stage=stage.name, stored=True)
         return StageResult(name=stage.name, whole=finish, columns=columns, incremental=True)
 
+    first = _first_slices(plan, stage.from_, op.n) if isinstance(op, Limit) else None
+    if first is not None and not stage.per_slice:  # a limit reads only the slices it needs
+        key = _task(
+            plan, "whole", {**spec, "parts": [len(first)]}, first, stage=stage.name, stored=True
+        )
+        return StageResult(name=stage.name, whole=key, columns=columns, incremental=True)
+
     # everything else needs its whole input at once
     if isinstance(op, Aggregate) and not op.decomposable:
         funcs = sorted({a.func for a in op.aggregates.values()} - DECOMPOSABLE_AGGREGATES)
@@ -374,6 +381,35 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
         stored=True,
     )
     return StageResult(name=stage.name, whole=key, columns=columns, incremental=incremental)
+
+
+def _first_slices(plan: Plan, name: str, n: int) -> list[str] | None:
+    """The keys of the first slices of ``name``, in key order, that hold at least ``n`` rows
+    (at least one slice), when their row counts are known before the run: an input's, or a
+    derive, select or rename of one. None otherwise (a filter's rows are known only after it)."""
+    result = plan.results.get(name)
+    if result is None or result.sliced is None or not result.sliced:
+        return None
+    source = name
+    while source in plan.blueprint.stages:
+        stage = plan.blueprint.stages[source]
+        if stage.per_slice or not isinstance(stage.operation, Derive | Select | Rename):
+            return None
+        source = stage.from_
+    resolved = plan.inputs.get(source)
+    if resolved is None:
+        return None
+    rows = {e.key: e.rows for e in resolved.manifest.slices}
+    keys: list[str] = []
+    total = 0
+    for slice_key, key in result.sliced:
+        if slice_key not in rows:
+            return None
+        keys.append(key)
+        total += rows[slice_key]
+        if total >= n:
+            break
+    return keys
 
 
 def sliced_by(plan: Plan, name: str) -> str | None:

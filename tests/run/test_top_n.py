@@ -143,3 +143,30 @@ def test_a_sort_read_by_more_than_a_limit_sorts_everything(tmp_path: Path) -> No
     )
     plan = cb.Blueprint.from_yaml(text).plan(store).document()
     assert {t["kind"] for t in plan["tasks"] if t["stage"] == "ranked"} == {"whole"}
+
+
+def test_a_limit_without_sort_reads_only_the_slices_it_needs(tmp_path: Path) -> None:
+    """limit: 7 over slices of 5 rows reads the first two (their rows are known from the
+    manifest); a slice appended later does not touch it. A limit after a filter, whose rows
+    are known only once it has run, still reads everything."""
+    frame = pd.DataFrame({"day": [d for d in range(10) for _ in range(5)], "x": range(50)})
+    store = cb.Store(tmp_path / "store")
+    store.freeze("t", frame, slice_by="day")
+    text = "name: first\ninputs: {t: t}\nstages:\n  head: {from: t, limit: 7}\noutputs: {head: first_rows}\n"
+    plan = cb.Blueprint.from_yaml(text).plan(store)
+    (whole,) = [t for t in plan.plan.tasks.values() if t.stage == "head"]
+    assert len(whole.deps) == 2
+    run(store, text)
+    assert store.read_pandas("first_rows")["x"].tolist() == list(range(7))
+    store.freeze("t", pd.DataFrame({"day": [10], "x": [-1]}), slice_by="day")
+    again = run(store, text)
+    assert again.stats["stages"]["head"]["computed"] == 0
+    assert store.read_pandas("first_rows")["x"].tolist() == list(range(7))
+
+    filtered = text.replace(
+        "head: {from: t, limit: 7}",
+        "odd: {from: t, filter: 'x % 2 == 1'}\n  head: {from: odd, limit: 7}",
+    )
+    plan = cb.Blueprint.from_yaml(filtered).plan(store)
+    (whole,) = [t for t in plan.plan.tasks.values() if t.stage == "head"]
+    assert len(whole.deps) == 11
