@@ -42,7 +42,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chanbatch.blueprint.model import Aggregate
-from chanbatch.engine.aggregate_kernels import decomposing, state_column
+from chanbatch.engine.aggregate_kernels import (
+    decomposing,
+    distinct_count,
+    state_column,
+    union_states,
+)
 from chanbatch.engine.arrow_eval import Unsupported, nan_to_null
 from chanbatch.engine.arrow_numpy import numbers
 
@@ -52,6 +57,7 @@ _STATE_TYPES = {
     "sum": (pa.int64(), pa.float64()),
     "min": (pa.int64(), pa.float64()),
     "max": (pa.int64(), pa.float64()),
+    "union": (pa.string(),),  # a set of distinct values as its JSON text
 }
 
 
@@ -196,8 +202,19 @@ def _merge(
                 total = np.add.reduceat(data, starts)
             arrays.append(pa.array(total, mask=np.isnan(total)))
             continue
+        if merge == "union":
+            arrays.append(_union(values, group, n_groups))
+            continue
         arrays.append(_reduce(values, merge, group, steps, n_groups))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _union(values: pa.ChunkedArray, group: Any, n_groups: int) -> pa.Array:
+    """Each group's sets (JSON texts, rows in sorted order) merged, as pandas' combine does."""
+    sets: list[list[str]] = [[] for _ in range(n_groups)]
+    for g, text in zip(group.tolist(), values.to_pylist(), strict=True):
+        sets[g].append(text)
+    return pa.array([union_states(texts) for texts in sets], pa.string())
 
 
 def _has_nan(values: pa.ChunkedArray) -> bool:
@@ -272,7 +289,7 @@ def _reduce(
 # compute it on pandas: count is the count; sum the sum (null without values); mean the sum
 # as a float divided by the count (null without values); min and max the state (null without
 # values). var and std, and decimal means, are left to pandas.
-_FINISHED = {"count", "sum", "mean", "min", "max"}
+_FINISHED = {"count", "sum", "mean", "min", "max", "count_distinct"}
 
 
 def finish(spec: Aggregate, combined: pa.Table) -> pa.Table:
@@ -293,12 +310,15 @@ def finish(spec: Aggregate, combined: pa.Table) -> pa.Table:
         some = pc.greater(n, pa.scalar(0, n.type))
         if agg.func == "count":
             value = n
+        elif agg.func == "count_distinct":
+            sets = combined.column(state_column(name, "values")).to_pylist()
+            value = pa.array([distinct_count(text) for text in sets], pa.int64())
         elif agg.func == "mean":
             total = combined.column(state_column(name, "sum"))
             value = pc.divide(total.cast(pa.float64(), safe=False), n.cast(pa.float64()))
         else:
             value = combined.column(state_column(name, agg.func))
-        if agg.func != "count":
+        if agg.func not in ("count", "count_distinct"):
             value = pc.if_else(some, value, pa.scalar(None, value.type))
         columns.append(value)
         names.append(name)

@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 
 from chanbatch.blueprint.model import Aggregate, Derive, Filter, Rename, Select, Sort, Stage
 from chanbatch.blueprint.nodes import Column, Expr
+from chanbatch.engine.aggregate_kernels import distinct_state
 from chanbatch.engine.arrow_eval import (
     Array,
     ArrowEvaluator,
@@ -260,8 +261,11 @@ class _Grouping:
                 raise Unsupported("group key type")
             self.work[name] = table.column(key)
         arguments = _arguments(spec, table)
-        # pandas' numpy path, if every argument it reduces is a float (counted or summed)
-        self.general = any(not _is_float(value) for value, _ in arguments.values())
+        # pandas' numpy path, if every argument it reduces is a float (counted or summed), and
+        # no aggregate keeps a set of values
+        self.general = any(not _is_float(value) for value, _ in arguments.values()) or any(
+            agg.func == "count_distinct" for agg in spec.aggregates.values()
+        )
         self.requests = _Requests()
         for name, agg in spec.aggregates.items():
             self.requests.add(name, agg, arguments.get(name), self.work, self.general)
@@ -341,6 +345,10 @@ class _Requests:
             self.request("", "count_all", None, f"{name}{SEP}n", pa.int64())
         if agg.func == "count":
             return
+        if agg.func == "count_distinct":  # the group's set of values, as its JSON text
+            only_valid = pc.CountOptions(mode="only_valid")
+            self.request(src, "distinct", only_valid, f"{name}{SEP}values", _DISTINCT)
+            return
         if not general:
             options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
             self.request(src, "sum", options, f"{name}{SEP}sum", pa.float64())
@@ -358,8 +366,14 @@ class _Requests:
             raise Unsupported("a sum pandas computes on its general path")
 
 
+# The state type of a set of distinct values: their JSON text (aggregate_kernels.distinct_state)
+_DISTINCT = pa.string()
+
+
 def _state_values(values: Array, kind: pa.DataType) -> Array:
     """A grouped aggregate's column as the state pandas stores."""
+    if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):  # distinct values
+        return pa.array([distinct_state(v) for v in values.to_pylist()], _DISTINCT)
     if values.type != kind:  # a decimal sum, as pandas widens it for older pyarrow
         values = values.cast(kind)
     if pa.types.is_decimal(kind):
@@ -374,7 +388,7 @@ def _arguments(spec: Aggregate, table: pa.Table) -> dict[str, tuple[Array, bool]
     values: dict[str, Array] = {}
     out: dict[str, tuple[Array, bool]] = {}
     for name, agg in spec.aggregates.items():
-        if agg.func not in ("count", "sum", "mean"):
+        if agg.func not in ("count", "sum", "mean", "count_distinct"):
             raise Unsupported(f"aggregate {agg.func}")
         if agg.arg is None:
             continue
@@ -383,9 +397,14 @@ def _arguments(spec: Aggregate, table: pa.Table) -> dict[str, tuple[Array, bool]
             value = evaluator.eval(agg.arg)
             if not is_array(value):
                 raise Unsupported("a constant argument")
-            if value_kind(value) not in ("int", "float", "decimal"):
-                raise Unsupported("an argument that is not a number")
             values[text] = value
+        # counted and summed: numbers; a set of distinct values: also text, dates and bools
+        # (their Python values give the text pandas' give; a timestamp's would not)
+        kinds: tuple[str, ...] = ("int", "float", "decimal")
+        if agg.func == "count_distinct":
+            kinds += ("str", "date", "bool")
+        if value_kind(values[text]) not in kinds:
+            raise Unsupported("an argument of this type")
         value = values[text]
         cast = agg.func == "mean" and value.type == pa.int64()
         out[name] = (value.cast(pa.float64(), safe=False) if cast else value, cast)

@@ -73,6 +73,9 @@ _aggregates = st.lists(
             "max(g)",
             "min(i)",
             "max(n)",
+            "count_distinct(f)",  # sets of distinct values, merged by union
+            "count_distinct(n)",
+            "count_distinct(k)",
         ]
     ),
     min_size=1,
@@ -205,8 +208,9 @@ def test_the_common_shapes_are_taken() -> None:
         }
     )
     aggs = ["count()", "sum(f)", "mean(f)", "min(f)", "max(f)", "sum(i)", "min(i)", "count(f)"]
-    for keys in (["k"], ["k", "m"], []):
-        spec = _spec(keys, aggs)
+    aggs_distinct = ["count()", "count_distinct(f)", "count_distinct(k)", "sum(i)"]
+    for keys, names in ((["k"], aggs), (["k", "m"], aggs), ([], aggs), (["m"], aggs_distinct)):
+        spec = _spec(keys, names)
         partials = [_partial(spec, table.slice(a, 30)) for a in range(0, rows, 30)]
         combined = _both(spec, partials)
         assert combined is not None, keys

@@ -113,7 +113,7 @@ def counts(store: Path, result: cb.run.runner.RunResult) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(
-    "slices", [84, pytest.param(2526, marks=pytest.mark.slow)]  # 2,526: about 3 minutes
+    "slices", [84, pytest.param(2526, marks=pytest.mark.slow)]  # 2,526: about a minute
 )
 def test_a_new_or_replaced_slice_recomputes_its_partial_and_its_path(
     tmp_path: Path, slices: int
