@@ -412,16 +412,25 @@ def _first_slices(plan: Plan, name: str, n: int) -> list[str] | None:
     return keys
 
 
+def _sliced_source(plan: Plan, name: str) -> tuple[Stage | None, str | None]:
+    """(the stage ``name``, None) when it is a sliced stage; (None, its ``slice_by``) when it
+    is an input; (None, None) when it is not sliced."""
+    result = plan.results.get(name)
+    if result is None or result.sliced is None:
+        return None, None
+    stage = plan.blueprint.stages.get(name)
+    if stage is not None:
+        return stage, None
+    resolved = plan.inputs.get(name)
+    return None, (resolved.manifest.slice_by if resolved is not None else None)
+
+
 def sliced_by(plan: Plan, name: str) -> str | None:
     """The ``slice_by`` column of the input whose slices input or stage ``name`` keeps (its
     slices descend from that input's, one for one); None when ``name`` is not sliced."""
-    result = plan.results.get(name)
-    if result is None or result.sliced is None:
-        return None
-    stage = plan.blueprint.stages.get(name)
+    stage, column = _sliced_source(plan, name)
     if stage is None:
-        resolved = plan.inputs.get(name)
-        return resolved.manifest.slice_by if resolved is not None else None
+        return column
     column = sliced_by(plan, stage.from_)
     if isinstance(stage.operation, Union):
         same = all(sliced_by(plan, other) == column for other in stage.operation.others)
@@ -434,13 +443,9 @@ def slicing_of(plan: Plan, name: str) -> str | None:
     the slice's key: the input's ``slice_by``, followed through the stages (renamed with it,
     kept by filters and joins on it). None when the result is not sliced, or a stage may have
     changed or dropped that column (a derive of it, a map, a select without it, ...)."""
-    result = plan.results.get(name)
-    if result is None or result.sliced is None:
-        return None
-    stage = plan.blueprint.stages.get(name)
+    stage, column = _sliced_source(plan, name)
     if stage is None:
-        resolved = plan.inputs.get(name)
-        return resolved.manifest.slice_by if resolved is not None else None
+        return column
     column = slicing_of(plan, stage.from_)
     op = stage.operation
     if column is None:

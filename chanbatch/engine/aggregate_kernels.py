@@ -293,6 +293,17 @@ def _moments(
     )
 
 
+def _digest(read: Callable[..., Any]) -> AggregateKernel:
+    """A t-digest per group and slice, merged up the tree, read off by ``read``."""
+    return AggregateKernel(
+        states=(_N, State("digest", "tdigest", "tdigest")),
+        float_input=True,
+        finish=_finish_each("digest", read, "float64"),
+        whole=_whole_by("tdigest", read),
+        whole_global=_global_float,
+    )
+
+
 _N = State("n", "count", "total")
 _SUM = State("sum", "sum", "sum")
 
@@ -334,20 +345,8 @@ KERNELS: dict[str, AggregateKernel] = {
         whole=_whole_by("hll", _hll_estimate),
         whole_global=_global_int,
     ),
-    "approx_median": AggregateKernel(
-        states=(_N, State("digest", "tdigest", "tdigest")),
-        float_input=True,
-        finish=_finish_each("digest", _tdigest_median, "float64"),
-        whole=_whole_by("tdigest", _tdigest_median),
-        whole_global=_global_float,
-    ),
-    "approx_quantile": AggregateKernel(
-        states=(_N, State("digest", "tdigest", "tdigest")),
-        float_input=True,
-        finish=_finish_each("digest", _tdigest_quantile, "float64"),
-        whole=_whole_by("tdigest", _tdigest_quantile),
-        whole_global=_global_float,
-    ),
+    "approx_median": _digest(_tdigest_median),
+    "approx_quantile": _digest(_tdigest_quantile),
     # the exact quantile (linear between the two nearest values, as SQL's quantile_cont)
     "quantile": AggregateKernel(
         float_input=True,
