@@ -361,8 +361,13 @@ def _union_slice(task: Task, main: tuple[Part, ...]) -> pd.DataFrame | pa.Table:
     """One slice of a union of inputs sliced alike: the parts present, in the order of the
     union's inputs, their columns in ``from``'s order. On Arrow when the parts' types agree,
     else as the whole-input union concatenates them."""
-    order = list(task.key_spec["columns"])
     tables = [p.arrow for p in main]
+    # in ``from``'s order, the columns a later stage reads (the plan loads only those)
+    present = [
+        set(t.column_names) if t is not None else set(p.data.columns)
+        for t, p in zip(tables, main, strict=True)
+    ]
+    order = [c for c in task.key_spec["columns"] if all(c in names for names in present)]
     if all(t is not None for t in tables):
         selected = [t.select(order) for t in tables if t is not None]
         if all(t.schema.equals(selected[0].schema) for t in selected):

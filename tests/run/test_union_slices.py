@@ -114,3 +114,28 @@ def test_inputs_sliced_by_other_columns_are_read_whole(tmp_path: Path) -> None:
     b_read = b.sort_values("carrier", kind="stable")  # b as read: slice by slice (carrier)
     want = pd.concat([a, b_read, b_read[b_read.delay > 30]], ignore_index=True)
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+def test_a_union_read_by_an_aggregate_reads_only_the_columns_it_needs(tmp_path: Path) -> None:
+    """The plan loads only the columns the aggregate after the union reads; each slice of the
+    union must take those (it asked for every column of ``from``: KeyError)."""
+    store = cb.Store(tmp_path / "store")
+    a, b = flights(range(1, 4), seed=5), flights(range(2, 6), seed=6)
+    store.freeze("flights_a", a.assign(extra=1), slice_by="month")
+    store.freeze("flights_b", b.assign(extra=2), slice_by="month")
+    text = """
+name: both_totals
+inputs: {a: flights_a, b: flights_b}
+stages:
+  all: {from: a, union: [b]}
+  totals: {from: all, group_by: [carrier], aggregate: {n: count(), total: sum(delay)}}
+outputs: {totals: union_totals}
+"""
+    cb.Blueprint.from_yaml(text).run(store, scheduler="sync")
+    got = store.read_pandas("union_totals").sort_values("carrier")
+    con = duckdb.connect().register("a", a).register("b", b)
+    want = con.execute(
+        "SELECT carrier, count(*), sum(delay) FROM (SELECT * FROM a UNION ALL SELECT * FROM b)"
+        " GROUP BY carrier ORDER BY carrier"
+    ).fetchall()
+    assert [tuple(r) for r in got[["carrier", "n", "total"]].itertuples(index=False)] == want
