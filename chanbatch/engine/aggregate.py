@@ -103,7 +103,7 @@ def partial(spec: Aggregate, frame: pd.DataFrame) -> pd.DataFrame:
         elif how in PER_GROUP_REDUCES:  # a set or a sketch, made per group in row order
             make = reduce_group(how)
             states = grouped[src].agg(lambda values, make=make: make(values.dropna().tolist()))
-            result[state] = states.astype(object)
+            result[state] = states.astype(_state_dtype(how))
     result = result[[state for state, *_ in plans]]
     return _sorted(result.reset_index(), keys)
 
@@ -196,7 +196,8 @@ def _global_partial(work: pd.DataFrame, plans: list[tuple[str, str, str, str]]) 
         elif how == "mean":
             row[state] = pd.Series([float(col.mean()) if col.count() else 0.0], dtype="float64")
         elif how in PER_GROUP_REDUCES:
-            row[state] = pd.Series([reduce_group(how)(col.dropna().tolist())], dtype=object)
+            made = reduce_group(how)(col.dropna().tolist())
+            row[state] = pd.Series([made], dtype=_state_dtype(how))
         else:
             dtype = sum_type(col.dtype) if how == "sum" else col.dtype
             row[state] = scalar_column(getattr(col, how)(), dtype)
@@ -324,6 +325,12 @@ def _nonzero(values: Any) -> Any:
     import numpy as np
 
     return np.where(values == 0, np.nan, values)
+
+
+def _state_dtype(how: str) -> str:
+    """The pandas type of a per-group state column: a set's JSON text is text (a string column
+    also when a slice has no rows, as the Arrow path makes it), a sketch is bytes."""
+    return "str" if how == "distinct" else "object"
 
 
 def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

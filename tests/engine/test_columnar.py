@@ -357,6 +357,16 @@ def test_distinct_sets_are_taken_on_arrow() -> None:
     assert got.column("a1\x1fvalues").to_pylist()[0] == "[0.0,1.5]"
 
 
+def test_distinct_sets_of_an_empty_slice_are_text_on_both_paths() -> None:
+    """No rows: the set column is still a text column (it was untyped on pandas' path)."""
+    table = pa.table({"k": pa.array([], pa.string()), "f": pa.array([], pa.float64())})
+    spec = _spec(["k"], ["count_distinct(f)"])
+    got = columnar.partial(spec, table)
+    want = canonical(aggregate.partial(spec, to_pandas(table)))
+    pd.testing.assert_frame_equal(to_pandas(got), want, check_exact=True)
+    assert bytes(encode_parquet(columnar.storable(got))) == _stored_bytes(want)
+
+
 def test_partial_sums_in_row_order_like_numpy() -> None:
     """Many values whose float sum depends on the order of the additions."""
     values = [1e16, 1.0, -1e16, 3.5, 0.1, 0.2, 0.3] * 300
