@@ -187,13 +187,9 @@ class _SliceChanges:
         before_slices = self.previous.slices.get(driving)
         if before_slices is None:
             return None
-        if driving not in self._now:
-            now: dict[Any, str] = {
-                encode_key(e.key): e.id for e in self.plan.inputs[driving].manifest.slices
-            }
-            self._now[driving] = now
+        now = self._slice_ids(driving)
+        if driving not in self._removed:
             self._removed[driving] = sorted(set(before_slices) - set(now), key=str)
-        now = self._now[driving]
         keys = _slices_below(self.plan, task)
         new = [k for k in keys if encode_key(k) not in before_slices]
         if new:
@@ -211,6 +207,13 @@ class _SliceChanges:
             return _listing("removed slice", removed)
         return None
 
+    def _slice_ids(self, name: str) -> dict[Any, str]:
+        """Input ``name``'s slice ids now, by encoded slice key (worked out once)."""
+        if name not in self._now:
+            slices = self.plan.inputs[name].manifest.slices
+            self._now[name] = {encode_key(e.key): e.id for e in slices}
+        return self._now[name]
+
     def partner_reason(self, task: Task, right: str | None) -> str | None:
         """For a task below a co-sliced join: the partner slices of input ``right`` under it
         that are new or changed since the last run, as a reason; None if none."""
@@ -219,7 +222,7 @@ class _SliceChanges:
         before = self.previous.slices.get(right)
         if before is None:
             return None
-        now = {encode_key(e.key): e.id for e in self.plan.inputs[right].manifest.slices}
+        now = self._slice_ids(right)
         keys = [k for k in _slices_below(self.plan, task) if encode_key(k) in now]
         new = [k for k in keys if encode_key(k) not in before]
         changed = [
