@@ -33,9 +33,8 @@ SEP = "\x1f"  # cannot appear in a column name a blueprint can spell
 Reduce = Literal["size", "count", "sum", "min", "max", "mean", "var", "distinct", "hll", "tdigest"]
 Merge = Literal["total", "sum", "min", "max", "moments", "union", "hll", "tdigest"]
 
-#: The states made and merged by a Python function per group (a set, a sketch), by name.
+#: The states made by a Python function per group (a set, a sketch): see reduce_group.
 PER_GROUP_REDUCES = ("distinct", "hll", "tdigest")
-PER_GROUP_MERGES = ("union", "hll", "tdigest")
 
 
 @dataclass(frozen=True, slots=True)
