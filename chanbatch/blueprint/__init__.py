@@ -28,8 +28,9 @@ from chanbatch.blueprint.model import (
     SortKey,
     Stage,
     Union,
+    Window,
 )
-from chanbatch.blueprint.nodes import AggCall, Expr
+from chanbatch.blueprint.nodes import AggCall, Expr, WindowCall
 from chanbatch.blueprint.parse import load_blueprint, parse_blueprint
 from chanbatch.blueprint.problems import BlueprintError, Problem
 from chanbatch.blueprint.schema import blueprint_json_schema
@@ -56,6 +57,8 @@ __all__ = [
     "SortKey",
     "Stage",
     "Union",
+    "Window",
+    "WindowCall",
     "blueprint_json_schema",
     "load_blueprint",
     "parse_aggregate",

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from chanbatch.blueprint.expr import ExprError, parse_aggregate, parse_expr
-from chanbatch.blueprint.nodes import AggCall, Expr, Literal
+from chanbatch.blueprint.expr import ExprError, parse_aggregate, parse_expr, parse_window_call
+from chanbatch.blueprint.nodes import AggCall, Expr, Literal, WindowCall
 from chanbatch.blueprint.problems import ProblemLog
 from chanbatch.blueprint.reader import LocatedList, LocatedMap
 from chanbatch.errors import did_you_mean
@@ -146,6 +146,20 @@ def expression(scope: Scope, value: Any, line: int, field: str) -> Expr | None:
         return None
     try:
         return parse_expr(value, strict=True)
+    except ExprError as exc:
+        scope.problem(line, exc.message, field=field, hint=exc.hint)
+        return None
+
+
+def window_call(scope: Scope, value: Any, line: int, field: str) -> WindowCall | None:
+    """Parse ``value`` as a window function such as ``sum(flights)`` or ``lag(delay)``."""
+    if not isinstance(value, str):
+        scope.problem(
+            line, f"expected a function such as sum(column), got {describe(value)}", field=field
+        )
+        return None
+    try:
+        return parse_window_call(value, strict=True)
     except ExprError as exc:
         scope.problem(line, exc.message, field=field, hint=exc.hint)
         return None

@@ -23,15 +23,29 @@ import re
 import sys
 import threading
 import warnings
-from typing import Any, NoReturn
+from collections.abc import Iterator
+from typing import Any, NoReturn, Protocol
 
 from chanbatch.blueprint.convert import Converter
-from chanbatch.blueprint.functions import AGGREGATES, FUNCTIONS
-from chanbatch.blueprint.nodes import AggCall, Expr, constant
+from chanbatch.blueprint.functions import (
+    AGGREGATES,
+    FUNCTIONS,
+    WINDOW_FUNCTIONS,
+    AggregateSpec,
+    WindowSpec,
+)
+from chanbatch.blueprint.nodes import AggCall, Expr, WindowCall, constant
 from chanbatch.blueprint.problems import ExprError, ExprEvalError
 from chanbatch.errors import did_you_mean
 
-__all__ = ["MAX_LENGTH", "ExprError", "ExprEvalError", "parse_aggregate", "parse_expr"]
+__all__ = [
+    "MAX_LENGTH",
+    "ExprError",
+    "ExprEvalError",
+    "parse_aggregate",
+    "parse_expr",
+    "parse_window_call",
+]
 
 # Long enough for any hand-written expression, short enough that a pathological one cannot
 # exhaust the parser's recursion or memory.
@@ -63,6 +77,53 @@ def parse_aggregate(text: str, *, strict: bool = False) -> AggCall:
 
     Raises ExprError for an unknown aggregate, a wrong number of arguments, or a bad argument.
     """
+    name, args, converter = _parse_call(text, AGGREGATES, "aggregate", strict)
+    arg = converter.convert(args[0]) if args else None
+    if not AGGREGATES[name].fraction:
+        return AggCall(func=name, arg=arg)
+    given = constant(converter.convert(args[1]))
+    value = given.value if given is not None else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise converter.error(
+            args[1],
+            f"the second argument of {name!r} must be a fraction between 0 and 1",
+            hint=f"for example {AGGREGATES[name].usage}",
+        )
+    return AggCall(func=name, arg=arg, q=float(value))
+
+
+def parse_window_call(text: str, *, strict: bool = False) -> WindowCall:
+    """Parse one function of a ``window`` stage, such as ``sum(flights)``, ``lag(delay, 2)`` or
+    ``row_number()``; ``strict`` as for :func:`parse_expr`.
+
+    Raises ExprError for an unknown function, a wrong number of arguments, or a bad argument.
+    """
+    name, args, converter = _parse_call(text, WINDOW_FUNCTIONS, "window function", strict)
+    arg = converter.convert(args[0]) if args else None
+    if len(args) < 2:
+        return WindowCall(func=name, arg=arg, offset=1 if name in ("lag", "lead") else None)
+    given = constant(converter.convert(args[1]))
+    value = given.value if given is not None else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise converter.error(
+            args[1],
+            f"the second argument of {name!r} must be a whole number of rows, 0 or more",
+            hint=f"for example {WINDOW_FUNCTIONS[name].usage}",
+        )
+    return WindowCall(func=name, arg=arg, offset=value)
+
+
+class _Registry(Protocol):
+    def __contains__(self, name: object) -> bool: ...
+    def __iter__(self) -> Iterator[str]: ...
+    def __getitem__(self, name: str) -> AggregateSpec | WindowSpec: ...
+
+
+def _parse_call(
+    text: str, registry: _Registry, word: str, strict: bool
+) -> tuple[str, list[ast.expr], Converter]:
+    """The name and arguments of a call to one of ``registry``'s functions (a ``word`` such as
+    "aggregate"), checked for shape and number of arguments."""
     if re.fullmatch(r"\s*count\s*\(\s*\*\s*\)\s*", text):
         # SQL habit; Python cannot even parse it, so say what to write instead.
         raise ExprError(
@@ -74,49 +135,46 @@ def parse_aggregate(text: str, *, strict: bool = False) -> AggCall:
         )
     body = _parse_python(text)
     converter = Converter(text, inside_aggregate=True, strict=strict)
-    allowed = ", ".join(AGGREGATES)
+    allowed = ", ".join(registry)
     if not isinstance(body, ast.Call) or not isinstance(body.func, ast.Name):
         raise converter.error(
             body,
-            f"expected an aggregate such as mean(column), got {converter.segment(body)!r}",
-            hint=f"aggregates: {allowed}",
+            f"expected {_a(word)} such as mean(column), got {converter.segment(body)!r}",
+            hint=f"{word}s: {allowed}",
         )
     name = body.func.id
     if name in FUNCTIONS:
         raise converter.error(
             body.func,
-            f"{name!r} is a function, not an aggregate",
+            f"{name!r} is a function, not {_a(word)}",
             token=name,
-            hint="aggregate first, then apply functions in a later 'derive' stage",
+            hint=(
+                "aggregate first, then apply functions in a later 'derive' stage"
+                if word == "aggregate"
+                else "compute the expression in a 'derive' stage before this one"
+            ),
         )
-    if name not in AGGREGATES:
-        close = did_you_mean(name, AGGREGATES)
+    if name not in registry:
+        close = did_you_mean(name, list(registry))
         raise converter.error(
-            body.func, f"unknown aggregate {name!r}", hint=close or f"aggregates: {allowed}"
+            body.func, f"unknown {word} {name!r}", hint=close or f"{word}s: {allowed}"
         )
     if body.keywords:
         raise converter.keyword_error(body.keywords[0])
     if any(isinstance(arg, ast.Starred) for arg in body.args):
         hint = "count rows with count()" if name == "count" else None
         raise converter.error(body.args[0], "starred argument is not allowed", hint=hint)
-    low, high = AGGREGATES[name].min_args, AGGREGATES[name].max_args
+    low, high = registry[name].min_args, registry[name].max_args
     if not low <= len(body.args) <= high:
         expected = (
             f"{low} or {high} arguments" if low != high else f"{low} argument{'s' * (low != 1)}"
         )
-        raise converter.error(body, f"aggregate {name!r} takes {expected}, got {len(body.args)}")
-    arg = converter.convert(body.args[0]) if body.args else None
-    if not AGGREGATES[name].fraction:
-        return AggCall(func=name, arg=arg)
-    given = constant(converter.convert(body.args[1]))
-    value = given.value if given is not None else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise converter.error(
-            body.args[1],
-            f"the second argument of {name!r} must be a fraction between 0 and 1",
-            hint=f"for example {AGGREGATES[name].usage}",
-        )
-    return AggCall(func=name, arg=arg, q=float(value))
+        raise converter.error(body, f"{word} {name!r} takes {expected}, got {len(body.args)}")
+    return name, list(body.args), converter
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
 def _parse_python(text: str) -> ast.expr:

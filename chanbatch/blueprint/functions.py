@@ -281,3 +281,66 @@ AGGREGATES: dict[str, AggregateSpec] = {
 DECOMPOSABLE_AGGREGATES: frozenset[str] = frozenset(
     name for name, spec in AGGREGATES.items() if spec.decomposes
 )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WindowSpec:
+    """One function a ``window`` stage may compute per row. Frame aggregates (count, sum, mean,
+    min, max) read the rows of each row's frame; ``lag``/``lead`` read the row ``offset`` rows
+    before or after in its partition, and ``row_number`` its position there (they ignore the
+    frame, as in SQL). Its kernel is in :mod:`chanbatch.engine.window` under the same name."""
+
+    name: str
+    min_args: int
+    max_args: int
+    usage: str
+    #: True when it reads the rows of each row's frame; False: rows by position
+    framed: bool
+    numeric: bool = False
+    #: the kind of its result; None: the kind of its argument
+    gives: Kind = "number"
+
+    def check(self, arg: Expr, arg_kind: Kind) -> None:
+        """Raise TypeProblem when the function cannot apply to ``arg``, of kind ``arg_kind``."""
+        if self.numeric and arg_kind in ("string", "bool", "date", "timestamp"):
+            raise TypeProblem(f"{self.name}() needs numbers, not {what(arg, arg_kind)}")
+        if self.name in ("min", "max") and arg_kind in ("string", "bool"):
+            raise TypeProblem(
+                f"{self.name}() over a window needs numbers, dates or timestamps, "
+                f"not {what(arg, arg_kind)}"
+            )
+
+    def result_kind(self, arg_kind: Kind) -> Kind:
+        """The kind of the function's value over an argument of ``arg_kind``."""
+        return arg_kind if self.gives is None else self.gives
+
+
+#: The functions of a ``window`` stage. ``count()`` counts the frame's rows, ``count(x)`` its
+#: non-null values; ``lag(x, n)``/``lead(x, n)`` take an optional whole-number offset (1).
+WINDOW_FUNCTIONS: dict[str, WindowSpec] = {
+    spec.name: spec
+    for spec in (
+        WindowSpec(name="count", min_args=0, max_args=1, usage="count() or count(x)", framed=True),
+        WindowSpec(name="sum", min_args=1, max_args=1, usage="sum(x)", framed=True, numeric=True),
+        WindowSpec(name="mean", min_args=1, max_args=1, usage="mean(x)", framed=True, numeric=True),
+        WindowSpec(name="min", min_args=1, max_args=1, usage="min(x)", framed=True, gives=None),
+        WindowSpec(name="max", min_args=1, max_args=1, usage="max(x)", framed=True, gives=None),
+        WindowSpec(
+            name="lag",
+            min_args=1,
+            max_args=2,
+            usage="lag(x) or lag(x, 2)",
+            framed=False,
+            gives=None,
+        ),
+        WindowSpec(
+            name="lead",
+            min_args=1,
+            max_args=2,
+            usage="lead(x) or lead(x, 2)",
+            framed=False,
+            gives=None,
+        ),
+        WindowSpec(name="row_number", min_args=0, max_args=0, usage="row_number()", framed=False),
+    )
+}

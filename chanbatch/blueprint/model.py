@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from chanbatch.blueprint.functions import DECOMPOSABLE_AGGREGATES
-from chanbatch.blueprint.nodes import AggCall, Expr
+from chanbatch.blueprint.functions import DECOMPOSABLE_AGGREGATES, WINDOW_FUNCTIONS
+from chanbatch.blueprint.nodes import AggCall, Expr, WindowCall
 
 JoinHow = Literal["inner", "left", "right", "outer"]
 JOIN_HOWS: tuple[str, ...] = ("inner", "left", "right", "outer")
@@ -242,12 +242,105 @@ class Map:
         return ()
 
 
-Operation = Filter | Derive | Select | Rename | Join | Aggregate | Sort | Limit | Union | Map
+FrameUnit = Literal["rows", "range"]
+#: The units a ``range`` frame's offset may be given in, in seconds.
+DURATION_UNITS: dict[str, int] = {
+    "second": 1,
+    "minute": 60,
+    "hour": 3600,
+    "day": 86400,
+    "week": 604800,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Offset:
+    """How far a frame reaches before or after a row: ``None`` is unbounded; a number counts
+    rows (a ``rows`` frame) or values of the order column (a ``range`` frame, where a date
+    column counts days); ``seconds`` is set instead for a duration such as "6 hours"."""
+
+    value: int | float | None = 0
+    seconds: int | None = None
+
+    @property
+    def unbounded(self) -> bool:
+        return self.value is None and self.seconds is None
+
+    def canonical(self) -> Any:
+        if self.seconds is not None:
+            return {"seconds": self.seconds}
+        return "unbounded" if self.value is None else self.value
+
+    def render(self) -> str:
+        if self.seconds is not None:
+            for unit, size in sorted(DURATION_UNITS.items(), key=lambda item: -item[1]):
+                if self.seconds % size == 0:
+                    count = self.seconds // size
+                    return f"{count} {unit}{'s' * (count != 1)}"
+        return "unbounded" if self.value is None else f"{self.value}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Frame:
+    """The rows a frame function reads for each row: from ``preceding`` before it to
+    ``following`` after it, counted in rows or in values of the (one) order column."""
+
+    unit: FrameUnit = "range"
+    preceding: Offset = field(default_factory=lambda: Offset(value=None))
+    following: Offset = field(default_factory=Offset)
+
+    def canonical(self) -> Canonical:
+        return {
+            "unit": self.unit,
+            "preceding": self.preceding.canonical(),
+            "following": self.following.canonical(),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Window:
+    """Per row, functions over the rows of its partition (rows with equal ``partition_by``
+    values) in ``order_by`` order: frame aggregates over ``frame``, and ``lag``, ``lead``,
+    ``row_number`` by position. Every input row is kept, in its order, with ``columns`` added
+    (or replaced). Rows with equal order values are ordered as they arrive (slice order, then
+    row order), so ``lag`` and ``row_number`` are deterministic."""
+
+    kind: ClassVar[str] = "window"
+    partition_by: tuple[str, ...] = ()
+    order_by: tuple[str, ...]
+    frame: Frame = field(default_factory=Frame)
+    columns: dict[str, WindowCall]
+
+    def canonical(self) -> Canonical:
+        """The stage spec that enters the cache key."""
+        return {
+            "op": self.kind,
+            "partition_by": list(self.partition_by),
+            "order_by": list(self.order_by),
+            "frame": self.frame.canonical(),
+            "columns": [[name, call.render()] for name, call in self.columns.items()],
+        }
+
+    def references(self) -> tuple[str, ...]:
+        """Inputs or stages read besides ``from``: none."""
+        return ()
+
+    @property
+    def by_position(self) -> bool:
+        """True when a function reads rows by position (``lag``, ``lead``, ``row_number``, or
+        any function over a ``rows`` frame), which may be any number of slices away."""
+        framed = all(WINDOW_FUNCTIONS[c.func].framed for c in self.columns.values())
+        return not framed or self.frame.unit == "rows"
+
+
+Operation = (
+    Filter | Derive | Select | Rename | Join | Aggregate | Sort | Limit | Union | Map | Window
+)
 
 #: Operation keyword in a blueprint -> its class.
 OPERATIONS: dict[str, type[Operation]] = {
     cls.kind: cls
-    for cls in (Filter, Derive, Select, Rename, Join, Aggregate, Sort, Limit, Union, Map)
+    for cls in (Filter, Derive, Select, Rename, Join, Aggregate, Sort, Limit, Union, Map, Window)
 }
 
 

@@ -252,6 +252,28 @@ class AggCall:
         return self.render()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WindowCall:
+    """One function of a ``window`` stage: ``func`` over ``arg`` (None for ``count()`` and
+    ``row_number()``), and for ``lag``/``lead`` how many rows back or ahead (``offset``)."""
+
+    func: str
+    arg: Expr | None = None
+    offset: int | None = None
+
+    def columns(self) -> frozenset[str]:
+        """The columns the function reads."""
+        return self.arg.columns() if self.arg is not None else frozenset()
+
+    def render(self) -> str:
+        """The canonical text, such as ``sum(flights)`` or ``lag(delay, 2)``."""
+        args = self.arg.render() if self.arg is not None else ""
+        return f"{self.func}({args}{'' if self.offset is None else f', {self.offset}'})"
+
+    def __str__(self) -> str:
+        return self.render()
+
+
 def constant(expr: Expr) -> Literal | None:
     """The literal that ``expr`` spells, if any; ``-3`` parses as Negate(3) and counts as one."""
     if isinstance(expr, Literal):

@@ -16,21 +16,25 @@ from chanbatch.blueprint import checks
 from chanbatch.blueprint.checks import Scope, describe
 from chanbatch.blueprint.model import (
     DEFAULT_SUFFIXES,
+    DURATION_UNITS,
     JOIN_HOWS,
     Aggregate,
     Derive,
     Filter,
+    Frame,
     Join,
     Limit,
     Map,
+    Offset,
     Operation,
     Rename,
     Select,
     Sort,
     SortKey,
     Union,
+    Window,
 )
-from chanbatch.blueprint.nodes import AggCall, Expr
+from chanbatch.blueprint.nodes import AggCall, Expr, WindowCall
 from chanbatch.blueprint.reader import LocatedMap
 from chanbatch.errors import did_you_mean
 
@@ -38,6 +42,9 @@ from chanbatch.errors import did_you_mean
 _FUNCTION_REF = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _JOIN_KEYS = ("right", "on", "how", "suffixes")
 _MAP_KEYS = ("function", "version")
+_WINDOW_KEYS = ("partition_by", "order_by", "range", "rows", "columns")
+_FRAME_KEYS = ("preceding", "following")
+_DURATION = re.compile(r"\s*(\d+)\s*(second|minute|hour|day|week)s?\s*")
 
 Builder = Callable[[Any, int, LocatedMap, Scope], Operation | None]
 
@@ -257,6 +264,145 @@ def _map(value: Any, line: int, stage: LocatedMap, scope: Scope) -> Operation | 
     return Map(function=str(function), version=str(version))
 
 
+def _window(value: Any, line: int, stage: LocatedMap, scope: Scope) -> Operation | None:
+    spec = checks.mapping(scope, value, line, "window", "a mapping with 'order_by' and 'columns'")
+    if spec is None:
+        return None
+    checks.unknown_keys(scope, spec, _WINDOW_KEYS, field="window")
+    ok = True
+    for required in ("order_by", "columns"):
+        if required not in spec:
+            scope.problem(spec.line, f"missing {required!r}", field="window")
+            ok = False
+    partition_by: tuple[str, ...] | None = ()
+    if "partition_by" in spec:
+        partition_by = checks.names(
+            scope,
+            spec["partition_by"],
+            spec.value_line("partition_by"),
+            "window.partition_by",
+            allow_empty=True,
+        )
+    order_by = None
+    if "order_by" in spec:
+        order_by = checks.names(
+            scope, spec["order_by"], spec.value_line("order_by"), "window.order_by"
+        )
+    frame = _frame(spec, scope, order_by)
+    columns = _window_columns(spec, scope, (*(partition_by or ()), *(order_by or ())))
+    if not ok or partition_by is None or order_by is None or frame is None or columns is None:
+        return None
+    return Window(partition_by=partition_by, order_by=order_by, frame=frame, columns=columns)
+
+
+def _frame(spec: LocatedMap, scope: Scope, order_by: tuple[str, ...] | None) -> Frame | None:
+    """The frame a window's ``range`` or ``rows`` key gives; by default, as in SQL, from the
+    partition's first row to the current row's last peer."""
+    units = [unit for unit in ("range", "rows") if unit in spec]
+    if not units:
+        return Frame()
+    if len(units) > 1:
+        scope.problem(
+            spec.key_line("rows"),
+            "a window has one frame: 'range' or 'rows', not both",
+            field="window.rows",
+        )
+        return None
+    unit = units[0]
+    field = f"window.{unit}"
+    bounds = checks.mapping(
+        scope,
+        spec[unit],
+        spec.value_line(unit),
+        field,
+        "a mapping with 'preceding' and/or 'following', such as {preceding: 6}",
+    )
+    if bounds is None:
+        return None
+    if checks.unknown_keys(scope, bounds, _FRAME_KEYS, field=field) or any(
+        key not in _FRAME_KEYS for key in bounds
+    ):
+        return None
+    offsets = {}
+    for key in _FRAME_KEYS:
+        if key in bounds:
+            offset = _offset(bounds[key], bounds.value_line(key), f"{field}.{key}", unit, scope)
+            if offset is None:
+                return None
+            offsets[key] = offset
+    reaches = [o for o in offsets.values() if o.value not in (0, None) or o.seconds]
+    if unit == "range" and reaches and order_by is not None and len(order_by) != 1:
+        scope.problem(
+            spec.value_line(unit),
+            f"a range frame reaches by values of one column, but order_by has {len(order_by)}",
+            field=field,
+            hint="order by one column, or count rows with 'rows'",
+        )
+        return None
+    return Frame(
+        unit="rows" if unit == "rows" else "range",
+        preceding=offsets.get("preceding", Offset()),
+        following=offsets.get("following", Offset()),
+    )
+
+
+def _offset(value: Any, line: int, field: str, unit: str, scope: Scope) -> Offset | None:
+    """A frame bound: a number of rows or of order values (0 or more), 'unbounded', or for a
+    range frame a duration such as '6 days'."""
+    if value == "unbounded":
+        return Offset(value=None)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        if unit == "rows" and not isinstance(value, int):
+            scope.problem(line, f"expected a whole number of rows, got {value!r}", field=field)
+            return None
+        return Offset(value=value)
+    duration = _DURATION.fullmatch(value) if isinstance(value, str) and unit == "range" else None
+    if duration is not None:
+        return Offset(value=None, seconds=int(duration[1]) * DURATION_UNITS[duration[2]])
+    expected = (
+        "a number of rows (0 or more) or 'unbounded'"
+        if unit == "rows"
+        else "a number (0 or more), a duration such as '6 days', or 'unbounded'"
+    )
+    scope.problem(line, f"expected {expected}, got {describe(value)}", field=field)
+    return None
+
+
+def _window_columns(
+    spec: LocatedMap, scope: Scope, keys: tuple[str, ...]
+) -> dict[str, WindowCall] | None:
+    if "columns" not in spec:
+        return None
+    calls = checks.mapping(
+        scope,
+        spec["columns"],
+        spec.value_line("columns"),
+        "window.columns",
+        "a mapping of output column to function, such as 'week: sum(flights)'",
+    )
+    if calls is None:
+        return None
+    built: dict[str, WindowCall] = {}
+    ok = True
+    for key, text in calls.items():
+        column = checks.name(scope, key, calls.key_line(key), "window.columns")
+        field = f"window.columns.{key}"
+        call = checks.window_call(scope, text, calls.value_line(key), field)
+        if column is not None and column in keys:
+            scope.problem(
+                calls.key_line(key),
+                f"{column!r} is a partition_by or order_by column",
+                field="window.columns",
+                hint="give the result another name",
+            )
+            column = None
+        if column is None or call is None:
+            ok = False
+        else:
+            built[column] = call
+    return built if ok else None
+
+
 _BUILDERS: dict[str, Builder] = {
     "filter": _filter,
     "derive": _derive,
@@ -268,4 +414,5 @@ _BUILDERS: dict[str, Builder] = {
     "limit": _limit,
     "union": _union,
     "map": _map,
+    "window": _window,
 }

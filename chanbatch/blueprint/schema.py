@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from chanbatch.blueprint.checks import DATASET_NAME, STAGE_NAME
-from chanbatch.blueprint.functions import AGGREGATES
+from chanbatch.blueprint.functions import AGGREGATES, WINDOW_FUNCTIONS
 from chanbatch.blueprint.model import JOIN_HOWS, OPERATIONS
 
 Schema = dict[str, Any]
@@ -31,6 +31,49 @@ def _names(item: Schema) -> Schema:
             item,
             {"type": "array", "items": item, "minItems": 1, "uniqueItems": True},
         ]
+    }
+
+
+def _frame() -> Schema:
+    offset = {
+        "oneOf": [
+            {"type": "number", "minimum": 0},
+            {"const": "unbounded"},
+            {"type": "string", "pattern": r"^\s*\d+\s*(?:second|minute|hour|day|week)s?\s*$"},
+        ]
+    }
+    return {
+        "type": "object",
+        "minProperties": 1,
+        "additionalProperties": False,
+        "properties": {"preceding": offset, "following": offset},
+    }
+
+
+def _window() -> Schema:
+    function_pattern = r"^\s*(?:" + "|".join(WINDOW_FUNCTIONS) + r")\s*\(.*\)\s*$"
+    return {
+        "type": "object",
+        "required": ["order_by", "columns"],
+        "additionalProperties": False,
+        "not": {"required": ["range", "rows"]},
+        "properties": {
+            "partition_by": {
+                "oneOf": [
+                    _ref("column"),
+                    {"type": "array", "items": _ref("column"), "uniqueItems": True},
+                ]
+            },
+            "order_by": _names(_ref("column")),
+            "range": _frame(),
+            "rows": _frame(),
+            "columns": {
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": {"type": "string", "pattern": function_pattern},
+                "description": "output column -> function such as sum(col), lag(col)",
+            },
+        },
     }
 
 
@@ -90,6 +133,7 @@ def _operations() -> dict[str, Schema]:
                 "version": {"type": ["string", "integer"], "minLength": 1},
             },
         },
+        "window": _window(),
     }
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Generic, TypeVar
 
+from chanbatch.blueprint.functions import WINDOW_FUNCTIONS
 from chanbatch.blueprint.model import (
     OPERATIONS,
     Aggregate,
@@ -33,6 +34,7 @@ from chanbatch.blueprint.model import (
     Sort,
     Stage,
     Union,
+    Window,
 )
 from chanbatch.compile.schema import Schema, Schemas, StageCheck
 from chanbatch.compile.types import Kind, TypeProblem, check_aggregate, infer
@@ -344,6 +346,88 @@ class MapRules(Rules[Map]):
         return [(up, None) for up in stage.upstream]
 
 
+class WindowRules(Rules[Window]):
+    operation = Window
+
+    def runs_per_slice(self, op: Window, asked: bool) -> bool:
+        return asked  # else its frames may reach into other slices: see compile.plan
+
+    def broadcast(self, op: Window) -> tuple[str, ...]:
+        return ()
+
+    def check_columns(self, op: Window, at: StageCheck, have: Schema) -> None:
+        at.unknown(op.partition_by, "window.partition_by", have.names)
+        at.unknown(op.order_by, "window.order_by", have.names)
+        for name, call in op.columns.items():
+            at.unknown(call.columns(), f"window.columns.{name}", have.names)
+
+    def output(self, op: Window, at: StageCheck, have: Schema) -> Schema | None:
+        self._check_frame(op, at, have)
+        kinds = dict(have.kinds)
+        for name, call in op.columns.items():
+            spec = WINDOW_FUNCTIONS[call.func]
+            arg_kind: Kind = None
+            if call.arg is not None:
+                try:
+                    arg_kind = infer(call.arg, have.kinds)
+                    spec.check(call.arg, arg_kind)
+                except TypeProblem as exc:
+                    at.mistyped(f"window.columns.{name}", exc)
+            kinds[name] = spec.result_kind(arg_kind)
+        added = tuple(name for name in op.columns if name not in have.names)
+        return Schema(names=(*have.names, *added), kinds=kinds)
+
+    @staticmethod
+    def _check_frame(op: Window, at: StageCheck, have: Schema) -> None:
+        """A range frame that reaches past a row's peers measures by its order column: a number,
+        a date (counted in days) or a timestamp (given a duration)."""
+        frame = op.frame
+        bounds = (frame.preceding, frame.following)
+        if frame.unit != "range" or len(op.order_by) != 1:
+            return
+        column = op.order_by[0]
+        kind = have.kinds.get(column)
+        if kind in ("string", "bool"):
+            if any(b.seconds is not None or b.value not in (0, None) for b in bounds):
+                at.report(
+                    "window.range",
+                    f"a range frame measures by its order column, but {column!r} is {kind}",
+                    "order by a number, date or timestamp, or count rows with 'rows'",
+                )
+            return
+        for bound in bounds:
+            if kind == "number" and bound.seconds is not None:
+                at.report(
+                    "window.range",
+                    f"order column {column!r} is a number, not a time: "
+                    f"{bound.render()} does not measure it",
+                    "give a number",
+                )
+            elif kind == "timestamp" and bound.value not in (0, None):
+                at.report(
+                    "window.range",
+                    f"order column {column!r} is a timestamp: give a duration such as "
+                    f"'{bound.value} days', not {bound.value}",
+                    "units: seconds, minutes, hours, days, weeks",
+                )
+            elif kind == "date" and (
+                (bound.seconds is not None and bound.seconds % 86400)
+                or not isinstance(bound.value, int | None)
+            ):
+                at.report(
+                    "window.range",
+                    f"order column {column!r} is a date: a frame reaches whole days, "
+                    f"not {bound.render()}",
+                    "give a whole number of days",
+                )
+
+    def needs(self, op: Window, stage: Stage, out: set[str], schemas: Schemas) -> list[Need]:
+        used = set(op.partition_by) | set(op.order_by)
+        for call in op.columns.values():
+            used |= set(call.columns())
+        return [(stage.from_, (out - set(op.columns)) | used)]
+
+
 #: Operation kind -> its rules; one entry per kind in OPERATIONS.
 RULES: dict[str, Rules[Any]] = {
     rules.operation.kind: rules
@@ -358,6 +442,7 @@ RULES: dict[str, Rules[Any]] = {
         LimitRules(),
         UnionRules(),
         MapRules(),
+        WindowRules(),
     )
 }
 

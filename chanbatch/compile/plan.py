@@ -54,10 +54,12 @@ from chanbatch.blueprint.model import (
     Sort,
     Stage,
     Union,
+    Window,
 )
 from chanbatch.compile.columns import check_schemas, needed_columns
 from chanbatch.compile.keys import task_key
 from chanbatch.compile.operations import rules_of, runs_per_slice
+from chanbatch.compile.windows import Halo, window_halos
 from chanbatch.hashing import canonical_json, digest
 from chanbatch.snapshot.manifest import SliceEntry
 from chanbatch.snapshot.names import SliceKey, encode_key
@@ -328,6 +330,15 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
         if by_slice is not None:
             return by_slice
 
+    if isinstance(op, Window) and up.sliced is not None and not stage.per_slice:
+        halos = window_halos(op, [k for k, _ in up.sliced], slicing_of(plan, stage.from_))
+        if not isinstance(halos, str):
+            return _window_by_halo(plan, stage, spec, halos, checkpoint, output)
+        plan.notes.append(
+            f"stage {stage.name!r}: the window runs on the whole input and is not "
+            f"incremental: {halos}"
+        )
+
     top = _top_n(plan, stage) if isinstance(op, Sort) and up.sliced is not None else None
     if top is not None:  # only a limit reads this sort: each slice's first rows, merged
         top_spec = {**spec, "top": top}
@@ -470,6 +481,8 @@ def slicing_of(plan: Plan, name: str) -> str | None:
         case Union():
             same = all(slicing_of(plan, other) == column for other in op.others)
             return column if same else None
+        case Window():
+            return None if column in op.columns else column
         case _:  # a map: anything may have happened to the column
             return None
 
@@ -552,6 +565,42 @@ def _union_by_slice(
         sliced=tuple(sliced),
         columns=columns,
         incremental=all(r.incremental for r in results),
+    )
+
+
+def _window_by_halo(
+    plan: Plan,
+    stage: Stage,
+    spec: dict[str, Any],
+    halos: list[Halo],
+    checkpoint: bool,
+    output: bool,
+) -> StageResult:
+    """A window run slice by slice: each slice's task reads the slices its rows' frames reach
+    (its halo, in key order, see :mod:`chanbatch.compile.windows`) and keeps its own rows."""
+    up = plan.results[stage.from_]
+    assert up.sliced is not None
+    rows = up.rows or (0,) * len(up.sliced)
+    sliced = []
+    for index, ((slice_key, _), (first, end)) in enumerate(zip(up.sliced, halos, strict=True)):
+        key = _task(
+            plan,
+            "apply",
+            {**spec, "halo": [index - first, end - first]},
+            [k for _, k in up.sliced[first:end]],
+            stage=stage.name,
+            slice=slice_key,
+            stored=output,
+            checkpoint=checkpoint,
+            source_rows=rows[index],
+        )
+        sliced.append((slice_key, key))
+    return StageResult(
+        name=stage.name,
+        sliced=tuple(sliced),
+        columns=plan.results[stage.name].columns,
+        incremental=up.incremental,
+        rows=rows,
     )
 
 

@@ -23,11 +23,13 @@ from chanbatch.blueprint.model import (
     Sort,
     Stage,
     Union,
+    Window,
 )
 from chanbatch.compile.allow import check_allowed
 from chanbatch.engine import aggregate
 from chanbatch.engine.failures import StageFailed, describe_failure
 from chanbatch.engine.pandas_eval import evaluate, evaluate_mask
+from chanbatch.engine.window import window
 from chanbatch.snapshot.read import nullable_dtype
 
 if TYPE_CHECKING:
@@ -68,7 +70,7 @@ def apply_rowwise(
             return join(op, frame, broadcast[0])
         case Map():
             return run_map(op, frame, allow)
-        case Aggregate() | Sort() | Limit() | Union():  # on this one slice as a whole input
+        case Aggregate() | Sort() | Limit() | Union() | Window():  # this slice as a whole input
             return apply_whole(stage, [frame], broadcast, allow)
         case _:
             assert_never(op)
@@ -104,10 +106,20 @@ def apply_whole(
             frames = list(parts)
             first = frames[0].columns if frames else []
             return concat([f[list(first)] for f in frames])
+        case Window():
+            return window(op, concat(parts))
         case Filter() | Derive() | Select() | Rename() | Join() | Map():  # row by row
             return apply_rowwise(stage, concat(parts), broadcast, allow)
         case _:
             assert_never(op)
+
+
+def window_slice(stage: Stage, parts: Sequence[pd.DataFrame], own: int) -> pd.DataFrame:
+    """One slice of a window run slice by slice: ``parts`` are the slices of its halo in key
+    order, ``parts[own]`` its own; the frames read them all, only its own rows are kept."""
+    assert isinstance(stage.operation, Window)
+    start = sum(len(p) for p in parts[:own])
+    return window(stage.operation, concat(parts), slice(start, start + len(parts[own])))
 
 
 def join(op: Join, left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:

@@ -308,6 +308,9 @@ def _compute(
     try:
         if task.kind == "apply" and isinstance(stage.operation, Union):
             return _union_slice(task, main)
+        if task.kind == "apply" and "halo" in task.key_spec:  # a window, slice by slice
+            own = task.key_spec["halo"][0]
+            return _pandas().window_slice(stage, [p.data for p in main], own)
         if task.kind in ("partial", "combine") and isinstance(stage.operation, Sort):
             return _top(stage, task.key_spec["top"], main)
         if task.kind in ("apply", "partial") and not broadcast:

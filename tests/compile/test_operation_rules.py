@@ -58,6 +58,9 @@ stages:
   map:
     from: t
     map: {function: "pandas:DataFrame", version: "1"}
+  window:
+    from: t
+    window: {partition_by: k, order_by: x, range: {preceding: 1}, columns: {near: count()}}
 outputs:
   map: out
 """
@@ -79,6 +82,7 @@ NEEDS = {
     "limit": [("t", {"k", "x", "name"})],
     "union": [("t", {"k", "x", "name"}), ("t", {"k", "x", "name"})],
     "map": [("t", None)],
+    "window": [("t", {"k", "x", "name"})],
 }
 
 # kinds that run per slice without ``per_slice: true`` (the sample join is an outer join, which
