@@ -127,12 +127,37 @@ def union_states(states: Iterable[str]) -> str:
     texts: set[str] = set()
     for state in states:
         if isinstance(state, str):  # a group absent from a partial has no state there
-            texts.update(json.dumps(value) for value in json.loads(state))
+            texts.update(state_texts(state))
     return _as_state(texts)
 
 
 def distinct_count(state: Any) -> int:
-    return len(json.loads(state)) if isinstance(state, str) else 0
+    """The size of the set a ``count_distinct`` state holds; 0 for none."""
+    if not isinstance(state, str) or state == "[]":
+        return 0
+    if '"' not in state:  # numbers (or booleans): a comma only separates two of them
+        return state.count(",") + 1
+    return len(state_texts(state))
+
+
+def state_texts(state: str) -> list[str]:
+    """The values' texts a ``count_distinct`` state lists, each as :func:`distinct_state`
+    wrote it.
+
+    A state is canonical JSON, so its texts are cut out of it rather than parsed and written
+    again, where that is certain: with no ``"`` in it, every comma separates two numbers (or
+    booleans); if it begins with ``["``, ends with ``"]`` and has no backslash, it holds texts
+    only (a text sorts before any number) and none holds a quote, so ``","`` only separates
+    two of them, read from the left (a text ``","`` is ``,`` between quotes). Anything else
+    (an escape, texts beside numbers) is parsed and written again as before.
+    """
+    if state == "[]":
+        return []
+    if '"' not in state:
+        return state[1:-1].split(",")
+    if state.startswith('["') and state.endswith('"]') and "\\" not in state:
+        return [f'"{text}"' for text in state[2:-2].split('","')]
+    return [json.dumps(value) for value in json.loads(state)]
 
 
 def _as_state(texts: set[str]) -> str:

@@ -210,11 +210,60 @@ def _merge(
 
 
 def _union(values: pa.ChunkedArray, group: Any, n_groups: int) -> pa.Array:
-    """Each group's sets (JSON texts, rows in sorted order) merged, as pandas' combine does."""
-    sets: list[list[str]] = [[] for _ in range(n_groups)]
-    for g, text in zip(group.tolist(), values.to_pylist(), strict=True):
-        sets[g].append(text)
-    return pa.array([union_states(texts) for texts in sets], pa.string())
+    """Each group's sets (JSON texts, rows in sorted order) merged, as pandas' combine does
+    (:func:`~chanbatch.engine.aggregate_kernels.union_states`): the values' texts of every
+    set, cut out at once, then each group's distinct texts sorted and joined."""
+    lists = _set_texts(values)
+    if lists is None:  # texts with escapes, or beside numbers: parsed, set by set
+        sets: list[list[str]] = [[] for _ in range(n_groups)]
+        for g, text in zip(group.tolist(), values.to_pylist(), strict=True):
+            sets[g].append(text)
+        return pa.array([union_states(texts) for texts in sets], pa.string())
+    texts = pc.list_flatten(lists)
+    owner = np.asarray(group)[numbers(pc.list_parent_indices(lists))]
+    return _joined_sets(texts, owner, n_groups)
+
+
+def _set_texts(sets: pa.Array | pa.ChunkedArray) -> pa.Array | None:
+    """Each ``count_distinct`` state's values' texts, as a list (null for no state or an
+    empty set), cut out of the JSON text as
+    :func:`~chanbatch.engine.aggregate_kernels.state_texts` cuts them; None where it would
+    parse one of them."""
+    if isinstance(sets, pa.ChunkedArray):
+        sets = sets.combine_chunks()
+    present = pc.fill_null(pc.not_equal(sets, pa.scalar("[]")), False)
+    sets = pc.if_else(present, sets, pa.scalar(None, pa.string()))
+    if not pc.any(pc.match_substring(sets, '"')).as_py():  # numbers, booleans
+        return pc.split_pattern(pc.utf8_slice_codeunits(sets, 1, -1), ",")
+    texts_only = pc.and_(
+        pc.and_(pc.starts_with(sets, '["'), pc.ends_with(sets, '"]')),
+        pc.invert(pc.match_substring(sets, "\\")),
+    )
+    if not pc.all(texts_only).as_py():
+        return None
+    inner = pc.split_pattern(pc.utf8_slice_codeunits(sets, 2, -2), '","')
+    quoted = pc.binary_join_element_wise('"', pc.list_flatten(inner), '"', "")
+    offsets = pc.subtract(inner.offsets, inner.offsets[0])  # list_flatten starts at the first
+    return pa.ListArray.from_arrays(offsets, quoted, mask=pc.is_null(inner))
+
+
+def _joined_sets(texts: pa.Array, owner: Any, n_groups: int) -> pa.Array:
+    """Each group's state of the set of ``texts`` (values' JSON texts; ``owner``: the group of
+    each): its distinct texts sorted, as Python sorts text (UTF-8 bytes sort alike), joined."""
+    table = pa.table({"g": pa.array(owner, pa.int64()), "t": texts})
+    order = pc.sort_indices(table, sort_keys=[("g", "ascending"), ("t", "ascending")])
+    g = np.asarray(owner, dtype=np.int64)[numbers(order)]
+    t = texts.take(order)
+    keep = np.ones(len(t), dtype=bool)
+    if len(t) > 1:
+        same = numbers(pc.fill_null(pc.equal(t.slice(1), t.slice(0, len(t) - 1)), False))
+        keep[1:] = ~(same & (g[1:] == g[:-1]))
+    if not keep.all():
+        t, g = t.filter(pa.array(keep)), g[keep]
+    offsets = np.zeros(n_groups + 1, dtype=np.int32)
+    np.cumsum(np.bincount(g, minlength=n_groups), out=offsets[1:])
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), t), ",")
+    return pc.binary_join_element_wise("[", joined, "]", "")
 
 
 def _has_nan(values: pa.ChunkedArray) -> bool:
@@ -311,8 +360,7 @@ def finish(spec: Aggregate, combined: pa.Table) -> pa.Table:
         if agg.func == "count":
             value = n
         elif agg.func == "count_distinct":
-            sets = combined.column(state_column(name, "values")).to_pylist()
-            value = pa.array([distinct_count(text) for text in sets], pa.int64())
+            value = _distinct_counts(combined.column(state_column(name, "values")))
         elif agg.func == "mean":
             total = combined.column(state_column(name, "sum"))
             value = pc.divide(total.cast(pa.float64(), safe=False), n.cast(pa.float64()))
@@ -328,3 +376,12 @@ def finish(spec: Aggregate, combined: pa.Table) -> pa.Table:
     ]
     columns = [nan_to_null(c) if c.type == pa.float64() else c for c in columns]
     return pa.Table.from_arrays(columns, schema=pa.schema(fields)).combine_chunks()
+
+
+def _distinct_counts(sets: pa.ChunkedArray) -> pa.Array:
+    """The size of each ``count_distinct`` state's set (0 for none), as
+    :func:`~chanbatch.engine.aggregate_kernels.distinct_count` reads it."""
+    lists = _set_texts(sets)
+    if lists is None:
+        return pa.array([distinct_count(text) for text in sets.to_pylist()], pa.int64())
+    return pc.fill_null(pc.list_value_length(lists), 0).cast(pa.int64())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import math
 
 import numpy as np
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 from chanbatch.blueprint.expr import parse_aggregate
 from chanbatch.blueprint.model import Aggregate
-from chanbatch.engine import aggregate, arrow_combine, columnar
+from chanbatch.engine import aggregate, aggregate_kernels, arrow_combine, columnar
 from chanbatch.snapshot.freeze import encode_parquet
 from chanbatch.snapshot.normalize import normalize_table
 from chanbatch.snapshot.read import canonical, to_pandas
@@ -320,3 +321,57 @@ def test_what_it_declines() -> None:
     other = good.set_column(1, "a0\x1fsum", pa.array([1, 2]))  # an int sum beside a float one
     with pytest.raises(arrow_combine.Unsupported):
         arrow_combine.combine(spec, [good, other])
+
+
+# Texts that cut a set's JSON text in the wrong place if its texts were split naively: commas,
+# quotes and '","' inside a value, a space (sorts before the closing quote), escapes.
+_tricky = st.lists(
+    st.sampled_from(["", ",", '"', '","', ',"', '",', "a", "a b", "a,b", "[", "]", "é", "\\"]),
+    max_size=3,
+).map("".join)
+
+
+@SETTINGS
+@given(
+    st.data(),
+    tables_of(
+        {
+            "m": (pa.int64(), st.integers(0, 2)),
+            "s": (pa.string(), st.one_of(st.none(), _tricky)),
+            "n": (pa.int64(), st.one_of(st.none(), _ints)),
+        },
+        max_rows=40,
+        chunked=False,
+    ),
+)
+def test_distinct_sets_merge_to_their_union(data: st.DataObject, table: pa.Table) -> None:
+    """Sets cut out of their JSON text (no parsing) merge to the set of all the values: the
+    counts pandas' nunique gives on the whole table, and the pandas combine's bytes."""
+    spec = _spec(["m"], ["count_distinct(s)", "count_distinct(n)"])
+    partials = [_partial(spec, table.slice(a, b - a)) for a, b in data.draw(cuts(table.num_rows))]
+    combined = _both(spec, partials)
+    if combined is None:
+        return
+    finished = _finished(spec, combined)
+    assert finished is not None
+    whole = to_pandas(table).groupby("m", sort=True)[["s", "n"]].nunique(dropna=True)
+    assert finished.column("m").to_pylist() == whole.index.tolist()
+    assert finished.column("a0").to_pylist() == whole["s"].tolist()
+    assert finished.column("a1").to_pylist() == whole["n"].tolist()
+
+
+def test_distinct_sets_cut_out_of_their_text() -> None:
+    """A set's texts cut out of it are json's, and their union is the set of all values."""
+    values = [["a b", "a", ",", "a,b"], ["", "a", "[", ","], [], ["é", '"', '","', "a"]]
+    states = [aggregate_kernels.distinct_state(v) for v in values]
+    for state, v in zip(states, values, strict=True):
+        assert aggregate_kernels.state_texts(state) == sorted(json.dumps(x) for x in set(v))
+        assert aggregate_kernels.distinct_count(state) == len(set(v))
+    everything = {x for v in values for x in v}
+    merged = arrow_combine._union(pa.chunked_array([states]), np.zeros(4, np.int64), 1)
+    assert json.loads(merged[0].as_py()) == sorted(everything, key=json.dumps)
+    assert merged[0].as_py() == aggregate_kernels.union_states(states)
+    # without the escaped ones, the texts are cut out on Arrow too
+    plain = pa.chunked_array([states[:3]])
+    assert arrow_combine._set_texts(plain) is not None
+    assert arrow_combine._set_texts(pa.chunked_array([states])) is None
