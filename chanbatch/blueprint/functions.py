@@ -304,11 +304,6 @@ class WindowSpec:
         """Raise TypeProblem when the function cannot apply to ``arg``, of kind ``arg_kind``."""
         if self.numeric and arg_kind in ("string", "bool", "date", "timestamp"):
             raise TypeProblem(f"{self.name}() needs numbers, not {what(arg, arg_kind)}")
-        if self.name in ("min", "max") and arg_kind in ("string", "bool"):
-            raise TypeProblem(
-                f"{self.name}() over a window needs numbers, dates or timestamps, "
-                f"not {what(arg, arg_kind)}"
-            )
 
     def result_kind(self, arg_kind: Kind) -> Kind:
         """The kind of the function's value over an argument of ``arg_kind``."""

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chanbatch.blueprint.model import Join
+from chanbatch.blueprint.model import Join, Window
 from chanbatch.cache.runs import RunRecord
 from chanbatch.compile.decide import Decision
 from chanbatch.compile.plan import Plan, Task, partner_slices
-from chanbatch.snapshot.names import encode_key
+from chanbatch.compile.windows import reach_text, reaches
+from chanbatch.snapshot.names import decode_key, encode_key, key_type
 from chanbatch.snapshot.objects import get_snapshot
 from chanbatch.snapshot.storage import Storage
 
@@ -205,6 +206,37 @@ class _SliceChanges:
         removed = self._removed[driving]
         if removed and task.slice is None:
             return _listing("removed slice", removed)
+        if "halo" in task.key_spec:
+            return self._halo_reason(task, before_slices, now, removed)
+        return None
+
+    def _halo_reason(
+        self, task: Task, before: dict[Any, str], now: dict[Any, str], removed: list[Any]
+    ) -> str | None:
+        """For one slice of a window run by halo (see :mod:`chanbatch.compile.windows`): the
+        new, changed or removed slice its frames reach, as "window halo: slice 5 is within
+        6 days of new slice 6"."""
+        op = self.plan.blueprint.stages[task.stage].operation
+        assert isinstance(op, Window) and task.slice is not None
+        own = task.slice
+        halo = [self.plan.tasks[d].slice for d in task.deps]
+        new = [k for k in halo if encode_key(k) not in before]
+        changed = [
+            k
+            for k in halo
+            if encode_key(k) in before and before[encode_key(k)] != now.get(encode_key(k))
+        ]
+        gone = [decode_key(k, key_type(own)) for k in removed]
+        gone = [k for k in gone if k is not None and reaches(op, own, k)]
+        for what, found, verb in (
+            ("new", new, "is"),
+            ("changed", changed, "is"),
+            ("removed", gone, "was"),
+        ):
+            if found:
+                other = found[0]
+                distance = reach_text(op, later=other > own)
+                return f"window halo: slice {own} {verb} within {distance} of {what} slice {other}"
         return None
 
     def _slice_ids(self, name: str) -> dict[Any, str]:

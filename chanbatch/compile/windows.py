@@ -75,3 +75,13 @@ def reach_text(op: Window, later: bool) -> str:
     """How far a frame reaches towards ``later`` slices (its ``following``) or earlier ones,
     as an explanation says it: "6 days", "2"."""
     return (op.frame.following if later else op.frame.preceding).render()
+
+
+def reaches(op: Window, own: SliceKey, other: SliceKey) -> bool:
+    """Whether the frames of slice ``own``'s rows reach slice ``other`` (a bounded range frame
+    over the slicing column, keys of one type)."""
+    try:
+        before, after = _reach(op.frame.preceding, own), _reach(op.frame.following, own)
+        return own - before <= other <= own + after  # type: ignore[operator]
+    except TypeError:
+        return False
