@@ -28,6 +28,13 @@ does not reproduce exactly, leaving that combine to the pandas path:
   As pandas does, all-empty inputs give the first partial, and one non-empty input is the
   result as it is.
 
+- ``union`` states (``count_distinct``'s sets, JSON texts): each group's values' texts, cut out
+  of its sets without parsing where that is certain (``_set_texts``), their distinct texts
+  sorted and joined; pandas' combine gives the same text through
+  :func:`~chanbatch.engine.aggregate_kernels.union_states`.
+- ``hll`` and ``tdigest`` states (serialized sketches): merged group by group in the order
+  pandas' grouped ``agg`` visits them (partial order), by the same :mod:`.sketches` functions.
+
 The ``moments`` of var and std, decimals, and every other state or key type are left to
 pandas. tests/engine/test_arrow_combine.py checks the stored bytes against the pandas path on
 partials computed by both partial paths.
@@ -42,6 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chanbatch.blueprint.model import Aggregate
+from chanbatch.engine import sketches
 from chanbatch.engine.aggregate_kernels import (
     decomposing,
     distinct_count,
@@ -58,7 +66,11 @@ _STATE_TYPES = {
     "min": (pa.int64(), pa.float64()),
     "max": (pa.int64(), pa.float64()),
     "union": (pa.string(),),  # a set of distinct values as its JSON text
+    # a serialized sketch; a partial of no rows has none, and pandas types its column null
+    "hll": (pa.binary(), pa.null()),
+    "tdigest": (pa.binary(), pa.null()),
 }
+_SKETCH_MERGES = {"hll": sketches.hll_union, "tdigest": sketches.tdigest_merge}
 
 
 def combine(spec: Aggregate, tables: list[pa.Table]) -> pa.Table:
@@ -205,6 +217,9 @@ def _merge(
         if merge == "union":
             arrays.append(_union(values, group, n_groups))
             continue
+        if merge in _SKETCH_MERGES:
+            arrays.append(_sketch_merge(values, merge, group, n_groups))
+            continue
         arrays.append(_reduce(values, merge, group, steps, n_groups))
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -222,6 +237,16 @@ def _union(values: pa.ChunkedArray, group: Any, n_groups: int) -> pa.Array:
     texts = pc.list_flatten(lists)
     owner = np.asarray(group)[numbers(pc.list_parent_indices(lists))]
     return _joined_sets(texts, owner, n_groups)
+
+
+def _sketch_merge(values: pa.ChunkedArray, merge: str, group: Any, n_groups: int) -> pa.Array:
+    """Each group's sketches (rows in sorted order: partial order within a group) merged, as
+    pandas' combine merges them, one group at a time."""
+    states: list[list[bytes]] = [[] for _ in range(n_groups)]
+    for g, state in zip(group.tolist(), values.to_pylist(), strict=True):
+        states[g].append(state)
+    merged = _SKETCH_MERGES[merge]
+    return pa.array([merged(group_states) for group_states in states], pa.binary())
 
 
 def _set_texts(sets: pa.Array | pa.ChunkedArray) -> pa.Array | None:
@@ -338,7 +363,19 @@ def _reduce(
 # compute it on pandas: count is the count; sum the sum (null without values); mean the sum
 # as a float divided by the count (null without values); min and max the state (null without
 # values). var and std, and decimal means, are left to pandas.
-_FINISHED = {"count", "sum", "mean", "min", "max", "count_distinct"}
+_FINISHED = {
+    "count",
+    "sum",
+    "mean",
+    "min",
+    "max",
+    "count_distinct",
+    "approx_count_distinct",
+    "approx_median",
+    "approx_quantile",
+}
+# read off a sketch (none for a group without values: 0 distinct, a null quantile), unmasked
+_SKETCHED = ("approx_count_distinct", "approx_median", "approx_quantile")
 
 
 def finish(spec: Aggregate, combined: pa.Table) -> pa.Table:
@@ -361,12 +398,19 @@ def finish(spec: Aggregate, combined: pa.Table) -> pa.Table:
             value = n
         elif agg.func == "count_distinct":
             value = _distinct_counts(combined.column(state_column(name, "values")))
+        elif agg.func == "approx_count_distinct":
+            states = combined.column(state_column(name, "hll")).to_pylist()
+            value = pa.array([sketches.hll_estimate(s) for s in states], pa.int64())
+        elif agg.func in _SKETCHED:
+            q = 0.5 if agg.q is None else agg.q
+            states = combined.column(state_column(name, "digest")).to_pylist()
+            value = pa.array([sketches.tdigest_quantile(s, q) for s in states], pa.float64())
         elif agg.func == "mean":
             total = combined.column(state_column(name, "sum"))
             value = pc.divide(total.cast(pa.float64(), safe=False), n.cast(pa.float64()))
         else:
             value = combined.column(state_column(name, agg.func))
-        if agg.func not in ("count", "count_distinct"):
+        if agg.func not in ("count", "count_distinct", *_SKETCHED):
             value = pc.if_else(some, value, pa.scalar(None, value.type))
         columns.append(value)
         names.append(name)

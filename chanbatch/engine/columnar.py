@@ -28,6 +28,7 @@ group's values in row order (``np.bincount``): Arrow's grouped sum does too, sin
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pyarrow as pa
@@ -35,6 +36,7 @@ import pyarrow.compute as pc
 
 from chanbatch.blueprint.model import Aggregate, Derive, Filter, Rename, Select, Sort, Stage
 from chanbatch.blueprint.nodes import Column, Expr
+from chanbatch.engine import sketches
 from chanbatch.engine.aggregate_kernels import distinct_state
 from chanbatch.engine.arrow_eval import (
     Array,
@@ -63,7 +65,8 @@ def arrow_input(table: pa.Table) -> pa.Table | None:
     return table
 
 
-_STORABLE = (pa.int64(), pa.float64(), pa.string(), pa.date32(), pa.bool_())
+# binary: a serialized sketch; null: a column of them with no rows, as pandas types it
+_STORABLE = (pa.int64(), pa.float64(), pa.string(), pa.date32(), pa.bool_(), pa.binary(), pa.null())
 
 
 def storable(table: pa.Table) -> pa.Table | None:
@@ -195,7 +198,9 @@ def partial(spec: Aggregate, table: pa.Table) -> pa.Table:
     reproduces. Otherwise pandas' grouped ``agg``, whose float sums are compensated: this
     reproduces it only for counts, for sums (also a mean's) of decimals, which pandas computes
     with Arrow's grouped sum, exactly: decimal(38, s), zero for a group with no values, and for
-    sums of int64, which are exact too.
+    sums of int64, which are exact too. Sets of distinct values (``count_distinct``) and
+    sketches (``approx_*``, from each group's values in row order: Arrow's single-threaded
+    ``list`` keeps it) are made on pandas' general path too, value for value alike.
     """
     try:
         request = _Grouping(spec, table)
@@ -262,9 +267,10 @@ class _Grouping:
             self.work[name] = table.column(key)
         arguments = _arguments(spec, table)
         # pandas' numpy path, if every argument it reduces is a float (counted or summed), and
-        # no aggregate keeps a set of values
+        # no aggregate keeps a set of values or a sketch
         self.general = any(not _is_float(value) for value, _ in arguments.values()) or any(
-            agg.func == "count_distinct" for agg in spec.aggregates.values()
+            agg.func == "count_distinct" or agg.func in _SKETCHES
+            for agg in spec.aggregates.values()
         )
         self.requests = _Requests()
         for name, agg in spec.aggregates.items():
@@ -273,7 +279,11 @@ class _Grouping:
         self.order = [(name, "ascending", "at_end") for name in self.inner]
 
     def empty(self) -> pa.Table:
-        empty = [pa.array([], kind) for _, _, kind in self.requests.outputs]
+        # pandas' general path types a column of sketches (bytes) by its values: none, null
+        empty = [
+            pa.array([], pa.null() if state in self.requests.sketches else kind)
+            for state, _, kind in self.requests.outputs
+        ]
         columns = [self.work[n].combine_chunks() for n in self.inner]
         return pa.Table.from_arrays(columns + empty, self.names)
 
@@ -298,7 +308,8 @@ class _Grouping:
         """The partial's table from the sorted grouped aggregate."""
         arrays = [grouped.column(name) for name in self.inner]
         arrays += [
-            _state_values(grouped.column(column), kind) for _, column, kind in self.requests.outputs
+            _state_values(grouped.column(column), kind, self.requests.sketches.get(state))
+            for state, column, kind in self.requests.outputs
         ]
         return pa.Table.from_arrays(arrays, names=self.names)
 
@@ -310,6 +321,7 @@ class _Requests:
         self.requests: dict[str, tuple[Any, str, Any]] = {}  # result column -> Arrow aggregate
         self.outputs: list[tuple[str, str, pa.DataType]] = []  # (state, result, its type)
         self.sources: dict[tuple[str, bool], str] = {}  # (argument, cast) -> column in work
+        self.sketches: dict[str, str] = {}  # state -> "hll" or "tdigest", made from a list
 
     def request(self, src: str, func: str, options: Any, state: str, kind: pa.DataType) -> None:
         column = f"{src}_{func}" if src else func
@@ -349,6 +361,11 @@ class _Requests:
             only_valid = pc.CountOptions(mode="only_valid")
             self.request(src, "distinct", only_valid, f"{name}{SEP}values", _DISTINCT)
             return
+        if agg.func in _SKETCHES:  # the group's values in row order, then its sketch
+            part, how = _SKETCHES[agg.func]
+            self.request(src, "list", None, f"{name}{SEP}{part}", pa.binary())
+            self.sketches[f"{name}{SEP}{part}"] = how
+            return
         if not general:
             options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
             self.request(src, "sum", options, f"{name}{SEP}sum", pa.float64())
@@ -368,10 +385,19 @@ class _Requests:
 
 # The state type of a set of distinct values: their JSON text (aggregate_kernels.distinct_state)
 _DISTINCT = pa.string()
+# The aggregates kept as sketches: (their state's part, its kind), as aggregate_kernels has them
+_SKETCHES = {
+    "approx_count_distinct": ("hll", "hll"),
+    "approx_median": ("digest", "tdigest"),
+    "approx_quantile": ("digest", "tdigest"),
+}
 
 
-def _state_values(values: Array, kind: pa.DataType) -> Array:
-    """A grouped aggregate's column as the state pandas stores."""
+def _state_values(values: Array, kind: pa.DataType, sketch: str | None = None) -> Array:
+    """A grouped aggregate's column as the state pandas stores; ``sketch`` (hll, tdigest) for
+    a column of each group's values, made into its sketch."""
+    if sketch is not None:
+        return _sketch_states(values, sketch)
     if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):  # distinct values
         return pa.array([distinct_state(v) for v in values.to_pylist()], _DISTINCT)
     if values.type != kind:  # a decimal sum, as pandas widens it for older pyarrow
@@ -381,6 +407,29 @@ def _state_values(values: Array, kind: pa.DataType) -> Array:
     return values
 
 
+def _sketch_states(lists: Array, how: str) -> pa.Array:
+    """Each group's sketch of its values (a list each, in row order; nulls skipped), as the
+    pandas partial makes it from the group's non-null values (:mod:`.sketches`)."""
+    import numpy as np
+
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    values = pc.list_flatten(lists)
+    owner = np.asarray(pc.list_parent_indices(lists))
+    valid = np.asarray(values.is_valid(), dtype=bool)
+    counts = np.bincount(owner[valid], minlength=len(lists))
+    bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
+    if how == "hll":
+        keys = sketches.hll_keys(values)  # the valid values, in order
+        if keys is None:
+            raise Unsupported("an approximate distinct count of this type")
+        made = [sketches.hll_of(keys[a:b]) for a, b in itertools.pairwise(bounds)]
+    else:
+        numbers = values.drop_null().to_numpy(zero_copy_only=False)
+        made = [sketches.tdigest_of(numbers[a:b]) for a, b in itertools.pairwise(bounds)]
+    return pa.array(made, pa.binary())
+
+
 def _arguments(spec: Aggregate, table: pa.Table) -> dict[str, tuple[Array, bool]]:
     """Each aggregate's argument (by result name) as :func:`aggregate.partial` reduces it, and
     whether it was cast for that: a mean's int argument becomes float64; a decimal stays one."""
@@ -388,7 +437,7 @@ def _arguments(spec: Aggregate, table: pa.Table) -> dict[str, tuple[Array, bool]
     values: dict[str, Array] = {}
     out: dict[str, tuple[Array, bool]] = {}
     for name, agg in spec.aggregates.items():
-        if agg.func not in ("count", "sum", "mean", "count_distinct"):
+        if agg.func not in ("count", "sum", "mean", "count_distinct", *_SKETCHES):
             raise Unsupported(f"aggregate {agg.func}")
         if agg.arg is None:
             continue
@@ -403,10 +452,15 @@ def _arguments(spec: Aggregate, table: pa.Table) -> dict[str, tuple[Array, bool]
         kinds: tuple[str, ...] = ("int", "float", "decimal")
         if agg.func == "count_distinct":
             kinds += ("str", "date", "bool")
+        elif agg.func == "approx_count_distinct":  # hashed as their Python values (sketches)
+            kinds = ("int", "float", "str", "bool")
+        elif agg.func in _SKETCHES:  # a t-digest of floats, as the pandas partial casts them
+            kinds = ("int", "float")
         if value_kind(values[text]) not in kinds:
             raise Unsupported("an argument of this type")
         value = values[text]
-        cast = agg.func == "mean" and value.type == pa.int64()
+        # a mean's int argument becomes float64, and a t-digest's
+        cast = agg.func in ("mean", "approx_median", "approx_quantile") and value.type == pa.int64()
         out[name] = (value.cast(pa.float64(), safe=False) if cast else value, cast)
     return out
 

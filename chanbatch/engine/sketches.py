@@ -21,6 +21,11 @@ every run, scheduler and order of arrival (the combine tree is the same for the 
 Values are hashed by their Python value: ints and floats as numbers (``-0.0`` as ``0.0``),
 text as UTF-8 after a NUL (DataSketches skips an empty string, which is a value here), and
 dates, decimals and timestamps by their text, likewise (:func:`_hashable`).
+
+A sketch is fed one value at a time, in row order: a t-digest takes a numpy array in one call
+(``tdigest_double.update(ndarray)``, which updates value by value in C++, so the bytes are
+the same); the HLL binding has no such call, so its loop stays in Python, with the values
+prepared beforehand (:func:`hll_keys` for an Arrow column) and nothing else per value.
 """
 
 from __future__ import annotations
@@ -35,14 +40,38 @@ TDIGEST_K = 400
 
 def hll_state(values: Iterable[Any]) -> bytes:
     """An HLL sketch of the non-null ``values``, serialized."""
+    return hll_of(key for value in values if (key := _hashable(value)) is not None)
+
+
+def hll_of(keys: Iterable[int | float | str]) -> bytes:
+    """An HLL sketch of ``keys``, values already as :func:`_hashable` makes them, serialized."""
     import datasketches as ds
 
     sketch = ds.hll_sketch(HLL_LG_K, ds.tgt_hll_type.HLL_8)
-    for value in values:
-        key = _hashable(value)
-        if key is not None:
-            sketch.update(key)
+    update = sketch.update
+    for key in keys:
+        update(key)
     return bytes(sketch.serialize_compact())
+
+
+def hll_keys(values: Any) -> list[int | float | str] | None:
+    """The valid values of the Arrow array ``values`` as :func:`_hashable` makes their Python
+    values, in order; None for a type whose values it does not make here (dates, decimals...)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = values.drop_null()
+    t = values.type
+    if pa.types.is_integer(t):
+        return list(values.to_pylist())
+    if pa.types.is_boolean(t):
+        return list(values.cast(pa.int64()).to_pylist())
+    if pa.types.is_floating(t):
+        numbers = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return list((numbers[numbers == numbers] + 0.0).tolist())  # no NaN; -0.0 as 0.0
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return list(pc.binary_join_element_wise("\x00", values, "").to_pylist())
+    return None
 
 
 def hll_union(states: Iterable[Any]) -> bytes:
@@ -66,13 +95,22 @@ def hll_estimate(state: Any) -> int:
 
 def tdigest_state(values: Iterable[Any]) -> bytes:
     """A t-digest of the non-null numbers ``values``, serialized."""
+    import numpy as np
+
+    numbers = [number for value in values if (number := _number(value)) is not None]
+    return tdigest_of(np.array(numbers, dtype=np.float64))
+
+
+def tdigest_of(numbers: Any) -> bytes:
+    """A t-digest of the float64 numpy array ``numbers`` (no NaN), in order, serialized."""
     import datasketches as ds
+    import numpy as np
 
     digest = ds.tdigest_double(TDIGEST_K)
-    for value in values:
-        number = _number(value)
-        if number is not None:
-            digest.update(number)
+    if len(numbers):
+        # one call, which updates value by value in C++ as the Python loop did; the binding
+        # takes a writable array only (one read from Arrow is not)
+        digest.update(np.require(numbers, np.float64, ["C", "W"]))
     return bytes(digest.serialize())
 
 

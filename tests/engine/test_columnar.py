@@ -300,6 +300,14 @@ _aggregates = st.lists(
             "count_distinct(s)",
             "count_distinct(d)",
             "count_distinct(b)",
+            # sketches of the values in row order (HLL of ints, floats, text, bools; t-digests)
+            "approx_count_distinct(n)",
+            "approx_count_distinct(f)",
+            "approx_count_distinct(s)",
+            "approx_count_distinct(b)",
+            "approx_median(f)",
+            "approx_median(i)",
+            "approx_quantile(n, 0.9)",
         ]
     ),
     min_size=1,
@@ -355,6 +363,49 @@ def test_distinct_sets_are_taken_on_arrow() -> None:
     pd.testing.assert_frame_equal(to_pandas(got), want, check_exact=True)
     # x: 0.0 and 1.5 (NaN is null, -0.0 is 0.0); s: just "a"
     assert got.column("a1\x1fvalues").to_pylist()[0] == "[0.0,1.5]"
+
+
+def test_sketches_are_taken_on_arrow() -> None:
+    """HLL and t-digest partials run here, to the bit as pandas makes them, including a slice
+    of no rows (the property test passes on declines alone)."""
+    rng = np.random.default_rng(7)
+    rows = 5000
+    table = pa.table(
+        {
+            "k": pa.array(rng.choice(["x", "y", "z"], rows)),
+            "i": pa.array(rng.integers(0, 1500, rows)),
+            "f": pa.array(np.where(rng.random(rows) < 0.1, np.nan, rng.normal(size=rows))),
+            "s": pa.array([f"v{n}" for n in rng.integers(0, 800, rows)]),
+        }
+    )
+    spec = _spec(
+        ["k"],
+        [
+            "approx_count_distinct(i)",
+            "approx_count_distinct(s)",
+            "approx_count_distinct(f)",
+            "approx_median(f)",
+            "approx_quantile(i, 0.9)",
+        ],
+    )
+    for part in (table, table.slice(0, 0)):
+        got = columnar.partial(spec, part)
+        want = canonical(aggregate.partial(spec, to_pandas(part)))
+        pd.testing.assert_frame_equal(to_pandas(got), want, check_exact=True)
+        stored = columnar.storable(got)
+        assert stored is not None
+        assert bytes(encode_parquet(stored)) == _stored_bytes(want)
+    # the estimates, against pandas on the whole table: HLL within 3 standard errors (4.9%),
+    # the t-digest's quantiles within 1% in rank
+    finished = aggregate.finish(spec, to_pandas(columnar.partial(spec, table)))
+    frame = table.to_pandas()
+    exact = frame.groupby("k").agg(i=("i", "nunique"), s=("s", "nunique"), f=("f", "nunique"))
+    for name, column in (("a0", "i"), ("a1", "s"), ("a2", "f")):
+        assert np.all(np.abs(finished[name].to_numpy() / exact[column].to_numpy() - 1) < 0.049)
+    for key, median, q90 in zip(finished["k"], finished["a3"], finished["a4"], strict=True):
+        group = frame[frame["k"] == key]
+        assert abs((group["f"].dropna() <= median).mean() - 0.5) < 0.01
+        assert abs((group["i"] <= q90).mean() - 0.9) < 0.01
 
 
 def test_distinct_sets_of_an_empty_slice_are_text_on_both_paths() -> None:
