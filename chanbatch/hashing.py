@@ -86,7 +86,22 @@ def unseal(
     files written before checksums existed uses, with a check as strict as it can make.
     Raises ValueError when ``data`` is not a JSON object, when its checksum does not match its
     contents, or when its bytes are not exactly what :func:`seal` writes for those contents.
+
+    The checksum is checked against the bytes as read: :func:`seal` hashed exactly the bytes
+    before its ``"checksum"`` member (with the closing brace), so when their digest matches, the
+    file is byte for byte what it wrote, and nothing needs encoding again (for a run record of
+    thousands of tasks, that was two thirds of reading it).
     """
+    suffix = _sealed_suffix(data)
+    if suffix is not None:
+        encoded = bytes(data[: len(data) - len(suffix)]).rstrip(b",") + b"}"
+        checksum = suffix[len(_SEAL_MARK) : len(_SEAL_MARK) + 64].decode("ascii")
+        if digest(encoded) == checksum:
+            document = json.loads(data)
+            if not isinstance(document, dict):
+                raise ValueError("not a JSON object")
+            document.pop(CHECKSUM, None)
+            return document
     document = json.loads(data)
     if not isinstance(document, dict):
         raise ValueError("not a JSON object")
@@ -101,3 +116,19 @@ def unseal(
     if _with_checksum(encoded, checksum) != bytes(data):
         raise ValueError("its bytes are not in the layout chanbatch writes")
     return document
+
+
+_SEAL_MARK = b'"' + CHECKSUM.encode() + b'":"'
+
+
+def _sealed_suffix(data: bytes) -> bytes | None:
+    """The ``"checksum":"<64 hex>"}`` + newline that :func:`seal` ends a document with, or
+    None when ``data`` does not end so."""
+    size = len(_SEAL_MARK) + 64 + 3  # mark, digest, closing quote, brace and newline
+    if len(data) < size + 1:
+        return None
+    suffix = bytes(data[-size:])
+    if not (suffix.startswith(_SEAL_MARK) and suffix.endswith(b'"}\n')):
+        return None
+    before = bytes(data[-size - 1 : -size])
+    return suffix if before in (b",", b"{") else None
