@@ -236,7 +236,7 @@ def _union(values: pa.ChunkedArray, group: Any, n_groups: int) -> pa.Array:
         return pa.array([union_states(texts) for texts in sets], pa.string())
     texts = pc.list_flatten(lists)
     owner = np.asarray(group)[numbers(pc.list_parent_indices(lists))]
-    return _joined_sets(texts, owner, n_groups)
+    return joined_sets(texts, owner, n_groups)
 
 
 def _sketch_merge(values: pa.ChunkedArray, merge: str, group: Any, n_groups: int) -> pa.Array:
@@ -272,7 +272,7 @@ def _set_texts(sets: pa.Array | pa.ChunkedArray) -> pa.Array | None:
     return pa.ListArray.from_arrays(offsets, quoted, mask=pc.is_null(inner))
 
 
-def _joined_sets(texts: pa.Array, owner: Any, n_groups: int) -> pa.Array:
+def joined_sets(texts: pa.Array, owner: Any, n_groups: int) -> pa.Array:
     """Each group's state of the set of ``texts`` (values' JSON texts; ``owner``: the group of
     each): its distinct texts sorted, as Python sorts text (UTF-8 bytes sort alike), joined."""
     table = pa.table({"g": pa.array(owner, pa.int64()), "t": texts})

@@ -399,12 +399,44 @@ def _state_values(values: Array, kind: pa.DataType, sketch: str | None = None) -
     if sketch is not None:
         return _sketch_states(values, sketch)
     if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):  # distinct values
+        made = _distinct_states(values)
+        if made is not None:
+            return made
         return pa.array([distinct_state(v) for v in values.to_pylist()], _DISTINCT)
     if values.type != kind:  # a decimal sum, as pandas widens it for older pyarrow
         values = values.cast(kind)
     if pa.types.is_decimal(kind):
         values.validate(full=True)  # past 38 digits pandas computes it otherwise
     return values
+
+
+# Text json.dumps writes as it is: printable ASCII but for the quote and the backslash
+_PLAIN_TEXT = r"^[ !#-\[\]-~]*$"
+
+
+def _distinct_states(lists: Array) -> pa.Array | None:
+    """Each group's set of distinct values (a list each) as
+    :func:`~chanbatch.engine.aggregate_kernels.distinct_state` writes it, made with Arrow where
+    Arrow writes each value's JSON text as json does: ints, bools, and text that json writes
+    unescaped; None for anything else (floats, dates, escaped text)."""
+    import numpy as np
+
+    from chanbatch.engine.arrow_combine import joined_sets
+
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    values = pc.list_flatten(lists)
+    owner = np.asarray(pc.list_parent_indices(lists))
+    valid = np.asarray(values.is_valid(), dtype=bool)
+    values, owner = values.filter(pa.array(valid)), owner[valid]
+    t = values.type
+    if t == pa.int64() or t == pa.bool_():
+        texts = values.cast(pa.string())
+    elif t == pa.string() and pc.all(pc.match_substring_regex(values, _PLAIN_TEXT)).as_py():
+        texts = pc.binary_join_element_wise('"', values, '"', "")
+    else:
+        return None
+    return joined_sets(texts, owner, len(lists))
 
 
 def _sketch_states(lists: Array, how: str) -> pa.Array:

@@ -363,6 +363,13 @@ def test_distinct_sets_are_taken_on_arrow() -> None:
     pd.testing.assert_frame_equal(to_pandas(got), want, check_exact=True)
     # x: 0.0 and 1.5 (NaN is null, -0.0 is 0.0); s: just "a"
     assert got.column("a1\x1fvalues").to_pylist()[0] == "[0.0,1.5]"
+    # ints and unescaped text are written with Arrow, escaped text value by value: same text
+    lists = pa.array([[3, -12, 250], [], [7]], pa.list_(pa.int64()))
+    assert columnar._distinct_states(lists).to_pylist() == ["[-12,250,3]", "[]", "[7]"]
+    texts = pa.array([["a b", "a", ""], ["b,c", "["]], pa.list_(pa.string()))
+    # sorted by their JSON text: '"a b"' before '"a"' (a space sorts before the quote)
+    assert columnar._distinct_states(texts).to_pylist() == ['["","a b","a"]', '["[","b,c"]']
+    assert columnar._distinct_states(pa.array([["é"]], pa.list_(pa.string()))) is None
 
 
 def test_sketches_are_taken_on_arrow() -> None:
