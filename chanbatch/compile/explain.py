@@ -13,7 +13,7 @@ from typing import Any
 from chanbatch.blueprint.model import Join, Window
 from chanbatch.cache.runs import RunRecord
 from chanbatch.compile.decide import Decision
-from chanbatch.compile.plan import Plan, Task, partner_slices
+from chanbatch.compile.plan import Partners, Plan, Task, partner_slices
 from chanbatch.compile.windows import reach_text, reaches
 from chanbatch.snapshot.names import decode_key, encode_key, key_type
 from chanbatch.snapshot.objects import get_snapshot
@@ -77,10 +77,10 @@ def explain(
         if previous is None:
             reason = "not cached: no earlier run of this blueprint"
         else:
+            join = partners.get(task.stage)
             reason = (
                 causes.get(task.stage)
-                or slices.reason(task)
-                or slices.partner_reason(task, partners.get(task.stage))
+                or (slices.reason(task) if join is None else slices.joined_reason(task, join))
                 or NOT_CACHED
             )
         if reason == NOT_CACHED and key in consumers:
@@ -95,8 +95,8 @@ def _stage_causes(
     plan: Plan, previous: Previous | None
 ) -> tuple[dict[str, str], dict[str, str | None]]:
     """Per stage, the reason its tasks are recomputed that does not depend on the slice; and
-    per stage, the right input of the nearest co-sliced join (itself or above), whose changed
-    slices are blamed slice by slice (:meth:`_SliceChanges.partner_reason`).
+    per stage, the nearest co-sliced join (itself or above), whose two sides' changed slices
+    are blamed slice by slice (:meth:`_SliceChanges.joined_reason`).
 
     Checked in order: the stage itself or the nearest stage above it was edited or is new;
     then the nearest join (itself or above) whose broadcast input has a new snapshot. Each
@@ -132,7 +132,7 @@ def _stage_causes(
         edited[name] = (0, name) if name in own else _nearest(edited, parents)
         op = stage.operation
         paired = isinstance(op, Join) and partner_slices(plan, stage) is not None
-        cosliced[name] = (0, op.right) if paired else _nearest(cosliced, parents)  # type: ignore[union-attr]
+        cosliced[name] = (0, name) if paired else _nearest(cosliced, parents)
         if (
             isinstance(op, Join)
             and not paired
@@ -179,6 +179,7 @@ class _SliceChanges:
             )
         self._now: dict[str, dict[Any, str]] = {}
         self._removed: dict[str, list[Any]] = {}
+        self._joins: dict[str, Partners | None] = {}
 
     def reason(self, task: Task) -> str | None:
         """The new, changed or removed slices below ``task``, as a reason; None if none."""
@@ -246,27 +247,112 @@ class _SliceChanges:
             self._now[name] = {encode_key(e.key): e.id for e in slices}
         return self._now[name]
 
-    def partner_reason(self, task: Task, right: str | None) -> str | None:
-        """For a task below a co-sliced join: the partner slices of input ``right`` under it
-        that are new or changed since the last run, as a reason; None if none."""
-        if self.previous is None or right is None or right not in self.plan.inputs:
-            return None
-        before = self.previous.slices.get(right)
+    def joined_reason(self, task: Task, join: str) -> str | None:
+        """For a task at or below the co-sliced join ``join``: the slices under it of either
+        side that are new, changed or removed since the last run, as a reason; None if none.
+
+        The left side's read as any stage's ("new slice 3"), the right side's name their
+        input ("weather's partner slice 3 changed"); a slice whose key the other side lacks
+        says so ("; no partner in flights"). Such a key's task reads zero rows of the other
+        side's first slice in the partner's place (:class:`chanbatch.compile.plan.Partners`),
+        so it is also blamed on that slice.
+        """
+        op = self.plan.blueprint.stages[join].operation
+        assert isinstance(op, Join)
+        left_name, right_name = self.driving.get(join), self._input_of(op.right)
+        if self.previous is None or left_name is None or right_name is None:
+            return self.reason(task)
+        left, right = self._side(left_name), self._side(right_name)
+        if left is None or right is None:
+            return self.reason(task)
+        keys = _slices_below(self.plan, task)
+
+        def alone(found: list[Any], other: _Side) -> str:
+            lone = all(encode_key(k) not in other.now for k in found)
+            return f"; no partner in {other.name}" if lone else ""
+
+        def plural(found: list[Any], one: str, many: str) -> str:
+            return many if len(found) > 1 else one
+
+        if found := left.new(keys):
+            return _listing("new slice", found) + alone(found, right)
+        if found := left.changed(keys):
+            return _listing("changed slice", found) + alone(found, right)
+        if found := right.new(keys):
+            what, lone = f"{right.name}'s partner slice", alone(found, left)
+            if lone:
+                what = f"{right.name}'s slice"
+            return _listing(what, found) + plural(found, " is new", " are new") + lone
+        if found := right.changed(keys):
+            what, lone = f"{right.name}'s partner slice", alone(found, left)
+            if lone:
+                what = f"{right.name}'s slice"
+            return _listing(what, found) + " changed" + lone
+        if found := left.removed(keys):
+            has = plural(found, "slice has", "slices have")
+            return _listing("removed slice", found) + f"; {right.name}'s {has} no partner now"
+        if found := right.removed(keys):
+            gone = plural(found, " was removed", " were removed")
+            return _listing(f"{right.name}'s partner slice", found) + gone
+        partners = self._partners(join)
+        stand_ins = zip((left, right), partners.stand_in, strict=True) if partners else ()
+        for side, first in stand_ins:
+            if all(encode_key(k) in side.now for k in keys):
+                continue  # no key lacks this side: nothing stands in for it
+            where = f"no partner in {side.name}; its first slice"
+            if side.changed([first]):
+                return f"{where} {first}, read in its place, changed"
+            if side.first_before(first) != first:
+                return f"{where}, read in its place, is now {first}"
+        # a slice removed from the whole input, or a window's halo: as for any stage
+        return self.reason(task) if task.slice is None or "halo" in task.key_spec else None
+
+    def _side(self, name: str) -> _Side | None:
+        """Input ``name``'s slice ids now and at the last run; None if the last are unknown."""
+        before = self.previous.slices.get(name) if self.previous is not None else None
         if before is None:
             return None
-        now = self._slice_ids(right)
-        keys = [k for k in _slices_below(self.plan, task) if encode_key(k) in now]
-        new = [k for k in keys if encode_key(k) not in before]
-        changed = [
-            k for k in keys if before.get(encode_key(k), now[encode_key(k)]) != now[encode_key(k)]
+        return _Side(name=name, now=self._slice_ids(name), before=before)
+
+    def _partners(self, join: str) -> Partners | None:
+        """The co-sliced join ``join``'s slices (worked out once)."""
+        if join not in self._joins:
+            self._joins[join] = partner_slices(self.plan, self.plan.blueprint.stages[join])
+        return self._joins[join]
+
+    def _input_of(self, name: str) -> str | None:
+        """The input whose slices input or stage ``name`` keeps."""
+        return name if name in self.plan.inputs else self.driving.get(name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Side:
+    """One side of a co-sliced join: its input's slice ids now and at the last run, by
+    encoded slice key."""
+
+    name: str
+    now: dict[Any, str]
+    before: dict[Any, str]
+
+    def new(self, keys: list[Any]) -> list[Any]:
+        return [k for k in keys if encode_key(k) in self.now and encode_key(k) not in self.before]
+
+    def changed(self, keys: list[Any]) -> list[Any]:
+        return [
+            k
+            for k in keys
+            if encode_key(k) in self.now
+            and encode_key(k) in self.before
+            and self.now[encode_key(k)] != self.before[encode_key(k)]
         ]
-        if new:
-            return _listing(f"{right}'s partner slice", new) + (
-                " are new" if len(new) > 1 else " is new"
-            )
-        if changed:
-            return _listing(f"{right}'s partner slice", changed) + " changed"
-        return None
+
+    def removed(self, keys: list[Any]) -> list[Any]:
+        return [k for k in keys if encode_key(k) in self.before and encode_key(k) not in self.now]
+
+    def first_before(self, like: Any) -> Any:
+        """The first slice key at the last run, of the type of key ``like`` (None if none)."""
+        kind = key_type(like)
+        return min((decode_key(k, kind) for k in self.before), default=None)
 
 
 def _listing(what: str, keys: list[Any]) -> str:

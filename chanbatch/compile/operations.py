@@ -185,7 +185,8 @@ class JoinRules(Rules[Join]):
 
     def runs_per_slice(self, op: Join, asked: bool) -> bool:
         # A right or outer join must see every slice at once: a right row that matches
-        # nothing in one slice may match in another, and must come out once, not per slice.
+        # nothing in one slice may match in another, and must come out once, not per slice
+        # (unless both sides are sliced by a join key: see plan.partner_slices).
         return op.how in ("inner", "left") or asked
 
     def broadcast(self, op: Join) -> tuple[str, ...]:

@@ -294,12 +294,11 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
 
     rules = rules_of(op)
     whole_refs = rules.broadcast(op)
+    output = stage.name in plan.blueprint.outputs
     partners = partner_slices(plan, stage)
     if partners is not None:  # a co-sliced join: each slice reads its partner slice only
-        broadcast: tuple[str, ...] = ()
-    else:
-        broadcast = tuple(_whole_key(plan, plan.results[ref], ref) for ref in whole_refs)
-    output = stage.name in plan.blueprint.outputs
+        return _join_by_slice(plan, stage, partners, checkpoint=checkpoint, output=output)
+    broadcast = tuple(_whole_key(plan, plan.results[ref], ref) for ref in whole_refs)
     if up.sliced is not None and rules.runs_per_slice(op, stage.per_slice):
         sliced = []
         rows = up.rows or (0,) * len(up.sliced)
@@ -309,7 +308,7 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
                 "apply",
                 spec,
                 [up_key],
-                (partners[slice_key],) if partners is not None else broadcast,
+                broadcast,
                 stage=stage.name,
                 slice=slice_key,
                 stored=stage.per_slice or output,
@@ -487,24 +486,94 @@ def slicing_of(plan: Plan, name: str) -> str | None:
             return None
 
 
-def partner_slices(plan: Plan, stage: Stage) -> dict[SliceKey, str] | None:
-    """For an inner or left join whose two sides are sliced by one column that is also a join
-    key: each slice of ``from`` -> the key of its partner slice of ``right`` (the only rows it
-    can match). None for any other join, or when a slice of ``from`` has no partner yet (then
-    the whole right side is broadcast, as for any join)."""
+def partner_slices(plan: Plan, stage: Stage) -> Partners | None:
+    """How a join whose two sides are sliced by one column that is also a join key runs slice
+    by slice: the slice keys of its result, each with its slice of either side (see
+    :class:`Partners`). None for any other join, a ``per_slice`` one, or sides whose keys are
+    not of one type (then the whole right side is read, as for any join)."""
     op = stage.operation
-    if not isinstance(op, Join) or op.how not in ("inner", "left") or stage.per_slice:
+    if not isinstance(op, Join) or stage.per_slice:
         return None
     left, right = plan.results[stage.from_], plan.results[op.right]
-    if left.sliced is None or right.sliced is None:
+    if not left.sliced or not right.sliced:  # unsliced, or no slice to stand in for a side
         return None
     column = slicing_of(plan, stage.from_)
     if column is None or column not in op.on or slicing_of(plan, op.right) != column:
         return None
-    partner = dict(right.sliced)
-    if any(k not in partner or type(k) is not type(next(iter(partner))) for k, _ in left.sliced):
+    lefts, rights = dict(left.sliced), dict(right.sliced)
+    if len({type(k) for k in (*lefts, *rights)}) > 1:
         return None
-    return {k: partner[k] for k, _ in left.sliced}
+    # The sides whose slice keys the result has: the side whose unmatched rows the join keeps,
+    # and the left of an inner join too (a slice without a partner then joins to no rows), so
+    # that it is sliced like ``from``, as a join against a broadcast right side is.
+    keeps = {"inner": "l", "left": "l", "right": "r", "outer": "lr"}[op.how]
+    pairs = tuple(
+        (slice_key, lefts.get(slice_key), rights.get(slice_key))
+        for slice_key in sorted(lefts.keys() | rights.keys())
+        if ("l" in keeps and slice_key in lefts) or ("r" in keeps and slice_key in rights)
+    )
+    return Partners(
+        pairs=pairs,
+        stand_in=(left.sliced[0][0], right.sliced[0][0]),
+        stand_in_keys=(left.sliced[0][1], right.sliced[0][1]),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Partners:
+    """The slices of a co-sliced join: each slice key of its result, in key order, with the
+    task key of that slice of the left and of the right side (None where a side has none).
+
+    Where a side has no slice of a key, the task reads zero rows of that side's first slice
+    in its place (``stand_in``: the first slice key of each side; ``stand_in_keys``: their
+    task keys), which gives the other side's unmatched rows that side's columns and types.
+    Its key hashes that slice like any input, so it stays content-derived: a slice appended,
+    or inserted after the first, leaves the stand-in as it is; a replaced first slice, or one
+    inserted before it, recomputes the keys whose missing partner it stands in for."""
+
+    pairs: tuple[tuple[SliceKey, str | None, str | None], ...]
+    stand_in: tuple[SliceKey, SliceKey]
+    stand_in_keys: tuple[str, str]
+
+
+def _join_by_slice(
+    plan: Plan, stage: Stage, partners: Partners, *, checkpoint: bool, output: bool
+) -> StageResult:
+    """A co-sliced join, one ``apply`` task per slice key: that key's left slice joined to its
+    partner right slice. Where one side has no slice, the task's spec says which
+    (``missing``), and it reads the zero rows of that side's stand-in slice."""
+    op = stage.operation
+    assert isinstance(op, Join)
+    spec = stage.canonical()
+    left, right = plan.results[stage.from_], plan.results[op.right]
+    left_rows = dict(zip((k for k, _ in left.sliced or ()), left.rows, strict=False))
+    right_rows = dict(zip((k for k, _ in right.sliced or ()), right.rows, strict=False))
+    sliced, rows = [], []
+    for slice_key, left_key, right_key in partners.pairs:
+        missing = "left" if left_key is None else "right" if right_key is None else None
+        # rows of the slice it descends from: the left one's, where there is one
+        source_rows = left_rows.get(slice_key, right_rows.get(slice_key, 0))
+        key = _task(
+            plan,
+            "apply",
+            {**spec, "missing": missing} if missing is not None else spec,
+            [left_key or partners.stand_in_keys[0]],
+            (right_key or partners.stand_in_keys[1],),
+            stage=stage.name,
+            slice=slice_key,
+            stored=output,
+            checkpoint=checkpoint,
+            source_rows=source_rows,
+        )
+        sliced.append((slice_key, key))
+        rows.append(source_rows)
+    return StageResult(
+        name=stage.name,
+        sliced=tuple(sliced),
+        columns=plan.results[stage.name].columns,
+        incremental=left.incremental and right.incremental,
+        rows=tuple(rows),
+    )
 
 
 def _top_n(plan: Plan, stage: Stage) -> int | None:

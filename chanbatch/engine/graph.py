@@ -343,8 +343,9 @@ def _compute(
                 except arrow_combine.Unsupported:
                     pass  # the pandas path below computes it, or raises its error
         execute = _pandas()
-        frames = [p.data for p in main]
-        others = [p.data for p in broadcast]
+        missing = task.key_spec.get("missing")  # a co-sliced join's side with no slice here
+        frames = [_no_rows(p) if missing == "left" else p.data for p in main]
+        others = [_no_rows(p) if missing == "right" else p.data for p in broadcast]
         if task.kind == "apply":
             return execute.apply_rowwise(stage, frames[0], others, call.allow)
         if task.kind == "partial":
@@ -358,6 +359,15 @@ def _compute(
         raise
     except Exception as exc:
         raise describe_failure(stage, task.slice, exc) from exc
+
+
+def _no_rows(part: Part) -> pd.DataFrame:
+    """Zero rows of ``part``, with its columns and their types: what a co-sliced join reads for
+    a side that has no slice of the task's key (see :class:`chanbatch.compile.plan.Partners`)."""
+    table = part.arrow
+    if table is not None:
+        return to_pandas(table.slice(0, 0))
+    return part.data.iloc[:0]
 
 
 def _union_slice(task: Task, main: tuple[Part, ...]) -> pd.DataFrame | pa.Table:

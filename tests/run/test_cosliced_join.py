@@ -121,22 +121,41 @@ def test_a_replaced_month_of_weather_recomputes_that_months_join(
     assert run(cold, tmp_path, how).snapshots == again.snapshots
 
 
-def test_a_month_without_its_partner_joins_the_whole_right_side(
+def test_a_month_without_its_partner_joins_no_rows_of_weather(
     tmp_path: Path, raw: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
-    """Weather not yet frozen for the last month: the join reads all of weather, as any join
-    does, and gives the same answers (flights of that month match nothing)."""
+    """Weather not yet frozen for the last month: that month's flights join zero rows of
+    weather's first month (for its columns) and match nothing, as against all of weather."""
     flights, weather = raw
     weather = weather[weather.month < MONTHS]
     store = cb.Store(tmp_path / "store")
     store.freeze("flights", flights, slice_by="month")
     store.freeze("weather", weather, slice_by="month")
+    plan = cb.Blueprint.from_yaml(BLUEPRINT.format(how="left")).plan(store).document()
+    assert not any(t["kind"] == "gather" for t in plan["tasks"])  # no whole right side
     run(store, tmp_path, "left")
     same(ours(store), duck(flights, weather, "left"))
-    # a corrected month of weather now reaches every month's join: they all read all of it
-    fixed = weather[weather.month == 1].assign(temp=lambda w: w.temp - 1.0)
+    # a corrected month of weather reaches its own month's join only
+    fixed = weather[weather.month == 2].assign(temp=lambda w: w.temp - 1.0)
     store.freeze("weather", fixed, slice_by="month")
     again = run(store, tmp_path, "left")
-    assert joins_computed(tmp_path / "store", again) == list(range(1, MONTHS + 1))
+    assert joins_computed(tmp_path / "store", again) == [2]
+    weather = pd.concat([weather[weather.month != 2], fixed], ignore_index=True)
+    same(ours(store), duck(flights, weather, "left"))
+    # ... and a corrected first month the join of the month it stands in for too
+    fixed = weather[weather.month == 1].assign(temp=lambda w: w.temp + 2.0)
+    store.freeze("weather", fixed, slice_by="month")
+    plan = cb.Blueprint.from_yaml(BLUEPRINT.format(how="left")).plan(store).document()
+    reasons = {
+        t["slice"]: t["reason"]
+        for t in plan["tasks"]
+        if t["stage"] == "joined" and t["action"] == "compute"
+    }
+    assert reasons == {
+        1: "weather's partner slice 1 changed",
+        MONTHS: "no partner in weather; its first slice 1, read in its place, changed",
+    }
+    again = run(store, tmp_path, "left")
+    assert joins_computed(tmp_path / "store", again) == [1, MONTHS]
     weather = pd.concat([weather[weather.month != 1], fixed], ignore_index=True)
     same(ours(store), duck(flights, weather, "left"))
