@@ -220,7 +220,7 @@ class _SliceChanges:
         op = self.plan.blueprint.stages[task.stage].operation
         assert isinstance(op, Window) and task.slice is not None
         own = task.slice
-        halo = [self.plan.tasks[d].slice for d in task.deps]
+        halo = [k for d in task.deps if (k := self.plan.tasks[d].slice) is not None]
         new = [k for k in halo if encode_key(k) not in before]
         changed = [
             k
@@ -236,7 +236,8 @@ class _SliceChanges:
         ):
             if found:
                 other = found[0]
-                distance = reach_text(op, later=other > own, like=own)
+                later = bool(other > own)  # type: ignore[operator]  # keys of one type
+                distance = reach_text(op, later=later, like=own)
                 return f"window halo: slice {own} {verb} within {distance} of {what} slice {other}"
         return None
 
