@@ -20,6 +20,7 @@ from chanbatch.snapshot.objects import get_snapshot
 from chanbatch.snapshot.storage import Storage
 
 NOT_CACHED = "not in the cache (evicted, corrupt, or not kept)"
+_SHOWN = 6  # slices a reason names at most (it lists five, then "...")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +82,7 @@ def explain(
             reason = (
                 causes.get(task.stage)
                 or (slices.reason(task) if join is None else slices.joined_reason(task, join))
+                or slices.inputs_reason(task)
                 or NOT_CACHED
             )
         if reason == NOT_CACHED and key in consumers:
@@ -180,6 +182,54 @@ class _SliceChanges:
         self._now: dict[str, dict[Any, str]] = {}
         self._removed: dict[str, list[Any]] = {}
         self._joins: dict[str, Partners | None] = {}
+        self._below: dict[str, tuple[tuple[str, Any, str], ...]] | None = None
+
+    def inputs_reason(self, task: Task) -> str | None:
+        """The new or changed slices of any input below ``task``, as a reason: for what reads
+        more than its driving input's slice (a union's other parts, a limit's first slices, a
+        top-N's merges). The driving input's are named as :meth:`reason` names them
+        ("changed slice 1"), another input's with its name ("b's new slice 4")."""
+        found = self._changes_below().get(task.key, ())
+        if not found:
+            return None
+        driving = self.driving.get(task.stage)
+        parts = []
+        for what in ("new", "changed"):
+            inputs = [driving, *sorted({i for i, _, w in found if w == what and i != driving})]
+            for name in inputs:
+                keys = [k for i, k, w in found if w == what and i == name]
+                if keys:
+                    owner = "" if name == driving else f"{name}'s "
+                    parts.append(_listing(f"{owner}{what} slice", keys))
+        return "; ".join(parts)
+
+    def _changes_below(self) -> dict[str, tuple[tuple[str, Any, str], ...]]:
+        """Per task key, the input slices below it that are new or changed since the last run,
+        as (input, slice key, "new" | "changed"), the first few; one pass over the plan's
+        tasks, which are laid out each after its inputs."""
+        if self._below is not None:
+            return self._below
+        below: dict[str, tuple[tuple[str, Any, str], ...]] = {}
+        previous = self.previous.slices if self.previous is not None else {}
+        for key, task in self.plan.tasks.items():
+            if task.kind == "load":
+                before = previous.get(task.stage)
+                was = (
+                    before.get(encode_key(task.slice)) if before and task.slice is not None else ""
+                )
+                if before is None or was == task.source:
+                    below[key] = ()
+                else:
+                    below[key] = ((task.stage, task.slice, "new" if was is None else "changed"),)
+                continue
+            merged: list[tuple[str, Any, str]] = []
+            for dep in task.deps:
+                for change in below.get(dep, ()):
+                    if change not in merged and len(merged) < _SHOWN:
+                        merged.append(change)
+            below[key] = tuple(merged)
+        self._below = below
+        return below
 
     def reason(self, task: Task) -> str | None:
         """The new, changed or removed slices below ``task``, as a reason; None if none."""

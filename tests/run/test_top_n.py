@@ -170,3 +170,40 @@ def test_a_limit_without_sort_reads_only_the_slices_it_needs(tmp_path: Path) -> 
     plan = cb.Blueprint.from_yaml(filtered).plan(store)
     (whole,) = [t for t in plan.plan.tasks.values() if t.stage == "head"]
     assert len(whole.deps) == 11
+
+
+def test_plan_blames_what_union_parts_limits_and_top_n_read(tmp_path: Path) -> None:
+    """A union slice whose other part changed, a limit over the first slices and the limit
+    after a top-N are blamed on the input slices below them, named with their input when it is
+    not the stage's driving one."""
+    store = cb.Store(tmp_path / "store")
+    rows = pd.DataFrame({"day": [1, 2, 3], "x": [1, 2, 3]})
+    store.freeze("a", rows, slice_by="day")
+    store.freeze("b", rows, slice_by="day")
+    text = """
+name: reasons
+inputs: {a: a, b: b}
+stages:
+  both: {from: a, union: [b]}
+  ranked: {from: both, sort: [-x]}
+  top: {from: ranked, limit: 2}
+  head: {from: a, limit: 2}
+outputs: {both: both_out, top: top_out, head: head_out}
+"""
+    bp = cb.Blueprint.from_yaml(text)
+    bp.run(store, scheduler="sync")
+    store.freeze("b", pd.DataFrame({"day": [2, 4], "x": [9, 7]}), slice_by="day")
+    store.freeze("a", pd.DataFrame({"day": [1], "x": [5]}), slice_by="day")
+    reasons = {
+        (t["stage"], t["slice"], t["kind"]): t["reason"].split("; reused if")[0]
+        for t in bp.plan(store).document()["tasks"]
+        if t["action"] == "compute"
+    }
+    assert reasons[("both", 1, "apply")] == "changed slice 1"
+    assert reasons[("both", 2, "apply")] == "b's changed slice 2"
+    assert reasons[("ranked", 2, "partial")] == "b's changed slice 2"
+    assert reasons[("top", None, "whole")] == (
+        "b's new slice 4; changed slice 1; b's changed slice 2"
+    )
+    assert reasons[("head", None, "whole")] == "changed slice 1"
+    assert not any("not in the cache" in r for r in reasons.values())
