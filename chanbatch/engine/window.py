@@ -89,11 +89,11 @@ class _Order:
         values = null_from = None
         unit = "number"
         if op.frame.unit == "range" and n:
-            if len(op.order_by) == 1:
-                column = frame[op.order_by[0]].iloc[rows]
+            column = frame[op.order_by[0]].iloc[rows] if len(op.order_by) == 1 else None
+            if column is not None and _measurable(column):
                 values, unit = _as_numbers(column)
                 null = column.isna().to_numpy()
-            else:  # offsets are 0 or unbounded: a row's frame ends at its peers
+            else:  # offsets are 0 or unbounded (text, several columns): frames end at peers
                 peers = frame[keys].iloc[rows].groupby(keys, dropna=False, sort=False).ngroup()
                 values = peers.to_numpy().astype(np.float64)
                 null = np.zeros(n, dtype=bool)
@@ -143,6 +143,25 @@ def _reach(offset: Offset, unit: str) -> int | float | None:
         return offset.seconds * _NS_PER_SECOND if unit == "ns" else offset.seconds // 86400
     value = offset.value or 0
     return value * 86400 * _NS_PER_SECOND if unit == "ns" else value
+
+
+def _measurable(column: pd.Series) -> bool:
+    """Whether a range frame can measure distances in ``column``: numbers, dates, timestamps."""
+    import pandas as pd
+    import pyarrow as pa
+
+    dtype = column.dtype
+    if isinstance(dtype, pd.ArrowDtype):
+        kind = dtype.pyarrow_dtype
+        return bool(
+            pa.types.is_integer(kind)
+            or pa.types.is_floating(kind)
+            or pa.types.is_decimal(kind)
+            or pa.types.is_temporal(kind)
+        )
+    return bool(
+        pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+    ) or pd.api.types.is_datetime64_any_dtype(dtype)
 
 
 def _as_numbers(column: pd.Series) -> tuple[np.ndarray, str]:

@@ -368,3 +368,33 @@ def test_explain_blames_a_halo_slice(tmp_path: Path) -> None:
     assert reasons[6] == "new slice 6"
     assert reasons[5] == "window halo: slice 5 is within 1 of new slice 6"
     assert set(reasons) == {5, 6}
+
+
+def test_text_order_columns_and_several_order_columns_frame_by_peers() -> None:
+    """The default frame (to the current row's last peer) over a text order column, or over
+    two order columns, and positions within ties, as DuckDB with the same total order."""
+    frame = pd.DataFrame(
+        {
+            "g": ["a", "a", "a", "b", "b", "a", "b"],
+            "name": pd.array(["x", "y", "x", None, "z", None, "z"], dtype="string"),
+            "n": [1, 2, 3, 4, 5, 6, 7],
+            "id": range(7),
+        }
+    )
+    text = (
+        "name: e\ninputs: {{t: t}}\nstages:\n  w:\n    from: t\n    window:\n"
+        "      partition_by: g\n      order_by: {order}\n"
+        "      columns: {{run: sum(n), rows: count(), first: min(name), pos: row_number()}}\n"
+        "outputs: {{w: o}}\n"
+    )
+    con = duckdb.connect()
+    con.register("frame", frame)
+    for ours, sql in (("name", "name"), ("[name, n]", "name, n")):
+        got = _engine(text.format(order=ours), frame)
+        want = con.execute(
+            f"SELECT id, sum(n) OVER w AS run, count(*) OVER w AS rows, "
+            f"min(name) OVER w AS first, row_number() OVER (PARTITION BY g ORDER BY {sql}, id) "
+            f"AS pos FROM frame WINDOW w AS (PARTITION BY g ORDER BY {sql}) ORDER BY id"
+        ).df()
+        got["id"] = frame["id"]
+        assert_same(got, want, ["run", "rows", "first", "pos"])
