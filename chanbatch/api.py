@@ -16,17 +16,23 @@ Two classes carry the name "blueprint", one per layer:
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chanbatch.errors import RefNotFoundError, UsageError, did_you_mean
 from chanbatch.snapshot import SnapshotStore
 from chanbatch.snapshot.names import SliceKey
+from chanbatch.snapshot.select import Selection, SortKey
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
+    import pyarrow as pa
 
     from chanbatch.blueprint.model import Blueprint as BlueprintModel
     from chanbatch.cache.index import CacheEntry
+    from chanbatch.snapshot.export import ExportResult
+    from chanbatch.snapshot.refs import Resolved
     from chanbatch.view.flow import Flow
 
 __all__ = ["RunnableBlueprint", "Store", "check_report_target"]
@@ -43,13 +49,96 @@ class Store(SnapshotStore):
         Partitions are in slice order and every partition holds rows of one slice only. Each
         object is re-hashed as it is read; a corrupt one raises IntegrityError.
         """
-        from chanbatch.errors import RefNotFoundError
         from chanbatch.run.frames import to_dask
 
         entries = self.slices(ref, start=start, stop=stop)
         if not entries:
             raise RefNotFoundError(f"{ref} has no slices from {start} to {stop}")
         return to_dask(self.storage, entries)
+
+    def select(
+        self,
+        ref: str,
+        *,
+        columns: Sequence[str] | None = None,
+        where: str | None = None,
+        sort: Sequence[str] = (),
+        limit: int | None = None,
+    ) -> Selection:
+        """The rows of a REF that ``where`` keeps (an expression of the blueprint language; a
+        null does not keep a row), sorted by ``sort`` (column names, ``-name`` descending; nulls
+        last, ties in slice and row order), at most ``limit`` of them, with only ``columns``.
+
+        Reads only the columns it needs, and without a sort stops reading slices once it has
+        ``limit`` rows. Returns a Selection (``.table``, ``.total``, ``.matched``). Raises
+        RefNotFoundError for a REF that names nothing, and UsageError for an unknown column or
+        a condition that does not parse or is not a condition.
+        """
+        from chanbatch.snapshot.select import select_rows
+
+        resolved = self.resolve(ref)
+        ask = _RowQuery.build(resolved, columns=columns, where=where, sort=sort)
+        return select_rows(
+            self.storage,
+            self.slices(ref),
+            columns=ask.columns,
+            condition=ask.condition,
+            condition_columns=ask.condition_columns,
+            sort=ask.sort,
+            limit=limit,
+        )
+
+    def export(
+        self,
+        ref: str,
+        path: str | os.PathLike[str],
+        *,
+        format: str | None = None,
+        columns: Sequence[str] | None = None,
+        where: str | None = None,
+        per_slice: bool = False,
+        force: bool = False,
+    ) -> ExportResult:
+        """Write a REF's rows (only ``columns``, those ``where`` keeps) to ``path`` as Parquet,
+        CSV or JSON lines (``format``, else ``path``'s suffix): one file, or with ``per_slice``
+        one file per slice, named by its key, into the directory ``path``.
+
+        An existing file (a non-empty directory) is replaced only with ``force``. Raises
+        UsageError for that, for an unknown format, column or bad condition, and
+        RefNotFoundError for a REF that names nothing; see :mod:`chanbatch.snapshot.export`.
+        """
+        from chanbatch.snapshot.export import choose_format, export_tables
+        from chanbatch.snapshot.read import arrow_schema
+        from chanbatch.snapshot.select import slice_tables
+
+        fmt = choose_format(path, format, per_slice=per_slice)
+        resolved = self.resolve(ref)
+        ask = _RowQuery.build(resolved, columns=columns, where=where)
+        entries = self.slices(ref)
+        if not entries:
+            raise RefNotFoundError(f"{ref} has no slices to export")
+        schema = arrow_schema(self.storage, resolved.manifest)
+        slices = (
+            (
+                entry.key,
+                slice_tables(
+                    self.storage,
+                    entry,
+                    columns=ask.columns,
+                    condition=ask.condition,
+                    condition_columns=ask.condition_columns,
+                ),
+            )
+            for entry in entries
+        )
+        return export_tables(
+            slices,
+            path,
+            schema=_project(schema, ask.columns),
+            fmt=fmt,
+            per_slice=per_slice,
+            force=force,
+        )
 
     def catalog(self) -> list[dict[str, Any]]:
         """One document per dataset, by name: its head ``snapshot`` and ``version``, its
@@ -268,6 +357,114 @@ class RunnableBlueprint:
 
             write_report(opened, result.run_id, report, model=self.model)
         return result
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _RowQuery:
+    """The checked parts of a ``select`` or ``export``: the columns to return, the condition
+    (a function of a table) with the columns it reads, and the sort."""
+
+    columns: list[str]
+    condition: Callable[[pa.Table], Any] | None
+    condition_columns: list[str]
+    sort: list[SortKey]
+
+    @classmethod
+    def build(
+        cls,
+        resolved: Resolved,
+        *,
+        columns: Sequence[str] | None,
+        where: str | None,
+        sort: Sequence[str] = (),
+    ) -> _RowQuery:
+        """Raises UsageError for an unknown column, an empty column list, and a condition that
+        does not parse, mixes types or is not a condition."""
+        types = {c.name: c.type for c in resolved.manifest.schema}
+        if columns is not None and not columns:
+            raise UsageError(
+                "no columns given", hint=f"{resolved.dataset}'s columns: {_names(types)}"
+            )
+        chosen = list(dict.fromkeys(columns if columns is not None else types))
+        for name in chosen:
+            _check_column(name, types, resolved.dataset, "")
+        keys = []
+        for text in sort:
+            name = text[1:] if text.startswith("-") else text
+            _check_column(name, types, resolved.dataset, "sort by ")
+            keys.append(SortKey(column=name, descending=text.startswith("-")))
+        if where is None:
+            return cls(columns=chosen, condition=None, condition_columns=[], sort=keys)
+        condition, reads = _condition(where, types, resolved.dataset)
+        return cls(columns=chosen, condition=condition, condition_columns=reads, sort=keys)
+
+
+def _names(types: Mapping[str, str]) -> str:
+    names = list(types)
+    return ", ".join(names[:12]) + (f" ... ({len(names)} in all)" if len(names) > 12 else "")
+
+
+def _check_column(name: str, types: Mapping[str, str], dataset: str, doing: str) -> None:
+    if name not in types:
+        raise UsageError(
+            f"cannot {doing or 'select '}column {name!r}: {dataset} has no such column",
+            hint=did_you_mean(name, types) or f"its columns: {_names(types)}",
+        )
+
+
+def _condition(
+    where: str, types: Mapping[str, str], dataset: str
+) -> tuple[Callable[[pa.Table], Any], list[str]]:
+    """The condition ``where`` as a function from a table to its boolean mask, and the columns it
+    reads; checked against the column types first, as a blueprint's filter is at plan time."""
+    from chanbatch.blueprint.expr import parse_expr
+    from chanbatch.blueprint.problems import ExprError
+    from chanbatch.compile.types import TypeProblem, infer, kind_of_arrow
+
+    try:
+        expr = parse_expr(where)
+    except ExprError as exc:
+        raise UsageError(f"cannot read condition {where!r}: {exc}", hint=exc.hint) from exc
+    reads = sorted(expr.columns())
+    for name in reads:
+        if name not in types:
+            raise UsageError(
+                f"condition {where!r} reads column {name!r}, which {dataset} does not have",
+                hint=did_you_mean(name, types) or f"its columns: {_names(types)}",
+            )
+    try:
+        kind = infer(expr, {n: kind_of_arrow(t) for n, t in types.items()})
+    except TypeProblem as exc:
+        raise UsageError(f"condition {where!r}: {exc}") from exc
+    if kind not in ("bool", "other", None):
+        raise UsageError(
+            f"{where!r} is not a condition: it gives a {kind} for each row",
+            hint="compare it with something, e.g. dep_delay > 60",
+        )
+
+    def mask(table: pa.Table) -> Any:
+        import pyarrow as pa
+
+        from chanbatch.engine.arrow_eval import ArrowEvaluator, Unsupported, is_array, value_kind
+
+        try:
+            value = ArrowEvaluator(table).eval(expr)
+            if is_array(value) and value_kind(value) == "bool":
+                return value
+        except (Unsupported, pa.ArrowException, ArithmeticError):
+            pass  # the pandas evaluator defines what an expression means: it decides
+        from chanbatch.engine import evaluate_mask
+        from chanbatch.snapshot.read import to_pandas
+
+        return pa.array(evaluate_mask(expr, to_pandas(table)).to_numpy(dtype=bool))
+
+    return mask, reads
+
+
+def _project(schema: pa.Schema, columns: Sequence[str]) -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([schema.field(name) for name in columns])
 
 
 def _store(store: SnapshotStore | str) -> SnapshotStore:
