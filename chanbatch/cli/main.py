@@ -16,6 +16,7 @@ from chanbatch.cli import (
     kube,  # noqa: F401  (adds the k8s commands)
     project,  # noqa: F401  (adds init and completion)
     reports,  # noqa: F401  (adds the report command)
+    rows,  # noqa: F401  (adds show and export)
     snapshots,  # noqa: F401  (adds the snapshot commands, gc and demo)
     visual,  # noqa: F401  (adds the graph command)
 )
