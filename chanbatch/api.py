@@ -107,12 +107,15 @@ class Store(SnapshotStore):
         UsageError for that, for an unknown format, column or bad condition, and
         RefNotFoundError for a REF that names nothing; see :mod:`chanbatch.snapshot.export`.
         """
-        from chanbatch.snapshot.export import choose_format, export_tables
+        from pathlib import Path
+
+        from chanbatch.snapshot.export import check_target, choose_format, export_tables
         from chanbatch.snapshot.read import arrow_schema
         from chanbatch.snapshot.select import slice_tables
 
-        fmt = choose_format(path, format, per_slice=per_slice)
         resolved = self.resolve(ref)
+        check_target(Path(path), per_slice=per_slice, force=force)
+        fmt = choose_format(path, format, per_slice=per_slice)
         ask = _RowQuery.build(resolved, columns=columns, where=where)
         entries = self.slices(ref)
         if not entries:

@@ -146,7 +146,7 @@ def show_cmd(
         import pyarrow.csv as pacsv
 
         out = click.get_binary_stream("stdout")
-        pacsv.write_csv(selection.table, out)
+        pacsv.write_csv(selection.table, out)  # type: ignore[operator]
         out.flush()
         sys.stdout.flush()
     else:
