@@ -145,10 +145,9 @@ def show_cmd(
     elif as_csv:
         import pyarrow.csv as pacsv
 
-        out = click.get_binary_stream("stdout")
-        pacsv.write_csv(selection.table, out)  # type: ignore[operator]
-        out.flush()
         sys.stdout.flush()
+        pacsv.write_csv(selection.table, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
     else:
         from chanbatch.cli.render.rows import show_rows
 
