@@ -81,7 +81,7 @@ def columns_of(table: Any) -> list[Column]:
 
 def fit(columns: Sequence[Column], width: int) -> list[int] | None:
     """Each column's width in a table ``width`` cells wide, or None when the columns cannot
-    fit even with their text wrapped. Spare width goes to the text columns that need it most."""
+    fit even with their text wrapped. Spare width goes first to the text columns that need least to be whole."""
     gaps = GAP * (len(columns) - 1)
     natural = [c.natural for c in columns]
     if sum(natural) + gaps <= width:
@@ -90,13 +90,17 @@ def fit(columns: Sequence[Column], width: int) -> list[int] | None:
     spare = width - gaps - sum(widths)
     if spare < 0:
         return None
-    while spare > 0:
-        wants = [n - w for n, w in zip(natural, widths, strict=True)]
-        needy = max(range(len(columns)), key=lambda i: wants[i])
-        if wants[needy] <= 0:
-            break
-        widths[needy] += 1
-        spare -= 1
+    # water-filling: the columns that want least get all they want, the rest share what is left
+    wants = {i: natural[i] - widths[i] for i in range(len(columns)) if natural[i] > widths[i]}
+    order = sorted(wants, key=lambda i: wants[i])
+    for left, index in enumerate(order):
+        give = min(wants[index], spare // (len(order) - left))
+        widths[index] += give
+        spare -= give
+    for index in reversed(order):  # what integer division left over
+        give = min(natural[index] - widths[index], spare)
+        widths[index] += give
+        spare -= give
     return widths
 
 
