@@ -41,7 +41,9 @@ def complete_columns(ctx: click.Context, param: click.Parameter, incomplete: str
 
     try:
         store = open_store(ctx.params.get("store_url") or "snapshots")
-        names = [c.name for c in store.resolve(ctx.params["ref"]).manifest.schema]
+        # before the option's value is typed, Click leaves the arguments unparsed in ctx.args
+        ref = ctx.params.get("ref") or ctx.args[0]
+        names = [c.name for c in store.resolve(ref).manifest.schema]
         head, _, word = incomplete.rpartition(",")
         lead = head + "," if head or incomplete.startswith(",") else ""
         sign = "-" if param.name == "sort" and word.startswith("-") else ""

@@ -495,3 +495,30 @@ def test_force_replaces(data: dict, tmp_path: Path) -> None:
         [f"{p}.parquet" for p in PERIODS] + ["other.txt"]
     )
     assert not [p for p in tmp_path.rglob(".*partial*")]
+
+
+# -- shell completion -----------------------------------------------------------------------------
+
+
+def complete(line: str) -> list[str]:
+    """Click's bash protocol: the values offered for the last word of ``line``."""
+    env = base_env(
+        _CHANBATCH_COMPLETE="bash_complete",
+        COMP_WORDS=line,
+        COMP_CWORD=str(len(line.split(" ")) - 1),
+    )
+    proc = subprocess.run([str(CHANBATCH)], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    return [x.split(",", 1)[1] for x in proc.stdout.splitlines() if x]
+
+
+def test_completion(data: dict) -> None:
+    store = data["store"]
+    assert complete("chanbatch sho") == ["show"]
+    assert complete("chanbatch expo") == ["export"]
+    assert complete(f"chanbatch show --store {store} ord") == ["orders"]
+    assert complete(f"chanbatch show --store {store} orders --columns ca") == ["carrier"]
+    assert complete(f"chanbatch show --store {store} orders -c day,d") == ["day,day", "day,delay"]
+    assert complete(f"chanbatch show --store {store} orders --sort day,-w") == ["day,-when"]
+    assert complete(f"chanbatch export --store {store} orders x --format p") == ["parquet"]
+    assert complete(f"chanbatch show --store {store} nosuch --columns ca") == []
