@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from chanbatch.blueprint.model import Blueprint as BlueprintModel
     from chanbatch.cache.index import CacheEntry
     from chanbatch.snapshot.export import ExportResult
+    from chanbatch.snapshot.freeze import FreezeResult
     from chanbatch.snapshot.refs import Resolved
     from chanbatch.view.flow import Flow
 
@@ -40,6 +41,26 @@ __all__ = ["RunnableBlueprint", "Store", "check_report_target"]
 
 class Store(SnapshotStore):
     """A snapshot store whose ``read`` returns a dask DataFrame aligned to slices."""
+
+    def freeze(
+        self,
+        dataset: str,
+        data: Any,
+        *,
+        slice: SliceKey | None = None,
+        slice_by: str | None = None,
+        **options: Any,
+    ) -> FreezeResult:
+        """Freeze a frame or files into ``dataset``
+        (:func:`chanbatch.snapshot.freeze.freeze`). ``slice_by`` is a column, or an expression
+        of the blueprint language computing each row's slice key from its columns, such as
+        ``"date(time_hour)"`` or ``"year_month(l_shipdate)"``: an integer, date or string."""
+        from chanbatch.engine.slicing import slice_key
+
+        key_of = slice_key(slice_by) if slice_by is not None and slice is None else None
+        return super().freeze(
+            dataset, data, slice=slice, slice_by=slice_by, key_of=key_of, **options
+        )
 
     def read(
         self, ref: str, *, start: SliceKey | None = None, stop: SliceKey | None = None

@@ -190,6 +190,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             first=(("timestamp", "string"), "a timestamp (a date has no hour)"),
         ),
         _fn("date", 1, 1, "date(timestamp)", _gives("date"), first=_A_DATE),
+        _fn("year_month", 1, 1, "year_month(timestamp)", _gives("string"), first=_A_DATE),
         _fn("coalesce", 2, None, "coalesce(x, y, ...)", _coalesce),
         _fn("if_else", 3, 3, "if_else(condition, then, otherwise)", _if_else),
         _fn("between", 3, 3, "between(x, low, high)", _between),

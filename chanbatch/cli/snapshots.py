@@ -28,7 +28,12 @@ def snapshot() -> None:
 @click.argument("dataset", shell_complete=complete_ref)
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--slice", "slice_key", metavar="KEY", help="Freeze all FILES as the one slice KEY.")
-@click.option("--slice-by", metavar="COLUMN", help="Cut the rows into one slice per COLUMN value.")
+@click.option(
+    "--slice-by",
+    metavar="COLUMN|EXPR",
+    help="Cut the rows into one slice per value of COLUMN, or of an expression of the "
+    "blueprint language such as 'date(time_hour)' or 'year_month(l_shipdate)'.",
+)
 @click.option(
     "--encoding",
     default="utf-8",

@@ -231,6 +231,17 @@ def _date(evaluator: Evaluator, node: Call) -> Any:
     return None if series is None else _to_date(series)
 
 
+@_implements("year_month")
+def _year_month(evaluator: Evaluator, node: Call) -> Any:
+    """The month as text, "2013-01" (a slice key that sorts as time does)."""
+    series = _timestamps(evaluator, node)
+    if series is None:
+        return None
+    years, months = series.dt.year.astype("Int64"), series.dt.month.astype("Int64")
+    text = years.astype("string").str.zfill(4) + "-" + months.astype("string").str.zfill(2)
+    return text.astype("str")
+
+
 @_implements("coalesce")
 def _coalesce(evaluator: Evaluator, node: Call) -> Any:
 

@@ -55,6 +55,7 @@ class SnapshotStore:
         lineage: dict[str, Any] | None = None,
         progress: _freeze.Progress | None = None,
         encoding: str = "utf-8",
+        key_of: _freeze.KeyFunction | None = None,
     ) -> _freeze.FreezeResult:
         """Freeze a frame or files into ``dataset``; see :func:`chanbatch.snapshot.freeze.freeze`."""
         from chanbatch.snapshot import freeze as _freeze
@@ -68,6 +69,7 @@ class SnapshotStore:
             lineage=lineage,
             progress=progress,
             encoding=encoding,
+            key_of=key_of,
         )
 
     # -- reading --------------------------------------------------------------------------------

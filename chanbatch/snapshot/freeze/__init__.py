@@ -17,7 +17,7 @@ from typing import Any
 from chanbatch.errors import UsageError
 from chanbatch.snapshot import refs
 from chanbatch.snapshot.freeze.commit import _columns, _Proposal, _result
-from chanbatch.snapshot.freeze.cut import _cut
+from chanbatch.snapshot.freeze.cut import KeyFunction, _cut
 from chanbatch.snapshot.freeze.load import _label_inputs, _load
 from chanbatch.snapshot.freeze.result import FreezeResult, FrozenSlice
 from chanbatch.snapshot.freeze.schema import (
@@ -31,7 +31,7 @@ from chanbatch.snapshot.names import SliceKey, check_dataset_name, key_type, sor
 from chanbatch.snapshot.objects import get_snapshot
 from chanbatch.snapshot.storage import Storage
 
-__all__ = ["FreezeResult", "FrozenSlice", "Progress", "encode_parquet", "freeze"]
+__all__ = ["FreezeResult", "FrozenSlice", "KeyFunction", "Progress", "encode_parquet", "freeze"]
 
 
 def freeze(
@@ -46,6 +46,7 @@ def freeze(
     progress: Progress | None = None,
     replace: bool = False,
     encoding: str = "utf-8",
+    key_of: KeyFunction | None = None,
 ) -> FreezeResult:
     """Freeze ``data`` into ``dataset`` and commit a new version if anything changed.
 
@@ -58,7 +59,9 @@ def freeze(
     mapping of slice key to frame.
     Slices come from ``slice`` (all of it is one slice), ``slice_by`` (one slice per value of a
     column), or, for files with neither, one slice per file keyed by its stem. ``encoding`` is
-    the text encoding of CSV files (Parquet strings are always UTF-8).
+    the text encoding of CSV files (Parquet strings are always UTF-8). ``key_of`` computes the
+    slice key of each row instead of reading column ``slice_by`` (then ``slice_by`` is its text,
+    as the snapshot records it).
 
     Raises InvalidNameError, InputError (unreadable file, missing column, bad key column),
     SchemaConflictError (a slice whose types disagree with the dataset's) and UsageError.
@@ -76,7 +79,8 @@ def freeze(
     if replace:
         base = None  # the head neither constrains the schema nor contributes slices
     target = _unify_inputs(inputs, _base_schema(storage, base) if base else None, base_label)
-    pieces = _cut(inputs, target, slice, slice_by, base.key_type if base else None)
+    split = key_of if key_of is not None else slice_by
+    pieces = _cut(inputs, target, slice, split, base.key_type if base else None)
     _check_key_types(pieces.keys(), base, dataset)
 
     keys = sorted(pieces, key=sort_token)

@@ -12,7 +12,7 @@ import os
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chanbatch.errors import InputError, did_you_mean
 from chanbatch.snapshot.freeze.load import _Input
@@ -35,6 +35,24 @@ _BATCH_ROWS = 1 << 17
 # the input holds them): one or two waves' copies are all the memory a freeze adds to its input,
 # and each wave reads every input batch once, so fewer, bigger waves read the input less often.
 _WAVE_BYTES = 1 << 28
+
+
+class KeyFunction(Protocol):
+    """A slice key computed from each row (``--slice-by "date(time_hour)"``): ``text`` as the
+    user wrote it, the ``columns`` it reads, and the keys of a batch of those columns (one per
+    row). The snapshot layer only calls it; what computes it lives above (the API)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def columns(self) -> tuple[str, ...]: ...
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.Array: ...
+
+
+# How rows are cut into slices: by a column's values, or by a key computed from each row.
+SplitBy = str | KeyFunction
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +96,7 @@ def _cut(
     inputs: list[_Input],
     schema: pa.Schema,
     slice: SliceKey | None,
-    slice_by: str | None,
+    slice_by: SplitBy | None,
     kind: KeyType | None,
 ) -> dict[SliceKey, Piece]:
     """Each slice key's piece: its whole tables, or the ``_Cut``s of split batches with its rows."""
@@ -100,8 +118,9 @@ def _cut(
     return {key: WholePiece(tuple(found)) for key, found in tables.items()}
 
 
-def _split(inputs: list[_Input], column: str) -> list[_Cut]:
-    """Cut the inputs into batches whose rows are grouped by ``column``, keeping input order.
+def _split(inputs: list[_Input], column: SplitBy) -> list[_Cut]:
+    """Cut the inputs into batches whose rows are grouped by ``column`` (or the key a
+    :class:`KeyFunction` computes), keeping input order.
 
     Only the key column is read here (a stable sort of its codes, per batch, in a thread pool).
     Rows are copied out, normalised and conformed later, a wave of slices at a time, when the
@@ -114,20 +133,31 @@ def _split(inputs: list[_Input], column: str) -> list[_Cut]:
     for item in inputs:
         row_bytes = item.table.nbytes / max(item.table.num_rows, 1)
         for batch in item.table.to_batches(max_chunksize=_BATCH_ROWS):
-            batches.append((item.lazy, row_bytes, batch))
+            batches.append((item, row_bytes, batch))
 
     def cut(seq: int) -> _Cut:
-        lazy, row_bytes, batch = batches[seq]
-        return _group(seq, batch, lazy, row_bytes, column)
+        item, row_bytes, batch = batches[seq]
+        if isinstance(column, str):
+            return _group(seq, batch, item.lazy, row_bytes, column)
+        return _group(seq, batch, item.lazy, row_bytes, _computed_keys(column, batch, item))
 
     with ThreadPoolExecutor(_WORKERS) as pool:
         return list(pool.map(cut, range(len(batches))))
 
 
-def _check_split_column(item: _Input, column: str) -> None:
+def _check_split_column(item: _Input, column: SplitBy) -> None:
     import pyarrow as pa
 
     schema = item.schema
+    if not isinstance(column, str):
+        for name in column.columns:
+            if name not in schema.names:
+                hint = did_you_mean(name, schema.names)
+                raise InputError(
+                    f"slice key {column.text!r} reads column {name!r}, not found in {item.label}",
+                    hint=hint or "available columns: " + ", ".join(schema.names),
+                )
+        return
     if column not in schema.names:
         hint = did_you_mean(column, schema.names)
         raise InputError(
@@ -148,14 +178,49 @@ def _check_split_column(item: _Input, column: str) -> None:
         )
 
 
-def _group(seq: int, batch: pa.RecordBatch, lazy: bool, row_bytes: float, column: str) -> _Cut:
+def _computed_keys(key: KeyFunction, batch: pa.RecordBatch, item: _Input) -> pa.Array:
+    """The slice keys ``key`` computes for ``batch``'s rows: integers, dates or strings, none
+    null; raises InputError naming the key and the input otherwise."""
+    import pyarrow as pa
+
+    source = batch.select(list(key.columns))
+    if item.lazy:
+        source = normalize_batch(source)
+    keys = key(source)
+    if pa.types.is_integer(keys.type):
+        keys = keys.cast(pa.int64())
+    elif pa.types.is_large_string(keys.type) or pa.types.is_string_view(keys.type):
+        keys = keys.cast(pa.string())
+    elif not (pa.types.is_date32(keys.type) or pa.types.is_string(keys.type)):
+        raise InputError(
+            f"slice key {key.text!r} gives values of type {keys.type} in {item.label}",
+            hint="a slice key is an integer, a date or a string: for example "
+            "date(time_hour), year_month(l_shipdate) or cast(x, 'int')",
+        )
+    if keys.null_count:
+        raise InputError(
+            f"slice key {key.text!r} is null for {keys.null_count} rows of {item.label}; "
+            "every row needs a slice key",
+            hint="filter those rows out first, or wrap the key in coalesce(...)",
+        )
+    return keys
+
+
+def _group(
+    seq: int, batch: pa.RecordBatch, lazy: bool, row_bytes: float, column: str | pa.Array
+) -> _Cut:
+    """``batch``'s rows grouped by the values of ``column``, or by the keys given for them."""
     import numpy as np
     import pyarrow.compute as pc
 
-    keys = batch.select([column])
-    if lazy:
-        keys = normalize_batch(keys)
-    encoded = pc.dictionary_encode(keys.column(0))
+    if isinstance(column, str):
+        keys = batch.select([column])
+        if lazy:
+            keys = normalize_batch(keys)
+        key_values = keys.column(0)
+    else:
+        key_values = column
+    encoded = pc.dictionary_encode(key_values)
     values = encoded.dictionary.to_pylist()
     if len(values) <= 1:
         spans = {v: (0, batch.num_rows) for v in values}
