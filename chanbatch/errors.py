@@ -18,6 +18,7 @@ the error's ``exit_code``; anything else is a bug and is reported as an internal
     │   ├── BlueprintError                 every problem of a blueprint (blueprint.problems)
     │   └── ExprError                      an expression that does not parse (blueprint.expr)
     ├── StoreError                      1  the store itself is unwell, busy or out of reach
+    │   ├── NoStoreError                   nothing at the store URL a reading command was given
     │   ├── IntegrityError                 bytes that do not match their content hash
     │   └── ConcurrencyError               a write that kept losing races and gave up
     ├── ExprEvalError                   1  an expression that fails on the data (blueprint.expr)
@@ -86,6 +87,10 @@ class StoreError(ChanbatchError):
     """The store cannot do what was asked, for reasons other than the user's input. Exit 1."""
 
 
+class NoStoreError(StoreError):
+    """No store at the URL a command that reads was given (a mistyped ``--store``). Exit 1."""
+
+
 class IntegrityError(StoreError):
     """Stored bytes whose hash does not match their name: corruption, never silently ignored."""
 
@@ -94,7 +99,12 @@ class ConcurrencyError(StoreError):
     """A write that lost the race for the next ref too many times in a row."""
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
-    """Return ``"did you mean 'x'?"`` for the closest of ``choices``, or None if none is close."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else None
+def did_you_mean(word: str, choices: Iterable[str], *, n: int = 1) -> str | None:
+    """Return ``"did you mean 'x'?"`` for the closest of ``choices`` (with ``n`` above one, up
+    to ``n`` of them, closest first: ``"did you mean 'x' or 'y'?"``), or None if none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
+    if not close:
+        return None
+    named = [repr(c) for c in close]
+    listed = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} or {named[-1]}"
+    return f"did you mean {listed}?"

@@ -14,6 +14,7 @@ import click
 
 from chanbatch.cli.commands import (
     cli,
+    count,
     emit_json,
     json_option,
     open_store,
@@ -42,8 +43,8 @@ def validate_cmd(blueprint: str, as_json: bool) -> None:
         emit_json({"ok": True, **doc})
     else:
         click.echo(
-            f"ok: blueprint {doc['blueprint']!r}: {len(doc['inputs'])} inputs, "
-            f"{len(doc['stages'])} stages, {len(doc['outputs'])} outputs"
+            f"ok: blueprint {doc['blueprint']!r}: {count(len(doc['inputs']), 'input')}, "
+            f"{count(len(doc['stages']), 'stage')}, {count(len(doc['outputs']), 'output')}"
         )
 
 
@@ -72,12 +73,21 @@ def plan_cmd(
         render.plan_report(report.document(), show_all=show_all)
 
 
+def complete_scheduler(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of ``--scheduler``: the names a run takes (an address is typed)."""
+    from click.shell_completion import CompletionItem
+
+    names = ("threads", "processes", "sync", "kubernetes")
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+
+
 RUN_OPTIONS: list[Callable[[Any], Any]] = [
     click.option(
         "--scheduler",
         default="threads",
         show_default=True,
         metavar="threads|sync|processes|ADDRESS|kubernetes",
+        shell_complete=complete_scheduler,
         help="Where tasks run: local threads, one process, a LocalCluster of "
         "single-threaded workers, a tcp:// Dask scheduler address, or a new Dask cluster "
         "of pinned workers on Kubernetes (closed after the run).",
@@ -153,6 +163,10 @@ def run_cmd(
     given = [f"--{k.replace('_', '-')}" for k, v in kube_options.items() if v is not None]
     if given and scheduler != "kubernetes":
         raise UsageError(f"{given[0]} applies only to --scheduler kubernetes")
+    if scheduler == "kubernetes":  # a store no pod can reach is refused, whether or not it exists
+        from chanbatch.k8s.cluster import require_reachable_store
+
+        require_reachable_store(store_url)
     store = open_store(store_url)
     bp = load(blueprint)
     if report_path is not None:

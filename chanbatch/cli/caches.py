@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from chanbatch.cli.commands import cli, emit_json, json_option, open_store, store_option
+from chanbatch.cli.commands import cli, count, emit_json, json_option, open_store, store_option
 from chanbatch.errors import UsageError
 from chanbatch.ids import MIN_PREFIX
 
@@ -64,4 +64,4 @@ def cache_evict_cmd(
     if as_json:
         emit_json({"evicted": evicted})
     else:
-        click.echo(f"evicted {len(evicted)} cache entries")
+        click.echo(f"evicted {count(len(evicted), 'cache entry', 'cache entries')}")

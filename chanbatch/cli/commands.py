@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from chanbatch.cli.kubeshape import parse_pairs
-from chanbatch.errors import UsageError
+from chanbatch.errors import NoStoreError, UsageError
 from chanbatch.ids import short
 from chanbatch.version import __version__
 
@@ -71,11 +71,43 @@ def emit_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
 
 
-def open_store(url: str) -> Any:
-    """The API's :class:`chanbatch.api.Store` at ``url``."""
+def open_store(url: str, *, create: bool = False) -> Any:
+    """The API's :class:`chanbatch.api.Store` at ``url``.
+
+    A command that only reads (``create`` False) refuses a store that is not there, so that a
+    mistyped ``--store`` fails with where it looked instead of reporting an empty store. One
+    that writes (freeze, demo) makes it; :func:`created_store` then says so. A ``memory://``
+    store is never refused: each process starts with an empty one. Raises NoStoreError.
+    """
     from chanbatch.api import Store
 
-    return Store(url)
+    store = Store(url)
+    if not create and not _in_memory(url) and not store.storage.root_exists():
+        raise NoStoreError(
+            f"no store at {store.storage.location}",
+            hint="run chanbatch init or chanbatch demo to make one, or pass --store "
+            "(or set $CHANBATCH_STORE) to an existing store",
+        )
+    return store
+
+
+def _in_memory(url: str) -> bool:
+    return url.partition("://")[0].lower() == "memory" and "://" in url
+
+
+def created_store(store: Any, existed: bool, *, as_json: bool) -> None:
+    """End a writing command's report with the store it made, by absolute path (a new path may
+    be a typo); never with ``--json``, whose stdout is one document, nor with ``-q``."""
+    if not existed and not as_json and not _in_memory(store.url):
+        from chanbatch.cli import render
+
+        if not render.quiet():
+            render.console.print(f"created store at {store.storage.location}", markup=False)
+
+
+def count(n: int, word: str, many: str | None = None) -> str:
+    """``n`` and ``word`` agreeing in number: ``1 slice``, ``2 slices``, ``1,200 entries``."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
 
 
 def parse_duration(text: str) -> float:

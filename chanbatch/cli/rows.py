@@ -10,6 +10,7 @@ import click
 from chanbatch.cli.commands import (
     cli,
     complete_ref,
+    count,
     emit_json,
     json_option,
     open_store,
@@ -228,11 +229,12 @@ def export_cmd(
     if as_json:
         emit_json({"dataset": store.resolve(ref).dataset, **result.document()})
         return
-    from chanbatch.cli.render.terminal import console, rows
+    from chanbatch.cli.render.terminal import console
 
-    where_to = f"{len(result.files)} files in {result.path}" if per_slice else result.path
+    files = count(len(result.files), "file")
+    where_to = f"{files} in {result.path}" if per_slice else result.path
     console.print(
-        f"wrote {rows(result.rows)} rows of {_label(store, ref)} to {where_to} ({result.format})",
+        f"wrote {count(result.rows, 'row')} of {_label(store, ref)} to {where_to} ({result.format})",
         soft_wrap=True,
         markup=False,
     )

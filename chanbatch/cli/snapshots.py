@@ -9,6 +9,7 @@ import click
 from chanbatch.cli.commands import (
     cli,
     complete_ref,
+    created_store,
     emit_json,
     json_option,
     open_store,
@@ -61,7 +62,8 @@ def freeze_cmd(
 
     if slice_key is not None and slice_by is not None:
         raise UsageError("give --slice or --slice-by, not both")
-    store = open_store(store_url)
+    store = open_store(store_url, create=True)
+    existed = store.storage.root_exists()
     with render.freeze_progress(enabled=not as_json) as progress:
         result = store.freeze(
             dataset,
@@ -75,6 +77,7 @@ def freeze_cmd(
         emit_json(result.document())
     else:
         render.freeze_result(result)
+    created_store(store, existed, as_json=as_json)
 
 
 @snapshot.command("list")
@@ -242,10 +245,12 @@ def demo_cmd(months: int, store_url: str, as_json: bool) -> None:
     from chanbatch.cli import render
     from chanbatch.demo import freeze_demo
 
-    store = open_store(store_url)
+    store = open_store(store_url, create=True)
+    existed = store.storage.root_exists()
     with render.freeze_progress(enabled=not as_json) as progress:
         results = freeze_demo(store, progress=progress, months=months)
     if as_json:
         emit_json({"store": store.url, "datasets": [r.document() for r in results]})
     else:
         render.demo_result(store.url, results)
+    created_store(store, existed, as_json=as_json)

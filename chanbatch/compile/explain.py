@@ -15,7 +15,7 @@ from chanbatch.cache.runs import RunRecord
 from chanbatch.compile.decide import Decision
 from chanbatch.compile.plan import Partners, Plan, Task, partner_slices
 from chanbatch.compile.windows import reach_text, reaches
-from chanbatch.snapshot.names import decode_key, encode_key, key_type
+from chanbatch.snapshot.names import decode_key, encode_key, key_type, sort_token
 from chanbatch.snapshot.objects import get_snapshot
 from chanbatch.snapshot.storage import Storage
 
@@ -241,7 +241,7 @@ class _SliceChanges:
             return None
         now = self._slice_ids(driving)
         if driving not in self._removed:
-            self._removed[driving] = sorted(set(before_slices) - set(now), key=str)
+            self._removed[driving] = sorted(set(before_slices) - set(now), key=sort_token)
         keys = _slices_below(self.plan, task)
         new = [k for k in keys if encode_key(k) not in before_slices]
         if new:
@@ -407,6 +407,7 @@ class _Side:
 
 
 def _listing(what: str, keys: list[Any]) -> str:
+    keys = sorted(keys, key=sort_token)  # 1, 2, 10: not in the order tasks were walked, nor as text
     shown = ", ".join(str(k) for k in keys[:5]) + (", ..." if len(keys) > 5 else "")
     return f"{what}{'s' if len(keys) > 1 else ''} {shown}"
 

@@ -8,6 +8,8 @@ match anything (pandas would match NaN to NaN).
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, assert_never
 
@@ -169,6 +171,10 @@ def run_map(op: Map, frame: pd.DataFrame, allow: frozenset[str]) -> pd.DataFrame
     try:
         module = importlib.import_module(module_name)
         func = getattr(module, func_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            raise _not_on_path(op.function, module_name) from exc
+        raise ImportError(f"cannot load map function {op.function!r}: {exc}") from exc
     except (ImportError, AttributeError) as exc:
         raise ImportError(f"cannot load map function {op.function!r}: {exc}") from exc
     result = func(frame)
@@ -177,6 +183,20 @@ def run_map(op: Map, frame: pd.DataFrame, allow: frozenset[str]) -> pd.DataFrame
             f"map function {op.function!r} returned {type(result).__name__}, not a DataFrame"
         )
     return result.reset_index(drop=True)
+
+
+def _not_on_path(function: str, module: str) -> ImportError:
+    """The error for a map module that is not on the worker's Python path. The ``chanbatch``
+    script's path holds its own directory, not the current one, so a ``myudfs.py`` beside the
+    blueprint is not found: say so, and what makes it importable."""
+    cwd = os.getcwd()
+    searched = any(os.path.abspath(entry or os.curdir) == cwd for entry in sys.path)
+    where = "" if searched else f" (the current directory {cwd} is not on it)"
+    return ImportError(
+        f"cannot import module {module!r} of map function {function!r} from the worker's "
+        f"Python path{where}; install the package that has it into this Python environment, "
+        f"or set PYTHONPATH to the directory that holds it (PYTHONPATH=. chanbatch run ...)"
+    )
 
 
 def partial(stage: Stage, frame: pd.DataFrame) -> pd.DataFrame:

@@ -154,14 +154,22 @@ def schema_table(schema: Sequence[tuple[str, str]]) -> h.Markup:
 
 def slice_table(slices: Sequence[Any], *, status: bool = False) -> h.Markup:
     """Key, id, rows and bytes of each slice (first and last few of a long list); with
-    ``status``, whether a freeze found it new (``FrozenSlice``)."""
+    ``status``, whether a freeze found it new, replaced or unchanged (``FrozenSlice``)."""
     columns = ["key", "id", "rows", "bytes"] + (["status"] if status else [])
 
     def row(s: Any) -> tuple[Any, ...]:
         cells: tuple[Any, ...] = (str(encode_key(s.key)), h.short_id(s.id), s.rows, s.bytes)
         if status:
             healed = getattr(s, "healed", False)  # damaged files the freeze rewrote
-            cells += ("healed" if healed else h.badge("new", "new") if s.new else "unchanged",)
+            cells += (
+                "healed"
+                if healed
+                else h.badge("new", "new")
+                if s.new
+                else "replaced"
+                if getattr(s, "replaced", False)
+                else "unchanged",
+            )
         return cells
 
     heading = f"Slices ({len(slices):,})"
@@ -230,6 +238,8 @@ class FrozenSliceView(Protocol):
     def bytes(self) -> int: ...
     @property
     def new(self) -> bool: ...
+    @property
+    def replaced(self) -> bool: ...
     @property
     def healed(self) -> bool: ...
 
@@ -322,12 +332,14 @@ def inspect_html(report: InspectView) -> str:
 
 def freeze_repr(result: FreezeView) -> str:
     new = sum(1 for s in result.slices if s.new)
+    replaced = sum(1 for s in result.slices if s.replaced)
     rows = sum(s.rows for s in result.slices)
     written = "" if result.created else ", no new version"
     return (
         f"FreezeResult({result.dataset}@{short(result.snapshot)}, version {result.version}"
         f"{written}: {_plural(len(result.slices), 'slice')} given, {new:,} new, "
-        f"{len(result.slices) - new:,} unchanged, {rows:,} rows"
+        + (f"{replaced:,} replaced, " if replaced else "")
+        + f"{len(result.slices) - new - replaced:,} unchanged, {_plural(rows, 'row')}"
         + (f", {result.healed:,} healed" if result.healed else "")
         + ")"
     )
@@ -335,6 +347,7 @@ def freeze_repr(result: FreezeView) -> str:
 
 def freeze_html(result: FreezeView) -> str:
     new = sum(1 for s in result.slices if s.new)
+    replaced = sum(1 for s in result.slices if s.replaced)
     return h.card(
         _title("Freeze", result.dataset, result.snapshot, None),
         h.facts(
@@ -343,7 +356,8 @@ def freeze_html(result: FreezeView) -> str:
                 ("new version", "yes" if result.created else "no: nothing changed"),
                 ("slices given", h.number(len(result.slices))),
                 ("new", h.number(new)),
-                ("unchanged", h.number(len(result.slices) - new)),
+                ("replaced", h.number(replaced)),
+                ("unchanged", h.number(len(result.slices) - new - replaced)),
                 ("rows", h.number(sum(s.rows for s in result.slices))),
                 ("size", h.human_bytes(sum(s.bytes for s in result.slices))),
             ]

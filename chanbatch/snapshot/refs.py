@@ -283,8 +283,8 @@ def resolve_entry(storage: Storage, ref: str | Ref) -> RefEntry:
     if not entries:
         known = list_datasets(storage)
         raise RefNotFoundError(
-            f"dataset {parsed.dataset!r} not found in store {storage.url}",
-            hint=suggest(parsed.dataset, known)
+            f"dataset {parsed.dataset!r} not found in store {storage.location}",
+            hint=suggest(parsed.dataset, known, n=3)
             or ("known datasets: " + ", ".join(known) if known else "the store has no datasets"),
         )
     if parsed.snapshot is None:

@@ -75,6 +75,20 @@ class Storage:
         """The OS path of ``rel`` if the store is on a local disk, else None."""
         return self.full(rel) if self.is_local else None
 
+    @property
+    def location(self) -> str:
+        """Where the store is, as messages name it: the absolute path of a local store (a
+        relative ``--store`` typo then shows where it was looked for), else its URL."""
+        return self.root if self.is_local else self.url
+
+    def root_exists(self) -> bool:
+        """Whether the store's root is there: a store is made by its first write (or ``init``),
+        so a missing root means nothing was ever written to this URL."""
+        if self.is_local:
+            return os.path.isdir(self.root)
+        with self.reaching():
+            return bool(self.fs.exists(self.root))
+
     # -- reads --------------------------------------------------------------------------------
 
     @contextlib.contextmanager

@@ -101,10 +101,10 @@ def test_changed_slice_history_diff_and_refs(store: Path, monthly_csv: dict) -> 
     feb.to_csv(monthly_csv["2024-02"][1], index=False)
     v2 = ok_json("snapshot", "freeze", "m", *paths, store=store)
     assert v2["snapshot"] != v1["snapshot"]
-    assert [(s["key"], s["new"]) for s in v2["slices"]] == [
-        ("2024-01", False),
-        ("2024-02", True),
-        ("2024-03", False),
+    assert [(s["key"], s["new"], s["replaced"]) for s in v2["slices"]] == [
+        ("2024-01", False, False),
+        ("2024-02", False, True),
+        ("2024-03", False, False),
     ]
     assert v2["slices"][0]["id"] == v1["slices"][0]["id"]
     assert v2["slices"][1]["rows"] == 5
@@ -162,9 +162,12 @@ def test_new_slice_is_added(store: Path, monthly_csv: dict, src: Path) -> None:
 
 
 def test_list_of_an_empty_store(store: Path) -> None:
+    missing = run("snapshot", "list", store=store)  # no store there: a typo, not an empty store
+    assert missing.code == 1 and missing.stderr.startswith(f"Error: no store at {store};")
+    assert not store.exists()  # reading never creates the store
+    store.mkdir()  # what chanbatch init makes
     assert ok_json("snapshot", "list", store=store)["datasets"] == []
     assert "No datasets" in ok("snapshot", "list", store=store).stdout
-    assert not store.exists()  # reading never creates the store
 
 
 def test_inspect_all_lists_every_slice(store: Path, src: Path) -> None:

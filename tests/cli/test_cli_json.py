@@ -25,7 +25,7 @@ from clikit import (
 
 # "healed": slices whose damaged objects a freeze rewrote (a count, and a flag per slice)
 FREEZE_KEYS = {"dataset", "snapshot", "slices", "healed"}
-FREEZE_SLICE_KEYS = {"key", "id", "rows", "bytes", "new", "healed"}
+FREEZE_SLICE_KEYS = {"key", "id", "rows", "bytes", "new", "replaced", "healed"}
 INSPECT_KEYS = {"dataset", "snapshot", "rows", "bytes", "schema", "slices"}
 INSPECT_SLICE_KEYS = {"key", "id", "rows", "bytes"}
 

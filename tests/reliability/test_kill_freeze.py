@@ -141,9 +141,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
     documents = [r.json() for _s, r in runs]
     assert all(ids(d) == ids(documents[0]) for d in documents)
     expected = documents[0]
-    assert {s["key"]: s["new"] for s in expected["slices"]} == {
-        **dict.fromkeys(UNCHANGED, False),
-        **dict.fromkeys(REPLACED + NEW, True),
+    assert {s["key"]: (s["new"], s["replaced"]) for s in expected["slices"]} == {
+        **dict.fromkeys(UNCHANGED, (False, False)),
+        **dict.fromkeys(REPLACED, (False, True)),
+        **dict.fromkeys(NEW, (True, False)),
     }
 
     reference = copies[0]

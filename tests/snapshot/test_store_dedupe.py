@@ -47,7 +47,7 @@ def test_changed_slice_replaces_only_that_slice(store: chanbatch.Store, store_ur
 
     assert second.created and second.version == 2
     assert second.snapshot != first.snapshot
-    assert [(s.key, s.new) for s in second.slices] == [("2013-02", True)]
+    assert [(s.key, s.new, s.replaced) for s in second.slices] == [("2013-02", False, True)]
     before = {s.key: s.id for s in first.slices}
     after = {e.key: e.id for e in store.slices("flights")}
     assert after["2013-01"] == before["2013-01"]

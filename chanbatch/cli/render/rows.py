@@ -20,6 +20,7 @@ from typing import Any
 from rich.cells import cell_len
 from rich.text import Text
 
+from chanbatch.cli.commands import count
 from chanbatch.cli.render.terminal import console, quiet, rows
 
 #: Columns are this many cells apart.
@@ -197,8 +198,8 @@ def footer(selection: Any, label: str) -> str:
     noun = "row" if total == 1 else "rows"
     if matched is None:
         return (
-            f"first {rows(shown)} matching rows of {label}, found in {selection.slices_read} of "
-            f"{selection.slices} slices" + more
+            f"first {count(shown, 'matching row')} of {label}, found in "
+            f"{selection.slices_read} of {count(selection.slices, 'slice')}" + more
         )
     if matched == total:
         if shown == total:

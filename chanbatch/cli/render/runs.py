@@ -9,6 +9,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from chanbatch.cli.commands import count
 from chanbatch.cli.render.terminal import cell, console, rows, when
 from chanbatch.html import human_bytes
 from chanbatch.ids import short
@@ -17,7 +18,7 @@ from chanbatch.ids import short
 def plan_report(doc: dict[str, Any], show_all: bool = False) -> None:
     summary = doc["summary"]
     console.print(
-        f"[bold]{escape(doc['blueprint'])}[/]: {summary['compute']} tasks to compute, "
+        f"[bold]{escape(doc['blueprint'])}[/]: {count(summary['compute'], 'task')} to compute, "
         f"{summary['reuse']} to reuse"
     )
     for name, info in doc["inputs"].items():
@@ -45,7 +46,10 @@ def plan_report(doc: dict[str, Any], show_all: bool = False) -> None:
             entry = stages.setdefault(t["stage"], {"compute": 0, "reuse": 0, "reasons": {}})
             entry[t["action"]] += 1
             if t["action"] == "compute":
-                entry["reasons"][t["reason"]] = entry["reasons"].get(t["reason"], 0) + 1
+                # a reason may join several ("new slice 12; reused if ..."): count each part
+                # once per task, so that a part shared by several reasons is shown once
+                for part in dict.fromkeys(p.strip() for p in t["reason"].split("; ")):
+                    entry["reasons"][part] = entry["reasons"].get(part, 0) + 1
         for stage, entry in stages.items():
             why = "; ".join(f"{r} ({n})" if n > 1 else r for r, n in entry["reasons"].items())
             table.add_row(
@@ -59,13 +63,14 @@ def plan_report(doc: dict[str, Any], show_all: bool = False) -> None:
 def run_result(store: Any, doc: dict[str, Any]) -> None:
     stats = doc["stats"]
     console.print(
-        f"run {doc['run']}: computed {stats['computed']} tasks, reused {stats['reused']}, "
+        f"run {doc['run']}: computed {count(stats['computed'], 'task')}, "
+        f"reused {stats['reused']}, "
         f"in {stats['seconds']:.2f}s"
     )
     for name, info in doc["outputs"].items():
         console.print(
             f"[bold]{escape(name)}[/] → {escape(info['dataset'])}@[cyan]{short(info['snapshot'])}[/]"
-            f" ({rows(info['rows'])} rows)"
+            f" ({count(info['rows'], 'row')})"
         )
         frame = store.read_pandas(f"{info['dataset']}@{info['snapshot']}").head(5)
         table = Table(box=box.SIMPLE_HEAD)
@@ -97,7 +102,8 @@ def cache_list(entries: list[dict[str, Any]]) -> None:
 
 def cache_usage(doc: dict[str, Any]) -> None:
     table = Table(
-        box=box.SIMPLE_HEAD, title=f"cache: {doc['entries']} entries, {human_bytes(doc['bytes'])}"
+        box=box.SIMPLE_HEAD,
+        title=f"cache: {count(doc['entries'], 'entry', 'entries')}, {human_bytes(doc['bytes'])}",
     )
     for name in ("stage", "entries", "bytes"):
         table.add_column(name, justify="left" if name == "stage" else "right")

@@ -9,6 +9,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from chanbatch.cli.commands import count
 from chanbatch.cli.render.terminal import SLICE_PREVIEW, cell, console, err_console, rows, when
 from chanbatch.html import human_bytes
 from chanbatch.ids import short
@@ -17,6 +18,7 @@ from chanbatch.ids import short
 def freeze_result(result: Any) -> None:
     slices = result.slices
     new = sum(1 for s in slices if s.new)
+    replaced = sum(1 for s in slices if getattr(s, "replaced", False))
     table = Table(box=box.SIMPLE_HEAD, title=None)
     for name, justify in (
         ("slice", "left"),
@@ -37,6 +39,8 @@ def freeze_result(result: Any) -> None:
             if getattr(s, "healed", False)
             else "[green]new[/]"
             if s.new
+            else "[yellow]replaced[/]"
+            if getattr(s, "replaced", False)
             else "[dim]unchanged[/]",
         )
     if len(shown) < len(slices):
@@ -45,7 +49,8 @@ def freeze_result(result: Any) -> None:
     verb = "created" if result.created else "unchanged at"
     console.print(
         f"[bold]{result.dataset}[/]: {verb} snapshot [cyan]{short(result.snapshot)}[/] "
-        f"(version {result.version}); {len(slices)} slices given, {new} new"
+        f"(version {result.version}); {count(len(slices), 'slice')} given, {new} new"
+        + (f", {replaced} replaced" if replaced else "")
         + (f", {result.healed} healed (damaged files rewritten)" if result.healed else "")
     )
 
@@ -114,20 +119,13 @@ def inspect_report(doc: dict[str, Any], show_all: bool = False) -> None:
     lineage = doc["lineage"]
     console.print(f"[bold]{title}[/]  snapshot [cyan]{doc['snapshot']}[/]")
     console.print(
-        f"version {doc['version']}  ·  {rows(doc['rows'])} rows  ·  {human_bytes(doc['bytes'])}"
-        f"  ·  {len(doc['slices'])} slices"
+        f"version {doc['version']}  ·  {count(doc['rows'], 'row')}  ·  {human_bytes(doc['bytes'])}"
+        f"  ·  {count(len(doc['slices']), 'slice')}"
         + (f" by {doc['slice_by']}" if doc["slice_by"] else "")
         + ("  ·  [yellow]pinned[/]" if doc["pinned"] else "")
     )
-    console.print(
-        f"[dim]{lineage['operation']} by {lineage['author']} at {lineage['created_at']}; "
-        f"parent {short(lineage['parent'])}[/]"
-    )
-    extra = {
-        k: v for k, v in lineage.items() if k not in ("parent", "operation", "created_at", "author")
-    }
-    for key, value in extra.items():
-        console.print(f"[dim]{escape(str(key))}: {cell(value, 200)}[/]")
+    for line in lineage_lines(lineage):
+        console.print(f"[dim]{escape(line)}[/]", soft_wrap=True)
 
     schema = Table(box=box.SIMPLE_HEAD, title="schema")
     for name in ("column", "type", "min", "max", "nulls"):
@@ -172,10 +170,63 @@ def inspect_report(doc: dict[str, Any], show_all: bool = False) -> None:
     console.print(table)
 
 
+def lineage_lines(lineage: dict[str, Any]) -> list[str]:
+    """A snapshot's lineage as sentences: who made it, when, from which parent; for a run's
+    output, which run of which blueprint and stage, from which input snapshots; then any other
+    field (a Python freeze's own lineage) as ``field: value``."""
+    lineage = dict(lineage)
+    operation = str(lineage.pop("operation", None) or "freeze")
+    author, created = lineage.pop("author", None), lineage.pop("created_at", None)
+    parent = lineage.pop("parent", None)
+    made = "frozen" if operation == "freeze" else f"{operation}"
+    made += f" by {author}" if author else ""
+    made += f" at {when(str(created))}" if created else ""
+    made += f"; parent {short(parent)}" if parent else "; no parent (the first version)"
+    lines = [made]
+    run = lineage.pop("run", None)
+    if run is not None:
+        wrote = f"written by run {run}"
+        blueprint, digest = lineage.pop("blueprint", None), lineage.pop("blueprint_hash", None)
+        if blueprint is not None:
+            wrote += f" of blueprint {blueprint}"
+            wrote += f" (hash {_lineage_value(digest)})" if digest is not None else ""
+        stage = lineage.pop("stage", None)
+        wrote += f", stage {stage}" if stage is not None else ""
+        inputs = lineage.pop("inputs", None)
+        if isinstance(inputs, dict) and inputs:
+            shown = ", ".join(
+                f"{name} (snapshot {_lineage_value(snap)})" for name, snap in inputs.items()
+            )
+            wrote += f", from input{'s' if len(inputs) > 1 else ''} {shown}"
+        lines.append(wrote)
+    removed = lineage.pop("removed", None)
+    if isinstance(removed, list) and removed:
+        keys = ", ".join(str(k) for k in sorted(removed, key=_natural))
+        lines.append(f"removed slice{'s' if len(removed) > 1 else ''} {keys}")
+    lines += [f"{key}: {_lineage_value(value)}" for key, value in lineage.items()]
+    return lines
+
+
+def _lineage_value(value: Any) -> str:
+    """A lineage value as text: ids and hashes short, mappings as ``a=1, b=2``, lists joined."""
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return short(value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_lineage_value(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_lineage_value(v) for v in value)
+    return "-" if value is None else str(value)
+
+
+def _natural(key: Any) -> tuple[int, Any]:
+    """Slice keys (as JSON has them) in their natural order: numbers numerically, then text."""
+    return (0, key) if isinstance(key, int) else (1, str(key))
+
+
 def verify_report(doc: dict[str, Any]) -> None:
     rate = doc["bytes"] / doc["seconds"] / 1e9 if doc["seconds"] else 0.0
     summary = (
-        f"checked {doc['checked']} files, {human_bytes(doc['bytes'])} "
+        f"checked {count(doc['checked'], 'file')}, {human_bytes(doc['bytes'])} "
         f"in {doc['seconds']:.2f}s ({rate:.2f} GB/s)"
     )
     if doc["ok"]:
@@ -192,7 +243,7 @@ def verify_report(doc: dict[str, Any]) -> None:
     for problem in doc["problems"]:
         err_console.print(f"[red]problem[/]: {escape(problem)}", soft_wrap=True)
     n = len(doc["corrupt"]) + len(doc["missing"]) + len(doc["problems"])
-    err_console.print(f"[red]FAILED[/]: {n} problems; {summary}")
+    err_console.print(f"[red]FAILED[/]: {count(n, 'problem')}; {summary}")
 
 
 def damage_line(record: dict[str, Any]) -> str:
@@ -253,11 +304,13 @@ def gc_report(doc: dict[str, Any]) -> None:
     removed = doc["removed"]
     verb = "would remove" if doc["dry_run"] else "removed"
     console.print(
-        f"gc {verb} {removed['objects']} objects, {removed['manifests']} manifests, "
-        f"{removed['refs']} old versions, {removed['cache']} cache entries, {removed['tmp']} "
-        f"temporary files ({human_bytes(doc['bytes'])}); kept {doc['live_objects']} live objects"
+        f"gc {verb} {count(removed['objects'], 'object')}, "
+        f"{count(removed['manifests'], 'manifest')}, {count(removed['refs'], 'old version')}, "
+        f"{count(removed['cache'], 'cache entry', 'cache entries')}, "
+        f"{count(removed['tmp'], 'temporary file')} ({human_bytes(doc['bytes'])}); "
+        f"kept {count(doc['live_objects'], 'live object')}"
         + (
-            f" and {doc['kept_young']} files younger than the grace period"
+            f" and {count(doc['kept_young'], 'file')} younger than the grace period"
             if doc["kept_young"]
             else ""
         )

@@ -87,7 +87,8 @@ def _result(
     base: SnapshotManifest | None,
     healed: set[SliceKey],
 ) -> FreezeResult:
-    """The result of a committed freeze; a slice is new unless ``base`` had it unchanged."""
+    """The result of a committed freeze: a slice is new if ``base`` had no slice of its key,
+    replaced if ``base`` had one with another id."""
     before = {e.key: e.id for e in base.slices} if base else {}
     return FreezeResult(
         dataset=proposal.dataset,
@@ -100,7 +101,8 @@ def _result(
                 id=m.id,
                 rows=m.rows,
                 bytes=m.bytes,
-                new=before.get(m.key) != m.id,
+                new=m.key not in before,
+                replaced=m.key in before and before[m.key] != m.id,
                 healed=m.key in healed,
             )
             for m in proposal.written

@@ -12,15 +12,17 @@ from chanbatch.snapshot.names import SliceKey, encode_key
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FrozenSlice:
-    """A slice as one freeze saw it; ``new`` is False when the head already had it unchanged,
-    ``healed`` is True when its objects (or manifest) were in the store but damaged, and this
-    freeze rewrote them."""
+    """A slice as one freeze saw it: ``new`` when the head had no slice of its key,
+    ``replaced`` when the head had one with other content, neither when the head already had
+    it unchanged; ``healed`` is True when its objects (or manifest) were in the store but
+    damaged, and this freeze rewrote them."""
 
     key: SliceKey
     id: SliceId
     rows: int
     bytes: int
     new: bool
+    replaced: bool = False
     healed: bool = False
 
     def document(self) -> dict[str, Any]:
@@ -30,6 +32,7 @@ class FrozenSlice:
             "rows": self.rows,
             "bytes": self.bytes,
             "new": self.new,
+            "replaced": self.replaced,
             "healed": self.healed,
         }
 
