@@ -154,4 +154,4 @@ def test_gc_human_output(store: Path, monthly_csv: dict) -> None:
     two_versions(store, monthly_csv)
     write_debris(store, old=True)
     out = ok("gc", "--dry-run", store=store).stdout
-    assert "would remove 1 objects, 1 manifests" in out
+    assert "would remove 1 object, 1 manifest, 0 old versions" in out
