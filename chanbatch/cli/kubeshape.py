@@ -150,8 +150,11 @@ def open_kubernetes(
     name = cluster_name(f"{blueprint_name[:28]}-{uuid.uuid4().hex[:6]}")
     manifest = render_checked(shape, name, options.get("namespace"))
     from chanbatch.cli import render
+    from chanbatch.cli.commands import count
 
-    render.note(f"starting Dask cluster {name} ({shape.workers} workers of {shape.cpu} cpu)")
+    render.note(
+        f"starting Dask cluster {name} ({count(shape.workers, 'worker')} of {shape.cpu} cpu)"
+    )
     with kube_cluster(manifest, namespace=options.get("namespace")) as client:
         yield client
 
