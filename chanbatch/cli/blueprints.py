@@ -167,8 +167,8 @@ def run_cmd(
         from chanbatch.k8s.cluster import require_reachable_store
 
         require_reachable_store(store_url)
+    bp = load(blueprint)  # a mistake in the file comes first, as for plan
     store = open_store(store_url)
-    bp = load(blueprint)
     if report_path is not None:
         check_report_target(report_path)
     with contextlib.ExitStack() as stack:
