@@ -254,3 +254,32 @@ def test_a_damaged_pack_is_traced_to_its_stage_and_healed_as_verify_says(
     check(answer(again), frame)
     # the rerun wrote the same pack again, repairing its object
     assert store.verify().ok
+
+
+def test_a_pack_read_for_many_entries_is_parsed_once(tmp_path: Path, monkeypatch) -> None:
+    """Reading every entry of one pack parses its object once per process (a combine reads
+    its children, which share packs); each entry still gets exactly its own rows."""
+    import pyarrow as pa
+
+    from chanbatch.cache import index
+    from chanbatch.cache.packs import write_pack
+    from chanbatch.snapshot.storage import Storage
+
+    storage = Storage(str(tmp_path / "store"))
+    table = pa.table({"k": list(range(10)), "v": [float(i) / 3 for i in range(10)]})
+    entries = write_pack(
+        storage, table, [(f"{i:064x}", 2) for i in range(5)], kind="partial", stage="s"
+    )
+    parsed = []
+    real = index.parse_parquet
+    monkeypatch.setattr(index, "parse_parquet", lambda data: parsed.append(1) or real(data))
+    monkeypatch.setattr(index, "_PACKS", index._PackTables(budget=1 << 20))
+    for i, entry in enumerate(entries):
+        got = index.cached_table(storage, entry)
+        assert got.to_pydict() == table.slice(2 * i, 2).to_pydict()
+    assert len(parsed) == 1
+
+    small = index._PackTables(budget=4 * table.nbytes)  # room for about four
+    for i in range(10):
+        small.put("url", f"{i}", table)
+    assert small.get("url", "9") is not None and small.get("url", "0") is None
