@@ -326,11 +326,13 @@ class RunnableBlueprint:
         each stage coloured by what the next run would do.
 
         A picture writes nothing, so the outputs a run may write are not checked here (as
-        :meth:`plan` and :meth:`run` do). Raises RefError for an input that does not resolve."""
+        :meth:`plan` and :meth:`run` do). Each output shows its dataset's current snapshot.
+        Raises RefError for an input that does not resolve."""
         from chanbatch.run import plan_blueprint
         from chanbatch.view.flow import plan_flow
 
-        return plan_flow(plan_blueprint(self.model, _store(store), sets=sets, overwrite=None))
+        opened = _store(store)
+        return plan_flow(plan_blueprint(self.model, opened, sets=sets, overwrite=None), opened)
 
     def run(
         self,

@@ -29,14 +29,29 @@ import shutil
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
-from chanbatch.blueprint.model import Aggregate, Blueprint, Stage
+from chanbatch.blueprint.model import (
+    Aggregate,
+    Blueprint,
+    Derive,
+    Filter,
+    Join,
+    Limit,
+    Map,
+    Rename,
+    Select,
+    Sort,
+    Stage,
+    Union,
+    Window,
+)
 from chanbatch.errors import ChanbatchError
 from chanbatch.ids import short
 
 if TYPE_CHECKING:
     from chanbatch.run.runner import PlanReport
+    from chanbatch.snapshot import SnapshotStore
 
 STATES = ("reuse", "compute", "partial", "none")
 
@@ -64,6 +79,9 @@ GRAPHVIZ_HINT = (
 
 RENDER_FORMATS = ("svg", "png")
 SIDE_ROLES = ("right", "union")
+#: Characters of an operation's text a node shows; the whole text is its tooltip (SVG, HTML)
+#: and in ``--json``.
+DETAIL_LIMIT = 44
 
 
 class GraphvizMissing(ChanbatchError):
@@ -120,6 +138,8 @@ class Node:
     state: str  # a stage's state (STATES), or "input" / "output"
     counts: StageCounts | None = None
     operation: str | None = None
+    detail: str | None = None  # the operation's whole text (the label may show it shortened)
+    snapshot: str | None = None  # an output's current snapshot id
 
     @property
     def label(self) -> str:
@@ -146,6 +166,10 @@ class Node:
         }
         if self.operation is not None:
             doc["operation"] = self.operation
+        if self.detail is not None:
+            doc["detail"] = self.detail
+        if self.snapshot is not None:
+            doc["snapshot"] = self.snapshot
         if counts.seconds is not None:
             doc["seconds"] = counts.seconds
         return doc
@@ -204,10 +228,12 @@ class Flow:
         for node in self.nodes:
             shape = {"input": "cylinder", "output": "note"}.get(node.kind, "box")
             style = "filled" if node.kind != "stage" else "filled,rounded"
+            tip = node.detail if node.detail is not None else node.snapshot
+            tooltip = f"tooltip={_dot_string(_visible(tip))}, " if tip else ""
             out.append(
                 f'  {tokens[node.id]} [fillcolor="{node.fill}", shape={shape}, '
                 f'style="{style}", class="{node.css_class}", id={_dot_string(node.id)}, '
-                f"label=<{_dot_label(node.lines)}>]"
+                f"{tooltip}label=<{_dot_label(node.lines)}>]"
             )
         for edge in self.edges:
             side = edge.role in SIDE_ROLES
@@ -294,15 +320,18 @@ def flow_graph(
     *,
     inputs: Mapping[str, str] | None = None,
     outputs: Mapping[str, str] | None = None,
+    snapshots: Mapping[str, str] | None = None,
     title: str | None = None,
 ) -> Flow:
     """The flow of ``blueprint``, its stages labelled and coloured by ``counts`` (stage name ->
-    counts; a stage without counts is ``none``).
+    counts; a stage without counts is ``none``) and by what their operation does.
 
     ``inputs`` maps an input name to its label (such as ``flights@e16752eb12ab · 12 slices``;
     by default the blueprint's REF); ``outputs`` maps a stage to the dataset it is frozen as
-    (by default the blueprint's outputs).
+    (by default the blueprint's outputs), and ``snapshots`` a stage to its output's snapshot
+    id, shown short (an output without one shows none).
     """
+    snapshots = dict(snapshots or {})
     inputs = dict(inputs or {})
     outputs = dict(blueprint.outputs if outputs is None else outputs)
     nodes: list[Node] = []
@@ -314,15 +343,22 @@ def flow_graph(
     for name in blueprint.topological_order():
         stage = blueprint.stages[name]
         stage_counts = counts.get(name, StageCounts())
+        detail = operation_detail(stage)
         nodes.append(
             Node(
                 id=f"stage:{name}",
                 kind="stage",
                 name=name,
-                lines=(name, _operation_text(stage, stage_counts), stage_counts.text),
+                lines=(
+                    name,
+                    _operation_text(stage, stage_counts),
+                    shorten(detail),
+                    stage_counts.text,
+                ),
                 state=stage_counts.state,
                 counts=stage_counts,
                 operation=stage.operation.kind,
+                detail=detail,
             )
         )
         seen = set()
@@ -334,8 +370,17 @@ def flow_graph(
                 edges.append(Edge(source=source, target=f"stage:{name}", role=role))
     for stage_name, dataset in outputs.items():
         node_id = f"output:{stage_name}"
+        snapshot = snapshots.get(stage_name)
+        lines = (dataset, f"@{short(snapshot)}") if snapshot else (dataset,)
         nodes.append(
-            Node(id=node_id, kind="output", name=dataset, lines=(dataset,), state="output")
+            Node(
+                id=node_id,
+                kind="output",
+                name=dataset,
+                lines=lines,
+                state="output",
+                snapshot=snapshot or None,
+            )
         )
         edges.append(Edge(source=f"stage:{stage_name}", target=node_id, role="output"))
     return Flow(
@@ -346,8 +391,11 @@ def flow_graph(
     )
 
 
-def plan_flow(report: PlanReport) -> Flow:
-    """The flow of a plan, each stage coloured by what the next run would do."""
+def plan_flow(report: PlanReport, store: SnapshotStore | None = None) -> Flow:
+    """The flow of a plan, each stage coloured by what the next run would do; with ``store``,
+    each output shows its dataset's current snapshot (none for a dataset not yet written).
+
+    Raises StoreError for a damaged ref log of an output."""
     counts = {name: StageCounts(**values) for name, values in report.stage_tally().items()}
     inputs = {}
     for name, resolved in report.plan.inputs.items():
@@ -355,7 +403,78 @@ def plan_flow(report: PlanReport) -> Flow:
         plural = "slice" if slices == 1 else "slices"
         inputs[name] = f"{resolved.dataset}@{short(resolved.snapshot)} · {slices} {plural}"
     blueprint = report.plan.blueprint
-    return flow_graph(blueprint, counts, inputs=inputs, title=f"{blueprint.name}: next run")
+    snapshots = output_heads(store, blueprint.outputs) if store is not None else {}
+    return flow_graph(
+        blueprint,
+        counts,
+        inputs=inputs,
+        snapshots=snapshots,
+        title=f"{blueprint.name}: next run",
+    )
+
+
+def output_heads(store: SnapshotStore, outputs: Mapping[str, str]) -> dict[str, str]:
+    """Stage -> the current snapshot id of the dataset it is frozen as, for the datasets that
+    have one (an output not yet written has none). Raises StoreError for a damaged ref log."""
+    from chanbatch.snapshot import refs
+
+    heads = {}
+    for stage, dataset in outputs.items():
+        entry = refs.head(store.storage, dataset)
+        if entry is not None:
+            heads[stage] = str(entry.snapshot)
+    return heads
+
+
+def operation_detail(stage: Stage) -> str:
+    """What ``stage``'s operation does, in the blueprint's own terms: the filter's expression,
+    the derived columns, join keys and how, group keys and aggregates, sort keys, and so on."""
+    op = stage.operation
+    match op:
+        case Filter():
+            return op.expr.render()
+        case Derive():
+            return ", ".join(f"{name} = {expr.render()}" for name, expr in op.columns.items())
+        case Select():
+            return ", ".join(op.columns)
+        case Rename():
+            return ", ".join(f"{old} → {new}" for old, new in op.mapping.items())
+        case Join():
+            return f"{op.how} on {', '.join(op.on)}"
+        case Aggregate():
+            aggs = ", ".join(f"{name} = {agg.render()}" for name, agg in op.aggregates.items())
+            return f"by {', '.join(op.group_by)}: {aggs}" if op.group_by else aggs
+        case Sort():
+            return ", ".join(f"{'' if k.ascending else '-'}{k.column}" for k in op.by)
+        case Limit():
+            return f"first {op.n:,}"
+        case Union():
+            return " + ".join((stage.from_, *op.others))
+        case Map():
+            return f"{op.function}@{op.version}"
+        case Window():
+            frame = op.frame
+            parts = [f"by {', '.join(op.partition_by)}"] if op.partition_by else []
+            parts.append(f"order {', '.join(op.order_by)}")
+            parts.append(
+                f"{frame.unit} {frame.preceding.render()} preceding "
+                f"to {frame.following.render()} following"
+            )
+            calls = ", ".join(f"{name} = {call.render()}" for name, call in op.columns.items())
+            return f"{' '.join(parts)}: {calls}"
+    assert_never(op)
+
+
+def shorten(text: str, limit: int = DETAIL_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis (the whole text is the tooltip).
+
+    A ``module:function@version`` keeps its version and function, dropping the module path
+    from the left."""
+    if len(text) <= limit:
+        return text
+    if ":" in text and "@" in text and " " not in text:  # a map's function
+        return "…" + text[-(limit - 1) :]
+    return text[: limit - 1].rstrip() + "…"
 
 
 def _operation_text(stage: Stage, counts: StageCounts) -> str:

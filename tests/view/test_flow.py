@@ -167,8 +167,12 @@ def test_dot_colours_labels_and_edges() -> None:
     labels = {lines[0]: lines for _, lines in nodes.values()}
     assert labels["flights"] == ["flights", "flights@abc"]
     assert labels["airlines"] == ["airlines", "airlines"] or labels["airlines"] == ["airlines"]
-    assert labels["by_carrier"][1:] == ["aggregate · 3 partials → combine", "2 reuse · 2 compute"]
-    assert labels["ranked"][1:] == ["sort", "0 reuse"]
+    assert labels["by_carrier"][1:] == [
+        "aggregate · 3 partials → combine",
+        "by carrier: n = count(), worst = max(delay)",
+        "2 reuse · 2 compute",
+    ]
+    assert labels["ranked"][1:] == ["sort", "-n", "0 reuse"]
     # the legend names every state in its colour
     for state, colour in PALETTE.items():
         assert f'bgcolor="{colour}"' in text, state
@@ -179,7 +183,7 @@ def test_a_past_run_shows_seconds() -> None:
     flow = flow_graph(load_blueprint(BLUEPRINT), counts)
     nodes, _ = parse_dot(flow.dot())
     late = next(lines for _, lines in nodes.values() if lines[0] == "late")
-    assert late[1:] == ["filter", "1 reuse · 2 compute · 1.25 s"]
+    assert late[1:] == ["filter", "delay > 0", "1 reuse · 2 compute · 1.25 s"]
     assert flow.node("stage:late").document()["seconds"] == 1.25
 
 
@@ -203,6 +207,7 @@ def test_document_lists_nodes_and_edges() -> None:
         "compute": 1,
         "reuse": 2,
         "operation": "join",
+        "detail": "left on carrier",
     }
     assert ["input:airlines", "stage:named"] in doc["edges"]
     assert ["stage:ranked", "output:ranked"] in doc["edges"]
