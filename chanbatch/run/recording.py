@@ -52,6 +52,9 @@ def recorded_tasks(
             task["key"] = entry.key
             task["outcome"] = entry.outcome
             task["seconds"] = entry.seconds
+            # the rows it returned (none for a cut-off task, which read nothing): the report's
+            # rows in and out per stage
+            task["rows"] = entry.rows
             task["worker"] = entry.worker
             if entry.worker_name is not None:
                 task["worker_name"] = entry.worker_name
