@@ -1,9 +1,11 @@
 """The HTML report of a run: one self-contained file built from its run record alone.
 
 The page holds the flow graph coloured by what the run did, a per-stage table (computed,
-reused, cut off, seconds), the timeline of tasks per worker (:mod:`chanbatch.view.timeline`)
-and the input and output snapshots. It loads nothing: styles are inline, pictures are inline
-SVG, and it has no script. Every text from the blueprint, the store or the data is escaped.
+reused, cut off, seconds, and rows in and out: :mod:`chanbatch.view.rows`), the timeline of
+tasks per worker (:mod:`chanbatch.view.timeline`), the input and output snapshots, and the
+first rows of each output, read from the store (:mod:`chanbatch.view.preview`). It loads
+nothing: styles are inline, pictures are inline SVG, and it has no script. Every text from the
+blueprint, the store or the data is escaped.
 
 The graph is drawn from the blueprint the caller passes (``run --report`` has it), else from
 the YAML text the record keeps, else (a record older than that) from the file it names when
@@ -26,6 +28,7 @@ from chanbatch.errors import ChanbatchError, UsageError
 from chanbatch.version import __version__
 from chanbatch.view import timeline
 from chanbatch.view.flow import COLOURS, StageCounts
+from chanbatch.view.rows import StageRows, stage_rows
 
 if TYPE_CHECKING:
     from chanbatch.blueprint.model import Blueprint
@@ -51,6 +54,8 @@ figure{margin:0;overflow-x:auto}svg{max-width:100%;height:auto}
 .swatch{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;vertical-align:-1px;
 border-radius:2px}
 #summary th{font-weight:500;color:#555}
+td.missing{color:#777;font-style:italic}
+.preview{margin-bottom:1rem}
 """
 
 
@@ -116,7 +121,7 @@ def write_report(
     """
     target = check_target(path)
     record = find_record(store, run_id, blueprint=blueprint)
-    page = render_report(record, blueprint=model)
+    page = render_report(record, blueprint=model, store=store)
     try:
         target.write_text(page, encoding="utf-8")
     except OSError as exc:
@@ -145,32 +150,43 @@ def check_target(path: str | os.PathLike[str]) -> Path:
     return target
 
 
-def render_report(record: Mapping[str, Any], *, blueprint: Blueprint | None = None) -> str:
+def render_report(
+    record: Mapping[str, Any],
+    *,
+    blueprint: Blueprint | None = None,
+    store: SnapshotStore | None = None,
+) -> str:
     """The report of the run ``record`` describes, as one HTML page (text).
 
-    ``blueprint`` (the model the run ran) draws the graph; without it the record's blueprint
-    file is read, if it still holds the same blueprint. Raises nothing for an old or partial
-    record: what is missing is said on the page.
+    ``blueprint`` (the model the run ran) draws the graph and tells what each stage reads;
+    without it the record's blueprint text (or file, if it still holds the same blueprint) is
+    read. ``store`` gives the outputs' first rows. Raises nothing for an old or partial record:
+    what is missing is said on the page.
     """
     name = str(record.get("blueprint", "?"))
     run = str(record.get("run", "?"))
     tasks = list(record.get("tasks") or [])
     stats = dict(record.get("stats") or {})
+    model, why = (blueprint, "") if blueprint is not None else _recorded_blueprint(record)
+    rows = stage_rows(record, model)
     body = [
         f"<header><h1>Run report: {escape(name)}</h1>"
         f'<p class="note">run <code id="run-id">{escape(run)}</code></p></header>',
         _summary(record, tasks, stats),
         '<section id="flow"><h2>Flow</h2>',
-        _flow(record, blueprint),
+        _flow(record, model, why),
         "</section>",
         '<section id="stages"><h2>Stages</h2>',
-        _stage_table(tasks, stats),
+        _stage_table(tasks, stats, rows, record.get("specs") or {}),
         "</section>",
         '<section id="timeline"><h2>Timeline</h2>',
         _timeline(tasks),
         "</section>",
         '<section id="snapshots"><h2>Snapshots</h2>',
         _snapshots(record),
+        "</section>",
+        '<section id="previews"><h2>Outputs: first rows</h2>',
+        _previews(record, store),
         "</section>",
         f'<footer class="note"><p>Written by chanbatch {escape(__version__)} from the run '
         "record <code>runs/" + escape(run) + ".json</code>.</p></footer>",
@@ -207,8 +223,7 @@ def _summary(record: Mapping[str, Any], tasks: list[dict[str, Any]], stats: dict
     return f'<table id="summary">{rows}</table>'
 
 
-def _flow(record: Mapping[str, Any], blueprint: Blueprint | None) -> str:
-    model, why = (blueprint, "") if blueprint is not None else _recorded_blueprint(record)
+def _flow(record: Mapping[str, Any], model: Blueprint | None, why: str) -> str:
     if model is None:
         return f'<p class="note" id="no-graph">No graph: {escape(why)}.</p>'
     from chanbatch.view.flow import GraphvizMissing, flow_graph
@@ -231,7 +246,19 @@ def _flow(record: Mapping[str, Any], blueprint: Blueprint | None) -> str:
         for name, info in (record.get("inputs") or {}).items()
     }
     outputs = {stage: info["dataset"] for stage, info in (record.get("outputs") or {}).items()}
-    flow = flow_graph(model, counts, inputs=inputs, outputs=outputs or None, title=model.name)
+    snapshots = {
+        stage: str(info["snapshot"])
+        for stage, info in (record.get("outputs") or {}).items()
+        if info.get("snapshot")
+    }
+    flow = flow_graph(
+        model,
+        counts,
+        inputs=inputs,
+        outputs=outputs or None,
+        snapshots=snapshots,
+        title=model.name,
+    )
     try:
         svg = flow.render("svg").decode("utf-8")
     except GraphvizMissing:
@@ -272,7 +299,12 @@ def _recorded_blueprint(record: Mapping[str, Any]) -> tuple[Blueprint | None, st
     return model, ""
 
 
-def _stage_table(tasks: list[dict[str, Any]], stats: dict[str, Any]) -> str:
+def _stage_table(
+    tasks: list[dict[str, Any]],
+    stats: dict[str, Any],
+    rows: Mapping[str, StageRows],
+    specs: Mapping[str, Any],
+) -> str:
     counted = stats.get("stages") or {s: c.document() for s, c in tally(tasks).items()}
     order = _stage_order(tasks)
     stages = dict(sorted(counted.items(), key=lambda item: order.get(item[0], (len(order), 0))))
@@ -281,18 +313,24 @@ def _stage_table(tasks: list[dict[str, Any]], stats: dict[str, Any]) -> str:
     head = (
         "<thead><tr><th>stage</th><th>state</th><th class='n'>computed</th>"
         "<th class='n'>reused</th><th class='n'>of which cut off</th>"
-        "<th class='n'>seconds</th></tr></thead>"
+        "<th class='n'>seconds</th><th class='n'>rows in</th><th class='n'>rows out</th>"
+        "<th class='n'>kept</th></tr></thead>"
     )
-    rows = []
+    lines = []
     for stage, c in stages.items():
         state = StageCounts(compute=int(c.get("computed", 0)), reuse=int(c.get("reused", 0))).state
-        rows.append(
+        counted_rows = rows.get(stage, StageRows())
+        lines.append(
             f'<tr class="stage" data-stage="{escape(stage)}" data-state="{state}">'
             f"<td>{escape(stage)}</td><td>{_badge(state)}</td>"
             f"<td class='n computed'>{_number(c.get('computed', 0))}</td>"
             f"<td class='n reused'>{_number(c.get('reused', 0))}</td>"
             f"<td class='n cutoff'>{_number(c.get('cutoff', 0))}</td>"
-            f"<td class='n seconds'>{float(c.get('seconds') or 0.0):.3f}</td></tr>"
+            f"<td class='n seconds'>{float(c.get('seconds') or 0.0):.3f}</td>"
+            + _rows_cell("rows-in", counted_rows.rows_in, counted_rows.why_in)
+            + _rows_cell("rows-out", counted_rows.rows_out, counted_rows.why_out)
+            + _kept_cell(counted_rows, (specs.get(stage) or {}).get("op"))
+            + "</tr>"
         )
     total = (
         "<tfoot><tr><td>all stages</td><td></td>"
@@ -300,14 +338,18 @@ def _stage_table(tasks: list[dict[str, Any]], stats: dict[str, Any]) -> str:
         f"<td class='n'>{_number(sum(int(c.get('reused', 0)) for c in stages.values()))}</td>"
         f"<td class='n'>{_number(sum(int(c.get('cutoff', 0)) for c in stages.values()))}</td>"
         f"<td class='n'>{sum(float(c.get('seconds') or 0.0) for c in stages.values()):.3f}</td>"
-        "</tr></tfoot>"
+        "<td></td><td></td><td></td></tr></tfoot>"
     )
     note = (
         '<p class="note">Seconds are the sum of a stage\'s task times over every worker, so '
         "they can add up to more than the run's wall time. A cut-off task was recomputable, "
-        "but its inputs came out unchanged, so its result was found in the cache.</p>"
+        "but its inputs came out unchanged, so its result was found in the cache. Rows out are "
+        "the rows a stage's tasks returned in this run, rows in those its upstream stages "
+        "returned (or that the run read of an input); kept is a filter's rows out over its rows "
+        "in. A task that did not run (reused, or cut off) recorded no rows, so a stage with one "
+        "says <em>not recorded</em> (hover it for why) rather than guess.</p>"
     )
-    return f'<table id="stage-table">{head}<tbody>{"".join(rows)}</tbody>{total}</table>{note}'
+    return f'<table id="stage-table">{head}<tbody>{"".join(lines)}</tbody>{total}</table>{note}'
 
 
 def _timeline(tasks: list[dict[str, Any]]) -> str:
@@ -323,17 +365,29 @@ def _timeline(tasks: list[dict[str, Any]]) -> str:
     items = "".join(
         f'<li><span class="swatch" style="background:{colour}"></span>{escape(label)}</li>'
         if colour
-        else f"<li>{escape(label)}</li>"
+        else f'<li class="more">{escape(label)}</li>'
         for label, colour in timeline.legend(tasks)
     )
-    return (
-        '<p class="note">One lane per worker, one bar per task that ran, from its start to its '
-        "end (in seconds after the run started; the axis spans the tasks only), coloured by "
-        "slice: a lane of one colour is a slice kept on one worker. Hover a bar for its stage, "
-        "slice, outcome and time. Hollow bars were cut off. Reused tasks did not run and are "
-        "only counted in the table.</p>"
-        f'<figure id="timeline-chart">{svg}</figure><ul class="legend">{items}</ul>'
-    )
+    if timeline.binned(tasks):
+        drawn = len(timeline.bars(tasks))
+        what = (
+            f'<p class="note" id="timeline-binned">Binned: {drawn:,} tasks ran, more than '
+            f"{timeline.BIN_LIMIT:,}, so each lane is drawn as {timeline.BINS} spans of time "
+            "rather than one bar per task. A span's colour is the slice its lane spent the "
+            "most time on (grey: the whole input), its strength how busy the lane was. Hover a "
+            "span for its tasks and time. The axis is in seconds after the run started; lanes "
+            "are workers and their threads (hover a name for the recorded one). Reused tasks "
+            "did not run and are only counted in the table.</p>"
+        )
+    else:
+        what = (
+            '<p class="note">One lane per worker (and thread: hover a name for the recorded '
+            "one), one bar per task that ran, from its start to its end in seconds after the "
+            "run started, coloured by slice: a lane of one colour is a slice kept on one "
+            "worker. Hover a bar for its stage, slice, outcome and time. Hollow bars were cut "
+            "off. Reused tasks did not run and are only counted in the table.</p>"
+        )
+    return f'{what}<figure id="timeline-chart">{svg}</figure><ul class="legend">{items}</ul>'
 
 
 def _snapshots(record: Mapping[str, Any]) -> str:
@@ -363,6 +417,56 @@ def _snapshots(record: Mapping[str, Any]) -> str:
     )
 
 
+def _previews(record: Mapping[str, Any], store: SnapshotStore | None) -> str:
+    from chanbatch.view.preview import PREVIEW_ROWS, preview
+
+    outputs = record.get("outputs") or {}
+    if not outputs:
+        return '<p class="note">The run record lists no outputs.</p>'
+    if store is None:
+        return (
+            '<p class="note" id="no-preview">No preview: this report was drawn without the '
+            "store.</p>"
+        )
+    parts = [
+        f'<p class="note">The first {PREVIEW_ROWS} rows of each output snapshot this run wrote, '
+        "read from the store.</p>"
+    ]
+    for stage, info in outputs.items():
+        dataset = str(info.get("dataset", ""))
+        snapshot = str(info.get("snapshot", ""))
+        shown = preview(store, snapshot) if snapshot else None
+        title = (
+            f"<h3>{escape(dataset)} <code>@{escape(snapshot[:12])}</code></h3>"
+            if snapshot
+            else f"<h3>{escape(dataset)}</h3>"
+        )
+        attrs = f'class="preview" data-stage="{escape(stage)}" data-dataset="{escape(dataset)}"'
+        if shown is None or shown.problem:
+            why = shown.problem if shown is not None else "the record names no snapshot"
+            parts.append(f'<div {attrs}>{title}<p class="note">{escape(why)}.</p></div>')
+            continue
+        head = "".join(
+            f"<th class='n'>{escape(c)}</th>" if n else f"<th>{escape(c)}</th>"
+            for c, n in zip(shown.columns, shown.numeric, strict=True)
+        )
+        body = "".join(
+            "<tr>"
+            + "".join(
+                f"<td class='n'>{escape(v)}</td>" if n else f"<td>{escape(v)}</td>"
+                for v, n in zip(row, shown.numeric, strict=True)
+            )
+            + "</tr>"
+            for row in shown.rows
+        )
+        count = f"{len(shown.rows):,} of {shown.total:,} rows"
+        parts.append(
+            f"<div {attrs}>{title}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
+            f'</table><p class="note">{count}</p></div>'
+        )
+    return "".join(parts)
+
+
 def _stage_order(tasks: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
     """Stage -> (depth, first appearance): the flow's order, read from the tasks' ``deps``
     (the record's stats and specs are keyed in plan or sorted order)."""
@@ -386,6 +490,19 @@ def _stage_order(tasks: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
 
 
 # -- small pieces ----------------------------------------------------------------------------------
+
+
+def _rows_cell(name: str, value: int | None, why: str) -> str:
+    if value is None:
+        return f"<td class='n {name} missing' title=\"{escape(why)}\">not recorded</td>"
+    return f"<td class='n {name}'>{value:,}</td>"
+
+
+def _kept_cell(rows: StageRows, operation: Any) -> str:
+    kept = rows.kept
+    if operation != "filter" or kept is None:
+        return "<td class='n kept'></td>"
+    return f"<td class='n kept' title=\"{rows.rows_out:,} of {rows.rows_in:,}\">{kept:.1%}</td>"
 
 
 def _badge(state: str) -> str:
