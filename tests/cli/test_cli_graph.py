@@ -294,3 +294,38 @@ def test_bad_usage_gives_one_error_line(shared: tuple[Path, Path], tmp_path: Pat
     assert assert_one_error_line(ref, 2, "nope") == assert_one_error_line(plan, 2)
     missing = run("graph", tmp_path / "missing.yaml", store=store)
     assert missing.code == 2 and "Traceback" not in missing.stderr
+
+
+def dot_labels(text: str) -> dict[str, list[str]]:
+    """Node name -> the lines of its label, as plain text, from DOT node lines."""
+    labels = {}
+    for line in text.splitlines():
+        if m := re.search(r"label=<(.*)>\]$", line):
+            lines = [html.unescape(re.sub(r"</?b>", "", part)) for part in m[1].split("<br/>")]
+            labels[lines[0]] = lines
+    return labels
+
+
+def test_stages_show_their_operation_and_the_output_its_snapshot(
+    project: Path, store: Path
+) -> None:
+    before = dot_labels(ok("graph", project, store=store).stdout)
+    # each operation as the YAML above writes it
+    assert before["late"][1:3] == ["filter", "delay > 0"]
+    assert before["named"][1:3] == ["join", "left on carrier"]
+    assert before["by_carrier"][2] == "by carrier: n = count(), worst = max(delay)"
+    assert before["top"][1:3] == ["sort", "-n"]
+    # not written yet: the output node names its dataset and nothing more, and graph succeeds
+    assert before["carrier_delays"] == ["carrier_delays"]
+    node = {n["id"]: n for n in ok_json("graph", project, store=store)["nodes"]}
+    assert "snapshot" not in node["output:top"]
+    assert node["stage:late"]["detail"] == "delay > 0"
+
+    ok("run", project, store=store)
+    snapshot = ok_json("snapshot", "inspect", "carrier_delays", store=store)["snapshot"]
+    after = dot_labels(ok("graph", project, store=store).stdout)
+    assert after["carrier_delays"] == ["carrier_delays", f"@{snapshot[:12]}"]
+    node = {n["id"]: n for n in ok_json("graph", project, store=store)["nodes"]}
+    assert node["output:top"]["snapshot"] == snapshot
+    mermaid = ok("graph", project, "--format", "mermaid", store=store).stdout
+    assert f"@{snapshot[:12]}" in mermaid

@@ -392,3 +392,98 @@ def test_plan_flow_counts_what_the_plan_decides(tmp_path: Path) -> None:
     assert flow.node("stage:by_carrier").counts.partials == 4
     snapshot = report.document()["inputs"]["flights"]["snapshot"]
     assert flow.node("input:flights").lines[1] == f"flights@{snapshot[:12]} · 4 slices"
+
+
+# -- each stage's operation, and each output's snapshot ----------------------------------------
+
+EVERY_KIND = """
+name: every_kind
+inputs: {t: t, names: names}
+stages:
+  kept: {from: t, filter: "v > 0 and kind != 'x'"}
+  scaled: {from: kept, derive: {w: "v * 3", big: "w > 1"}}
+  cols: {from: scaled, select: [day, kind, w]}
+  renamed: {from: cols, rename: {w: weight}}
+  both: {from: renamed, union: [renamed]}
+  named: {from: both, join: {right: names, on: [kind, day], how: outer}}
+  per_kind: {from: named, group_by: [kind], aggregate: {n: count(), total: sum(weight)}}
+  ranked: {from: per_kind, sort: [-n, kind]}
+  few: {from: ranked, limit: 1000}
+  rolling:
+    from: both
+    window:
+      partition_by: kind
+      order_by: day
+      rows: {preceding: 2}
+      columns: {near: sum(weight)}
+  udf: {from: few, map: {function: "our_team.analytics.cleaning.functions:drop_outliers_by_zscore", version: "2"}}
+outputs: {udf: cleaned, rolling: rolled}
+"""
+
+# What each stage's node says of its operation, written out from the YAML above.
+EXPECTED_DETAIL = {
+    "kept": ("filter", "v > 0 and kind != 'x'"),
+    "scaled": ("derive", "w = v * 3, big = w > 1"),
+    "cols": ("select", "day, kind, w"),
+    "renamed": ("rename", "w → weight"),
+    "both": ("union", "renamed + renamed"),
+    "named": ("join", "outer on kind, day"),
+    "per_kind": ("aggregate", "by kind: n = count(), total = sum(weight)"),
+    "ranked": ("sort", "-n, kind"),
+    "few": ("limit", "first 1,000"),
+    "udf": ("map", "our_team.analytics.cleaning.functions:drop_outliers_by_zscore@2"),
+}
+
+
+def test_each_stage_shows_its_operation_in_dot_mermaid_and_json() -> None:
+    flow = flow_graph(load_blueprint(EVERY_KIND), {})
+    nodes, _ = parse_dot(flow.dot())
+    labels = {lines[0]: lines for _, lines in nodes.values()}
+    mermaid = {lines[0]: lines for _, lines in parse_mermaid(flow.mermaid())[0].values()}
+    doc = {n["id"]: n for n in flow.document()["nodes"]}
+    for stage, (kind, detail) in EXPECTED_DETAIL.items():
+        assert labels[stage][1].startswith(kind), labels[stage]
+        assert doc[f"stage:{stage}"]["detail"] == detail
+        shown = labels[stage][2]
+        if len(detail) <= flowmod.DETAIL_LIMIT:
+            assert shown == detail
+        else:  # shortened to fit, never longer than the limit
+            assert len(shown) <= flowmod.DETAIL_LIMIT and "…" in shown
+        assert mermaid[stage][2] == shown
+    # a long map function keeps its name and version; the module path gives way
+    assert labels["udf"][2].endswith("drop_outliers_by_zscore@2")
+    assert labels["udf"][2].startswith("…")
+    window = doc["stage:rolling"]["detail"]
+    assert window.startswith("by kind order day")
+    assert "rows 2 preceding to 0 following" in window and window.endswith("near = sum(weight)")
+    # the whole text is each node's tooltip in DOT
+    tooltips = dict(re.findall(r'id="stage:(\w+)", tooltip="([^"]*)"', flow.dot()))
+    assert tooltips["udf"] == EXPECTED_DETAIL["udf"][1]
+    assert tooltips["kept"] == "v > 0 and kind != 'x'"
+
+
+@needs_dot
+def test_svg_tooltips_hold_the_whole_operation() -> None:
+    flow = flow_graph(load_blueprint(EVERY_KIND), {})
+    svg = ET.fromstring(flow.render("svg"))
+    tips = {
+        a.get("{http://www.w3.org/1999/xlink}title")
+        for a in svg.iter("{http://www.w3.org/2000/svg}a")
+    }
+    for _, detail in EXPECTED_DETAIL.values():
+        assert detail in tips, detail
+    texts = {t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")}
+    assert "v > 0 and kind != 'x'" in texts
+    assert "by kind: n = count(), total = sum(weight)" in texts
+
+
+def test_outputs_show_their_snapshot_only_when_they_have_one() -> None:
+    snapshot = "ab" * 32
+    flow = flow_graph(load_blueprint(EVERY_KIND), {}, snapshots={"udf": snapshot})
+    nodes, _ = parse_dot(flow.dot())
+    labels = {lines[0]: lines for _, lines in nodes.values()}
+    assert labels["cleaned"] == ["cleaned", f"@{snapshot[:12]}"]
+    assert labels["rolled"] == ["rolled"]  # not written yet: nothing, and no error
+    doc = {n["id"]: n for n in flow.document()["nodes"]}
+    assert doc["output:udf"]["snapshot"] == snapshot
+    assert "snapshot" not in doc["output:rolling"]
