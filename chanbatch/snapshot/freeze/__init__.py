@@ -19,6 +19,7 @@ from chanbatch.snapshot import refs
 from chanbatch.snapshot.freeze.commit import _columns, _Proposal, _result
 from chanbatch.snapshot.freeze.cut import KeyFunction, _cut
 from chanbatch.snapshot.freeze.load import _label_inputs, _load
+from chanbatch.snapshot.freeze.progress import Progress, SliceCount, Step, Watcher, _Reporter
 from chanbatch.snapshot.freeze.result import FreezeResult, FrozenSlice
 from chanbatch.snapshot.freeze.schema import (
     _base_label,
@@ -26,12 +27,22 @@ from chanbatch.snapshot.freeze.schema import (
     _check_key_types,
     _unify_inputs,
 )
-from chanbatch.snapshot.freeze.write import Progress, _write_slices, encode_parquet
+from chanbatch.snapshot.freeze.write import _write_slices, encode_parquet
 from chanbatch.snapshot.names import SliceKey, check_dataset_name, key_type, sort_token
 from chanbatch.snapshot.objects import get_snapshot
 from chanbatch.snapshot.storage import Storage
 
-__all__ = ["FreezeResult", "FrozenSlice", "KeyFunction", "Progress", "encode_parquet", "freeze"]
+__all__ = [
+    "FreezeResult",
+    "FrozenSlice",
+    "KeyFunction",
+    "Progress",
+    "SliceCount",
+    "Step",
+    "Watcher",
+    "encode_parquet",
+    "freeze",
+]
 
 
 def freeze(
@@ -55,6 +66,10 @@ def freeze(
     these slices, whatever the head held (a run's output: the result of this run, no more);
     history is kept either way.
 
+    ``progress`` is told of each slice written as ``progress(done, total)``; one with a
+    ``step`` method (a :class:`Watcher`) is told instead each :class:`Step` of reading,
+    cutting and writing, with bytes and rows (:mod:`~chanbatch.snapshot.freeze.progress`).
+
     ``data`` is a pandas, pyarrow or dask DataFrame, one or more Parquet/CSV file paths, or a
     mapping of slice key to frame.
     Slices come from ``slice`` (all of it is one slice), ``slice_by`` (one slice per value of a
@@ -73,19 +88,20 @@ def freeze(
     head = refs.head(storage, dataset)
     base = get_snapshot(storage, head.snapshot) if head else None
 
-    inputs = _load(data, slice, slice_by, base.key_type if base else None, encoding)
+    reporter = _Reporter(progress)
+    inputs = _load(data, slice, slice_by, base.key_type if base else None, encoding, reporter)
     _label_inputs(inputs, slice, slice_by)
     base_label = _base_label(dataset, base)
     if replace:
         base = None  # the head neither constrains the schema nor contributes slices
     target = _unify_inputs(inputs, _base_schema(storage, base) if base else None, base_label)
     split = key_of if key_of is not None else slice_by
-    pieces = _cut(inputs, target, slice, split, base.key_type if base else None)
+    pieces = _cut(inputs, target, slice, split, base.key_type if base else None, reporter)
     _check_key_types(pieces.keys(), base, dataset)
 
     keys = sorted(pieces, key=sort_token)
     healed: set[SliceKey] = set()
-    written = _write_slices(storage, keys, pieces, target, progress, healed)
+    written = _write_slices(storage, keys, pieces, target, reporter, healed)
 
     proposal = _Proposal(
         storage=storage,

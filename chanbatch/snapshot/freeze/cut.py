@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from chanbatch.errors import InputError, did_you_mean
 from chanbatch.snapshot.freeze.load import _Input
+from chanbatch.snapshot.freeze.progress import _Reporter
 from chanbatch.snapshot.freeze.schema import _conform
 from chanbatch.snapshot.names import KeyType, SliceKey, parse_key
 from chanbatch.snapshot.normalize import normalize_batch
@@ -98,11 +99,12 @@ def _cut(
     slice: SliceKey | None,
     slice_by: SplitBy | None,
     kind: KeyType | None,
+    reporter: _Reporter | None = None,
 ) -> dict[SliceKey, Piece]:
     """Each slice key's piece: its whole tables, or the ``_Cut``s of split batches with its rows."""
     if slice is None and slice_by is not None:
         cuts: dict[SliceKey, list[_Cut]] = defaultdict(list)
-        for cut in _split(inputs, slice_by):
+        for cut in _split(inputs, slice_by, reporter):
             for key in cut.spans:
                 cuts[key].append(cut)
         return {key: SplitPiece(tuple(found)) for key, found in cuts.items()}
@@ -118,7 +120,7 @@ def _cut(
     return {key: WholePiece(tuple(found)) for key, found in tables.items()}
 
 
-def _split(inputs: list[_Input], column: SplitBy) -> list[_Cut]:
+def _split(inputs: list[_Input], column: SplitBy, reporter: _Reporter | None = None) -> list[_Cut]:
     """Cut the inputs into batches whose rows are grouped by ``column`` (or the key a
     :class:`KeyFunction` computes), keeping input order.
 
@@ -135,11 +137,19 @@ def _split(inputs: list[_Input], column: SplitBy) -> list[_Cut]:
         for batch in item.table.to_batches(max_chunksize=_BATCH_ROWS):
             batches.append((item, row_bytes, batch))
 
+    total = sum(batch.num_rows for _, _, batch in batches)
+    if reporter is not None:
+        reporter.cutting(0, total)
+
     def cut(seq: int) -> _Cut:
         item, row_bytes, batch = batches[seq]
         if isinstance(column, str):
-            return _group(seq, batch, item.lazy, row_bytes, column)
-        return _group(seq, batch, item.lazy, row_bytes, _computed_keys(column, batch, item))
+            done = _group(seq, batch, item.lazy, row_bytes, column)
+        else:
+            done = _group(seq, batch, item.lazy, row_bytes, _computed_keys(column, batch, item))
+        if reporter is not None:
+            reporter.cutting(batch.num_rows, total)
+        return done
 
     with ThreadPoolExecutor(_WORKERS) as pool:
         return list(pool.map(cut, range(len(batches))))

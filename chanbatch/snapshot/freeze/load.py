@@ -6,13 +6,16 @@ the input is one slice (a file keyed by its stem, or an entry of a mapping).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chanbatch.errors import InputError, UsageError
+from chanbatch.snapshot.freeze.progress import _Reporter
 from chanbatch.snapshot.names import KeyType, SliceKey, encode_key, parse_key, sort_token
 from chanbatch.snapshot.normalize import normalize_schema, normalize_table
 
@@ -39,12 +42,13 @@ def _load(
     slice_by: str | None,
     kind: KeyType | None,
     encoding: str = "utf-8",
+    reporter: _Reporter | None = None,
 ) -> list[_Input]:
     if isinstance(data, str | os.PathLike) or (
         isinstance(data, Sequence) and not isinstance(data, str) and _all_paths(data)
     ):
         paths = [data] if isinstance(data, str | os.PathLike) else list(data)
-        return _load_files(paths, slice, slice_by, kind, encoding)
+        return _load_files(paths, slice, slice_by, kind, encoding, reporter)
     if isinstance(data, Mapping) and slice is None and slice_by is None:
         return [
             _Input(label=f"slice {key}", table=normalize_table(_to_arrow(frame)), key=key)
@@ -66,6 +70,7 @@ def _load_files(
     slice_by: str | None,
     kind: KeyType | None,
     encoding: str,
+    reporter: _Reporter | None = None,
 ) -> list[_Input]:
     if not paths:
         raise UsageError("no files given to freeze")
@@ -73,8 +78,9 @@ def _load_files(
         _check_stems(paths, kind)
     lazy = slice is None and slice_by is not None
     inputs = []
-    for path in paths:
-        raw = _read_file(Path(path), encoding)
+    watch = _read_watch(paths, reporter)
+    for i, path in enumerate(paths):
+        raw = _read_file(Path(path), encoding, watch(i))
         if raw.num_rows == 0:
             # A header-only CSV or a zero-row Parquet file is most often a failed export; a
             # slice frozen from it would replace real rows with none, so say so instead.
@@ -137,7 +143,69 @@ def _stem(path: Path) -> str:
     return name.rsplit(".", 1)[0] if "." in name else name
 
 
-def _read_file(path: Path, encoding: str = "utf-8") -> pa.Table:
+_OnRead = Callable[[int], None]
+
+
+def _read_watch(paths: list[Any], reporter: _Reporter | None) -> Callable[[int], _OnRead | None]:
+    """For the ``i``-th file, a callback counting the bytes read of it into ``reporter``'s
+    reading step (None when nobody watches)."""
+    if reporter is None or not reporter.watching:
+        return lambda i: None
+    sizes = []
+    for path in paths:
+        try:
+            sizes.append(os.path.getsize(path))
+        except OSError:  # reported with its file when that is read
+            sizes.append(0)
+    total = sum(sizes)
+
+    def watch(i: int) -> _OnRead:
+        name = Path(paths[i]).name + (f" ({i + 1} of {len(paths)})" if len(paths) > 1 else "")
+        reporter.reading(name, 0, total)
+        return lambda n: reporter.reading(name, n, total)
+
+    return watch
+
+
+class _CountedFile(io.FileIO):
+    """A file read for pyarrow that tells ``on_read`` how many bytes each read took, so a
+    watcher sees a big file being read rather than nothing until it is all in."""
+
+    def __init__(self, path: Path, on_read: _OnRead) -> None:
+        super().__init__(path, "rb")
+        self.on_read = on_read
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if data:
+            self.on_read(len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int | None:
+        n = super().readinto(buffer)
+        if n:
+            self.on_read(n)
+        return n
+
+
+# compressions pyarrow detects from a CSV path's suffix, named for a counted file that has none
+_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}
+
+
+@contextlib.contextmanager
+def _source(path: Path, on_read: _OnRead | None, compressed: bool = False) -> Iterator[Any]:
+    """What pyarrow reads ``path`` from: the path itself, or a counted file when watched."""
+    if on_read is None:
+        yield path
+        return
+    import pyarrow as pa
+
+    with _CountedFile(path, on_read) as counted:
+        codec = _CODECS.get(path.suffix.lower()) if compressed else None
+        yield pa.input_stream(counted, compression=codec) if codec else counted
+
+
+def _read_file(path: Path, encoding: str = "utf-8", on_read: _OnRead | None = None) -> pa.Table:
     import pyarrow as pa
 
     if not path.is_file():
@@ -147,12 +215,15 @@ def _read_file(path: Path, encoding: str = "utf-8") -> pa.Table:
         if ".parquet" in suffixes or ".pq" in suffixes:
             import pyarrow.parquet as pq
 
-            table = pq.read_table(path)
+            with _source(path, on_read) as source:
+                table = pq.read_table(source)
             pandas_meta = table.schema.pandas_metadata or {}
             index = [c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)]
             return table.drop_columns(index) if index else table
         if ".csv" in suffixes or ".tsv" in suffixes:
-            return _read_csv(path, "\t" if ".tsv" in suffixes else ",", encoding)
+            delimiter = "\t" if ".tsv" in suffixes else ","
+            with _source(path, on_read, compressed=True) as source:
+                return _read_csv(path, delimiter, encoding, source)
     except LookupError as exc:  # codecs: an encoding Python does not know
         raise UsageError(
             f"unknown text encoding {encoding!r} for {path}",
@@ -167,7 +238,7 @@ def _read_file(path: Path, encoding: str = "utf-8") -> pa.Table:
     )
 
 
-def _read_csv(path: Path, delimiter: str, encoding: str) -> pa.Table:
+def _read_csv(path: Path, delimiter: str, encoding: str, source: Any) -> pa.Table:
     """A CSV file's table; raises InputError when its text is not in ``encoding``.
 
     pyarrow reads bytes that are not valid UTF-8 as ``binary`` columns, without a word: frozen
@@ -180,7 +251,7 @@ def _read_csv(path: Path, delimiter: str, encoding: str) -> pa.Table:
 
     codec = codecs.lookup(encoding).name
     table = pacsv.read_csv(
-        path,
+        source,
         read_options=pacsv.ReadOptions(encoding=codec),
         parse_options=pacsv.ParseOptions(delimiter=delimiter),
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, assert_never
 
@@ -24,6 +24,7 @@ from chanbatch.snapshot.freeze.cut import (
     _Taken,
     _waves,
 )
+from chanbatch.snapshot.freeze.progress import Progress, _Reporter
 from chanbatch.snapshot.layout import object_path
 from chanbatch.snapshot.manifest import Part, SliceManifest
 from chanbatch.snapshot.names import SliceKey
@@ -34,15 +35,21 @@ from chanbatch.snapshot.storage import Storage
 if TYPE_CHECKING:
     import pyarrow as pa
 
-Progress = Callable[[int, int], None]
-
 
 class _SliceWriter:
     """Writes one slice at a time (from any thread) as objects of ``PART_ROWS`` rows and a
-    slice manifest, noting in ``healed`` the keys of slices whose files it found damaged."""
+    slice manifest, noting in ``healed`` the keys of slices whose files it found damaged, and
+    telling ``reporter`` of each object and slice written."""
 
-    def __init__(self, storage: Storage, schema: pa.Schema, healed: set[SliceKey] | None) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        schema: pa.Schema,
+        healed: set[SliceKey] | None,
+        reporter: _Reporter | None = None,
+    ) -> None:
         self.storage, self.schema, self.healed = storage, schema, healed
+        self.reporter = reporter
 
     def write(self, key: SliceKey, table: pa.Table) -> SliceManifest:
         table = table.combine_chunks()
@@ -53,8 +60,12 @@ class _SliceWriter:
             oid, size, damaged = _write_object(self.storage, chunk)
             parts.append(Part(object=oid, rows=chunk.num_rows, bytes=size))
             mended |= damaged
+            if self.reporter is not None:
+                self.reporter.wrote(chunk.num_rows, size)
         manifest = SliceManifest(key=key, parts=tuple(parts))
         mended |= write_manifest(self.storage, manifest)[1]
+        if self.reporter is not None:
+            self.reporter.wrote(0, 0, slices=1)
         if mended and self.healed is not None:
             self.healed.add(key)
         return manifest
@@ -81,7 +92,7 @@ def _write_slices(
     keys: list[SliceKey],
     pieces: Mapping[SliceKey, Piece],
     schema: pa.Schema,
-    progress: Progress | None,
+    progress: Progress | _Reporter | None,
     healed: set[SliceKey] | None = None,
 ) -> list[SliceManifest]:
     """Write every slice's objects and manifest; returns the manifests in ``keys`` order.
@@ -93,17 +104,22 @@ def _write_slices(
     is in cache), then each slice is assembled from its pieces and written. The next wave is
     taken while this one's last slices are written, so two waves at most are in memory.
     """
-    writer = _SliceWriter(storage, schema, healed)
+    reporter = progress if isinstance(progress, _Reporter) else _Reporter(progress)
+    writer = _SliceWriter(storage, schema, healed, reporter if reporter.watching else None)
     whole: dict[SliceKey, WholePiece] = {}
     split: dict[SliceKey, tuple[_Cut, ...]] = {}
+    rows = 0
     for key in keys:
         match pieces[key]:
             case WholePiece() as piece:
                 whole[key] = piece
+                rows += sum(table.num_rows for table in piece.tables)
             case SplitPiece(cuts):
                 split[key] = cuts
+                rows += sum(cut.rows(key) for cut in cuts)
             case unknown:
                 assert_never(unknown)
+    reporter.writing(rows, len(keys))
     position = {key: i for i, key in enumerate(keys)}
     futures: dict[SliceKey, Future[SliceManifest]] = {}
     results: list[SliceManifest] = []
@@ -112,8 +128,7 @@ def _write_slices(
         """Wait for the first ``count`` slices, in key order, and report each as it is done."""
         while len(results) < count:
             results.append(futures.pop(keys[len(results)]).result())
-            if progress is not None:
-                progress(len(results), len(keys))
+            reporter.collected(len(results), len(keys))
 
     with ThreadPoolExecutor(_WORKERS) as pool:
         try:
