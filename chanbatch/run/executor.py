@@ -35,9 +35,9 @@ Executed = tuple[dict[str, Any], list["TaskOutcome"]]
 
 
 class Progress(Protocol):
-    """What a run tells a progress display: the tasks each stage will run, then each one as it
-    finishes (``computed``, or ``cutoff`` when found in the cache after all), and notes such as
-    the dashboard's address."""
+    """What a run tells a progress display: the tasks each stage will run (stages in flow
+    order, each after the stages it reads), then each one as it finishes (``computed``, or
+    ``cutoff`` when found in the cache after all), and notes such as the dashboard's address."""
 
     def begin(self, totals: dict[str, int]) -> None: ...
 

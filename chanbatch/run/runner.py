@@ -267,12 +267,13 @@ def _execute(run: _Run, progress: Progress | None) -> dict[str, Any]:
     url = run.executor.worker_url(run.store.storage)
     graph = build_graph(plan, run.report.decisions, url, run.allow, run=run.intent.run)
     if progress is not None:
-        totals: dict[str, int] = {}
+        counts: dict[str, int] = {}
         for key in run.computed:
             stage = plan.tasks[key].stage
-            if stage in plan.blueprint.stages:
-                totals[stage] = totals.get(stage, 0) + 1
-        progress.begin(totals)
+            counts[stage] = counts.get(stage, 0) + 1
+        # in flow order, first stage first, as a display lists them
+        order = plan.blueprint.topological_order()
+        progress.begin({stage: counts[stage] for stage in order if stage in counts})
     targets = [k for stage in run.blueprint.outputs for k in plan.results[stage].keys if k]
     unique = list(dict.fromkeys(targets))
     fusion = Fusion(url, run.intent.run, run.allow)
