@@ -124,9 +124,9 @@ def plain(tty: str) -> str:
 def test_freeze_draws_a_bar_on_a_terminal_only(tmp_path: Path, sources: list[Path]) -> None:
     code, stdout, tty = on_pty("snapshot", "freeze", "orders", *sources, "--store", tmp_path / "a")
     assert code == 0, tty
-    assert "freezing slices" in tty and "\x1b[" in tty, repr(tty)
-    assert re.search(r"freezing slices .* 5/5 ", plain(tty)), repr(tty)  # five slices, all done
-    assert "freezing slices" not in stdout
+    assert "writing" in tty and "\x1b[" in tty, repr(tty)
+    assert re.search(r"writing .* 5/5 slices", plain(tty)), repr(tty)  # five slices, all done
+    assert "writing" not in stdout
     # The same freeze with stderr on a pipe: no bar, and nothing else on stderr either.
     piped = ok("snapshot", "freeze", "orders", *sources, store=tmp_path / "b")
     assert piped.stderr == ""

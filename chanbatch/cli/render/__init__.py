@@ -6,13 +6,15 @@ and notes on stderr. One module per kind of output:
 
 - :mod:`~chanbatch.cli.render.terminal`: the consoles, the global options, value formatting;
 - :mod:`~chanbatch.cli.render.progress`: progress bars of a freeze and of a run;
+- :mod:`~chanbatch.cli.render.live`: the live displays they draw (a freeze's phases, a run's
+  overall bar over its stages);
 - :mod:`~chanbatch.cli.render.snapshots`: freeze, demo, list, history, inspect, verify, diff, gc;
 - :mod:`~chanbatch.cli.render.runs`: plan, run, explain and the cache.
 """
 
+from chanbatch.cli.render.live import FreezeView, RunView
 from chanbatch.cli.render.progress import (
     RunNotes,
-    StageBars,
     freeze_progress,
     progress_bar,
     run_progress,
@@ -47,8 +49,9 @@ from chanbatch.cli.render.terminal import (
 )
 
 __all__ = [
+    "FreezeView",
     "RunNotes",
-    "StageBars",
+    "RunView",
     "bars_allowed",
     "cache_list",
     "cache_usage",

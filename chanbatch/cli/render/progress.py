@@ -1,4 +1,5 @@
-"""Progress on stderr: a freeze's bar and a run's bars per stage (or only its notes)."""
+"""Progress on stderr: a freeze's phases and a run's bars (or only its notes), drawn by
+:mod:`~chanbatch.cli.render.live`, on a terminal only."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from rich.markup import escape
-
+from chanbatch.cli.render.live import FreezeView, RunView
 from chanbatch.cli.render.terminal import bars_allowed, err_console, note, on_terminal, quiet
 
 
@@ -47,59 +47,19 @@ def progress_bar(
             progress.stop()
 
 
-def freeze_progress(enabled: bool = True) -> Any:
-    """A freeze's bar, shown once it has more than 3 slices."""
-    return progress_bar("freezing slices", enabled=enabled, min_total=3)
-
-
-class StageBars:
-    """A run's progress: one bar per stage, tasks done out of tasks to run, with the tasks cut
-    off early (found in the cache once their inputs came out unchanged) counted apart."""
-
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        self.progress = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            "{task.fields[note]}",
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        )
-        self.bars: dict[str, Any] = {}
-        self.cutoff: dict[str, int] = {}
-        self.started = False
-
-    def begin(self, totals: dict[str, int]) -> None:
-        if not totals:
-            return
-        self.progress.start()
-        self.started = True
-        width = max(len(stage) for stage in totals)
-        for stage, total in totals.items():
-            self.bars[stage] = self.progress.add_task(stage.ljust(width), total=total, note="")
-
-    def advance(self, stage: str, outcome: str) -> None:
-        bar = self.bars.get(stage)
-        if bar is None:
-            return
-        note = None
-        if outcome == "cutoff":
-            self.cutoff[stage] = self.cutoff.get(stage, 0) + 1
-            note = f"{self.cutoff[stage]} unchanged, reused"
-        if note is None:
-            self.progress.advance(bar)
-        else:
-            self.progress.update(bar, advance=1, note=note)
-
-    def message(self, text: str) -> None:
-        err_console.print(escape(text))
-
-    def stop(self) -> None:
-        if self.started:
-            self.progress.stop()
+@contextlib.contextmanager
+def freeze_progress(enabled: bool = True) -> Iterator[FreezeView | None]:
+    """A freeze's live display of reading, cutting and writing (a ``Watcher`` to pass as
+    ``progress=``), drawn from the moment it is entered; None off a terminal, with ``-q``,
+    ``--no-progress``, or ``enabled=False`` (``--json``)."""
+    if not enabled or not bars_allowed():
+        yield None
+        return
+    view = FreezeView()
+    try:
+        yield view
+    finally:
+        view.stop()
 
 
 class RunNotes:
@@ -116,16 +76,16 @@ class RunNotes:
 
 
 @contextlib.contextmanager
-def run_progress(enabled: bool = True) -> Iterator[StageBars | RunNotes | None]:
-    """A run's bars and notes, on a terminal only; ``enabled=False`` (``--json``) and ``-q``
-    show neither, ``--no-progress`` only the notes."""
+def run_progress(enabled: bool = True) -> Iterator[RunView | RunNotes | None]:
+    """A run's bars (all tasks, then each stage in flow order) and notes, on a terminal only;
+    ``enabled=False`` (``--json``) and ``-q`` show neither, ``--no-progress`` only the notes."""
     if not enabled or quiet() or not on_terminal():
         yield None
         return
     if not bars_allowed():
         yield RunNotes()
         return
-    bars = StageBars()
+    bars = RunView()
     try:
         yield bars
     finally:
