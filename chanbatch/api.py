@@ -55,9 +55,12 @@ class Store(SnapshotStore):
         (:func:`chanbatch.snapshot.freeze.freeze`). ``slice_by`` is a column, or an expression
         of the blueprint language computing each row's slice key from its columns, such as
         ``"date(time_hour)"`` or ``"year_month(l_shipdate)"``: an integer, date or string."""
-        from chanbatch.engine.slicing import slice_key
+        key_of = None
+        if slice_by is not None and slice is None and not slice_by.isidentifier():
+            # an expression: the engine (and pandas) are imported only for one
+            from chanbatch.engine.slicing import slice_key
 
-        key_of = slice_key(slice_by) if slice_by is not None and slice is None else None
+            key_of = slice_key(slice_by)
         return super().freeze(
             dataset, data, slice=slice, slice_by=slice_by, key_of=key_of, **options
         )
