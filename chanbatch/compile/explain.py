@@ -20,6 +20,8 @@ from chanbatch.snapshot.objects import get_snapshot
 from chanbatch.snapshot.storage import Storage
 
 NOT_CACHED = "not in the cache (evicted, corrupt, or not kept)"
+#: The end of a provisional task's reason (``plan``'s tables shorten it to "may reuse").
+MAY_REUSE = "reused if its inputs come out unchanged"
 _SHOWN = 6  # slices a reason names at most (it lists five, then "...")
 
 
@@ -88,7 +90,7 @@ def explain(
         if reason == NOT_CACHED and key in consumers:
             reason = f"input to {consumers[key].label}, which is recomputed"
         if decision.provisional:
-            reason += "; reused if its inputs come out unchanged"
+            reason += f"; {MAY_REUSE}"
         out[key] = replace(decision, reason=reason)
     return out
 

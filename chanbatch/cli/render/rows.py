@@ -35,6 +35,7 @@ class Column:
     cells: list[str]
     atomic: bool  # a number, date, time or bool: never wrapped, right-aligned if a number
     right: bool
+    least: int = 0  # a text column no narrower than this (a number in it is never folded)
 
     @property
     def natural(self) -> int:
@@ -44,7 +45,7 @@ class Column:
     def minimum(self) -> int:
         if self.atomic:
             return self.natural
-        return max(cell_len(self.name), min(self.natural, MIN_TEXT))
+        return max(cell_len(self.name), min(self.natural, MIN_TEXT), self.least)
 
 
 def value_text(value: Any) -> str:

@@ -3,6 +3,7 @@ and gc."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich import box
@@ -10,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from chanbatch.cli.commands import count
+from chanbatch.cli.render.tables import Col, fitted
 from chanbatch.cli.render.terminal import SLICE_PREVIEW, cell, console, err_console, rows, when
 from chanbatch.html import human_bytes
 from chanbatch.ids import short
@@ -77,41 +79,50 @@ def dataset_list(url: str, entries: list[dict[str, Any]]) -> None:
     if not entries:
         console.print(f"No datasets in {url}. Try [bold]chanbatch demo[/].")
         return
-    table = Table(box=box.SIMPLE_HEAD, title=f"datasets in {url}")
-    for name in ("dataset", "snapshot", "version", "slices", "rows", "bytes", "updated"):
-        table.add_column(
-            name, justify="right" if name in ("version", "slices", "rows", "bytes") else "left"
-        )
-    for e in entries:
-        table.add_row(
-            e["dataset"],
+    columns = [
+        Col("dataset"),
+        Col("snapshot", "id"),
+        *(Col(name, "number") for name in ("version", "slices", "rows", "bytes")),
+        Col("updated", "text"),
+    ]
+    table = [
+        [
+            escape(e["dataset"]),
             short(e["snapshot"]),
             str(e["version"]),
             str(e["slices"]),
             rows(e["rows"]),
             human_bytes(e["bytes"]),
             when(e["updated"]),
-        )
-    console.print(table)
+        ]
+        for e in entries
+    ]
+    console.print(fitted(columns, table, title=escape(f"datasets in {url}")))
 
 
 def history(dataset: str, versions: list[dict[str, Any]]) -> None:
-    table = Table(box=box.SIMPLE_HEAD, title=f"history of {dataset}")
-    for name in ("version", "snapshot", "created", "author", "operation", "added", "replaced"):
-        table.add_column(
-            name, justify="right" if name in ("version", "added", "replaced") else "left"
-        )
-    for v in versions:
-        table.add_row(
+    columns = [
+        Col("version", "number"),
+        Col("snapshot", "id"),
+        Col("created", "text"),
+        Col("author", "text"),
+        Col("operation"),
+        Col("added", "number"),
+        Col("replaced", "number"),
+    ]
+    table = [
+        [
             str(v["version"]),
             short(v["snapshot"]),
             when(v["created_at"]),
-            v["author"],
-            v["operation"],
+            escape(str(v["author"])),
+            escape(str(v["operation"])),
             str(len(v["added"])),
             str(len(v["replaced"])),
-        )
-    console.print(table)
+        ]
+        for v in versions
+    ]
+    console.print(fitted(columns, table, title=escape(f"history of {dataset}")))
 
 
 def inspect_report(doc: dict[str, Any], show_all: bool = False) -> None:
@@ -127,47 +138,67 @@ def inspect_report(doc: dict[str, Any], show_all: bool = False) -> None:
     for line in lineage_lines(lineage):
         console.print(f"[dim]{escape(line)}[/]", soft_wrap=True)
 
-    schema = Table(box=box.SIMPLE_HEAD, title="schema")
-    for name in ("column", "type", "min", "max", "nulls"):
-        schema.add_column(name, justify="right" if name == "nulls" else "left")
-    for c in doc["columns"]:
-        schema.add_row(
-            cell(c["name"]),
-            cell(c["type"]),
-            cell(c["min"], 28),
-            cell(c["max"], 28),
+    schema = [
+        [
+            escape(str(c["name"])),
+            escape(str(c["type"])),
+            stat(c["min"]),
+            stat(c["max"]),
             rows(c["nulls"]),
-        )
-    console.print(schema)
+        ]
+        for c in doc["columns"]
+    ]
+    kinds = (("column", "name"), ("type", "text"), ("min", "text"), ("max", "text"))
+    columns = [*(Col(n, k) for n, k in kinds), Col("nulls", "number")]  # type: ignore[arg-type]
+    console.print(fitted(columns, schema, title="schema"))
 
     slices = doc["slices"]
-    table = Table(box=box.SIMPLE_HEAD, title="slices")
-    for name in ("slice", "id", "rows", "bytes"):
-        table.add_column(name, justify="right" if name in ("rows", "bytes") else "left")
     limit = len(slices) if show_all or len(slices) <= SLICE_PREVIEW * 2 else SLICE_PREVIEW
-    for s in slices[:limit]:
-        table.add_row(cell(s["key"]), short(s["id"]), rows(s["rows"]), human_bytes(s["bytes"]))
+    table = [
+        [escape(str(s["key"])), short(s["id"]), rows(s["rows"]), human_bytes(s["bytes"])]
+        for s in slices[:limit]
+    ]
     if limit < len(slices):
-        table.add_row(f"... {len(slices) - limit} more (--all)", "", "", "")
-    console.print(table)
+        table.append([f"... {len(slices) - limit} more (--all)", "", "", ""])
+    columns = [Col("slice"), Col("id", "id"), Col("rows", "number"), Col("bytes", "number")]
+    console.print(fitted(columns, table, title="slices"))
 
-    hist = doc["history"][-10:]
-    table = Table(box=box.SIMPLE_HEAD, title="history (newest 10)")
-    for name in ("version", "snapshot", "created", "operation", "added", "replaced"):
-        table.add_column(
-            name, justify="right" if name in ("version", "added", "replaced") else "left"
-        )
-    for v in hist:
-        mark = " ←" if v["snapshot"] == doc["snapshot"] else ""
-        table.add_row(
+    table = [
+        [
             str(v["version"]),
-            short(v["snapshot"]) + mark,
+            short(v["snapshot"]) + (" ←" if v["snapshot"] == doc["snapshot"] else ""),
             when(v["created_at"]),
-            v["operation"],
+            escape(str(v["operation"])),
             str(len(v["added"])),
             str(len(v["replaced"])),
-        )
-    console.print(table)
+        ]
+        for v in doc["history"][-10:]
+    ]
+    columns = [
+        Col("version", "number"),
+        Col("snapshot", "id"),
+        Col("created", "text"),
+        Col("operation"),
+        Col("added", "number"),
+        Col("replaced", "number"),
+    ]
+    console.print(fitted(columns, table, title="history (newest 10)"))
+
+
+def stat(value: Any) -> str:
+    """A column's min or max as the schema table shows it: a number whole (a float by its
+    shortest exact form), a timestamp with a space before its time (where it may wrap), text
+    shortened past 28 characters."""
+    if isinstance(value, bool) or value is None:
+        return cell(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    text = str(value)
+    if re.match(r"^\d{4}-\d\d-\d\dT\d", text):
+        text = text.replace("T", " ", 1)
+    return cell(text, 28)
 
 
 def lineage_lines(lineage: dict[str, Any]) -> list[str]:
