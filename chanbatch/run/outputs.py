@@ -10,9 +10,10 @@ from chanbatch.blueprint.model import Blueprint
 from chanbatch.cache.runs import RunRecord, TaskOutcome
 from chanbatch.compile.keys import blueprint_digest
 from chanbatch.compile.plan import Plan
-from chanbatch.errors import UsageError
+from chanbatch.errors import ChanbatchError, UsageError
 from chanbatch.snapshot import SnapshotStore, refs
 from chanbatch.snapshot.freeze import freeze
+from chanbatch.snapshot.objects import get_snapshot
 
 
 def freeze_outputs(
@@ -51,11 +52,18 @@ def freeze_outputs(
                 part = Part(key=key, ident="", url=storage.url, outcome="cached")
             return stored_table(part)
 
-        if result.sliced is not None:
+        # When the head is the last run's output, only the slices whose keys changed are
+        # frozen, merged into it: the same slices, so the same snapshot id, as a whole freeze.
+        changed = _changed_slices(store, previous, stage, dataset, result.sliced, keys)
+        data = None
+        if changed is not None:
+            data = _typed_like_head(store, dataset, {s: table_of(k) for s, k in changed})
+        merge = data is not None
+        if data is None and result.sliced is not None:
             data = unify_types({slice_key: table_of(k) for slice_key, k in result.sliced})
-        else:
+        elif data is None:
             data = {"all": table_of(result.whole or "")}
-        if not data:
+        if not data and not merge:
             raise UsageError(f"output {stage!r} has no slices to freeze: its input is empty")
         info = freeze(
             storage,
@@ -63,13 +71,14 @@ def freeze_outputs(
             data,
             lineage={**lineage_base, "stage": stage},
             operation="run",
-            replace=True,
+            replace=not merge,
         )
-        snapshots[stage] = {
-            "dataset": dataset,
-            "snapshot": info.snapshot,
-            "rows": sum(s.rows for s in info.slices),
-        }
+        rows = (
+            sum(e.rows for e in get_snapshot(storage, info.snapshot).slices)
+            if merge
+            else sum(s.rows for s in info.slices)
+        )
+        snapshots[stage] = {"dataset": dataset, "snapshot": info.snapshot, "rows": rows}
     return output_keys, snapshots
 
 
@@ -139,3 +148,60 @@ def _unchanged_output(
     if head is None or head.snapshot != before.get("snapshot"):
         return None
     return dict(before)
+
+
+def _changed_slices(
+    store: SnapshotStore,
+    previous: RunRecord | None,
+    stage: str,
+    dataset: str,
+    sliced: Any,
+    keys: list[str],
+) -> list[tuple[Any, str]] | None:
+    """The (slice key, result key) of a sliced output's slices whose result changed since the
+    last run, when only those need freezing: the dataset's head is the last run's output of
+    this stage, and every slice it has is still there. None when the whole output must be
+    frozen (no such run, another writer since, a slice gone, or nothing sliced)."""
+    if sliced is None or previous is None or not sliced:
+        return None
+    before = (previous.outputs or {}).get(stage)
+    before_keys = (previous.output_keys or {}).get(stage)
+    if not before or before.get("dataset") != dataset or before_keys is None:
+        return None
+    head = refs.head(store.storage, dataset)
+    if head is None or head.snapshot != before.get("snapshot"):
+        return None
+    try:
+        manifest = get_snapshot(store.storage, head.snapshot)
+    except ChanbatchError:
+        return None
+    if len(manifest.slices) != len(before_keys):
+        return None
+    was = {entry.key: key for entry, key in zip(manifest.slices, before_keys, strict=True)}
+    now = {slice_key: key for (slice_key, _), key in zip(sliced, keys, strict=True)}
+    if not set(was) <= set(now):
+        return None
+    changed = [(slice_key, key) for slice_key, key in now.items() if was.get(slice_key) != key]
+    return changed or None
+
+
+def _typed_like_head(store: SnapshotStore, dataset: str, tables: dict[Any, Any]) -> Any:
+    """The changed slices of an output, normalised, when each column has the type the head's
+    slices have; None when one differs (a column all null in a slice has no type of its own,
+    or a type that follows the values): then the whole output is frozen again, and its types
+    unified over every slice, as a cold run's are."""
+    from chanbatch.snapshot.normalize import normalize_table, type_name
+
+    head = refs.head(store.storage, dataset)
+    if head is None:
+        return None
+    schema = {c.name: c.type for c in get_snapshot(store.storage, head.snapshot).schema}
+    out = {}
+    for slice_key, table in tables.items():
+        table = normalize_table(table)
+        if table.column_names != list(schema) or any(
+            type_name(field.type) != schema[field.name] for field in table.schema
+        ):
+            return None
+        out[slice_key] = table
+    return out

@@ -456,7 +456,9 @@ def test_a_changed_slice_recomputes_only_that_slice_and_the_combines_above_it(
     path = tmp_path / "may.parquet"
     may.to_parquet(path, index=False)
     frozen = cli_json("snapshot", "freeze", "orders", path, "--slice", "5", store=store)
-    assert [(s["key"], s["rows"], s["new"]) for s in frozen["slices"]] == [(5, len(may), True)]
+    assert [(s["key"], s["rows"], s["new"], s["replaced"]) for s in frozen["slices"]] == [
+        (5, len(may), False, True)
+    ]
 
     doc = plan(base.blueprint, store)
     want = Counter({(s, 5, "apply"): 1 for s in ROW_STAGES})

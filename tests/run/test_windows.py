@@ -398,3 +398,44 @@ def test_text_order_columns_and_several_order_columns_frame_by_peers() -> None:
         ).df()
         got["id"] = frame["id"]
         assert_same(got, want, ["run", "rows", "first", "pos"])
+
+
+def test_a_sliced_output_freezes_only_its_changed_slices(tmp_path: Path, monkeypatch) -> None:
+    """A new day recomputes the window slices its frames reach, and only those are frozen into
+    the output, merged into the last run's snapshot: the same snapshot as a whole freeze of a
+    cold run (a sliced output of 2,525 days was frozen whole after every run)."""
+    from chanbatch.run import outputs
+
+    frame = pd.DataFrame({"day": range(30), "g": "a", "x": range(30), "id": range(30)})
+    store = cb.Store(tmp_path / "store")
+    store.freeze("t", frame, slice_by="day")
+    _run(store, ROLLING)
+    frozen: list[tuple[list, bool]] = []
+    real = outputs.freeze
+
+    def spy(storage, dataset, data, **options):
+        frozen.append((sorted(data), options["replace"]))
+        return real(storage, dataset, data, **options)
+
+    monkeypatch.setattr(outputs, "freeze", spy)
+    new = pd.DataFrame({"day": [30], "g": ["a"], "x": [99], "id": [30]})
+    store.freeze("t", new, slice_by="day")
+    appended = _run(store, ROLLING)
+    assert frozen == [([29, 30], False)]
+    cold = cb.Store(tmp_path / "cold")
+    cold.freeze("t", pd.concat([frame, new], ignore_index=True), slice_by="day")
+    assert _run(cold, ROLLING).snapshots == appended.snapshots
+    rows = appended.snapshots["rolled"]["rows"]
+    assert rows == 31 == len(store.read_pandas("rolled"))
+
+    # a slice removed from the input: the output is frozen whole again, without it
+    from chanbatch.snapshot.freeze import freeze
+
+    frozen.clear()
+    kept = pd.concat([frame, new], ignore_index=True).query("day != 3")
+    freeze(store.storage, "t", kept, slice_by="day", replace=True)
+    removed = _run(store, ROLLING)
+    assert len(frozen) == 1 and frozen[0][1] is True and 3 not in frozen[0][0]
+    fresh = cb.Store(tmp_path / "fresh")
+    fresh.freeze("t", kept, slice_by="day")
+    assert _run(fresh, ROLLING).snapshots == removed.snapshots
