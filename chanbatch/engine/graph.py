@@ -440,8 +440,7 @@ def build_graph(
         if decision.action == "compute":
             wanted.add(key)
             wanted.update(plan.tasks[key].deps)
-    for stage in plan.blueprint.outputs:
-        wanted.update(k for k in plan.results[stage].keys if k)
+    # (an output found cached is not in the graph: it is read when it is frozen, if at all)
     for key in wanted:
         task = plan.tasks[key]
         decision = decisions[key]

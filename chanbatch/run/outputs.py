@@ -54,7 +54,7 @@ def freeze_outputs(
 
         # When the head is the last run's output, only the slices whose keys changed are
         # frozen, merged into it: the same slices, so the same snapshot id, as a whole freeze.
-        changed = _changed_slices(store, previous, stage, dataset, result.sliced, keys)
+        changed = _changed_slices(store, previous, stage, dataset, result, keys)
         data = None
         if changed is not None:
             data = _typed_like_head(store, dataset, {s: table_of(k) for s, k in changed})
@@ -155,13 +155,15 @@ def _changed_slices(
     previous: RunRecord | None,
     stage: str,
     dataset: str,
-    sliced: Any,
+    result: Any,
     keys: list[str],
 ) -> list[tuple[Any, str]] | None:
-    """The (slice key, result key) of a sliced output's slices whose result changed since the
-    last run, when only those need freezing: the dataset's head is the last run's output of
-    this stage, and every slice it has is still there. None when the whole output must be
-    frozen (no such run, another writer since, a slice gone, or nothing sliced)."""
+    """The (slice key, task key) of a sliced output's slices whose result changed since the
+    last run (``keys``: the output's result keys, as its tasks resolved them), when only those
+    need freezing: the dataset's head is the last run's output of this stage, and every slice
+    it has is still there. None when the whole output must be frozen (no such run, another
+    writer since, a slice gone, or nothing sliced)."""
+    sliced = result.sliced
     if sliced is None or previous is None or not sliced:
         return None
     before = (previous.outputs or {}).get(stage)
@@ -178,10 +180,13 @@ def _changed_slices(
     if len(manifest.slices) != len(before_keys):
         return None
     was = {entry.key: key for entry, key in zip(manifest.slices, before_keys, strict=True)}
-    now = {slice_key: key for (slice_key, _), key in zip(sliced, keys, strict=True)}
-    if not set(was) <= set(now):
+    if not set(was) <= {slice_key for slice_key, _ in sliced}:
         return None
-    changed = [(slice_key, key) for slice_key, key in now.items() if was.get(slice_key) != key]
+    changed = [
+        (slice_key, task)
+        for (slice_key, task), key in zip(sliced, keys, strict=True)
+        if was.get(slice_key) != key
+    ]
     return changed or None
 
 

@@ -274,7 +274,15 @@ def _execute(run: _Run, progress: Progress | None) -> dict[str, Any]:
         # in flow order, first stage first, as a display lists them
         order = plan.blueprint.topological_order()
         progress.begin({stage: counts[stage] for stage in order if stage in counts})
-    targets = [k for stage in run.blueprint.outputs for k in plan.results[stage].keys if k]
+    # the outputs' results computed in this run; a cached one is read when it is frozen, and
+    # only if it must be (see chanbatch.run.outputs): none is loaded just to be handed back
+    decisions = run.report.decisions
+    targets = [
+        k
+        for stage in run.blueprint.outputs
+        for k in plan.results[stage].keys
+        if k and decisions[k].action == "compute"
+    ]
     unique = list(dict.fromkeys(targets))
     fusion = Fusion(url, run.intent.run, run.allow)
     parts, ledger = run.executor.execute(plan, graph, unique, run.intent.run, progress, fusion)
