@@ -7,10 +7,15 @@ disk, pyarrow on the objects), following DESIGN.md section 2, never chanbatch's 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,3 +227,33 @@ def age(path: Path, seconds: float) -> None:
     """Set ``path``'s mtime to ``seconds`` ago."""
     then = time.time() - seconds
     os.utime(path, (then, then))
+
+
+def in_pty(*args: str | os.PathLike[str]) -> str:
+    """What ``chanbatch ARGS`` writes to a real terminal of 80x24 (no COLUMNS), escapes removed."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = {k: v for k, v in base_env().items() if k not in ("COLUMNS", "LINES")}
+    env["TERM"] = "xterm"
+    proc = subprocess.Popen(
+        [str(CHANBATCH), *map(str, args)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        close_fds=True,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=120) == 0
+    os.close(master)
+    text = b"".join(chunks).decode()
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r", "")

@@ -7,15 +7,10 @@ query written in SQL, pyarrow and pandas for reading the exported files back.
 
 from __future__ import annotations
 
-import fcntl
 import io
 import json
-import os
-import pty
 import re
-import struct
 import subprocess
-import termios
 from pathlib import Path
 
 import duckdb
@@ -29,6 +24,7 @@ from clikit import (
     assert_one_error_line,
     base_env,
     csv_frame,
+    in_pty,
     object_file,
     ok,
     ok_json,
@@ -323,31 +319,7 @@ def test_80_columns_in_a_real_terminal(tmp_path: Path) -> None:
     """In a pty of 80x24, without COLUMNS: the width comes from the terminal itself."""
     store = tmp_path / "snapshots"
     cb.Store(store).freeze("wide", wide_frame(), slice="all")
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    env = {k: v for k, v in base_env().items() if k not in ("COLUMNS", "LINES")}
-    env["TERM"] = "xterm"
-    proc = subprocess.Popen(
-        [str(CHANBATCH), "show", "wide", "--store", str(store)],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        close_fds=True,
-    )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    assert proc.wait(timeout=60) == 0
-    os.close(master)
-    out = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode()).replace("\r", "")
+    out = in_pty("show", "wide", "--store", store)
     assert max(len(line) for line in out.splitlines()) <= 80, out
     values_whole(out, wide_frame(), ["order_identifier", "sum_quantity_shipped"])
 

@@ -4,19 +4,14 @@ same command reports is shown whole (never cut with an ellipsis, never folded ac
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import re
-import struct
-import subprocess
-import termios
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from clikit import CHANBATCH, base_env, ok, ok_json
+from clikit import base_env, in_pty, ok, ok_json
 
 import chanbatch as cb
 
@@ -192,36 +187,6 @@ def test_run_preview_shows_q1_numbers_whole(store: Path, tmp_path: Path, columns
         for name, value in row.items():
             assert whole(out, name), name
             assert whole(out, number(value)), (name, value)
-
-
-def in_pty(*args: str | os.PathLike[str]) -> str:
-    """What ``chanbatch ARGS`` writes to a real terminal of 80x24 (no COLUMNS), escapes removed."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    env = {k: v for k, v in base_env().items() if k not in ("COLUMNS", "LINES")}
-    env["TERM"] = "xterm"
-    proc = subprocess.Popen(
-        [str(CHANBATCH), *map(str, args)],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        close_fds=True,
-    )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    assert proc.wait(timeout=120) == 0
-    os.close(master)
-    text = b"".join(chunks).decode()
-    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r", "")
 
 
 def test_in_a_real_terminal(store: Path, tmp_path: Path) -> None:
