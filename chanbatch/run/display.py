@@ -12,19 +12,9 @@ from typing import Any, Protocol
 
 from chanbatch import html as h
 from chanbatch.blueprint.model import (
-    Aggregate,
     Blueprint,
-    Derive,
-    Filter,
-    Join,
-    Limit,
-    Map,
-    Operation,
-    Rename,
-    Select,
-    Sort,
-    Union,
 )
+from chanbatch.blueprint.summary import operation_text
 from chanbatch.ids import short
 
 
@@ -233,35 +223,6 @@ def blueprint_repr(bp: Blueprint) -> str:
     )
 
 
-def summary(op: Operation) -> str:
-    """A stage's operation in one line: the filter, the derived columns, the join keys, the
-    grouping and aggregates, ..."""
-    match op:
-        case Filter():
-            return op.expr.render()
-        case Derive():
-            return ", ".join(f"{name} = {expr.render()}" for name, expr in op.columns.items())
-        case Select():
-            return ", ".join(op.columns)
-        case Rename():
-            return ", ".join(f"{old} \u2192 {new}" for old, new in op.mapping.items())
-        case Join():
-            return f"{op.how} join {op.right} on {', '.join(op.on)}"
-        case Aggregate():
-            aggs = ", ".join(f"{name} = {agg.render()}" for name, agg in op.aggregates.items())
-            by = f"by {', '.join(op.group_by)}: " if op.group_by else "whole input: "
-            return by + aggs
-        case Sort():
-            return ", ".join(k.column + ("" if k.ascending else " desc") for k in op.by)
-        case Limit():
-            return f"first {op.n:,} rows"
-        case Union():
-            return "with " + ", ".join(op.others)
-        case Map():
-            return f"{op.function} (version {op.version})"
-    return op.kind  # pragma: no cover - every operation has a case above
-
-
 def blueprint_html(bp: Blueprint) -> str:
     inputs = [(name, h.tag("code", ref)) for name, ref in bp.inputs.items()]
     stages = [
@@ -269,7 +230,7 @@ def blueprint_html(bp: Blueprint) -> str:
             name,
             stage.from_,
             stage.operation.kind + (" (per slice)" if stage.per_slice else ""),
-            _cut(summary(stage.operation)),
+            _cut(operation_text(stage)),
         )
         for name, stage in bp.stages.items()
     ]

@@ -29,23 +29,14 @@ import shutil
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, Any
 
 from chanbatch.blueprint.model import (
     Aggregate,
     Blueprint,
-    Derive,
-    Filter,
-    Join,
-    Limit,
-    Map,
-    Rename,
-    Select,
-    Sort,
     Stage,
-    Union,
-    Window,
 )
+from chanbatch.blueprint.summary import operation_text
 from chanbatch.errors import ChanbatchError
 from chanbatch.ids import short
 
@@ -427,42 +418,8 @@ def output_heads(store: SnapshotStore, outputs: Mapping[str, str]) -> dict[str, 
 
 
 def operation_detail(stage: Stage) -> str:
-    """What ``stage``'s operation does, in the blueprint's own terms: the filter's expression,
-    the derived columns, join keys and how, group keys and aggregates, sort keys, and so on."""
-    op = stage.operation
-    match op:
-        case Filter():
-            return op.expr.render()
-        case Derive():
-            return ", ".join(f"{name} = {expr.render()}" for name, expr in op.columns.items())
-        case Select():
-            return ", ".join(op.columns)
-        case Rename():
-            return ", ".join(f"{old} → {new}" for old, new in op.mapping.items())
-        case Join():
-            return f"{op.how} on {', '.join(op.on)}"
-        case Aggregate():
-            aggs = ", ".join(f"{name} = {agg.render()}" for name, agg in op.aggregates.items())
-            return f"by {', '.join(op.group_by)}: {aggs}" if op.group_by else aggs
-        case Sort():
-            return ", ".join(f"{'' if k.ascending else '-'}{k.column}" for k in op.by)
-        case Limit():
-            return f"first {op.n:,}"
-        case Union():
-            return " + ".join((stage.from_, *op.others))
-        case Map():
-            return f"{op.function}@{op.version}"
-        case Window():
-            frame = op.frame
-            parts = [f"by {', '.join(op.partition_by)}"] if op.partition_by else []
-            parts.append(f"order {', '.join(op.order_by)}")
-            parts.append(
-                f"{frame.unit} {frame.preceding.render()} preceding "
-                f"to {frame.following.render()} following"
-            )
-            calls = ", ".join(f"{name} = {call.render()}" for name, call in op.columns.items())
-            return f"{' '.join(parts)}: {calls}"
-    assert_never(op)
+    """What ``stage``'s operation does (see :func:`chanbatch.blueprint.summary.operation_text`)."""
+    return operation_text(stage)
 
 
 def shorten(text: str, limit: int = DETAIL_LIMIT) -> str:

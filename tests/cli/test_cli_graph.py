@@ -312,7 +312,7 @@ def test_stages_show_their_operation_and_the_output_its_snapshot(
     before = dot_labels(ok("graph", project, store=store).stdout)
     # each operation as the YAML above writes it
     assert before["late"][1:3] == ["filter", "delay > 0"]
-    assert before["named"][1:3] == ["join", "left on carrier"]
+    assert before["named"][1:3] == ["join", "left join airlines on carrier"]
     assert before["by_carrier"][2] == "by carrier: n = count(), worst = max(delay)"
     assert before["top"][1:3] == ["sort", "-n"]
     # not written yet: the output node names its dataset and nothing more, and graph succeeds

@@ -207,7 +207,7 @@ def test_document_lists_nodes_and_edges() -> None:
         "compute": 1,
         "reuse": 2,
         "operation": "join",
-        "detail": "left on carrier",
+        "detail": "left join airlines on carrier",
     }
     assert ["input:airlines", "stage:named"] in doc["edges"]
     assert ["stage:ranked", "output:ranked"] in doc["edges"]
@@ -427,7 +427,7 @@ EXPECTED_DETAIL = {
     "cols": ("select", "day, kind, w"),
     "renamed": ("rename", "w → weight"),
     "both": ("union", "renamed + renamed"),
-    "named": ("join", "outer on kind, day"),
+    "named": ("join", "outer join names on kind, day"),
     "per_kind": ("aggregate", "by kind: n = count(), total = sum(weight)"),
     "ranked": ("sort", "-n, kind"),
     "few": ("limit", "first 1,000"),
