@@ -244,6 +244,21 @@ ROWS_FUNCTIONS: dict[str, dict[str, list[Case]]] = {
         "date": [Ok("date(x)", "x", DATE)],
         "string": [Ok("date(ts_text)", "CAST(CAST(ts_text AS TIMESTAMPTZ) AS DATE)", DATE, "text")],
     },
+    "year_month": {
+        **split(
+            ("date", "timestamp"),
+            [Ok("year_month(x)", "strftime(x, '%Y-%m')", STR)],
+            [Bad("year_month(x)")],
+        ),
+        "string": [
+            Ok(
+                "year_month(ts_text)",
+                "strftime(CAST(ts_text AS TIMESTAMPTZ), '%Y-%m')",
+                STR,
+                "text",
+            )
+        ],
+    },
     "coalesce": merge(
         every([Ok("coalesce(x, y)", "coalesce(x, y)", SAME), Bad("coalesce(x, {bad})", "mixed")]),
         # docs 5.3: an int mixed with a float (`coalesce(n, 0.5)`) is a float
