@@ -200,6 +200,7 @@ FUNCTIONS = [
     ("day(t)", lambda r: strict1(lambda t: t.day)(r["t"])),
     ("hour(t)", lambda r: strict1(lambda t: t.hour)(r["t"])),
     ("date(t)", lambda r: strict1(lambda t: t.date())(r["t"])),
+    ("year_month(t)", lambda r: strict1(lambda t: f"{t.year:04}-{t.month:02}")(r["t"])),
     ("year('2013-07-04')", lambda r: 2013),
     ("coalesce(f, i)", lambda r: r["i"] if _null(r["f"]) else r["f"]),
     ("coalesce(n, null, 99)", lambda r: 99 if _null(r["n"]) else r["n"]),
