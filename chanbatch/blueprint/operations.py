@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from chanbatch.blueprint import checks
 from chanbatch.blueprint.checks import Scope, describe
@@ -169,26 +169,48 @@ def _aggregate(value: Any, line: int, stage: LocatedMap, scope: Scope) -> Operat
     )
     if calls is None:
         return None
-    built: dict[str, AggCall] = {}
-    ok = group_by is not None
+    built = _named_calls(
+        scope,
+        calls,
+        "aggregate",
+        checks.aggregate_call,
+        taken=group_by or (),
+        clash=("is also a group_by column", "give the aggregate another name"),
+    )
+    if built is None or group_by is None:
+        return None
+    return Aggregate(group_by=group_by, aggregates=built)
+
+
+CallT = TypeVar("CallT", AggCall, WindowCall)
+
+
+def _named_calls(
+    scope: Scope,
+    calls: LocatedMap,
+    field: str,
+    parse: Callable[[Scope, Any, int, str], CallT | None],
+    *,
+    taken: tuple[str, ...],
+    clash: tuple[str, str],
+) -> dict[str, CallT] | None:
+    """``output column -> call`` of an aggregate or a window, each call parsed by ``parse``;
+    a name among ``taken`` is refused with ``clash`` (message, hint). None after any problem
+    (every one recorded)."""
+    built: dict[str, CallT] = {}
+    ok = True
     for key, text in calls.items():
-        column = checks.name(scope, key, calls.key_line(key), "aggregate")
-        call = checks.aggregate_call(scope, text, calls.value_line(key), f"aggregate.{key}")
-        if column is not None and group_by and column in group_by:
-            scope.problem(
-                calls.key_line(key),
-                f"{column!r} is also a group_by column",
-                field="aggregate",
-                hint="give the aggregate another name",
-            )
+        column = checks.name(scope, key, calls.key_line(key), field)
+        call = parse(scope, text, calls.value_line(key), f"{field}.{key}")
+        if column is not None and column in taken:
+            message, hint = clash
+            scope.problem(calls.key_line(key), f"{column!r} {message}", field=field, hint=hint)
             column = None
         if column is None or call is None:
             ok = False
         else:
             built[column] = call
-    if not ok or group_by is None:
-        return None
-    return Aggregate(group_by=group_by, aggregates=built)
+    return built if ok else None
 
 
 def _sort(value: Any, line: int, stage: LocatedMap, scope: Scope) -> Operation | None:
@@ -319,9 +341,8 @@ def _frame(spec: LocatedMap, scope: Scope, order_by: tuple[str, ...] | None) -> 
     )
     if bounds is None:
         return None
-    if checks.unknown_keys(scope, bounds, _FRAME_KEYS, field=field) or any(
-        key not in _FRAME_KEYS for key in bounds
-    ):
+    checks.unknown_keys(scope, bounds, _FRAME_KEYS, field=field)
+    if any(key not in _FRAME_KEYS for key in bounds):
         return None
     offsets = {}
     for key in _FRAME_KEYS:
@@ -382,25 +403,14 @@ def _window_columns(
     )
     if calls is None:
         return None
-    built: dict[str, WindowCall] = {}
-    ok = True
-    for key, text in calls.items():
-        column = checks.name(scope, key, calls.key_line(key), "window.columns")
-        field = f"window.columns.{key}"
-        call = checks.window_call(scope, text, calls.value_line(key), field)
-        if column is not None and column in keys:
-            scope.problem(
-                calls.key_line(key),
-                f"{column!r} is a partition_by or order_by column",
-                field="window.columns",
-                hint="give the result another name",
-            )
-            column = None
-        if column is None or call is None:
-            ok = False
-        else:
-            built[column] = call
-    return built if ok else None
+    return _named_calls(
+        scope,
+        calls,
+        "window.columns",
+        checks.window_call,
+        taken=keys,
+        clash=("is a partition_by or order_by column", "give the result another name"),
+    )
 
 
 _BUILDERS: dict[str, Builder] = {
