@@ -60,6 +60,23 @@ def _label(store: Any, ref: str) -> str:
     return f"{resolved.dataset}@{short(resolved.snapshot)}{where}"
 
 
+# The row selection that show and export share.
+columns_option = click.option(
+    "-c",
+    "--columns",
+    metavar="A,B",
+    shell_complete=complete_columns,
+    help="Only these columns, in this order.",
+)
+where_option = click.option(
+    "-w",
+    "--where",
+    metavar="EXPR",
+    help="Only the rows where EXPR (the blueprint expression language) is true; a null is not "
+    "true. E.g. \"dep_delay > 60 and origin == 'JFK'\".",
+)
+
+
 @cli.command("show")
 @click.argument("ref", shell_complete=complete_ref)
 @click.option(
@@ -70,20 +87,8 @@ def _label(store: Any, ref: str) -> str:
     help=f"Show at most N rows, 0 for all [default: {DEFAULT_LIMIT} in a table; all with --json "
     "or --csv].",
 )
-@click.option(
-    "-c",
-    "--columns",
-    metavar="A,B",
-    shell_complete=complete_columns,
-    help="Only these columns, in this order.",
-)
-@click.option(
-    "-w",
-    "--where",
-    metavar="EXPR",
-    help="Only the rows where EXPR (the blueprint expression language) is true; a null is not "
-    "true. E.g. \"dep_delay > 60 and origin == 'JFK'\".",
-)
+@columns_option
+@where_option
 @click.option(
     "-s",
     "--sort",
@@ -174,19 +179,8 @@ def show_cmd(
     help="Write one file per slice into the directory PATH, named by the slice key "
     "(1.parquet, 2013-01-01.parquet, ...).",
 )
-@click.option(
-    "-c",
-    "--columns",
-    metavar="A,B",
-    shell_complete=complete_columns,
-    help="Only these columns, in this order.",
-)
-@click.option(
-    "-w",
-    "--where",
-    metavar="EXPR",
-    help="Only the rows where EXPR (the blueprint expression language) is true.",
-)
+@columns_option
+@where_option
 @click.option(
     "--force",
     is_flag=True,
