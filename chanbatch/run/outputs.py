@@ -13,6 +13,7 @@ from chanbatch.compile.plan import Plan
 from chanbatch.errors import ChanbatchError, UsageError
 from chanbatch.snapshot import SnapshotStore, refs
 from chanbatch.snapshot.freeze import freeze
+from chanbatch.snapshot.manifest import SnapshotManifest
 from chanbatch.snapshot.objects import get_snapshot
 
 
@@ -54,10 +55,11 @@ def freeze_outputs(
 
         # When the head is the last run's output, only the slices whose keys changed are
         # frozen, merged into it: the same slices, so the same snapshot id, as a whole freeze.
-        changed = _changed_slices(store, previous, stage, dataset, result, keys)
+        found = _changed_slices(store, previous, stage, dataset, result, keys)
         data = None
-        if changed is not None:
-            data = _typed_like_head(store, dataset, {s: table_of(k) for s, k in changed})
+        if found is not None:
+            changed, head = found
+            data = _typed_like_head(head, {s: table_of(k) for s, k in changed})
         merge = data is not None
         if data is None and result.sliced is not None:
             data = unify_types({slice_key: table_of(k) for slice_key, k in result.sliced})
@@ -157,12 +159,12 @@ def _changed_slices(
     dataset: str,
     result: Any,
     keys: list[str],
-) -> list[tuple[Any, str]] | None:
+) -> tuple[list[tuple[Any, str]], SnapshotManifest] | None:
     """The (slice key, task key) of a sliced output's slices whose result changed since the
     last run (``keys``: the output's result keys, as its tasks resolved them), when only those
     need freezing: the dataset's head is the last run's output of this stage, and every slice
     it has is still there. None when the whole output must be frozen (no such run, another
-    writer since, a slice gone, or nothing sliced)."""
+    writer since, a slice gone, or nothing sliced). With them, the head's manifest."""
     sliced = result.sliced
     if sliced is None or previous is None or not sliced:
         return None
@@ -187,20 +189,17 @@ def _changed_slices(
         for (slice_key, task), key in zip(sliced, keys, strict=True)
         if was.get(slice_key) != key
     ]
-    return changed or None
+    return (changed, manifest) if changed else None
 
 
-def _typed_like_head(store: SnapshotStore, dataset: str, tables: dict[Any, Any]) -> Any:
+def _typed_like_head(head: SnapshotManifest, tables: dict[Any, Any]) -> Any:
     """The changed slices of an output, normalised, when each column has the type the head's
     slices have; None when one differs (a column all null in a slice has no type of its own,
     or a type that follows the values): then the whole output is frozen again, and its types
     unified over every slice, as a cold run's are."""
     from chanbatch.snapshot.normalize import normalize_table, type_name
 
-    head = refs.head(store.storage, dataset)
-    if head is None:
-        return None
-    schema = {c.name: c.type for c in get_snapshot(store.storage, head.snapshot).schema}
+    schema = {c.name: c.type for c in head.schema}
     out = {}
     for slice_key, table in tables.items():
         table = normalize_table(table)
