@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from s3kit import s3_bucket, s3_fault_proxy, s3_server, s3_store_url  # noqa: F401 (fixtures)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,9 +41,15 @@ def clear_memory_fs() -> None:
 def store_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """A fresh, empty store URL on each backend: a local directory and ``memory://``."""
+    """A fresh, empty store URL on each backend: a local directory, ``memory://``, and
+    ``s3://`` on a moto server (a fresh bucket; see s3kit)."""
     if request.param == "local":
         yield str(tmp_path_factory.mktemp("store") / "snapshots")
+        return
+    if request.param == "s3":
+        pytest.importorskip("s3fs")
+        pytest.importorskip("moto")
+        yield request.getfixturevalue("s3_store_url")
         return
     clear_memory_fs()
     try:
