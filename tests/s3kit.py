@@ -22,6 +22,8 @@ Public names (other test packages import them; keep them stable):
 - ``s3_store_url`` (fixture): a fresh store URL, ``s3://<fresh bucket>/snapshots``.
 - ``make_bucket(name=None)``: create a bucket on the server now and return its name.
 - ``clear_s3fs_cache()``: forget s3fs's cached filesystem instances and listings.
+- ``age_s3(url, seconds)``: make every object under ``url`` that many seconds old, behind the
+  client's back (S3 has no way to set LastModified: it reaches into the in-process server).
 - ``S3_ENV``: the environment variables the server fixture sets (besides the endpoint).
 - ``FaultProxy`` and the ``s3_fault_proxy`` fixture: an HTTP proxy in front of moto that
   answers some requests with an error status or drops the connection (see its docstring).
@@ -91,6 +93,25 @@ def remove_bucket(name: str) -> None:
         fs.rm(name, recursive=True)
     with contextlib.suppress(FileNotFoundError, OSError):
         fs.rmdir(name)
+
+
+def age_s3(url: str, seconds: float) -> int:
+    """Set the LastModified of every object under ``s3://bucket/prefix`` to ``seconds`` ago,
+    as ``os.utime`` does on a local disk; returns how many objects were aged. The moto server
+    runs in this process, so its in-memory backend is reachable (no S3 API can do this)."""
+    import datetime as dt
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    then = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=seconds)
+    aged = 0
+    for key in s3_backends[DEFAULT_ACCOUNT_ID]["aws"].get_bucket(bucket).keys.values():
+        if key.name.startswith(prefix):
+            key.last_modified = then
+            aged += 1
+    return aged
 
 
 @pytest.fixture(scope="session")

@@ -87,7 +87,18 @@ class Storage:
         if self.is_local:
             return os.path.isdir(self.root)
         with self.reaching():
-            return bool(self.fs.exists(self.root))
+            return bool(self.fs.exists(self._fresh("")))
+
+    def _fresh(self, rel: str) -> str:
+        """The filesystem path of ``rel``, with what the filesystem cached about it forgotten.
+
+        Some fsspec filesystems (s3fs, gcsfs, adlfs) cache directory listings per instance and
+        answer ``exists``, ``info`` and ``ls`` from them. Other processes write the store (a
+        concurrent freeze, a gc), so a cached listing would hide a new ref version, and the
+        ref log's retry after a lost race would read the same stale head again and again."""
+        path = self.full(rel)
+        self.fs.invalidate_cache(path)
+        return path
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -114,7 +125,7 @@ class Storage:
         if self.is_local:
             return os.path.exists(self.full(rel))
         with self.reaching():
-            return self.fs.exists(self.full(rel))
+            return bool(self.fs.exists(self._fresh(rel)))
 
     def listdir(self, rel: str) -> list[str]:
         """Names (not paths) of the entries directly under ``rel``; empty if it does not exist."""
@@ -125,7 +136,7 @@ class Storage:
                 return []
         try:
             with self.reaching():
-                entries = self.fs.ls(self.full(rel), detail=False)
+                entries = self.fs.ls(self._fresh(rel), detail=False)
         except FileNotFoundError:
             return []
         return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries)
@@ -145,7 +156,7 @@ class Storage:
             return
         try:
             with self.reaching():
-                found = self.fs.find(self.full(rel), detail=True)
+                found = self.fs.find(self._fresh(rel), detail=True)
         except FileNotFoundError:
             return
         prefix = len(self.root) + 1 if self.root else 0
@@ -161,7 +172,7 @@ class Storage:
                 return None
         try:
             with self.reaching():
-                return _mtime(self.fs.info(self.full(rel)))
+                return _mtime(self.fs.info(self._fresh(rel)))
         except FileNotFoundError:
             return None
 
@@ -208,8 +219,8 @@ class Storage:
         """Create ``rel`` holding ``data``; False (and nothing written) if it already exists."""
         with self.writing(rel):
             if not self.is_local:
-                path = self.full(rel)
-                if self.fs.exists(path):
+                path = self._fresh(rel)
+                if self.fs.exists(path):  # spares the upload when the race is already lost
                     return False
                 try:
                     self.fs.pipe_file(path, data, mode="create")
