@@ -188,8 +188,8 @@ def run_cmd(
             report=report_path,  # a failed run raises before its report is written
             overwrite=overwrite,
         )
-    if as_json:
-        emit_json(result.document())
+    if as_json:  # the store as the run reached it, its secrets hidden
+        emit_json({**result.document(), "store": store.document()})
     else:
         _terminal().run_result(store, result.document())
         if report_path is not None:

@@ -24,9 +24,25 @@ from chanbatch.ids import short
 from chanbatch.version import __version__
 
 STORE_HELP = "Store URL: a path, memory://, s3://... [default: $CHANBATCH_STORE, else ./snapshots]"
+STORAGE_OPTION_HELP = (
+    "An fsspec option for the store, such as endpoint_url=http://localhost:9000, "
+    "profile=NAME or anon=true (repeatable; a.b=v nests; merged over "
+    "$CHANBATCH_STORAGE_OPTIONS, a JSON object)."
+)
+_STORAGE_OPTIONS = "chanbatch.storage_options"
 
 
 def store_option(func: Any) -> Any:
+    """``--store URL`` and ``--storage-option KEY=VALUE``: :func:`open_store` reads both."""
+    func = click.option(
+        "--storage-option",
+        "storage_option_items",
+        multiple=True,
+        metavar="KEY=VALUE",
+        expose_value=False,
+        callback=_keep_storage_options,
+        help=STORAGE_OPTION_HELP,
+    )(func)
     return click.option(
         "--store",
         "store_url",
@@ -35,6 +51,21 @@ def store_option(func: Any) -> Any:
         show_default=False,
         help=STORE_HELP,
     )(func)
+
+
+def _keep_storage_options(ctx: click.Context, _param: click.Parameter, items: Any) -> None:
+    ctx.meta[_STORAGE_OPTIONS] = tuple(items or ())
+
+
+def storage_options() -> dict[str, Any]:
+    """The store's fsspec options for this command: ``$CHANBATCH_STORAGE_OPTIONS`` (a JSON
+    object) with the command's ``--storage-option`` pairs over it. Raises UsageError for a
+    malformed one."""
+    from chanbatch.snapshot import options
+
+    ctx = click.get_current_context(silent=True)
+    items = ctx.meta.get(_STORAGE_OPTIONS, ()) if ctx is not None else ()
+    return options.merged(options.from_environment(), options.parse_pairs(items))
 
 
 def json_option(func: Any) -> Any:
@@ -81,7 +112,7 @@ def open_store(url: str, *, create: bool = False) -> Any:
     """
     from chanbatch.api import Store
 
-    store = Store(url)
+    store = Store(url, storage_options=storage_options())
     if not create and not _in_memory(url) and not store.storage.root_exists():
         raise NoStoreError(
             f"no store at {store.storage.location}",

@@ -33,20 +33,23 @@ from chanbatch.engine import columnar
 from chanbatch.engine.failures import StageFailed, describe_failure
 from chanbatch.errors import ChanbatchError, UsageError
 from chanbatch.snapshot.objects import get_slice
+from chanbatch.snapshot.options import options_for, token
 from chanbatch.snapshot.read import canonical, load_object, to_pandas
 from chanbatch.snapshot.storage import Storage
 
 if TYPE_CHECKING:
     import pandas as pd
 
-_STORAGES: dict[str, Storage] = {}
+_STORAGES: dict[tuple[str, str], Storage] = {}
 
 
 def storage_for(url: str) -> Storage:
-    """One Storage per store URL per process (workers included)."""
-    storage = _STORAGES.get(url)
+    """One Storage per store URL per process (workers included), opened with the storage
+    options remembered for it (:mod:`chanbatch.snapshot.options`)."""
+    given = options_for(url)
+    storage = _STORAGES.get((url, token(given)))
     if storage is None:
-        storage = _STORAGES[url] = Storage(url)
+        storage = _STORAGES[url, token(given)] = Storage(url, given)
     return storage
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from chanbatch.cache.runs import TaskOutcome
+from chanbatch.errors import StoreError
 from chanbatch.hashing import digest
 
 if TYPE_CHECKING:
@@ -220,6 +221,45 @@ def pin_worker(index: int) -> int | None:
         except OSError as exc:  # a thread that ended meanwhile, or a core we may not use
             log.debug("--pin-cpus: cannot pin thread %s to core %s: %s", tid, core, exc)
     return core
+
+
+class ShareStore:
+    """A worker plugin: every worker, and every worker that joins later, opens the store at
+    ``url`` with ``options`` (see :func:`share_store`)."""
+
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        self.url = url
+        self.options = options
+        self.name = f"chanbatch-store-{digest(url.encode())[:16]}"
+
+    def setup(self, worker: Any) -> None:
+        from chanbatch.snapshot.options import remember
+
+        remember(self.url, self.options)
+
+
+def share_store(client: Client, url: str, options: dict[str, Any]) -> None:
+    """Give the workers of ``client`` the storage options of the store at ``url``.
+
+    The options travel in a worker plugin, never in a task or a key: a graph (and what the
+    scheduler shows of it) holds the URL alone. Installing it again, with the options of a later
+    run, replaces it. Raises StoreError when the workers cannot take it and the store needs
+    options; without options a refusal only logs (the workers open the URL as it is).
+    """
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class _Plugin(ShareStore, WorkerPlugin):
+        pass
+
+    try:
+        client.register_plugin(_Plugin(url, options))
+    except Exception as exc:
+        if options:
+            raise StoreError(
+                f"cannot give the workers the storage options of {url}: {exc}",
+                hint="check that the workers run this version of chanbatch",
+            ) from exc
+        log.warning("could not install the store's options on the workers: %s", exc)
 
 
 def release_orphans(client: Client) -> None:

@@ -101,7 +101,11 @@ class LocalExecutor:
     pin: bool
 
     def worker_url(self, storage: Storage) -> str:
-        return storage.root if storage.is_local else storage.url
+        from chanbatch.snapshot.options import remember
+
+        url = storage.root if storage.is_local else storage.url
+        remember(url, storage.options)  # the tasks, in this process, open it as this run does
+        return url
 
     def execute(
         self,
@@ -148,10 +152,13 @@ class ClusterExecutor:
     workers: int | None
     pin: bool
     target: Any = None
+    #: the store's URL for workers and its storage options, once worker_url has been asked
+    store: tuple[str, dict[str, Any]] | None = None
 
     def worker_url(self, storage: Storage) -> str:
         """The store's URL as workers must see it: a local path made absolute (a worker may run
-        in another directory); a ``memory://`` store is refused, workers cannot see it."""
+        in another directory); a ``memory://`` store is refused, workers cannot see it. Its
+        storage options go to every worker when the run starts."""
         if storage.is_local:
             return storage.root
         if storage.url.startswith("memory:"):
@@ -160,6 +167,7 @@ class ClusterExecutor:
                 "processes cannot read it",
                 hint="use --scheduler threads, or a store on disk",
             )
+        self.store = (storage.url, dict(storage.options))
         return storage.url
 
     def execute(
@@ -180,6 +188,8 @@ class ClusterExecutor:
                 progress.advance(entry.stage, entry.outcome)
 
         with self._client() as client:
+            if self.store is not None:
+                clusters.share_store(client, *self.store)
             if progress is not None:
                 link = _dashboard(client)
                 if link:

@@ -33,10 +33,12 @@ REFRESH_AFTER = 60.0
 
 
 class Storage:
-    """A store root on any fsspec filesystem."""
+    """A store root on any fsspec filesystem, opened with ``storage_options`` (fsspec's keyword
+    arguments for it, such as an S3 ``endpoint_url``; a plain local path takes none)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = str(url)
+        self.options: dict[str, Any] = dict(storage_options or {})
         self._fs: Any = None
         local = _local_path(self.url)
         if local is not None:
@@ -49,7 +51,7 @@ class Storage:
         from fsspec.implementations.local import LocalFileSystem
 
         try:
-            fs, root = fsspec.core.url_to_fs(self.url)
+            fs, root = fsspec.core.url_to_fs(self.url, **self.options)
         except Exception as exc:  # fsspec's, its backends' and their clients' errors alike
             raise _open_error(self.url, exc) from exc
         self._fs = fs

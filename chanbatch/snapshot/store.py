@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from chanbatch.errors import IntegrityError
-from chanbatch.snapshot import refs
+from chanbatch.snapshot import options, refs
 from chanbatch.snapshot.names import SliceKey
 from chanbatch.snapshot.storage import Storage
 
@@ -33,12 +34,42 @@ def default_store_url() -> str:
 class SnapshotStore:
     """A content-addressed snapshot store at any fsspec URL (a path, ``memory://``, ``s3://``)."""
 
-    def __init__(self, url: str | os.PathLike[str] | None = None) -> None:
-        self.storage = Storage(os.fspath(url) if url is not None else default_store_url())
+    def __init__(
+        self,
+        url: str | os.PathLike[str] | None = None,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Open the store at ``url`` (default ``$CHANBATCH_STORE``, else ``./snapshots``).
+
+        ``storage_options`` are fsspec's keyword arguments for the store's filesystem, such as
+        ``{"endpoint_url": "http://localhost:9000"}`` or ``{"profile": "prod"}`` for S3; None
+        reads them from ``$CHANBATCH_STORAGE_OPTIONS`` (a JSON object; unset: none). Workers of
+        a run open the store with the same options. Raises UsageError for a malformed
+        ``$CHANBATCH_STORAGE_OPTIONS`` and StoreUrlError for a URL fsspec cannot open.
+        """
+        if storage_options is None:
+            storage_options = options.from_environment()
+        resolved = os.fspath(url) if url is not None else default_store_url()
+        self.storage = Storage(resolved, dict(storage_options))
+        options.remember(self.storage.url, self.storage.options)
 
     @property
     def url(self) -> str:
         return self.storage.url
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """The fsspec options the store was opened with (secrets included: show
+        :meth:`document` instead)."""
+        return dict(self.storage.options)
+
+    def document(self) -> dict[str, Any]:
+        """``{"url", "options"}`` as reports show the store: credentials replaced by ``***``."""
+        return {
+            "url": options.redacted_url(self.url),
+            "options": options.redacted(self.storage.options),
+        }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"

@@ -1,0 +1,260 @@
+"""Storage options on the command line and in the environment, against a real S3 API (moto,
+through s3fs; issue 20, item 3).
+
+- ``--storage-option endpoint_url=...`` alone reaches the store, for ``snapshot freeze``,
+  ``snapshot list``, ``run`` and ``show``: the processes here get no endpoint from the
+  environment (the standard AWS variables still give them credentials).
+- ``$CHANBATCH_STORAGE_OPTIONS`` (a JSON object) does the same, the command line wins over it,
+  and a ``profile`` option picks credentials from an AWS credentials file.
+- A malformed option, on the command line or in the environment, is one ``Error:`` line, exit 2.
+- The parsing itself: types, nesting, merging and redaction, without a server.
+
+Frozen data is checked against the source rows read by pandas, and snapshot ids against the
+same files frozen into a local store.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from clikit import Result, assert_one_error_line, base_env, ok, run
+
+from chanbatch.errors import UsageError
+from chanbatch.snapshot import options
+
+pytest.importorskip("s3fs")
+
+BLUEPRINT = """\
+name: s3_cli
+inputs:
+  t: t
+stages:
+  big:
+    from: t
+    filter: "delay > 0"
+  by_carrier:
+    from: big
+    group_by: [carrier]
+    aggregate:
+      n: count()
+      total: sum(delay)
+outputs:
+  by_carrier: s3_cli_out
+"""
+
+
+def no_endpoint_env(**extra: str) -> dict[str, str]:
+    """The test server's environment (credentials, region) without its endpoint."""
+    env = base_env(**extra)
+    env.pop("AWS_ENDPOINT_URL", None)
+    env.pop("AWS_ENDPOINT_URL_S3", None)
+    return env
+
+
+def json_of(result: Result) -> Any:
+    assert result.code == 0 and result.stderr == "", str(result)
+    return result.json()
+
+
+def test_storage_option_alone_reaches_s3(
+    s3_server: str,
+    s3_store_url: str,
+    monthly_csv: dict[str, tuple[pd.DataFrame, Path]],
+    tmp_path: Path,
+) -> None:
+    env = no_endpoint_env()
+    opt = ["--storage-option", f"endpoint_url={s3_server}"]
+    files = [path for _df, path in monthly_csv.values()]
+
+    # without the option this environment has no way to the server: the option is what works
+    frozen = json_of(
+        run("snapshot", "freeze", "t", *files, *opt, "--json", store=s3_store_url, env=env)
+    )
+    local = json_of(
+        run("snapshot", "freeze", "t", *files, "--json", store=tmp_path / "local", env=env)
+    )
+    assert frozen["snapshot"] == local["snapshot"]
+    assert [s["key"] for s in frozen["slices"]] == sorted(monthly_csv)
+    assert [s["rows"] for s in frozen["slices"]] == [
+        len(monthly_csv[k][0]) for k in sorted(monthly_csv)
+    ]
+
+    listed = json_of(run("snapshot", "list", *opt, "--json", store=s3_store_url, env=env))
+    assert json.dumps(listed).count(frozen["snapshot"]) >= 1
+
+    bp = tmp_path / "s3_cli.yaml"
+    bp.write_text(BLUEPRINT)
+    done = json_of(run("run", bp, *opt, "--json", store=s3_store_url, env=env))
+    assert done["store"] == {"url": s3_store_url, "options": {"endpoint_url": s3_server}}
+    assert done["stats"]["computed"] > 0
+
+    shown = json_of(run("show", "s3_cli_out", *opt, "--json", store=s3_store_url, env=env))
+    got = {row["carrier"]: (row["n"], row["total"]) for row in shown["rows"]}
+    source = pd.concat([df for df, _path in monthly_csv.values()])
+    big = source[source["delay"] > 0]
+    want = {
+        carrier: (len(group), group["delay"].sum()) for carrier, group in big.groupby("carrier")
+    }
+    assert got.keys() == want.keys()
+    for carrier, (n, total) in want.items():
+        assert got[carrier][0] == n and got[carrier][1] == pytest.approx(total, rel=1e-12)
+
+
+def test_environment_options_and_the_command_line_wins(
+    s3_server: str, s3_store_url: str, monthly_csv: dict[str, tuple[pd.DataFrame, Path]]
+) -> None:
+    files = [path for _df, path in monthly_csv.values()]
+    env = no_endpoint_env(CHANBATCH_STORAGE_OPTIONS=json.dumps({"endpoint_url": s3_server}))
+    frozen = json_of(run("snapshot", "freeze", "t", *files, "--json", store=s3_store_url, env=env))
+
+    # nothing listens on port 9 (discard): were the environment's endpoint used, this would fail
+    env = no_endpoint_env(CHANBATCH_STORAGE_OPTIONS='{"endpoint_url": "http://127.0.0.1:9"}')
+    opt = ["--storage-option", f"endpoint_url={s3_server}"]
+    listed = json_of(run("snapshot", "list", *opt, "--json", store=s3_store_url, env=env))
+    assert frozen["snapshot"] in json.dumps(listed)
+
+
+def test_profile_option_picks_credentials(
+    s3_server: str,
+    s3_store_url: str,
+    monthly_csv: dict[str, tuple[pd.DataFrame, Path]],
+    tmp_path: Path,
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        "[chanbatch-ci]\naws_access_key_id = profile-key\naws_secret_access_key = profile-secret\n"
+    )
+    env = no_endpoint_env(AWS_SHARED_CREDENTIALS_FILE=str(credentials))
+    del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    files = [path for _df, path in monthly_csv.values()]
+    opts = [
+        "--storage-option",
+        f"endpoint_url={s3_server}",
+        "--storage-option",
+        "profile=chanbatch-ci",
+    ]
+    frozen = json_of(
+        run("snapshot", "freeze", "t", *files, *opts, "--json", store=s3_store_url, env=env)
+    )
+    assert len(frozen["slices"]) == len(monthly_csv)
+
+
+@pytest.mark.parametrize(
+    ("args", "environment", "needle"),
+    [
+        (["--storage-option", "endpoint_url"], None, "--storage-option 'endpoint_url'"),
+        (["--storage-option", "a..b=1"], None, "--storage-option 'a..b=1'"),
+        (["--storage-option", "anon=true", "--storage-option", "anon=false"], None, "twice"),
+        ([], "{endpoint_url: x}", "$CHANBATCH_STORAGE_OPTIONS is not JSON"),
+        ([], '["endpoint_url"]', "$CHANBATCH_STORAGE_OPTIONS is a JSON list"),
+    ],
+)
+def test_malformed_options_are_one_error_line(
+    args: list[str], environment: str | None, needle: str, tmp_path: Path
+) -> None:
+    extra = {} if environment is None else {"CHANBATCH_STORAGE_OPTIONS": environment}
+    result = run("snapshot", "list", *args, store=tmp_path, env=base_env(**extra))
+    assert_one_error_line(result, 2, needle)
+
+
+def test_every_store_command_takes_storage_options(tmp_path: Path) -> None:
+    """Wherever ``--store`` is, ``--storage-option`` is (read from the help of each command)."""
+    from chanbatch.cli.commands import cli
+
+    def walk(command: Any, path: tuple[str, ...]) -> list[tuple[str, ...]]:
+        found = []
+        for name, sub in getattr(command, "commands", {}).items():
+            found += walk(sub, (*path, name))
+        opts = {o for p in getattr(command, "params", []) for o in getattr(p, "opts", [])}
+        if "--store" in opts:
+            found.append(path)
+            assert "--storage-option" in opts, " ".join(path)
+        return found
+
+    import chanbatch.cli.main  # noqa: F401  (registers every command)
+
+    assert len(walk(cli, ())) >= 10
+    ok("snapshot", "list", "--storage-option", "anon=true", "--help")
+
+
+# -- parsing, merging, redaction (no server) ------------------------------------------------------
+
+
+def test_pairs_are_typed_and_nested() -> None:
+    parsed = options.parse_pairs(
+        [
+            "endpoint_url=http://127.0.0.1:9000",
+            "anon=True",
+            "default_block_size=1048576",
+            "version_aware=false",
+            "client_kwargs.region_name=eu-west-1",
+            "client_kwargs.verify=null",
+            'profile="0042"',
+            'config_kwargs={"retries": {"max_attempts": 2}}',
+            "secret=1234",
+            "path=a=b",
+        ]
+    )
+    assert parsed == {
+        "endpoint_url": "http://127.0.0.1:9000",
+        "anon": True,
+        "default_block_size": 1048576,
+        "version_aware": False,
+        "client_kwargs": {"region_name": "eu-west-1", "verify": None},
+        "profile": "0042",
+        "config_kwargs": {"retries": {"max_attempts": 2}},
+        "secret": "1234",  # a secret stays text
+        "path": "a=b",
+    }
+
+
+def test_command_line_merges_over_environment() -> None:
+    env = options.from_environment(
+        {
+            options.ENV: '{"client_kwargs": {"region_name": "us-east-1", "verify": false}, "anon": true}'
+        }
+    )
+    given = options.parse_pairs(["client_kwargs.region_name=eu-west-1", "anon=false"])
+    assert options.merged(env, given) == {
+        "client_kwargs": {"region_name": "eu-west-1", "verify": False},
+        "anon": False,
+    }
+    assert options.from_environment({}) == {} == options.from_environment({options.ENV: "  "})
+    with pytest.raises(UsageError, match="not an object"):
+        options.from_environment({options.ENV: "3"})
+
+
+def test_redaction_hides_credentials_only() -> None:
+    given = {
+        "endpoint_url": "https://user:pw@minio.internal:9000",
+        "key": "AKIA123",
+        "secret": "s",
+        "token": "t",
+        "profile": "prod",
+        "anon": False,
+        "client_kwargs": {"aws_session_token": "x", "region_name": "eu-west-1"},
+        "account_key": "k",
+        "sas_token": "k",
+        "password": "p",
+        "connection_string": "c",
+        "credentials": {"a": 1},
+    }
+    shown = options.redacted(given)
+    assert shown == {
+        "endpoint_url": "https://***@minio.internal:9000",
+        "key": "***",
+        "secret": "***",
+        "token": "***",
+        "profile": "prod",
+        "anon": False,
+        "client_kwargs": {"aws_session_token": "***", "region_name": "eu-west-1"},
+        "account_key": "***",
+        "sas_token": "***",
+        "password": "***",
+        "connection_string": "***",
+        "credentials": "***",
+    }
