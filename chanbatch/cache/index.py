@@ -304,3 +304,38 @@ def write_outcome(storage: Storage, blueprint: str, outcome: dict[str, Any]) -> 
     name = memo_name(blueprint) + ".last"
     doc = {**outcome, "blueprint": blueprint, "roots": Roots().stating(name=name).document()}
     storage.write_atomic(outcome_path(blueprint), seal(doc))
+
+
+# -- the chain memo --------------------------------------------------------------------------------
+
+
+def chains_path(blueprint: str) -> str:
+    return f"{layout.MEMO}/{memo_name(blueprint)}.chains.json"
+
+
+def read_chains(storage: Storage, blueprint: str) -> dict[str, dict[str, list[str]]]:
+    """What ``blueprint``'s last run left of its slice chains (chain digest -> slice id ->
+    [partial key, content id, kept keys...]: :mod:`chanbatch.compile.chains`); empty when
+    there is none or it is damaged. Only a hint, as the memo is: planning checks it."""
+    try:
+        doc = unseal(storage.read_bytes(chains_path(blueprint)))
+        chains = doc["chains"]
+        if doc.get("blueprint") != blueprint or not isinstance(chains, dict):
+            return {}
+        return chains
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def write_chains(
+    storage: Storage, blueprint: str, chains: Mapping[str, dict[str, list[str]]]
+) -> None:
+    """Replace ``blueprint``'s chain memo (see :func:`read_chains`). Its roots keep nothing
+    alive (the run records do); they state the name verify checks it is stored under."""
+    name = memo_name(blueprint) + ".chains"
+    doc = {
+        "blueprint": blueprint,
+        "chains": dict(chains),
+        "roots": Roots().stating(name=name).document(),
+    }
+    storage.write_atomic(chains_path(blueprint), seal(doc))

@@ -36,6 +36,7 @@ results in the cache and are not recomputed (early cutoff).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import gc
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ from chanbatch.blueprint.model import (
     Union,
     Window,
 )
+from chanbatch.compile.chains import Chain, ChainMemo, StaleChains, chain_digest, find_chains
 from chanbatch.compile.columns import check_schemas, needed_columns
 from chanbatch.compile.keys import task_key
 from chanbatch.compile.operations import rules_of, runs_per_slice
@@ -137,6 +139,50 @@ class Plan:
     results: dict[str, StageResult] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     content_of: ContentOf | None = field(default=None, repr=False)
+    # stages whose per-slice results feed a stage that merges slices (see CHECKPOINT_RATIO)
+    checkpoints: frozenset[str] = frozenset()
+    # planned top-down (chanbatch.compile.chains): the chains, with their digests, and per
+    # merging stage the slices the chain memo answered
+    chains: dict[str, Collapsed] = field(default_factory=dict, repr=False)
+    # partial key -> content id, of the partials a chain memo answers for (none is a task)
+    remembered: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def kept_keys(self) -> list[str]:
+        """The cache keys a run keeps alive: every stored or checkpoint task's, and those of
+        the partials (and their checkpoints) that a chain memo answered for."""
+        keys = [k for k, t in self.tasks.items() if t.stored or t.checkpoint]
+        for collapsed in self.chains.values():
+            for entry in collapsed.waiting.values():
+                record = collapsed.known[entry.id]
+                keys.append(record[0])
+                keys.extend(record[2:])
+        return keys
+
+    def collapsed_counts(self) -> dict[str, int]:
+        """Per stage, the tasks a chain memo answered for (each reused, none planned)."""
+        counts: dict[str, int] = {}
+        for collapsed in self.chains.values():
+            n = len(collapsed.waiting)
+            if n:
+                for stage in (*collapsed.chain.stages, collapsed.chain.merge):
+                    counts[stage] = counts.get(stage, 0) + n
+        return counts
+
+    def chain_memo(self, contents: Callable[[str], str | None]) -> ChainMemo:
+        """The chain memo this plan leaves (see :mod:`chanbatch.compile.chains`): per chain,
+        per slice id of its input, the partial's key, its content id (``contents`` of the
+        key, for a partial this plan laid out) and the keys of its kept checkpoints."""
+        memo: ChainMemo = {}
+        for collapsed in self.chains.values():
+            records: dict[str, list[str]] = {}
+            for sid, (partial, *kept) in collapsed.laid.items():
+                ident = contents(partial)
+                if ident:
+                    records[sid] = [partial, ident, *kept]
+            for entry in collapsed.waiting.values():
+                records[entry.id] = collapsed.known[entry.id]
+            memo[collapsed.digest] = records
+        return memo
 
     @property
     def outputs(self) -> dict[str, str]:
@@ -147,13 +193,18 @@ class Plan:
 
 
 def build_plan(
-    blueprint: Blueprint, inputs: dict[str, Resolved], content_of: ContentOf | None = None
+    blueprint: Blueprint,
+    inputs: dict[str, Resolved],
+    content_of: ContentOf | None = None,
+    memo: ChainMemo | None = None,
 ) -> Plan:
     """Lay out every task of ``blueprint`` over the resolved ``inputs``.
 
     ``content_of`` looks a key up in the cache and returns the object id of its result; the
     keys of tasks that read a stored result depend on it. Without it (or on a miss) those keys
-    are provisional.
+    are provisional. With a chain ``memo``, the slices it knows of each slice chain are planned
+    top-down (:mod:`chanbatch.compile.chains`): their tasks are laid out only where a combine
+    above them must be computed. Raises StaleChains when the memo disagrees with the plan.
 
     Raises BlueprintError when a stage names a column its input does not have, or uses a
     column where its kind cannot go (see :func:`chanbatch.compile.columns.check_schemas`).
@@ -167,56 +218,84 @@ def build_plan(
         plan.results[name] = StageResult(name=name, whole="", columns=columns)
     # pass 2: which input columns anything downstream reads
     needed = needed_columns(blueprint, schemas, order)
+    # stages whose per-slice results feed a stage that merges slices: their results are kept
+    # when selective (see CHECKPOINT_RATIO)
+    plan.checkpoints = frozenset(
+        stage.from_ for stage in blueprint.stages.values() if not runs_per_slice(stage)
+    )
     # pass 3: tasks
+    entries_of = {}
     for name, resolved in inputs.items():
         entries = resolved.manifest.slices
         if resolved.slice_key is not None:  # an input bound to DATASET[slice]
             entries = tuple(e for e in entries if e.key == resolved.slice_key)
-        plan.results[name] = _lay_out_loads(plan, name, entries, needed.get(name))
-    # stages whose per-slice results feed a stage that merges slices: their results are kept
-    # when selective (see CHECKPOINT_RATIO)
-    checkpoints = {stage.from_ for stage in blueprint.stages.values() if not runs_per_slice(stage)}
+        entries_of[name] = entries
+    if memo is not None:
+        _collapse(plan, entries_of, needed, memo)
+    skips = {c.chain.input: c.known for c in plan.chains.values()}
+    for name, entries in entries_of.items():
+        plan.results[name] = _lay_out_loads(plan, name, entries, needed.get(name), skips.get(name))
     with _gc_paused():  # tens of thousands of small objects, none of them garbage
         for name in order:
-            plan.results[name] = _lay_out(blueprint.stages[name], plan, name in checkpoints)
+            plan.results[name] = _lay_out(blueprint.stages[name], plan, name in plan.checkpoints)
+    if any(c.known for c in plan.chains.values()):
+        _in_flow_order(plan)
     return plan
 
 
-def _lay_out_loads(
-    plan: Plan, name: str, entries: tuple[SliceEntry, ...], wanted: set[str] | None
-) -> StageResult:
-    """One load task per slice of input ``name``, reading only the ``wanted`` columns."""
+def _projection(plan: Plan, name: str, wanted: set[str] | None) -> tuple[str, ...] | None:
+    """The columns of input ``name`` that a load reads: None for all of them."""
     all_columns = plan.results[name].columns or ()
-    projection = (
-        tuple(c for c in all_columns if c in wanted)
-        if wanted is not None and set(wanted) != set(all_columns)
-        else None
-    )
-    keys = []
-    load_spec = {"columns": list(projection or ())}
-    for entry in entries:
-        # A projected slice is another input than the whole slice: a checkpoint of a
-        # filter over it lacks the other columns, so its key must say which were read.
-        key = entry.id if projection is None else task_key("load", load_spec, [entry.id])
-        plan.tasks.setdefault(
-            key,
-            Task(
-                key=key,
-                kind="load",
-                stage=name,
-                slice=entry.key,
-                ident=key,
-                columns=projection,
-                source=entry.id,
-            ),
-        )
-        keys.append(key)
+    if wanted is None or set(wanted) == set(all_columns):
+        return None
+    return tuple(c for c in all_columns if c in wanted)
+
+
+def _lay_out_loads(
+    plan: Plan,
+    name: str,
+    entries: tuple[SliceEntry, ...],
+    wanted: set[str] | None,
+    skip: dict[str, list[str]] | None = None,
+) -> StageResult:
+    """One load task per slice of input ``name``, reading only the ``wanted`` columns; none
+    for a slice whose id is in ``skip`` (a slice chain's memo answers for it)."""
+    projection = _projection(plan, name, wanted)
+    if skip:
+        entries = tuple(e for e in entries if e.id not in skip)
+    spec = {"columns": list(projection or ())}
+    keys = [_load(plan, name, entry, projection, spec) for entry in entries]
     return StageResult(
         name=name,
         sliced=tuple((e.key, k) for e, k in zip(entries, keys, strict=True)),
-        columns=all_columns,
+        columns=plan.results[name].columns or (),
         rows=tuple(e.rows for e in entries),
     )
+
+
+def _load(
+    plan: Plan,
+    name: str,
+    entry: SliceEntry,
+    projection: tuple[str, ...] | None,
+    spec: dict[str, Any],
+) -> str:
+    """The load task of one slice of input ``name`` (``spec``: its projection, as hashed);
+    returns its key."""
+    # A projected slice is another input than the whole slice: a checkpoint of a filter over
+    # it lacks the other columns, so its key must say which were read.
+    key = entry.id if projection is None else task_key("load", spec, [entry.id])
+    if key not in plan.tasks:
+        plan.tasks[key] = Task(
+            key=key,
+            kind="load",
+            stage=name,
+            slice=entry.key,
+            ident=key,
+            columns=projection,
+            source=entry.id,
+        )
+    return key
 
 
 @contextlib.contextmanager
@@ -282,7 +361,10 @@ def _whole_key(plan: Plan, result: StageResult, stage: str) -> str:
 
 def _ident(plan: Plan, key: str) -> str:
     """What a consumer hashes ``key``'s result as; a placeholder when it is not known yet."""
-    return plan.tasks[key].ident or PENDING + key
+    task = plan.tasks.get(key)
+    if task is None:  # a partial that a chain memo answers for (see _partials)
+        return plan.remembered[key]
+    return task.ident or PENDING + key
 
 
 def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
@@ -303,18 +385,7 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
         sliced = []
         rows = up.rows or (0,) * len(up.sliced)
         for (slice_key, up_key), source_rows in zip(up.sliced, rows, strict=True):
-            key = _task(
-                plan,
-                "apply",
-                spec,
-                [up_key],
-                broadcast,
-                stage=stage.name,
-                slice=slice_key,
-                stored=stage.per_slice or output,
-                checkpoint=checkpoint,
-                source_rows=source_rows,
-            )
+            key = _apply(plan, stage, spec, up_key, broadcast, slice_key, source_rows)
             sliced.append((slice_key, key))
         return StageResult(
             name=stage.name,
@@ -341,21 +412,15 @@ def _lay_out(stage: Stage, plan: Plan, checkpoint: bool) -> StageResult:
     top = _top_n(plan, stage) if isinstance(op, Sort) and up.sliced is not None else None
     if top is not None:  # only a limit reads this sort: each slice's first rows, merged
         top_spec = {**spec, "top": top}
-        partials = [
-            _task(plan, "partial", top_spec, [k], stage=stage.name, slice=s, stored=True)
-            for s, k in up.sliced or ()
-        ]
-        root = _combine_tree(plan, stage, top_spec, partials)
+        root = _combine_tree(plan, stage, top_spec, *_partials(plan, stage, top_spec))
         if root is not None:
             return StageResult(name=stage.name, whole=root, columns=columns, incremental=True)
 
     if isinstance(op, Aggregate) and up.sliced is not None and op.decomposable:
-        partials = [
-            _task(plan, "partial", spec, [up_key], stage=stage.name, slice=slice_key, stored=True)
-            for slice_key, up_key in up.sliced
-        ]
-        root = _combine_tree(plan, stage, spec, partials)
+        root = _combine_tree(plan, stage, spec, *_partials(plan, stage, spec))
         finish = _task(plan, "finish", spec, [root] if root else [], stage=stage.name, stored=True)
+        if root is not None and not plan.tasks[finish].ident:
+            _expand(plan, stage.name, [root])
         return StageResult(name=stage.name, whole=finish, columns=columns, incremental=True)
 
     first = _first_slices(plan, stage.from_, op.n) if isinstance(op, Limit) else None
@@ -673,21 +738,172 @@ def _window_by_halo(
     )
 
 
-def _combine_tree(plan: Plan, stage: Stage, spec: dict, keys: list[str]) -> str | None:
-    """Combine ``keys`` (the partials, in slice-key order) in content-defined groups, level by
-    level (see the module docstring); returns the root key, or None when there are no keys."""
+@dataclass(slots=True, kw_only=True)
+class Collapsed:
+    """A slice chain as one plan sees it (see :mod:`chanbatch.compile.chains`)."""
+
+    chain: Chain
+    digest: str
+    projection: tuple[str, ...] | None
+    load_spec: dict[str, Any]
+    specs: tuple[dict[str, Any], ...]  # each row-wise stage's, as hashed
+    merge_spec: dict[str, Any]  # the partials'
+    entries: tuple[SliceEntry, ...]  # every slice of the input, in key order
+    known: dict[str, list[str]]  # slice id -> memo record, for the slices it answers
+    waiting: dict[str, SliceEntry] = field(default_factory=dict)  # partial key -> its slice
+    laid: dict[str, list[str]] = field(default_factory=dict)  # slice id -> partial, kept keys
+
+
+def _collapse(
+    plan: Plan,
+    entries_of: dict[str, tuple[SliceEntry, ...]],
+    needed: dict[str, set[str] | None],
+    memo: ChainMemo,
+) -> None:
+    """Find the slice chains, each with what ``memo`` knows of its input's slices."""
+    bp = plan.blueprint
+    for chain in find_chains(bp, entries_of):
+        merge = bp.stages[chain.merge]
+        spec = merge.canonical()
+        if isinstance(merge.operation, Sort):
+            top = _top_n(plan, merge)
+            if top is None:
+                continue
+            spec = {**spec, "top": top}
+        elif not (isinstance(merge.operation, Aggregate) and merge.operation.decomposable):
+            continue
+        projection = _projection(plan, chain.input, needed.get(chain.input))
+        digest = chain_digest(bp, chain, projection, spec)
+        records = memo.get(digest) or {}
+        entries = entries_of[chain.input]
+        plan.chains[chain.merge] = Collapsed(
+            chain=chain,
+            digest=digest,
+            projection=projection,
+            load_spec={"columns": list(projection or ())},
+            specs=tuple(bp.stages[name].canonical() for name in chain.stages),
+            merge_spec=spec,
+            entries=entries,
+            known={e.id: records[e.id] for e in entries if e.id in records},
+        )
+
+
+def _apply(
+    plan: Plan,
+    stage: Stage,
+    spec: dict[str, Any],
+    up_key: str,
+    broadcast: tuple[str, ...],
+    slice_key: SliceKey,
+    source_rows: int,
+) -> str:
+    """The task of row-wise ``stage`` on one slice (its input ``up_key``); returns its key."""
+    return _task(
+        plan,
+        "apply",
+        spec,
+        [up_key],
+        broadcast,
+        stage=stage.name,
+        slice=slice_key,
+        stored=stage.per_slice or stage.name in plan.blueprint.outputs,
+        checkpoint=stage.name in plan.checkpoints,
+        source_rows=source_rows,
+    )
+
+
+def _partials(plan: Plan, stage: Stage, spec: dict[str, Any]) -> tuple[list[str], list[SliceKey]]:
+    """The keys of ``stage``'s per-slice partials (``spec``), with their slice keys, in slice
+    order. Of a slice chain's slices, those the chain memo knows are not laid out: their keys
+    and contents are the memo's, until a combine above them must be computed (_expand)."""
+    up = plan.results[stage.from_]
+    assert up.sliced is not None
+    collapsed = plan.chains.get(stage.name)
+    if collapsed is None:
+        keys = [
+            _task(plan, "partial", spec, [k], stage=stage.name, slice=s, stored=True)
+            for s, k in up.sliced
+        ]
+        return keys, [s for s, _ in up.sliced]
+    kept = bool(collapsed.chain.stages) and collapsed.chain.stages[-1] in plan.checkpoints
+    laid_out = iter(up.sliced)
+    keys, slice_keys = [], []
+    for entry in collapsed.entries:
+        record = collapsed.known.get(entry.id)
+        if record is None:
+            slice_key, up_key = next(laid_out)
+            key = _task(
+                plan, "partial", spec, [up_key], stage=stage.name, slice=slice_key, stored=True
+            )
+            collapsed.laid[entry.id] = [key, up_key] if kept else [key]
+        else:
+            key = record[0]
+            plan.remembered[key] = record[1]
+            collapsed.waiting[key] = entry
+        keys.append(key)
+        slice_keys.append(entry.key)
+    return keys, slice_keys
+
+
+def _expand(plan: Plan, stage: str, keys: Sequence[str]) -> None:
+    """Lay out the tasks of the slices below ``keys`` (children of a combine, or the root
+    under a finish, of merging ``stage``) that a chain memo answered for: they are needed."""
+    collapsed = plan.chains.get(stage)
+    if collapsed is None or not collapsed.waiting:
+        return
+    chain = collapsed.chain
+    kept = bool(chain.stages) and chain.stages[-1] in plan.checkpoints
+    for key in keys:
+        entry = collapsed.waiting.pop(key, None)
+        if entry is None:
+            continue
+        up_key = _load(plan, chain.input, entry, collapsed.projection, collapsed.load_spec)
+        for name, spec in zip(chain.stages, collapsed.specs, strict=True):
+            stage_model = plan.blueprint.stages[name]
+            up_key = _apply(plan, stage_model, spec, up_key, (), entry.key, entry.rows)
+        partial = _task(
+            plan,
+            "partial",
+            collapsed.merge_spec,
+            [up_key],
+            stage=chain.merge,
+            slice=entry.key,
+            stored=True,
+        )
+        # the key must be the memo's, and the content the cache knows the memo's too: a
+        # combine above was keyed with the memo's content
+        if partial != key or plan.tasks[partial].ident != plan.remembered[key]:
+            raise StaleChains(f"slice {entry.id[:12]} of {chain.input!r}: not as remembered")
+        collapsed.laid[entry.id] = [key, up_key] if kept else [key]
+
+
+_KIND_RANK = {"load": 0, "apply": 0, "partial": 0, "combine": 0}
+
+
+def _in_flow_order(plan: Plan) -> None:
+    """Order the tasks so that each comes after its inputs, as ``decide`` walks them: the
+    tasks _expand lays out come after the combines that need them. Inputs first, then the
+    stages in topological order; within one, per-slice tasks, combines by level, the rest."""
+    index = {name: i for i, name in enumerate(plan.blueprint.topological_order())}
+
+    def rank(task: Task) -> tuple[int, int]:
+        within = task.level if task.kind == "combine" else _KIND_RANK.get(task.kind, 1 << 20)
+        return index.get(task.stage, -1), within
+
+    plan.tasks = {t.key: t for t in sorted(plan.tasks.values(), key=rank)}
+
+
+def _combine_tree(
+    plan: Plan, stage: Stage, spec: dict, keys: list[str], slice_keys: list[SliceKey]
+) -> str | None:
+    """Combine ``keys`` (the partials, in the order of their ``slice_keys``) in
+    content-defined groups, level by level (see the module docstring); returns the root key,
+    or None when there are no keys. A child is labelled by the last slice key under it (two
+    slices with equal content share one partial task, but not their labels)."""
     if not keys:
         return None
-    up = plan.results[stage.from_].sliced
-    # A child is labelled by the last slice key under it. The keys come from the stage's input,
-    # not from the partial tasks: two slices with equal content share one partial task.
-    slice_keys = (
-        [slice_key for slice_key, _ in up]
-        if up is not None and len(up) == len(keys)
-        else [plan.tasks[k].slice or "" for k in keys]
-    )
     # each label's canonical JSON, made once and hashed on every pass it is a label on
-    labels = [canonical_json(encode_key(k)) for k in slice_keys]
+    labels = [_label(k) for k in slice_keys]
     level = 1
     salt = 1
     while len(keys) > 1:
@@ -699,9 +915,12 @@ def _combine_tree(plan: Plan, stage: Stage, spec: dict, keys: list[str]) -> str 
             if len(group) == 1:
                 next_keys.append(group[0])
             else:
-                next_keys.append(
-                    _task(plan, "combine", spec, group, stage=stage.name, level=level, stored=True)
+                key = _task(
+                    plan, "combine", spec, group, stage=stage.name, level=level, stored=True
                 )
+                if not plan.tasks[key].ident:  # computed: its children must be planned
+                    _expand(plan, stage.name, group)
+                next_keys.append(key)
             next_labels.append(labels[end - 1])
             start = end
         if len(next_keys) < len(keys):
@@ -709,6 +928,21 @@ def _combine_tree(plan: Plan, stage: Stage, spec: dict, keys: list[str]) -> str 
         keys, labels = next_keys, next_labels
         salt += 1
     return keys[0]
+
+
+_PLAIN = frozenset("0123456789-")
+
+
+def _label(key: SliceKey) -> bytes:
+    """The canonical JSON of slice key ``key``, without a JSON encoder for the keys most
+    slices have: ints and dates (whose ISO text needs no escaping)."""
+    if type(key) is int:
+        return b"%d" % key
+    if isinstance(key, dt.date) and not isinstance(key, dt.datetime):
+        text = key.isoformat()
+        if _PLAIN.issuperset(text):
+            return b'"%s"' % text.encode()
+    return canonical_json(encode_key(key))
 
 
 # Passes that combined nothing (every child a boundary: 1 in 8**children) move on to the next

@@ -4,8 +4,10 @@ statistics, and the memo it leaves for the next plan.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from chanbatch.blueprint.model import Blueprint
@@ -34,7 +36,7 @@ def intent_record(run_id: str, started_at: dt.datetime, plan: Plan) -> RunRecord
         # no refs: an intent names no versions for verify to check (a run that dies leaves it)
         roots=Roots.of(
             snapshots=sorted({r.snapshot for r in plan.inputs.values()}),
-            cache=sorted(k for k, t in plan.tasks.items() if t.stored or t.checkpoint),
+            cache=sorted(plan.kept_keys()),
         ).stating(name=run_id),
     )
 
@@ -65,9 +67,30 @@ def recorded_tasks(
     return tasks
 
 
-def stage_stats(tasks: list[dict[str, Any]]) -> dict[str, StageStats]:
-    """Per-stage statistics of a run, from its recorded tasks (the one tally of them)."""
-    return tally(tasks)
+def stage_stats(
+    tasks: list[dict[str, Any]], collapsed: dict[str, int] | None = None
+) -> dict[str, StageStats]:
+    """Per-stage statistics of a run, from its recorded tasks (the one tally of them), with
+    the tasks a chain memo answered for (``collapsed``, per stage: reused, never planned)."""
+    stats = tally(tasks)
+    for stage, n in (collapsed or {}).items():
+        row = stats.get(stage, StageStats(computed=0, reused=0, cutoff=0, seconds=0.0))
+        stats[stage] = dataclasses.replace(row, reused=row.reused + n)
+    return stats
+
+
+def content_of(plan: Plan, done: dict[str, TaskOutcome]) -> Callable[[str], str | None]:
+    """What a stored task's result is hashed as after the run: the content it was stored
+    with, if it ran, else what the plan knew."""
+
+    def content(key: str) -> str | None:
+        entry = done.get(key)
+        if entry is not None:
+            return entry.stored or None
+        task = plan.tasks.get(key)
+        return task.ident if task is not None and task.ident else None
+
+    return content
 
 
 def finished_record(
@@ -83,11 +106,7 @@ def finished_record(
     stats: dict[str, Any],
 ) -> RunRecord:
     """``runs/<run id>.json`` at the end: what ran, with the cache keys each task resolved to."""
-    stored = [
-        done[t.key].key if t.key in done else t.key
-        for t in plan.tasks.values()
-        if t.stored or t.checkpoint
-    ]
+    stored = [done[k].key if k in done else k for k in plan.kept_keys()]
     versions = output_versions(store, snapshots)
     return RunRecord(
         run=intent.run,
@@ -177,7 +196,7 @@ def output_versions(store: SnapshotStore, snapshots: dict[str, dict[str, Any]]) 
 
 def memo_contents(plan: Plan, done: dict[str, TaskOutcome]) -> dict[str, str]:
     """Key -> object id of every stored result this run used or made, for the next plan."""
-    out = {}
+    out = dict(plan.remembered)  # the partials a chain memo answered for
     for task in plan.tasks.values():
         if not task.stored:
             continue

@@ -20,6 +20,7 @@ from typing import Any
 
 from chanbatch.blueprint.model import Blueprint, Map
 from chanbatch.cache import CacheView, write_memo
+from chanbatch.cache.index import read_chains, write_chains
 from chanbatch.cache.runs import (
     RUNNING,
     RunRecord,
@@ -29,9 +30,10 @@ from chanbatch.cache.runs import (
     write_record,
 )
 from chanbatch.compile.allow import check_allowed
-from chanbatch.compile.decide import decide
+from chanbatch.compile.chains import ChainMemo, StaleChains
+from chanbatch.compile.decide import Decision, decide
 from chanbatch.compile.explain import describe_key, explain, load_previous
-from chanbatch.compile.plan import build_plan
+from chanbatch.compile.plan import Plan, build_plan
 from chanbatch.errors import UsageError, did_you_mean
 from chanbatch.run import recording
 from chanbatch.run.executor import Executor, Progress, choose_executor
@@ -91,26 +93,60 @@ def plan_blueprint(
     sets: Mapping[str, str] | None = None,
     overwrite: Collection[str] | None = (),
     inputs: dict[str, refs.Resolved] | None = None,
+    chains: ChainMemo | None = None,
 ) -> PlanReport:
     """The plan of ``blueprint`` on ``store`` and what a run would compute or reuse.
 
     Raises UsageError when a run would write one of its inputs, or a dataset that this
     blueprint did not write and ``overwrite`` does not name (:mod:`chanbatch.run.owners`;
     ``overwrite=None`` skips that check, for pictures of the plan). ``inputs``: the inputs as
-    the caller resolved and checked them already.
+    the caller resolved and checked them already. ``chains``: plan the slices a chain memo
+    knows top-down (:mod:`chanbatch.compile.chains`; ``{}`` finds the chains, to leave a memo).
     """
     view = CacheView(store.storage, blueprint.name)
     if inputs is None:
         inputs = resolve_inputs(blueprint, store, sets)
         check_outputs(blueprint, store, inputs, overwrite)
-    plan = build_plan(blueprint, inputs, view.content_of)
-    report = PlanReport(plan=plan, decisions=decide(plan, store.storage, view), memo=view.memo)
+    plan, decisions = _plan(blueprint, inputs, store, view, chains)
+    report = PlanReport(plan=plan, decisions=decisions, memo=view.memo)
     if report.has_work:
         report.last, report.read_last = last_run(store, blueprint.name), True
         report.decisions = explain(
             plan, report.decisions, load_previous(store.storage, report.last)
         )
     return report
+
+
+def _plan(
+    blueprint: Blueprint,
+    inputs: dict[str, refs.Resolved],
+    store: SnapshotStore,
+    view: CacheView,
+    chains: ChainMemo | None,
+) -> tuple[Plan, dict[str, Decision]]:
+    """The plan and its decisions; planned again without the chain memo when the memo
+    disagrees with the plan, or leaves out a task that must be computed after all (a reused
+    result whose cache entry has gone)."""
+    try:
+        plan = build_plan(blueprint, inputs, view.content_of, chains)
+    except StaleChains:
+        plan = build_plan(blueprint, inputs, view.content_of, {})
+    decisions = decide(plan, store.storage, view)
+    if plan.remembered and not _complete(plan, decisions):
+        plan = build_plan(blueprint, inputs, view.content_of, {})
+        decisions = decide(plan, store.storage, view)
+    return plan, decisions
+
+
+def _complete(plan: Plan, decisions: dict[str, Decision]) -> bool:
+    """Whether every input of every task to compute is planned."""
+    tasks = plan.tasks
+    return all(
+        dep in tasks
+        for key, decision in decisions.items()
+        if decision.action == "compute"
+        for dep in tasks[key].deps
+    )
 
 
 def explain_task(
@@ -234,7 +270,8 @@ def _prepare(
     makes before it writes anything."""
     started_at = dt.datetime.now(dt.UTC)
     run_id = recording.new_run_id(started_at)
-    report = plan_blueprint(blueprint, store, inputs=inputs)
+    chains = read_chains(store.storage, blueprint.name)
+    report = plan_blueprint(blueprint, store, inputs=inputs, chains=chains)
     allow = frozenset(allow_modules)
     computed = [k for k, d in report.decisions.items() if d.action == "compute"]
     for key in computed:
@@ -318,9 +355,11 @@ def _finish(
     contents = recording.memo_contents(plan, done)
     if run.computed or contents != run.report.memo:  # also replaces a damaged or stale memo
         write_memo(storage, run.blueprint.name, contents)
+    if plan.chains:
+        write_chains(storage, run.blueprint.name, plan.chain_memo(recording.content_of(plan, done)))
     tasks = recording.recorded_tasks(run.report, done, run.started_at)
     seconds = time.perf_counter() - run.clock
-    stats = recording.run_stats(recording.stage_stats(tasks), seconds)
+    stats = recording.run_stats(recording.stage_stats(tasks, plan.collapsed_counts()), seconds)
     record = recording.finished_record(
         run.store,
         intent=run.intent,

@@ -1,0 +1,269 @@
+"""Planning top-down through slice chains (chanbatch/compile/chains.py, issue 17).
+
+A run leaves a chain memo; the next run plans none of the tasks of the slices it knows, except
+below the combines it must compute. Whatever the memo says, and whatever happened to the
+cache, a run must give exactly the output a cold run gives on a fresh store (same snapshot
+id), whose values are checked against pandas on the raw rows, and compute no more than a run
+planned task by task.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import chanbatch as cb
+
+BLUEPRINT = """
+name: chains
+inputs:
+  events: events
+  again: events
+stages:
+  kept:
+    from: events
+    filter: v > 60
+  scaled:
+    from: kept
+    derive:
+      w: v * 2 + 1
+  totals:
+    from: scaled
+    group_by: [kind]
+    aggregate:
+      n: count()
+      total: sum(w)
+      low: min(v)
+      high: max(v)
+  kept_again:
+    from: again
+    filter: v > 60
+  scaled_again:
+    from: kept_again
+    derive:
+      w: v * 2 + 1
+  ranked:
+    from: scaled_again
+    sort: [-w, day, kind]
+  top:
+    from: ranked
+    limit: 5
+outputs:
+  totals: chain_totals
+  top: chain_top
+"""
+DAYS = list(range(1, 49))
+ROWS = 8
+
+
+def events(days: list[int] = DAYS, seed: int = 7) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = ROWS * len(days)
+    return pd.DataFrame(
+        {
+            "day": np.repeat(days, ROWS),
+            "kind": rng.choice(["a", "b", "c", "d"], rows),
+            "v": rng.integers(0, 200, rows).astype("int64"),
+        }
+    )
+
+
+def check_values(store: cb.Store, frame: pd.DataFrame) -> None:
+    """The outputs against pandas on the raw rows."""
+    kept = frame[frame["v"] > 60].assign(w=lambda f: f["v"] * 2 + 1)
+    grouped = kept.groupby("kind")
+    want = pd.DataFrame(
+        {
+            "n": grouped.size(),
+            "total": grouped["w"].sum(),
+            "low": grouped["v"].min(),
+            "high": grouped["v"].max(),
+        }
+    ).reset_index()
+    got = store.read("chain_totals").compute().sort_values("kind").reset_index(drop=True)
+    assert got["kind"].tolist() == want["kind"].tolist()
+    for column in ("n", "total", "low", "high"):
+        assert got[column].tolist() == want[column].tolist(), column
+    top = kept.sort_values(["w", "day", "kind"], ascending=[False, True, True]).head(5)
+    got_top = store.read("chain_top").compute()
+    assert got_top["w"].tolist() == top["w"].tolist()
+    assert got_top["day"].tolist() == top["day"].tolist()
+
+
+def cold_snapshots(tmp_path: Path, frame: pd.DataFrame) -> dict[str, str]:
+    store = cb.Store(str(tmp_path / f"cold-{len(list(tmp_path.iterdir()))}"))
+    store.freeze("events", frame, slice_by="day")
+    result = cb.Blueprint.from_yaml(BLUEPRINT).run(store, scheduler="sync")
+    return {stage: info["snapshot"] for stage, info in result.snapshots.items()}
+
+
+def snapshots(result: object) -> dict[str, str]:
+    return {stage: info["snapshot"] for stage, info in result.snapshots.items()}  # type: ignore[attr-defined]
+
+
+def chain_memos(root: Path) -> list[Path]:
+    return sorted((root / "memo").glob("*.chains.json"))
+
+
+def recorded_tasks(root: Path, run_id: str) -> list[dict]:
+    return json.loads((root / "runs" / f"{run_id}.json").read_bytes())["tasks"]
+
+
+def computed(result: object) -> dict[str, int]:
+    stages = result.stats["stages"]  # type: ignore[attr-defined]
+    return {stage: doc["computed"] for stage, doc in stages.items()}
+
+
+def planned_task_by_task(tmp_path: Path, store_root: Path, name: str) -> object:
+    """The same run on a copy of the store without its chain memo (every task planned)."""
+    copy = tmp_path / name
+    shutil.copytree(store_root, copy)
+    for memo in chain_memos(copy):
+        memo.unlink()
+    return cb.Blueprint.from_yaml(BLUEPRINT).run(cb.Store(str(copy)), scheduler="sync")
+
+
+CHANGES = {
+    "append": (DAYS[:-1], [DAYS[-1]]),
+    "insert first": (DAYS[1:], [DAYS[0]]),
+    "insert middle": ([d for d in DAYS if d != 25], [25]),
+    "replace middle": (DAYS, [20]),
+    "append three": (DAYS[:-3], DAYS[-3:]),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_a_run_planned_top_down_equals_a_cold_run(tmp_path: Path, change: str) -> None:
+    before, added = CHANGES[change]
+    frame = events()
+    root = tmp_path / "warm"
+    store = cb.Store(str(root))
+    store.freeze("events", frame[frame["day"].isin(before)], slice_by="day")
+    blueprint = cb.Blueprint.from_yaml(BLUEPRINT)
+    blueprint.run(store, scheduler="sync")
+    (memo,) = chain_memos(root)  # a computing run leaves a chain memo, of both chains
+    assert len(json.loads(memo.read_bytes())["chains"]) == 2
+
+    if change == "replace middle":  # the same day, other rows
+        piece = events([20], seed=99)
+        frame = pd.concat([frame[frame["day"] != 20], piece], ignore_index=True)
+    else:
+        piece = frame[frame["day"].isin(added)]
+    store.freeze("events", piece, slice_by="day")
+    full = planned_task_by_task(tmp_path, root, "full")
+    result = blueprint.run(store, scheduler="sync")
+
+    assert snapshots(result) == cold_snapshots(tmp_path, frame)
+    check_values(store, frame)
+    # no more work than planning every task, and the same tally of reused tasks
+    assert computed(result) == computed(full)
+    assert result.stats["reused"] == full.stats["reused"]  # type: ignore[attr-defined]
+    # the slices the memo knew were not laid out
+    laid_out = len(recorded_tasks(root, result.run_id))
+    assert laid_out < len(recorded_tasks(tmp_path / "full", full.run_id))  # type: ignore[attr-defined]
+
+
+def test_a_new_slice_lays_out_its_path_only(tmp_path: Path) -> None:
+    """At 400 slices, a new slice's run lays out its own tasks, the combines on its path and
+    their children: a few dozen tasks, where a plan task by task has about 1,250."""
+    text = BLUEPRINT.split("  kept_again:")[0] + "outputs:\n  totals: chain_totals\n"
+    blueprint = cb.Blueprint.from_yaml(text.replace("  again: events\n", ""))
+    days = list(range(1, 401))
+    frame = events(days)
+    root = tmp_path / "warm"
+    store = cb.Store(str(root))
+    store.freeze("events", frame[frame["day"] < 400], slice_by="day")
+    first = blueprint.run(store, scheduler="sync")
+    store.freeze("events", frame[frame["day"] == 400], slice_by="day")
+    result = blueprint.run(store, scheduler="sync")
+    laid_out = len(recorded_tasks(root, result.run_id))
+    assert len(recorded_tasks(root, first.run_id)) > 1_200
+    assert laid_out < 150, laid_out
+    assert result.stats["stages"]["totals"]["reused"] > 400  # type: ignore[attr-defined]
+
+
+def test_many_appends_in_a_row_stay_exact(tmp_path: Path) -> None:
+    frame = events()
+    root = tmp_path / "warm"
+    store = cb.Store(str(root))
+    blueprint = cb.Blueprint.from_yaml(BLUEPRINT)
+    start = 44
+    store.freeze("events", frame[frame["day"] <= start], slice_by="day")
+    blueprint.run(store, scheduler="sync")
+    for day in DAYS[start:]:
+        store.freeze("events", frame[frame["day"] == day], slice_by="day")
+        blueprint.run(store, scheduler="sync")
+    assert snapshots(blueprint.run(store, scheduler="sync")) == cold_snapshots(tmp_path, frame)
+    check_values(store, frame)
+
+
+def _warm_and_append(tmp_path: Path) -> tuple[Path, cb.Store, pd.DataFrame]:
+    frame = events()
+    root = tmp_path / "warm"
+    store = cb.Store(str(root))
+    store.freeze("events", frame[frame["day"] < DAYS[-1]], slice_by="day")
+    cb.Blueprint.from_yaml(BLUEPRINT).run(store, scheduler="sync")
+    store.freeze("events", frame[frame["day"] == DAYS[-1]], slice_by="day")
+    return root, store, frame
+
+
+def test_a_damaged_chain_memo_is_ignored(tmp_path: Path) -> None:
+    root, store, frame = _warm_and_append(tmp_path)
+    for memo in chain_memos(root):
+        memo.write_bytes(memo.read_bytes()[:-40] + b"garbage")
+    result = cb.Blueprint.from_yaml(BLUEPRINT).run(store, scheduler="sync")
+    assert snapshots(result) == cold_snapshots(tmp_path, frame)
+    check_values(store, frame)
+
+
+@pytest.mark.parametrize("field", [0, 1])
+def test_a_chain_memo_that_lies_is_caught(tmp_path: Path, field: int) -> None:
+    """A memo whose partial keys (0) or contents (1) are wrong, but well sealed: the plan
+    finds out where it lays a slice out, and plans again without it."""
+    from chanbatch.hashing import seal, unseal
+
+    root, store, frame = _warm_and_append(tmp_path)
+    (memo,) = chain_memos(root)
+    doc = unseal(memo.read_bytes())
+    for records in doc["chains"].values():
+        for record in records.values():
+            record[field] = "f" * 64
+    memo.write_bytes(seal(doc))
+    result = cb.Blueprint.from_yaml(BLUEPRINT).run(store, scheduler="sync")
+    assert snapshots(result) == cold_snapshots(tmp_path, frame)
+    check_values(store, frame)
+
+
+def test_an_emptied_cache_is_recomputed_whole(tmp_path: Path) -> None:
+    _root, store, frame = _warm_and_append(tmp_path)
+    evicted = store.evict(everything=True)
+    assert evicted
+    result = cb.Blueprint.from_yaml(BLUEPRINT).run(store, scheduler="sync")
+    assert snapshots(result) == cold_snapshots(tmp_path, frame)
+    check_values(store, frame)
+    # every slice's partial was computed again, although the memo knew them
+    assert computed(result)["totals"] >= len(DAYS)
+
+
+def test_gc_keeps_what_a_run_planned_top_down_reuses(tmp_path: Path) -> None:
+    """A run that planned most slices from the memo still roots their cached results: after
+    gc, the next new slice recomputes its own path only."""
+    root, store, frame = _warm_and_append(tmp_path)
+    blueprint = cb.Blueprint.from_yaml(BLUEPRINT)
+    blueprint.run(store, scheduler="sync")
+    for record in (root / "runs").glob("*.json"):  # only the last run's record is young
+        if record != max((root / "runs").glob("*.json")):
+            record.unlink()
+    store.gc(grace_seconds=0)
+    extra = events([DAYS[-1] + 1], seed=5)
+    store.freeze("events", extra, slice_by="day")
+    frame = pd.concat([frame, extra], ignore_index=True)
+    result = blueprint.run(store, scheduler="sync")
+    assert computed(result)["totals"] <= 12  # the partial, its path of combines, the finish
+    assert snapshots(result) == cold_snapshots(tmp_path, frame)
+    check_values(store, frame)
