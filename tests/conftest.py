@@ -37,7 +37,7 @@ def clear_memory_fs() -> None:
     fs.pseudo_dirs.append("")
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def store_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:

@@ -73,10 +73,17 @@ def clear_s3fs_cache() -> None:
     s3fs.S3FileSystem.clear_instance_cache()
 
 
+_CLIENTS: dict[str, Any] = {}
+
+
 def _filesystem() -> Any:
+    """The kit's own s3fs client for the current endpoint (made once: a client costs ~0.3 s)."""
     import s3fs
 
-    return s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    if endpoint not in _CLIENTS:
+        _CLIENTS[endpoint] = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
+    return _CLIENTS[endpoint]
 
 
 def make_bucket(name: str | None = None) -> str:
@@ -87,12 +94,13 @@ def make_bucket(name: str | None = None) -> str:
 
 
 def remove_bucket(name: str) -> None:
-    """Empty and remove a bucket; a bucket already gone is fine."""
-    fs = _filesystem()
-    with contextlib.suppress(FileNotFoundError):
-        fs.rm(name, recursive=True)
-    with contextlib.suppress(FileNotFoundError, OSError):
-        fs.rmdir(name)
+    """Drop a bucket and everything in it from the in-process server's memory at once (no
+    request per object); a bucket already gone is fine."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets.pop(name, None)
+    s3_backends.bucket_accounts.pop(name, None)
 
 
 def age_s3(url: str, seconds: float) -> int:
@@ -165,10 +173,13 @@ def s3_store_url(s3_bucket: str) -> str:
 class Fault:
     """What the proxy does to the requests that ``match``: answer ``status`` (with an S3 error
     body naming ``code``), or drop the connection without an answer when ``status`` is 0.
-    ``times`` requests are hit (None: all of them, until the fault is removed)."""
+    With ``after``, the request is first forwarded (the server acts on it) and then the
+    connection dropped: the client never hears that it succeeded. ``times`` requests are hit
+    (None: all of them, until the fault is removed)."""
 
     status: int
     code: str = ""
+    after: bool = False
     match: Callable[[str, str], bool] = lambda method, path: True
     times: int | None = None
     hits: int = 0
@@ -207,12 +218,15 @@ class FaultProxy:
         code: str = "",
         times: int | None = None,
         match: Callable[[str, str], bool] | None = None,
+        after: bool = False,
     ) -> Fault:
-        """Answer matching requests with ``status`` (0: drop the connection), ``times`` of
-        them or all; returns the fault, which :meth:`heal` removes."""
+        """Answer matching requests with ``status`` (0: drop the connection; with ``after``,
+        drop it once the server has acted), ``times`` of them or all; returns the fault,
+        which :meth:`heal` removes."""
         fault = Fault(
             status=status,
             code=code or _CODES.get(status, "InternalError"),
+            after=after,
             times=times,
             match=match or (lambda method, path: True),
         )
@@ -268,7 +282,7 @@ class FaultProxy:
             def _handle(self) -> None:
                 body = self._body()
                 fault = proxy._pick(self.command, self.path)
-                if fault is not None and fault.status == 0:
+                if fault is not None and fault.status == 0 and not fault.after:
                     self.close_connection = True
                     with contextlib.suppress(OSError):
                         self.connection.shutdown(socket.SHUT_RDWR)
@@ -298,11 +312,23 @@ class FaultProxy:
                     conn.request(self.command, self.path, body=body, headers=headers)
                     response = conn.getresponse()
                     data = response.read()
+                    if fault is not None and fault.after:
+                        self.close_connection = True
+                        with contextlib.suppress(OSError):
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                        return
                     self.send_response(response.status, response.reason)
+                    length = str(len(data))
                     for key, value in response.getheaders():
-                        if key.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        if key.lower() == "content-length" and self.command == "HEAD":
+                            length = value  # a HEAD's answer has no body, only the size
+                        elif key.lower() not in (
+                            "transfer-encoding",
+                            "content-length",
+                            "connection",
+                        ):
                             self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("Content-Length", length)
                     self.end_headers()
                     if self.command != "HEAD":
                         self.wfile.write(data)

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from chanbatch.errors import ChanbatchError, StoreError, StoreUrlError
+from chanbatch.errors import ChanbatchError, NoStoreError, StoreError, StoreUrlError
 
 TMP_DIR = "tmp"
 #: On stores that cannot set a file's mtime (object stores, ``memory://``), a reused file is
@@ -85,11 +85,27 @@ class Storage:
 
     def root_exists(self) -> bool:
         """Whether the store's root is there: a store is made by its first write (or ``init``),
-        so a missing root means nothing was ever written to this URL."""
+        so a missing root means nothing was ever written to this URL.
+
+        Raises NoStoreError when the first part of a remote store's path (an object store's
+        bucket) is not there either: no write could make the store."""
         if self.is_local:
             return os.path.isdir(self.root)
         with self.reaching():
-            return bool(self.fs.exists(self._fresh("")))
+            if self.fs.exists(self._fresh("")):
+                return True
+            # fsspec gives an object store's paths as "bucket/key" (no leading slash), and a
+            # missing bucket is worth its own message: no write can make the store there
+            top = self.root.split("/", 1)[0]
+            if self.root.startswith("/") or top == self.root:
+                return False
+            if self.fs.exists(self._fresh_path(top)):
+                return False
+        raise NoStoreError(
+            f"no store at {self.url}: {_top(self.url)} was not found",
+            hint="create the bucket, or check its name in the store URL (and that the "
+            "credentials in use may see it)",
+        )
 
     def _fresh(self, rel: str) -> str:
         """The filesystem path of ``rel``, with what the filesystem cached about it forgotten.
@@ -98,7 +114,9 @@ class Storage:
         answer ``exists``, ``info`` and ``ls`` from them. Other processes write the store (a
         concurrent freeze, a gc), so a cached listing would hide a new ref version, and the
         ref log's retry after a lost race would read the same stale head again and again."""
-        path = self.full(rel)
+        return self._fresh_path(self.full(rel))
+
+    def _fresh_path(self, path: str) -> str:
         self.fs.invalidate_cache(path)
         return path
 
@@ -106,14 +124,19 @@ class Storage:
 
     @contextlib.contextmanager
     def reaching(self) -> Iterator[None]:
-        """Turn a remote store's failure to answer (no such host, refused, timed out, denied)
-        into a StoreError that names the store; a missing file passes through."""
+        """Turn a remote store's failure to answer (no such host, refused, timed out, denied,
+        no credentials, busy after its client's retries) into a StoreError that names the
+        store; a missing file passes through.
+
+        The filesystem's client raises what it likes (OSError subclasses, or its own classes
+        such as a missing-credentials error): only fsspec calls run in here, so every other
+        error is the store's, and is wrapped once, here."""
         try:
             yield
-        except (FileNotFoundError, FileExistsError):
+        except (FileNotFoundError, FileExistsError, ChanbatchError):
             raise
-        except OSError as exc:
-            raise _open_error(self.url, exc) from exc
+        except Exception as exc:
+            raise _reach_error(self.url, exc) from exc
 
     def read_bytes(self, rel: str) -> bytes:
         """The bytes of ``rel``; raises FileNotFoundError if it does not exist."""
@@ -189,16 +212,34 @@ class Storage:
         the command may have removed some files already, all of them unreferenced."""
         try:
             yield
-        except (FileNotFoundError, FileExistsError):
+        except FileNotFoundError as exc:
+            if self.is_local or verb != "write":
+                raise
+            # a put names no folder that could be missing: the bucket (container) is
+            raise StoreError(
+                f"cannot {verb} {what} in store {self.url}: {_short(exc)}",
+                hint=f"{_top(self.url)} does not exist: create it, or check its name in the "
+                "store URL; nothing was published",
+            ) from exc
+        except (FileExistsError, ChanbatchError):
             raise
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else _short(exc)
-            hint = _WRITE_HINTS.get(exc.errno or 0, "check the store's disk and permissions")
+            if not self.is_local and isinstance(exc, PermissionError):
+                hint = _DENIED_HINT
+            else:
+                default = "check the store's disk and permissions"
+                hint = _WRITE_HINTS.get(exc.errno or 0, default)
             if verb == "write":
                 hint += "; nothing partial was published, so the command can simply be run again"
             raise StoreError(
                 f"cannot {verb} {what} in store {self.url}: {reason}", hint=hint
             ) from exc
+        except Exception as exc:
+            if self.is_local:
+                raise
+            # the client's own errors (no credentials, a connection closed after its retries)
+            raise _reach_error(self.url, exc, f"cannot {verb} {what} in") from exc
 
     def write_atomic(self, rel: str, data: bytes | memoryview) -> None:
         """Write ``data`` to ``rel`` so that readers see all of it or nothing.
@@ -221,11 +262,10 @@ class Storage:
         """Create ``rel`` holding ``data``; False (and nothing written) if it already exists."""
         with self.writing(rel):
             if not self.is_local:
-                path = self._fresh(rel)
-                if self.fs.exists(path):  # spares the upload when the race is already lost
-                    return False
+                # the filesystem's own exclusive put (S3: a conditional PUT with
+                # If-None-Match: *; fsspec's generic pipe_file checks exists first itself)
                 try:
-                    self.fs.pipe_file(path, data, mode="create")
+                    self.fs.pipe_file(self._fresh(rel), data, mode="create")
                 except FileExistsError:
                     return False
                 return True
@@ -330,7 +370,17 @@ class Storage:
         return tmp
 
 
+_DENIED_HINT = (
+    "the store refused the credentials in use: check which ones the filesystem picks up (its "
+    "standard environment variables or profile, or --storage-option) and that they may use "
+    "this store"
+)
+_BUSY_HINT = (
+    "the store is busy or unavailable, and its client's retries ran out: run the command "
+    "again later (the client's retry settings are its own, e.g. AWS_MAX_ATTEMPTS for s3fs)"
+)
 _WRITE_HINTS = {
+    errno.EBUSY: _BUSY_HINT,
     errno.ENOSPC: "the disk is full: free some space (`chanbatch gc` removes debris)",
     errno.EDQUOT: "the disk quota is used up: free some space (`chanbatch gc` removes debris)",
     errno.EROFS: "the store is on a read-only filesystem: use a writable store, or remount it "
@@ -386,15 +436,41 @@ def _open_error(url: str, exc: BaseException) -> ChanbatchError:
             hint="install the filesystem package its protocol needs, or give a local path",
         )
     if isinstance(exc, OSError):
-        reason = exc.strerror if exc.strerror and not exc.filename else _short(exc)
-        return StoreError(
-            f"cannot reach store {url}: {reason}",
-            hint="check the URL's host and port, the network, and the store's credentials",
-        )
+        return _reach_error(url, exc)
     return StoreError(
         f"cannot open store {url}: {type(exc).__name__}: {_short(exc)}",
         hint="check the URL and the store's credentials",
     )
+
+
+def _reach_error(url: str, exc: BaseException, doing: str = "cannot reach") -> StoreError:
+    """The error for a store whose filesystem did not answer, refused, or could not sign in:
+    ``{doing} store {url}: {reason}``, with a hint chosen by the kind of failure."""
+    if isinstance(exc, OSError):
+        reason = exc.strerror if exc.strerror and not exc.filename else _short(exc)
+    else:  # the client's own class, whose name says what went wrong (NoCredentialsError, ...)
+        reason = f"{type(exc).__name__}: {_short(exc)}"
+    if isinstance(exc, PermissionError):
+        return StoreError(f"access denied to store {url}: {reason}", hint=_DENIED_HINT)
+    if isinstance(exc, OSError) and exc.errno == errno.EBUSY:
+        return StoreError(f"{doing} store {url}: {reason}", hint=_BUSY_HINT)
+    if "credential" in reason.lower():
+        return StoreError(
+            f"{doing} store {url}: {reason}",
+            hint="no credentials were found for the store: set the filesystem's standard "
+            "environment variables or profile (for s3://, AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE), or pass --storage-option",
+        )
+    return StoreError(
+        f"{doing} store {url}: {reason}",
+        hint="check the URL's host and port, the network, and the store's credentials",
+    )
+
+
+def _top(url: str) -> str:
+    """The first part of a store URL's path, as messages name it: an object store's bucket."""
+    protocol, _, path = url.partition("://")
+    return f"{protocol}://{path.split('/', 1)[0]}" if path else url
 
 
 def _local_path(url: str) -> str | None:

@@ -1,4 +1,5 @@
-"""Fixtures of the store contract suite: one store per backend (local directory, memory://)."""
+"""Fixtures of the store contract suite: one store per backend (local directory, memory://,
+s3:// on a moto server)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import chanbatch
 
 @pytest.fixture
 def store(store_url: str) -> chanbatch.Store:
-    """An empty store, once on a local directory and once on ``memory://``."""
+    """An empty store, on a local directory, on ``memory://`` and on ``s3://`` (moto)."""
     return chanbatch.Store(store_url)
 
 
