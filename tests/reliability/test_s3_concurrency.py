@@ -19,8 +19,11 @@ server's endpoint and fake credentials reach it through the environment (see ``s
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +188,55 @@ def test_eight_writers_and_gc_beside_them_lose_nothing(s3_store_url: str, tmp_pa
     pd.testing.assert_frame_equal(stored_rows(url, f"sales@{first}"), raw_rows(base))
     assert debris not in objects(url)
     assert sum(p.report.get("removed", {}).get("objects", 0) for p in passes) == 1
+
+
+def first_object(proc: subprocess.Popen[bytes], url: str, before: set[str]) -> Callable[[], bool]:
+    """Whether ``proc`` has exited or a new object is in the store."""
+    return lambda: proc.poll() is not None or bool(objects(url) - before)
+
+
+def test_a_freeze_killed_before_its_ref_leaves_a_valid_store(
+    s3_store_url: str, tmp_path: Path
+) -> None:
+    from clikit import CHANBATCH
+
+    url, env = s3_store_url, child_env()
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    base = [day_file(raw, day) for day in (1, 2)]
+    done = cli("snapshot", "freeze", "sales", *map(str, base), "--store", url, env=env)
+    assert done.returncode == 0, done.stderr
+    first = ref_log(url, "sales")[0]["snapshot"]
+    before = objects(url)
+
+    landed = None
+    for attempt in range(3):  # a freeze that finishes before the kill is tried again, larger
+        more = [day_file(raw, 100 * (attempt + 1) + d, rows=400) for d in range(30)]
+        proc = subprocess.Popen(
+            [str(CHANBATCH), "snapshot", "freeze", "sales", *map(str, more), "--store", url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        try:
+            wait_until(
+                first_object(proc, url, before), what="the freeze's first object", timeout=120
+            )
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=60)
+        versions = [e["version"] for e in ref_log(url, "sales")]
+        if proc.returncode == -signal.SIGKILL and len(versions) == 1:
+            landed = more
+            break
+        before = objects(url)  # it finished (or committed) first: try again with new days
+    assert landed is not None, "no kill landed between the first object and the ref"
+    assert objects(url) - before, "the kill left no object: it landed before any write"
+
+    verify_clean(url, env)
+    assert [e["version"] for e in ref_log(url, "sales")] == [1]
+    pd.testing.assert_frame_equal(stored_rows(url, f"sales@{first}"), raw_rows(base))
+    done = cli("snapshot", "freeze", "sales", *map(str, landed), "--store", url, env=env)
+    assert done.returncode == 0, done.stderr
+    pd.testing.assert_frame_equal(stored_rows(url, "sales"), raw_rows([*base, *landed]))
+    verify_clean(url, env)
