@@ -21,8 +21,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from clikit import Result, assert_one_error_line, base_env, ok, run
+from clikit import Result, assert_one_error_line, base_env, csv_frame, ok, run
 
+import chanbatch as cb
 from chanbatch.errors import UsageError
 from chanbatch.snapshot import options
 
@@ -74,17 +75,15 @@ def test_storage_option_alone_reaches_s3(
     frozen = json_of(
         run("snapshot", "freeze", "t", *files, *opt, "--json", store=s3_store_url, env=env)
     )
-    local = json_of(
-        run("snapshot", "freeze", "t", *files, "--json", store=tmp_path / "local", env=env)
-    )
-    assert frozen["snapshot"] == local["snapshot"]
+    local = cb.Store(tmp_path / "local", storage_options={}).freeze("t", files)
+    assert frozen["snapshot"] == local.snapshot
     assert [s["key"] for s in frozen["slices"]] == sorted(monthly_csv)
     assert [s["rows"] for s in frozen["slices"]] == [
         len(monthly_csv[k][0]) for k in sorted(monthly_csv)
     ]
 
     listed = json_of(run("snapshot", "list", *opt, "--json", store=s3_store_url, env=env))
-    assert json.dumps(listed).count(frozen["snapshot"]) >= 1
+    assert frozen["snapshot"] in json.dumps(listed)
 
     bp = tmp_path / "s3_cli.yaml"
     bp.write_text(BLUEPRINT)
@@ -104,25 +103,31 @@ def test_storage_option_alone_reaches_s3(
         assert got[carrier][0] == n and got[carrier][1] == pytest.approx(total, rel=1e-12)
 
 
+@pytest.fixture
+def s3_frozen(s3_server: str, s3_store_url: str, src: Path) -> str:
+    """The snapshot id of a small dataset ``t`` frozen into the S3 store (in this process)."""
+    path = src / "t.csv"
+    csv_frame().to_csv(path, index=False)
+    store = cb.Store(s3_store_url, storage_options={"endpoint_url": s3_server})
+    return store.freeze("t", [path]).snapshot
+
+
 def test_environment_options_and_the_command_line_wins(
-    s3_server: str, s3_store_url: str, monthly_csv: dict[str, tuple[pd.DataFrame, Path]]
+    s3_server: str, s3_store_url: str, s3_frozen: str
 ) -> None:
-    files = [path for _df, path in monthly_csv.values()]
     env = no_endpoint_env(CHANBATCH_STORAGE_OPTIONS=json.dumps({"endpoint_url": s3_server}))
-    frozen = json_of(run("snapshot", "freeze", "t", *files, "--json", store=s3_store_url, env=env))
+    listed = json_of(run("snapshot", "list", "--json", store=s3_store_url, env=env))
+    assert s3_frozen in json.dumps(listed)
 
     # nothing listens on port 9 (discard): were the environment's endpoint used, this would fail
     env = no_endpoint_env(CHANBATCH_STORAGE_OPTIONS='{"endpoint_url": "http://127.0.0.1:9"}')
     opt = ["--storage-option", f"endpoint_url={s3_server}"]
     listed = json_of(run("snapshot", "list", *opt, "--json", store=s3_store_url, env=env))
-    assert frozen["snapshot"] in json.dumps(listed)
+    assert s3_frozen in json.dumps(listed)
 
 
 def test_profile_option_picks_credentials(
-    s3_server: str,
-    s3_store_url: str,
-    monthly_csv: dict[str, tuple[pd.DataFrame, Path]],
-    tmp_path: Path,
+    s3_server: str, s3_store_url: str, s3_frozen: str, tmp_path: Path
 ) -> None:
     credentials = tmp_path / "credentials"
     credentials.write_text(
@@ -130,17 +135,23 @@ def test_profile_option_picks_credentials(
     )
     env = no_endpoint_env(AWS_SHARED_CREDENTIALS_FILE=str(credentials))
     del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
-    files = [path for _df, path in monthly_csv.values()]
-    opts = [
-        "--storage-option",
-        f"endpoint_url={s3_server}",
-        "--storage-option",
-        "profile=chanbatch-ci",
-    ]
-    frozen = json_of(
-        run("snapshot", "freeze", "t", *files, *opts, "--json", store=s3_store_url, env=env)
+    opt = ["--storage-option", f"endpoint_url={s3_server}"]
+    listed = json_of(
+        run(
+            "snapshot",
+            "list",
+            *opt,
+            "--storage-option",
+            "profile=chanbatch-ci",
+            "--json",
+            store=s3_store_url,
+            env=env,
+        )
     )
-    assert len(frozen["slices"]) == len(monthly_csv)
+    assert s3_frozen in json.dumps(listed)
+    # the profile is what gave the credentials: without it there are none
+    result = run("snapshot", "list", *opt, store=s3_store_url, env=env)
+    assert result.code == 1 and "credentials" in result.stderr, str(result)
 
 
 @pytest.mark.parametrize(
