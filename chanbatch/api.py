@@ -40,7 +40,13 @@ __all__ = ["RunnableBlueprint", "Store", "check_report_target"]
 
 
 class Store(SnapshotStore):
-    """A snapshot store whose ``read`` returns a dask DataFrame aligned to slices."""
+    """A snapshot store whose ``read`` returns a dask DataFrame aligned to slices.
+
+    ``Store(url, storage_options={...})`` opens any fsspec URL with fsspec's options for its
+    filesystem, such as ``{"endpoint_url": "http://minio:9000"}`` or ``{"profile": "prod"}`` for
+    ``s3://``; without ``storage_options`` they come from ``$CHANBATCH_STORAGE_OPTIONS`` (a JSON
+    object), if set. A run's workers open the store with the same options.
+    """
 
     def freeze(
         self,

@@ -46,7 +46,8 @@ class SnapshotStore:
         ``{"endpoint_url": "http://localhost:9000"}`` or ``{"profile": "prod"}`` for S3; None
         reads them from ``$CHANBATCH_STORAGE_OPTIONS`` (a JSON object; unset: none). Workers of
         a run open the store with the same options. Raises UsageError for a malformed
-        ``$CHANBATCH_STORAGE_OPTIONS`` and StoreUrlError for a URL fsspec cannot open.
+        ``$CHANBATCH_STORAGE_OPTIONS``, StoreUrlError for a URL that names no store (an unknown
+        protocol), and StoreError when the store's filesystem cannot be made.
         """
         if storage_options is None:
             storage_options = options.from_environment()
