@@ -28,6 +28,11 @@ does not reproduce exactly, leaving that combine to the pandas path:
   As pandas does, all-empty inputs give the first partial, and one non-empty input is the
   result as it is.
 
+- decimal ``sum`` states (decimal(38, s), a sum's or a mean's): pandas sums them with Arrow's
+  grouped sum, exactly, null for a group without values. Here they are added exactly too, in
+  int64 where no sum can leave it, else by Arrow's grouped sum; past 38 digits pandas computes
+  it otherwise, so that is left to it. A decimal mean finishes as pandas' ``astype("float64")``
+  of the exact sum (each the nearest float, as Python's ``float(Decimal)``) over the count.
 - ``union`` states (``count_distinct``'s sets, JSON texts): each group's values' texts, cut out
   of its sets without parsing where that is certain (``_set_texts``), their distinct texts
   sorted and joined; pandas' combine gives the same text through
@@ -35,8 +40,8 @@ does not reproduce exactly, leaving that combine to the pandas path:
 - ``hll`` and ``tdigest`` states (serialized sketches): merged group by group in the order
   pandas' grouped ``agg`` visits them (partial order), by the same :mod:`.sketches` functions.
 
-The ``moments`` of var and std, decimals, and every other state or key type are left to
-pandas. tests/engine/test_arrow_combine.py checks the stored bytes against the pandas path on
+The ``moments`` of var and std, decimal min and max, and every other state or key type are left
+to pandas. tests/engine/test_arrow_combine.py checks the stored bytes against the pandas path on
 partials computed by both partial paths.
 """
 
@@ -57,7 +62,7 @@ from chanbatch.engine.aggregate_kernels import (
     union_states,
 )
 from chanbatch.engine.arrow_eval import Unsupported, nan_to_null
-from chanbatch.engine.arrow_numpy import numbers
+from chanbatch.engine.arrow_numpy import decimals, numbers, unscaled
 
 _KEY_TYPES = (pa.int64(), pa.string(), pa.date32(), pa.bool_())
 _STATE_TYPES = {
@@ -125,7 +130,8 @@ def _schema(table: pa.Table, keys: list[str], states: list[tuple[str, str]]) -> 
         if column.type == pa.bool_() and column.null_count:
             raise Unsupported("a bool key with nulls")
     for column, merge in states:
-        if table.schema.field(column).type not in _STATE_TYPES[merge]:
+        kind = table.schema.field(column).type
+        if kind not in _STATE_TYPES[merge] and not (merge == "sum" and _is_decimal(kind)):
             raise Unsupported("state type")
     return pa.schema([pa.field(f.name, f.type, nullable=True) for f in table.schema])
 
@@ -220,6 +226,9 @@ def _merge(
         if merge in _SKETCH_MERGES:
             arrays.append(_sketch_merge(values, merge, group, n_groups))
             continue
+        if _is_decimal(values.type):
+            arrays.append(_decimal_sum(values, group, n_groups))
+            continue
         arrays.append(_reduce(values, merge, group, steps, n_groups))
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -289,6 +298,33 @@ def joined_sets(texts: pa.Array, owner: Any, n_groups: int) -> pa.Array:
     np.cumsum(np.bincount(g, minlength=n_groups), out=offsets[1:])
     joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), t), ",")
     return pc.binary_join_element_wise("[", joined, "]", "")
+
+
+def _is_decimal(kind: pa.DataType) -> bool:
+    """A decimal sum's state type: decimal(38, s), as the partials make it."""
+    return bool(pa.types.is_decimal128(kind) and kind.precision == 38)
+
+
+def _decimal_sum(values: pa.ChunkedArray, group: Any, n_groups: int) -> pa.Array:
+    """Each group's decimal sums added exactly, null for a group without values: pandas'
+    grouped ``sum(min_count=1)`` of an Arrow decimal(38, s), which is Arrow's grouped sum, of
+    the same type. Past 38 digits pandas computes it otherwise: an ArrowInvalid (Unsupported)."""
+    found = unscaled(values)  # None with nulls
+    if found is not None and len(found[0]):
+        # no nulls, so every group has a value; if no sum can leave an int64, numpy adds them
+        exact, top = found
+        if top < (2**63 - 1) // len(exact):
+            total = np.zeros(n_groups, dtype=np.int64)
+            np.add.at(total, group, exact)
+            return decimals(total, values.type)
+    table = pa.table({"g": pa.array(group, pa.int64()), "v": values})
+    options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
+    grouped = table.group_by("g", use_threads=False).aggregate([("v", "sum", options)])
+    total = grouped.sort_by("g").column("v_sum").combine_chunks()
+    if grouped.num_rows != n_groups or total.type != values.type:
+        raise Unsupported("a decimal sum of another shape")
+    total.validate(full=True)  # past 38 digits: ArrowInvalid
+    return total
 
 
 def _has_nan(values: pa.ChunkedArray) -> bool:
@@ -362,7 +398,7 @@ def _reduce(
 # How each aggregate's output comes from its combined states, as aggregate_kernels' finishers
 # compute it on pandas: count is the count; sum the sum (null without values); mean the sum
 # as a float divided by the count (null without values); min and max the state (null without
-# values). var and std, and decimal means, are left to pandas.
+# values). var and std are left to pandas.
 _FINISHED = {
     "count",
     "sum",
@@ -407,7 +443,11 @@ def finish(spec: Aggregate, combined: pa.Table) -> pa.Table:
             value = pa.array([sketches.tdigest_quantile(s, q) for s in states], pa.float64())
         elif agg.func == "mean":
             total = combined.column(state_column(name, "sum"))
-            value = pc.divide(total.cast(pa.float64(), safe=False), n.cast(pa.float64()))
+            if _is_decimal(total.type):
+                floats = _decimal_floats(total)
+            else:
+                floats = total.cast(pa.float64(), safe=False)
+            value = pc.divide(floats, n.cast(pa.float64()))
         else:
             value = combined.column(state_column(name, agg.func))
         if agg.func not in ("count", "count_distinct", *_SKETCHED):
@@ -420,6 +460,20 @@ def finish(spec: Aggregate, combined: pa.Table) -> pa.Table:
     ]
     columns = [nan_to_null(c) if c.type == pa.float64() else c for c in columns]
     return pa.Table.from_arrays(columns, schema=pa.schema(fields)).combine_chunks()
+
+
+def _decimal_floats(values: pa.ChunkedArray) -> pa.Array:
+    """Each decimal as the nearest float64, as pandas' ``astype("float64")`` makes it (Python's
+    ``float`` of each ``Decimal``, correctly rounded); null stays null.
+
+    Where the unscaled integer and ``10**scale`` are both exact as floats (below 2**53, a scale
+    of at most 22), their IEEE quotient is the correctly rounded value itself; anything else is
+    converted value by value, as pandas does it."""
+    found = unscaled(values)  # None with nulls or past an int64
+    scale = values.type.scale
+    if found is not None and scale <= 22 and found[1] <= 2**53:
+        return pa.array(found[0].astype(np.float64) / float(10**scale), pa.float64())
+    return pa.array([None if d is None else float(d) for d in values.to_pylist()], pa.float64())
 
 
 def _distinct_counts(sets: pa.ChunkedArray) -> pa.Array:

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["numbers"]
+__all__ = ["DecimalWords", "decimals", "numbers", "pool_ints", "unscaled"]
 
 
 def numbers(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -30,3 +30,71 @@ def numbers(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_integer(kind) or pa.types.is_floating(kind):
         return np.from_dlpack(values)
     return values.to_numpy(zero_copy_only=False)
+
+
+def unscaled(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int] | None:
+    """The unscaled integers (``value * 10**scale``) of a decimal128 array without nulls, as
+    int64 read off its buffers, and their largest magnitude; None when one does not fit an
+    int64, or for nulls. Read without a copy for an array in one piece."""
+    if values.null_count or not pa.types.is_decimal128(values.type):
+        return None
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    parts, top = [], 0
+    for chunk in chunks:
+        n, offset, buffer = len(chunk), chunk.offset, chunk.buffers()[1]
+        if n == 0 or buffer is None:
+            continue
+        # little-endian two's complement: a low and a high 64-bit word per value
+        words = np.frombuffer(buffer, dtype=np.int64, count=2 * (offset + n))[2 * offset :]
+        low, high = words[0::2], words[1::2]
+        least, most = int(low.min()), int(low.max())
+        if values.type.precision > 18 and not _sign_words(low, high, least, most):
+            return None  # a decimal of at most 18 digits always fits its low word
+        parts.append(low)
+        top = max(top, most, -least)
+    if len(parts) == 1:
+        return parts[0], top
+    out = pool_ints(sum(len(p) for p in parts))
+    if parts:
+        np.concatenate(parts, out=out)
+    return out, top
+
+
+def _sign_words(low: np.ndarray, high: np.ndarray, least: int, most: int) -> bool:
+    """Whether every high word only extends its low word's sign: the value fits an int64."""
+    top_word, bottom_word = int(high.max()), int(high.min())
+    if top_word == bottom_word == 0:
+        return least >= 0
+    if top_word == bottom_word == -1:
+        return most < 0
+    return bool(np.array_equal(high, low >> 63))
+
+
+def pool_ints(n: int) -> np.ndarray:
+    """A writable int64 array of ``n`` values in Arrow's memory pool, which reuses its memory:
+    a fresh numpy array of this size costs page faults on every call."""
+    return np.frombuffer(pa.allocate_buffer(8 * n), dtype=np.int64)
+
+
+def decimals(unscaled: np.ndarray, kind: pa.Decimal128Type) -> pa.Array:
+    """A decimal128 array of type ``kind`` whose unscaled integers are the int64s
+    ``unscaled``: the inverse of :func:`unscaled` (the caller knows they fit ``kind``)."""
+    words = DecimalWords(len(unscaled))
+    words.low[:] = unscaled
+    return words.array(kind)
+
+
+class DecimalWords:
+    """A decimal128 array of ``n`` values being written: its unscaled int64s go into ``low``
+    (a strided view of the buffer, which numpy's ufuncs can write with ``out=``), and
+    :meth:`array` extends their signs into the high words."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.buffer = pa.allocate_buffer(16 * n)
+        self.words = np.frombuffer(self.buffer, dtype=np.int64).reshape(n, 2)
+        self.low = self.words[:, 0]
+
+    def array(self, kind: pa.Decimal128Type) -> pa.Array:
+        np.right_shift(self.low, 63, out=self.words[:, 1])
+        return pa.Array.from_buffers(kind, self.n, [None, self.buffer])

@@ -46,6 +46,7 @@ from chanbatch.engine.arrow_eval import (
     nan_to_null,
     value_kind,
 )
+from chanbatch.engine.arrow_numpy import decimals, numbers, unscaled
 
 SEP = "\x1f"  # as in chanbatch.engine.aggregate: partial state columns are NAME<SEP>PART
 
@@ -108,6 +109,8 @@ def apply_tagged(
             condition = ArrowEvaluator(table).eval(op.expr)
             if value_kind(condition) != "bool" or not is_array(condition):
                 raise Unsupported("not a boolean column")
+            if not condition.null_count and pc.all(condition).as_py():
+                return table, tags  # every row kept: the same rows, not copied
             if tags is not None:
                 tags = pc.filter(tags, condition)
             # A null condition drops the row, as in SQL. Column by column: Table.filter costs
@@ -197,7 +200,8 @@ def partial(spec: Aggregate, table: pa.Table) -> pa.Table:
     float64, its numpy path, whose row-order float sums Arrow's single-threaded grouped sum
     reproduces. Otherwise pandas' grouped ``agg``, whose float sums are compensated: this
     reproduces it only for counts, for sums (also a mean's) of decimals, which pandas computes
-    with Arrow's grouped sum, exactly: decimal(38, s), zero for a group with no values, and for
+    with Arrow's grouped sum, exactly: decimal(38, s), zero for a group with no values (summed
+    here on the unscaled integers in int64 where no sum can leave it), and for
     sums of int64, which are exact too. Sets of distinct values (``count_distinct``) and
     sketches (``approx_*``, from each group's values in row order: Arrow's single-threaded
     ``list`` keeps it) are made on pandas' general path too, value for value alike.
@@ -373,7 +377,8 @@ class _Requests:
             # pandas' grouped sum of a decimal: a group of nulls sums to zero
             options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=0)
             total = pa.decimal128(38, value.type.scale)
-            self.request(src, "sum", options, f"{name}{SEP}sum", total)
+            summed = self._unscaled(src, work)
+            self.request(summed or src, "sum", options, f"{name}{SEP}sum", total)
         elif value.type == pa.int64():
             # pandas' grouped sum of an int64 (or Int64): exact, zero for a group of nulls;
             # both wrap past 2**63 alike
@@ -381,6 +386,19 @@ class _Requests:
             self.request(src, "sum", options, f"{name}{SEP}sum", pa.int64())
         else:  # a float sum on pandas' general path (compensated): not reproduced here
             raise Unsupported("a sum pandas computes on its general path")
+
+    def _unscaled(self, src: str, work: dict[str, Array]) -> str | None:
+        """The column of ``work`` holding the decimal argument ``src``'s unscaled integers as
+        int64, made once, if no group's sum of them can leave an int64 (summed there exactly,
+        then read as decimals again by :func:`_state_values`); None where that is not certain,
+        or with nulls: Arrow sums the decimals themselves."""
+        name = f"{src}{SEP}unscaled"
+        if name not in work:
+            found, rows = unscaled(work[src]), len(work[src])
+            if found is None or not rows or found[1] >= 2**63 // rows:
+                return None
+            work[name] = pa.array(found[0])
+        return name
 
 
 # The state type of a set of distinct values: their JSON text (aggregate_kernels.distinct_state)
@@ -403,6 +421,8 @@ def _state_values(values: Array, kind: pa.DataType, sketch: str | None = None) -
         if made is not None:
             return made
         return pa.array([distinct_state(v) for v in values.to_pylist()], _DISTINCT)
+    if pa.types.is_decimal(kind) and values.type == pa.int64():  # summed unscaled: exact
+        return decimals(numbers(values), kind)
     if values.type != kind:  # a decimal sum, as pandas widens it for older pyarrow
         values = values.cast(kind)
     if pa.types.is_decimal(kind):
