@@ -214,8 +214,6 @@ def measure(args: argparse.Namespace, n: int, scratch: Path) -> Sized:
         len(packs),
         sum(p.stat().st_size for p in packs),
     )
-    out.facts.update(head_facts(a, "events"))
-    out.facts.update(head_facts(a, "many_per_kind"))
     for i in range(args.repeat):
         proc("no-op plan", "plan", bp, "--json", store=a)
         doc = json.loads(proc("no-op run", "run", bp, "--json", store=a).stdout)
@@ -234,6 +232,8 @@ def measure(args: argparse.Namespace, n: int, scratch: Path) -> Sized:
     b = bs.link_store(many.warm, scratch / f"b-{n}", everything=True)
     out.ops["new slice: freeze"] = strace_ops([chan, *freeze, "--store", str(b)], b)
     out.ops["new slice: run"] = strace_ops([chan, "run", bp, "--json", "--store", str(b)], b)
+    out.facts.update(head_facts(b, "events"))  # after one new slice: two ref-log entries
+    out.facts.update(head_facts(b, "many_per_kind"))
     memo = sorted((b / "memo").glob("*.json"))
     out.facts["memo files, bytes"] = sum(p.stat().st_size for p in memo)
     runs = sorted((b / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)

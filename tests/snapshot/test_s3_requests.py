@@ -41,11 +41,12 @@ NEW_SLICE_BOUND = 48
 #: more combine-tree levels, each a key looked up (2 requests on a miss) and its result read
 PATH_GROWTH = 16
 NEW_SLICE_REASON = (
-    "one new slice's run makes ~100 requests, not a few dozen: every read is HEAD + GET "
-    "(s3fs's cat_file HEADs for the size before a GET: Storage.read_bytes in "
-    "chanbatch/snapshot/storage.py), every missing key HEAD + LIST (s3fs's exists/info look for "
-    "a directory after a 404: Storage.exists, Storage.create_exclusive), and the plan lists "
-    "cache/ and reads every pack index (CacheView.has_entry and .packed, chanbatch/cache/view.py)"
+    "one new slice's run makes ~100 requests at 200 slices, not a few dozen: every read is "
+    "HEAD + GET (s3fs's cat_file HEADs for the size before its GET: Storage.read_bytes in "
+    "chanbatch/snapshot/storage.py), every key looked up and missing is HEAD + LIST (s3fs's "
+    "exists/info look for a directory after a 404: Storage.exists, and Storage.refresh -> "
+    "Storage.mtime before each content-addressed write), and the plan lists cache/ and reads "
+    "every pack index on a miss (CacheView.has_entry and .packed, chanbatch/cache/view.py)"
 )
 
 BLUEPRINT = """\
