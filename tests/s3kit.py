@@ -194,6 +194,14 @@ class Fault:
 
 
 _CODES = {403: "AccessDenied", 500: "InternalError", 503: "SlowDown", 404: "NoSuchBucket"}
+#: S3's own words for each code, so that messages read as they would against AWS
+_MESSAGES = {
+    "AccessDenied": "Access Denied",
+    "InternalError": "We encountered an internal error. Please try again.",
+    "SlowDown": "Please reduce your request rate.",
+    "ServiceUnavailable": "Please reduce your request rate.",
+    "NoSuchBucket": "The specified bucket does not exist",
+}
 
 
 @dataclass
@@ -291,7 +299,7 @@ class FaultProxy:
                     payload = (
                         '<?xml version="1.0" encoding="UTF-8"?>\n'
                         f"<Error><Code>{fault.code}</Code>"
-                        f"<Message>injected by the test proxy</Message>"
+                        f"<Message>{_MESSAGES.get(fault.code, fault.code)}</Message>"
                         f"<RequestId>{uuid.uuid4().hex}</RequestId></Error>"
                     ).encode()
                     self.send_response(fault.status)

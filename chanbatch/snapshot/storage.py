@@ -224,7 +224,10 @@ class Storage:
         except (FileExistsError, ChanbatchError):
             raise
         except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else _short(exc)
+            if self.is_local:
+                reason = os.strerror(exc.errno) if exc.errno else _short(exc)
+            else:  # the server's own words ("Please reduce your request rate.")
+                reason = exc.strerror or _short(exc)
             if not self.is_local and isinstance(exc, PermissionError):
                 hint = _DENIED_HINT
             else:
