@@ -269,3 +269,21 @@ def test_redaction_hides_credentials_only() -> None:
         "connection_string": "***",
         "credentials": "***",
     }
+
+
+def test_api_store_reads_the_environment_unless_given_options(
+    s3_server: str, s3_store_url: str, s3_frozen: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv(options.ENV, json.dumps({"endpoint_url": s3_server, "token": "t0ken"}))
+    store = cb.Store(s3_store_url)
+    assert store.storage_options == {"endpoint_url": s3_server, "token": "t0ken"}
+    assert store.resolve("t").snapshot == s3_frozen
+    assert store.document() == {
+        "url": s3_store_url,
+        "options": {"endpoint_url": s3_server, "token": "***"},
+    }
+    assert cb.Store(s3_store_url, storage_options={}).storage_options == {}
+    monkeypatch.setenv(options.ENV, "[]")
+    with pytest.raises(UsageError, match="CHANBATCH_STORAGE_OPTIONS"):
+        cb.Store(s3_store_url)
