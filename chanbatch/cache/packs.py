@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -206,13 +206,63 @@ def list_packs(storage: Storage) -> list[tuple[str, Pack]]:
     return out
 
 
-def read_packs(storage: Storage) -> dict[str, CacheEntry]:
+def read_packs(storage: Storage) -> PackDirectory:
     """Key -> entry of every packed result. A key in two packs (computed again after its first
     pack was found damaged) is taken from the newer one."""
-    found: dict[str, CacheEntry] = {}
-    for _rel, pack in list_packs(storage):
-        for member in pack.members:
-            known = found.get(member.key)
-            if known is None or member.created_at > known.created_at:
-                found[member.key] = member
-    return found
+    directory = PackDirectory()
+    for rel, _mtime, _size in storage.walk(layout.PACKS):
+        if not rel.endswith(".json"):
+            continue
+        try:
+            document = unseal(storage.read_bytes(rel))
+            members = document["members"]
+            if rel != pack_path(str(document["pack"])) or not isinstance(members, list):
+                raise ValueError("not the index it is stored as")
+        except FileNotFoundError:
+            continue
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("cache pack %s is unreadable (%s); its results are recomputed", rel, exc)
+            continue
+        directory.add(document, members)
+    return directory
+
+
+class PackDirectory(Mapping[str, CacheEntry]):
+    """Key -> entry of the packed results, each pack index parsed when one of its members is
+    asked for: a plan asks about a few of the hundreds of thousands of members they name."""
+
+    def __init__(self) -> None:
+        self._documents: list[dict[str, Any]] = []
+        self._packs: list[Pack | None] = []
+        self._where: dict[str, tuple[int, int]] = {}  # key -> (document, member index)
+
+    def add(self, document: dict[str, Any], members: list[Any]) -> None:
+        number = len(self._documents)
+        self._documents.append(document)
+        self._packs.append(None)
+        created = str(document.get("created_at", ""))
+        where, documents = self._where, self._documents
+        for index, member in enumerate(members):
+            key = member[0]
+            known = where.get(key)
+            if known is None or created > str(documents[known[0]].get("created_at", "")):
+                where[key] = (number, index)
+
+    def __getitem__(self, key: str) -> CacheEntry:
+        number, index = self._where[key]
+        pack = self._packs[number]
+        if pack is None:
+            try:
+                pack = self._packs[number] = Pack.parse(self._documents[number])
+            except (ValueError, KeyError, IndexError, TypeError, AssertionError) as exc:
+                raise KeyError(key) from exc
+        return pack.members[index]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._where
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)

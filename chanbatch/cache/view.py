@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from chanbatch.cache.index import CacheEntry, lookup, read_memo
 from chanbatch.cache.packs import read_packs
@@ -28,11 +29,19 @@ class CacheView:
         self.storage = storage
         self.memo = read_memo(storage, blueprint)
         self._present: set[str] | None = None
-        self._packed: dict[str, CacheEntry] | None = None
+        self._packed: Mapping[str, CacheEntry] | None = None
         self._verified: dict[str, bool] = {}
+        self._chained: dict[str, str] = {}  # see remember
+
+    def remember(self, chains: Mapping[str, Mapping[str, list[str]]]) -> None:
+        """Take the contents of the partials a chain memo names (its records are [partial
+        key, content id, ...]) as the memo would: the memo leaves them to it."""
+        self._chained = {
+            r[0]: r[1] for records in chains.values() for r in records.values() if len(r) > 1
+        }
 
     @property
-    def packed(self) -> dict[str, CacheEntry]:
+    def packed(self) -> Mapping[str, CacheEntry]:
         """Key -> entry of every packed result, as the pack indexes were when first asked."""
         if self._packed is None:
             self._packed = read_packs(self.storage)
@@ -69,7 +78,7 @@ class CacheView:
     def content_of(self, key: str) -> str | None:
         """What the tasks that read ``key``'s result hash it as (its object id, or a packed
         result's content id), or None when it has no entry."""
-        known = self.memo.get(key)
+        known = self.memo.get(key) or self._chained.get(key)
         if known is not None:
             return known
         if not self.has_entry(key):

@@ -16,7 +16,7 @@ from chanbatch.compile.decide import Decision
 from chanbatch.compile.plan import Partners, Plan, Task, partner_slices
 from chanbatch.compile.windows import reach_text, reaches
 from chanbatch.snapshot.names import decode_key, encode_key, key_type, sort_token
-from chanbatch.snapshot.objects import get_snapshot
+from chanbatch.snapshot.objects import get_slice_index
 from chanbatch.snapshot.storage import Storage
 
 NOT_CACHED = "not in the cache (evicted, corrupt, or not kept)"
@@ -45,10 +45,9 @@ def load_previous(storage: Storage, record: RunRecord | None) -> Previous | None
     slices: dict[str, dict[Any, str]] = {}
     for name, sid in inputs.items():
         try:
-            manifest = get_snapshot(storage, sid)
+            slices[name] = dict(get_slice_index(storage, sid))
         except Exception:  # an old snapshot that gc removed: explain without it
             continue
-        slices[name] = {encode_key(e.key): e.id for e in manifest.slices}
     tasks = {(t["stage"], t.get("slice"), t.get("kind", "")): t for t in record.tasks or []}
     return Previous(run=record.run, specs=record.specs, inputs=inputs, slices=slices, tasks=tasks)
 

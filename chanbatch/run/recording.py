@@ -195,10 +195,12 @@ def output_versions(store: SnapshotStore, snapshots: dict[str, dict[str, Any]]) 
 
 
 def memo_contents(plan: Plan, done: dict[str, TaskOutcome]) -> dict[str, str]:
-    """Key -> object id of every stored result this run used or made, for the next plan."""
-    out = dict(plan.remembered)  # the partials a chain memo answered for
+    """Key -> object id of every stored result this run used or made, for the next plan,
+    but the partials of slice chains, which the chain memo holds."""
+    out = {}
     for task in plan.tasks.values():
-        if not task.stored:
+        # a slice chain's partials are in the chain memo (Plan.chain_memo), not here
+        if not task.stored or (task.kind == "partial" and task.stage in plan.chains):
             continue
         entry = done.get(task.key)
         if entry is not None:

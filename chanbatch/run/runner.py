@@ -107,6 +107,8 @@ def plan_blueprint(
     if inputs is None:
         inputs = resolve_inputs(blueprint, store, sets)
         check_outputs(blueprint, store, inputs, overwrite)
+    # the contents of the chains' partials, which the memo leaves to the chain memo
+    view.remember(chains if chains is not None else read_chains(store.storage, blueprint.name))
     plan, decisions = _plan(blueprint, inputs, store, view, chains)
     report = PlanReport(plan=plan, decisions=decisions, memo=view.memo)
     if report.has_work:
@@ -167,6 +169,7 @@ def explain_task(
             hint=did_you_mean(stage, blueprint.stages) or "stages: " + ", ".join(blueprint.stages),
         )
     view = CacheView(store.storage, blueprint.name)
+    view.remember(read_chains(store.storage, blueprint.name))
     plan = build_plan(blueprint, resolve_inputs(blueprint, store, sets), view.content_of)
     previous = load_previous(store.storage, last_run(store, blueprint.name))
     tasks = [t for t in plan.tasks.values() if t.stage == stage]

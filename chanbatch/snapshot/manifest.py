@@ -12,7 +12,15 @@ from typing import Any
 
 from chanbatch.errors import IntegrityError
 from chanbatch.hashing import canonical_json, digest
-from chanbatch.ids import ObjectId, SliceId, SnapshotId, object_id, slice_id, snapshot_id
+from chanbatch.ids import (
+    ObjectId,
+    SliceId,
+    SnapshotId,
+    object_id,
+    slice_id,
+    slice_ids,
+    snapshot_id,
+)
 from chanbatch.snapshot.names import KeyType, SliceKey, decode_key, encode_key, key_type
 from chanbatch.version import FORMAT_VERSION
 
@@ -147,6 +155,8 @@ def parse_manifest(data: bytes, expected_id: str) -> SliceManifest | SnapshotMan
             )
         if doc.get("kind") == "snapshot":
             kind = doc["key_type"]
+            slices = doc["slices"]
+            ids = slice_ids([s["id"] for s in slices])  # all at once: thousands of slices
             return SnapshotManifest(
                 key_type=kind,
                 slice_by=doc.get("slice_by"),
@@ -154,11 +164,11 @@ def parse_manifest(data: bytes, expected_id: str) -> SliceManifest | SnapshotMan
                 slices=tuple(
                     SliceEntry(
                         key=decode_key(s["key"], kind),
-                        id=slice_id(s["id"]),
+                        id=sid,
                         rows=int(s["rows"]),
                         bytes=int(s["bytes"]),
                     )
-                    for s in doc["slices"]
+                    for s, sid in zip(slices, ids, strict=True)
                 ),
             )
     except (KeyError, TypeError, ValueError) as exc:

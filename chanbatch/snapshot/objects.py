@@ -120,14 +120,36 @@ def write_manifest(
 
 def get_manifest(storage: Storage, mid: str) -> SliceManifest | SnapshotManifest:
     """The verified, parsed manifest ``mid``; raises IntegrityError if missing or corrupt."""
+    return parse_manifest(_manifest_bytes(storage, mid), mid)
+
+
+def _manifest_bytes(storage: Storage, mid: str) -> bytes:
     try:
-        data = storage.read_bytes(manifest_path(mid))
+        return storage.read_bytes(manifest_path(mid))
     except FileNotFoundError:
         raise IntegrityError(
             f"manifest {mid[:12]} is missing from the store",
             hint="the store was damaged or garbage-collected; run `chanbatch snapshot verify`",
         ) from None
-    return parse_manifest(data, mid)
+
+
+def get_slice_index(storage: Storage, sid: str) -> dict[int | str, str]:
+    """Slice key (in its JSON form) -> slice id, of snapshot ``sid``: verified as
+    :func:`get_snapshot` verifies it, without building its entries (an explanation compares an
+    earlier snapshot's slices, 100,000 of them perhaps, with a plan's). Raises IntegrityError
+    if missing or corrupt, StoreError if it is not a snapshot."""
+    import json
+
+    data = _manifest_bytes(storage, sid)
+    if digest(data) != sid:
+        parse_manifest(data, sid)  # raises, naming the damage
+    try:
+        doc = json.loads(data)
+        if doc.get("kind") != "snapshot":
+            raise StoreError(f"{sid[:12]} is a slice, not a snapshot")
+        return {s["key"]: s["id"] for s in doc["slices"]}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise IntegrityError(f"manifest {sid[:12]} is malformed: {exc}") from exc
 
 
 def get_snapshot(storage: Storage, sid: str) -> SnapshotManifest:
