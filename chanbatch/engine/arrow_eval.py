@@ -46,6 +46,7 @@ from chanbatch.blueprint.nodes import (
     Negate,
     Not,
 )
+from chanbatch.engine.arrow_numpy import KnownDecimals
 from chanbatch.engine.decimals import decimal_narrowing
 
 if TYPE_CHECKING:
@@ -164,7 +165,9 @@ def _boxed(value: Value) -> Any:
     return value if is_array(value) else pa.scalar(value, pa.int64())
 
 
-def _decimal_arith(op: str, left: Value, right: Value) -> Array:
+def _decimal_arith(
+    op: str, left: Value, right: Value, known: KnownDecimals | None = None
+) -> Array:
     """``left op right`` for ``+ - *`` with a decimal and a decimal or an int, as pandas'
     ``_arith`` computes it: :func:`decimal_narrowing`'s casts where the exact type would be too
     wide, then the checked kernel pandas calls; a value that does not fit raises, as there."""
@@ -172,7 +175,7 @@ def _decimal_arith(op: str, left: Value, right: Value) -> Array:
         narrowing = decimal_narrowing(op, _decimal_type(left), _decimal_type(right))
     except ValueError as exc:  # no decimal type holds the operand (pandas raises the same)
         raise Unsupported(str(exc)) from exc
-    fast = _int64_arith(op, left, right, narrowing)
+    fast = _int64_arith(op, left, right, narrowing, known or KnownDecimals())
     if fast is not None:
         return fast
     if narrowing is None:
@@ -189,13 +192,14 @@ def _int64_arith(
     left: Value,
     right: Value,
     narrowing: tuple[pa.Decimal128Type, pa.Decimal128Type, pa.Decimal128Type] | None,
+    known: KnownDecimals,
 ) -> pa.Array | None:
     """``left op right`` as :func:`_decimal_arith` computes it, on the operands' unscaled
     integers in int64, where every one of them and every result is certain to fit (bounded by
     the largest magnitudes): the same values and type as Arrow's 128-bit checked kernel, in a
     fraction of its time. None where that is not certain (nulls, large values): the kernel
     then computes it, and raises what it raises."""
-    first, second = _unscaled_operand(left), _unscaled_operand(right)
+    first, second = _unscaled_operand(left, known), _unscaled_operand(right, known)
     if first is None or second is None:
         return None
     (a, scale_a, top_a), (b, scale_b, top_b) = first, second
@@ -220,24 +224,29 @@ def _int64_arith(
         return None
     import numpy as np
 
-    from chanbatch.engine.arrow_numpy import DecimalWords
+    from chanbatch.engine.arrow_numpy import decimals, pool_ints
 
-    out = DecimalWords(len(left if is_array(left) else right))
+    ints = pool_ints(len(left if is_array(left) else right))
     if op == "*":
-        np.multiply(a, b, out=out.low)
-    else:
-        np.multiply(a, fa, out=out.low)
-        (np.add if op == "+" else np.subtract)(out.low, b if fb == 1 else b * fb, out=out.low)
-    return out.array(kind)
+        np.multiply(a, b, out=ints)
+    else:  # a side at the larger scale as it is, the other multiplied up to it
+        scaled_a = a if fa == 1 else np.multiply(a, fa, out=ints)
+        (np.add if op == "+" else np.subtract)(scaled_a, b if fb == 1 else b * fb, out=ints)
+    array = decimals(ints, kind)
+    known.add(array, ints, bound)
+    return array
 
 
-def _unscaled_operand(value: Value) -> tuple[Any, int, int] | None:
-    """A decimal (or int) operand as (its unscaled int64s, its scale, their largest
-    magnitude); None for nulls or values past an int64."""
+def _unscaled_operand(value: Value, known: KnownDecimals) -> tuple[Any, int, int] | None:
+    """A decimal (or int) operand as (its unscaled int64s, its scale, a bound of their
+    magnitudes); None for nulls or values past an int64."""
     if not is_array(value):  # an int literal: decimal(19, 0)
         return value, 0, abs(value)
     if value.null_count:
         return None
+    made = known.get(value)
+    if made is not None:
+        return made[0], value.type.scale, made[1]
     from chanbatch.engine.arrow_numpy import numbers, unscaled
 
     if value.type == pa.int64():
@@ -254,8 +263,10 @@ def _no_rows(value: Value) -> Value:
 class ArrowEvaluator:
     """Evaluates the covered subset of the expression language on one table."""
 
-    def __init__(self, table: pa.Table) -> None:
+    def __init__(self, table: pa.Table, known: KnownDecimals | None = None) -> None:
         self.table = table
+        # decimals computed on int64s, with their int64s: kept for this evaluation only
+        self.known = KnownDecimals() if known is None else known
 
     def eval(self, node: Expr) -> Value:
         if isinstance(node, Column):
@@ -316,7 +327,7 @@ class ArrowEvaluator:
         if "decimal" in kinds:
             if node.op not in _CHECKED or not set(kinds) <= {"decimal", "int"}:
                 raise Unsupported("this arithmetic with a decimal")
-            return _decimal_arith(node.op, left, right)
+            return _decimal_arith(node.op, left, right, self.known)
         if any(k not in ("int", "float") for k in kinds):
             raise Unsupported("arithmetic on a non-number")
         # numpy's promotions: int op int stays int64 (wrapping on overflow, as Arrow's unchecked

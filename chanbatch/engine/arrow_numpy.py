@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["DecimalWords", "decimals", "numbers", "pool_ints", "unscaled"]
+__all__ = ["DecimalWords", "KnownDecimals", "decimals", "numbers", "pool_ints", "unscaled"]
 
 
 def numbers(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -82,6 +82,34 @@ def decimals(unscaled: np.ndarray, kind: pa.Decimal128Type) -> pa.Array:
     words = DecimalWords(len(unscaled))
     words.low[:] = unscaled
     return words.array(kind)
+
+
+class KnownDecimals:
+    """Decimal arrays written here from int64s, with those int64s and their largest magnitude,
+    so that an expression reading one again (``x * (1 + y)`` reads ``1 + y``; a derive's later
+    column reads an earlier one) does not read its buffer again. Holds the arrays, so that no
+    buffer address it knows is reused while it lives: keep one per evaluation, not longer."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, int, int], tuple[pa.Array, np.ndarray, int]] = {}
+
+    def add(self, array: pa.Array, ints: np.ndarray, top: int) -> None:
+        self._known[_where(array)] = (array, ints, top)
+
+    def get(self, values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int] | None:
+        if isinstance(values, pa.ChunkedArray):
+            if values.num_chunks != 1:
+                return None
+            values = values.chunk(0)
+        entry = self._known.get(_where(values))
+        if entry is None or not entry[0].type.equals(values.type):
+            return None
+        return entry[1], entry[2]
+
+
+def _where(array: pa.Array) -> tuple[int, int, int]:
+    buffer = array.buffers()[1]
+    return (buffer.address if buffer is not None else 0, array.offset, len(array))
 
 
 class DecimalWords:

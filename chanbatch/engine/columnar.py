@@ -46,7 +46,7 @@ from chanbatch.engine.arrow_eval import (
     nan_to_null,
     value_kind,
 )
-from chanbatch.engine.arrow_numpy import decimals, numbers, unscaled
+from chanbatch.engine.arrow_numpy import KnownDecimals, decimals, numbers, unscaled
 
 SEP = "\x1f"  # as in chanbatch.engine.aggregate: partial state columns are NAME<SEP>PART
 
@@ -127,8 +127,9 @@ def apply_tagged(
 def _apply_columns(op: Any, table: pa.Table) -> pa.Table:
     """A derive, select or rename: every row kept."""
     if isinstance(op, Derive):
+        known = KnownDecimals()  # a later column may read an earlier one's decimals
         for name, expr in op.columns.items():
-            table = _set_column(table, name, _derived(expr, table))
+            table = _set_column(table, name, _derived(expr, table, known))
         return table
     if isinstance(op, Select):
         if len(set(op.columns)) != len(op.columns):
@@ -144,12 +145,12 @@ def _apply_columns(op: Any, table: pa.Table) -> pa.Table:
     raise Unsupported(type(op).__name__)
 
 
-def _derived(expr: Expr, table: pa.Table) -> Array:
+def _derived(expr: Expr, table: pa.Table, known: KnownDecimals) -> Array:
     if isinstance(expr, Column):  # a copy of a column, whatever its type
         if expr.name not in table.column_names:
             raise Unsupported("unknown column")
         return table.column(expr.name)
-    value = ArrowEvaluator(table).eval(expr)
+    value = ArrowEvaluator(table, known).eval(expr)
     # pandas holds a comparison's result as its nullable "boolean" dtype, which an Arrow bool
     # does not convert back to; and a literal would be broadcast to a column of its own dtype.
     if not is_array(value) or value_kind(value) == "bool":
