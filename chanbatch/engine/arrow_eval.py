@@ -165,9 +165,7 @@ def _boxed(value: Value) -> Any:
     return value if is_array(value) else pa.scalar(value, pa.int64())
 
 
-def _decimal_arith(
-    op: str, left: Value, right: Value, known: KnownDecimals | None = None
-) -> Array:
+def _decimal_arith(op: str, left: Value, right: Value, known: KnownDecimals | None = None) -> Array:
     """``left op right`` for ``+ - *`` with a decimal and a decimal or an int, as pandas'
     ``_arith`` computes it: :func:`decimal_narrowing`'s casts where the exact type would be too
     wide, then the checked kernel pandas calls; a value that does not fit raises, as there."""
