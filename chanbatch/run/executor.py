@@ -207,18 +207,27 @@ class ClusterExecutor:
         if isinstance(self.target, Client):
             yield self.target
         elif self.target is None:
-            with (
-                LocalCluster(
-                    n_workers=self.workers or os.cpu_count() or 1,
-                    threads_per_worker=1,
-                    processes=True,
-                    # a free port: the default (8787) warns when another cluster holds it
-                    dashboard_address=":0",
-                    # workers log a task's failure with its traceback; the run reports it
-                    silence_logs=logging.CRITICAL if not log.isEnabledFor(logging.DEBUG) else False,
-                ) as local,
-                Client(local) as client,
-            ):
+            nanny = logging.getLogger("distributed.nanny")
+            with contextlib.ExitStack() as stack:
+                stack.callback(nanny.setLevel, nanny.level)  # restored last
+                local = stack.enter_context(
+                    LocalCluster(
+                        n_workers=self.workers or os.cpu_count() or 1,
+                        threads_per_worker=1,
+                        processes=True,
+                        # a free port: the default (8787) warns when another cluster holds it
+                        dashboard_address=":0",
+                        # workers log a task's failure with its traceback; the run reports it
+                        silence_logs=logging.CRITICAL
+                        if not log.isEnabledFor(logging.DEBUG)
+                        else False,
+                    )
+                )
+                client = stack.enter_context(Client(local))
+                # done first on the way out: the results are in this process by then, so a
+                # worker slow to exit (a loaded machine, a big heap to collect: s3fs's botocore)
+                # is killed without a warning on the user's terminal (kept with -v)
+                stack.callback(_quiet_close, nanny)
                 yield client
         elif isinstance(self.target, str) and "://" in self.target:
             with connect(self.target) as client:
@@ -229,6 +238,11 @@ class ClusterExecutor:
                 hint="use threads, sync, processes, a tcp://host:port address, or a "
                 "distributed.Client",
             )
+
+
+def _quiet_close(nanny: logging.Logger) -> None:
+    if not log.isEnabledFor(logging.DEBUG):
+        nanny.setLevel(logging.ERROR)
 
 
 def _dashboard(client: Any) -> str | None:
