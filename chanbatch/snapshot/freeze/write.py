@@ -32,6 +32,10 @@ from chanbatch.snapshot.normalize import PART_ROWS, WRITE_OPTIONS
 from chanbatch.snapshot.objects import HEALED, heal_object, object_state, write_manifest
 from chanbatch.snapshot.storage import Storage
 
+# A table of at most this many bytes (of Arrow memory) is encoded into memory, hashed there and
+# written in one piece; a larger one is encoded into a temp file, which is then hashed.
+_BUFFER_BYTES = 1 << 25
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -164,26 +168,30 @@ def encode_parquet(table: pa.Table) -> memoryview:
 def _write_object(storage: Storage, table: pa.Table) -> tuple[ObjectId, int, bool]:
     """Write ``table`` as an object; returns (id, size, whether a damaged copy already in the
     store was rewritten). An object already there is hashed before it is trusted: freezing
-    the same data again is how a damaged object is healed."""
-    if storage.is_local:
-        # Encode straight into a temp file, hash the file, rename it into place: no growing
-        # in-memory buffer, whose fresh pages cost more than the encoding on some machines.
-        import pyarrow.parquet as pq
+    the same data again is how a damaged object is healed.
 
-        tmp = storage.tmp_path()
-        try:
-            with storage.writing("a new object"):
-                pq.write_table(table, tmp, **WRITE_OPTIONS)
-            digest, size = digest_file(tmp)
-            oid = object_id(digest)
-            damaged = object_state(storage, oid) == HEALED
-            storage.adopt(tmp, object_path(oid), replace=damaged)
-        except BaseException:
-            # never hide the failure: on a read-only filesystem even this unlink fails (EROFS)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return oid, size, damaged
-    data = encode_parquet(table)
-    oid, state = heal_object(storage, data)
-    return oid, len(data), state == HEALED
+    A small table (most slices: a day of a table) is encoded in memory and hashed there, and
+    written only if the store lacks it: no temp file to read back, no hash of a file. A large
+    one is encoded straight into a temp file (below)."""
+    if not storage.is_local or table.nbytes <= _BUFFER_BYTES:
+        data = encode_parquet(table)
+        oid, state = heal_object(storage, data)
+        return oid, len(data), state == HEALED
+    # Encode straight into a temp file, hash the file, rename it into place: no growing
+    # in-memory buffer, whose fresh pages cost more than the encoding on some machines.
+    import pyarrow.parquet as pq
+
+    tmp = storage.tmp_path()
+    try:
+        with storage.writing("a new object"):
+            pq.write_table(table, tmp, **WRITE_OPTIONS)
+        digest, size = digest_file(tmp)
+        oid = object_id(digest)
+        damaged = object_state(storage, oid) == HEALED
+        storage.adopt(tmp, object_path(oid), replace=damaged)
+    except BaseException:
+        # never hide the failure: on a read-only filesystem even this unlink fails (EROFS)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return oid, size, damaged
