@@ -35,7 +35,8 @@ def numbers(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def unscaled(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int] | None:
     """The unscaled integers (``value * 10**scale``) of a decimal128 array without nulls, as
     int64 read off its buffers, and their largest magnitude; None when one does not fit an
-    int64, or for nulls. Read without a copy for an array in one piece."""
+    int64 (which no valid decimal of at most 18 digits does), or for nulls. Read without a copy
+    for an array in one piece."""
     if values.null_count or not pa.types.is_decimal128(values.type):
         return None
     chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
@@ -48,8 +49,8 @@ def unscaled(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int] | Non
         words = np.frombuffer(buffer, dtype=np.int64, count=2 * (offset + n))[2 * offset :]
         low, high = words[0::2], words[1::2]
         least, most = int(low.min()), int(low.max())
-        if values.type.precision > 18 and not _sign_words(low, high, least, most):
-            return None  # a decimal of at most 18 digits always fits its low word
+        if not _sign_words(low, high, least, most):
+            return None
         parts.append(low)
         top = max(top, most, -least)
     if len(parts) == 1:
