@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -91,13 +92,20 @@ def _cache(path: Path) -> dict[str, str]:
     }
 
 
+@pytest.fixture(scope="module")
+def frozen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding :func:`days` in day slices, frozen once; each test runs on copies."""
+    path = tmp_path_factory.mktemp("days") / "store"
+    cb.Store(path).freeze("t", days(), slice_by="day")
+    return path
+
+
 @pytest.mark.parametrize("name", sorted(BLUEPRINTS))
 def test_arrow_combine_keeps_output_ids(
-    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frozen: Path
 ) -> None:
-    frame = days()
     for store in ("arrow", "pandas"):
-        cb.Store(tmp_path / store).freeze("t", frame, slice_by="day")
+        shutil.copytree(frozen, tmp_path / store)
     taken: list[int] = []
     original = arrow_combine.combine
 

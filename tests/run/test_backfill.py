@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 import chanbatch as cb
+from chanbatch.run.results import RunResult
 
 BLUEPRINT = """
 name: backfill
@@ -78,9 +79,17 @@ def depth(store: cb.Store) -> int:
     return height(finish.deps[0])
 
 
+@pytest.fixture(scope="module")
+def cold(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """One cold run over every day, the same for each backfill (built once for this module)."""
+    store = cb.Store(str(tmp_path_factory.mktemp("cold")))
+    store.freeze("events", events(), slice_by="day")
+    return cb.Blueprint.from_yaml(BLUEPRINT).run(store, scheduler="sync")
+
+
 @pytest.mark.parametrize("missing", [DAYS[0], DAYS[len(DAYS) // 2], DAYS[-2], DAYS[-1]])
 def test_a_backfill_recomputes_its_path_and_matches_a_cold_run(
-    tmp_path: Path, missing: int
+    tmp_path: Path, missing: int, cold: RunResult
 ) -> None:
     frame = events()
     blueprint = cb.Blueprint.from_yaml(BLUEPRINT)
@@ -93,9 +102,6 @@ def test_a_backfill_recomputes_its_path_and_matches_a_cold_run(
     combines_and_finish = warm.stats["stages"]["totals"]["computed"] - 1  # minus the partial
     assert 2 <= combines_and_finish <= depth(store) + 1
 
-    cold_store = cb.Store(str(tmp_path / "cold"))
-    cold_store.freeze("events", frame, slice_by="day")
-    cold = blueprint.run(cold_store, scheduler="sync")
     assert cold.stats["computed"] > warm.stats["computed"]
     # the same slices give the same tree, so the sums add in the same order: the same bytes
     assert warm.snapshots == cold.snapshots
