@@ -1,16 +1,17 @@
 """Cut: the inputs of a freeze as slices, each a :data:`Piece`.
 
 A slice is given whole (a file keyed by its stem, a frame with a slice key, an entry of a
-mapping) or is cut out of the inputs by the values of a column. The rows of a cut slice are not
-copied out here: each input batch is grouped by key (:class:`_Cut`), and the rows of a few
-slices at a time (a wave) are taken out of every batch when the slices are written.
+mapping) or is cut out of the inputs by the values of a column. To cut, each input batch's rows
+are grouped by key in one ``take`` (:class:`_Cut`), and the batch as given is let go of: the
+grouped copy takes its place, so a cut input is held once. A slice is then its rows in each
+grouped batch, put together when it is written (write.py).
 """
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,19 +23,18 @@ from chanbatch.snapshot.names import KeyType, SliceKey, parse_key
 from chanbatch.snapshot.normalize import normalize_batch
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
 
-    import numpy as np
     import pyarrow as pa
 
-# Threads of the pools that group input batches (here) and take and write slices (write.py).
+# Threads of the pools that group input batches (here) and write slices (write.py).
 _WORKERS = max(2, min(8, os.cpu_count() or 2))
 # A split works on input batches of this many rows, so that one batch's columns stay in cache
 # while its rows are cast, grouped by key and taken out.
 _BATCH_ROWS = 1 << 17
-# Split slices are taken out and written in waves of about this many bytes (of Arrow memory, as
-# the input holds them): one or two waves' copies are all the memory a freeze adds to its input,
-# and each wave reads every input batch once, so fewer, bigger waves read the input less often.
+# Split slices are handed to the writers in waves of about this many bytes (of Arrow memory,
+# as cut), the next wave once the one before last is written: the pool's queue stays short, and
+# a failed write stops the freeze within two waves.
 _WAVE_BYTES = 1 << 28
 
 
@@ -58,14 +58,13 @@ SplitBy = str | KeyFunction
 
 @dataclass(frozen=True, slots=True)
 class _Cut:
-    """One input batch with its rows grouped by slice key, not yet copied out or normalised."""
+    """One input batch with its rows grouped by slice key (in input order within a key),
+    normalised and conformed to the freeze's schema."""
 
     seq: int  # position among all batches of the freeze, so that rows keep the input order
-    batch: Any  # pa.RecordBatch, as given (normalised only if not ``lazy``)
-    lazy: bool  # the batch's columns still need normalize_batch
-    row_bytes: float  # Arrow memory per row of the input this batch is from
-    order: np.ndarray | None  # row positions grouped by key, in input order; None: one key
-    spans: dict[SliceKey, tuple[int, int]]  # key -> [start, end) in ``order``
+    batch: Any  # pa.RecordBatch: the rows of each key together, keys in first-seen order
+    spans: dict[SliceKey, tuple[int, int]]  # key -> [start, end) of its rows in ``batch``
+    row_bytes: float  # Arrow memory per row of ``batch``
 
     def rows(self, key: SliceKey) -> int:
         start, end = self.spans[key]
@@ -81,16 +80,16 @@ class WholePiece:
 
 @dataclass(frozen=True, slots=True)
 class SplitPiece:
-    """A slice cut out of the inputs by a column: the cuts that hold its rows, in input order."""
+    """A slice cut out of the inputs by a column: the cuts that hold its rows, in input order,
+    its number of rows, and their bytes of Arrow memory."""
 
     cuts: tuple[_Cut, ...]
+    rows: int
+    nbytes: float
 
 
 # One slice's rows as a freeze was given them; every slice of one freeze is of the same kind.
 Piece = WholePiece | SplitPiece
-
-# The rows of a wave taken out of one cut: the taken batch, and where each key's rows are in it.
-_Taken = tuple[Any, dict[SliceKey, tuple[int, int]]]
 
 
 def _cut(
@@ -104,10 +103,15 @@ def _cut(
     """Each slice key's piece: its whole tables, or the ``_Cut``s of split batches with its rows."""
     if slice is None and slice_by is not None:
         cuts: dict[SliceKey, list[_Cut]] = defaultdict(list)
-        for cut in _split(inputs, slice_by, reporter):
-            for key in cut.spans:
+        rows: dict[SliceKey, int] = defaultdict(int)
+        for cut in _split(inputs, slice_by, schema, reporter):
+            for key, (start, end) in cut.spans.items():
                 cuts[key].append(cut)
-        return {key: SplitPiece(tuple(found)) for key, found in cuts.items()}
+                rows[key] += end - start
+        return {
+            key: SplitPiece(tuple(found), rows[key], _nbytes(key, found))
+            for key, found in cuts.items()
+        }
     tables: dict[SliceKey, list[pa.Table]] = defaultdict(list)
     for item in inputs:
         table = _conform(item.table, schema)
@@ -120,33 +124,48 @@ def _cut(
     return {key: WholePiece(tuple(found)) for key, found in tables.items()}
 
 
-def _split(inputs: list[_Input], column: SplitBy, reporter: _Reporter | None = None) -> list[_Cut]:
-    """Cut the inputs into batches whose rows are grouped by ``column`` (or the key a
-    :class:`KeyFunction` computes), keeping input order.
+def _nbytes(key: SliceKey, cuts: Sequence[_Cut]) -> float:
+    """The Arrow memory of ``key``'s rows in ``cuts``."""
+    return sum(cut.rows(key) * cut.row_bytes for cut in cuts)
 
-    Only the key column is read here (a stable sort of its codes, per batch, in a thread pool).
-    Rows are copied out, normalised and conformed later, a wave of slices at a time, when the
-    slices are written: a normalised or sorted copy of the whole input up front would add as
-    much fresh memory as the input takes, and fresh memory is what costs most.
+
+def _split(
+    inputs: list[_Input],
+    column: SplitBy,
+    schema: pa.Schema,
+    reporter: _Reporter | None = None,
+) -> list[_Cut]:
+    """Cut the inputs into batches whose rows are grouped by ``column`` (or the key a
+    :class:`KeyFunction` computes), keeping input order, normalised and conformed to ``schema``.
+
+    Each batch is grouped in one stable sort of its key codes and one ``take`` of its rows
+    (in a thread pool: both let go of the GIL), while its columns are in cache. The inputs'
+    tables are let go of (each ``_Input`` keeps an empty table of its schema), and each batch
+    as given once it is grouped: a cut input is held once, as its grouped copy, not twice.
     """
     for item in inputs:
         _check_split_column(item, column)
-    batches = []
+    batches: list[tuple[_Input, Any] | None] = []
     for item in inputs:
-        row_bytes = item.table.nbytes / max(item.table.num_rows, 1)
-        for batch in item.table.to_batches(max_chunksize=_BATCH_ROWS):
-            batches.append((item, row_bytes, batch))
+        batches.extend((item, batch) for batch in item.table.to_batches(max_chunksize=_BATCH_ROWS))
+        item.table = item.table.schema.empty_table()
 
-    total = sum(batch.num_rows for _, _, batch in batches)
+    total = sum(batch.num_rows for _, batch in filter(None, batches))
     if reporter is not None:
         reporter.cutting(0, total)
 
     def cut(seq: int) -> _Cut:
-        item, row_bytes, batch = batches[seq]
-        if isinstance(column, str):
-            done = _group(seq, batch, item.lazy, row_bytes, column)
+        given = batches[seq]
+        assert given is not None
+        batches[seq] = None  # the grouped copy takes its place
+        item, batch = given
+        if not isinstance(column, str):
+            keys = _computed_keys(column, batch, item)
+        elif item.lazy:
+            keys = normalize_batch(batch.select([column])).column(0)
         else:
-            done = _group(seq, batch, item.lazy, row_bytes, _computed_keys(column, batch, item))
+            keys = batch.column(column)
+        done = _group(seq, batch, item.lazy, schema, keys)
         if reporter is not None:
             reporter.cutting(batch.num_rows, total)
         return done
@@ -216,94 +235,35 @@ def _computed_keys(key: KeyFunction, batch: pa.RecordBatch, item: _Input) -> pa.
     return keys
 
 
-def _group(
-    seq: int, batch: pa.RecordBatch, lazy: bool, row_bytes: float, column: str | pa.Array
-) -> _Cut:
-    """``batch``'s rows grouped by the values of ``column``, or by the keys given for them."""
+def _group(seq: int, batch: pa.RecordBatch, lazy: bool, schema: pa.Schema, keys: pa.Array) -> _Cut:
+    """``batch``'s rows grouped by ``keys`` (one per row), normalised and conformed."""
     import numpy as np
     import pyarrow.compute as pc
 
-    if isinstance(column, str):
-        keys = batch.select([column])
-        if lazy:
-            keys = normalize_batch(keys)
-        key_values = keys.column(0)
-    else:
-        key_values = column
-    encoded = pc.dictionary_encode(key_values)
+    encoded = pc.dictionary_encode(keys)
     values = encoded.dictionary.to_pylist()
     if len(values) <= 1:
+        grouped = batch
         spans = {v: (0, batch.num_rows) for v in values}
-        return _Cut(seq=seq, batch=batch, lazy=lazy, row_bytes=row_bytes, order=None, spans=spans)
-    # Arrow's stable sort counts small integer codes, and lets go of the GIL while it does, so
-    # the batches are grouped in parallel (numpy's sorts hold the GIL).
-    order = pc.array_sort_indices(encoded.indices).to_numpy()
-    codes = encoded.indices.to_numpy(zero_copy_only=False)
-    ends = np.cumsum(np.bincount(codes, minlength=len(values))).tolist()
-    starts = [0, *ends[:-1]]
-    return _Cut(
-        seq=seq,
-        batch=batch,
-        lazy=lazy,
-        row_bytes=row_bytes,
-        order=order,
-        spans={v: (s, e) for v, s, e in zip(values, starts, ends, strict=True)},
-    )
-
-
-def _waves(keys: list[SliceKey], cuts: Mapping[SliceKey, Sequence[_Cut]]) -> list[list[SliceKey]]:
-    """``keys`` in order, grouped into runs of about ``_WAVE_BYTES`` (a bigger slice alone)."""
-    waves: list[list[SliceKey]] = []
-    size = 0.0
-    for key in keys:
-        n = sum(cut.rows(key) * cut.row_bytes for cut in cuts[key])
-        if not waves or size + n > _WAVE_BYTES:
-            waves.append([])
-            size = 0.0
-        waves[-1].append(key)
-        size += n
-    return waves
-
-
-def _take_wave(
-    pool: ThreadPoolExecutor,
-    wave: list[SliceKey],
-    cuts: Mapping[SliceKey, Sequence[_Cut]],
-    schema: pa.Schema,
-) -> list[Future[_Taken]]:
-    """Start taking the rows of ``wave`` out of every cut that has some, in input order."""
-    having = {cut.seq: cut for key in wave for cut in cuts[key]}
-    return [pool.submit(_take, having[seq], wave, schema) for seq in sorted(having)]
-
-
-def _take(cut: _Cut, wave: list[SliceKey], schema: pa.Schema) -> _Taken:
-    """``cut``'s rows of the keys in ``wave``, copied out, grouped by key in wave order,
-    normalised and conformed to ``schema``."""
-    import numpy as np
-
-    keys = [k for k in wave if k in cut.spans]
-    if cut.order is None:  # one key: the batch itself
-        taken, spans = cut.batch, {keys[0]: (0, cut.batch.num_rows)}
     else:
-        spans = {}
-        positions = []
-        at = 0
-        for key in keys:
-            start, end = cut.spans[key]
-            positions.append(cut.order[start:end])
-            spans[key] = (at, at + end - start)
-            at += end - start
-        taken = _take_rows(cut.batch, np.concatenate(positions))
-    if cut.lazy:
-        taken = normalize_batch(taken)
-    return _conform(taken, schema), spans
+        # Arrow's stable sort counts small integer codes, and lets go of the GIL while it does,
+        # so the batches are grouped in parallel (numpy's sorts hold the GIL).
+        order = pc.array_sort_indices(encoded.indices)
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        ends = np.cumsum(np.bincount(codes, minlength=len(values))).tolist()
+        spans = dict(zip(values, zip([0, *ends[:-1]], ends, strict=True), strict=True))
+        grouped = _take_rows(batch, order)
+    if lazy:
+        grouped = normalize_batch(grouped)
+    grouped = _conform(grouped, schema)
+    row_bytes = grouped.nbytes / max(grouped.num_rows, 1)
+    return _Cut(seq=seq, batch=grouped, spans=spans, row_bytes=row_bytes)
 
 
-def _take_rows(batch: pa.RecordBatch, positions: np.ndarray) -> pa.RecordBatch:
-    """``batch.take(positions)``, also for view types, which have no take kernel."""
+def _take_rows(batch: pa.RecordBatch, indices: pa.Array) -> pa.RecordBatch:
+    """``batch.take(indices)``, also for view types, which have no take kernel."""
     import pyarrow as pa
 
-    indices = pa.array(positions)
     if not any(_is_view(t) for t in batch.schema.types):
         try:
             return _gather(batch, indices)

@@ -14,16 +14,8 @@ from typing import TYPE_CHECKING, assert_never
 
 from chanbatch.hashing import digest_file
 from chanbatch.ids import ObjectId, object_id
-from chanbatch.snapshot.freeze.cut import (
-    _WORKERS,
-    Piece,
-    SplitPiece,
-    WholePiece,
-    _Cut,
-    _take_wave,
-    _Taken,
-    _waves,
-)
+from chanbatch.snapshot.freeze import cut as _cut_module
+from chanbatch.snapshot.freeze.cut import _WORKERS, Piece, SplitPiece, WholePiece
 from chanbatch.snapshot.freeze.progress import Progress, _Reporter
 from chanbatch.snapshot.layout import object_path
 from chanbatch.snapshot.manifest import Part, SliceManifest
@@ -79,16 +71,30 @@ class _SliceWriter:
 
         return self.write(key, pa.concat_tables(list(piece.tables)))
 
-    def split(self, key: SliceKey, taken: list[_Taken]) -> SliceManifest:
-        """Assemble the slice from its rows in each cut of a wave (``_take_wave``), and write it."""
+    def split(self, key: SliceKey, piece: SplitPiece) -> SliceManifest:
+        """Put the slice together from its rows in each cut, and write it."""
         import pyarrow as pa
 
         batches = []
-        for batch, spans in taken:
-            span = spans.get(key)
-            if span is not None:
-                batches.append(batch.slice(span[0], span[1] - span[0]))
+        for cut in piece.cuts:
+            start, end = cut.spans[key]
+            batches.append(cut.batch.slice(start, end - start))
         return self.write(key, pa.Table.from_batches(batches, schema=self.schema))
+
+
+def _waves(keys: list[SliceKey], split: Mapping[SliceKey, SplitPiece]) -> list[list[SliceKey]]:
+    """``keys`` in order, grouped into runs of about ``_WAVE_BYTES`` (a bigger slice alone)."""
+    limit = _cut_module._WAVE_BYTES  # read when called: tests make waves small
+    waves: list[list[SliceKey]] = []
+    size = 0.0
+    for key in keys:
+        n = split[key].nbytes
+        if not waves or size + n > limit:
+            waves.append([])
+            size = 0.0
+        waves[-1].append(key)
+        size += n
+    return waves
 
 
 def _write_slices(
@@ -103,24 +109,24 @@ def _write_slices(
     The keys of slices whose objects or manifest were there but damaged, and were rewritten,
     are added to ``healed``.
 
-    Slices cut from split batches go in waves of about ``_WAVE_BYTES``: first each batch's
-    rows of the wave are taken out in one ``take`` (so the batch is read once per wave, while it
-    is in cache), then each slice is assembled from its pieces and written. The next wave is
-    taken while this one's last slices are written, so two waves at most are in memory.
+    Slices cut from split batches are handed to the pool in waves of about ``_WAVE_BYTES``,
+    the next wave once the one before last is written, so the pool's queue stays short and a
+    failed write stops the freeze soon. Each slice is put together from its rows in the cuts
+    (one copy), then encoded.
     """
     reporter = progress if isinstance(progress, _Reporter) else _Reporter(progress)
     writer = _SliceWriter(storage, schema, healed, reporter if reporter.watching else None)
     whole: dict[SliceKey, WholePiece] = {}
-    split: dict[SliceKey, tuple[_Cut, ...]] = {}
+    split: dict[SliceKey, SplitPiece] = {}
     rows = 0
     for key in keys:
         match pieces[key]:
             case WholePiece() as piece:
                 whole[key] = piece
                 rows += sum(table.num_rows for table in piece.tables)
-            case SplitPiece(cuts):
-                split[key] = cuts
-                rows += sum(cut.rows(key) for cut in cuts)
+            case SplitPiece() as piece:
+                split[key] = piece
+                rows += piece.rows
             case unknown:
                 assert_never(unknown)
     reporter.writing(rows, len(keys))
@@ -136,17 +142,13 @@ def _write_slices(
 
     with ThreadPoolExecutor(_WORKERS) as pool:
         try:
-            for key, piece in whole.items():
-                futures[key] = pool.submit(writer.whole, key, piece)
+            for key, whole_piece in whole.items():
+                futures[key] = pool.submit(writer.whole, key, whole_piece)
             waves = _waves(list(split), split)
-            taking = _take_wave(pool, waves[0], split, schema) if waves else []
             for i, wave in enumerate(waves):
-                taken = [f.result() for f in taking]
                 for key in wave:
-                    futures[key] = pool.submit(writer.split, key, taken)
-                del taken
-                taking = _take_wave(pool, waves[i + 1], split, schema) if i + 1 < len(waves) else []
-                if i >= 1:  # wave i - 1 is written before wave i + 2 is taken: two in memory
+                    futures[key] = pool.submit(writer.split, key, split[key])
+                if i >= 1:  # wave i - 1 is written before wave i + 1 is handed over
                     collect(position[waves[i - 1][-1]] + 1)
             collect(len(keys))
         except BaseException:
