@@ -53,6 +53,7 @@ class CacheEntry:
     created_at: str = ""
     range: tuple[int, int] | None = None  # in a pack: (first row, rows); None: all of it
     content: str = ""  # in a pack: content_id of its rows
+    pack: str = ""  # in a pack of several: the pack's name (not stored in the entry)
 
     @property
     def ident(self) -> str:
@@ -260,24 +261,39 @@ def read_memo(storage: Storage, blueprint: str) -> dict[str, str]:
     saves reading one cache entry per stored task. It is only a hint: a key names the same
     content for as long as the engine salt is the same, whether or not its entry still exists.
     """
+    return read_memo_hints(storage, blueprint)[0]
+
+
+def read_memo_hints(storage: Storage, blueprint: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The memo (:func:`read_memo`) and its pack hints: key -> the name of the pack its result
+    was stored in, for the packed results among them (a hint too: the pack is checked)."""
     try:
         doc = unseal(storage.read_bytes(memo_path(blueprint)))
         contents = doc["contents"]
+        packs = doc.get("packs") or {}
         if doc.get("blueprint") != blueprint or not isinstance(contents, dict):
-            return {}
-        return contents
+            return {}, {}
+        return contents, packs if isinstance(packs, dict) else {}
     except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return {}
+        return {}, {}
 
 
-def write_memo(storage: Storage, blueprint: str, contents: dict[str, str]) -> None:
-    """Replace ``blueprint``'s memo (see :func:`read_memo`). Its roots keep nothing alive (gc
-    does not read memos); they state the name verify checks it is stored under."""
-    memo = {
+def write_memo(
+    storage: Storage,
+    blueprint: str,
+    contents: dict[str, str],
+    packs: Mapping[str, str] | None = None,
+) -> None:
+    """Replace ``blueprint``'s memo (see :func:`read_memo`), with the ``packs`` its packed
+    results are in (:func:`read_memo_hints`). Its roots keep nothing alive (gc does not read
+    memos); they state the name verify checks it is stored under."""
+    memo: dict[str, Any] = {
         "blueprint": blueprint,
         "contents": contents,
         "roots": Roots().stating(name=memo_name(blueprint)).document(),
     }
+    if packs:
+        memo["packs"] = dict(packs)
     storage.write_atomic(memo_path(blueprint), seal(memo))
 
 

@@ -17,6 +17,7 @@ members, so that gc reads them without this module (:mod:`chanbatch.snapshot.roo
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -99,9 +100,10 @@ def write_pack(
     ]
     if len(entries) == 1:
         storage.write_atomic(entry_path(entries[0].key), seal(entries[0].document()))
-    else:
-        Pack.of(oid, len(data), entries).write(storage)
-    return entries
+        return entries
+    pack = Pack.of(oid, len(data), entries)
+    pack.write(storage)
+    return list(pack.members)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +120,7 @@ class Pack:
         members = tuple(members)
         # named by its object and its members' keys: one object may answer for other keys
         name = digest(canonical_json([oid, [m.key for m in members]]))
+        members = tuple(dataclasses.replace(m, pack=name) for m in members)
         return cls(name=name, object=oid, bytes=size, members=members)
 
     def document(self) -> dict[str, Any]:
@@ -162,6 +165,7 @@ class Pack:
                     created_at=str(document.get("created_at", "")),
                     range=span,
                     content=str(content),
+                    pack=str(document["pack"]),
                 )
             )
         return cls(

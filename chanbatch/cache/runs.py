@@ -61,6 +61,7 @@ class TaskOutcome:
     began: float
     rows: int | None = None
     stored: str | None = None  # the object id of its stored result
+    pack: str | None = None  # the pack it was stored in, when in a pack of several
     worker: str | None = None
     worker_name: str | None = None
     run: str | None = None  # set on distributed workers, with ``time``

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from chanbatch.cache.index import CacheEntry, lookup, read_memo
-from chanbatch.cache.packs import read_packs
+from chanbatch.cache.index import CacheEntry, lookup, read_memo_hints
+from chanbatch.cache.packs import PACKED_KINDS, pack_path, read_pack, read_packs
 from chanbatch.errors import IntegrityError
 from chanbatch.snapshot import layout
 from chanbatch.snapshot.objects import get_object
@@ -21,24 +21,32 @@ class CacheView:
     A plan asks about every stored task: tens of thousands for a big input. The cache folder is
     listed once, so a key without an entry costs no read; the blueprint's memo (see
     :func:`~chanbatch.cache.index.read_memo`) answers most of the rest without opening their
-    entries; the pack indexes are read once, when a key has no entry file of its own; and an
-    object that many packed results share is verified once.
+    entries; a key without an entry file of its own is looked for in the pack the memo says
+    holds it (its *hint*), and only then in every pack index, read once; and an object that
+    many packed results share is verified once.
     """
 
     def __init__(self, storage: Storage, blueprint: str) -> None:
         self.storage = storage
-        self.memo = read_memo(storage, blueprint)
+        self.memo, self.hints = read_memo_hints(storage, blueprint)
         self._present: set[str] | None = None
         self._packed: Mapping[str, CacheEntry] | None = None
+        self._hinted: dict[str, dict[str, CacheEntry]] = {}  # pack name -> its members
         self._verified: dict[str, bool] = {}
         self._chained: dict[str, str] = {}  # see remember
 
     def remember(self, chains: Mapping[str, Mapping[str, list[str]]]) -> None:
         """Take the contents of the partials a chain memo names (its records are [partial
-        key, content id, ...]) as the memo would: the memo leaves them to it."""
-        self._chained = {
-            r[0]: r[1] for records in chains.values() for r in records.values() if len(r) > 1
-        }
+        key, content id, pack, ...]) as the memo would: the memo leaves them to it."""
+        chained, hints = {}, {}
+        for records in chains.values():
+            for record in records.values():
+                if len(record) > 2:
+                    chained[record[0]] = record[1]
+                    if record[2]:
+                        hints[record[0]] = record[2]
+        self._chained = chained
+        self.hints = {**hints, **self.hints}
 
     @property
     def packed(self) -> Mapping[str, CacheEntry]:
@@ -47,13 +55,38 @@ class CacheView:
             self._packed = read_packs(self.storage)
         return self._packed
 
-    def has_entry(self, key: str) -> bool:
-        """Whether ``key`` had an entry when the cache was listed (first call)."""
+    def has_entry(self, key: str, kind: str = "") -> bool:
+        """Whether ``key`` had an entry when the cache was listed (first call). A task of a
+        ``kind`` that is never packed (a kept checkpoint of an apply) is not looked for in
+        the packs."""
+        if key in self._listed():
+            return True
+        if kind and kind not in PACKED_KINDS:
+            return False
+        return self._in_hinted_pack(key) is not None or key in self.packed
+
+    def _listed(self) -> set[str]:
+        """The keys of the entry files in ``cache/``, listed once."""
         if self._present is None:
             self._present = {
                 name[:-5] for name in self.storage.listdir(layout.CACHE) if name.endswith(".json")
             }
-        return key in self._present or key in self.packed
+        return self._present
+
+    def _in_hinted_pack(self, key: str) -> CacheEntry | None:
+        """``key``'s entry in the pack its hint names, that one index read (once) alone; None
+        without a hint, or when that pack is gone or does not hold it (then every pack index
+        is read)."""
+        name = self.hints.get(key)
+        if name is None or self._packed is not None:
+            return None
+        members = self._hinted.get(name)
+        if members is None:
+            pack = read_pack(self.storage, pack_path(name))
+            members = self._hinted[name] = (
+                {m.key: m for m in pack.members} if pack is not None else {}
+            )
+        return members.get(key)
 
     def lookup(self, key: str, *, verify: bool = False) -> CacheEntry | None:
         """:func:`~chanbatch.cache.index.lookup`, packed results included, each object verified
@@ -75,18 +108,26 @@ class CacheView:
             self._verified[entry.object] = good
         return entry if good else None
 
-    def content_of(self, key: str) -> str | None:
+    def content_of(self, key: str, *, every_pack: bool = True) -> str | None:
         """What the tasks that read ``key``'s result hash it as (its object id, or a packed
-        result's content id), or None when it has no entry."""
+        result's content id), or None when it has no entry; without ``every_pack``, None also
+        when only reading every pack index would find it."""
         known = self.memo.get(key) or self._chained.get(key)
         if known is not None:
             return known
-        if not self.has_entry(key):
+        if not every_pack:
+            if key not in self._listed() and self._in_hinted_pack(key) is None:
+                return None
+        elif not self.has_entry(key):
             return None
         entry = self._entry(key)
         return entry.ident if entry is not None else None
 
     def _entry(self, key: str) -> CacheEntry | None:
         """``key``'s entry, its object unchecked: its own file, else a pack's index."""
-        entry = lookup(self.storage, key, check_object=False)
-        return entry if entry is not None else self.packed.get(key)
+        if self._present is None or key in self._present:
+            entry = lookup(self.storage, key, check_object=False)
+            if entry is not None:
+                return entry
+        hinted = self._in_hinted_pack(key)
+        return hinted if hinted is not None else self.packed.get(key)

@@ -6,8 +6,9 @@ rename, map) each read only by the next, ending in the stage whose per-slice *pa
 combine tree merges (a decomposable aggregate, or a sort whose only reader is a limit). Every
 task of a chain over one slice has a key that depends only on the chain's specs, the engine
 salt and that slice's id, so the last run can leave, per slice id, the key of the slice's
-partial, the content id of its result and the keys of its kept checkpoints: the *chain memo*
-(:mod:`chanbatch.cache.chains`). A run that finds a slice there plans none of its tasks; the
+partial, the content id of its result, the pack holding it and the keys of its kept
+checkpoints: the *chain memo*
+(:func:`chanbatch.cache.index.read_chains`). A run that finds a slice there plans none of its tasks; the
 combine tree is built over the remembered contents, and a slice's tasks are laid out only
 when a combine above it must be computed (the new slice's path to the root, and its siblings
 there). At 2,526 day slices a new day's run then lays out about 40 tasks instead of 7,600.
@@ -28,7 +29,8 @@ from chanbatch.compile.keys import engine_salt
 from chanbatch.compile.operations import rules_of
 from chanbatch.hashing import digest_json
 
-#: chain digest -> slice id -> [partial key, content id of its result, kept checkpoint keys...]
+#: chain digest -> slice id -> [partial key, content id of its result, the pack it is in or "",
+#: kept checkpoint keys...]
 ChainMemo = dict[str, dict[str, list[str]]]
 
 

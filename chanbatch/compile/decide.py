@@ -47,7 +47,7 @@ def decide(plan: Plan, storage: Storage, view: CacheView | None = None) -> dict[
             needed.update(task.deps)
             continue
         known = task.checkpoint or (task.stored and task.ident)
-        if view is not None and known and not view.has_entry(task.key):
+        if view is not None and known and not view.has_entry(task.key, task.kind):
             known = False
         entry = None
         if known:

@@ -74,8 +74,9 @@ CHECKPOINT_RATIO = 0.5
 TaskKind = Literal["load", "apply", "partial", "combine", "finish", "whole", "gather"]
 PENDING = "pending:"  # prefix of a placeholder identity: content not known until computed
 
-# The identity of a cached result (its object id), or None when it is not cached.
-ContentOf = Callable[[str], str | None]
+# The identity of a cached result (its object id), or None when it is not cached; with
+# ``every_pack=False``, None also when finding out would read every pack index.
+ContentOf = Callable[..., str | None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,7 +156,7 @@ class Plan:
             for entry in collapsed.waiting.values():
                 record = collapsed.known[entry.id]
                 keys.append(record[0])
-                keys.extend(record[2:])
+                keys.extend(record[3:])
         return keys
 
     def collapsed_counts(self) -> dict[str, int]:
@@ -168,17 +169,20 @@ class Plan:
                     counts[stage] = counts.get(stage, 0) + n
         return counts
 
-    def chain_memo(self, contents: Callable[[str], str | None]) -> ChainMemo:
+    def chain_memo(
+        self, contents: Callable[[str], str | None], packs: Callable[[str], str]
+    ) -> ChainMemo:
         """The chain memo this plan leaves (see :mod:`chanbatch.compile.chains`): per chain,
         per slice id of its input, the partial's key, its content id (``contents`` of the
-        key, for a partial this plan laid out) and the keys of its kept checkpoints."""
+        key, for a partial this plan laid out), the pack it is in ("" if none known) and the
+        keys of its kept checkpoints."""
         memo: ChainMemo = {}
         for collapsed in self.chains.values():
             records: dict[str, list[str]] = {}
             for sid, (partial, *kept) in collapsed.laid.items():
                 ident = contents(partial)
                 if ident:
-                    records[sid] = [partial, ident, *kept]
+                    records[sid] = [partial, ident, packs(partial), *kept]
             for entry in collapsed.waiting.values():
                 records[entry.id] = collapsed.known[entry.id]
             memo[collapsed.digest] = records
@@ -315,12 +319,15 @@ def _task(
     spec: dict[str, Any],
     deps: Sequence[str],
     broadcast: Sequence[str] = (),
+    thorough: bool = True,
     **fields: Any,
 ) -> str:
     """Add the task computing ``spec`` over ``deps`` (and ``broadcast``); returns its key.
 
     Its key hashes the identities of its inputs. When one is not known before the run, the key
-    is a placeholder built from that input's key instead, and the task is provisional.
+    is a placeholder built from that input's key instead, and the task is provisional. A
+    stored task is looked up in the cache, without reading every pack index unless
+    ``thorough``.
     """
     upstream = [_ident(plan, d) for d in deps]
     broadcast_ids = [_ident(plan, d) for d in broadcast]
@@ -335,8 +342,12 @@ def _task(
         ident = ""
     elif not stored:
         ident = key
+    elif plan.content_of is None:
+        ident = ""
+    elif not thorough:
+        ident = plan.content_of(key, every_pack=False) or ""
     else:
-        ident = (plan.content_of(key) if plan.content_of is not None else None) or ""
+        ident = plan.content_of(key) or ""
     plan.tasks[key] = Task(
         key=key,
         kind=kind,
@@ -831,9 +842,18 @@ def _partials(plan: Plan, stage: Stage, spec: dict[str, Any]) -> tuple[list[str]
     for entry in collapsed.entries:
         record = collapsed.known.get(entry.id)
         if record is None:
+            # a slice the memo does not know is new to this chain, or changed: its partial is
+            # looked for only where that costs no read of every pack index
             slice_key, up_key = next(laid_out)
             key = _task(
-                plan, "partial", spec, [up_key], stage=stage.name, slice=slice_key, stored=True
+                plan,
+                "partial",
+                spec,
+                [up_key],
+                stage=stage.name,
+                slice=slice_key,
+                stored=True,
+                thorough=not collapsed.known,
             )
             collapsed.laid[entry.id] = [key, up_key] if kept else [key]
         else:

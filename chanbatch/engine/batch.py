@@ -17,6 +17,7 @@ batching; a chain that the Arrow path cannot run in one go is run task by task, 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -325,6 +326,11 @@ def _combines(call: BatchCall, batch: Batch) -> tuple[Part, ...]:
             task_outcome(task, key, "computed", start, rows=part.rows, stored=part.ident)
         )
     _store_small(storage, small, stage.name)
+    packs = {part.key: part.entry.pack for _, part, _ in small if part.entry and part.entry.pack}
+    if packs:  # where each went: the memo's hints for the next plan
+        outcomes = [
+            dataclasses.replace(o, pack=packs[o.key]) if o.key in packs else o for o in outcomes
+        ]
     report_outcomes(call.run, outcomes)
     return tuple(done)
 
@@ -461,7 +467,14 @@ def _store_partials(
     share = (time.time() - began) / max(len(ready), 1)
     extra = computing / max(len(ready), 1)
     outcomes = [
-        _outcome(task, began + i * share, share + extra, rows=part.rows, stored=part.ident)
+        _outcome(
+            task,
+            began + i * share,
+            share + extra,
+            rows=part.rows,
+            stored=part.ident,
+            pack=part.entry.pack if part.entry is not None else "",
+        )
         for i, (task, part) in enumerate(ready)
     ]
     report_outcomes(call.run, outcomes)
@@ -507,7 +520,7 @@ def _applied(
 
 
 def _outcome(
-    task: Task, began: float, seconds: float, *, rows: int, stored: str | None
+    task: Task, began: float, seconds: float, *, rows: int, stored: str | None, pack: str = ""
 ) -> TaskOutcome:
     """What a task of a batch did: ``seconds`` from ``began`` (wall clock)."""
     start = began + (time.perf_counter() - time.time())
@@ -523,6 +536,7 @@ def _outcome(
         began=began,
         rows=rows,
         stored=stored,
+        pack=pack or None,
     )
 
 

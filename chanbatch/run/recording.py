@@ -7,11 +7,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from chanbatch.blueprint.model import Blueprint
 from chanbatch.cache.runs import RUNNING, RunRecord, StageStats, TaskOutcome, run_stats, tally
+from chanbatch.compile.decide import Decision
 from chanbatch.compile.keys import blueprint_digest, engine_salt
 from chanbatch.compile.plan import Plan
 from chanbatch.run.results import PlanReport
@@ -77,6 +78,34 @@ def stage_stats(
         row = stats.get(stage, StageStats(computed=0, reused=0, cutoff=0, seconds=0.0))
         stats[stage] = dataclasses.replace(row, reused=row.reused + n)
     return stats
+
+
+def pack_of(
+    done: dict[str, TaskOutcome],
+    decisions: Mapping[str, Decision],
+    hints: Mapping[str, str],
+) -> Callable[[str], str]:
+    """The pack a stored result is in after the run ("" when not in a pack of several, or not
+    known): where this run stored it, where planning found it, or what the last run said."""
+
+    # by the key each resolved to: a provisional task's differs from its placeholder
+    resolved = {outcome.key: outcome for outcome in done.values()}
+
+    def pack(key: str) -> str:
+        entry = resolved.get(key)
+        if entry is not None:
+            return entry.pack or ""
+        decision = decisions.get(key)
+        if decision is not None and decision.entry is not None and decision.entry.pack:
+            return decision.entry.pack
+        return hints.get(key, "")
+
+    return pack
+
+
+def memo_packs(contents: Mapping[str, str], pack: Callable[[str], str]) -> dict[str, str]:
+    """The pack hints of the memo: each packed result of ``contents`` -> its pack."""
+    return {key: name for key in contents if (name := pack(key))}
 
 
 def content_of(plan: Plan, done: dict[str, TaskOutcome]) -> Callable[[str], str | None]:

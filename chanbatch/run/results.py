@@ -27,6 +27,7 @@ class PlanReport:
     plan: Plan
     decisions: dict[str, Decision]
     memo: dict[str, str] = field(default_factory=dict)  # the memo as planning read it
+    hints: dict[str, str] = field(default_factory=dict)  # key -> pack, as planning read them
     # the blueprint's last run record, once planning has read it (a run reads it once)
     last: RunRecord | None = None
     read_last: bool = False

@@ -110,7 +110,7 @@ def plan_blueprint(
     # the contents of the chains' partials, which the memo leaves to the chain memo
     view.remember(chains if chains is not None else read_chains(store.storage, blueprint.name))
     plan, decisions = _plan(blueprint, inputs, store, view, chains)
-    report = PlanReport(plan=plan, decisions=decisions, memo=view.memo)
+    report = PlanReport(plan=plan, decisions=decisions, memo=view.memo, hints=view.hints)
     if report.has_work:
         report.last, report.read_last = last_run(store, blueprint.name), True
         report.decisions = explain(
@@ -356,10 +356,12 @@ def _finish(
     """The memo, the statistics and the full record; the result."""
     storage, plan, done = run.store.storage, run.report.plan, run.done or {}
     contents = recording.memo_contents(plan, done)
+    packs = recording.pack_of(done, run.report.decisions, run.report.hints)
     if run.computed or contents != run.report.memo:  # also replaces a damaged or stale memo
-        write_memo(storage, run.blueprint.name, contents)
+        write_memo(storage, run.blueprint.name, contents, recording.memo_packs(contents, packs))
     if plan.chains:
-        write_chains(storage, run.blueprint.name, plan.chain_memo(recording.content_of(plan, done)))
+        memo = plan.chain_memo(recording.content_of(plan, done), packs)
+        write_chains(storage, run.blueprint.name, memo)
     tasks = recording.recorded_tasks(run.report, done, run.started_at)
     seconds = time.perf_counter() - run.clock
     stats = recording.run_stats(recording.stage_stats(tasks, plan.collapsed_counts()), seconds)

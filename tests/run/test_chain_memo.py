@@ -168,9 +168,12 @@ def test_a_run_planned_top_down_equals_a_cold_run(tmp_path: Path, change: str) -
     assert laid_out < len(recorded_tasks(tmp_path / "full", full.run_id))  # type: ignore[attr-defined]
 
 
-def test_a_new_slice_lays_out_its_path_only(tmp_path: Path) -> None:
+def test_a_new_slice_lays_out_its_path_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """At 400 slices, a new slice's run lays out its own tasks, the combines on its path and
-    their children: a few dozen tasks, where a plan task by task has about 1,250."""
+    their children: a few dozen tasks, where a plan task by task has about 1,250; and it
+    reads only the pack indexes holding the results it reuses, never every one of them."""
     text = BLUEPRINT.split("  kept_again:")[0] + "outputs:\n  totals: chain_totals\n"
     blueprint = cb.Blueprint.from_yaml(text.replace("  again: events\n", ""))
     days = list(range(1, 401))
@@ -180,11 +183,20 @@ def test_a_new_slice_lays_out_its_path_only(tmp_path: Path) -> None:
     store.freeze("events", frame[frame["day"] < 400], slice_by="day")
     first = blueprint.run(store, scheduler="sync")
     store.freeze("events", frame[frame["day"] == 400], slice_by="day")
+    assert len(list((root / "cache" / "packs").glob("*.json"))) >= 2
+
+    def every_pack(*args: object) -> None:
+        raise AssertionError("the run read every pack index")
+
+    monkeypatch.setattr("chanbatch.cache.view.read_packs", every_pack)
     result = blueprint.run(store, scheduler="sync")
     laid_out = len(recorded_tasks(root, result.run_id))
     assert len(recorded_tasks(root, first.run_id)) > 1_200
     assert laid_out < 150, laid_out
     assert result.stats["stages"]["totals"]["reused"] > 400  # type: ignore[attr-defined]
+    got = store.read("chain_totals").compute().sort_values("kind")
+    kept = frame[frame["v"] > 60]
+    assert got["n"].tolist() == kept.groupby("kind").size().sort_index().tolist()
 
 
 def test_many_appends_in_a_row_stay_exact(tmp_path: Path) -> None:
