@@ -73,23 +73,16 @@ def clear_s3fs_cache() -> None:
     s3fs.S3FileSystem.clear_instance_cache()
 
 
-_CLIENTS: dict[str, Any] = {}
-
-
-def _filesystem() -> Any:
-    """The kit's own s3fs client for the current endpoint (made once: a client costs ~0.3 s)."""
-    import s3fs
-
-    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
-    if endpoint not in _CLIENTS:
-        _CLIENTS[endpoint] = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
-    return _CLIENTS[endpoint]
-
-
 def make_bucket(name: str | None = None) -> str:
-    """Create a bucket on the test server (``s3_server`` must be running) and return its name."""
+    """Create a bucket on the test server (``s3_server`` must be running) and return its name.
+
+    Made in the in-process server's backend directly, as moto's CreateBucket would make it:
+    a bucket per test then costs no request (about 2 ms instead of 50 to 300)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
     name = name or f"chanbatch-{uuid.uuid4().hex[:16]}"
-    _filesystem().mkdir(name)
+    s3_backends[DEFAULT_ACCOUNT_ID]["aws"].create_bucket(name, S3_ENV["AWS_DEFAULT_REGION"])
     return name
 
 
