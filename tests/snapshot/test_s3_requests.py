@@ -41,12 +41,11 @@ NEW_SLICE_BOUND = 48
 #: more combine-tree levels, each a key looked up (2 requests on a miss) and its result read
 PATH_GROWTH = 16
 NEW_SLICE_REASON = (
-    "one new slice's run makes ~100 requests at 200 slices, not a few dozen: every read is "
-    "HEAD + GET (s3fs's cat_file HEADs for the size before its GET: Storage.read_bytes in "
-    "chanbatch/snapshot/storage.py), every key looked up and missing is HEAD + LIST (s3fs's "
-    "exists/info look for a directory after a 404: Storage.exists, and Storage.refresh -> "
-    "Storage.mtime before each content-addressed write), and the plan lists cache/ and reads "
-    "every pack index on a miss (CacheView.has_entry and .packed, chanbatch/cache/view.py)"
+    "one new slice's run makes 90 requests (at 20 and at 200 slices alike, at commit 6e3ee2d), "
+    "not a few dozen: every read is HEAD + GET (s3fs's cat_file HEADs for the size before its "
+    "GET: Storage.read_bytes in chanbatch/snapshot/storage.py), every content-addressed write "
+    "HEAD + LIST + PUT (Storage.refresh -> Storage.mtime: s3fs's info looks for a directory "
+    "after a 404), and the memo and the ref heads are read several times each"
 )
 
 BLUEPRINT = """\
