@@ -24,6 +24,10 @@ from chanbatch.snapshot.normalize import PART_ROWS, WRITE_OPTIONS
 from chanbatch.snapshot.objects import HEALED, heal_object, object_state, write_manifest
 from chanbatch.snapshot.storage import Storage
 
+# Threads that write slices: more than the cores, since a writer spends much of its time waiting
+# on the filesystem (creating and renaming two files per slice) with the GIL let go.
+_WRITERS = 3 * _WORKERS
+
 # A table of at most this many bytes (of Arrow memory) is encoded into memory, hashed there and
 # written in one piece; a larger one is encoded into a temp file, which is then hashed.
 _BUFFER_BYTES = 1 << 25
@@ -140,7 +144,7 @@ def _write_slices(
             results.append(futures.pop(keys[len(results)]).result())
             reporter.collected(len(results), len(keys))
 
-    with ThreadPoolExecutor(_WORKERS) as pool:
+    with ThreadPoolExecutor(_WRITERS) as pool:
         try:
             for key, whole_piece in whole.items():
                 futures[key] = pool.submit(writer.whole, key, whole_piece)
