@@ -39,7 +39,7 @@ from chanbatch.run import recording
 from chanbatch.run.executor import Executor, Progress, choose_executor
 from chanbatch.run.outputs import freeze_outputs, unify_types
 from chanbatch.run.owners import check_outputs
-from chanbatch.run.repeat import leave_outcome
+from chanbatch.run.repeat import leave_outcome, outcome_record
 from chanbatch.run.repeat import repeat as repeated
 from chanbatch.run.results import REPORTED_KINDS, PlanReport, RunResult
 from chanbatch.snapshot import SnapshotStore, refs
@@ -112,7 +112,9 @@ def plan_blueprint(
     plan, decisions = _plan(blueprint, inputs, store, view, chains)
     report = PlanReport(plan=plan, decisions=decisions, memo=view.memo, hints=view.hints)
     if report.has_work:
-        report.last, report.read_last = last_run(store, blueprint.name), True
+        # a run planned top-down reads the last run's outcome, not its record of every task
+        last = outcome_record(store, blueprint.name) if plan.remembered else None
+        report.last, report.read_last = last or last_run(store, blueprint.name), True
         report.decisions = explain(
             plan, report.decisions, load_previous(store.storage, report.last)
         )
