@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import inspect
 import os
 import time
 import uuid
@@ -39,6 +40,7 @@ class Storage:
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = str(url)
         self.options: dict[str, Any] = dict(storage_options or {})
+        self._whole: dict[str, Any] | None = None  # see _whole_reads
         self._fs: Any = None
         local = _local_path(self.url)
         if local is not None:
@@ -144,7 +146,22 @@ class Storage:
             with open(self.full(rel), "rb") as handle:
                 return handle.read()
         with self.reaching():
-            return self.fs.cat_file(self.full(rel))
+            return self.fs.cat_file(self.full(rel), **self._whole_reads(rel))
+
+    def _whole_reads(self, rel: str) -> dict[str, Any]:
+        """Options that read ``rel`` in one request. A filesystem that can read a big file in
+        parallel ranges (s3fs) first asks for its size: a HEAD before the GET of every
+        manifest, ref, entry and record, which are small. Data objects keep the default."""
+        if rel.startswith("objects/"):
+            return {}
+        if self._whole is None:
+            cat = getattr(type(self.fs), "_cat_file", None)
+            try:
+                takes = cat is not None and "max_concurrency" in inspect.signature(cat).parameters
+            except (TypeError, ValueError):
+                takes = False
+            self._whole = {"max_concurrency": 1} if takes else {}
+        return self._whole
 
     def exists(self, rel: str) -> bool:
         if self.is_local:
