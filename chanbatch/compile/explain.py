@@ -7,6 +7,7 @@ it) was edited; a broadcast input has a new snapshot; a slice is new or changed;
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -64,6 +65,9 @@ def explain(
     bp = plan.blueprint
     causes, partners = _stage_causes(plan, previous)
     slices = _SliceChanges(plan, previous)
+    # a new or changed slice lies below computed tasks only: a cached result's key says its
+    # slices are as they were, so the walk down to them stays on computed tasks
+    slices.computing = {k for k, d in decisions.items() if d.action == "compute"}
     consumers: dict[str, Task] = {}
     for key, decision in decisions.items():
         if decision.action == "compute":
@@ -184,6 +188,7 @@ class _SliceChanges:
         self._removed: dict[str, list[Any]] = {}
         self._joins: dict[str, Partners | None] = {}
         self._below: dict[str, tuple[tuple[str, Any, str], ...]] | None = None
+        self.computing: set[str] | None = None  # the keys to compute, when known
 
     def inputs_reason(self, task: Task) -> str | None:
         """The new or changed slices of any input below ``task``, as a reason: for what reads
@@ -243,7 +248,7 @@ class _SliceChanges:
         now = self._slice_ids(driving)
         if driving not in self._removed:
             self._removed[driving] = sorted(set(before_slices) - set(now), key=sort_token)
-        keys = _slices_below(self.plan, task)
+        keys = _slices_below(self.plan, task, self.computing)
         new = [k for k in keys if encode_key(k) not in before_slices]
         if new:
             return _listing("new slice", new)
@@ -317,7 +322,7 @@ class _SliceChanges:
         left, right = self._side(left_name), self._side(right_name)
         if left is None or right is None:
             return self.reason(task)
-        keys = _slices_below(self.plan, task)
+        keys = _slices_below(self.plan, task, self.computing)
 
         def alone(found: list[Any], other: _Side) -> str:
             lone = all(encode_key(k) not in other.now for k in found)
@@ -413,7 +418,9 @@ def _listing(what: str, keys: list[Any]) -> str:
     return f"{what}{'s' if len(keys) > 1 else ''} {shown}"
 
 
-def _slices_below(plan: Plan, task: Task) -> list[Any]:
+def _slices_below(plan: Plan, task: Task, within: set[str] | None = None) -> list[Any]:
+    """The slice keys below ``task`` in its stage, walking only through ``within`` (if
+    given)."""
     if task.slice is not None:
         return [task.slice]
     found: list[Any] = []
@@ -425,7 +432,7 @@ def _slices_below(plan: Plan, task: Task) -> list[Any]:
             continue
         seen.add(key)
         dep = plan.tasks.get(key)
-        if dep is None or dep.stage != task.stage:
+        if dep is None or dep.stage != task.stage or (within is not None and key not in within):
             continue
         if dep.slice is not None:
             found.append(dep.slice)
@@ -434,8 +441,12 @@ def _slices_below(plan: Plan, task: Task) -> list[Any]:
     return found
 
 
-def describe_key(plan: Plan, task: Task, previous: Previous | None) -> dict[str, Any]:
-    """A task's key, its components, and which of them differ from the last run's same task."""
+def describe_key(
+    plan: Plan, task: Task, previous: Previous | None, unchanged: Collection[str] = ()
+) -> dict[str, Any]:
+    """A task's key, its components, and which of them differ from the last run's same task.
+    ``unchanged``: keys the last run had without recording them (it planned their slices from
+    its chain memo)."""
     from chanbatch.compile.keys import engine_salt
 
     stage = plan.blueprint.stages.get(task.stage)
@@ -462,6 +473,8 @@ def describe_key(plan: Plan, task: Task, previous: Previous | None) -> dict[str,
         doc["changed"] = ["no earlier run of this blueprint"]
         return doc
     before = previous.tasks.get((task.stage, doc["slice"], task.kind))
+    if before is None and task.key in unchanged:
+        return doc
     if before is None:
         doc["changed"] = ["this task did not exist in the last run"]
         return doc

@@ -30,7 +30,7 @@ from chanbatch.cache.runs import (
     write_record,
 )
 from chanbatch.compile.allow import check_allowed
-from chanbatch.compile.chains import ChainMemo, StaleChains
+from chanbatch.compile.chains import ChainMemo, StaleChains, find_chains
 from chanbatch.compile.decide import Decision, decide
 from chanbatch.compile.explain import describe_key, explain, load_previous
 from chanbatch.compile.plan import Plan, build_plan
@@ -171,9 +171,11 @@ def explain_task(
             hint=did_you_mean(stage, blueprint.stages) or "stages: " + ", ".join(blueprint.stages),
         )
     view = CacheView(store.storage, blueprint.name)
-    view.remember(read_chains(store.storage, blueprint.name))
+    chains = read_chains(store.storage, blueprint.name)
+    view.remember(chains)
     plan = build_plan(blueprint, resolve_inputs(blueprint, store, sets), view.content_of)
     previous = load_previous(store.storage, last_run(store, blueprint.name))
+    unchanged = _remembered_tasks(plan, chains)
     tasks = [t for t in plan.tasks.values() if t.stage == stage]
     if slice_text is not None:
         tasks = [t for t in tasks if t.slice is not None and str(encode_key(t.slice)) == slice_text]
@@ -187,7 +189,25 @@ def explain_task(
                 if slices
                 else "it runs on its whole input",
             )
-    return [describe_key(plan, t, previous) for t in tasks]
+    return [describe_key(plan, t, previous, unchanged) for t in tasks]
+
+
+def _remembered_tasks(plan: Plan, chains: ChainMemo) -> set[str]:
+    """The keys of the tasks of slice chains whose slice the chain memo knows with the same
+    partial key: a run planned top-down did not record them, and they are as they were."""
+    known = {record[0] for records in chains.values() for record in records.values()}
+    out: set[str] = set()
+    for chain in find_chains(plan.blueprint, plan.inputs):
+        stages = {*chain.stages, chain.merge}
+        partial_of = {t.slice: t.key for t in plan.stage_tasks(chain.merge) if t.kind == "partial"}
+        out.update(
+            task.key
+            for task in plan.tasks.values()
+            if task.stage in stages
+            and task.slice is not None
+            and partial_of.get(task.slice) in known
+        )
+    return out
 
 
 def last_run(store: SnapshotStore, blueprint_name: str, *, scan: int = 200) -> RunRecord | None:

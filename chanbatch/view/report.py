@@ -177,7 +177,7 @@ def render_report(
         _flow(record, model, why),
         "</section>",
         '<section id="stages"><h2>Stages</h2>',
-        _stage_table(tasks, stats, rows, record.get("specs") or {}),
+        _stage_table(tasks, stats, rows, record.get("specs") or {}, record.get("text")),
         "</section>",
         '<section id="timeline"><h2>Timeline</h2>',
         _timeline(tasks),
@@ -304,9 +304,10 @@ def _stage_table(
     stats: dict[str, Any],
     rows: Mapping[str, StageRows],
     specs: Mapping[str, Any],
+    text: str | None = None,
 ) -> str:
     counted = stats.get("stages") or {s: c.document() for s, c in tally(tasks).items()}
-    order = _stage_order(tasks)
+    order = _flow_order(text) or _stage_order(tasks)
     stages = dict(sorted(counted.items(), key=lambda item: order.get(item[0], (len(order), 0))))
     if not stages:
         return '<p class="note">The run record lists no stages.</p>'
@@ -465,6 +466,22 @@ def _previews(record: Mapping[str, Any], store: SnapshotStore | None) -> str:
             f'</table><p class="note">{count}</p></div>'
         )
     return "".join(parts)
+
+
+def _flow_order(text: str | None) -> dict[str, tuple[int, int]]:
+    """Stage -> (its place in the flow, 0), from the blueprint's text as the record keeps it;
+    empty when there is none or it does not parse (a record of an older blueprint syntax). A
+    run planned top-down records only the tasks it laid out, which may be of no stage but the
+    last: the tasks cannot tell the order then."""
+    if not text:
+        return {}
+    from chanbatch.blueprint.parse import parse_blueprint
+
+    try:
+        order = parse_blueprint(text).topological_order()
+    except (ChanbatchError, ValueError):
+        return {}
+    return {stage: (i, 0) for i, stage in enumerate(order)}
 
 
 def _stage_order(tasks: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:

@@ -279,3 +279,18 @@ def test_gc_keeps_what_a_run_planned_top_down_reuses(tmp_path: Path) -> None:
     assert computed(result)["totals"] <= 12  # the partial, its path of combines, the finish
     assert snapshots(result) == cold_snapshots(tmp_path, frame)
     check_values(store, frame)
+
+
+def test_explain_after_a_run_planned_top_down(tmp_path: Path) -> None:
+    """The last run did not record the tasks of the slices it planned from its chain memo:
+    explain still says that such a slice's tasks are as they were, and a new one's are not."""
+    _root, store, _frame = _warm_and_append(tmp_path)
+    blueprint = cb.Blueprint.from_yaml(BLUEPRINT)
+    blueprint.run(store, scheduler="sync")  # planned top-down: records the new slice's path
+    new_day = DAYS[-1] + 1
+    store.freeze("events", events([new_day], seed=3), slice_by="day")
+    for stage in ("kept", "scaled", "totals"):
+        docs = blueprint.explain(store, stage, "3")
+        assert docs and all(doc["changed"] == [] for doc in docs), docs
+        docs = blueprint.explain(store, stage, str(new_day))
+        assert docs and all(doc["changed"] for doc in docs), docs
