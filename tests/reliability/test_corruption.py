@@ -136,8 +136,9 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Pristine:
     partial_objects = [object_file(root, read_json(p)["object"]) for p in partials]
     refs = sorted((root / "refs" / "events").glob("*.json"))
     runs = sorted((root / "runs").glob("*.json"))[-2:]
-    (memo,) = [p for p in (root / "memo").glob("*.json") if not p.name.endswith(".last.json")]
+    (memo,) = [p for p in (root / "memo").glob("*.json") if p.name.count(".") == 1]
     (outcome,) = (root / "memo").glob("*.last.json")  # what the last computing run left
+    (chains,) = (root / "memo").glob("*.chains.json")  # its slice chains (top-down planning)
     targets = {
         "object": (object_file(root, objects[DAMAGED_DAY]), object_file(root, objects[5])),
         "slice-manifest": (
@@ -154,6 +155,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Pristine:
         "result-object": (partial_objects[0], partial_objects[1]),
         "memo": (memo, partials[0]),
         "outcome": (outcome, memo),
+        "chain-memo": (chains, memo),
         "run-record": (runs[0], runs[1]),
     }
     # the cases rely on these being different files with different bytes
@@ -245,6 +247,7 @@ CASES = [
         "result-object",
         "memo",
         "outcome",
+        "chain-memo",
         "run-record",
     )
     for mode in MODES
@@ -272,6 +275,16 @@ def test_damage_is_found_named_and_never_read(
         assert result.snapshots["by_user"]["snapshot"] == pristine.output
         assert result.stats["computed"] == 0
         assert store.verify().ok, "the run rewrites its memo and its outcome"
+    elif kind == "chain-memo":
+        # a hint too: a repeat does not read it; a run that plans finds it unreadable, plans
+        # every task (nothing to compute) and leaves it anew
+        assert rerun(store).snapshots["by_user"]["snapshot"] == pristine.output
+        for outcome in (root / "memo").glob("*.last.json"):
+            outcome.unlink()  # the next run plans
+        result = rerun(store)
+        assert result.snapshots["by_user"]["snapshot"] == pristine.output
+        assert result.stats["computed"] == 0
+        assert store.verify().ok, "the planned run rewrites the chain memo"
     elif kind in ("cache-entry", "result-object"):
         # the damaged partial is not needed while the combines above it are cached ...
         result = rerun(store)

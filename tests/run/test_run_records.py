@@ -163,10 +163,11 @@ def fresh_store(tmp_path: Path) -> Path:
     )
     store.freeze("orders", orders, slice_by="day")
     cb.Blueprint.from_yaml(LEGACY_BLUEPRINT).run(store, scheduler="sync")
-    # the outcome a run leaves for the next one to repeat (memo/<name hash>.last.json) is new
-    # in this version: no earlier version wrote one to compare with
-    for outcome in (root / "memo").glob("*.last.json"):
-        outcome.unlink()
+    # the outcome a run leaves for the next one to repeat (memo/<name hash>.last.json) and
+    # the chain memo (memo/<name hash>.chains.json) are new in this version: no earlier
+    # version wrote them to compare with
+    for newer in (*(root / "memo").glob("*.last.json"), *(root / "memo").glob("*.chains.json")):
+        newer.unlink()
     return root
 
 
