@@ -255,12 +255,36 @@ def read_yaml(text: str) -> tuple[Any, list[DuplicateKey]]:
 
     Raises yaml.YAMLError (a MarkedYAMLError, with a line, for syntax errors).
     """
-    if len(_LOADERS) > 1 and not _PYTHON_ONLY.search(text):
+    if len(_LOADERS) > 1 and not _PYTHON_ONLY.search(text) and not _multiline_flow(text):
         try:
             return _read_with(_LOADERS[-1], text)
         except yaml.YAMLError:
             pass  # read again below, for PyYAML's own error
     return _read_with(_Loader, text)
+
+
+_FLOW_TOKENS = re.compile(
+    r"""'(?:[^']|'')*'|"(?:[^"\\]|\\.)*"|(?:^|(?<=\s))#[^\n]*|[\[\]{}\n]""", re.M
+)
+
+
+def _multiline_flow(text: str) -> bool:
+    """Whether a flow collection (``[...]``, ``{...}``) in ``text`` spans lines, outside quotes
+    and comments: libyaml then places an empty value on the next line, PyYAML on the key's
+    (found by comparing them on random documents). A bracket inside a plain scalar may count
+    too; such a document is only read by PyYAML, never read wrong."""
+    if "[" not in text and "{" not in text:
+        return False
+    depth = 0
+    for match in _FLOW_TOKENS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+        elif token in "]}":
+            depth = max(depth - 1, 0)
+        elif token == "\n" and depth:
+            return True
+    return False
 
 
 def _read_with(loader_class: type, text: str) -> tuple[Any, list[DuplicateKey]]:

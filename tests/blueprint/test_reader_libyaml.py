@@ -92,3 +92,10 @@ def test_repository_documents_read_the_same(path: Path) -> None:
 @given(st.lists(st.sampled_from(PIECES), max_size=30).map("".join))
 def test_random_documents_read_the_same(text: str) -> None:
     assert outcome(reader.read_yaml, text) == outcome(pyyaml_only, text)
+
+
+@pytest.mark.parametrize("text", ["[stages:\n]", "{a:\n}", "[a, b:\n  ]", "x: [a:\n ]\n"])
+def test_a_flow_collection_over_lines_reads_the_same(text: str) -> None:
+    """libyaml puts an empty value in a flow collection that spans lines on the next line,
+    PyYAML on its key's (found by the random test above): such documents are read by PyYAML."""
+    assert outcome(reader.read_yaml, text) == outcome(pyyaml_only, text)
