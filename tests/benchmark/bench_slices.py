@@ -164,7 +164,10 @@ with open(out, "w") as f:
 DUCKDB_PY = """\
 import json, sys
 import duckdb
-rows = duckdb.sql(sys.argv[1]).fetchall()
+# no progress bar: under load a slow query would print one into the answer on stdout
+con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
+rows = con.sql(sys.argv[1]).fetchall()
 print(json.dumps(rows, default=str))
 """
 
