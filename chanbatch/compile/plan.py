@@ -759,6 +759,7 @@ class Collapsed:
     load_spec: dict[str, Any]
     specs: tuple[dict[str, Any], ...]  # each row-wise stage's, as hashed
     merge_spec: dict[str, Any]  # the partials'
+    kept: bool  # its last row-wise stage is a checkpoint: its per-slice keys are kept too
     entries: tuple[SliceEntry, ...]  # every slice of the input, in key order
     known: dict[str, list[str]]  # slice id -> memo record, for the slices it answers
     waiting: dict[str, SliceEntry] = field(default_factory=dict)  # partial key -> its slice
@@ -794,6 +795,7 @@ def _collapse(
             load_spec={"columns": list(projection or ())},
             specs=tuple(bp.stages[name].canonical() for name in chain.stages),
             merge_spec=spec,
+            kept=bool(chain.stages) and chain.stages[-1] in plan.checkpoints,
             entries=entries,
             known={e.id: records[e.id] for e in entries if e.id in records},
         )
@@ -836,7 +838,6 @@ def _partials(plan: Plan, stage: Stage, spec: dict[str, Any]) -> tuple[list[str]
             for s, k in up.sliced
         ]
         return keys, [s for s, _ in up.sliced]
-    kept = bool(collapsed.chain.stages) and collapsed.chain.stages[-1] in plan.checkpoints
     laid_out = iter(up.sliced)
     keys, slice_keys = [], []
     for entry in collapsed.entries:
@@ -855,7 +856,7 @@ def _partials(plan: Plan, stage: Stage, spec: dict[str, Any]) -> tuple[list[str]
                 stored=True,
                 thorough=not collapsed.known,
             )
-            collapsed.laid[entry.id] = [key, up_key] if kept else [key]
+            collapsed.laid[entry.id] = [key, up_key] if collapsed.kept else [key]
         else:
             key = record[0]
             plan.remembered[key] = record[1]
@@ -872,7 +873,6 @@ def _expand(plan: Plan, stage: str, keys: Sequence[str]) -> None:
     if collapsed is None or not collapsed.waiting:
         return
     chain = collapsed.chain
-    kept = bool(chain.stages) and chain.stages[-1] in plan.checkpoints
     for key in keys:
         entry = collapsed.waiting.pop(key, None)
         if entry is None:
@@ -894,7 +894,7 @@ def _expand(plan: Plan, stage: str, keys: Sequence[str]) -> None:
         # combine above was keyed with the memo's content
         if partial != key or plan.tasks[partial].ident != plan.remembered[key]:
             raise StaleChains(f"slice {entry.id[:12]} of {chain.input!r}: not as remembered")
-        collapsed.laid[entry.id] = [key, up_key] if kept else [key]
+        collapsed.laid[entry.id] = [key, up_key] if collapsed.kept else [key]
 
 
 _KIND_RANK = {"load": 0, "apply": 0, "partial": 0, "combine": 0}

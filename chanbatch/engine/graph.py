@@ -47,9 +47,10 @@ def storage_for(url: str) -> Storage:
     """One Storage per store URL per process (workers included), opened with the storage
     options remembered for it (:mod:`chanbatch.snapshot.options`)."""
     given = options_for(url)
-    storage = _STORAGES.get((url, token(given)))
+    opened = (url, token(given))
+    storage = _STORAGES.get(opened)
     if storage is None:
-        storage = _STORAGES[url, token(given)] = Storage(url, given)
+        storage = _STORAGES[opened] = Storage(url, given)
     return storage
 
 
