@@ -54,6 +54,14 @@ class CacheEntry:
     range: tuple[int, int] | None = None  # in a pack: (first row, rows); None: all of it
     content: str = ""  # in a pack: content_id of its rows
     pack: str = ""  # in a pack of several: the pack's name (not stored in the entry)
+    pack_bytes: int = 0  # in a pack of several: its object's size (not stored in the entry)
+
+    @property
+    def object_bytes(self) -> int | None:
+        """The size of its object, when known (a packed result's ``bytes`` are its share)."""
+        if self.range is None:
+            return self.bytes
+        return self.pack_bytes or None
 
     @property
     def ident(self) -> str:
@@ -106,7 +114,7 @@ def lookup(
         return None
     if verify:
         try:
-            get_object(storage, entry.object)
+            get_object(storage, entry.object, entry.object_bytes)
         except IntegrityError:
             log.warning("cache entry %s has a missing or corrupt object; recomputing", key[:12])
             return None
@@ -153,10 +161,10 @@ def cached_table(storage: Storage, entry: CacheEntry) -> pa.Table:
     """The cached rows as the store keeps them (of a packed result, only its own); raises
     IntegrityError if its object is missing or corrupt."""
     if entry.range is None:
-        return parse_parquet(get_object(storage, entry.object))
+        return parse_parquet(get_object(storage, entry.object, entry.object_bytes))
     table = _PACKS.get(storage.url, entry.object)
     if table is None:
-        table = parse_parquet(get_object(storage, entry.object))
+        table = parse_parquet(get_object(storage, entry.object, entry.object_bytes))
         _PACKS.put(storage.url, entry.object, table)
     first, rows = entry.range
     if first + rows > table.num_rows:
@@ -283,10 +291,11 @@ def write_memo(
     blueprint: str,
     contents: dict[str, str],
     packs: Mapping[str, str] | None = None,
-) -> None:
+) -> str:
     """Replace ``blueprint``'s memo (see :func:`read_memo`), with the ``packs`` its packed
-    results are in (:func:`read_memo_hints`). Its roots keep nothing alive (gc does not read
-    memos); they state the name verify checks it is stored under."""
+    results are in (:func:`read_memo_hints`); returns the blake3 of the file written. Its
+    roots keep nothing alive (gc does not read memos); they state the name verify checks it
+    is stored under."""
     memo: dict[str, Any] = {
         "blueprint": blueprint,
         "contents": contents,
@@ -294,7 +303,9 @@ def write_memo(
     }
     if packs:
         memo["packs"] = dict(packs)
-    storage.write_atomic(memo_path(blueprint), seal(memo))
+    data = seal(memo)
+    storage.write_atomic(memo_path(blueprint), data)
+    return digest(data)
 
 
 # -- the last outcome ------------------------------------------------------------------------------

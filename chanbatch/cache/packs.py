@@ -95,6 +95,7 @@ def write_pack(
             created_at=now,
             range=span,
             content=content,
+            pack_bytes=len(data),
         )
         for (key, rows), span, content in zip(members, spans, contents, strict=True)
     ]
@@ -120,7 +121,7 @@ class Pack:
         members = tuple(members)
         # named by its object and its members' keys: one object may answer for other keys
         name = digest(canonical_json([oid, [m.key for m in members]]))
-        members = tuple(dataclasses.replace(m, pack=name) for m in members)
+        members = tuple(dataclasses.replace(m, pack=name, pack_bytes=size) for m in members)
         return cls(name=name, object=oid, bytes=size, members=members)
 
     def document(self) -> dict[str, Any]:
@@ -166,6 +167,7 @@ class Pack:
                     range=span,
                     content=str(content),
                     pack=str(document["pack"]),
+                    pack_bytes=size,
                 )
             )
         return cls(

@@ -100,7 +100,7 @@ class CacheView:
             if not verify:
                 return entry if self.storage.exists(layout.object_path(entry.object)) else None
             try:
-                get_object(self.storage, entry.object)
+                get_object(self.storage, entry.object, entry.object_bytes)
                 good = True
             except IntegrityError:
                 log.warning("cache entry %s has a missing or corrupt object; recomputing", key[:12])

@@ -237,7 +237,7 @@ def load_slice(ref: Ref) -> Part:
     """An input slice, verified as read: an Arrow table, or pandas when its types need it."""
     storage = storage_for(ref.url)
     manifest = get_slice(storage, ref.slice_id or ref.key)
-    tables = [load_object(storage, part.object, ref.columns) for part in manifest.parts]
+    tables = [load_object(storage, p.object, ref.columns, p.bytes) for p in manifest.parts]
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
     arrow = columnar.arrow_input(table)
     frame = to_pandas(table) if arrow is None else None

@@ -25,9 +25,10 @@ def freeze_outputs(
     done: dict[str, TaskOutcome],
     run_id: str,
     previous: RunRecord | None,
-) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]], dict[str, int]]:
     """Freeze each output stage's result as its dataset (unless the last run's snapshot, made
-    from the same keys, is still the head): the keys of each output, and its snapshot."""
+    from the same keys, is still the head): the keys of each output, its snapshot, and the
+    version of its dataset that holds it."""
     storage = store.storage
     resolved = {dask_key: entry.key for dask_key, entry in done.items()}
     lineage_base = {
@@ -38,12 +39,13 @@ def freeze_outputs(
     }
     snapshots: dict[str, dict[str, Any]] = {}
     output_keys: dict[str, list[str]] = {}
+    versions: dict[str, int] = {}
     for stage, dataset in blueprint.outputs.items():
         result = plan.results[stage]
         keys = output_keys[stage] = [resolved.get(k, k) for k in result.keys]
         unchanged = _unchanged_output(store, previous, stage, dataset, keys)
         if unchanged is not None:  # same keys as the last run, whose snapshot is still the head
-            snapshots[stage] = unchanged
+            snapshots[stage], versions[stage] = unchanged
             continue
         from chanbatch.engine.graph import Part, stored_table
 
@@ -81,7 +83,8 @@ def freeze_outputs(
             else sum(s.rows for s in info.slices)
         )
         snapshots[stage] = {"dataset": dataset, "snapshot": info.snapshot, "rows": rows}
-    return output_keys, snapshots
+        versions[stage] = info.version
+    return output_keys, snapshots, versions
 
 
 def unify_types(tables: dict[Any, Any]) -> dict[Any, Any]:
@@ -133,8 +136,9 @@ def _unchanged_output(
     stage: str,
     dataset: str,
     keys: list[str],
-) -> dict[str, Any] | None:
-    """The last run's output, if it came from the same keys and is still the dataset's head.
+) -> tuple[dict[str, Any], int] | None:
+    """The last run's output, if it came from the same keys and is still the dataset's head
+    (and the head's version).
 
     This is what lets a fully cached run finish without reading (or importing pandas for) a
     single result.
@@ -149,7 +153,7 @@ def _unchanged_output(
     head = refs.head(store.storage, dataset)
     if head is None or head.snapshot != before.get("snapshot"):
         return None
-    return dict(before)
+    return dict(before), head.version
 
 
 def _changed_slices(

@@ -16,7 +16,6 @@ from chanbatch.compile.decide import Decision
 from chanbatch.compile.keys import blueprint_digest, engine_salt
 from chanbatch.compile.plan import Plan
 from chanbatch.run.results import PlanReport
-from chanbatch.snapshot import SnapshotStore, refs
 from chanbatch.snapshot.refs import Resolved
 from chanbatch.snapshot.roots import Ref, Roots
 
@@ -123,7 +122,6 @@ def content_of(plan: Plan, done: dict[str, TaskOutcome]) -> Callable[[str], str 
 
 
 def finished_record(
-    store: SnapshotStore,
     *,
     intent: RunRecord,
     plan: Plan,
@@ -132,11 +130,12 @@ def finished_record(
     done: dict[str, TaskOutcome],
     output_keys: dict[str, list[str]],
     snapshots: dict[str, dict[str, Any]],
+    versions: dict[str, int],
     stats: dict[str, Any],
 ) -> RunRecord:
-    """``runs/<run id>.json`` at the end: what ran, with the cache keys each task resolved to."""
+    """``runs/<run id>.json`` at the end: what ran, with the cache keys each task resolved to
+    (``versions``: each output's version in its dataset's ref log, for verify)."""
     stored = [done[k].key if k in done else k for k in plan.kept_keys()]
-    versions = output_versions(store, snapshots)
     return RunRecord(
         run=intent.run,
         status="finished",
@@ -212,17 +211,6 @@ def named_refs(
     return refs
 
 
-def output_versions(store: SnapshotStore, snapshots: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """Each output's version in its dataset's ref log: with it, verify names the version when
-    that ref file is deleted (a silent rollback of the dataset)."""
-    out = {}
-    for stage, info in snapshots.items():
-        head = refs.head(store.storage, info["dataset"])
-        if head is not None and head.snapshot == info["snapshot"]:
-            out[stage] = head.version
-    return out
-
-
 def memo_contents(plan: Plan, done: dict[str, TaskOutcome]) -> dict[str, str]:
     """Key -> object id of every stored result this run used or made, for the next plan,
     but the partials of slice chains, which the chain memo holds."""
@@ -247,7 +235,6 @@ __all__ = [
     "memo_contents",
     "named_refs",
     "new_run_id",
-    "output_versions",
     "record_inputs",
     "recorded_tasks",
     "run_stats",

@@ -34,7 +34,6 @@ from chanbatch.run.recording import (
     described,
     named_refs,
     new_run_id,
-    output_versions,
     record_inputs,
 )
 from chanbatch.run.results import RunResult
@@ -69,8 +68,10 @@ def leave_outcome(
     output_keys: dict[str, list[str]],
     snapshots: dict[str, dict[str, Any]],
     stats: dict[str, Any],
+    memo: str | None = None,
 ) -> None:
-    """Record what this computing (or planned) run left, for the next run to repeat."""
+    """Record what this computing (or planned) run left, for the next run to repeat.
+    ``memo``: the digest of the memo this run wrote (else the memo file is read for it)."""
     stages = {
         name: {"computed": 0, "reused": doc.get("computed", 0) + doc.get("reused", 0)}
         for name, doc in (stats.get("stages") or {}).items()
@@ -80,7 +81,7 @@ def leave_outcome(
         plan.blueprint.name,
         {
             "fingerprint": fingerprint(plan.blueprint, plan.inputs),
-            "memo": _memo_digest(store, plan.blueprint.name),
+            "memo": memo or _memo_digest(store, plan.blueprint.name),
             "run": run_id,
             "outputs": snapshots,
             "output_keys": output_keys,
@@ -93,10 +94,14 @@ def leave_outcome(
     )
 
 
-def outcome_record(store: SnapshotStore, blueprint: str) -> RunRecord | None:
-    """The last computing run of ``blueprint`` as its outcome tells it: its id, stage specs,
-    inputs and outputs, no tasks; None without an outcome that has them all."""
-    last = read_outcome(store.storage, blueprint)
+def outcome_record(
+    store: SnapshotStore, blueprint: str, last: dict[str, Any] | None = None
+) -> RunRecord | None:
+    """The last computing run of ``blueprint`` as its outcome tells it (``last``, when the
+    caller read it already): its id, stage specs, inputs and outputs, no tasks; None without
+    an outcome that has them all."""
+    if last is None:
+        last = read_outcome(store.storage, blueprint)
     if last is None or not all(k in last for k in ("run", "specs", "inputs", "outputs")):
         return None
     return RunRecord(
@@ -125,12 +130,13 @@ def repeat(
     inputs: dict[str, refs.Resolved],
     scheduler: Callable[[], str],
     clock: float,
+    last: dict[str, Any] | None,
 ) -> RunResult | None:
     """The result of a run that finds everything as the last computing run left it (see the
     module docstring), its short record written; None when anything differs. ``scheduler``
-    names the scheduler the run was asked for (and raises UsageError for an unknown one)."""
+    names the scheduler the run was asked for (and raises UsageError for an unknown one).
+    ``last``: the outcome that run left (:func:`~chanbatch.cache.index.read_outcome`)."""
     storage = store.storage
-    last = read_outcome(storage, blueprint.name)
     if last is None or last.get("fingerprint") != fingerprint(blueprint, inputs):
         return None
     try:
@@ -144,10 +150,12 @@ def repeat(
     # the memo as that run left it (a damaged or replaced one is rewritten by a planned run)
     if last.get("memo") is None or last.get("memo") != _memo_digest(store, blueprint.name):
         return None
-    for info in outputs.values():
+    versions = {}
+    for stage, info in outputs.items():
         head = refs.head(storage, info["dataset"])
         if head is None or head.snapshot != info["snapshot"]:
             return None
+        versions[stage] = head.version
     # as the plan would: each result re-hashed, a damaged one recomputed by a planned run
     wanted = (key for stage_keys in keys.values() for key in stage_keys)
     if any(lookup(storage, key, verify=True) is None for key in wanted):
@@ -156,7 +164,6 @@ def repeat(
     run_id = new_run_id(started)
     per_stage = {name: StageStats.parse(doc) for name, doc in stages.items()}
     stats = run_stats(per_stage, time.perf_counter() - clock)
-    versions = output_versions(store, outputs)
     record = RunRecord(
         run=run_id,
         status="finished",

@@ -20,7 +20,7 @@ from typing import Any
 
 from chanbatch.blueprint.model import Blueprint, Map
 from chanbatch.cache import CacheView, write_memo
-from chanbatch.cache.index import read_chains, write_chains
+from chanbatch.cache.index import read_chains, read_outcome, write_chains
 from chanbatch.cache.runs import (
     RUNNING,
     RunRecord,
@@ -94,6 +94,7 @@ def plan_blueprint(
     overwrite: Collection[str] | None = (),
     inputs: dict[str, refs.Resolved] | None = None,
     chains: ChainMemo | None = None,
+    outcome: dict[str, Any] | None = None,
 ) -> PlanReport:
     """The plan of ``blueprint`` on ``store`` and what a run would compute or reuse.
 
@@ -102,6 +103,7 @@ def plan_blueprint(
     ``overwrite=None`` skips that check, for pictures of the plan). ``inputs``: the inputs as
     the caller resolved and checked them already. ``chains``: plan the slices a chain memo
     knows top-down (:mod:`chanbatch.compile.chains`; ``{}`` finds the chains, to leave a memo).
+    ``outcome``: the last run's outcome, when the caller read it already.
     """
     view = CacheView(store.storage, blueprint.name)
     if inputs is None:
@@ -113,7 +115,7 @@ def plan_blueprint(
     report = PlanReport(plan=plan, decisions=decisions, memo=view.memo, hints=view.hints)
     if report.has_work:
         # a run planned top-down reads the last run's outcome, not its record of every task
-        last = outcome_record(store, blueprint.name) if plan.remembered else None
+        last = outcome_record(store, blueprint.name, outcome) if plan.remembered else None
         report.last, report.read_last = last or last_run(store, blueprint.name), True
         report.decisions = explain(
             plan, report.decisions, load_previous(store.storage, report.last)
@@ -267,20 +269,21 @@ def run_blueprint(
     def executor() -> Executor:
         return choose_executor(scheduler, workers=workers, pin_cpus=pin_cpus)
 
+    outcome = read_outcome(store.storage, blueprint.name)
     if repeat:
-        result = repeated(store, blueprint, inputs, lambda: executor().name, clock)
+        result = repeated(store, blueprint, inputs, lambda: executor().name, clock, outcome)
         if result is not None:
             return result
-    run = _prepare(blueprint, store, inputs, allow_modules, executor, clock)
+    run = _prepare(blueprint, store, inputs, allow_modules, executor, clock, outcome)
     # refused runs have stopped by now, before writing anything
     write_record(store.storage, run.intent)
     try:
         parts = _execute(run, progress)
-        output_keys, snapshots = _freeze(run, parts)
+        output_keys, snapshots, versions = _freeze(run, parts)
     except BaseException:
         _forget(run)
         raise
-    return _finish(run, output_keys, snapshots)
+    return _finish(run, output_keys, snapshots, versions)
 
 
 def _prepare(
@@ -290,13 +293,14 @@ def _prepare(
     allow_modules: tuple[str, ...] | frozenset[str],
     executor: Callable[[], Executor],
     clock: float,
+    outcome: dict[str, Any] | None,
 ) -> _Run:
     """Ids, the plan with its decisions, the allow-list and the executor: every check a run
-    makes before it writes anything."""
+    makes before it writes anything. ``outcome``: the last run's, as read already."""
     started_at = dt.datetime.now(dt.UTC)
     run_id = recording.new_run_id(started_at)
     chains = read_chains(store.storage, blueprint.name)
-    report = plan_blueprint(blueprint, store, inputs=inputs, chains=chains)
+    report = plan_blueprint(blueprint, store, inputs=inputs, chains=chains, outcome=outcome)
     allow = frozenset(allow_modules)
     computed = [k for k, d in report.decisions.items() if d.action == "compute"]
     for key in computed:
@@ -354,7 +358,7 @@ def _execute(run: _Run, progress: Progress | None) -> dict[str, Any]:
 
 def _freeze(
     run: _Run, parts: dict[str, Any]
-) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]], dict[str, int]]:
     report = run.report
     previous = report.last if report.read_last else last_run(run.store, run.blueprint.name)
     return freeze_outputs(
@@ -373,14 +377,21 @@ def _forget(run: _Run) -> None:
 
 
 def _finish(
-    run: _Run, output_keys: dict[str, list[str]], snapshots: dict[str, dict[str, Any]]
+    run: _Run,
+    output_keys: dict[str, list[str]],
+    snapshots: dict[str, dict[str, Any]],
+    versions: dict[str, int],
 ) -> RunResult:
-    """The memo, the statistics and the full record; the result."""
+    """The memo, the statistics and the full record; the result. ``versions``: each output's
+    version in its dataset's ref log."""
     storage, plan, done = run.store.storage, run.report.plan, run.done or {}
     contents = recording.memo_contents(plan, done)
     packs = recording.pack_of(done, run.report.decisions, run.report.hints)
+    memo_digest = None
     if run.computed or contents != run.report.memo:  # also replaces a damaged or stale memo
-        write_memo(storage, run.blueprint.name, contents, recording.memo_packs(contents, packs))
+        memo_digest = write_memo(
+            storage, run.blueprint.name, contents, recording.memo_packs(contents, packs)
+        )
     if plan.chains:
         memo = plan.chain_memo(recording.content_of(plan, done), packs)
         write_chains(storage, run.blueprint.name, memo)
@@ -388,7 +399,6 @@ def _finish(
     seconds = time.perf_counter() - run.clock
     stats = recording.run_stats(recording.stage_stats(tasks, plan.collapsed_counts()), seconds)
     record = recording.finished_record(
-        run.store,
         intent=run.intent,
         plan=plan,
         scheduler=run.executor.name,
@@ -396,8 +406,9 @@ def _finish(
         done=done,
         output_keys=output_keys,
         snapshots=snapshots,
+        versions=versions,
         stats=stats,
     )
     write_record(storage, record)
-    leave_outcome(run.store, plan, run.intent.run, output_keys, snapshots, stats)
+    leave_outcome(run.store, plan, run.intent.run, output_keys, snapshots, stats, memo_digest)
     return RunResult(run_id=run.intent.run, snapshots=snapshots, stats=stats, store=run.store)

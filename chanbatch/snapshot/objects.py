@@ -33,23 +33,35 @@ def put_object(
         return oid, state != PRESENT
     oid = object_id(known_id or digest(data))
     rel = object_path(oid)
+    if storage.create_new(rel, data):
+        return oid, True
     if storage.refresh(rel, data):
         return oid, False
-    storage.write_atomic(rel, data)
+    storage.write_atomic(rel, data)  # gone since it was found (gc): write it
     return oid, True
+
+
+#: An object of at most this many bytes (by its manifest or cache entry) is read from an object
+#: store in one request; a bigger one, or one of unknown size, in parallel ranges after a HEAD.
+ONE_REQUEST_BYTES = 32 * 2**20
 
 
 #: What :func:`heal_object` (and a freeze) found where an object belongs.
 NEW, PRESENT, HEALED = "new", "present", "healed"
 
 
-def object_state(storage: Storage, oid: str) -> str | None:
+def object_state(storage: Storage, oid: str, size: int | None = None) -> str | None:
     """PRESENT if object ``oid`` is in the store and its bytes hash to its id, HEALED if it is
-    there but damaged (it needs healing), None if it is absent."""
+    there but damaged (it needs healing), None if it is absent. ``size``: its size, if known
+    (see :func:`get_object`)."""
     rel = object_path(oid)
+    small = size is not None and size <= ONE_REQUEST_BYTES
     try:
         local = storage.local_path(rel)
-        found = digest_file(local)[0] if local is not None else digest(storage.read_bytes(rel))
+        if local is not None:
+            found = digest_file(local)[0]
+        else:
+            found = digest(storage.read_bytes(rel, small=small))
     except FileNotFoundError:
         return None
     return PRESENT if found == oid else HEALED
@@ -67,17 +79,21 @@ def heal_object(
     """
     oid = object_id(known_id or digest(data))
     rel = object_path(oid)
-    state = object_state(storage, oid)
+    if storage.create_new(rel, data):
+        return oid, NEW
+    state = object_state(storage, oid, len(data))
     if state == PRESENT and storage.refresh(rel, data):
         return oid, PRESENT
     storage.write_atomic(rel, data)
     return oid, HEALED if state == HEALED else NEW
 
 
-def get_object(storage: Storage, oid: str) -> bytes:
-    """The verified bytes of object ``oid``; raises IntegrityError if missing or corrupt."""
+def get_object(storage: Storage, oid: str, size: int | None = None) -> bytes:
+    """The verified bytes of object ``oid``; raises IntegrityError if missing or corrupt.
+    ``size``, when the caller knows it, lets a small object be read in one request."""
+    small = size is not None and size <= ONE_REQUEST_BYTES
     try:
-        data = storage.read_bytes(object_path(oid))
+        data = storage.read_bytes(object_path(oid), small=small)
     except FileNotFoundError:
         raise IntegrityError(
             f"object {oid[:12]} is missing from the store",
@@ -104,6 +120,8 @@ def write_manifest(
     data = manifest.to_bytes()
     mid = digest(data)
     rel = manifest_path(mid)
+    if storage.create_new(rel, data):
+        return mid, False
     if not storage.refresh(rel, data):
         storage.write_atomic(rel, data)
         return mid, False

@@ -32,6 +32,7 @@ class PartRef:
     slice_id: str
     object: ObjectId
     rows: int
+    bytes: int | None = None
 
 
 def select_slices(
@@ -65,18 +66,22 @@ def slice_parts(storage: Storage, entries: list[SliceEntry]) -> list[PartRef]:
     for entry in entries:
         manifest = get_slice(storage, entry.id)
         out.extend(
-            PartRef(key=entry.key, slice_id=entry.id, object=p.object, rows=p.rows)
+            PartRef(key=entry.key, slice_id=entry.id, object=p.object, rows=p.rows, bytes=p.bytes)
             for p in manifest.parts
         )
     return out
 
 
 def load_object(
-    storage: Storage, oid: str, columns: tuple[str, ...] | list[str] | None = None
+    storage: Storage,
+    oid: str,
+    columns: tuple[str, ...] | list[str] | None = None,
+    size: int | None = None,
 ) -> pa.Table:
     """The table in object ``oid`` (only ``columns``, if given), verified: the whole object is
-    re-hashed first. Raises IntegrityError if it is missing or corrupt."""
-    return parse_parquet(get_object(storage, oid), columns)
+    re-hashed first. Raises IntegrityError if it is missing or corrupt. ``size`` (from its
+    manifest) lets a small object be read from an object store in one request."""
+    return parse_parquet(get_object(storage, oid, size), columns)
 
 
 def parse_parquet(data: bytes, columns: tuple[str, ...] | list[str] | None = None) -> pa.Table:
@@ -97,7 +102,9 @@ def read_table(storage: Storage, entries: list[SliceEntry]) -> pa.Table:
     """The rows of ``entries`` as one Arrow table, in slice order."""
     import pyarrow as pa
 
-    tables = [load_object(storage, part.object) for part in slice_parts(storage, entries)]
+    tables = [
+        load_object(storage, part.object, size=part.bytes) for part in slice_parts(storage, entries)
+    ]
     return pa.concat_tables(tables) if tables else pa.table({})
 
 
@@ -217,11 +224,18 @@ def _pandas_type(t: pa.DataType) -> object:
     return pd.ArrowDtype(t) if _keeps_arrow_dtype(t) else None
 
 
-def read_footer(storage: Storage, oid: str) -> pq.FileMetaData:
-    """The Parquet footer of object ``oid``, read without reading (or re-hashing) the data.
+#: A remote object of at most this many bytes (by its manifest) is read whole for its footer:
+#: one request, where a file opened for ranges costs a HEAD and two ranged GETs.
+WHOLE_FOOTER_BYTES = 2 * 2**20
+
+
+def read_footer(storage: Storage, oid: str, size: int | None = None) -> pq.FileMetaData:
+    """The Parquet footer of object ``oid``, read without reading (or re-hashing) the data
+    (``size``: the object's, from its manifest, when known).
 
     Used for schemas and statistics only; ``verify`` is what checks integrity.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     rel = object_path(oid)
@@ -229,6 +243,8 @@ def read_footer(storage: Storage, oid: str) -> pq.FileMetaData:
     try:
         if local is not None:
             return pq.read_metadata(local)
+        if size is not None and size <= WHOLE_FOOTER_BYTES:
+            return pq.read_metadata(pa.BufferReader(storage.read_bytes(rel, small=True)))
         with storage.fs.open(storage.full(rel), "rb") as handle:
             return pq.read_metadata(handle)
     except FileNotFoundError:
@@ -244,9 +260,9 @@ def read_footers(storage: Storage, parts: list[PartRef]) -> list[pq.FileMetaData
     from concurrent.futures import ThreadPoolExecutor
 
     if len(parts) < 2:
-        return [read_footer(storage, p.object) for p in parts]
+        return [read_footer(storage, p.object, p.bytes) for p in parts]
     with ThreadPoolExecutor(8) as pool:
-        return list(pool.map(lambda p: read_footer(storage, p.object), parts))
+        return list(pool.map(lambda p: read_footer(storage, p.object, p.bytes), parts))
 
 
 def columns_with_nulls(footers: list[pq.FileMetaData]) -> set[str]:
@@ -268,7 +284,7 @@ def columns_with_nulls(footers: list[pq.FileMetaData]) -> set[str]:
 def arrow_schema(storage: Storage, manifest: SnapshotManifest) -> pa.Schema:
     """The Arrow schema of a snapshot, read from the footer of its first object."""
     first = slice_parts(storage, list(manifest.slices[:1]))
-    return read_footer(storage, first[0].object).schema.to_arrow_schema()
+    return read_footer(storage, first[0].object, first[0].bytes).schema.to_arrow_schema()
 
 
 def _typed(key: SliceKey | str, manifest: SnapshotManifest) -> SliceKey:

@@ -192,15 +192,23 @@ def commit(
     storage: Storage,
     dataset: str,
     propose: Callable[[RefEntry | None], Change | None],
+    *,
+    seen: tuple[RefEntry | None] | None = None,
 ) -> tuple[RefEntry | None, bool]:
     """Append a version built by ``propose(head)``, retrying on lost races.
 
     ``propose`` is called with the current head and returns the change to commit, or None when
     there is nothing to do. Returns (the resulting head, whether a new version was written).
     Raises ConcurrencyError if the race is lost :data:`MAX_ATTEMPTS` times.
+
+    ``seen`` holds the head the caller read (a freeze reads it for the schema): the first
+    attempt builds on it without reading it again (on an object store, a LIST and a GET). That
+    is safe because versions are created exclusively and in order: if another writer committed
+    since, the version after ``seen`` exists, the create fails, and the next attempt reads the
+    head afresh.
     """
     for attempt in range(MAX_ATTEMPTS):
-        current = head(storage, dataset)
+        current = seen[0] if seen is not None and attempt == 0 else head(storage, dataset)
         change = propose(current)
         if change is None:
             return current, False

@@ -135,7 +135,7 @@ def slice_tables(
 
 
 def _load(storage: Storage, part: PartRef, columns: list[str]) -> pa.Table:
-    return load_object(storage, part.object, columns)
+    return load_object(storage, part.object, columns, part.bytes)
 
 
 def _keep(table: pa.Table, condition: Condition | None) -> pa.Table:
@@ -160,7 +160,7 @@ def _empty(storage: Storage, entries: Sequence[SliceEntry], columns: list[str]) 
     parts = slice_parts(storage, list(entries[:1]))
     if not parts:
         return pa.table({c: pa.array([], pa.null()) for c in columns})
-    schema = read_footer(storage, parts[0].object).schema.to_arrow_schema()
+    schema = read_footer(storage, parts[0].object, parts[0].bytes).schema.to_arrow_schema()
     return schema.empty_table().select(columns)
 
 

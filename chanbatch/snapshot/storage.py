@@ -8,6 +8,9 @@
   never sees a half-written ref; elsewhere it uses fsspec's ``mode="create"``.
 - :meth:`Storage.refresh`: a content-addressed file that a writer reuses instead of writing
   gets a fresh mtime, because gc's grace period is counted from the mtime (see its docstring).
+- :meth:`Storage.create_new`: on an object store, a content-addressed file is written with one
+  conditional request, which also says whether it was there already; looking first would cost
+  two more (on S3 a HEAD, and a LIST after its 404).
 
 Paths given to this class are relative to the store root and always built by the layout
 functions in this package, never from raw user input.
@@ -94,8 +97,10 @@ class Storage:
         if self.is_local:
             return os.path.isdir(self.root)
         with self.reaching():
-            if self.fs.exists(self._fresh("")):
-                return True
+            # one listing answers (an object store's exists is a HEAD, then that listing)
+            with contextlib.suppress(FileNotFoundError):
+                if self.fs.ls(self._fresh(""), detail=False):
+                    return True
             # fsspec gives an object store's paths as "bucket/key" (no leading slash), and a
             # missing bucket is worth its own message: no write can make the store there
             top = self.root.split("/", 1)[0]
@@ -140,19 +145,22 @@ class Storage:
         except Exception as exc:
             raise _reach_error(self.url, exc) from exc
 
-    def read_bytes(self, rel: str) -> bytes:
-        """The bytes of ``rel``; raises FileNotFoundError if it does not exist."""
+    def read_bytes(self, rel: str, *, small: bool = False) -> bytes:
+        """The bytes of ``rel``; raises FileNotFoundError if it does not exist. ``small``: the
+        caller knows it is (a data object whose size a manifest or cache entry states), so a
+        remote store reads it in one request."""
         if self.is_local:
             with open(self.full(rel), "rb") as handle:
                 return handle.read()
         with self.reaching():
-            return self.fs.cat_file(self.full(rel), **self._whole_reads(rel))
+            return self.fs.cat_file(self.full(rel), **self._whole_reads(rel, small))
 
-    def _whole_reads(self, rel: str) -> dict[str, Any]:
+    def _whole_reads(self, rel: str, small: bool) -> dict[str, Any]:
         """Options that read ``rel`` in one request. A filesystem that can read a big file in
         parallel ranges (s3fs) first asks for its size: a HEAD before the GET of every
-        manifest, ref, entry and record, which are small. Data objects keep the default."""
-        if rel.startswith("objects/"):
+        manifest, ref, entry and record, which are small. A data object of unknown size keeps
+        the default (a big one is read faster in parallel ranges)."""
+        if rel.startswith("objects/") and not small:
             return {}
         if self._whole is None:
             cat = getattr(type(self.fs), "_cat_file", None)
@@ -299,6 +307,15 @@ class Storage:
             finally:
                 _remove(tmp)
             return True
+
+    def create_new(self, rel: str, data: bytes | memoryview) -> bool | None:
+        """Write the content-addressed file ``rel`` if it is not there, in one request on an
+        object store: True if this wrote it, False if it was there already (then nothing was
+        written, and the caller refreshes or checks it). None on a local disk, where nothing
+        is tried: there a look (a stat) costs less than writing a file that may be there."""
+        if self.is_local:
+            return None
+        return self.create_exclusive(rel, bytes(data))
 
     def refresh(self, rel: str, data: bytes | memoryview) -> bool:
         """Whether ``rel`` exists; if it does, it is made young again for gc.

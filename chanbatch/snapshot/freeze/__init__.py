@@ -28,6 +28,7 @@ from chanbatch.snapshot.freeze.schema import (
     _unify_inputs,
 )
 from chanbatch.snapshot.freeze.write import _write_slices, encode_parquet
+from chanbatch.snapshot.manifest import SnapshotManifest
 from chanbatch.snapshot.names import SliceKey, check_dataset_name, key_type, sort_token
 from chanbatch.snapshot.objects import get_snapshot
 from chanbatch.snapshot.storage import Storage
@@ -87,6 +88,7 @@ def freeze(
         raise UsageError("give either a slice key or a column to slice by, not both")
     head = refs.head(storage, dataset)
     base = get_snapshot(storage, head.snapshot) if head else None
+    read: dict[str, SnapshotManifest] = {head.snapshot: base} if head and base else {}
 
     reporter = _Reporter(progress)
     inputs = _load(data, slice, slice_by, base.key_type if base else None, encoding, reporter)
@@ -114,7 +116,8 @@ def freeze(
         replace=replace,
         operation=operation,
         lineage=lineage,
+        read=read,
     )
-    final, created = refs.commit(storage, dataset, proposal)
+    final, created = refs.commit(storage, dataset, proposal, seen=(head,))
     assert final is not None
     return _result(proposal, final, created, base, healed)

@@ -43,9 +43,12 @@ class _Proposal:
     replace: bool
     operation: str
     lineage: dict[str, Any] | None
+    read: dict[str, SnapshotManifest]  # snapshot id -> manifest, of the heads already read
 
     def __call__(self, current: refs.RefEntry | None) -> refs.Change | None:
-        latest = get_snapshot(self.storage, current.snapshot) if current else None
+        latest = None
+        if current is not None:
+            latest = self.read.get(current.snapshot) or get_snapshot(self.storage, current.snapshot)
         if latest is not None and latest.schema != self.schema and not self.replace:
             _raise_schema_conflict(self.dataset, latest, self.schema, self.keys)
         previous = {e.key: e for e in latest.slices} if latest else {}
