@@ -27,6 +27,8 @@ Public names (other test packages import them; keep them stable):
 - ``S3_ENV``: the environment variables the server fixture sets (besides the endpoint).
 - ``FaultProxy`` and the ``s3_fault_proxy`` fixture: an HTTP proxy in front of moto that
   answers some requests with an error status or drops the connection (see its docstring).
+- ``AtomicConditionalWrites``: the WSGI middleware the server runs moto behind, which makes a
+  conditional write one step, as it is on S3 (see its docstring).
 
 The fixtures are registered for every test package by ``tests/conftest.py``.
 """
@@ -115,18 +117,42 @@ def age_s3(url: str, seconds: float) -> int:
     return aged
 
 
+class AtomicConditionalWrites:
+    """WSGI middleware in front of moto: conditional writes (``If-None-Match``) are served one
+    at a time.
+
+    S3 checks a write's condition and writes as one step, so of two racing creators of one key
+    exactly one wins. moto 5.2 checks, then writes (``moto/s3/responses.py``, ``put_object``):
+    two racers can both pass the check, and both "win". That race is moto's, not S3's, and it
+    showed once in a run of the suite (two winners of 16). Serving conditional writes alone
+    gives moto S3's atomicity; every other request is served at once, as before."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("HTTP_IF_NONE_MATCH") and environ.get("REQUEST_METHOD") in ("PUT", "POST"):
+            with self.lock:
+                return list(self.app(environ, start_response))
+        return self.app(environ, start_response)
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """A moto S3 server on 127.0.0.1 for the whole session; yields its endpoint URL.
 
     The endpoint, fake credentials and a region are put into ``os.environ`` (see the module
     docstring), so s3fs in this process and ``chanbatch`` in subprocesses reach the server."""
-    from moto.server import ThreadedMotoServer
+    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    app = AtomicConditionalWrites(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, app, True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
     endpoint = f"http://{host}:{port}"
     with pytest.MonkeyPatch.context() as patch:
         for name in _UNSET:
@@ -140,7 +166,8 @@ def s3_server() -> Iterator[str]:
             yield endpoint
         finally:
             clear_s3fs_cache()
-            server.stop()
+            server.shutdown()
+            thread.join()
 
 
 @pytest.fixture

@@ -122,13 +122,16 @@ def classify(method: str, path: str, query: str) -> Request:
 
 
 class _Counting:
-    """WSGI middleware: records every request, sleeps ``delay`` seconds, then serves it."""
+    """WSGI middleware: records every request, sleeps ``delay`` seconds, then serves it; a
+    conditional write (``If-None-Match``) alone, as S3 makes it one step (moto checks, then
+    writes: two racing creators could both win; tests/s3kit.py's AtomicConditionalWrites)."""
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
         self.delay = 0.0
         self.log: list[Request] = []
         self.lock = threading.Lock()
+        self.writes = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         req = classify(
@@ -140,6 +143,9 @@ class _Counting:
             self.log.append(req)
         if self.delay:
             time.sleep(self.delay)
+        if environ.get("HTTP_IF_NONE_MATCH") and environ.get("REQUEST_METHOD") in ("PUT", "POST"):
+            with self.writes:
+                return list(self.app(environ, start_response))
         return self.app(environ, start_response)
 
 

@@ -124,6 +124,31 @@ def test_mtime_is_last_modified_and_refresh_renews_it(s3_store_url: str) -> None
     assert storage.refresh("objects/ab/ef", b"missing") is False
 
 
+def test_a_content_addressed_write_is_one_conditional_put(s3_store_url: str, tmp_path) -> None:
+    """``Storage.create_new`` writes a file S3 lacks and refuses (412) one it has, leaving its
+    bytes; ``put_object`` then renews an old object for gc instead of writing it again. A local
+    store does not try (a stat costs less than a write)."""
+    from chanbatch.hashing import digest
+    from chanbatch.snapshot.objects import put_object
+
+    storage = Storage(s3_store_url)
+    assert storage.create_new("objects/ab/cd", b"payload") is True
+    assert storage.create_new("objects/ab/cd", b"impostor") is False
+    assert other_client().cat_file(s3_store_url.removeprefix("s3://") + "/objects/ab/cd") == (
+        b"payload"
+    )
+    assert Storage(str(tmp_path)).create_new("objects/ab/cd", b"payload") is None
+
+    data = b"an object's bytes"
+    oid, written = put_object(storage, data)
+    assert (oid, written) == (digest(data), True)
+    assert age_s3(s3_store_url, DAY) == 2
+    assert put_object(storage, data) == (oid, False)
+    mtime = storage.mtime(f"objects/{oid[:2]}/{oid[2:]}")
+    assert mtime is not None and mtime > time.time() - REFRESH_AFTER
+    assert storage.read_bytes(f"objects/{oid[:2]}/{oid[2:]}") == data
+
+
 def test_gc_grace_counts_from_last_modified(s3_store_url: str) -> None:
     store = chanbatch.Store(s3_store_url)
     store.freeze("d", frame(1), slice="1")
