@@ -70,10 +70,17 @@ def pack_path(name: str) -> str:
 
 
 def write_pack(
-    storage: Storage, table: pa.Table, members: list[tuple[str, int]], *, kind: str, stage: str
+    storage: Storage,
+    table: pa.Table,
+    members: list[tuple[str, int]],
+    *,
+    kind: str,
+    stage: str,
+    contents: list[str] | None = None,
 ) -> list[CacheEntry]:
     """Store the rows of normalised Arrow ``table`` as the results of ``members`` (key, rows),
-    in order: one object, then one entry for a single member, else one pack index."""
+    in order: one object, then one entry for a single member, else one pack index.
+    ``contents``: the members' :func:`content_id`, when the caller has them already."""
     data = encode_parquet(table)
     # ``repair``: these results may be recomputed because their pack was found corrupt
     oid, _new = put_object(storage, data, repair=True)
@@ -83,7 +90,8 @@ def write_pack(
     for _key, rows in members:
         spans.append((first, rows))
         first += rows
-    contents = content_ids(table, spans)
+    if contents is None:
+        contents = content_ids(table, spans)
     entries = [
         CacheEntry(
             key=key,

@@ -76,28 +76,70 @@ _STATE_TYPES = {
     "tdigest": (pa.binary(), pa.null()),
 }
 _SKETCH_MERGES = {"hll": sketches.hll_union, "tdigest": sketches.tdigest_merge}
+_OWNER = "\x1fcombine"  # the combine of a stacked row: a name no column can spell
 
 
 def combine(spec: Aggregate, tables: list[pa.Table]) -> pa.Table:
     """The partials ``tables`` (in slice-key order) merged into one, as the pandas combine's
     result is stored (see the module docstring); raises Unsupported where that is not certain."""
+    return combine_many(spec, [tables])[0]
+
+
+def combine_many(spec: Aggregate, groups: list[list[pa.Table]]) -> list[pa.Table]:
+    """:func:`combine` of each list of partials in ``groups``, in one pass: their partials
+    stacked, each row tagged with its combine, and merged as one table grouped by (combine,
+    group keys). Every group of keys is still merged alone, its rows in its own combine's
+    order, so each result is, to the bit, what :func:`combine` gives on its partials alone (a
+    combine whose partials pandas would sum pairwise is summed pairwise, the others with
+    Kahan's compensation). Raises Unsupported where :func:`combine` would raise it for any of
+    them, or where the merge cannot tell (then combine them one by one)."""
     keys = list(spec.group_by)
     states = _states(spec)
-    if not tables:
+    if not groups or any(not tables for tables in groups):
         raise Unsupported("no partials")
-    present = [t for t in tables if t.num_rows]
-    if not present:
-        return _stored(tables[0], keys, states)
-    if len(present) == 1:
-        return _stored(present[0], keys, states)
-    schema = _schema(present[0], keys, states)
-    try:
-        stacked = pa.concat_tables(
-            [pa.Table.from_arrays(_checked(t, schema).columns, schema=schema) for t in present]
-        )
-        return _merge(stacked, keys, states, schema)
-    except (pa.ArrowException, ArithmeticError) as exc:
-        raise Unsupported(str(exc)) from exc
+    out: list[pa.Table | None] = [None] * len(groups)
+    merged: list[int] = []  # the combines with partials of rows to merge
+    present: list[pa.Table] = []
+    counts: list[int] = []  # of each merged combine, its stacked rows
+    for index, tables in enumerate(groups):
+        mine = [t for t in tables if t.num_rows]
+        if len(mine) <= 1:  # as pandas does: all empty gives the first, one gives itself
+            out[index] = _stored(mine[0] if mine else tables[0], keys, states)
+            continue
+        merged.append(index)
+        present.extend(mine)
+        counts.append(sum(t.num_rows for t in mine))
+    if merged:
+        schema = _schema(present[0], keys, states)
+        try:
+            stacked = _stacked(present, schema)
+            owner = None
+            if len(merged) > 1:
+                owner = np.repeat(np.arange(len(merged), dtype=np.int64), counts)
+            table, widths = _merge(stacked, keys, states, schema, owner, len(merged))
+        except (pa.ArrowException, ArithmeticError) as exc:
+            raise Unsupported(str(exc)) from exc
+        offset = 0
+        for index, width in zip(merged, widths, strict=True):
+            out[index] = table.slice(offset, width) if len(merged) > 1 else table
+            offset += width
+    return [t for t in out if t is not None]
+
+
+def _stacked(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    """The partials one under the other, of ``schema``; raises Unsupported for partials of
+    other types, or with a bool key holding a null."""
+    first = tables[0].schema
+    if all(t.schema.equals(first) for t in tables):  # the common case: checked once
+        _checked(tables[0], schema)
+        stacked = pa.concat_tables(tables)
+        for field in schema:
+            if field.type == pa.bool_() and stacked.column(field.name).null_count:
+                raise Unsupported("a bool key with nulls")
+        return pa.Table.from_arrays(stacked.columns, schema=schema)
+    return pa.concat_tables(
+        [pa.Table.from_arrays(_checked(t, schema).columns, schema=schema) for t in tables]
+    )
 
 
 def _states(spec: Aggregate) -> list[tuple[str, str]]:
@@ -157,17 +199,32 @@ def _stored(table: pa.Table, keys: list[str], states: list[tuple[str, str]]) -> 
 
 
 def _merge(
-    stacked: pa.Table, keys: list[str], states: list[tuple[str, str]], schema: pa.Schema
-) -> pa.Table:
+    stacked: pa.Table,
+    keys: list[str],
+    states: list[tuple[str, str]],
+    schema: pa.Schema,
+    owner: Any = None,
+    owners: int = 1,
+) -> tuple[pa.Table, list[int]]:
+    """The stacked partials merged, group by group. ``owner`` (None: one combine) is the
+    combine of each stacked row, the rows in combine order: a group is then one combine's
+    group of keys, and everything pandas decides per combine (the reduceat path below) is
+    decided per combine. Returns the merged rows, sorted by combine and then by keys, and how
+    many rows each combine has."""
     rows = stacked.num_rows
-    if keys:
-        order = pc.sort_indices(
-            stacked.select(keys),
-            sort_keys=[(key, "ascending", "at_end") for key in keys],
-        )
+    sorted_owner = owner  # stacked in combine order, and sorted by combine first
+    if keys or owner is not None:
+        sort_keys = [(key, "ascending", "at_end") for key in keys]
+        work = stacked.select(keys)
+        if owner is not None:  # combine by combine, each stable as it is alone
+            work = pa.Table.from_arrays([pa.array(owner), *work.columns], names=[_OWNER, *keys])
+            sort_keys = [(_OWNER, "ascending", "at_end"), *sort_keys]
+        order = pc.sort_indices(work, sort_keys=sort_keys)
         ordered_keys = stacked.select(keys).take(order)
         starts_mask = np.zeros(rows, dtype=bool)
         starts_mask[0] = True
+        if owner is not None:
+            starts_mask[1:] |= owner[1:] != owner[:-1]
         for key in keys:
             column = ordered_keys.column(key)
             after, before = column.slice(1), column.slice(0, rows - 1)
@@ -186,23 +243,32 @@ def _merge(
         group = np.zeros(rows, dtype=np.int64)
         out_keys = []
     n_groups = len(starts)
+    group_owner = sorted_owner[starts] if owner is not None else np.zeros(n_groups, np.int64)
     # pandas 3.1 reduces with ``ufunc.reduceat`` instead of its Cython loop when the group of
     # each stacked row never decreases (always, for a global aggregate) and a block of float
     # values has no NaN (ops.py, ``_reduceat_aggregate``): then a float sum is numpy's, not
     # Kahan's. The float sums share one block or are one block each; which, depends on how
     # concat built it, so a mix of columns with and without NaN is left to pandas.
-    monotonic = bool(np.all(positions[1:] > positions[:-1])) if rows > 1 else True
-    pairwise = False
+    monotonic = np.ones(owners, dtype=bool)
+    if rows > 1:
+        broken = positions[1:] <= positions[:-1]
+        if owner is not None:
+            broken &= sorted_owner[1:] == sorted_owner[:-1]
+            monotonic[sorted_owner[1:][broken]] = False
+        else:
+            monotonic[0] = not broken.any()
+    pairwise = np.zeros(owners, dtype=bool)
     float_sums = [
         column
         for column, merge in states
         if merge == "sum" and schema.field(column).type == pa.float64()
     ]
-    if monotonic and float_sums:
-        with_nan = {column: _has_nan(stacked.column(column)) for column in float_sums}
-        if len(set(with_nan.values())) > 1:
+    if monotonic.any() and float_sums:
+        with_nan = np.stack([_has_nan(stacked.column(c), owner, owners) for c in float_sums])
+        mixed = with_nan.any(axis=0) & ~with_nan.all(axis=0)
+        if (mixed & monotonic).any():
             raise Unsupported("float sums with and without NaN, on pandas' reduceat path")
-        pairwise = not any(with_nan.values())
+        pairwise = monotonic & ~with_nan.any(axis=0)
     # the rank of each sorted row within its group: 0 for the first partial's row, ...
     rank = np.arange(rows) - starts[group]
     by_rank = np.argsort(rank, kind="stable")
@@ -212,13 +278,21 @@ def _merge(
     arrays: list[Any] = list(out_keys)
     for column, merge in states:
         values = stacked.column(column).take(take)
-        if pairwise and column in float_sums:
+        if column in float_sums and pairwise.any():
             # what np.add.reduceat gives pandas: the first value plus numpy's pairwise sum of
             # the rest, whatever the layout of pandas' block (it reduces each segment alone)
             data = numbers(values)
             with np.errstate(all="ignore"):
                 total = np.add.reduceat(data, starts)
-            arrays.append(pa.array(total, mask=np.isnan(total)))
+            if pairwise.all():
+                arrays.append(pa.array(total, mask=np.isnan(total)))
+                continue
+            acc, empty = _reduced(values, merge, group, steps, n_groups)
+            assert empty is not None
+            summed = pairwise[group_owner]  # the groups of the combines summed pairwise
+            acc = np.where(summed, total, acc)
+            empty = np.where(summed, np.isnan(total), empty)
+            arrays.append(pa.array(acc, mask=empty))
             continue
         if merge == "union":
             arrays.append(_union(values, group, n_groups))
@@ -230,7 +304,8 @@ def _merge(
             arrays.append(_decimal_sum(values, group, n_groups))
             continue
         arrays.append(_reduce(values, merge, group, steps, n_groups))
-    return pa.Table.from_arrays(arrays, schema=schema)
+    widths = np.bincount(group_owner, minlength=owners).tolist()
+    return pa.Table.from_arrays(arrays, schema=schema), widths
 
 
 def _union(values: pa.ChunkedArray, group: Any, n_groups: int) -> pa.Array:
@@ -327,15 +402,27 @@ def _decimal_sum(values: pa.ChunkedArray, group: Any, n_groups: int) -> pa.Array
     return total
 
 
-def _has_nan(values: pa.ChunkedArray) -> bool:
-    """Whether pandas sees a NaN in this float column: a null or a NaN."""
-    return bool(values.null_count) or bool(pc.any(pc.is_nan(values)).as_py())
+def _has_nan(values: pa.ChunkedArray, owner: Any = None, owners: int = 1) -> Any:
+    """Whether pandas sees a NaN in this float column (a null or a NaN), per combine."""
+    if owner is None:
+        found = bool(values.null_count) or bool(pc.any(pc.is_nan(values)).as_py())
+        return np.array([found])
+    missing = numbers(pc.is_null(values, nan_is_null=True))
+    return np.bincount(owner[missing], minlength=owners) > 0
 
 
 def _reduce(
     values: pa.ChunkedArray, merge: str, group: Any, steps: list[Any], n_groups: int
 ) -> pa.Array:
     """One state column merged per group, as pandas' grouped reduction visits the rows."""
+    acc, empty = _reduced(values, merge, group, steps, n_groups)
+    return pa.array(acc) if empty is None else pa.array(acc, mask=empty)
+
+
+def _reduced(
+    values: pa.ChunkedArray, merge: str, group: Any, steps: list[Any], n_groups: int
+) -> tuple[Any, Any]:
+    """:func:`_reduce`'s values, and which are null (None: none can be)."""
     is_float = values.type == pa.float64()
     if is_float:
         data = numbers(values)  # null -> NaN, which pandas skips alike
@@ -386,11 +473,11 @@ def _reduce(
                 cur = acc[g]
                 acc[g] = np.where(val > cur, val, cur)
     if merge == "total":
-        return pa.array(acc)
+        return acc, None
     empty = nobs == 0
     if is_float:  # a NaN sum (inf - inf) is stored as null too, as Table.from_pandas does
         empty |= np.isnan(acc)
-    return pa.array(acc, mask=empty)
+    return acc, empty
 
 
 # -- finish --------------------------------------------------------------------------------------

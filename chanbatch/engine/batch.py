@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from chanbatch.blueprint.model import Aggregate, Stage, Union
 from chanbatch.cache.index import CacheEntry, lookup
-from chanbatch.cache.packs import PACK_ROWS, content_id, write_pack
+from chanbatch.cache.packs import PACK_ROWS, content_id, content_ids, write_pack
 from chanbatch.cache.runs import TaskOutcome
 from chanbatch.compile.keys import task_key
 from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
@@ -291,63 +291,159 @@ def _combines(call: BatchCall, batch: Batch) -> tuple[Part, ...]:
     """Run the batch's combines bottom up, as :func:`~chanbatch.engine.graph.run_task` runs
     each alone (a combine whose inputs came out as before is cut off), and store the small
     results in one pack. A packed result is identified by its content id, which is known
-    before the pack is written, so a combine's key above another is computed as it goes."""
+    before the pack is written, so a combine's key above another is computed as it goes.
+
+    The combines run in waves: those whose inputs are all partials first, then those over
+    them, and so on; the combines of a wave are merged in one pass on Arrow
+    (:func:`~chanbatch.engine.arrow_combine.combine_many`), each still to the bit what it
+    gives alone, or one by one where that pass declines."""
     storage = storage_for(call.url)
     stage = call.stages[-1]
-    done: list[Part] = []
+    done: list[Part | None] = [None] * len(call.combines)
     small: list[tuple[Task, Part, pa.Table]] = []
-    outcomes: list[TaskOutcome] = []
-    for fused in call.combines:
+    contents: list[str] = []  # of each small result
+    outcomes: dict[int, TaskOutcome] = {}
+    for wave in _waves(call.combines):
         start = time.perf_counter()
-        task = fused.task
-        main = [batch.partials[i] if kind == "partial" else done[i] for kind, i in fused.inputs]
-        key = task_key(task.kind, task.key_spec, [p.ident for p in main], [])
-        entry = lookup(storage, key, verify=True) if task.provisional else None
-        if entry is not None:
-            done.append(
-                Part(key=key, ident=entry.ident, url=call.url, outcome="cutoff", entry=entry)
+        pending: list[tuple[int, str, list[Part]]] = []  # (combine, key, inputs)
+        for index in wave:
+            task = call.combines[index].task
+            main = [_input(batch, done, kind, i) for kind, i in call.combines[index].inputs]
+            key: str = task_key(task.kind, task.key_spec, [p.ident for p in main], [])
+            entry = lookup(storage, key, verify=True) if task.provisional else None
+            if entry is not None:
+                done[index] = Part(
+                    key=key, ident=entry.ident, url=call.url, outcome="cutoff", entry=entry
+                )
+                outcomes[index] = task_outcome(task, key, "cutoff", start, stored=entry.ident)
+                continue
+            pending.append((index, key, main))
+        parts = _merged(call, stage, pending)
+        tables = [storable_table(part) for part in parts]
+        sizes = [t.num_rows for t in tables]
+        spans = _spans([n for n in sizes if n <= PACK_ROWS])
+        ids = iter(_content_ids(tables, sizes, spans))
+        share = (time.perf_counter() - start) / max(len(pending), 1)
+        for (index, key, _main), part, table in zip(pending, parts, tables, strict=True):
+            task = call.combines[index].task
+            if table.num_rows <= PACK_ROWS:
+                part.ident = next(ids)
+                small.append((task, part, table))
+                contents.append(part.ident)
+            else:
+                part.entry = store_part(storage, key, part, kind=task.kind, stage=stage.name)
+                part.ident = part.entry.ident
+            done[index] = part
+            outcomes[index] = _outcome(
+                task, time.time() - share, share, rows=part.rows, stored=part.ident, key=key
             )
-            outcomes.append(task_outcome(task, key, "cutoff", start, stored=entry.ident))
-            continue
-        part = compute_part(
-            Call(url=call.url, run=call.run, task=task, stage=stage, allow=call.allow),
+    _store_small(storage, small, stage.name, contents)
+    packs = {part.key: part.entry.pack for _, part, _ in small if part.entry and part.entry.pack}
+    reported = [outcomes[index] for index in sorted(outcomes)]
+    if packs:  # where each went: the memo's hints for the next plan
+        reported = [
+            dataclasses.replace(o, pack=packs[o.key]) if o.key in packs else o for o in reported
+        ]
+    report_outcomes(call.run, reported)
+    return tuple(part for part in done if part is not None)
+
+
+def _input(batch: Batch, done: list[Part | None], kind: str, index: int) -> Part:
+    """A combine's input: a partial of the batch, or a combine of an earlier wave."""
+    part = batch.partials[index] if kind == "partial" else done[index]
+    assert part is not None
+    return part
+
+
+def _waves(combines: tuple[Fused, ...]) -> list[list[int]]:
+    """The batch's combines (bottom up) in waves: a combine's wave comes after those of the
+    combines it reads."""
+    wave_of: list[int] = []
+    for fused in combines:
+        below = [wave_of[i] for kind, i in fused.inputs if kind == "combine"]
+        wave_of.append(1 + max(below, default=-1))
+    waves: list[list[int]] = [[] for _ in range(max(wave_of, default=-1) + 1)]
+    for index, wave in enumerate(wave_of):
+        waves[wave].append(index)
+    return waves
+
+
+def _merged(
+    call: BatchCall, stage: Stage, pending: list[tuple[int, str, list[Part]]]
+) -> list[Part]:
+    """The results of the combines ``pending`` (of one wave): merged at once on Arrow where
+    every input is an Arrow table and the merge takes them all, else one by one."""
+    from chanbatch.engine import arrow_combine
+
+    spec = stage.operation
+    inputs = [[p.table for p in main if p.table is not None] for _, _, main in pending]
+    whole = all(len(t) == len(m) for t, (_, _, m) in zip(inputs, pending, strict=True))
+    if len(pending) > 1 and isinstance(spec, Aggregate) and whole:
+        with contextlib.suppress(arrow_combine.Unsupported):
+            merged = arrow_combine.combine_many(spec, inputs)
+            return [
+                Part(key=key, ident=key, url=call.url, outcome="computed", table=table)
+                for (_, key, _), table in zip(pending, merged, strict=True)
+            ]
+    return [
+        compute_part(
+            Call(
+                url=call.url,
+                run=call.run,
+                task=call.combines[index].task,
+                stage=stage,
+                allow=call.allow,
+            ),
             *main,
             key=key,
         )
-        table = storable_table(part)
-        if table.num_rows <= PACK_ROWS:
-            part.ident = content_id(table)
-            small.append((task, part, table))
-        else:
-            part.entry = store_part(storage, key, part, kind=task.kind, stage=stage.name)
-            part.ident = part.entry.ident
-        done.append(part)
-        outcomes.append(
-            task_outcome(task, key, "computed", start, rows=part.rows, stored=part.ident)
-        )
-    _store_small(storage, small, stage.name)
-    packs = {part.key: part.entry.pack for _, part, _ in small if part.entry and part.entry.pack}
-    if packs:  # where each went: the memo's hints for the next plan
-        outcomes = [
-            dataclasses.replace(o, pack=packs[o.key]) if o.key in packs else o for o in outcomes
-        ]
-    report_outcomes(call.run, outcomes)
-    return tuple(done)
+        for index, key, main in pending
+    ]
 
 
-def _store_small(storage: Storage, small: list[tuple[Task, Part, pa.Table]], stage: str) -> None:
-    """Small combine results in one pack (each alone where their types differ)."""
+def _spans(sizes: list[int]) -> list[tuple[int, int]]:
+    """(first row, rows) of tables of ``sizes`` rows, one under the other."""
+    spans, first = [], 0
+    for rows in sizes:
+        spans.append((first, rows))
+        first += rows
+    return spans
+
+
+def _content_ids(
+    tables: list[pa.Table], sizes: list[int], spans: list[tuple[int, int]]
+) -> list[str]:
+    """The content ids of the small ``tables`` (those of at most PACK_ROWS rows), in order:
+    of their rows stacked when they share a schema (their columns converted once), else one
+    by one."""
+    mine = [t for t, n in zip(tables, sizes, strict=True) if n <= PACK_ROWS]
+    if not mine:
+        return []
+    if len(mine) > 1 and all(t.schema.equals(mine[0].schema) for t in mine):
+        return content_ids(pa.concat_tables(mine), spans)
+    return [content_id(t) for t in mine]
+
+
+def _store_small(
+    storage: Storage, small: list[tuple[Task, Part, pa.Table]], stage: str, contents: list[str]
+) -> None:
+    """Small combine results in one pack (each alone where their types differ); ``contents``:
+    their content ids, known already."""
     if len(small) > 1 and all(t.schema.equals(small[0][2].schema) for _, _, t in small):
         whole = pa.concat_tables([t for _, _, t in small]).combine_chunks()
         members = [(part.key, t.num_rows) for _, part, t in small]
-        for (_, part, _t), entry in zip(
-            small, write_pack(storage, whole, members, kind="combine", stage=stage), strict=True
-        ):
+        packed = write_pack(storage, whole, members, kind="combine", stage=stage, contents=contents)
+        for (_, part, _t), entry in zip(small, packed, strict=True):
             part.entry = entry
         return
-    for task, part, table in small:
+    for (task, part, table), content in zip(small, contents, strict=True):
         part.entry = write_pack(
-            storage, table, [(part.key, table.num_rows)], kind=task.kind, stage=stage
+            storage,
+            table,
+            [(part.key, table.num_rows)],
+            kind=task.kind,
+            stage=stage,
+            contents=[content],
         )[0]
 
 
@@ -520,13 +616,21 @@ def _applied(
 
 
 def _outcome(
-    task: Task, began: float, seconds: float, *, rows: int, stored: str | None, pack: str = ""
+    task: Task,
+    began: float,
+    seconds: float,
+    *,
+    rows: int,
+    stored: str | None,
+    pack: str = "",
+    key: str = "",
 ) -> TaskOutcome:
-    """What a task of a batch did: ``seconds`` from ``began`` (wall clock)."""
+    """What a task of a batch did: ``seconds`` from ``began`` (wall clock); ``key``: the key
+    it resolved to, if not the plan's."""
     start = began + (time.perf_counter() - time.time())
     return TaskOutcome(
         dask_key=task.key,
-        key=task.key,
+        key=key or task.key,
         stage=task.stage,
         slice=task.slice,
         kind=task.kind,

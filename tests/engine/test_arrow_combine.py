@@ -413,3 +413,81 @@ def test_sketches_merge_and_finish_here() -> None:
         assert abs((group["f"] <= row["a2"]).mean() - 0.1) < 0.01
     empty = [_partial(spec, table.slice(0, 0))] * 2
     assert _both(spec, empty) is not None
+
+
+@st.composite
+def groupings(draw: st.DrawFn, n: int) -> list[tuple[int, int]]:
+    """``n`` partials cut into consecutive combines of at least one partial each."""
+    points = sorted(set(draw(st.lists(st.integers(1, max(n - 1, 1)), min_size=1, max_size=8))))
+    bounds = [0, *(p for p in points if 0 < p < n), n]
+    return list(itertools.pairwise(bounds))
+
+
+@SETTINGS
+@given(st.data(), tables(), _keys, _aggregates)
+def test_many_combines_at_once_match_pandas(
+    data: st.DataObject, table: pa.Table, keys: list[str], aggregates: list[str]
+) -> None:
+    """``combine_many`` gives each combine what the pandas combine stores for its partials
+    alone, to the bit, whatever the other combines merged beside it hold."""
+    spec = _spec(keys, aggregates)
+    partials = [_partial(spec, table.slice(a, b - a)) for a, b in data.draw(cuts(table.num_rows))]
+    groups = [partials[a:b] for a, b in data.draw(groupings(len(partials)))]
+    try:
+        got = arrow_combine.combine_many(spec, groups)
+    except arrow_combine.Unsupported:
+        # then it is not certain for one of them: each alone either declines or is exact
+        for group in groups:
+            _both(spec, group)
+        return
+    assert len(got) == len(groups)
+    for group, result in zip(groups, got, strict=True):
+        want = _pandas_combine(spec, group)
+        _same_bits(result, want)
+        stored = columnar.storable(result)
+        assert stored is not None
+        _same_bits(stored, want)
+
+
+def test_many_combines_sum_each_as_pandas_would_alone() -> None:
+    """In one call: a combine whose groups only grow (pandas sums it pairwise), one whose
+    groups interleave (Kahan), one with a NaN (Kahan), a combine of one partial and one of
+    empty partials; each equals the pandas combine of its own partials."""
+    spec = _spec(["m"], ["sum(f)", "count()", "min(f)", "mean(f)"])
+    growing = [
+        _partial(spec, pa.table({"m": [i // 4], "f": [v]})) for i, v in enumerate(_SUMMANDS * 3)
+    ]
+    interleaved = [_partial(spec, pa.table({"m": [0, 1], "f": [v, -v]})) for v in _SUMMANDS]
+    with_nan = [
+        *growing[:9],
+        _partial(spec, pa.table({"m": [9], "f": pa.array([None], pa.float64())})),
+    ]
+    empty = _partial(
+        spec, pa.table({"m": pa.array([], pa.int64()), "f": pa.array([], pa.float64())})
+    )
+    groups = [growing, interleaved, with_nan, growing[:1], [empty, empty], [empty, *growing[3:5]]]
+    got = arrow_combine.combine_many(spec, groups)
+    for group, result in zip(groups, got, strict=True):
+        _same_bits(result, _pandas_combine(spec, group))
+    # and the interleaved one with Kahan's compensation, as alone
+    assert got[1].column("a0\x1fsum").to_pylist() == [
+        _kahan(_SUMMANDS),
+        _kahan([-v for v in _SUMMANDS]),
+    ]
+
+
+def test_many_global_combines() -> None:
+    """Global aggregates (no keys): each combine is one group, its own sum."""
+    spec = _spec([], ["sum(f)", "count()", "max(i)"])
+    rng = np.random.default_rng(11)
+    table = pa.table({"f": rng.normal(size=200) * 1e10, "i": rng.integers(-9, 9, 200)})
+    partials = [_partial(spec, table.slice(a, 10)) for a in range(0, 200, 10)]
+    groups = [partials[:7], partials[7:8], partials[8:20]]
+    got = arrow_combine.combine_many(spec, groups)
+    frame = table.to_pandas()
+    for (a, b), result in zip(((0, 70), (70, 80), (80, 200)), got, strict=True):
+        assert result.column("a1\x1fn").to_pylist() == [b - a]
+        assert result.column("a2\x1fmax").to_pylist() == [int(frame["i"][a:b].max())]
+        assert math.isclose(result.column("a0\x1fsum")[0].as_py(), frame["f"][a:b].sum())
+    for group, result in zip(groups, got, strict=True):
+        _same_bits(result, _pandas_combine(spec, group))
