@@ -238,8 +238,12 @@ def partials(
         grouped = grouped.sort_by([(tag, "ascending"), *request.order])
         counts = pc.value_counts(grouped.column(tag))
         groups = dict(zip(counts.field(0).to_pylist(), counts.field(1).to_pylist(), strict=True))
+        # Each state is made group by group, so the states of all slices at once, cut slice
+        # by slice, are each slice's own; sets of values and sketches are made slice by slice.
+        states = None if request.by_slice else request.states(grouped)
         out: list[pa.Table | None] = []
         offset = 0
+        keys = len(request.inner)
         for index, n in enumerate(rows):
             if not n:
                 start = sum(rows[:index])
@@ -247,9 +251,15 @@ def partials(
                 continue
             width = groups.get(index, 0)
             mine = grouped.slice(offset, width)
+            # no key has more values than the slice has groups: dense without counting them
+            dense = request.general or width**keys <= 4 * n + 1024 or request.dense(mine, n)
+            if not dense:
+                out.append(None)
+            elif states is not None:
+                out.append(states.slice(offset, width))
+            else:
+                out.append(request.states(mine))
             offset += width
-            dense = request.general or request.dense(mine, n)
-            out.append(request.states(mine) if dense else None)
         return out
     except (pa.ArrowException, ArithmeticError) as exc:
         raise Unsupported(str(exc)) from exc
@@ -282,6 +292,11 @@ class _Grouping:
             self.requests.add(name, agg, arguments.get(name), self.work, self.general)
         self.names = [*keys, *(state for state, _, _ in self.requests.outputs)]
         self.order = [(name, "ascending", "at_end") for name in self.inner]
+        # whether a state is made from each group's values (a set, a sketch) rather than
+        # read off a grouped aggregate: then made for one slice at a time
+        self.by_slice = any(
+            func in ("distinct", "list") for _, func, _ in self.requests.requests.values()
+        )
 
     def empty(self) -> pa.Table:
         # pandas' general path types a column of sketches (bytes) by its values: none, null

@@ -94,8 +94,24 @@ def parse_parquet(data: bytes, columns: tuple[str, ...] | list[str] | None = Non
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    reader = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)
-    return reader.read(columns=list(columns) if columns is not None else None, use_threads=False)
+    # ``ParquetReader``, which ``ParquetFile`` wraps, read directly: ``ParquetFile`` also maps
+    # every column's path to its leaves in Python first (a fifth of the cost of reading a
+    # small slice). A plain name (no dot) of a leaf column is that leaf, as ``ParquetFile``
+    # maps it; any other name (a struct's, a list's, a nested path, one that is missing) is
+    # left to ``ParquetFile``.
+    reader = pq.ParquetReader()
+    reader.open(pa.BufferReader(data), pre_buffer=False)
+    if columns is None:
+        return reader.read_all(use_threads=False)
+    if not any("." in name for name in columns):
+        try:
+            indices = [reader.column_name_idx(name) for name in columns]
+        except KeyError:
+            pass
+        else:
+            return reader.read_all(column_indices=indices, use_threads=False)
+    parquet = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)
+    return parquet.read(columns=list(columns), use_threads=False)
 
 
 def read_table(storage: Storage, entries: list[SliceEntry]) -> pa.Table:

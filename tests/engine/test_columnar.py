@@ -9,6 +9,7 @@ bytes; anything else it must refuse with ``Unsupported``, leaving the pandas pat
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 from typing import Any
 
@@ -520,3 +521,72 @@ def test_sort_keeps_ties_in_input_order() -> None:
     spec = Sort(by=(SortKey(column="k", ascending=False),))
     got = columnar.sort(spec, [table.slice(0, 2), table.slice(2)])
     assert got.column("v").to_pylist() == ["a", "c", "b", "e", "d"]
+
+
+# -- partials of many slices at once (a batch) ------------------------------------------------
+
+
+@st.composite
+def _cuts(draw: st.DrawFn, rows: int) -> list[tuple[int, int]]:
+    """Consecutive slices of ``rows`` rows, some empty."""
+    points = sorted(draw(st.lists(st.integers(0, rows), max_size=8)))
+    return list(itertools.pairwise([0, *points, rows]))
+
+
+def _batched(spec: Aggregate, table: pa.Table, cuts: list[tuple[int, int]]) -> list[Any]:
+    rows = [b - a for a, b in cuts]
+    tags = pa.array(np.repeat(np.arange(len(rows), dtype=np.int32), rows))
+    return columnar.partials(spec, table, tags, rows)
+
+
+def _check_slice(spec: Aggregate, piece: pa.Table, got: pa.Table | None) -> None:
+    """``got`` is what the pandas partial of ``piece`` stores, or None where the Arrow partial
+    of ``piece`` alone declines (pandas' general path, on sparse keys)."""
+    if got is None:
+        with pytest.raises(columnar.Unsupported):
+            columnar.partial(spec, piece)
+        return
+    want = canonical(aggregate.partial(spec, to_pandas(piece)))
+    pd.testing.assert_frame_equal(to_pandas(got), want, check_exact=True)
+    stored = columnar.storable(got)
+    assert stored is not None
+    assert bytes(encode_parquet(stored)) == _stored_bytes(want)
+
+
+@SETTINGS
+@given(st.data(), tables(), _keys, _aggregates)
+def test_partials_of_many_slices_match_pandas_slice_by_slice(
+    data: st.DataObject, table: pa.Table, keys: list[str], aggregates: list[str]
+) -> None:
+    spec = _spec(keys, aggregates)
+    assume(columnar.arrow_input(table) is not None)
+    cuts = data.draw(_cuts(table.num_rows))
+    try:
+        got = _batched(spec, table, cuts)
+    except columnar.Unsupported:
+        assume(False)
+        return
+    assert len(got) == len(cuts)
+    for (a, b), part in zip(cuts, got, strict=True):
+        _check_slice(spec, table.slice(a, b - a), part)
+
+
+def test_partials_of_many_slices_dense_and_sparse() -> None:
+    """Slices of float aggregates (pandas' numpy path where the keys are dense): one whose two
+    keys are all distinct (1,600 combinations for 40 rows: sparse, left to pandas), one of as
+    many groups whose keys repeat (dense), small ones, and an empty one."""
+    rng = np.random.default_rng(7)
+    sparse = pa.table({"k": [f"k{i}" for i in range(40)], "m": list(range(40))})
+    dense = pa.table({"k": [f"k{i % 10}" for i in range(40)], "m": [i % 4 for i in range(40)]})
+    small = pa.table({"k": ["a", "b", "a"], "m": [1, 1, 2]})
+    keys = pa.concat_tables([sparse, dense, small, small.slice(0, 0), dense, small])
+    f = rng.normal(size=keys.num_rows) * 1e6
+    table = keys.append_column("f", pa.array(f))
+    spec = _spec(["k", "m"], ["sum(f)", "mean(f)", "count()", "count(f)"])
+    sizes = [40, 40, 3, 0, 40, 3]
+    bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    cuts = list(itertools.pairwise(bounds))
+    got = _batched(spec, table, cuts)
+    assert got[0] is None and all(part is not None for part in got[1:])
+    for (a, b), part in zip(cuts, got, strict=True):
+        _check_slice(spec, table.slice(a, b - a), part)
