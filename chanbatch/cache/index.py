@@ -140,6 +140,9 @@ def _read_entry(storage: Storage, key: str) -> CacheEntry | None:
             created_at=str(doc.get("created_at", "")),
             range=parse_range(doc.get("range")),
             content=str(doc.get("content", "")) if "range" in doc else "",
+            # an entry file with a range is a pack of one (write_pack): its bytes are the
+            # object's, which lets a remote store read it in one request
+            pack_bytes=int(doc["bytes"]) if "range" in doc else 0,
         )
     except FileNotFoundError:
         return None
