@@ -39,6 +39,7 @@ from chanbatch.engine.graph import (
     Ref,
     compute_part,
     load_slice,
+    local_worker,
     report_outcomes,
     run_task,
     storable_table,
@@ -626,7 +627,7 @@ def _outcome(
     key: str = "",
 ) -> TaskOutcome:
     """What a task of a batch did: ``seconds`` from ``began`` (wall clock); ``key``: the key
-    it resolved to, if not the plan's."""
+    it resolved to, if not the plan's. Reported from this thread: it names it as its worker."""
     start = began + (time.perf_counter() - time.time())
     return TaskOutcome(
         dask_key=task.key,
@@ -641,6 +642,7 @@ def _outcome(
         rows=rows,
         stored=stored,
         pack=pack or None,
+        worker=local_worker(),
     )
 
 

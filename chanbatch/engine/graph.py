@@ -193,10 +193,16 @@ def report_outcomes(run: str, outcomes: list[TaskOutcome]) -> None:
             )
             worker.log_event(LEDGER_TOPIC, sent.document())
         return
-    here = f"{os.getpid()}:{threading.current_thread().name}"
-    mine = [replace(outcome, worker=here) for outcome in outcomes]
+    here = local_worker()
+    # a batch names the worker as it builds its reports: thousands of copies spared
+    mine = [o if o.worker == here else replace(o, worker=here) for o in outcomes]
     with _LEDGER_LOCK:
         _LEDGER.setdefault(run, []).extend(mine)
+
+
+def local_worker() -> str:
+    """What a task run in this process reports as its worker: the process and thread."""
+    return f"{os.getpid()}:{threading.current_thread().name}"
 
 
 def take_ledger(run: str) -> list[TaskOutcome]:
