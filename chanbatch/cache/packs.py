@@ -92,6 +92,8 @@ def write_pack(
         first += rows
     if contents is None:
         contents = content_ids(table, spans)
+    # the pack's name, known before its members: each entry is made once, naming it
+    name = Pack.name_of(oid, [key for key, _ in members]) if len(members) > 1 else ""
     entries = [
         CacheEntry(
             key=key,
@@ -103,6 +105,7 @@ def write_pack(
             created_at=now,
             range=span,
             content=content,
+            pack=name,
             pack_bytes=len(data),
         )
         for (key, rows), span, content in zip(members, spans, contents, strict=True)
@@ -110,9 +113,9 @@ def write_pack(
     if len(entries) == 1:
         storage.write_atomic(entry_path(entries[0].key), seal(entries[0].document()))
         return entries
-    pack = Pack.of(oid, len(data), entries)
+    pack = Pack(name=name, object=oid, bytes=len(data), members=tuple(entries))
     pack.write(storage)
-    return list(pack.members)
+    return entries
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,10 +130,15 @@ class Pack:
     @classmethod
     def of(cls, oid: str, size: int, members: Iterable[CacheEntry]) -> Pack:
         members = tuple(members)
-        # named by its object and its members' keys: one object may answer for other keys
-        name = digest(canonical_json([oid, [m.key for m in members]]))
+        name = cls.name_of(oid, [m.key for m in members])
         members = tuple(dataclasses.replace(m, pack=name, pack_bytes=size) for m in members)
         return cls(name=name, object=oid, bytes=size, members=members)
+
+    @staticmethod
+    def name_of(oid: str, keys: list[str]) -> str:
+        """The name of the pack of object ``oid`` answering for ``keys``: named by both, as one
+        object may answer for other keys."""
+        return digest(canonical_json([oid, keys]))
 
     def document(self) -> dict[str, Any]:
         first = self.members[0]
