@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 
 from chanbatch.cache.index import CacheEntry, lookup, read_memo_hints
 from chanbatch.cache.packs import PACKED_KINDS, pack_path, read_pack, read_packs
@@ -34,6 +35,8 @@ class CacheView:
         self._hinted: dict[str, dict[str, CacheEntry]] = {}  # pack name -> its members
         self._verified: dict[str, bool] = {}
         self._chained: dict[str, str] = {}  # see remember
+        self._fetched: dict[str, CacheEntry | None] = {}  # see prefetch
+        self._packs_lock = threading.Lock()
 
     def remember(self, chains: Mapping[str, Mapping[str, list[str]]]) -> None:
         """Take the contents of the partials a chain memo names (its records are [partial
@@ -52,7 +55,9 @@ class CacheView:
     def packed(self) -> Mapping[str, CacheEntry]:
         """Key -> entry of every packed result, as the pack indexes were when first asked."""
         if self._packed is None:
-            self._packed = read_packs(self.storage)
+            with self._packs_lock:  # prefetch's threads would each read every index
+                if self._packed is None:
+                    self._packed = read_packs(self.storage)
         return self._packed
 
     def has_entry(self, key: str, kind: str = "") -> bool:
@@ -82,16 +87,53 @@ class CacheView:
             return None
         members = self._hinted.get(name)
         if members is None:
-            pack = read_pack(self.storage, pack_path(name))
-            members = self._hinted[name] = (
-                {m.key: m for m in pack.members} if pack is not None else {}
-            )
+            members = self._hinted[name] = self._members(name)
         return members.get(key)
+
+    def _members(self, name: str) -> dict[str, CacheEntry]:
+        """Key -> entry of pack ``name``'s members (none when it is gone or damaged)."""
+        pack = read_pack(self.storage, pack_path(name))
+        return {m.key: m for m in pack.members} if pack is not None else {}
+
+    def prefetch(self, keys: Sequence[str]) -> None:
+        """Look up and verify ``keys`` (a computed task's cached inputs, each asked for next)
+        on threads, for :meth:`lookup` with ``verify`` to answer. On an object store each is
+        a request or two (its entry or pack index, its object), which a plan would otherwise
+        send one after another: on the path of a new slice, a combine's siblings at every
+        level. Each pack index and each object is still read once. A local store is read one
+        key at a time, as before (a read there costs less than a thread)."""
+        todo = [k for k in dict.fromkeys(keys) if k not in self._fetched]
+        if self.storage.is_local or len(todo) < 2:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        listed = self._listed()  # listed once, here, not by each thread
+        packs = list(
+            {self.hints[k] for k in todo if k not in listed and k in self.hints}
+            - self._hinted.keys()
+        )
+        with ThreadPoolExecutor(min(8, len(todo))) as pool:
+            if self._packed is None:
+                self._hinted.update(zip(packs, pool.map(self._members, packs), strict=True))
+            entries = dict(zip(todo, pool.map(self._entry, todo), strict=True))
+            objects = {
+                e.object: e.object_bytes
+                for e in entries.values()
+                if e is not None and e.object not in self._verified
+            }
+            checked = pool.map(self._verify, objects, objects.values())
+            self._verified.update(zip(objects, checked, strict=True))
+        for key, entry in entries.items():
+            self._fetched[key] = (
+                entry if entry is not None and self._verified[entry.object] else None
+            )
 
     def lookup(self, key: str, *, verify: bool = False) -> CacheEntry | None:
         """:func:`~chanbatch.cache.index.lookup`, packed results included, each object verified
         once however many results it holds. The pack indexes are read only for a key without
         an entry file of its own."""
+        if verify and key in self._fetched:
+            return self._fetched.pop(key)
         entry = self._entry(key)
         if entry is None:
             return None
@@ -99,14 +141,17 @@ class CacheView:
         if good is None:
             if not verify:
                 return entry if self.storage.exists(layout.object_path(entry.object)) else None
-            try:
-                get_object(self.storage, entry.object, entry.object_bytes)
-                good = True
-            except IntegrityError:
-                log.warning("cache entry %s has a missing or corrupt object; recomputing", key[:12])
-                good = False
-            self._verified[entry.object] = good
+            good = self._verified[entry.object] = self._verify(entry.object, entry.object_bytes)
         return entry if good else None
+
+    def _verify(self, oid: str, size: int | None) -> bool:
+        """Whether object ``oid`` is there and hashes to its id."""
+        try:
+            get_object(self.storage, oid, size)
+        except IntegrityError:
+            log.warning("cached object %s is missing or corrupt; recomputing", oid[:12])
+            return False
+        return True
 
     def content_of(self, key: str, *, every_pack: bool = True) -> str | None:
         """What the tasks that read ``key``'s result hash it as (its object id, or a packed

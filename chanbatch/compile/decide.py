@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from chanbatch.cache import CacheEntry, CacheView, lookup
-from chanbatch.compile.plan import Plan
+from chanbatch.compile.plan import Plan, Task
 from chanbatch.snapshot.storage import Storage
 
 Action = Literal["compute", "reuse", "load"]
@@ -45,12 +45,10 @@ def decide(plan: Plan, storage: Storage, view: CacheView | None = None) -> dict[
         if task.provisional:
             decisions[task.key] = Decision(action="compute", reason=PROVISIONAL, provisional=True)
             needed.update(task.deps)
+            _prefetch(plan, view, task.deps)
             continue
-        known = task.checkpoint or (task.stored and task.ident)
-        if view is not None and known and not view.has_entry(task.key, task.kind):
-            known = False
         entry = None
-        if known:
+        if _known(task, view):
             entry = (
                 view.lookup(task.key, verify=True)
                 if view is not None
@@ -63,7 +61,21 @@ def decide(plan: Plan, storage: Storage, view: CacheView | None = None) -> dict[
             continue
         decisions[task.key] = Decision(action="compute", reason=_why(task.kind))
         needed.update(task.deps)
+        _prefetch(plan, view, task.deps)
     return decisions
+
+
+def _known(task: Task, view: CacheView | None) -> bool:
+    """Whether ``task``'s result may be cached, by what planning knows (no read of it)."""
+    known = bool(task.checkpoint or (task.stored and task.ident))
+    return known and (view is None or view.has_entry(task.key, task.kind))
+
+
+def _prefetch(plan: Plan, view: CacheView | None, deps: tuple[str, ...]) -> None:
+    """Look up the cached results among ``deps`` (a computed task's inputs, each needed next)
+    together: see :meth:`CacheView.prefetch`."""
+    if view is not None:
+        view.prefetch([k for k in deps if k in plan.tasks and _known(plan.tasks[k], view)])
 
 
 def _why(kind: str) -> str:
