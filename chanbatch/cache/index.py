@@ -164,10 +164,10 @@ def cached_table(storage: Storage, entry: CacheEntry) -> pa.Table:
     """The cached rows as the store keeps them (of a packed result, only its own); raises
     IntegrityError if its object is missing or corrupt."""
     if entry.range is None:
-        return parse_parquet(get_object(storage, entry.object, entry.object_bytes))
+        return parse_parquet(_object_bytes(storage, entry))
     table = _PACKS.get(storage.url, entry.object)
     if table is None:
-        table = parse_parquet(get_object(storage, entry.object, entry.object_bytes))
+        table = parse_parquet(_object_bytes(storage, entry))
         _PACKS.put(storage.url, entry.object, table)
     first, rows = entry.range
     if first + rows > table.num_rows:
@@ -211,6 +211,58 @@ class _PackTables:
 
 
 _PACKS = _PackTables(budget=64 << 20)
+
+
+def _object_bytes(storage: Storage, entry: CacheEntry) -> bytes:
+    """The verified bytes of ``entry``'s object: as planning kept them, else read."""
+    data = _VERIFIED.take(storage.url, entry.object)
+    if data is not None:
+        return data
+    return get_object(storage, entry.object, entry.object_bytes)
+
+
+def keep_verified(storage: Storage, oid: str, data: bytes) -> None:
+    """Keep the bytes of object ``oid``, which planning just read and verified, for the task of
+    this run that reads them next in this process (see :class:`_VerifiedBytes`)."""
+    if not storage.is_local:
+        _VERIFIED.keep(storage.url, oid, data)
+
+
+class _VerifiedBytes:
+    """Objects a plan on a remote store read and verified, kept for the one task that reads
+    each next in this process (a computed combine's cached inputs, under the threads
+    scheduler): one GET and one hash, not two. An object never changes (its id is its content's
+    hash), so the kept bytes are what a read would give. Each is taken once; within
+    ``budget`` bytes, the oldest dropped first; a local store keeps none (a read there is
+    cheap)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._data: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def keep(self, url: str, oid: str, data: bytes) -> None:
+        if len(data) > self.budget // 8:
+            return
+        with self._lock:
+            if (url, oid) in self._data:
+                return
+            self._data[(url, oid)] = data
+            self._bytes += len(data)
+            while self._bytes > self.budget:
+                _, dropped = self._data.popitem(last=False)
+                self._bytes -= len(dropped)
+
+    def take(self, url: str, oid: str) -> bytes | None:
+        with self._lock:
+            data = self._data.pop((url, oid), None)
+            if data is not None:
+                self._bytes -= len(data)
+            return data
+
+
+_VERIFIED = _VerifiedBytes(budget=64 << 20)
 
 
 def read_result(storage: Storage, entry: CacheEntry) -> pd.DataFrame:

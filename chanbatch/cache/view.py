@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 
-from chanbatch.cache.index import CacheEntry, lookup, read_memo_hints
+from chanbatch.cache.index import CacheEntry, keep_verified, lookup, read_memo_hints
 from chanbatch.cache.packs import PACKED_KINDS, pack_path, read_pack, read_packs
 from chanbatch.errors import IntegrityError
 from chanbatch.snapshot import layout
@@ -147,10 +147,11 @@ class CacheView:
     def _verify(self, oid: str, size: int | None) -> bool:
         """Whether object ``oid`` is there and hashes to its id."""
         try:
-            get_object(self.storage, oid, size)
+            data = get_object(self.storage, oid, size)
         except IntegrityError:
             log.warning("cached object %s is missing or corrupt; recomputing", oid[:12])
             return False
+        keep_verified(self.storage, oid, data)  # for the task that reads it next
         return True
 
     def content_of(self, key: str, *, every_pack: bool = True) -> str | None:

@@ -12,6 +12,7 @@ measures the same at 84 and 2,526 slices of TPC-H lineitem.
 
 from __future__ import annotations
 
+import collections
 import json
 import subprocess
 import sys
@@ -208,7 +209,7 @@ def test_one_new_slice_is_frozen_in_a_bounded_number_of_requests(
 def test_one_new_slice_runs_in_a_bounded_number_of_requests(
     new_slice: dict[int, dict[str, Counts]],
 ) -> None:
-    """47 at 200 slices: each input's ref and manifest, the last outcome, the memos and the
+    """45 at 200 slices: each input's ref and manifest, the last outcome, the memos and the
     cache listing; the packs the new slice's path reads; per result computed, its object and
     entry (and a lookup of its key: an early cutoff); the output's slice, manifests and ref;
     two records. Each content-addressed write is one conditional PUT, each small read one GET."""
@@ -231,6 +232,18 @@ def test_new_objects_and_manifests_are_written_with_one_request_each(
                 looks = found.get("LIST", 0) + (found.get("HEAD", 0) if command == "freeze" else 0)
                 assert looks == 0, f"{command} at {n} slices, {area}: {dict(found)}"
             assert areas["objects"]["PUT"] >= 1
+
+
+def test_the_run_after_one_new_slice_reads_each_object_once(
+    new_slice: dict[int, dict[str, Counts]],
+) -> None:
+    """What planning read to verify a reused result is what the task that reads it gets (one
+    GET, one hash): no object is fetched twice in one run."""
+    for n, counts in new_slice.items():
+        gets = collections.Counter(
+            r.key for r in counts["run"].requests if r.kind == "GET" and "/objects/" in r.key
+        )
+        assert gets and max(gets.values()) == 1, f"at {n} slices: {gets}"
 
 
 def test_request_types_are_sorted_as_s3_defines_them() -> None:
