@@ -718,6 +718,13 @@ class Prepared:
 
         return built(self.root / name, lambda p: cb.Store(p).freeze(DATASET, table(), slice_by=key))
 
+    def store_of_file(self, name: str, rows: Path, key: str) -> Path:
+        """The store ``name`` holding the rows of Parquet file ``rows``, frozen by a
+        ``chanbatch snapshot freeze`` process: this process may hold the whole table, and the
+        freeze must not add its copies to it (SF10 did not fit in 24 GiB that way)."""
+        cmd = [cli(), "snapshot", "freeze", DATASET, str(rows), "--slice-by", key]
+        return built(self.root / name, lambda p: run_process([*cmd, "--store", str(p), "--json"]))
+
     def data(self, shape: str, positions: Sequence[str] = ()) -> Data:
         """The data of ``shape`` ('month', 'day' or 'decimal'), with the withheld slices of
         ``positions`` ('append', 'first', 'middle', 'last')."""
@@ -728,10 +735,11 @@ class Prepared:
         key = "l_shipdate" if shape == "day" else "month"
         table = self.table(source)
         file = self.parquet(f"{source}.parquet", lambda: table)
-        full = self.store(f"{shape}-full", lambda: table, key)
         counts = {d["values"]: d["counts"] for d in pc.value_counts(table[key]).to_pylist()}
         keys = sorted(counts)
-        out = Data(shape, key, file, full, len(keys), table.num_rows)
+        out = Data(shape, key, file, self.root / f"{shape}-full", len(keys), table.num_rows)
+        # (store, the file of its rows): frozen from files once the table is let go of
+        stores: list[tuple[str, Path]] = [(f"{shape}-full", file)]
         for label in positions:
             if label == "append":
                 k = append_key(table, key)
@@ -746,8 +754,15 @@ class Prepared:
             piece = self.parquet(
                 f"{shape}-{label}-piece.parquet", lambda k=k: table.filter(pc.equal(table[key], k))
             )
-            base = self.store(f"{shape}-{label}-base", base_rows, key)
-            out.withheld[label] = Withheld(label, k, counts[k], base, piece, upto)
+            base = f"{shape}-{label}-base"
+            if not (self.root / f"{base}.done").exists():
+                stores.append((base, self.parquet(f"{base}.parquet", base_rows)))
+            out.withheld[label] = Withheld(label, k, counts[k], self.root / base, piece, upto)
+        if not all((self.root / f"{name}.done").exists() for name, _ in stores):
+            del table
+            self._tables.clear()  # read again if asked for: the freezes need the memory
+            for name, rows in stores:
+                self.store_of_file(name, rows, key)
         self.seconds += time.perf_counter() - started
         return out
 
