@@ -19,7 +19,7 @@ import datetime as dt
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -175,47 +175,57 @@ def cached_table(storage: Storage, entry: CacheEntry) -> pa.Table:
     return table.slice(first, rows)
 
 
-class _PackTables:
-    """The last packs read in this process, parsed and verified, by store and object id.
+class _Objects:
+    """Objects of this process's stores, verified, by store and object id, within ``budget``
+    bytes (the least recently used dropped first, none bigger than ``largest``). An object
+    never changes (its id is its content's hash), so what is kept is what a read would give.
 
-    A combine reads up to eight children, and the partials and small combines of one batch
-    share a pack: on a new slice's path to the root, 43 reads fall on 6 packs. An object never
-    changes (its id is its content's hash), so a parsed one is kept, within ``budget`` bytes
-    of Arrow memory, the least recently used dropped first."""
+    Two are kept: the packs read (parsed), because a combine reads up to eight children and the
+    partials and small combines of one batch share a pack (on a new slice's path to the root,
+    43 reads fall on 6 packs); and the bytes a plan on a remote store read to verify a result,
+    for the one task that reads it next (one GET and one hash, not two), taken once."""
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int, largest: int, size: Callable[[Any], int]) -> None:
         self.budget = budget
-        self._tables: OrderedDict[tuple[str, str], pa.Table] = OrderedDict()
+        self.largest = largest
+        self._size = size
+        self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, url: str, oid: str) -> pa.Table | None:
+    def get(self, url: str, oid: str, *, take: bool = False) -> Any:
+        """The object kept, or None; ``take`` removes it."""
         with self._lock:
-            table = self._tables.get((url, oid))
-            if table is not None:
-                self._tables.move_to_end((url, oid))
-            return table
+            item = self._items.get((url, oid))
+            if item is not None:
+                if take:
+                    del self._items[(url, oid)]
+                    self._bytes -= self._size(item)
+                else:
+                    self._items.move_to_end((url, oid))
+            return item
 
-    def put(self, url: str, oid: str, table: pa.Table) -> None:
-        size = table.nbytes
-        if size > self.budget // 4:
+    def put(self, url: str, oid: str, item: Any) -> None:
+        size = self._size(item)
+        if size > self.largest:
             return
         with self._lock:
-            if (url, oid) in self._tables:
+            if (url, oid) in self._items:
                 return
-            self._tables[(url, oid)] = table
+            self._items[(url, oid)] = item
             self._bytes += size
             while self._bytes > self.budget:
-                _, dropped = self._tables.popitem(last=False)
-                self._bytes -= dropped.nbytes
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= self._size(dropped)
 
 
-_PACKS = _PackTables(budget=64 << 20)
+_PACKS = _Objects(64 << 20, 16 << 20, lambda table: table.nbytes)  # parsed packs
+_VERIFIED = _Objects(64 << 20, 8 << 20, len)  # bytes planning verified: see keep_verified
 
 
 def _object_bytes(storage: Storage, entry: CacheEntry) -> bytes:
     """The verified bytes of ``entry``'s object: as planning kept them, else read."""
-    data = _VERIFIED.take(storage.url, entry.object)
+    data = _VERIFIED.get(storage.url, entry.object, take=True)
     if data is not None:
         return data
     return get_object(storage, entry.object, entry.object_bytes)
@@ -223,46 +233,10 @@ def _object_bytes(storage: Storage, entry: CacheEntry) -> bytes:
 
 def keep_verified(storage: Storage, oid: str, data: bytes) -> None:
     """Keep the bytes of object ``oid``, which planning just read and verified, for the task of
-    this run that reads them next in this process (see :class:`_VerifiedBytes`)."""
+    this run that reads them next in this process (under the threads scheduler); a local store
+    keeps none (a read there is cheap)."""
     if not storage.is_local:
-        _VERIFIED.keep(storage.url, oid, data)
-
-
-class _VerifiedBytes:
-    """Objects a plan on a remote store read and verified, kept for the one task that reads
-    each next in this process (a computed combine's cached inputs, under the threads
-    scheduler): one GET and one hash, not two. An object never changes (its id is its content's
-    hash), so the kept bytes are what a read would give. Each is taken once; within
-    ``budget`` bytes, the oldest dropped first; a local store keeps none (a read there is
-    cheap)."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self._data: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def keep(self, url: str, oid: str, data: bytes) -> None:
-        if len(data) > self.budget // 8:
-            return
-        with self._lock:
-            if (url, oid) in self._data:
-                return
-            self._data[(url, oid)] = data
-            self._bytes += len(data)
-            while self._bytes > self.budget:
-                _, dropped = self._data.popitem(last=False)
-                self._bytes -= len(dropped)
-
-    def take(self, url: str, oid: str) -> bytes | None:
-        with self._lock:
-            data = self._data.pop((url, oid), None)
-            if data is not None:
-                self._bytes -= len(data)
-            return data
-
-
-_VERIFIED = _VerifiedBytes(budget=64 << 20)
+        _VERIFIED.put(storage.url, oid, data)
 
 
 def read_result(storage: Storage, entry: CacheEntry) -> pd.DataFrame:

@@ -74,7 +74,7 @@ def _known(task: Task, view: CacheView | None) -> bool:
 def _prefetch(plan: Plan, view: CacheView | None, deps: tuple[str, ...]) -> None:
     """Look up the cached results among ``deps`` (a computed task's inputs, each needed next)
     together: see :meth:`CacheView.prefetch`."""
-    if view is not None:
+    if view is not None and not view.storage.is_local:  # a local store reads them as asked
         view.prefetch([k for k in deps if k in plan.tasks and _known(plan.tasks[k], view)])
 
 

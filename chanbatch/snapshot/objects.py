@@ -46,6 +46,10 @@ def put_object(
 ONE_REQUEST_BYTES = 32 * 2**20
 
 
+def _small(size: int | None) -> bool:
+    return size is not None and size <= ONE_REQUEST_BYTES
+
+
 #: What :func:`heal_object` (and a freeze) found where an object belongs.
 NEW, PRESENT, HEALED = "new", "present", "healed"
 
@@ -55,13 +59,12 @@ def object_state(storage: Storage, oid: str, size: int | None = None) -> str | N
     there but damaged (it needs healing), None if it is absent. ``size``: its size, if known
     (see :func:`get_object`)."""
     rel = object_path(oid)
-    small = size is not None and size <= ONE_REQUEST_BYTES
     try:
         local = storage.local_path(rel)
         if local is not None:
             found = digest_file(local)[0]
         else:
-            found = digest(storage.read_bytes(rel, small=small))
+            found = digest(storage.read_bytes(rel, small=_small(size)))
     except FileNotFoundError:
         return None
     return PRESENT if found == oid else HEALED
@@ -91,9 +94,8 @@ def heal_object(
 def get_object(storage: Storage, oid: str, size: int | None = None) -> bytes:
     """The verified bytes of object ``oid``; raises IntegrityError if missing or corrupt.
     ``size``, when the caller knows it, lets a small object be read in one request."""
-    small = size is not None and size <= ONE_REQUEST_BYTES
     try:
-        data = storage.read_bytes(object_path(oid), small=small)
+        data = storage.read_bytes(object_path(oid), small=_small(size))
     except FileNotFoundError:
         raise IntegrityError(
             f"object {oid[:12]} is missing from the store",

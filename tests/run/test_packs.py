@@ -273,13 +273,13 @@ def test_a_pack_read_for_many_entries_is_parsed_once(tmp_path: Path, monkeypatch
     parsed = []
     real = index.parse_parquet
     monkeypatch.setattr(index, "parse_parquet", lambda data: parsed.append(1) or real(data))
-    monkeypatch.setattr(index, "_PACKS", index._PackTables(budget=1 << 20))
+    monkeypatch.setattr(index, "_PACKS", index._Objects(1 << 20, 1 << 18, lambda t: t.nbytes))
     for i, entry in enumerate(entries):
         got = index.cached_table(storage, entry)
         assert got.to_pydict() == table.slice(2 * i, 2).to_pydict()
     assert len(parsed) == 1
 
-    small = index._PackTables(budget=4 * table.nbytes)  # room for about four
+    small = index._Objects(4 * table.nbytes, table.nbytes, lambda t: t.nbytes)  # room for four
     for i in range(10):
         small.put("url", f"{i}", table)
     assert small.get("url", "9") is not None and small.get("url", "0") is None
