@@ -5,6 +5,6 @@ library, prints, and maps :class:`chanbatch.errors.ChanbatchError` to ``Error: .
 code in one place (:func:`main`).
 """
 
-from chanbatch.cli.main import main
+from chanbatch.cli.main import console, main
 
-__all__ = ["main"]
+__all__ = ["console", "main"]

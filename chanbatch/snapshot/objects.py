@@ -84,6 +84,8 @@ def heal_object(
     rel = object_path(oid)
     if storage.create_new(rel, data):
         return oid, NEW
+    if storage.made_here(rel):  # written by this process moments ago: nothing to check
+        return oid, PRESENT
     state = object_state(storage, oid, len(data))
     if state == PRESENT and storage.refresh(rel, data):
         return oid, PRESENT
@@ -94,14 +96,17 @@ def heal_object(
 def get_object(storage: Storage, oid: str, size: int | None = None) -> bytes:
     """The verified bytes of object ``oid``; raises IntegrityError if missing or corrupt.
     ``size``, when the caller knows it, lets a small object be read in one request."""
+    rel = object_path(oid)
     try:
-        data = storage.read_bytes(object_path(oid), small=_small(size))
+        data = storage.read_bytes(rel, small=_small(size))
     except FileNotFoundError:
+        storage.distrust(rel)
         raise IntegrityError(
             f"object {oid[:12]} is missing from the store",
             hint="run `chanbatch snapshot verify` to see what else is damaged",
         ) from None
     if digest(data) != oid:
+        storage.distrust(rel)
         raise IntegrityError(
             f"object {oid[:12]} is corrupt: its bytes do not match its id",
             hint="run `chanbatch snapshot verify` to list every damaged file",
@@ -124,6 +129,8 @@ def write_manifest(
     rel = manifest_path(mid)
     if storage.create_new(rel, data):
         return mid, False
+    if storage.made_here(rel):
+        return mid, False
     if not storage.refresh(rel, data):
         storage.write_atomic(rel, data)
         return mid, False
@@ -140,7 +147,11 @@ def write_manifest(
 
 def get_manifest(storage: Storage, mid: str) -> SliceManifest | SnapshotManifest:
     """The verified, parsed manifest ``mid``; raises IntegrityError if missing or corrupt."""
-    return parse_manifest(_manifest_bytes(storage, mid), mid)
+    try:
+        return parse_manifest(_manifest_bytes(storage, mid), mid)
+    except IntegrityError:
+        storage.distrust(manifest_path(mid))
+        raise
 
 
 def _manifest_bytes(storage: Storage, mid: str) -> bytes:

@@ -264,8 +264,10 @@ def read_footer(storage: Storage, oid: str, size: int | None = None) -> pq.FileM
         with storage.fs.open(storage.full(rel), "rb") as handle:
             return pq.read_metadata(handle)
     except FileNotFoundError:
+        storage.distrust(rel)
         raise IntegrityError(f"object {oid[:12]} is missing from the store") from None
     except (OSError, ValueError) as exc:  # pyarrow: OSError, or ArrowInvalid (a ValueError)
+        storage.distrust(rel)
         detail = " ".join(str(exc).split())
         raise IntegrityError(f"object {oid[:12]} has an unreadable footer: {detail}") from exc
 

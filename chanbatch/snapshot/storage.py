@@ -35,6 +35,10 @@ TMP_DIR = "tmp"
 #: younger: gc's grace period must exceed this plus the longest freeze or run (default 1h).
 REFRESH_AFTER = 60.0
 
+#: The content-addressed files this process created on remote stores, with when (monotonic):
+#: see :meth:`Storage.made_here`. Shared by every Storage of one store (a run opens several).
+_MADE: dict[tuple[str, str, str], float] = {}
+
 
 class Storage:
     """A store root on any fsspec filesystem, opened with ``storage_options`` (fsspec's keyword
@@ -45,6 +49,7 @@ class Storage:
         self.options: dict[str, Any] = dict(storage_options or {})
         self._whole: dict[str, Any] | None = None  # see _whole_reads
         self._fs: Any = None
+        self._identity = (self.url, repr(sorted(self.options.items())))
         local = _local_path(self.url)
         if local is not None:
             # A plain path needs no fsspec: importing it costs more than listing a store.
@@ -315,7 +320,25 @@ class Storage:
         is tried: there a look (a stat) costs less than writing a file that may be there."""
         if self.is_local:
             return None
-        return self.create_exclusive(rel, bytes(data))
+        if self.made_here(rel):
+            return False
+        made = self.create_exclusive(rel, bytes(data))
+        if made:
+            _MADE[(*self._identity, rel)] = time.monotonic()
+        return made
+
+    def made_here(self, rel: str) -> bool:
+        """Whether this process created the content-addressed file ``rel`` (:meth:`create_new`)
+        less than ``REFRESH_AFTER`` seconds ago. Then it is there, whole, with the bytes its
+        name says, and young enough for gc: writing it again (a run stores one result as a
+        cache entry and again in its output) needs no request to look, check or refresh it.
+        A read that finds it missing or damaged since takes this back (:meth:`distrust`)."""
+        made = _MADE.get((*self._identity, rel))
+        return made is not None and time.monotonic() - made < REFRESH_AFTER
+
+    def distrust(self, rel: str) -> None:
+        """Forget that this process made ``rel``: a read found it missing or damaged since."""
+        _MADE.pop((*self._identity, rel), None)
 
     def refresh(self, rel: str, data: bytes | memoryview) -> bool:
         """Whether ``rel`` exists; if it does, it is made young again for gc.
@@ -339,6 +362,8 @@ class Storage:
                     raise  # a read-only filesystem: replacing the file fails the same way
                 # another user's file: replacing it needs only the folder
                 self.write_atomic(rel, data)
+            return True
+        if self.made_here(rel):
             return True
         # fsspec's touch(truncate=False) is NotImplemented on most object stores: rewrite.
         mtime = self.mtime(rel)

@@ -2,7 +2,7 @@
 
 - :func:`run_many` runs many ``chanbatch`` command lines fast and faithfully: one Python process
   imports the CLI once, then forks a child per command line, two at a time. Each child runs the
-  console script's own entry point (``chanbatch.cli:main``) with its stdout and stderr file descriptors
+  console script's entry point (``chanbatch.cli:main``, which ``console`` wraps) with its stdout and stderr file descriptors
   sent to files, so the exit status and the output are exactly what the installed script gives;
   a child that runs longer than its time limit is killed by SIGALRM, which shows as a hang.
 - :class:`Sandbox`: a store inside a directory, a canary directory beside it, and a snapshot of

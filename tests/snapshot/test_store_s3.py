@@ -139,14 +139,45 @@ def test_a_content_addressed_write_is_one_conditional_put(s3_store_url: str, tmp
     )
     assert Storage(str(tmp_path)).create_new("objects/ab/cd", b"payload") is None
 
+    # another process wrote this object a day ago: reusing it renews it for gc
     data = b"an object's bytes"
-    oid, written = put_object(storage, data)
-    assert (oid, written) == (digest(data), True)
+    oid = digest(data)
+    rel = f"objects/{oid[:2]}/{oid[2:]}"
+    other_client().pipe_file(f"{s3_store_url.removeprefix('s3://')}/{rel}", data)
     assert age_s3(s3_store_url, DAY) == 2
     assert put_object(storage, data) == (oid, False)
-    mtime = storage.mtime(f"objects/{oid[:2]}/{oid[2:]}")
+    mtime = storage.mtime(rel)
     assert mtime is not None and mtime > time.time() - REFRESH_AFTER
-    assert storage.read_bytes(f"objects/{oid[:2]}/{oid[2:]}") == data
+    assert storage.read_bytes(rel) == data
+
+
+def test_a_file_this_process_wrote_is_trusted_until_a_read_finds_it_damaged(
+    s3_store_url: str,
+) -> None:
+    """A run writes one result as a cache entry and again in its output: the second write of
+    an object this process made moments ago is neither sent nor checked. Once a read finds it
+    damaged, the next write checks it and heals it."""
+    from chanbatch.errors import IntegrityError
+    from chanbatch.hashing import digest
+    from chanbatch.snapshot.objects import get_object, heal_object, put_object
+
+    storage = Storage(s3_store_url)
+    data = b"a result's bytes"
+    oid, written = put_object(storage, data)
+    assert (oid, written) == (digest(data), True)
+    rel = f"objects/{oid[:2]}/{oid[2:]}"
+    assert storage.made_here(rel)
+    assert Storage(s3_store_url).made_here(rel)  # every Storage of the store knows it
+    path = f"{s3_store_url.removeprefix('s3://')}/{rel}"
+    other_client().pipe_file(path, b"flipped bits")  # damaged behind this process's back
+    assert put_object(storage, data) == (oid, False)  # trusted: nothing looked at
+    assert other_client().cat_file(path) == b"flipped bits"
+    with pytest.raises(IntegrityError, match="corrupt"):
+        get_object(storage, oid)
+    assert not storage.made_here(rel)
+    assert heal_object(storage, data) == (oid, "healed")
+    assert other_client().cat_file(path) == data
+    assert get_object(storage, oid) == data
 
 
 def test_gc_grace_counts_from_last_modified(s3_store_url: str) -> None:
