@@ -21,7 +21,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chanbatch.errors import IntegrityError
 from chanbatch.hashing import digest, seal, unseal
@@ -263,20 +263,53 @@ def write_table(
 ) -> CacheEntry:
     """Store an already normalised Arrow ``table`` as the result of ``key``; the entry is
     written after its object."""
+    staged = stage_table(key, table, kind=kind, stage=stage)
+    staged.store(storage)
+    return staged.entries[0]
+
+
+def stage_table(key: str, table: Any, *, kind: str = "", stage: str = "") -> Staged:
+    """An already normalised Arrow ``table`` encoded as the result of ``key``, with its entry,
+    to be stored (:meth:`Staged.store`)."""
     data = encode_parquet(table)
-    # ``repair``: this result may be recomputed because its object was found corrupt
-    oid, _new = put_object(storage, data, repair=True)
     entry = CacheEntry(
         key=key,
-        object=oid,
+        object=digest(data),
         rows=table.num_rows,
         bytes=len(data),
         kind=kind,
         stage=stage,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
     )
-    storage.write_atomic(entry_path(key), seal(entry.document()))
-    return entry
+    return Staged(data=data, entries=(entry,))
+
+
+class _Index(Protocol):
+    def write(self, storage: Storage) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Staged:
+    """Results encoded and named, not stored yet: their object's bytes, and the entries that
+    will name it (written as one entry file, or as the pack ``index`` of several).
+
+    Everything a task needs of its result is known here, its id included, so the requests
+    that store it can be made later, on another thread (:mod:`chanbatch.cache.behind`)."""
+
+    data: bytes | memoryview
+    entries: tuple[CacheEntry, ...]
+    index: _Index | None = None
+
+    def store(self, storage: Storage) -> None:
+        """Write the object, then what names it: a reader never finds an entry before its
+        object."""
+        # ``repair``: these results may be recomputed because their object was found corrupt
+        put_object(storage, self.data, self.entries[0].object, repair=True)
+        if self.index is not None:
+            self.index.write(storage)
+        else:
+            entry = self.entries[0]
+            storage.write_atomic(entry_path(entry.key), seal(entry.document()))
 
 
 # -- the contents memo -------------------------------------------------------------------------

@@ -25,11 +25,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chanbatch.cache.index import CacheEntry, entry_path, parse_range
+from chanbatch.cache.index import CacheEntry, Staged, parse_range
 from chanbatch.hashing import canonical_json, digest, seal, unseal
 from chanbatch.snapshot import layout
 from chanbatch.snapshot.freeze import encode_parquet
-from chanbatch.snapshot.objects import put_object
 from chanbatch.snapshot.roots import Roots
 from chanbatch.snapshot.storage import Storage
 
@@ -81,9 +80,22 @@ def write_pack(
     """Store the rows of normalised Arrow ``table`` as the results of ``members`` (key, rows),
     in order: one object, then one entry for a single member, else one pack index.
     ``contents``: the members' :func:`content_id`, when the caller has them already."""
+    staged = stage_pack(table, members, kind=kind, stage=stage, contents=contents)
+    staged.store(storage)
+    return list(staged.entries)
+
+
+def stage_pack(
+    table: pa.Table,
+    members: list[tuple[str, int]],
+    *,
+    kind: str,
+    stage: str,
+    contents: list[str] | None = None,
+) -> Staged:
+    """:func:`write_pack`'s object and entries, to be stored (:meth:`Staged.store`)."""
     data = encode_parquet(table)
-    # ``repair``: these results may be recomputed because their pack was found corrupt
-    oid, _new = put_object(storage, data, repair=True)
+    oid = digest(data)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
     spans = []
     first = 0
@@ -94,7 +106,7 @@ def write_pack(
         contents = content_ids(table, spans)
     # the pack's name, known before its members: each entry is made once, naming it
     name = Pack.name_of(oid, [key for key, _ in members]) if len(members) > 1 else ""
-    entries = [
+    entries = tuple(
         CacheEntry(
             key=key,
             object=oid,
@@ -109,13 +121,11 @@ def write_pack(
             pack_bytes=len(data),
         )
         for (key, rows), span, content in zip(members, spans, contents, strict=True)
-    ]
+    )
     if len(entries) == 1:
-        storage.write_atomic(entry_path(entries[0].key), seal(entries[0].document()))
-        return entries
-    pack = Pack(name=name, object=oid, bytes=len(data), members=tuple(entries))
-    pack.write(storage)
-    return entries
+        return Staged(data=data, entries=entries)
+    pack = Pack(name=name, object=oid, bytes=len(data), members=entries)
+    return Staged(data=data, entries=entries, index=pack)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,8 +26,9 @@ from typing import Any
 import pyarrow as pa
 
 from chanbatch.blueprint.model import Aggregate, Stage, Union
+from chanbatch.cache import behind
 from chanbatch.cache.index import CacheEntry, lookup
-from chanbatch.cache.packs import PACK_ROWS, content_id, content_ids, write_pack
+from chanbatch.cache.packs import PACK_ROWS, content_id, content_ids, stage_pack
 from chanbatch.cache.runs import TaskOutcome
 from chanbatch.compile.keys import task_key
 from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
@@ -332,13 +333,15 @@ def _combines(call: BatchCall, batch: Batch) -> tuple[Part, ...]:
                 small.append((task, part, table))
                 contents.append(part.ident)
             else:
-                part.entry = store_part(storage, key, part, kind=task.kind, stage=stage.name)
+                part.entry = store_part(
+                    storage, key, part, kind=task.kind, stage=stage.name, run=call.run
+                )
                 part.ident = part.entry.ident
             done[index] = part
             outcomes[index] = _outcome(
                 task, time.time() - share, share, rows=part.rows, stored=part.ident, key=key
             )
-    _store_small(storage, small, stage.name, contents)
+    _store_small(storage, small, stage.name, contents, call.run)
     packs = {part.key: part.entry.pack for _, part, _ in small if part.entry and part.entry.pack}
     reported = [outcomes[index] for index in sorted(outcomes)]
     if packs:  # where each went: the memo's hints for the next plan
@@ -426,26 +429,28 @@ def _content_ids(
 
 
 def _store_small(
-    storage: Storage, small: list[tuple[Task, Part, pa.Table]], stage: str, contents: list[str]
+    storage: Storage,
+    small: list[tuple[Task, Part, pa.Table]],
+    stage: str,
+    contents: list[str],
+    run: str,
 ) -> None:
-    """Small combine results in one pack (each alone where their types differ); ``contents``:
-    their content ids, known already."""
+    """Small combine results in one pack (each alone where their types differ), stored behind
+    ``run`` (their parts keep their rows); ``contents``: their content ids, known already."""
     if len(small) > 1 and all(t.schema.equals(small[0][2].schema) for _, _, t in small):
         whole = pa.concat_tables([t for _, _, t in small]).combine_chunks()
         members = [(part.key, t.num_rows) for _, part, t in small]
-        packed = write_pack(storage, whole, members, kind="combine", stage=stage, contents=contents)
-        for (_, part, _t), entry in zip(small, packed, strict=True):
+        staged = stage_pack(whole, members, kind="combine", stage=stage, contents=contents)
+        behind.store(storage, staged, run)
+        for (_, part, _t), entry in zip(small, staged.entries, strict=True):
             part.entry = entry
         return
     for (task, part, table), content in zip(small, contents, strict=True):
-        part.entry = write_pack(
-            storage,
-            table,
-            [(part.key, table.num_rows)],
-            kind=task.kind,
-            stage=stage,
-            contents=[content],
-        )[0]
+        staged = stage_pack(
+            table, [(part.key, table.num_rows)], kind=task.kind, stage=stage, contents=[content]
+        )
+        behind.store(storage, staged, run)
+        part.entry = staged.entries[0]
 
 
 def _same_schema(tables: list[pa.Table | None]) -> bool:
@@ -553,11 +558,12 @@ def _store_partials(
                 members = [
                     (task.key, t.num_rows) for (task, _), t in zip(small, tables, strict=True)
                 ]
-                packed = write_pack(storage, whole, members, kind="partial", stage=stage)
-                entries = {e.key: e for e in packed}
+                staged = stage_pack(whole, members, kind="partial", stage=stage)
+                behind.store(storage, staged, call.run)
+                entries = {e.key: e for e in staged.entries}
     for task, part in ready:
         entry = entries.get(task.key) or store_part(
-            storage, task.key, part, kind=task.kind, stage=stage
+            storage, task.key, part, kind=task.kind, stage=stage, run=call.run
         )
         part.ident, part.entry = entry.ident, entry
         parts[task.key] = part

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow as pa
 
 from chanbatch.blueprint.model import Aggregate, Sort, Stage, Union
-from chanbatch.cache import CacheEntry, lookup, read_result
-from chanbatch.cache.index import cached_table, frame_table, write_table
-from chanbatch.cache.packs import PACK_ROWS, PACKED_KINDS, write_pack
+from chanbatch.cache import CacheEntry, behind, lookup, read_result
+from chanbatch.cache.index import cached_table, frame_table, stage_table
+from chanbatch.cache.packs import PACK_ROWS, PACKED_KINDS, stage_pack
 from chanbatch.cache.runs import TaskOutcome
 from chanbatch.compile.decide import Decision
 from chanbatch.compile.keys import task_key
@@ -280,7 +280,9 @@ def run_task(call: Call, *deps: Part) -> Part:
     rows = part.rows
     written = None
     if task.stored or (task.checkpoint and rows <= CHECKPOINT_RATIO * max(task.source_rows, 1)):
-        entry = store_part(storage_for(call.url), key, part, kind=task.kind, stage=task.stage)
+        entry = store_part(
+            storage_for(call.url), key, part, kind=task.kind, stage=task.stage, run=call.run
+        )
         written = entry.ident
         if task.stored:
             part.ident = entry.ident
@@ -418,14 +420,20 @@ def _pandas() -> Any:
     return execute
 
 
-def store_part(storage: Storage, key: str, part: Part, *, kind: str, stage: str) -> CacheEntry:
+def store_part(
+    storage: Storage, key: str, part: Part, *, kind: str, stage: str, run: str = ""
+) -> CacheEntry:
     """Keep ``part``'s rows as the result of ``key``: a small partial or combine packed (a pack
     of one here; :mod:`chanbatch.engine.batch` packs many), anything else as an object of its
-    own."""
+    own. With ``run``, stored behind that run when it stores behind (:mod:`chanbatch.cache.behind`):
+    ``part`` must then keep its rows, for they may not be readable from the store yet."""
     table = storable_table(part)
     if kind in PACKED_KINDS and table.num_rows <= PACK_ROWS:
-        return write_pack(storage, table, [(key, table.num_rows)], kind=kind, stage=stage)[0]
-    return write_table(storage, key, table, kind=kind, stage=stage)
+        staged = stage_pack(table, [(key, table.num_rows)], kind=kind, stage=stage)
+    else:
+        staged = stage_table(key, table, kind=kind, stage=stage)
+    behind.store(storage, staged, run)
+    return staged.entries[0]
 
 
 def storable_table(part: Part) -> pa.Table:

@@ -99,12 +99,16 @@ class LocalExecutor:
     sync: bool
     workers: int | None
     pin: bool
+    #: the store is not on a local disk: its results are stored behind the tasks
+    #: (:mod:`chanbatch.cache.behind`), a write being a round trip there
+    remote: bool = False
 
     def worker_url(self, storage: Storage) -> str:
         from chanbatch.snapshot.options import remember
 
         url = storage.root if storage.is_local else storage.url
         remember(url, storage.options)  # the tasks, in this process, open it as this run does
+        self.remote = not storage.is_local
         return url
 
     def execute(
@@ -116,6 +120,7 @@ class LocalExecutor:
         progress: Progress | None,
         fusion: Fusion | None = None,
     ) -> Executed:
+        from chanbatch.cache.behind import behind
         from chanbatch.engine.batch import Batch, member
         from chanbatch.engine.graph import Part, take_ledger
         from chanbatch.run.local import run_graph
@@ -137,7 +142,8 @@ class LocalExecutor:
                 progress.advance(plan.tasks[key].stage, result.outcome)
 
         try:
-            results = run_graph(graph, targets, workers=workers, done=done)
+            with behind(run_id) if self.remote else contextlib.nullcontext():
+                results = run_graph(graph, targets, workers=workers, done=done)
         finally:
             ledger = take_ledger(run_id)
         return dict(zip(targets, results, strict=True)), ledger

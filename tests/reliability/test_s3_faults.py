@@ -193,3 +193,52 @@ def test_an_outage_ends_in_one_clear_error_and_no_ref(
     )
     assert done.returncode == 0, done.stderr
     pd.testing.assert_frame_equal(rows(s3_store_url, "sales"), raw([*base, new]))
+
+
+PER_DAY = """\
+name: per_day
+inputs:
+  sales: sales
+stages:
+  per_day:
+    from: sales
+    group_by: [day]
+    aggregate: {n: count(), total: sum(amount)}
+outputs:
+  per_day: sales_per_day
+"""
+
+
+def test_a_run_whose_results_cannot_be_stored_fails_clearly_and_commits_nothing(
+    s3_store_url: str, s3_fault_proxy: FaultProxy, base: list[Path], tmp_path: Path
+) -> None:
+    """A run stores its results behind its tasks (chanbatch.cache.behind): a write refused
+    there still fails the run, with one ``Error:`` line, before any output is frozen; the
+    store stays valid and the next run gives DuckDB's answer."""
+    blueprint = tmp_path / "per_day.yaml"
+    blueprint.write_text(PER_DAY)
+    s3_fault_proxy.fail(503, match=lambda m, p: m == "PUT" and "/cache/" in p)
+    done = cli(
+        "run", str(blueprint), "--store", s3_store_url,
+        env=through(s3_fault_proxy, AWS_MAX_ATTEMPTS="2"),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
+    assert s3_store_url in lines[0] and "cannot write" in lines[0], lines[0]
+    s3_fault_proxy.heal()
+    assert ref_log(s3_store_url, "sales_per_day") == []
+    verify_clean(s3_store_url)
+    done = cli("run", str(blueprint), "--store", s3_store_url, "--json", env=through(s3_fault_proxy))
+    assert done.returncode == 0, done.stderr
+    snapshot = json.loads(done.stdout)["outputs"]["per_day"]["snapshot"]
+    import chanbatch
+
+    got = chanbatch.Store(s3_store_url).read_pandas(f"sales_per_day@{snapshot}")
+    got = got.sort_values("day").reset_index(drop=True)[["day", "n", "total"]]
+    listed = ", ".join(f"'{p}'" for p in base)
+    want = duckdb.sql(
+        f"select day, count(*) as n, sum(amount) as total from read_csv([{listed}]) "
+        "group by day order by day"
+    ).df()
+    pd.testing.assert_frame_equal(got.astype("float64"), want.astype("float64"))
