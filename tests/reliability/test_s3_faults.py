@@ -229,7 +229,9 @@ def test_a_run_whose_results_cannot_be_stored_fails_clearly_and_commits_nothing(
     s3_fault_proxy.heal()
     assert ref_log(s3_store_url, "sales_per_day") == []
     verify_clean(s3_store_url)
-    done = cli("run", str(blueprint), "--store", s3_store_url, "--json", env=through(s3_fault_proxy))
+    done = cli(
+        "run", str(blueprint), "--store", s3_store_url, "--json", env=through(s3_fault_proxy)
+    )
     assert done.returncode == 0, done.stderr
     snapshot = json.loads(done.stdout)["outputs"]["per_day"]["snapshot"]
     import chanbatch
