@@ -70,6 +70,13 @@ class CacheView:
             return False
         return self._in_hinted_pack(key) is not None or key in self.packed
 
+    def may_have(self, key: str) -> bool:
+        """Whether ``key`` had an entry file when the cache was listed, or the memo names the
+        pack that holds it: what :meth:`has_entry` would read a pack index to confirm."""
+        if key in self._listed() or key in self.hints:
+            return True
+        return self._packed is not None and key in self._packed
+
     def _listed(self) -> set[str]:
         """The keys of the entry files in ``cache/``, listed once."""
         if self._present is None:
@@ -102,7 +109,7 @@ class CacheView:
         send one after another: on the path of a new slice, a combine's siblings at every
         level. Each pack index and each object is still read once. A local store is read one
         key at a time, as before (a read there costs less than a thread)."""
-        todo = [k for k in dict.fromkeys(keys) if k not in self._fetched]
+        todo = [k for k in dict.fromkeys(keys) if k not in self._fetched and self.may_have(k)]
         if self.storage.is_local or len(todo) < 2:
             return
         from concurrent.futures import ThreadPoolExecutor

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,6 +34,7 @@ def decide(plan: Plan, storage: Storage, view: CacheView | None = None) -> dict[
     for stage in plan.blueprint.outputs:
         needed.update(k for k in plan.results[stage].keys if k)
     decisions: dict[str, Decision] = {}
+    _prefetch(plan, view, _surely_needed(plan, needed))
     for task in reversed(list(plan.tasks.values())):
         if task.key not in needed:
             decisions[task.key] = Decision(
@@ -71,11 +73,33 @@ def _known(task: Task, view: CacheView | None) -> bool:
     return known and (view is None or view.has_entry(task.key, task.kind))
 
 
-def _prefetch(plan: Plan, view: CacheView | None, deps: tuple[str, ...]) -> None:
+def _prefetch(plan: Plan, view: CacheView | None, deps: Sequence[str]) -> None:
     """Look up the cached results among ``deps`` (a computed task's inputs, each needed next)
     together: see :meth:`CacheView.prefetch`."""
-    if view is not None and not view.storage.is_local:  # a local store reads them as asked
-        view.prefetch([k for k in deps if k in plan.tasks and _known(plan.tasks[k], view)])
+    if view is None or view.storage.is_local:  # a local store reads them as asked
+        return
+    # whether each is cached is for the prefetch to find out, its pack indexes read together
+    view.prefetch([k for k in deps if k in plan.tasks and _known(plan.tasks[k], None)])
+
+
+def _surely_needed(plan: Plan, needed: set[str]) -> list[str]:
+    """The tasks ``needed`` whatever the cache holds: those, and the inputs of each provisional
+    one among them (computed without a look: its key is not known yet), and so on down. On a
+    new slice's path these are every level's cached siblings, looked up together up front
+    instead of one level after another."""
+    out: list[str] = []
+    seen: set[str] = set()
+    stack = sorted(needed)
+    while stack:
+        key = stack.pop()
+        task = plan.tasks.get(key)
+        if key in seen or task is None:
+            continue
+        seen.add(key)
+        out.append(key)
+        if task.provisional:
+            stack.extend(task.deps)
+    return out
 
 
 def _why(kind: str) -> str:
