@@ -15,12 +15,20 @@ import contextlib
 import datetime as dt
 import time
 from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from chanbatch.blueprint.model import Blueprint, Map
 from chanbatch.cache import CacheView, write_memo
-from chanbatch.cache.index import read_chains, read_outcome, write_chains
+from chanbatch.cache.index import (
+    chains_path,
+    memo_path,
+    outcome_path,
+    read_chains,
+    read_outcome,
+    write_chains,
+)
 from chanbatch.cache.runs import (
     RUNNING,
     RunRecord,
@@ -263,6 +271,7 @@ def run_blueprint(
     when a stage raises.
     """
     clock = time.perf_counter()
+    store.storage.read_ahead([outcome_path(blueprint.name)])  # read while the inputs resolve
     inputs = resolve_inputs(blueprint, store, sets)
     check_outputs(blueprint, store, inputs, overwrite)
 
@@ -274,6 +283,8 @@ def run_blueprint(
         result = repeated(store, blueprint, inputs, lambda: executor().name, clock, outcome)
         if result is not None:
             return result
+    # what planning reads first, together (on an object store: one round trip, not two)
+    store.storage.read_ahead([chains_path(blueprint.name), memo_path(blueprint.name)])
     run = _prepare(blueprint, store, inputs, allow_modules, executor, clock, outcome)
     # refused runs have stopped by now, before writing anything
     write_record(store.storage, run.intent)
@@ -387,14 +398,29 @@ def _finish(
     storage, plan, done = run.store.storage, run.report.plan, run.done or {}
     contents = recording.memo_contents(plan, done)
     packs = recording.pack_of(done, run.report.decisions, run.report.hints)
-    memo_digest = None
-    if run.computed or contents != run.report.memo:  # also replaces a damaged or stale memo
-        memo_digest = write_memo(
-            storage, run.blueprint.name, contents, recording.memo_packs(contents, packs)
-        )
-    if plan.chains:
-        memo = plan.chain_memo(recording.content_of(plan, done), packs)
-        write_chains(storage, run.blueprint.name, memo)
+    with _Writes(storage) as writes:
+        memo_digest: Callable[[], str | None] = lambda: None  # noqa: E731
+        if run.computed or contents != run.report.memo:  # also replaces a damaged or stale memo
+            memo_packs = recording.memo_packs(contents, packs)
+            memo_digest = writes.add(write_memo, storage, run.blueprint.name, contents, memo_packs)
+        if plan.chains:
+            memo = plan.chain_memo(recording.content_of(plan, done), packs)
+            writes.add(write_chains, storage, run.blueprint.name, memo)
+        record, stats = _record(run, output_keys, snapshots, versions)
+        writes.add(write_record, storage, record)
+    # last: the outcome names the memo and the record, written by now
+    leave_outcome(run.store, plan, run.intent.run, output_keys, snapshots, stats, memo_digest())
+    return RunResult(run_id=run.intent.run, snapshots=snapshots, stats=stats, store=run.store)
+
+
+def _record(
+    run: _Run,
+    output_keys: dict[str, list[str]],
+    snapshots: dict[str, dict[str, Any]],
+    versions: dict[str, int],
+) -> tuple[RunRecord, dict[str, Any]]:
+    """The run's full record, and its statistics."""
+    plan, done = run.report.plan, run.done or {}
     tasks = recording.recorded_tasks(run.report, done, run.started_at)
     seconds = time.perf_counter() - run.clock
     stats = recording.run_stats(recording.stage_stats(tasks, plan.collapsed_counts()), seconds)
@@ -409,6 +435,37 @@ def _finish(
         versions=versions,
         stats=stats,
     )
-    write_record(storage, record)
-    leave_outcome(run.store, plan, run.intent.run, output_keys, snapshots, stats, memo_digest)
-    return RunResult(run_id=run.intent.run, snapshots=snapshots, stats=stats, store=run.store)
+    return record, stats
+
+
+class _Writes:
+    """Writes that do not depend on each other: on an object store sent together, on threads
+    (each is a round trip there), on a local disk made at once, in turn. :meth:`add` returns
+    what gives the write's result; leaving the block waits for every write, and raises the
+    first one's error."""
+
+    def __init__(self, storage: Any) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        if not storage.is_local:
+            self._pool = ThreadPoolExecutor(4, thread_name_prefix="chanbatch-write")
+        self._futures: list[Future[Any]] = []
+
+    def add(self, write: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+        if self._pool is None:
+            value = write(*args)
+            return lambda: value
+        future = self._pool.submit(write, *args)
+        self._futures.append(future)
+        return future.result
+
+    def __enter__(self) -> _Writes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is None:
+            return
+        try:
+            for future in self._futures:
+                future.result()
+        finally:
+            self._pool.shutdown(wait=True)

@@ -25,9 +25,12 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chanbatch.errors import ChanbatchError, NoStoreError, StoreError, StoreUrlError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 TMP_DIR = "tmp"
 #: On stores that cannot set a file's mtime (object stores, ``memory://``), a reused file is
@@ -50,6 +53,7 @@ class Storage:
         self._whole: dict[str, Any] | None = None  # see _whole_reads
         self._fs: Any = None
         self._identity = (self.url, repr(sorted(self.options.items())))
+        self._ahead: dict[str, Future[bytes]] = {}  # see read_ahead
         local = _local_path(self.url)
         if local is not None:
             # A plain path needs no fsspec: importing it costs more than listing a store.
@@ -157,8 +161,31 @@ class Storage:
         if self.is_local:
             with open(self.full(rel), "rb") as handle:
                 return handle.read()
+        ahead = self._ahead.pop(rel, None)
+        if ahead is not None:
+            return ahead.result()
         with self.reaching():
             return self.fs.cat_file(self.full(rel), **self._whole_reads(rel, small))
+
+    def read_ahead(self, rels: list[str]) -> None:
+        """Start reading the small files ``rels`` at once, on threads, for the next
+        :meth:`read_bytes` of each to take (once): on an object store, files a command reads
+        one after another then cost one round trip together. Nothing on a local disk."""
+        if self.is_local:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        todo = [rel for rel in dict.fromkeys(rels) if rel not in self._ahead]
+        if not todo:
+            return
+        pool = ThreadPoolExecutor(len(todo), thread_name_prefix="chanbatch-read")
+        for rel in todo:
+            self._ahead[rel] = pool.submit(self._read_now, rel)
+        pool.shutdown(wait=False)  # its threads end as their reads do; the futures keep them
+
+    def _read_now(self, rel: str) -> bytes:
+        with self.reaching():
+            return self.fs.cat_file(self.full(rel), **self._whole_reads(rel, False))
 
     def _whole_reads(self, rel: str, small: bool) -> dict[str, Any]:
         """Options that read ``rel`` in one request. A filesystem that can read a big file in
