@@ -62,7 +62,7 @@ from chanbatch.engine.aggregate_kernels import (
     union_states,
 )
 from chanbatch.engine.arrow_eval import Unsupported, nan_to_null
-from chanbatch.engine.arrow_numpy import decimals, numbers, unscaled
+from chanbatch.engine.arrow_numpy import arrow, decimals, numbers, unscaled
 
 _KEY_TYPES = (pa.int64(), pa.string(), pa.date32(), pa.bool_())
 _STATE_TYPES = {
@@ -217,7 +217,7 @@ def _merge(
         sort_keys = [(key, "ascending", "at_end") for key in keys]
         work = stacked.select(keys)
         if owner is not None:  # combine by combine, each stable as it is alone
-            work = pa.Table.from_arrays([pa.array(owner), *work.columns], names=[_OWNER, *keys])
+            work = pa.Table.from_arrays([arrow(owner), *work.columns], names=[_OWNER, *keys])
             sort_keys = [(_OWNER, "ascending", "at_end"), *sort_keys]
         order = pc.sort_indices(work, sort_keys=sort_keys)
         ordered_keys = stacked.select(keys).take(order)
@@ -236,7 +236,7 @@ def _merge(
         positions = numbers(order)
         starts = np.flatnonzero(starts_mask)
         group = np.cumsum(starts_mask) - 1  # of each row in sorted order
-        out_keys = [ordered_keys.column(key).take(pa.array(starts)) for key in keys]
+        out_keys = [ordered_keys.column(key).take(arrow(starts)) for key in keys]
     else:
         positions = np.arange(rows)
         starts = np.zeros(1, dtype=np.int64)
@@ -274,7 +274,7 @@ def _merge(
     by_rank = np.argsort(rank, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(rank))])
     steps = [by_rank[bounds[k] : bounds[k + 1]] for k in range(len(bounds) - 1)]
-    take = pa.array(positions)
+    take = arrow(positions)
     arrays: list[Any] = list(out_keys)
     for column, merge in states:
         values = stacked.column(column).take(take)
@@ -285,14 +285,14 @@ def _merge(
             with np.errstate(all="ignore"):
                 total = np.add.reduceat(data, starts)
             if pairwise.all():
-                arrays.append(pa.array(total, mask=np.isnan(total)))
+                arrays.append(arrow(total, mask=np.isnan(total)))
                 continue
             acc, empty = _reduced(values, merge, group, steps, n_groups)
             assert empty is not None
             summed = pairwise[group_owner]  # the groups of the combines summed pairwise
             acc = np.where(summed, total, acc)
             empty = np.where(summed, np.isnan(total), empty)
-            arrays.append(pa.array(acc, mask=empty))
+            arrays.append(arrow(acc, mask=empty))
             continue
         if merge == "union":
             arrays.append(_union(values, group, n_groups))
@@ -359,7 +359,7 @@ def _set_texts(sets: pa.Array | pa.ChunkedArray) -> pa.Array | None:
 def joined_sets(texts: pa.Array, owner: Any, n_groups: int) -> pa.Array:
     """Each group's state of the set of ``texts`` (values' JSON texts; ``owner``: the group of
     each): its distinct texts sorted, as Python sorts text (UTF-8 bytes sort alike), joined."""
-    table = pa.table({"g": pa.array(owner, pa.int64()), "t": texts})
+    table = pa.table({"g": arrow(owner, pa.int64()), "t": texts})
     order = pc.sort_indices(table, sort_keys=[("g", "ascending"), ("t", "ascending")])
     g = np.asarray(owner, dtype=np.int64)[numbers(order)]
     t = texts.take(order)
@@ -368,10 +368,10 @@ def joined_sets(texts: pa.Array, owner: Any, n_groups: int) -> pa.Array:
         same = numbers(pc.fill_null(pc.equal(t.slice(1), t.slice(0, len(t) - 1)), False))
         keep[1:] = ~(same & (g[1:] == g[:-1]))
     if not keep.all():
-        t, g = t.filter(pa.array(keep)), g[keep]
+        t, g = t.filter(arrow(keep)), g[keep]
     offsets = np.zeros(n_groups + 1, dtype=np.int32)
     np.cumsum(np.bincount(g, minlength=n_groups), out=offsets[1:])
-    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), t), ",")
+    joined = pc.binary_join(pa.ListArray.from_arrays(arrow(offsets), t), ",")
     return pc.binary_join_element_wise("[", joined, "]", "")
 
 
@@ -392,7 +392,7 @@ def _decimal_sum(values: pa.ChunkedArray, group: Any, n_groups: int) -> pa.Array
             total = np.zeros(n_groups, dtype=np.int64)
             np.add.at(total, group, exact)
             return decimals(total, values.type)
-    table = pa.table({"g": pa.array(group, pa.int64()), "v": values})
+    table = pa.table({"g": arrow(group, pa.int64()), "v": values})
     options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
     grouped = table.group_by("g", use_threads=False).aggregate([("v", "sum", options)])
     total = grouped.sort_by("g").column("v_sum").combine_chunks()
@@ -416,7 +416,7 @@ def _reduce(
 ) -> pa.Array:
     """One state column merged per group, as pandas' grouped reduction visits the rows."""
     acc, empty = _reduced(values, merge, group, steps, n_groups)
-    return pa.array(acc) if empty is None else pa.array(acc, mask=empty)
+    return arrow(acc, mask=empty)
 
 
 def _reduced(
@@ -559,7 +559,7 @@ def _decimal_floats(values: pa.ChunkedArray) -> pa.Array:
     found = unscaled(values)  # None with nulls or past an int64
     scale = values.type.scale
     if found is not None and scale <= 22 and found[1] <= 2**53:
-        return pa.array(found[0].astype(np.float64) / float(10**scale), pa.float64())
+        return arrow(found[0].astype(np.float64) / float(10**scale), pa.float64())
     return pa.array([None if d is None else float(d) for d in values.to_pylist()], pa.float64())
 
 

@@ -1,8 +1,10 @@
-"""Arrow arrays of numbers as numpy arrays, without pyarrow's pandas machinery.
+"""Arrow arrays of numbers as numpy arrays and back, without pyarrow's pandas machinery.
 
 ``Array.to_numpy`` goes through pyarrow's Arrow -> pandas conversion code, which imports pandas
 (0.3 s) even for an int64 array; a run whose stages all run on Arrow would pay that for nothing
-(see :mod:`chanbatch.deferred`). DLPack hands numpy the same buffer without it.
+(see :mod:`chanbatch.deferred`). DLPack hands numpy the same buffer without it. The other way,
+``pa.array`` of a numpy array first asks whether it is a masked array, and the first time a
+process asks, numpy imports ``numpy.ma`` (30 ms): :func:`arrow` wraps the buffer instead.
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["DecimalWords", "KnownDecimals", "decimals", "numbers", "pool_ints", "unscaled"]
+__all__ = [
+    "DecimalWords",
+    "KnownDecimals",
+    "arrow",
+    "decimals",
+    "numbers",
+    "pool_ints",
+    "unscaled",
+]
 
 
 def numbers(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -30,6 +40,28 @@ def numbers(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_integer(kind) or pa.types.is_floating(kind):
         return np.from_dlpack(values)
     return values.to_numpy(zero_copy_only=False)
+
+
+def arrow(
+    values: np.ndarray, kind: pa.DataType | None = None, mask: np.ndarray | None = None
+) -> pa.Array:
+    """``pa.array(values, kind, mask=mask)`` for a 1-d numpy array: an int, float or bool one
+    (of ``kind``, if given) wraps its buffer (a bool one packed to bits), ``mask`` (True: null)
+    becoming the validity bitmap, with no look at ``numpy.ma``; anything else goes to
+    ``pa.array``."""
+    own = values.dtype.kind in "iufb" and values.ndim == 1
+    target = pa.from_numpy_dtype(values.dtype) if own else None
+    if target is None or (kind is not None and kind != target):
+        return pa.array(values, kind, mask=mask)
+    if values.dtype.kind == "b":
+        data = pa.py_buffer(np.packbits(values, bitorder="little"))
+    else:
+        data = pa.py_buffer(np.ascontiguousarray(values))
+    if mask is None or not mask.any():
+        return pa.Array.from_buffers(target, len(values), [None, data], null_count=0)
+    valid = np.packbits(~np.asarray(mask, dtype=np.bool_), bitorder="little")
+    nulls = int(np.count_nonzero(mask))
+    return pa.Array.from_buffers(target, len(values), [pa.py_buffer(valid), data], nulls)
 
 
 def unscaled(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int] | None:

@@ -33,7 +33,7 @@ from chanbatch.cache.runs import TaskOutcome
 from chanbatch.compile.keys import task_key
 from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
 from chanbatch.engine import columnar
-from chanbatch.engine.arrow_numpy import numbers
+from chanbatch.engine.arrow_numpy import arrow, numbers
 from chanbatch.engine.graph import (
     Call,
     Part,
@@ -496,7 +496,7 @@ def _together(call: BatchCall, tables: list[pa.Table]) -> Batch:
 
     rows = [t.num_rows for t in tables]
     table = pa.concat_tables(tables)
-    tags = pa.array(np.repeat(np.arange(len(tables), dtype=np.int32), rows))
+    tags = arrow(np.repeat(np.arange(len(tables), dtype=np.int32), rows))
     steps: list[tuple[float, float, list[int], pa.Table]] = []  # began, ended, rows, table
     for stage in call.stages[:-1]:
         began = time.time()

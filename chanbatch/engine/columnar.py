@@ -46,7 +46,7 @@ from chanbatch.engine.arrow_eval import (
     nan_to_null,
     value_kind,
 )
-from chanbatch.engine.arrow_numpy import KnownDecimals, decimals, numbers, unscaled
+from chanbatch.engine.arrow_numpy import KnownDecimals, arrow, decimals, numbers, unscaled
 
 SEP = "\x1f"  # as in chanbatch.engine.aggregate: partial state columns are NAME<SEP>PART
 
@@ -413,7 +413,7 @@ class _Requests:
             found, rows = unscaled(work[src]), len(work[src])
             if found is None or not rows or found[1] >= 2**63 // rows:
                 return None
-            work[name] = pa.array(found[0])
+            work[name] = arrow(found[0])
         return name
 
 
@@ -464,7 +464,7 @@ def _distinct_states(lists: Array) -> pa.Array | None:
     values = pc.list_flatten(lists)
     owner = np.asarray(pc.list_parent_indices(lists))
     valid = np.asarray(values.is_valid(), dtype=bool)
-    values, owner = values.filter(pa.array(valid)), owner[valid]
+    values, owner = values.filter(arrow(valid)), owner[valid]
     t = values.type
     if t == pa.int64() or t == pa.bool_():
         texts = values.cast(pa.string())
