@@ -13,6 +13,12 @@ writes stay in order (object first), on one of a few threads. The run waits for 
 record names is stored. A write that fails fails the run, as it would have in the task; a run
 that is killed loses only writes still in flight, as it would lose the tasks still running.
 
+Small partials and combines that tasks stored alone (the combines on a new slice's path, one per
+level of the tree) are held instead, and stored together when the run waits: one pack, an
+object and an index, per stage and kind, where each alone was an object and an entry. A packed
+result is known by its content id wherever it is stored, so no key changes; the run records
+which pack each went into (:attr:`Behind.packed`), for the next plan to look there.
+
 A task with no Behind for its run (on a cluster's worker, or on a local disk, where a write
 costs less than a thread hand-off) stores its result itself, at once.
 """
@@ -23,8 +29,10 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from chanbatch.cache.index import Staged
+from chanbatch.cache.packs import stage_pack
 from chanbatch.snapshot.storage import Storage
 
 #: writes in flight at once: each is a round trip, nearly all waiting
@@ -40,16 +48,29 @@ class Behind:
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="chanbatch-store")
         self._pending: list[Future[None]] = []
+        self._held: list[tuple[Storage, Staged]] = []
         self._lock = threading.Lock()
+        #: key -> the pack a held result was stored in, with others
+        self.packed: dict[str, str] = {}
 
     def submit(self, storage: Storage, staged: Staged) -> None:
-        """Store ``staged`` on a thread of this run."""
-        future = self._pool.submit(staged.store, storage)
+        """Store ``staged`` on a thread of this run; a packed result alone is held, to be packed
+        with the others when the run waits."""
         with self._lock:
-            self._pending.append(future)
+            if staged.index is None and staged.table is not None:
+                self._held.append((storage, staged))
+                return
+            self._pending.append(self._pool.submit(staged.store, storage))
 
     def wait(self) -> None:
         """Return once every result handed over is stored; raises the first write's error."""
+        with self._lock:
+            held, self._held = self._held, []
+        for storage, staged in _packed_together(held):
+            if staged.index is not None:
+                self.packed.update((e.key, e.pack) for e in staged.entries)
+            with self._lock:
+                self._pending.append(self._pool.submit(staged.store, storage))
         with self._lock:
             pending, self._pending = self._pending, []
         first: BaseException | None = None
@@ -62,6 +83,30 @@ class Behind:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def _packed_together(held: list[tuple[Storage, Staged]]) -> list[tuple[Storage, Staged]]:
+    """The held results, those of one store, kind, stage and schema packed together (in the
+    order they came), each alone where nothing else is like it."""
+    groups: dict[tuple[str, str, str, Any], list[tuple[Storage, Staged]]] = {}
+    for storage, staged in held:
+        entry = staged.entries[0]
+        like = (storage.url, entry.kind, entry.stage, staged.table.schema)
+        groups.setdefault(like, []).append((storage, staged))
+    out = []
+    for group in groups.values():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        import pyarrow as pa
+
+        first = group[0][1].entries[0]
+        whole = pa.concat_tables([staged.table for _, staged in group]).combine_chunks()
+        members = [(staged.entries[0].key, staged.table.num_rows) for _, staged in group]
+        contents = [staged.entries[0].content for _, staged in group]
+        packed = stage_pack(whole, members, kind=first.kind, stage=first.stage, contents=contents)
+        out.append((group[0][0], packed))
+    return out
 
 
 @contextlib.contextmanager

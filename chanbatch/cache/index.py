@@ -299,6 +299,8 @@ class Staged:
     data: bytes | memoryview
     entries: tuple[CacheEntry, ...]
     index: _Index | None = None
+    #: the rows, for a packed result stored alone: a writer may pack it with others instead
+    table: Any = None
 
     def store(self, storage: Storage) -> None:
         """Write the object, then what names it: a reader never finds an entry before its

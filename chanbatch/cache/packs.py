@@ -123,7 +123,7 @@ def stage_pack(
         for (key, rows), span, content in zip(members, spans, contents, strict=True)
     )
     if len(entries) == 1:
-        return Staged(data=data, entries=entries)
+        return Staged(data=data, entries=entries, table=table)
     pack = Pack(name=name, object=oid, bytes=len(data), members=entries)
     return Staged(data=data, entries=entries, index=pack)
 

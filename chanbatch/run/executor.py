@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chanbatch.errors import UsageError
@@ -141,11 +141,15 @@ class LocalExecutor:
             elif isinstance(result, Part) and key in computing and graph[key][0] is not member:
                 progress.advance(plan.tasks[key].stage, result.outcome)
 
+        stored = behind(run_id) if self.remote else contextlib.nullcontext()
         try:
-            with behind(run_id) if self.remote else contextlib.nullcontext():
+            with stored as writes:
                 results = run_graph(graph, targets, workers=workers, done=done)
         finally:
             ledger = take_ledger(run_id)
+        if writes is not None and writes.packed:  # results packed together as they were stored
+            packed = writes.packed
+            ledger = [replace(o, pack=packed[o.key]) if o.key in packed else o for o in ledger]
         return dict(zip(targets, results, strict=True)), ledger
 
 

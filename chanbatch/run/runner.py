@@ -52,6 +52,7 @@ from chanbatch.run.repeat import repeat as repeated
 from chanbatch.run.results import REPORTED_KINDS, PlanReport, RunResult
 from chanbatch.snapshot import SnapshotStore, refs
 from chanbatch.snapshot.names import encode_key
+from chanbatch.snapshot.storage import remembering
 
 # the names this module has always offered
 __all__ = [
@@ -270,31 +271,33 @@ def run_blueprint(
     in ``overwrite``, or an unknown scheduler), and StageFailed (naming the stage and slice)
     when a stage raises.
     """
-    clock = time.perf_counter()
-    store.storage.read_ahead([outcome_path(blueprint.name)])  # read while the inputs resolve
-    inputs = resolve_inputs(blueprint, store, sets)
-    check_outputs(blueprint, store, inputs, overwrite)
+    # a result is stored in the cache, then again in the output: once on an object store
+    with remembering():
+        clock = time.perf_counter()
+        store.storage.read_ahead([outcome_path(blueprint.name)])  # read while the inputs resolve
+        inputs = resolve_inputs(blueprint, store, sets)
+        check_outputs(blueprint, store, inputs, overwrite)
 
-    def executor() -> Executor:
-        return choose_executor(scheduler, workers=workers, pin_cpus=pin_cpus)
+        def executor() -> Executor:
+            return choose_executor(scheduler, workers=workers, pin_cpus=pin_cpus)
 
-    outcome = read_outcome(store.storage, blueprint.name)
-    if repeat:
-        result = repeated(store, blueprint, inputs, lambda: executor().name, clock, outcome)
-        if result is not None:
-            return result
-    # what planning reads first, together (on an object store: one round trip, not two)
-    store.storage.read_ahead([chains_path(blueprint.name), memo_path(blueprint.name)])
-    run = _prepare(blueprint, store, inputs, allow_modules, executor, clock, outcome)
-    # refused runs have stopped by now, before writing anything
-    write_record(store.storage, run.intent)
-    try:
-        parts = _execute(run, progress)
-        output_keys, snapshots, versions = _freeze(run, parts)
-    except BaseException:
-        _forget(run)
-        raise
-    return _finish(run, output_keys, snapshots, versions)
+        outcome = read_outcome(store.storage, blueprint.name)
+        if repeat:
+            result = repeated(store, blueprint, inputs, lambda: executor().name, clock, outcome)
+            if result is not None:
+                return result
+        # what planning reads first, together (on an object store: one round trip, not two)
+        store.storage.read_ahead([chains_path(blueprint.name), memo_path(blueprint.name)])
+        run = _prepare(blueprint, store, inputs, allow_modules, executor, clock, outcome)
+        # refused runs have stopped by now, before writing anything
+        write_record(store.storage, run.intent)
+        try:
+            parts = _execute(run, progress)
+            output_keys, snapshots, versions = _freeze(run, parts)
+        except BaseException:
+            _forget(run)
+            raise
+        return _finish(run, output_keys, snapshots, versions)
 
 
 def _prepare(

@@ -22,6 +22,7 @@ import contextlib
 import errno
 import inspect
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,9 +39,29 @@ TMP_DIR = "tmp"
 #: younger: gc's grace period must exceed this plus the longest freeze or run (default 1h).
 REFRESH_AFTER = 60.0
 
-#: The content-addressed files this process created on remote stores, with when (monotonic):
-#: see :meth:`Storage.made_here`. Shared by every Storage of one store (a run opens several).
+#: The content-addressed files this process created on remote stores, with when (monotonic),
+#: while a command that writes some twice runs (:func:`remembering`): see
+#: :meth:`Storage.made_here`. Shared by every Storage of one store (a run opens several).
 _MADE: dict[tuple[str, str, str], float] = {}
+_REMEMBERING = [0]  # how many :func:`remembering` blocks are open
+_REMEMBER_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def remembering() -> Iterator[None]:
+    """While the block runs, the content-addressed files this process creates are trusted when
+    it writes them again (:meth:`Storage.made_here`): a run stores a result in the cache and
+    then in its output. Forgotten when the last such block ends: a store deleted and made
+    again by a later command of the same process is written in full."""
+    with _REMEMBER_LOCK:
+        _REMEMBERING[0] += 1
+    try:
+        yield
+    finally:
+        with _REMEMBER_LOCK:
+            _REMEMBERING[0] -= 1
+            if not _REMEMBERING[0]:
+                _MADE.clear()
 
 
 class Storage:
@@ -350,13 +371,14 @@ class Storage:
         if self.made_here(rel):
             return False
         made = self.create_exclusive(rel, bytes(data))
-        if made:
+        if made and _REMEMBERING[0]:
             _MADE[(*self._identity, rel)] = time.monotonic()
         return made
 
     def made_here(self, rel: str) -> bool:
         """Whether this process created the content-addressed file ``rel`` (:meth:`create_new`)
-        less than ``REFRESH_AFTER`` seconds ago. Then it is there, whole, with the bytes its
+        in the :func:`remembering` block still open, less than ``REFRESH_AFTER`` seconds ago
+        (always False outside one). Then it is there, whole, with the bytes its
         name says, and young enough for gc: writing it again (a run stores one result as a
         cache entry and again in its output) needs no request to look, check or refresh it.
         A read that finds it missing or damaged since takes this back (:meth:`distrust`)."""

@@ -137,6 +137,7 @@ def verify(storage: Storage, resolved: refs.Resolved | None = None) -> VerifyRep
             )
         )
     report.seconds = time.perf_counter() - started
+    _distrust_damaged(storage, report)
     return report
 
 
@@ -146,7 +147,17 @@ def verify_snapshot(storage: Storage, sid: str) -> VerifyReport:
     report = VerifyReport()
     _verify_snapshot(storage, sid, report, checked_ids=set())
     report.seconds = time.perf_counter() - started
+    _distrust_damaged(storage, report)
     return report
+
+
+def _distrust_damaged(storage: Storage, report: VerifyReport) -> None:
+    """What was found damaged is checked by this process's next write of it, even if this
+    process made it (:meth:`Storage.made_here`)."""
+    for ident in (*report.corrupt, *report.missing):
+        path = report.paths.get(ident)
+        if path:
+            storage.distrust(path)
 
 
 def _verify_all(storage: Storage, report: VerifyReport) -> None:

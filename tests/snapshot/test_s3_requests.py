@@ -209,10 +209,11 @@ def test_one_new_slice_is_frozen_in_a_bounded_number_of_requests(
 def test_one_new_slice_runs_in_a_bounded_number_of_requests(
     new_slice: dict[int, dict[str, Counts]],
 ) -> None:
-    """45 at 200 slices: each input's ref and manifest, the last outcome, the memos and the
-    cache listing; the packs the new slice's path reads; per result computed, its object and
-    entry (and a lookup of its key: an early cutoff); the output's slice, manifests and ref;
-    two records. Each content-addressed write is one conditional PUT, each small read one GET."""
+    """38 at 200 slices: each input's ref and manifest, the last outcome, the memos and the
+    cache listing; the packs the new slice's path reads; per result computed, a lookup of its
+    key (an early cutoff); the path's results, stored as one pack, and the rest each as an
+    object and an entry; the output's slice, manifests and ref; two records. Each
+    content-addressed write is one conditional PUT, each small read one GET."""
     run = new_slice[LARGE]["run"]
     assert run.total <= NEW_SLICE_BOUND, f"run after one new slice: {run}"
 
@@ -244,6 +245,40 @@ def test_the_run_after_one_new_slice_reads_each_object_once(
             r.key for r in counts["run"].requests if r.kind == "GET" and "/objects/" in r.key
         )
         assert gets and max(gets.values()) == 1, f"at {n} slices: {gets}"
+
+
+def test_the_combines_on_a_new_slice_path_are_stored_as_one_pack(
+    new_slice: dict[int, dict[str, Counts]],
+) -> None:
+    """Each level's combine on the new slice's path is a small result of its own; the run
+    stores them together (chanbatch.cache.behind): one object and one pack index, where each
+    alone was an object and an entry file."""
+    for n, counts in new_slice.items():
+        cache = counts["run"].area(f"new-{n}").get("cache", {})
+        packs = [r for r in counts["run"].requests if r.kind == "PUT" and "/cache/packs/" in r.key]
+        assert len(packs) == 1, f"at {n} slices: {packs}"
+        # besides the pack's index: the new slice's partial and the finished result
+        assert cache.get("PUT", 0) - len(packs) <= 2, f"at {n} slices: {dict(cache)}"
+
+
+def test_a_second_new_slice_finds_the_first_one_path_through_its_pack(
+    s3: CountingS3, new_slice: dict[int, dict[str, Counts]], blueprint: Path, tmp_path: Path
+) -> None:
+    """The run after the next slice reads the first one's path from the pack it was stored in
+    (the memo names it), within the same bound, and gives pandas' answer over every row."""
+    url = s3.url_of(f"new-{LARGE}")
+    new = tmp_path / "next.parquet"
+    pq.write_table(events(1, first=LARGE + 1), new)
+    counted(s3, url, "snapshot", "freeze", "events", str(new), "--slice-by", "day", "--json")
+    run, out = counted(s3, url, "run", str(blueprint), "--json")
+    doc = json.loads(out)
+    everything = pa.concat_tables([events(LARGE), events(1, first=LARGE), events(1, LARGE + 1)])
+    assert answer(url, doc["outputs"]["per_kind"]["snapshot"]) == expected(everything)
+    assert run.total <= NEW_SLICE_BOUND, f"run after a second new slice: {run}"
+    indexes = [r.key for r in run.requests if r.kind == "GET" and "/cache/packs/" in r.key]
+    first_path = {r.key for r in new_slice[LARGE]["run"].requests if "/cache/packs/" in r.key}
+    assert first_path & set(indexes), f"the first new slice's pack was not read: {indexes}"
+    assert len(indexes) == len(set(indexes)), indexes
 
 
 def test_request_types_are_sorted_as_s3_defines_them() -> None:

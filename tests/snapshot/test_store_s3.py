@@ -154,15 +154,31 @@ def test_a_content_addressed_write_is_one_conditional_put(s3_store_url: str, tmp
 def test_a_file_this_process_wrote_is_trusted_until_a_read_finds_it_damaged(
     s3_store_url: str,
 ) -> None:
-    """A run writes one result as a cache entry and again in its output: the second write of
-    an object this process made moments ago is neither sent nor checked. Once a read finds it
-    damaged, the next write checks it and heals it."""
+    """A run writes one result as a cache entry and again in its output: while it runs
+    (``remembering``), the second write of an object this process made moments ago is neither
+    sent nor checked. Once a read finds it damaged, the next write checks it and heals it.
+    After the run, nothing is trusted: a store deleted and made again is written in full."""
+    from chanbatch.hashing import digest
+    from chanbatch.snapshot.objects import get_object, put_object
+    from chanbatch.snapshot.storage import remembering
+
+    storage = Storage(s3_store_url)
+    data = b"a result's bytes"
+    with remembering():
+        made_in_a_run(storage, data, s3_store_url)
+    oid = digest(data)
+    rel = f"objects/{oid[:2]}/{oid[2:]}"
+    assert not storage.made_here(rel)
+    other_client().rm_file(f"{s3_store_url.removeprefix('s3://')}/{rel}")  # the store is gone
+    assert put_object(storage, data) == (oid, True)  # and written again in full
+    assert get_object(storage, oid) == data
+
+
+def made_in_a_run(storage: Storage, data: bytes, s3_store_url: str) -> None:
     from chanbatch.errors import IntegrityError
     from chanbatch.hashing import digest
     from chanbatch.snapshot.objects import get_object, heal_object, put_object
 
-    storage = Storage(s3_store_url)
-    data = b"a result's bytes"
     oid, written = put_object(storage, data)
     assert (oid, written) == (digest(data), True)
     rel = f"objects/{oid[:2]}/{oid[2:]}"
