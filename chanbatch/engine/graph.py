@@ -2,7 +2,9 @@
 its placeholder key: see chanbatch.compile.plan).
 
 Every task function runs on a worker and records its own result in the cache as soon as it is
-computed, so a run that is killed keeps everything it finished.
+computed, so a run that is killed keeps everything it finished. (A run in this process on an
+object store hands the writes to threads, :mod:`chanbatch.cache.behind`, and waits for them
+before it freezes anything: a killed one loses only the writes in flight.)
 
 A slice's rows stay an Arrow table from its load through the stages that
 :mod:`chanbatch.engine.columnar` covers (filter, derive, select, rename, partial); a task that
