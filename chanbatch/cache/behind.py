@@ -49,6 +49,7 @@ class Behind:
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="chanbatch-store")
         self._pending: list[Future[None]] = []
         self._held: list[tuple[Storage, Staged]] = []
+        self._objects: dict[tuple[str, str], Future[None]] = {}  # (store, object) -> its write
         self._lock = threading.Lock()
         #: key -> the pack a held result was stored in, with others
         self.packed: dict[str, str] = {}
@@ -60,7 +61,18 @@ class Behind:
             if staged.index is None and staged.table is not None:
                 self._held.append((storage, staged))
                 return
-            self._pending.append(self._pool.submit(staged.store, storage))
+            self._send(storage, staged)
+
+    def _send(self, storage: Storage, staged: Staged) -> None:
+        """Store ``staged`` on a thread (the lock held). Two results of equal rows share one
+        object: the second writes only its entry, once the first has written the object."""
+        shared = (storage.url, staged.entries[0].object)
+        first = self._objects.get(shared)
+        if first is None:
+            future = self._objects[shared] = self._pool.submit(staged.store, storage)
+        else:  # submitted after ``first``: that one is running or done (no thread waits idle)
+            future = self._pool.submit(_after, first, staged, storage)
+        self._pending.append(future)
 
     def wait(self) -> None:
         """Return once every result handed over is stored; raises the first write's error."""
@@ -70,7 +82,7 @@ class Behind:
             if staged.index is not None:
                 self.packed.update((e.key, e.pack) for e in staged.entries)
             with self._lock:
-                self._pending.append(self._pool.submit(staged.store, storage))
+                self._send(storage, staged)
         with self._lock:
             pending, self._pending = self._pending, []
         first: BaseException | None = None
@@ -83,6 +95,11 @@ class Behind:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def _after(first: Future[None], staged: Staged, storage: Storage) -> None:
+    first.result()  # its error is the run's
+    staged.store(storage, with_object=False)
 
 
 def _packed_together(held: list[tuple[Storage, Staged]]) -> list[tuple[Storage, Staged]]:

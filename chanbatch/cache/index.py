@@ -302,11 +302,12 @@ class Staged:
     #: the rows, for a packed result stored alone: a writer may pack it with others instead
     table: Any = None
 
-    def store(self, storage: Storage) -> None:
+    def store(self, storage: Storage, *, with_object: bool = True) -> None:
         """Write the object, then what names it: a reader never finds an entry before its
-        object."""
+        object. Without ``with_object``, only what names it (its object is written already)."""
         # ``repair``: these results may be recomputed because their object was found corrupt
-        put_object(storage, self.data, self.entries[0].object, repair=True)
+        if with_object:
+            put_object(storage, self.data, self.entries[0].object, repair=True)
         if self.index is not None:
             self.index.write(storage)
         else:
