@@ -45,7 +45,9 @@ _OPEN_LOCK = threading.Lock()
 class Behind:
     """The results of one run still being stored."""
 
-    def __init__(self) -> None:
+    def __init__(self, listed: frozenset[str] | None = None) -> None:
+        #: the keys with an entry file when the run's plan listed the cache (None: unknown)
+        self.listed = listed
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="chanbatch-store")
         self._pending: list[Future[None]] = []
         self._held: list[tuple[Storage, Staged]] = []
@@ -127,10 +129,11 @@ def _packed_together(held: list[tuple[Storage, Staged]]) -> list[tuple[Storage, 
 
 
 @contextlib.contextmanager
-def behind(run: str) -> Iterator[Behind]:
+def behind(run: str, listed: frozenset[str] | None = None) -> Iterator[Behind]:
     """Store the results of ``run``'s tasks in this process behind them, until the block
-    ends; then wait for every write (its first error is raised, unless the block raised)."""
-    opened = Behind()
+    ends; then wait for every write (its first error is raised, unless the block raised).
+    ``listed``: the keys that had an entry file when the run's plan listed the cache."""
+    opened = Behind(listed)
     with _OPEN_LOCK:
         _OPEN[run] = opened
     try:
@@ -151,3 +154,11 @@ def store(storage: Storage, staged: Staged, run: str) -> None:
         staged.store(storage)
     else:
         opened.submit(storage, staged)
+
+
+def may_have_entry(run: str, key: str) -> bool:
+    """Whether ``key`` may have an entry file of its own, for an early cutoff's look: False
+    only for a run storing behind in this process whose plan listed the cache without it.
+    (An entry written since, by another process, is missed: its result is computed again.)"""
+    opened = _OPEN.get(run) if run else None
+    return opened is None or opened.listed is None or key in opened.listed

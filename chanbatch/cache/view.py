@@ -77,6 +77,12 @@ class CacheView:
             return True
         return self._packed is not None and key in self._packed
 
+    @property
+    def listed(self) -> frozenset[str] | None:
+        """The keys that had an entry file of their own when planning listed the cache; None
+        when it did not."""
+        return frozenset(self._present) if self._present is not None else None
+
     def _listed(self) -> set[str]:
         """The keys of the entry files in ``cache/``, listed once."""
         if self._present is None:

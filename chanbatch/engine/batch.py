@@ -312,7 +312,8 @@ def _combines(call: BatchCall, batch: Batch) -> tuple[Part, ...]:
             task = call.combines[index].task
             main = [_input(batch, done, kind, i) for kind, i in call.combines[index].inputs]
             key: str = task_key(task.kind, task.key_spec, [p.ident for p in main], [])
-            entry = lookup(storage, key, verify=True) if task.provisional else None
+            maybe = task.provisional and behind.may_have_entry(call.run, key)
+            entry = lookup(storage, key, verify=True) if maybe else None
             if entry is not None:
                 done[index] = Part(
                     key=key, ident=entry.ident, url=call.url, outcome="cutoff", entry=entry

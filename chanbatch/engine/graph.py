@@ -272,7 +272,7 @@ def run_task(call: Call, *deps: Part) -> Part:
     main, broadcast = deps[:split], deps[split:]
     key = task_key(task.kind, task.key_spec, [p.ident for p in main], [p.ident for p in broadcast])
     stored = task.stored or task.checkpoint
-    if task.provisional and stored:
+    if task.provisional and stored and behind.may_have_entry(call.run, key):
         entry = lookup(storage_for(call.url), key, verify=True)
         if entry is not None:
             ident = entry.ident if task.stored else key

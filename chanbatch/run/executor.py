@@ -62,9 +62,12 @@ class Executor(Protocol):
         run_id: str,
         progress: Progress | None,
         fusion: Fusion | None = None,
+        *,
+        listed: frozenset[str] | None = None,
     ) -> Executed:
         """Run ``graph`` for ``targets``, fusing its per-slice chains with ``fusion`` (see
-        :mod:`chanbatch.engine.batch`) unless it is None."""
+        :mod:`chanbatch.engine.batch`) unless it is None. ``listed``: the keys that had an
+        entry file when planning listed the cache, if it did."""
         ...
 
 
@@ -119,6 +122,8 @@ class LocalExecutor:
         run_id: str,
         progress: Progress | None,
         fusion: Fusion | None = None,
+        *,
+        listed: frozenset[str] | None = None,
     ) -> Executed:
         from chanbatch.cache.behind import behind
         from chanbatch.engine.batch import Batch, member
@@ -141,7 +146,7 @@ class LocalExecutor:
             elif isinstance(result, Part) and key in computing and graph[key][0] is not member:
                 progress.advance(plan.tasks[key].stage, result.outcome)
 
-        stored = behind(run_id) if self.remote else contextlib.nullcontext()
+        stored = behind(run_id, listed) if self.remote else contextlib.nullcontext()
         try:
             with stored as writes:
                 results = run_graph(graph, targets, workers=workers, done=done)
@@ -188,6 +193,8 @@ class ClusterExecutor:
         run_id: str,
         progress: Progress | None,
         fusion: Fusion | None = None,
+        *,
+        listed: frozenset[str] | None = None,
     ) -> Executed:
         from chanbatch.run import cluster as clusters
 

@@ -28,6 +28,8 @@ class PlanReport:
     decisions: dict[str, Decision]
     memo: dict[str, str] = field(default_factory=dict)  # the memo as planning read it
     hints: dict[str, str] = field(default_factory=dict)  # key -> pack, as planning read them
+    # the keys with an entry file of their own when planning listed the cache (None: unlisted)
+    listed: frozenset[str] | None = None
     # the blueprint's last run record, once planning has read it (a run reads it once)
     last: RunRecord | None = None
     read_last: bool = False

@@ -121,7 +121,9 @@ def plan_blueprint(
     # the contents of the chains' partials, which the memo leaves to the chain memo
     view.remember(chains if chains is not None else read_chains(store.storage, blueprint.name))
     plan, decisions = _plan(blueprint, inputs, store, view, chains)
-    report = PlanReport(plan=plan, decisions=decisions, memo=view.memo, hints=view.hints)
+    report = PlanReport(
+        plan=plan, decisions=decisions, memo=view.memo, hints=view.hints, listed=view.listed
+    )
     if report.has_work:
         # a run planned top-down reads the last run's outcome, not its record of every task
         last = outcome_record(store, blueprint.name, outcome) if plan.remembered else None
@@ -365,7 +367,9 @@ def _execute(run: _Run, progress: Progress | None) -> dict[str, Any]:
     ]
     unique = list(dict.fromkeys(targets))
     fusion = Fusion(url, run.intent.run, run.allow)
-    parts, ledger = run.executor.execute(plan, graph, unique, run.intent.run, progress, fusion)
+    parts, ledger = run.executor.execute(
+        plan, graph, unique, run.intent.run, progress, fusion, listed=run.report.listed
+    )
     run.done = {entry.dask_key: entry for entry in ledger}
     return parts
 
