@@ -52,7 +52,7 @@ from chanbatch.run.repeat import repeat as repeated
 from chanbatch.run.results import REPORTED_KINDS, PlanReport, RunResult
 from chanbatch.snapshot import SnapshotStore, refs
 from chanbatch.snapshot.names import encode_key
-from chanbatch.snapshot.storage import remembering
+from chanbatch.snapshot.storage import Storage, remembering
 
 # the names this module has always offered
 __all__ = [
@@ -451,7 +451,7 @@ class _Writes:
     what gives the write's result; leaving the block waits for every write, and raises the
     first one's error."""
 
-    def __init__(self, storage: Any) -> None:
+    def __init__(self, storage: Storage) -> None:
         self._pool: ThreadPoolExecutor | None = None
         if not storage.is_local:
             self._pool = ThreadPoolExecutor(4, thread_name_prefix="chanbatch-write")

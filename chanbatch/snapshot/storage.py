@@ -185,8 +185,7 @@ class Storage:
         ahead = self._ahead.pop(rel, None)
         if ahead is not None:
             return ahead.result()
-        with self.reaching():
-            return self.fs.cat_file(self.full(rel), **self._whole_reads(rel, small))
+        return self._cat(rel, small)
 
     def read_ahead(self, rels: list[str]) -> None:
         """Start reading the small files ``rels`` at once, on threads, for the next
@@ -201,12 +200,13 @@ class Storage:
             return
         pool = ThreadPoolExecutor(len(todo), thread_name_prefix="chanbatch-read")
         for rel in todo:
-            self._ahead[rel] = pool.submit(self._read_now, rel)
+            self._ahead[rel] = pool.submit(self._cat, rel, False)
         pool.shutdown(wait=False)  # its threads end as their reads do; the futures keep them
 
-    def _read_now(self, rel: str) -> bytes:
+    def _cat(self, rel: str, small: bool) -> bytes:
+        """A remote store's read of ``rel``, now (not through :meth:`read_ahead`)."""
         with self.reaching():
-            return self.fs.cat_file(self.full(rel), **self._whole_reads(rel, False))
+            return self.fs.cat_file(self.full(rel), **self._whole_reads(rel, small))
 
     def _whole_reads(self, rel: str, small: bool) -> dict[str, Any]:
         """Options that read ``rel`` in one request. A filesystem that can read a big file in
