@@ -326,7 +326,7 @@ class RunnableBlueprint:
 
         Raises UsageError for an unknown stage or slice, and RefError for an input REF that
         does not resolve."""
-        from chanbatch.run.runner import explain_task
+        from chanbatch.run.planned import explain_task
 
         return explain_task(self.model, _store(store), stage, slice_key, sets=sets)
 

@@ -26,8 +26,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from chanbatch.errors import IntegrityError
 from chanbatch.hashing import digest, seal, unseal
 from chanbatch.snapshot import layout
-from chanbatch.snapshot.freeze import encode_parquet
-from chanbatch.snapshot.normalize import normalize_table
 from chanbatch.snapshot.objects import get_object, put_object
 from chanbatch.snapshot.read import parse_parquet, to_pandas
 from chanbatch.snapshot.roots import Roots
@@ -255,6 +253,8 @@ def frame_table(frame: pd.DataFrame) -> pa.Table:
     """``frame`` as the cache stores it: a normalised Arrow table, without its index."""
     import pyarrow as pa
 
+    from chanbatch.snapshot.normalize import normalize_table
+
     return normalize_table(pa.Table.from_pandas(frame, preserve_index=False))
 
 
@@ -271,6 +271,9 @@ def write_table(
 def stage_table(key: str, table: Any, *, kind: str = "", stage: str = "") -> Staged:
     """An already normalised Arrow ``table`` encoded as the result of ``key``, with its entry,
     to be stored (:meth:`Staged.store`)."""
+    # the writer, when a result is stored: a run that only reads the cache never loads it
+    from chanbatch.snapshot.freeze import encode_parquet
+
     data = encode_parquet(table)
     entry = CacheEntry(
         key=key,

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from chanbatch.cache.index import CacheEntry, Staged, parse_range
 from chanbatch.hashing import canonical_json, digest, seal, unseal
 from chanbatch.snapshot import layout
-from chanbatch.snapshot.freeze import encode_parquet
 from chanbatch.snapshot.roots import Roots
 from chanbatch.snapshot.storage import Storage
 
@@ -94,6 +93,8 @@ def stage_pack(
     contents: list[str] | None = None,
 ) -> Staged:
     """:func:`write_pack`'s object and entries, to be stored (:meth:`Staged.store`)."""
+    from chanbatch.snapshot.freeze import encode_parquet
+
     data = encode_parquet(table)
     oid = digest(data)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")

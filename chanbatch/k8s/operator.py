@@ -101,7 +101,7 @@ def _run_request(meta: Mapping[str, Any]) -> str:
 
 
 def _plan_needs_cluster(run: BlueprintRun, store: Any) -> bool:
-    from chanbatch.run.runner import plan_blueprint
+    from chanbatch.run.planned import plan_blueprint
 
     return plan_blueprint(run.blueprint, store, sets=run.bindings).has_work
 

@@ -8,16 +8,18 @@ import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chanbatch.blueprint.model import Blueprint
 from chanbatch.cache.runs import RUNNING, RunRecord, StageStats, TaskOutcome, run_stats, tally
-from chanbatch.compile.decide import Decision
 from chanbatch.compile.keys import blueprint_digest, engine_salt
-from chanbatch.compile.plan import Plan
-from chanbatch.run.results import PlanReport
-from chanbatch.snapshot.refs import Resolved
 from chanbatch.snapshot.roots import Ref, Roots
+
+if TYPE_CHECKING:  # types only: a repeated run records itself without loading the planner
+    from chanbatch.compile.decide import Decision
+    from chanbatch.compile.plan import Plan
+    from chanbatch.run.results import PlanReport
+    from chanbatch.snapshot.refs import Resolved
 
 
 def intent_record(run_id: str, started_at: dt.datetime, plan: Plan) -> RunRecord:

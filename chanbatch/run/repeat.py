@@ -22,13 +22,12 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chanbatch.blueprint.model import Blueprint
 from chanbatch.cache.index import lookup, memo_path, read_outcome, write_outcome
 from chanbatch.cache.runs import RunRecord, StageStats, run_stats, write_record
 from chanbatch.compile.keys import blueprint_digest, engine_salt
-from chanbatch.compile.plan import Plan
 from chanbatch.hashing import digest, digest_json
 from chanbatch.run.recording import (
     described,
@@ -40,6 +39,9 @@ from chanbatch.run.results import RunResult
 from chanbatch.snapshot import SnapshotStore, refs
 from chanbatch.snapshot.names import encode_key
 from chanbatch.snapshot.roots import Roots
+
+if TYPE_CHECKING:
+    from chanbatch.compile.plan import Plan
 
 # An outcome whose outputs have more cached results than this (a big sliced output) is not
 # checked key by key; such a run is planned.

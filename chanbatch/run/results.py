@@ -7,14 +7,15 @@ the same shape (a Protocol) and import nothing from here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chanbatch.cache.runs import RunRecord
-from chanbatch.compile.decide import Decision
-from chanbatch.compile.plan import Plan
-from chanbatch.run import display
-from chanbatch.snapshot import SnapshotStore
 from chanbatch.snapshot.names import encode_key
+
+if TYPE_CHECKING:  # types only: a repeated run hands back a RunResult without planning
+    from chanbatch.cache.runs import RunRecord
+    from chanbatch.compile.decide import Decision
+    from chanbatch.compile.plan import Plan
+    from chanbatch.snapshot import SnapshotStore
 
 #: The task kinds a plan shows and a run counts: loads, gathers and the like are plumbing.
 REPORTED_KINDS = ("apply", "partial", "combine", "finish", "whole")
@@ -102,9 +103,13 @@ class PlanReport:
         }
 
     def __repr__(self) -> str:
+        from chanbatch.run import display
+
         return display.plan_repr(self)
 
     def _repr_html_(self) -> str:
+        from chanbatch.run import display
+
         return display.plan_html(self)
 
 
@@ -134,7 +139,11 @@ class RunResult:
 
     def __repr__(self) -> str:
         # never .outputs: building dask frames (or reading anything) to print a line is wrong
+        from chanbatch.run import display
+
         return display.run_repr(self)
 
     def _repr_html_(self) -> str:
+        from chanbatch.run import display
+
         return display.run_html(self)

@@ -41,7 +41,7 @@ from chanbatch.errors import ChanbatchError
 from chanbatch.ids import short
 
 if TYPE_CHECKING:
-    from chanbatch.run.runner import PlanReport
+    from chanbatch.run.results import PlanReport
     from chanbatch.snapshot import SnapshotStore
 
 STATES = ("reuse", "compute", "partial", "none")

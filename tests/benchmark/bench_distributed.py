@@ -491,7 +491,11 @@ def phase_timer(client: Any) -> Iterator[dict[str, float]]:
     Steps that do not exist in the code being measured are skipped.
     """
     import chanbatch.engine.graph as graph_module
-    import chanbatch.run.runner as runner
+
+    try:  # the planned run's steps (chanbatch.run.runner's before the planner had its module)
+        import chanbatch.run.planned as runner
+    except ImportError:
+        import chanbatch.run.runner as runner
 
     try:
         import chanbatch.run.cluster as cluster_module
