@@ -28,6 +28,8 @@ outputs: {per_k: noop_per_k, rows: noop_rows}
 PROBE = """
 import contextlib, io, json, sys
 from chanbatch.cli import main
+PLANNER = {"chanbatch.run.planned", "chanbatch.compile.plan", "chanbatch.compile.decide",
+           "chanbatch.snapshot.freeze", "pyarrow"}
 sys.argv = ["chanbatch", "run", sys.argv[1], "--store", sys.argv[2], "--json"]
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
@@ -37,7 +39,8 @@ with contextlib.redirect_stdout(out):
         code = exc.code
 print(json.dumps({"code": code, "doc": json.loads(out.getvalue()),
                   "pandas": "pandas" in sys.modules, "dask": "dask" in sys.modules,
-                  "distributed": "distributed" in sys.modules}))
+                  "distributed": "distributed" in sys.modules,
+                  "planner": sorted(m for m in sys.modules if m in PLANNER)}))
 """
 
 
@@ -75,6 +78,8 @@ def test_noop_rerun_reads_nothing_and_imports_no_dataframe_library(tmp_path: Pat
     assert report["doc"]["outputs"] == first.snapshots
     assert report["pandas"] is False
     assert report["dask"] is False
+    # answered from the last run's outcome: the planner, the freezer and pyarrow stay unloaded
+    assert report["planner"] == []
     # and the head of each output is still the same snapshot, with no new version written
     for info in first.snapshots.values():
         assert store.resolve(info["dataset"]).snapshot == info["snapshot"]
