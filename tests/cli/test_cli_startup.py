@@ -35,3 +35,39 @@ def test_help_loads_nothing_heavy() -> None:
         "    pass"
     )
     assert loaded_after(code) == []
+
+
+def test_the_console_script_collects_less_often_and_freezes_at_exit() -> None:
+    """The installed ``chanbatch`` is ``console``: while a command runs, the cyclic collector
+    waits for many more new objects than Python's default 700 (still collecting cycles), and
+    once it is done everything is frozen, so the collections at exit walk nothing. ``main``,
+    which embedding callers use, leaves the collector as it found it."""
+    import tomllib
+    from pathlib import Path
+
+    scripts = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert scripts["project"]["scripts"]["chanbatch"] == "chanbatch.cli:console"
+    probe = (
+        "import gc, json, sys\n"
+        "from chanbatch.cli import console\n"
+        "seen = {}\n"
+        "m = sys.modules['chanbatch.cli.main']  # the module: the package's `main` is the function\n"
+        "inner = m.main\n"
+        "def spy():\n"
+        "    seen['during'] = gc.get_threshold()\n"
+        "    seen['enabled'] = gc.isenabled()\n"
+        "    inner()\n"
+        "m.main = spy\n"
+        "sys.argv = ['chanbatch', '--version']\n"
+        "try:\n"
+        "    console()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "seen['frozen'] = gc.get_freeze_count()\n"
+        "print(json.dumps(seen))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    seen = json.loads(out.stdout.splitlines()[-1])
+    assert seen["enabled"] is True
+    assert seen["during"][0] >= 10_000  # Python's default is 700
+    assert seen["frozen"] > 10_000  # the objects of the process, frozen at the end

@@ -242,9 +242,9 @@ def test_a_chain_memo_that_lies_is_caught(tmp_path: Path, field: int) -> None:
     root, store, frame = _warm_and_append(tmp_path)
     (memo,) = chain_memos(root)
     doc = unseal(memo.read_bytes())
-    for records in doc["chains"].values():
-        for record in records.values():
-            record[field] = "f" * 64
+    column = ("partials", "contents")[field]  # the memo is stored by columns
+    for columns in doc["chains"].values():
+        columns[column] = ["f" * 64] * len(columns[column])
     memo.write_bytes(seal(doc))
     result = cb.Blueprint.from_yaml(BLUEPRINT).run(store, scheduler="sync")
     assert snapshots(result) == cold_snapshots(tmp_path, frame)
@@ -294,3 +294,43 @@ def test_explain_after_a_run_planned_top_down(tmp_path: Path) -> None:
         assert docs and all(doc["changed"] == [] for doc in docs), docs
         docs = blueprint.explain(store, stage, str(new_day))
         assert docs and all(doc["changed"] for doc in docs), docs
+
+
+def test_the_chain_memo_is_stored_by_columns_and_read_back_as_it_was_left(
+    tmp_path: Path,
+) -> None:
+    """The memo a run leaves, read back, is the one its plan made (records of three and more
+    members, packs shared by slices); a memo of the earlier layout (an object per slice) is
+    still read, so an upgrade plans top-down from its first run."""
+    from chanbatch.cache.index import chains_path, read_chains, write_chains
+    from chanbatch.hashing import seal
+    from chanbatch.snapshot.storage import Storage
+
+    frame = events()
+    root = tmp_path / "warm"
+    store = cb.Store(str(root))
+    store.freeze("events", frame, slice_by="day")
+    cb.Blueprint.from_yaml(BLUEPRINT).run(store, scheduler="sync")
+    storage = Storage(str(root))
+    left = read_chains(storage, "chains")
+    assert sorted(len(records) for records in left.values()) == [len(DAYS), len(DAYS)]
+    (memo,) = chain_memos(root)
+    doc = json.loads(memo.read_bytes())
+    for digest, columns in doc["chains"].items():
+        # every slice of the input once, in the plan's order, its pack named once
+        assert sorted(columns["slices"]) == sorted(left[digest])
+        assert len(columns["packs"]) == len(set(columns["packs"])) < len(DAYS)
+        assert [left[digest][sid][2] for sid in columns["slices"]] == [
+            columns["packs"][i] for i in columns["pack"]
+        ]
+
+    # hand-made records, kept checkpoints and an empty pack included, through a round trip
+    made = {
+        "c1": {"s1": ["k1", "i1", "p1"], "s2": ["k2", "i2", "", "kept2"], "s3": ["k3", "i3", "p1"]},
+        "c2": {},
+    }
+    write_chains(storage, "chains", made)
+    assert read_chains(storage, "chains") == made
+    earlier = {"blueprint": "chains", "chains": made, "roots": {}}
+    (root / chains_path("chains")).write_bytes(seal(earlier))
+    assert read_chains(storage, "chains") == made
