@@ -386,6 +386,10 @@ class _Requests:
             self.request(src, "list", None, f"{name}{SEP}{part}", pa.binary())
             self.sketches[f"{name}{SEP}{part}"] = how
             return
+        if agg.func in ("min", "max"):  # the group's extreme, null for a group of nulls
+            options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
+            self.request(src, agg.func, options, f"{name}{SEP}{agg.func}", value.type)
+            return
         if not general:
             options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
             self.request(src, "sum", options, f"{name}{SEP}sum", pa.float64())
@@ -505,7 +509,7 @@ def _arguments(spec: Aggregate, table: pa.Table) -> dict[str, tuple[Array, bool]
     values: dict[str, Array] = {}
     out: dict[str, tuple[Array, bool]] = {}
     for name, agg in spec.aggregates.items():
-        if agg.func not in ("count", "sum", "mean", "count_distinct", *_SKETCHES):
+        if agg.func not in ("count", "sum", "mean", "min", "max", "count_distinct", *_SKETCHES):
             raise Unsupported(f"aggregate {agg.func}")
         if agg.arg is None:
             continue
@@ -522,7 +526,9 @@ def _arguments(spec: Aggregate, table: pa.Table) -> dict[str, tuple[Array, bool]
             kinds += ("str", "date", "bool")
         elif agg.func == "approx_count_distinct":  # hashed as their Python values (sketches)
             kinds = ("int", "float", "str", "bool")
-        elif agg.func in _SKETCHES:  # a t-digest of floats, as the pandas partial casts them
+        elif agg.func in (*_SKETCHES, "min", "max"):
+            # a t-digest of floats, as the pandas partial casts them; the extremes of ints and
+            # floats, the states arrow_combine merges
             kinds = ("int", "float")
         if value_kind(values[text]) not in kinds:
             raise Unsupported("an argument of this type")

@@ -105,7 +105,8 @@ def test_a_computing_run_on_threads_imports_neither_dask_nor_distributed(tmp_pat
 
 
 def test_a_run_whose_stages_stay_on_arrow_imports_no_pandas(tmp_path: Path) -> None:
-    """Filters, derives, count/sum/mean partials of floats, combines, finishes and a sort all
+    """Filters, derives, count/sum/mean/min/max partials of floats, combines, finishes and a
+    sort all
     have an Arrow path: a computing run of them, cold or with a new slice, never imports pandas (0.3 s
     of a small run), and its answers are pandas' answers."""
     store = cb.Store(tmp_path / "store")
@@ -118,7 +119,10 @@ inputs: {t: t}
 stages:
   big: {from: t, filter: "x > 2"}
   halves: {from: big, derive: {y: "x * 0.5"}}
-  per_g: {from: halves, group_by: [g], aggregate: {n: count(), s: sum(y), m: mean(y)}}
+  per_g:
+    from: halves
+    group_by: [g]
+    aggregate: {n: count(), s: sum(y), m: mean(y), lo: min(y), hi: max(y)}
   ordered: {from: per_g, sort: [-s]}
 outputs: {ordered: arrow_ordered}
 """
@@ -132,10 +136,49 @@ outputs: {ordered: arrow_ordered}
         assert report["pandas"] is False
         everything = pd.concat([FRAME, more]) if frame is not None else FRAME
         kept = everything[everything.x > 2].assign(y=lambda f: f.x * 0.5)
-        want = kept.groupby("g").y.agg(["count", "sum", "mean"]).reset_index()
+        want = kept.groupby("g").y.agg(["count", "sum", "mean", "min"]).reset_index()
+        want["hi"] = kept.groupby("g").y.max().to_numpy()
         want = want.sort_values("sum", ascending=False, kind="stable").reset_index(drop=True)
         got = store.read_pandas("arrow_ordered")
         assert got["g"].tolist() == want["g"].tolist()
         assert got["n"].tolist() == want["count"].tolist()
         assert got["s"].tolist() == want["sum"].tolist()
         assert got["m"].tolist() == want["mean"].tolist()
+        assert got["lo"].tolist() == want["min"].tolist()
+        assert got["hi"].tolist() == want["hi"].tolist()
+
+
+def test_the_extremes_of_ints_are_taken_on_arrow_and_stay_ints(tmp_path: Path) -> None:
+    """min and max of an int column, with nulls in some slices, on the Arrow path from the
+    partials to the finish: no pandas in the process, the answers are pandas' on the raw rows,
+    and the extremes are ints (a group of nulls only: null)."""
+    frame = pd.DataFrame(
+        {
+            "k": [1, 1, 2, 2, 3, 3],
+            "g": ["a", "b", "a", "c", "b", "c"],
+            "v": pd.array([4, None, -7, None, 2**62, None], dtype="Int64"),
+        }
+    )
+    store = cb.Store(tmp_path / "store")
+    store.freeze("t", frame, slice_by="k")
+    path = tmp_path / "extremes.yaml"
+    path.write_text(
+        """
+name: extremes
+inputs: {t: t}
+stages:
+  per_g: {from: t, group_by: [g], aggregate: {n: count(v), lo: min(v), hi: max(v)}}
+outputs: {per_g: extremes_per_g}
+"""
+    )
+    report = _probe(path, store)
+    assert report["code"] == 0 and report["doc"]["stats"]["computed"] > 0
+    assert report["pandas"] is False
+    got = store.read_pandas("extremes_per_g").sort_values("g").reset_index(drop=True)
+    want = frame.groupby("g").v.agg(["count", "min", "max"]).reset_index()
+    assert got["g"].tolist() == want["g"].tolist() == ["a", "b", "c"]
+    assert got["n"].tolist() == want["count"].tolist() == [2, 1, 0]
+    assert got["lo"].tolist()[:2] == want["min"].tolist()[:2] == [-7, 2**62]
+    assert got["hi"].tolist()[:2] == want["max"].tolist()[:2] == [4, 2**62]
+    assert pd.isna(got["lo"][2]) and pd.isna(got["hi"][2])  # c: nulls only
+    assert str(got["lo"].dtype) == str(got["hi"].dtype) == "Int64"
