@@ -39,6 +39,13 @@ def digest(data: bytes | bytearray | memoryview) -> str:
     return blake3.blake3(data, max_threads=threads).hexdigest()
 
 
+def digest_head(data: bytes) -> int:
+    """The first 8 bytes of ``data``'s blake3 digest, as an unsigned big-endian int: the
+    value of ``int(digest(data)[:16], 16)``, without making the hex text (a combine tree hashes
+    every label on every level: 123,000 times at 100,000 slices)."""
+    return int.from_bytes(blake3.blake3(data).digest(8), "big")
+
+
 def digest_file(path: str) -> tuple[str, int]:
     """The blake3 hex digest of a local file, memory-mapped, and its size in bytes."""
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)

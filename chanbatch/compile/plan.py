@@ -62,7 +62,7 @@ from chanbatch.compile.columns import check_schemas, needed_columns
 from chanbatch.compile.keys import task_key
 from chanbatch.compile.operations import rules_of, runs_per_slice
 from chanbatch.compile.windows import Halo, window_halos
-from chanbatch.hashing import canonical_json, digest
+from chanbatch.hashing import canonical_json, digest_head
 from chanbatch.snapshot.manifest import SliceEntry
 from chanbatch.snapshot.names import SliceKey, encode_key
 from chanbatch.snapshot.refs import Resolved
@@ -994,5 +994,4 @@ def _closes(salt: int, depth: int, label: bytes) -> bool:
     """Whether a group closes after a child whose last slice key has the canonical JSON
     ``label``: the bytes hashed are the canonical JSON of ``[salt, depth, key]``, so that every
     machine builds the same tree."""
-    value = int(digest(b"[%d,%d,%s]" % (salt, depth, label))[:16], 16)
-    return value % FANOUT == 0
+    return digest_head(b"[%d,%d,%s]" % (salt, depth, label)) % FANOUT == 0

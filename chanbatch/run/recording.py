@@ -176,15 +176,21 @@ def described(blueprint: Blueprint) -> dict[str, Any]:
     }
 
 
-def record_inputs(inputs: dict[str, Resolved]) -> dict[str, dict[str, Any]]:
-    """A record's ``inputs``: each input's dataset, snapshot, version and rows read."""
+def record_inputs(
+    inputs: dict[str, Resolved], rows: Mapping[str, int] | None = None
+) -> dict[str, dict[str, Any]]:
+    """A record's ``inputs``: each input's dataset, snapshot, version and rows read (``rows``:
+    those already known, by input name, so that the manifest need not be read for them)."""
+    known = rows or {}
     return {
         name: {
             "dataset": r.dataset,
             "snapshot": r.snapshot,
             "version": r.entry.version,  # verify finds a ref file deleted under it
             # the rows the run read: the whole snapshot, or its one slice (DATASET[slice])
-            "rows": sum(e.rows for e in r.manifest.slices if r.slice_key in (None, e.key)),
+            "rows": known[name]
+            if name in known
+            else sum(e.rows for e in r.manifest.slices if r.slice_key in (None, e.key)),
         }
         for name, r in inputs.items()
     }

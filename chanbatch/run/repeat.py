@@ -126,6 +126,21 @@ def _memo_digest(store: SnapshotStore, blueprint: str) -> str | None:
         return None
 
 
+def _rows_read(last: dict[str, Any], inputs: dict[str, refs.Resolved]) -> dict[str, int]:
+    """The rows each input's snapshot has, as the repeated run recorded them for the same
+    snapshot (its manifest is then not read)."""
+    recorded = last.get("inputs")
+    rows: dict[str, int] = {}
+    if isinstance(recorded, dict):
+        for name, r in inputs.items():
+            doc = recorded.get(name)
+            if not isinstance(doc, dict) or doc.get("snapshot") != r.snapshot:
+                continue
+            if isinstance(doc.get("rows"), int):
+                rows[name] = doc["rows"]
+    return rows
+
+
 def repeat(
     store: SnapshotStore,
     blueprint: Blueprint,
@@ -172,7 +187,7 @@ def repeat(
         started_at=started.isoformat(timespec="milliseconds"),
         **described(blueprint),
         scheduler=scheduler(),
-        inputs=record_inputs(inputs),
+        inputs=record_inputs(inputs, _rows_read(last, inputs)),
         tasks=[],
         outputs=outputs,
         output_versions=versions,

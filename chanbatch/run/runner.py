@@ -53,7 +53,8 @@ def resolve_inputs(
     resolved = {}
     for name, ref in bindings.items():
         try:
-            resolved[name] = store.resolve(ref)
+            # the manifests are read when planning asks for them: a repeat never does
+            resolved[name] = store.resolve(ref, lazy=True)
         except UsageError as exc:
             raise type(exc)(f"input {name!r}: {exc.message}", hint=exc.hint) from exc
     return resolved

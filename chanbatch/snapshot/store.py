@@ -106,9 +106,10 @@ class SnapshotStore:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def resolve(self, ref: str) -> refs.Resolved:
-        """Resolve a REF; raises RefNotFoundError or AmbiguousRefError."""
-        return refs.resolve(self.storage, ref)
+    def resolve(self, ref: str, *, lazy: bool = False) -> refs.Resolved:
+        """Resolve a REF; raises RefNotFoundError or AmbiguousRefError (``lazy``: see
+        :func:`chanbatch.snapshot.refs.resolve`)."""
+        return refs.resolve(self.storage, ref, lazy=lazy)
 
     def snapshot(self, ref: str) -> _describe.Snapshot:
         """The snapshot a REF names, from its manifest and ref-log entry (no data is read).

@@ -67,7 +67,7 @@ def lay_out(base: tuple[cb.Blueprint, Resolved], keys: Iterable[int], version: i
         for k in sorted(keys)
     )
     manifest = dataclasses.replace(resolved.manifest, slices=entries)
-    return build_plan(blueprint.model, {"x": dataclasses.replace(resolved, manifest=manifest)})
+    return build_plan(blueprint.model, {"x": resolved.with_manifest(manifest)})
 
 
 def combines(plan: Plan) -> set[str]:
@@ -159,7 +159,7 @@ def test_a_replaced_slice_moves_no_boundary(base) -> None:
         for e in after.inputs["x"].manifest.slices
     )
     manifest = dataclasses.replace(resolved.manifest, slices=entries)
-    after = build_plan(blueprint.model, {"x": dataclasses.replace(resolved, manifest=manifest)})
+    after = build_plan(blueprint.model, {"x": resolved.with_manifest(manifest)})
     shape = sorted(tuple(leaves(before, k)) for k in combines(before))
     assert sorted(tuple(leaves(after, k)) for k in combines(after)) == shape
     assert combines(after) - combines(before) == path(after, replaced)
@@ -226,3 +226,26 @@ def test_the_tree_is_the_same_in_a_fresh_interpreter(base, tmp_path: Path) -> No
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == str(sorted(combines(here)))
+
+
+def test_the_boundaries_follow_the_documented_rule() -> None:
+    """The planner's boundary test (on the first 8 bytes of the digest, without its hex text)
+    is the documented rule, written out here with the hex digest, for ints and dates alike."""
+    import datetime as dt
+
+    from chanbatch.compile.plan import _closes as planner_closes
+    from chanbatch.compile.plan import _label
+
+    closing = 0
+    for key in [
+        *range(-50, 5000),
+        *(dt.date(2020, 1, 1) + dt.timedelta(days=d) for d in range(400)),
+    ]:
+        for salt, depth in ((1, 0), (2, 0), (3, 1)):
+            text = canonical_json(
+                [salt, depth, key.isoformat() if isinstance(key, dt.date) else key]
+            )
+            want = int(digest(text)[:16], 16) % FANOUT == 0
+            assert planner_closes(salt, depth, _label(key)) == want, (key, salt, depth)
+            closing += want
+    assert 0.09 < closing / (3 * 5450) < 0.16  # about 1 in FANOUT

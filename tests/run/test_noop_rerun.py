@@ -30,6 +30,10 @@ import contextlib, io, json, sys
 from chanbatch.cli import main
 PLANNER = {"chanbatch.run.planned", "chanbatch.compile.plan", "chanbatch.compile.decide",
            "chanbatch.snapshot.freeze", "pyarrow"}
+import chanbatch.snapshot.refs as refs_module
+manifests = []
+get_snapshot = refs_module.get_snapshot
+refs_module.get_snapshot = lambda storage, sid: manifests.append(sid) or get_snapshot(storage, sid)
 sys.argv = ["chanbatch", "run", sys.argv[1], "--store", sys.argv[2], "--json"]
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
@@ -40,7 +44,8 @@ with contextlib.redirect_stdout(out):
 print(json.dumps({"code": code, "doc": json.loads(out.getvalue()),
                   "pandas": "pandas" in sys.modules, "dask": "dask" in sys.modules,
                   "distributed": "distributed" in sys.modules,
-                  "planner": sorted(m for m in sys.modules if m in PLANNER)}))
+                  "planner": sorted(m for m in sys.modules if m in PLANNER),
+                  "manifests": manifests}))
 """
 
 
@@ -80,6 +85,8 @@ def test_noop_rerun_reads_nothing_and_imports_no_dataframe_library(tmp_path: Pat
     assert report["dask"] is False
     # answered from the last run's outcome: the planner, the freezer and pyarrow stay unloaded
     assert report["planner"] == []
+    # nor the input's snapshot manifest: its id (in the ref log) is all the answer needs
+    assert report["manifests"] == []
     # and the head of each output is still the same snapshot, with no new version written
     for info in first.snapshots.values():
         assert store.resolve(info["dataset"]).snapshot == info["snapshot"]
