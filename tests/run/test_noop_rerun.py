@@ -113,9 +113,8 @@ def test_a_computing_run_on_threads_imports_neither_dask_nor_distributed(tmp_pat
 
 def test_a_run_whose_stages_stay_on_arrow_imports_no_pandas(tmp_path: Path) -> None:
     """Filters, derives, count/sum/mean/min/max partials of floats, combines, finishes and a
-    sort all
-    have an Arrow path: a computing run of them, cold or with a new slice, never imports pandas (0.3 s
-    of a small run), and its answers are pandas' answers."""
+    sort all have an Arrow path: a computing run of them, cold or with a new slice, never
+    imports pandas (0.3 s of a small run), and its answers are pandas' answers."""
     store = cb.Store(tmp_path / "store")
     store.freeze("t", FRAME, slice_by="k")
     path = tmp_path / "arrow.yaml"
