@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from chanbatch.run import display
 from chanbatch.snapshot.names import encode_key
 
 if TYPE_CHECKING:  # types only: a repeated run hands back a RunResult without planning
@@ -103,13 +104,9 @@ class PlanReport:
         }
 
     def __repr__(self) -> str:
-        from chanbatch.run import display
-
         return display.plan_repr(self)
 
     def _repr_html_(self) -> str:
-        from chanbatch.run import display
-
         return display.plan_html(self)
 
 
@@ -139,11 +136,7 @@ class RunResult:
 
     def __repr__(self) -> str:
         # never .outputs: building dask frames (or reading anything) to print a line is wrong
-        from chanbatch.run import display
-
         return display.run_repr(self)
 
     def _repr_html_(self) -> str:
-        from chanbatch.run import display
-
         return display.run_html(self)
