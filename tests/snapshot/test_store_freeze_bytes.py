@@ -216,3 +216,55 @@ def test_a_failing_write_stops_the_freeze_and_commits_nothing(
     with pytest.raises(OSError, match="disk full"):
         store.freeze("mixed", table, slice_by="month")
     assert store.datasets() == []
+
+
+def test_decimals_of_up_to_18_digits_are_stored_as_integers(
+    store: chanbatch.Store, store_url: str
+) -> None:
+    """A decimal of up to 18 digits is written as Parquet INT32 or INT64 (read back with no byte
+    swap per value); a wider one stays fixed-size bytes. DuckDB, reading the stored objects on
+    its own, gives back every value exactly, and so does the store."""
+    import duckdb
+
+    rng = np.random.default_rng(3)
+    rows = 2_000
+    values = {
+        "d9": [Decimal(int(c)).scaleb(-2) for c in rng.integers(-(10**8), 10**8, rows)],
+        "d18": [Decimal(int(c)).scaleb(-4) for c in rng.integers(-(10**17), 10**17, rows)],
+        "d38": [Decimal(int(c) * 10**12).scaleb(-6) for c in rng.integers(-(10**17), 10**17, rows)],
+    }
+    types = {"d9": pa.decimal128(9, 2), "d18": pa.decimal128(18, 4), "d38": pa.decimal128(38, 6)}
+    keys = rng.integers(0, 3, rows)
+    table = pa.table(
+        {"k": pa.array(keys)}
+        | {
+            name: pa.array(v, types[name], mask=rng.random(rows) < 0.1)
+            for name, v in values.items()
+        }
+    )
+
+    info = store.freeze("money", table, slice_by="k")
+
+    stored = stored_objects(store_url, info)
+    for s in info.slices:
+        (blob,) = stored[s.key]
+        schema = pq.ParquetFile(pa.BufferReader(blob)).schema
+        physical = {schema.column(i).name: schema.column(i).physical_type for i in range(4)}
+        assert physical == {
+            "k": "INT64",
+            "d9": "INT32",
+            "d18": "INT64",
+            "d38": "FIXED_LEN_BYTE_ARRAY",
+        }
+        expected = table.filter(pc.equal(table["k"], s.key))
+        # DuckDB reads the object's bytes itself: its decimals are Python Decimals, exact
+        arrow = pq.read_table(pa.BufferReader(blob))
+        got = duckdb.sql("SELECT d9, d18, d38 FROM arrow").fetchall()
+        assert got == list(zip(*(expected[name].to_pylist() for name in values), strict=True))
+        assert arrow.schema.field("d18").type == pa.decimal128(18, 4)
+    back = store.read("money").compute()
+    in_key_order = pa.concat_tables(
+        table.filter(pc.equal(table["k"], k)) for k in sorted(set(keys.tolist()))
+    )
+    assert str(back["d18"].dtype) == "decimal128(18, 4)[pyarrow]"
+    assert pa.array(back["d18"]).to_pylist() == in_key_order["d18"].to_pylist()
