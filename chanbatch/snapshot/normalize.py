@@ -35,7 +35,7 @@ WRITE_OPTIONS: dict[str, Any] = {
     # Decimals of up to 18 digits as Parquet INT32/INT64 (the DECIMAL logical type over an
     # integer, which every Parquet reader supports) rather than big-endian fixed-size bytes:
     # reading them back is a widening, not a byte swap per value. A cold TPC-H Q1 on
-    # decimal128(15,2) columns reads its slices in a third of the time (docs/performance.md).
+    # decimal128(15,2) columns reads its slices in less than half the time (docs/performance.md).
     "store_decimal_as_integer": True,
 }
 
