@@ -21,11 +21,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import inspect
+import itertools
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from chanbatch.errors import ChanbatchError, NoStoreError, StoreError, StoreUrlError
@@ -331,10 +332,8 @@ class Storage:
                 self.fs.pipe_file(self.full(rel), bytes(data))
                 return
             tmp = self._write_tmp(data)
-            target = self.full(rel)
             try:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                os.replace(tmp, target)
+                _into_folder(os.replace, tmp, self.full(rel))
             except BaseException:
                 _remove(tmp)
                 raise
@@ -351,10 +350,8 @@ class Storage:
                     return False
                 return True
             tmp = self._write_tmp(data)
-            target = self.full(rel)
             try:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                os.link(tmp, target)
+                _into_folder(os.link, tmp, self.full(rel))
             except FileExistsError:
                 return False
             finally:
@@ -441,7 +438,7 @@ class Storage:
         tmp_dir = self.full(TMP_DIR)
         with self.writing(TMP_DIR):
             os.makedirs(tmp_dir, exist_ok=True)
-        return os.path.join(tmp_dir, f"{uuid.uuid4().hex}.tmp")
+        return os.path.join(tmp_dir, _tmp_name())
 
     def adopt(self, tmp: str, rel: str, *, replace: bool = False) -> bool:
         """Move a finished local temp file to ``rel``; False (and the temp file removed) if
@@ -463,18 +460,22 @@ class Storage:
                     return False
         with self.writing(rel):
             try:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                os.replace(tmp, target)
+                _into_folder(os.replace, tmp, target)
             except BaseException:
                 _remove(tmp)
                 raise
         return True
 
     def _write_tmp(self, data: bytes | memoryview) -> str:
-        tmp = self.tmp_path()
+        """``data`` in a new temp file; its folder is made only when the open finds it missing
+        (a freeze writes thousands of files, and a failed ``mkdir`` per file adds up)."""
+        tmp = os.path.join(self.full(TMP_DIR), _tmp_name())
         try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
+            try:
+                _write_file(tmp, data)
+            except FileNotFoundError:
+                self.tmp_path()  # makes the folder
+                _write_file(tmp, data)
         except BaseException:  # a full disk leaves no half-written temp file behind
             _remove(tmp)
             raise
@@ -603,3 +604,35 @@ def _mtime(info: dict[str, Any]) -> float:
         except (TypeError, ValueError):
             continue
     return time.time()  # unknown age: treat as brand new, so gc's grace period protects it
+
+
+def _into_folder(move: Callable[[str, str], object], source: str, target: str) -> None:
+    """``move(source, target)`` (a rename or a link), making ``target``'s folder first if it
+    is missing. Tried without first: the folder is there for all but a store's first few
+    files, and a ``mkdir`` that finds it there costs a failed system call each time."""
+    try:
+        move(source, target)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        move(source, target)
+
+
+def _write_file(path: str, data: bytes | memoryview) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def _tmp_name() -> str:
+    """A temp file name no other thread or process picks: a random prefix per process (drawn
+    again in a forked child), then a count."""
+    return f"{_TMP_PREFIX[0]}-{next(_TMP_COUNT)}.tmp"
+
+
+def _new_tmp_prefix() -> None:
+    _TMP_PREFIX[0] = uuid.uuid4().hex
+
+
+_TMP_PREFIX = [""]
+_TMP_COUNT = itertools.count()
+_new_tmp_prefix()
+os.register_at_fork(after_in_child=_new_tmp_prefix)
