@@ -48,6 +48,7 @@ def test_every_shape_checks_its_answers_and_writes_the_section(tmp_path: Path) -
         "freeze:",
         "cluster: cold run",
         "month, append slice added on processes:",
+        "month, append slice added on tcp://",
     ):
         assert what in checked, what
     assert {f.shape for f in report.figures} == set(bench_slices.SHAPES)
