@@ -24,6 +24,7 @@ from typing import Any
 from chanbatch.errors import StoreError, UsageError
 from chanbatch.hashing import seal, unseal
 from chanbatch.snapshot import layout
+from chanbatch.snapshot.names import encode_key
 from chanbatch.snapshot.roots import Roots
 from chanbatch.snapshot.storage import Storage
 
@@ -68,11 +69,16 @@ class TaskOutcome:
     time: float | None = None
 
     def document(self) -> dict[str, Any]:
-        return {
+        """Plain data a distributed worker's event log can carry (msgpack): the slice key in
+        its JSON form (a date as its ISO text), as a run record writes it."""
+        doc = {
             f.name: getattr(self, f.name)
             for f in fields(self)
             if getattr(self, f.name) is not None or f.name in _ALWAYS
         }
+        if self.slice is not None:
+            doc["slice"] = encode_key(self.slice)
+        return doc
 
     @classmethod
     def parse(cls, document: Mapping[str, Any]) -> TaskOutcome:

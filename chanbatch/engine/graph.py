@@ -173,8 +173,9 @@ def report_outcome(run: str, outcome: TaskOutcome) -> None:
 
 
 def report_outcomes(run: str, outcomes: list[TaskOutcome]) -> None:
-    """Record what tasks did: in the worker's event log on a distributed cluster (the client
-    collects them with ``get_events``, as documents), else in this process."""
+    """Record what tasks did: on a distributed cluster, as one event of the worker's (the
+    client collects them through its subscription, as documents: :func:`reports_in`), else in
+    this process."""
     if not run or not outcomes:
         return
     # A task on a distributed worker runs in a process that has imported distributed; under
@@ -185,21 +186,28 @@ def report_outcomes(run: str, outcomes: list[TaskOutcome]) -> None:
     except ValueError:  # imported, but this task is not on a worker
         worker = None
     if worker is not None:
-        for outcome in outcomes:
-            sent = replace(
-                outcome,
-                worker=worker.address,
-                worker_name=str(worker.name),
-                run=run,
-                time=time.time(),
-            )
-            worker.log_event(LEDGER_TOPIC, sent.document())
+        # one event for the lot: the scheduler keeps only the last thousand events of a topic,
+        # and a batch of a thousand slices reports thousands of tasks
+        now = time.time()
+        sent = [
+            replace(o, worker=worker.address, worker_name=str(worker.name), run=run, time=now)
+            for o in outcomes
+        ]
+        worker.log_event(LEDGER_TOPIC, {"reports": [o.document() for o in sent], "time": now})
         return
     here = local_worker()
     # a batch names the worker as it builds its reports: thousands of copies spared
     mine = [o if o.worker == here else replace(o, worker=here) for o in outcomes]
     with _LEDGER_LOCK:
         _LEDGER.setdefault(run, []).extend(mine)
+
+
+def reports_in(message: Any) -> list[TaskOutcome]:
+    """The task reports one ledger event carries: a worker's ``{"reports": [...]}``, or one
+    report alone."""
+    if isinstance(message, dict) and "reports" in message:
+        return [TaskOutcome.parse(doc) for doc in message["reports"]]
+    return [TaskOutcome.parse(message)]
 
 
 def local_worker() -> str:
