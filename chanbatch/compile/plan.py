@@ -147,17 +147,22 @@ class Plan:
     chains: dict[str, Collapsed] = field(default_factory=dict, repr=False)
     # partial key -> content id, of the partials a chain memo answers for (none is a task)
     remembered: dict[str, str] = field(default_factory=dict, repr=False)
+    _kept: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
 
-    def kept_keys(self) -> list[str]:
+    def kept_keys(self) -> tuple[str, ...]:
         """The cache keys a run keeps alive: every stored or checkpoint task's, and those of
-        the partials (and their checkpoints) that a chain memo answered for."""
-        keys = [k for k, t in self.tasks.items() if t.stored or t.checkpoint]
-        for collapsed in self.chains.values():
-            for entry in collapsed.waiting.values():
-                record = collapsed.known[entry.id]
-                keys.append(record[0])
-                keys.extend(record[3:])
-        return keys
+        the partials (and their checkpoints) that a chain memo answered for. Listed once (a
+        run's intent and final records both root them: 113,000 at 100,000 slices); a plan
+        is not changed once laid out."""
+        if self._kept is None:
+            keys = [k for k, t in self.tasks.items() if t.stored or t.checkpoint]
+            for collapsed in self.chains.values():
+                for entry in collapsed.waiting.values():
+                    record = collapsed.known[entry.id]
+                    keys.append(record[0])
+                    keys.extend(record[3:])
+            self._kept = tuple(keys)
+        return self._kept
 
     def collapsed_counts(self) -> dict[str, int]:
         """Per stage, the tasks a chain memo answered for (each reused, none planned)."""

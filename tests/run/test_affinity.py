@@ -147,3 +147,60 @@ def test_pin_cpus_gives_each_worker_a_core_of_its_own(tmp_path: Path, frame: pd.
     assert len({cores[0] for cores in after.values()}) == 2, "two different cores"
     # every thread of a worker, not just the one that ran the plugin
     assert all(len(masks) == 1 for masks in threads.values()), threads
+
+
+def test_with_many_slices_per_worker_a_combine_group_runs_where_its_first_slice_hashes(
+    tmp_path: Path, client: Client
+) -> None:
+    """Past GROUPS_PER_WORKER groups per worker, every slice under one lowest combine node runs
+    on the worker the group's first slice id hashes to, so that the batch holding them runs
+    their combine too: the record shows each group on the worker its first slice hashes to,
+    both workers with a fair share, and the answer pandas gives."""
+    from chanbatch.run.cluster import GROUPS_PER_WORKER
+
+    slices = 700
+    rng = np.random.default_rng(8)
+    frame = pd.DataFrame(
+        {
+            "day": np.repeat(np.arange(slices, dtype="int64"), 4),
+            "kind": rng.choice(np.array(["a", "b", "c"], dtype=object), slices * 4),
+            "v": rng.normal(0.5, 1.0, slices * 4).round(2),
+        }
+    )
+    store = cb.Store(tmp_path / "store")
+    info = store.freeze("t", frame, slice_by="day")
+    slice_ids = {s.key: s.id for s in info.slices}
+    result = cb.Blueprint.from_yaml(BLUEPRINT).run(store, scheduler=client)
+
+    record = json.loads(next((tmp_path / "store" / "runs").glob("*.json")).read_text())
+    tasks = record["tasks"]
+    names = {t["worker"]: t["worker_name"] for t in tasks if "worker" in t}
+    assert len(names) == 2
+    slice_of = {t["key"]: t["slice"] for t in tasks if t["kind"] == "partial"}
+    groups = [
+        [slice_of[d] for d in t["deps"]]
+        for t in tasks
+        if t["kind"] == "combine" and all(d in slice_of for d in t["deps"])
+    ]
+    assert len(groups) >= GROUPS_PER_WORKER * 2  # enough groups: placed by group
+    grouped = {s for g in groups for s in g}
+    assert len(grouped) == sum(len(g) for g in groups) > slices * 0.9
+    # a slice alone in its lowest group has no combine there: it goes by its own id
+    groups += [[key] for key in range(slices) if key not in grouped]
+    ran_on: dict[int, set[str]] = defaultdict(set)
+    for task in tasks:
+        if task["slice"] is not None:
+            ran_on[task["slice"]].add(task["worker"])
+    for group in groups:
+        want = expected_worker(slice_ids[group[0]], names)
+        for key in group:
+            assert ran_on[key] == {want}, (group, key)
+    per_worker = defaultdict(int)
+    for workers in ran_on.values():
+        per_worker[next(iter(workers))] += 1
+    assert min(per_worker.values()) > slices / 4  # both workers got a fair share
+    got = result.outputs["per_kind"].compute().set_index("kind").sort_index()
+    kept = frame[frame.v > 0]
+    want_frame = kept.assign(w=kept.v * 3).groupby("kind").agg(n=("v", "size"), total=("w", "sum"))
+    assert list(got.n) == list(want_frame.n)
+    assert np.allclose(got.total, want_frame.total)
