@@ -1,4 +1,4 @@
-"""Slice affinity and CPU pinning on a real LocalCluster (issue 5).
+"""Slice affinity, CPU pinning and task reports on a real LocalCluster (issue 5).
 
 Which worker ran each task comes from the run record, which the workers fill in themselves;
 the expected worker of a slice is computed here from its definition (the highest blake3 of
@@ -7,8 +7,10 @@ the expected worker of a slice is computed here from its definition (the highest
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -204,3 +206,48 @@ def test_with_many_slices_per_worker_a_combine_group_runs_where_its_first_slice_
     want_frame = kept.assign(w=kept.v * 3).groupby("kind").agg(n=("v", "size"), total=("w", "sum"))
     assert list(got.n) == list(want_frame.n)
     assert np.allclose(got.total, want_frame.total)
+
+
+def test_a_cold_run_of_many_day_slices_reports_every_task(tmp_path: Path, client: Client) -> None:
+    """Date slice keys, and more task reports than the scheduler keeps events of one topic (a
+    thousand). Before, such a run failed with "internal error" (a date is not a msgpack value,
+    so a worker could not send its report), and with int keys it waited 10 s for reports the
+    scheduler had dropped and recorded most tasks with no outcome."""
+    days, rows = 420, 12
+    rng = np.random.default_rng(17)
+    first = dt.date(2021, 1, 1)
+    frame = pd.DataFrame(
+        {
+            "day": np.repeat([first + dt.timedelta(days=i) for i in range(days)], rows),
+            "kind": rng.choice(np.array(["a", "b", "c"], dtype=object), days * rows),
+            "v": rng.normal(0.5, 1.0, days * rows).round(2),
+        }
+    )
+    source = tmp_path / "source"
+    info = cb.Store(source).freeze("t", frame, slice_by="day")
+    assert len(info.slices) == days and info.slices[0].key == first
+    on_threads = tmp_path / "threads"
+    shutil.copytree(source, on_threads)
+    blueprint = cb.Blueprint.from_yaml(BLUEPRINT)
+
+    result = blueprint.run(cb.Store(source), scheduler=client)
+    alone = blueprint.run(cb.Store(on_threads), scheduler="threads")
+
+    # the same output as on threads, and the right one
+    assert result.snapshots["per_kind"]["snapshot"] == alone.snapshots["per_kind"]["snapshot"]
+    got = result.outputs["per_kind"].compute().set_index("kind").sort_index()
+    kept = frame[frame.v > 0]
+    want = kept.assign(w=kept.v * 3).groupby("kind").agg(n=("v", "size"), total=("w", "sum"))
+    assert list(got.n) == list(want.n)
+    assert np.allclose(got.total, want.total)
+
+    # every task of the cold run reported what it did, from a worker of the cluster
+    record = json.loads(next((source / "runs").glob("*.json")).read_text())
+    tasks = [t for t in record["tasks"] if t["kind"] != "load"]
+    assert len(tasks) > 1_000  # more than the scheduler keeps events of one topic
+    assert {t.get("outcome") for t in tasks} == {"computed"}
+    workers = set(client.scheduler_info()["workers"])
+    assert {t["worker"] for t in tasks} <= workers
+    assert len({t["worker"] for t in tasks}) == 2
+    per_slice = [t for t in tasks if t["slice"] is not None]
+    assert {t["slice"] for t in per_slice} == {s.key.isoformat() for s in info.slices}
