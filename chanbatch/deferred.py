@@ -17,12 +17,18 @@ it is (a program that imports chanbatch has usually imported pandas already).
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
-import importlib.machinery
 import sys
 from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import importlib.abc
+    import importlib.machinery
+
+# The finders and loaders here follow the import protocol (find_spec; create_module and
+# exec_module) without subclassing importlib.abc's classes: importing importlib.abc loads
+# importlib.resources, tempfile and shutil, about 5 ms of every command.
 
 __all__ = ["defer_pandas"]
 
@@ -67,7 +73,7 @@ def _hidden(name: str) -> Iterator[None]:
         sys.meta_path.remove(hide)
 
 
-class _Hide(importlib.abc.MetaPathFinder):
+class _Hide:
     def __init__(self, name: str) -> None:
         self.name = name
 
@@ -76,11 +82,11 @@ class _Hide(importlib.abc.MetaPathFinder):
             raise ImportError(f"{fullname} is imported when it is used", name=fullname)
 
 
-class _When(importlib.abc.MetaPathFinder):
+class _When:
     """Module ``name``, found as it would be without this finder, loaded by ``wrap(its
     loader)``; once, then this finder leaves ``sys.meta_path``."""
 
-    def __init__(self, name: str, wrap: Callable[[Any], importlib.abc.Loader]) -> None:
+    def __init__(self, name: str, wrap: Callable[[Any], _Wrapped]) -> None:
         self.name = name
         self.wrap = wrap
 
@@ -94,12 +100,13 @@ class _When(importlib.abc.MetaPathFinder):
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None:
-                    spec.loader = self.wrap(spec.loader)
+                    # a loader by protocol, not by class (see the imports)
+                    spec.loader = cast("importlib.abc.Loader", self.wrap(spec.loader))
                 return spec
         return None
 
 
-class _Wrapped(importlib.abc.Loader):
+class _Wrapped:
     """A module's own loader; subclasses add to how the module runs."""
 
     def __init__(self, loader: Any) -> None:

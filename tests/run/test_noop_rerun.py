@@ -29,7 +29,7 @@ PROBE = """
 import contextlib, io, json, sys
 from chanbatch.cli import main
 PLANNER = {"chanbatch.run.planned", "chanbatch.compile.plan", "chanbatch.compile.decide",
-           "chanbatch.snapshot.freeze", "pyarrow"}
+           "chanbatch.snapshot.freeze", "pyarrow", "importlib.abc", "tempfile"}
 import chanbatch.snapshot.refs as refs_module
 manifests = []
 get_snapshot = refs_module.get_snapshot
@@ -83,7 +83,8 @@ def test_noop_rerun_reads_nothing_and_imports_no_dataframe_library(tmp_path: Pat
     assert report["doc"]["outputs"] == first.snapshots
     assert report["pandas"] is False
     assert report["dask"] is False
-    # answered from the last run's outcome: the planner, the freezer and pyarrow stay unloaded
+    # answered from the last run's outcome: the planner, the freezer and pyarrow stay unloaded,
+    # and so do importlib.abc and what it loads (tempfile, shutil; chanbatch.deferred)
     assert report["planner"] == []
     # nor the input's snapshot manifest: its id (in the ref log) is all the answer needs
     assert report["manifests"] == []
