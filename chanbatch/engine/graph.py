@@ -204,7 +204,8 @@ def report_outcomes(run: str, outcomes: list[TaskOutcome]) -> None:
 
 def reports_in(message: Any) -> list[TaskOutcome]:
     """The task reports one ledger event carries: a worker's ``{"reports": [...]}``, or one
-    report alone."""
+    report alone, as workers of earlier versions sent them (a long-lived scheduler's log of
+    recent events may still hold such events when the client reads it)."""
     if isinstance(message, dict) and "reports" in message:
         return [TaskOutcome.parse(doc) for doc in message["reports"]]
     return [TaskOutcome.parse(message)]

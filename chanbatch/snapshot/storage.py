@@ -332,8 +332,9 @@ class Storage:
                 self.fs.pipe_file(self.full(rel), bytes(data))
                 return
             tmp = self._write_tmp(data)
+            target = self.full(rel)
             try:
-                _into_folder(os.replace, tmp, self.full(rel))
+                _in_folder(target, lambda: os.replace(tmp, target))
             except BaseException:
                 _remove(tmp)
                 raise
@@ -350,8 +351,9 @@ class Storage:
                     return False
                 return True
             tmp = self._write_tmp(data)
+            target = self.full(rel)
             try:
-                _into_folder(os.link, tmp, self.full(rel))
+                _in_folder(target, lambda: os.link(tmp, target))
             except FileExistsError:
                 return False
             finally:
@@ -460,7 +462,7 @@ class Storage:
                     return False
         with self.writing(rel):
             try:
-                _into_folder(os.replace, tmp, target)
+                _in_folder(target, lambda: os.replace(tmp, target))
             except BaseException:
                 _remove(tmp)
                 raise
@@ -471,11 +473,7 @@ class Storage:
         (a freeze writes thousands of files, and a failed ``mkdir`` per file adds up)."""
         tmp = os.path.join(self.full(TMP_DIR), _tmp_name())
         try:
-            try:
-                _write_file(tmp, data)
-            except FileNotFoundError:
-                self.tmp_path()  # makes the folder
-                _write_file(tmp, data)
+            _in_folder(tmp, lambda: _write_file(tmp, data))
         except BaseException:  # a full disk leaves no half-written temp file behind
             _remove(tmp)
             raise
@@ -606,15 +604,16 @@ def _mtime(info: dict[str, Any]) -> float:
     return time.time()  # unknown age: treat as brand new, so gc's grace period protects it
 
 
-def _into_folder(move: Callable[[str, str], object], source: str, target: str) -> None:
-    """``move(source, target)`` (a rename or a link), making ``target``'s folder first if it
-    is missing. Tried without first: the folder is there for all but a store's first few
-    files, and a ``mkdir`` that finds it there costs a failed system call each time."""
+def _in_folder(path: str, make: Callable[[], object]) -> None:
+    """``make()``, which creates the local file ``path`` (an open, a rename, a link), run again
+    once ``path``'s folder is made if it found the folder missing. Tried without first: the
+    folder is there for all but a store's first few files, and a ``mkdir`` that finds it there
+    costs a failed system call each time."""
     try:
-        move(source, target)
+        make()
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        move(source, target)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        make()
 
 
 def _write_file(path: str, data: bytes | memoryview) -> None:
