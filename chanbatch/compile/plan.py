@@ -303,6 +303,7 @@ def _load(
             ident=key,
             columns=projection,
             source=entry.id,
+            source_rows=entry.rows,
         )
     return key
 

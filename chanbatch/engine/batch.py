@@ -135,12 +135,9 @@ class Fusion:
             for arg in spec[1:]:
                 if isinstance(arg, str):
                     users[arg] = users.get(arg, 0) + 1
-        slice_rows: dict[str, int] = {
-            e.id: e.rows for r in plan.inputs.values() for e in r.manifest.slices
-        }
         runs: dict[tuple[str, Any, tuple[str, ...]], list[Chain]] = {}
         for key, task in plan.tasks.items():  # slices in key order
-            chain = _chain(graph, plan, key, task, users, slice_rows)
+            chain = _chain(graph, plan, key, task, users)
             if chain is not None:
                 worker = worker_of(chain.load.slice_id or chain.load.key) if worker_of else ""
                 signature = (worker, chain.load.columns, tuple(t.stage for t in chain.tasks))
@@ -194,7 +191,6 @@ def _chain(
     key: str,
     task: Task,
     users: dict[str, int],
-    slice_rows: dict[str, int],
 ) -> Chain | None:
     """The chain ending in ``key`` if it is a partial the graph computes from its slice's load
     through applies that nothing else reads; else None."""
@@ -215,8 +211,7 @@ def _chain(
     spec = graph.get(dep)
     if spec is None or spec[0] is not load_slice:
         return None
-    first = tasks[-1]  # the first apply carries the input slice's rows; a partial alone not
-    rows = first.source_rows if first.kind == "apply" else slice_rows.get(plan.tasks[dep].source, 0)
+    rows = plan.tasks[dep].source_rows  # the load's: its slice's rows
     return Chain(load=spec[1], tasks=tuple(reversed(tasks)), rows=rows)
 
 

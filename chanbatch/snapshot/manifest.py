@@ -156,21 +156,47 @@ def parse_manifest(data: bytes, expected_id: str) -> SliceManifest | SnapshotMan
         if doc.get("kind") == "snapshot":
             kind = doc["key_type"]
             slices = doc["slices"]
-            ids = slice_ids([s["id"] for s in slices])  # all at once: thousands of slices
+            # column by column, each checked at once: a snapshot may list 100,000 slices
+            ids = slice_ids([s["id"] for s in slices])
+            keys = _keys([s["key"] for s in slices], kind)
+            rows = _counts([s["rows"] for s in slices])
+            sizes = _counts([s["bytes"] for s in slices])
             return SnapshotManifest(
                 key_type=kind,
                 slice_by=doc.get("slice_by"),
                 schema=tuple(Column(name=c["name"], type=c["type"]) for c in doc["schema"]),
-                slices=tuple(
-                    SliceEntry(
-                        key=decode_key(s["key"], kind),
-                        id=sid,
-                        rows=int(s["rows"]),
-                        bytes=int(s["bytes"]),
-                    )
-                    for s, sid in zip(slices, ids, strict=True)
-                ),
+                slices=tuple(map(_entry, keys, ids, rows, sizes)),
             )
     except (KeyError, TypeError, ValueError) as exc:
         raise IntegrityError(f"manifest {expected_id[:12]} is malformed: {exc}") from exc
     raise IntegrityError(f"manifest {expected_id[:12]} has an unknown kind")
+
+
+def _keys(values: list[Any], kind: KeyType) -> list[SliceKey]:
+    """The slice keys ``values`` (as a manifest writes them) decoded as ``kind``."""
+    if kind == "int" and all(type(v) is int for v in values):
+        return values
+    return [decode_key(v, kind) for v in values]
+
+
+def _counts(values: list[Any]) -> list[int]:
+    """``values`` as ints: as they are when each is one (the common case, checked at once)."""
+    if all(type(v) is int for v in values):
+        return values
+    return [int(v) for v in values]
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _entry(key: SliceKey, sid: SliceId, rows: int, size: int) -> SliceEntry:
+    """``SliceEntry(key=key, id=sid, rows=rows, bytes=size)``, made for checked values without
+    the keyword parsing of the frozen class's ``__init__``: a fifth of the cost of reading a
+    manifest of 100,000 slices."""
+    entry = _new(SliceEntry)
+    _set(entry, "key", key)
+    _set(entry, "id", sid)
+    _set(entry, "rows", rows)
+    _set(entry, "bytes", size)
+    return entry
