@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,7 +19,13 @@ from typing import Any
 
 from chanbatch.blueprint.model import Blueprint, Map
 from chanbatch.cache import CacheView, write_memo
-from chanbatch.cache.index import read_chains, write_chains
+from chanbatch.cache.index import (
+    ChainsRead,
+    read_chain_memo,
+    read_chains,
+    write_chain_delta,
+    write_chains,
+)
 from chanbatch.cache.runs import (
     RUNNING,
     RunRecord,
@@ -200,6 +207,7 @@ class _Run:
     clock: float  # perf_counter at the start
     started_at: dt.datetime
     computed: list[str]
+    chains: ChainsRead  # the chain memo the plan read
     done: dict[str, TaskOutcome] | None = None
 
 
@@ -242,8 +250,8 @@ def _prepare(
     makes before it writes anything. ``outcome``: the last run's, as read already."""
     started_at = dt.datetime.now(dt.UTC)
     run_id = recording.new_run_id(started_at)
-    chains = read_chains(store.storage, blueprint.name)
-    report = plan_blueprint(blueprint, store, inputs=inputs, chains=chains, outcome=outcome)
+    chains = read_chain_memo(store.storage, blueprint.name)
+    report = plan_blueprint(blueprint, store, inputs=inputs, chains=chains.memo, outcome=outcome)
     allow = frozenset(allow_modules)
     computed = [k for k, d in report.decisions.items() if d.action == "compute"]
     for key in computed:
@@ -260,6 +268,7 @@ def _prepare(
         clock=clock,
         started_at=started_at,
         computed=computed,
+        chains=chains,
     )
 
 
@@ -338,8 +347,15 @@ def _finish(
             memo_packs = recording.memo_packs(contents, packs)
             memo_digest = writes.add(write_memo, storage, run.blueprint.name, contents, memo_packs)
         if plan.chains:
-            memo = plan.chain_memo(recording.content_of(plan, done), packs)
-            writes.add(write_chains, storage, run.blueprint.name, memo)
+            content = recording.content_of(plan, done)
+            read = run.chains
+            delta = read.delta_with(plan.chain_memo(content, packs, changed_only=True))
+            if delta is not None:  # a few records changed: those, beside the memo as it is
+                writes.add(write_chain_delta, storage, run.blueprint.name, read.base, delta)
+            else:
+                memo = plan.chain_memo(content, packs)
+                write = functools.partial(write_chains, drop_delta=read.delta_file)
+                writes.add(write, storage, run.blueprint.name, memo)
         record, stats = _record(run, output_keys, snapshots, versions)
         writes.add(write_record, storage, record)
     # last: the outcome names the memo and the record, written by now

@@ -19,7 +19,13 @@ from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from chanbatch.blueprint.model import Blueprint
-from chanbatch.cache.index import chains_path, memo_path, outcome_path, read_outcome
+from chanbatch.cache.index import (
+    chain_delta_path,
+    chains_path,
+    memo_path,
+    outcome_path,
+    read_outcome,
+)
 from chanbatch.errors import UsageError, did_you_mean
 from chanbatch.run.owners import check_outputs
 from chanbatch.run.repeat import repeat as repeated
@@ -100,7 +106,8 @@ def run_blueprint(
             if result is not None:
                 return result
         # what planning reads first, together (on an object store: one round trip, not two)
-        store.storage.read_ahead([chains_path(blueprint.name), memo_path(blueprint.name)])
+        name = blueprint.name
+        store.storage.read_ahead([chains_path(name), chain_delta_path(name), memo_path(name)])
         from chanbatch.run.planned import run_planned  # the planner: only for a run to plan
 
         return run_planned(

@@ -334,3 +334,108 @@ def test_the_chain_memo_is_stored_by_columns_and_read_back_as_it_was_left(
     earlier = {"blueprint": "chains", "chains": made, "roots": {}}
     (root / chains_path("chains")).write_bytes(seal(earlier))
     assert read_chains(storage, "chains") == made
+
+
+def chain_delta(root: Path) -> Path | None:
+    found = sorted((root / "memo").glob("*.chains.delta.json"))
+    return found[0] if found else None
+
+
+def test_a_few_new_slices_leave_a_delta_beside_the_memo(tmp_path: Path) -> None:
+    """A run that changed a few slices' records writes only those, beside the memo it read;
+    read together they are the memo a cold run leaves (each slice's partial key and content),
+    and once the changes outgrow their share of the memo, the whole memo is written again and
+    the delta removed. Every run's output stays the cold run's, and pandas'."""
+    from chanbatch.cache.index import read_chains
+    from chanbatch.snapshot.storage import Storage
+
+    frame = events(list(range(1, 71)))
+    root = tmp_path / "warm"
+    store = cb.Store(str(root))
+    blueprint = cb.Blueprint.from_yaml(BLUEPRINT)
+    store.freeze("events", frame[frame["day"] <= 40], slice_by="day")
+    blueprint.run(store, scheduler="sync")
+    (memo,) = chain_memos(root)
+    base = memo.read_bytes()
+    assert chain_delta(root) is None
+
+    rewritten_at = None
+    for day in range(41, 71):
+        store.freeze("events", frame[frame["day"] == day], slice_by="day")
+        result = blueprint.run(store, scheduler="sync")
+        seen = frame[frame["day"] <= day]
+        assert snapshots(result) == cold_snapshots(tmp_path, seen), day
+        delta = chain_delta(root)
+        if memo.read_bytes() != base:
+            rewritten_at = day
+            assert delta is None  # the whole memo again: the delta is gone
+            break
+        assert delta is not None
+        assert store.verify().ok  # the delta is a sealed document, stored under its name
+        doc = json.loads(delta.read_bytes())
+        # only the new slices' records: one per chain and new day
+        assert sorted(len(c["slices"]) for c in doc["chains"].values()) == [day - 40] * 2
+
+        # the memo read back is the one a cold run leaves (packs are only hints)
+        cold = tmp_path / f"cold-memo-{day}"
+        cold_store = cb.Store(str(cold))
+        cold_store.freeze("events", seen, slice_by="day")
+        blueprint.run(cold_store, scheduler="sync")
+        got = read_chains(Storage(str(root)), "chains")
+        want = read_chains(Storage(str(cold)), "chains")
+        assert got.keys() == want.keys()
+        for chain, records in want.items():
+            assert {s: r[:2] for s, r in got[chain].items()} == {
+                s: r[:2] for s, r in records.items()
+            }
+    # 40 slices a chain, two chains: the delta may hold 80 / 8 = 10 records, 5 new days
+    assert rewritten_at == 46
+    check_values(store, frame[frame["day"] <= rewritten_at])
+
+
+def test_a_delta_over_another_memo_or_damaged_is_not_used(tmp_path: Path) -> None:
+    """A delta is used only over the memo it was written beside: not after that memo was
+    replaced or damaged, nor when it is damaged itself; the run is exact either way."""
+    from chanbatch.cache.index import read_chains
+    from chanbatch.snapshot.storage import Storage
+
+    frame = events()
+    root = tmp_path / "warm"
+    store = cb.Store(str(root))
+    blueprint = cb.Blueprint.from_yaml(BLUEPRINT)
+    store.freeze("events", frame[frame["day"] <= 46], slice_by="day")
+    blueprint.run(store, scheduler="sync")
+    store.freeze("events", frame[frame["day"] == 47], slice_by="day")
+    blueprint.run(store, scheduler="sync")
+    delta = chain_delta(root)
+    assert delta is not None
+    storage = Storage(str(root))
+    with_delta = read_chains(storage, "chains")
+    new_ids = [
+        sid
+        for records in json.loads(delta.read_bytes())["chains"].values()
+        for sid in records["slices"]
+    ]
+    assert new_ids and all(any(sid in r for r in with_delta.values()) for sid in new_ids)
+
+    # the base replaced by another memo (one slice fewer than it had): the delta is ignored
+    (memo,) = chain_memos(root)
+    kept_delta = delta.read_bytes()
+    from chanbatch.cache.index import write_chains
+
+    first = next(iter(next(iter(with_delta.values()))))
+    other = {
+        c: {s: r for s, r in recs.items() if s not in new_ids and s != first}
+        for c, recs in with_delta.items()
+    }
+    write_chains(storage, "chains", other, drop_delta=False)
+    assert delta.read_bytes() == kept_delta  # still there, written beside the memo before
+    assert read_chains(storage, "chains") == other
+
+    # a damaged delta is ignored; the next run is exact and leaves a good memo again
+    delta.write_bytes(kept_delta[:-30] + b"garbage")
+    store.freeze("events", frame[frame["day"] == 48], slice_by="day")
+    result = blueprint.run(store, scheduler="sync")
+    assert snapshots(result) == cold_snapshots(tmp_path, frame)
+    check_values(store, frame)
+    assert memo.exists()
