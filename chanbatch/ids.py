@@ -53,11 +53,19 @@ def slice_ids(values: list[Any]) -> list[SliceId]:
     """Validate every one of ``values`` as a slice id, at once (a manifest of 100,000 slices
     checks them in one pass); raises ValueError naming the first that is not 64 hex
     characters."""
-    if all(type(v) is str and len(v) == 64 for v in values):
-        joined = "".join(values)
-        # every character one of the 16: the ASCII bytes with those deleted are none
-        if joined.isascii() and not joined.encode("ascii").translate(None, _HEX_DIGITS):
-            return values  # each is a str of 64 hex characters: a SliceId
+    try:
+        lengths = set(map(len, values))
+        joined = "".join(values)  # raises TypeError for anything but text
+    except TypeError:
+        lengths, joined = {0}, ""  # not all text: the one by one check below names it
+    # each 64 characters long, every character one of the 16 (the ASCII bytes with those
+    # deleted are none)
+    if (
+        lengths <= {64}
+        and joined.isascii()
+        and not joined.encode("ascii").translate(None, _HEX_DIGITS)
+    ):
+        return values  # each is a str of 64 hex characters: a SliceId
     for value in values:
         slice_id(value)  # raises, naming it
     raise AssertionError("unreachable: a slice id failed the pattern but passed alone")

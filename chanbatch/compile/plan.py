@@ -777,7 +777,7 @@ class Collapsed:
     merge_spec: dict[str, Any]  # the partials'
     kept: bool  # its last row-wise stage is a checkpoint: its per-slice keys are kept too
     entries: tuple[SliceEntry, ...]  # every slice of the input, in key order
-    known: dict[str, list[str]]  # slice id -> memo record, for the slices it answers
+    known: dict[str, list[str]]  # slice id -> memo record (a slice not in ``entries`` unasked)
     waiting: dict[str, SliceEntry] = field(default_factory=dict)  # partial key -> its slice
     laid: dict[str, list[str]] = field(default_factory=dict)  # slice id -> partial, kept keys
 
@@ -813,7 +813,9 @@ def _collapse(
             merge_spec=spec,
             kept=bool(chain.stages) and chain.stages[-1] in plan.checkpoints,
             entries=entries,
-            known={e.id: records[e.id] for e in entries if e.id in records},
+            # the memo's records as they are (a slice no longer in the input is never asked
+            # for), or none when it knows none of the input's slices
+            known=records if any(e.id in records for e in entries) else {},
         )
 
 

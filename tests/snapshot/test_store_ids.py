@@ -138,3 +138,50 @@ def test_lineage_and_time_stay_out_of_ids(store: chanbatch.Store) -> None:
     b = store.freeze("b", df, slice_by="month", lineage={"who": "y", "when": os.getpid()})
     assert a.snapshot == b.snapshot
     assert [s.id for s in a.slices] == [s.id for s in b.slices]
+
+
+def test_a_manifest_with_a_bad_slice_id_or_count_is_refused_whole(tmp_path: Path) -> None:
+    """A snapshot manifest is checked column by column (100,000 slices at once); a slice id
+    that is not 64 lowercase hex characters, or a count that is no number, is still refused,
+    naming the damage, wherever it is among good ones; ints given as other numbers are read
+    as ints, as before."""
+    import pytest
+
+    from chanbatch.errors import IntegrityError
+    from chanbatch.hashing import canonical_json, digest
+    from chanbatch.ids import slice_ids
+    from chanbatch.snapshot.manifest import parse_manifest
+
+    good = [digest(str(i).encode()) for i in range(5)]
+    assert slice_ids(good) == good
+    for bad in ("A" * 64, "g" * 64, "a" * 63, "a" * 65, "é" + "a" * 63, 7, None, b"a" * 64):
+        for at in (0, 2, 5):
+            values = [*good[:at], bad, *good[at:]]
+            with pytest.raises(ValueError, match="not a valid slice id"):
+                slice_ids(values)
+
+    def manifest(slices: list[dict[str, Any]]) -> tuple[bytes, str]:
+        doc = {
+            "format": 1,
+            "kind": "snapshot",
+            "key_type": "int",
+            "slice_by": "k",
+            "schema": [{"name": "k", "type": "int64"}],
+            "slices": slices,
+            "rows": 0,
+            "bytes": 0,
+        }
+        data = canonical_json(doc)
+        return data, digest(data)
+
+    rows = [{"key": i, "id": good[i], "rows": 10 + i, "bytes": 100.0} for i in range(5)]
+    parsed = parse_manifest(*manifest(rows))
+    assert [(e.key, e.id, e.rows, e.bytes) for e in parsed.slices] == [
+        (i, good[i], 10 + i, 100) for i in range(5)
+    ]
+    assert all(type(e.bytes) is int for e in parsed.slices)
+    for field, value in (("id", "Z" * 64), ("rows", "many"), ("key", "x")):
+        damaged = [dict(r) for r in rows]
+        damaged[3][field] = value
+        with pytest.raises(IntegrityError, match="malformed"):
+            parse_manifest(*manifest(damaged))
