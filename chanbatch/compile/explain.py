@@ -300,8 +300,11 @@ class _SliceChanges:
     def _slice_ids(self, name: str) -> dict[Any, str]:
         """Input ``name``'s slice ids now, by encoded slice key (worked out once)."""
         if name not in self._now:
-            slices = self.plan.inputs[name].manifest.slices
-            self._now[name] = {encode_key(e.key): e.id for e in slices}
+            manifest = self.plan.inputs[name].manifest
+            if manifest.key_type == "date":
+                self._now[name] = {encode_key(e.key): e.id for e in manifest.slices}
+            else:  # an int or text key is its own JSON form
+                self._now[name] = {e.key: e.id for e in manifest.slices}
         return self._now[name]
 
     def joined_reason(self, task: Task, join: str) -> str | None:

@@ -38,7 +38,7 @@ def intent_record(run_id: str, started_at: dt.datetime, plan: Plan) -> RunRecord
         # no refs: an intent names no versions for verify to check (a run that dies leaves it)
         roots=Roots.of(
             snapshots=sorted({r.snapshot for r in plan.inputs.values()}),
-            cache=sorted(plan.kept_keys()),
+            cache=plan.kept_keys(),  # in plan order, as the full record lists them
         ).stating(name=run_id),
     )
 
