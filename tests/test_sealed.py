@@ -45,3 +45,57 @@ def test_the_layout_is_part_of_the_seal() -> None:
     with pytest.raises(ValueError, match="no checksum"):
         unseal(b'{"a":1}\n')
     assert unseal(b'{"a":1}\n', legacy=lambda doc: doc == {"a": 1}) == {"a": 1}
+
+
+@given(documents)
+def test_seal_writes_the_canonical_json_of_plain_documents(document: dict) -> None:
+    """orjson writes what ``seal`` writes, where it can: for JSON's own types but floats, the
+    same bytes as the canonical JSON of the document (big ints and non-text keys go to the
+    canonical encoder itself), so a sealed file is as it was before orjson wrote it."""
+    from chanbatch.hashing import canonical_json, digest
+
+    document.pop("checksum", None)
+    encoded = canonical_json(document)
+    want = (
+        encoded[:-1]
+        + (b"," if document else b"")
+        + b'"checksum":"%s"}\n' % (digest(encoded).encode())
+    )
+    assert seal(document) == want
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=6),
+        st.floats(allow_nan=False, allow_infinity=False) | st.integers() | st.text(max_size=4),
+        max_size=6,
+    )
+)
+def test_sealed_floats_and_big_ints_read_back_as_they_were(document: dict) -> None:
+    """A float may be written in orjson's shortest form (``1e-6``); an int beyond 64 bits
+    is written by json. Either reads back to the same value, and ``loads`` reads what
+    ``json.loads`` reads."""
+    from chanbatch.hashing import loads
+
+    document.pop("checksum", None)
+    data = seal(document)
+    assert unseal(data) == document
+    assert loads(data) == json.loads(data)
+
+
+def test_values_json_has_no_type_for_go_to_default() -> None:
+    """A path, a NumPy scalar and a date in a sealed document are written as ``json`` with
+    the caller's ``default`` writes them (a NumPy float as a number, not as text)."""
+    import datetime as dt
+    from pathlib import Path
+
+    import numpy as np
+
+    document = {
+        "path": Path("/a/b"),
+        "x": np.float64(0.5),
+        "n": np.int64(3),
+        "day": dt.date(2024, 1, 2),
+    }
+    doc = unseal(seal(document, default=str))
+    assert doc == {"path": "/a/b", "x": 0.5, "n": "3", "day": "2024-01-02"}

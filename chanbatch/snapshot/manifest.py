@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chanbatch.errors import IntegrityError
-from chanbatch.hashing import canonical_json, digest
+from chanbatch.hashing import canonical_json, digest, loads
 from chanbatch.ids import (
     ObjectId,
     SliceId,
@@ -135,15 +135,13 @@ class SnapshotManifest:
 
 def parse_manifest(data: bytes, expected_id: str) -> SliceManifest | SnapshotManifest:
     """Check ``data`` against its id and parse it; raises IntegrityError on any mismatch."""
-    import json
-
     if digest(data) != expected_id:
         raise IntegrityError(
             f"manifest {expected_id[:12]} is corrupt: its bytes do not match its id",
             hint="run `chanbatch snapshot verify` to list every damaged file",
         )
     try:
-        doc = json.loads(data)
+        doc = loads(data)
         if doc.get("kind") == "slice":
             kind: KeyType = doc["key_type"]
             return SliceManifest(

@@ -7,7 +7,7 @@ never reach a caller as data.
 from __future__ import annotations
 
 from chanbatch.errors import IntegrityError, StoreError
-from chanbatch.hashing import digest, digest_file
+from chanbatch.hashing import digest, digest_file, loads
 from chanbatch.ids import ObjectId, object_id
 from chanbatch.snapshot.layout import manifest_path, object_path
 from chanbatch.snapshot.manifest import SliceManifest, SnapshotManifest, parse_manifest
@@ -169,13 +169,11 @@ def get_slice_index(storage: Storage, sid: str) -> dict[int | str, str]:
     :func:`get_snapshot` verifies it, without building its entries (an explanation compares an
     earlier snapshot's slices, 100,000 of them perhaps, with a plan's). Raises IntegrityError
     if missing or corrupt, StoreError if it is not a snapshot."""
-    import json
-
     data = _manifest_bytes(storage, sid)
     if digest(data) != sid:
         parse_manifest(data, sid)  # raises, naming the damage
     try:
-        doc = json.loads(data)
+        doc = loads(data)
         if doc.get("kind") != "snapshot":
             raise StoreError(f"{sid[:12]} is a slice, not a snapshot")
         return {s["key"]: s["id"] for s in doc["slices"]}
