@@ -29,7 +29,7 @@ from chanbatch.cache.index import (
 from chanbatch.errors import UsageError, did_you_mean
 from chanbatch.run.owners import check_outputs
 from chanbatch.run.repeat import repeat as repeated
-from chanbatch.snapshot import SnapshotStore, refs
+from chanbatch.snapshot import SnapshotStore, layout, refs
 from chanbatch.snapshot.storage import remembering
 
 if TYPE_CHECKING:
@@ -64,6 +64,19 @@ def resolve_inputs(
         except UsageError as exc:
             raise type(exc)(f"input {name!r}: {exc.message}", hint=exc.hint) from exc
     return resolved
+
+
+def _manifests_to_plan(
+    inputs: Mapping[str, refs.Resolved], outcome: Mapping[str, Any] | None
+) -> list[str]:
+    """The snapshot manifests a plan reads: its inputs', and the last run's inputs' and
+    outputs' (what explanations compare with, and what an output's freeze builds on)."""
+    ids = [r.snapshot for r in inputs.values()]
+    for part in ("inputs", "outputs"):
+        for info in ((outcome or {}).get(part) or {}).values():
+            if isinstance(info, dict) and isinstance(info.get("snapshot"), str):
+                ids.append(info["snapshot"])
+    return list(dict.fromkeys(ids))
 
 
 def run_blueprint(
@@ -105,9 +118,12 @@ def run_blueprint(
             result = repeated(store, blueprint, inputs, lambda: executor().name, clock, outcome)
             if result is not None:
                 return result
-        # what planning reads first, together (on an object store: one round trip, not two)
+        # what planning reads first, together (on an object store: one round trip, not four)
         name = blueprint.name
-        store.storage.read_ahead([chains_path(name), chain_delta_path(name), memo_path(name)])
+        store.storage.read_ahead(
+            [chains_path(name), chain_delta_path(name), memo_path(name)]
+            + [layout.manifest_path(sid) for sid in _manifests_to_plan(inputs, outcome)]
+        )
         from chanbatch.run.planned import run_planned  # the planner: only for a run to plan
 
         return run_planned(
