@@ -34,26 +34,14 @@ def canonical_json(document: Any, *, default: Callable[[Any], Any] | None = None
     ).encode("utf-8")
 
 
-def digest(data: bytes | bytearray | memoryview) -> str:
-    """The blake3 hex digest of ``data`` (64 characters)."""
+def digest(data: bytes | bytearray | memoryview, *more: bytes | memoryview) -> str:
+    """The blake3 hex digest of ``data`` (64 characters); with ``more``, of ``data`` and
+    those pieces one after the other, without joining them."""
     threads = blake3.blake3.AUTO if len(data) >= _PARALLEL_THRESHOLD else 1
-    return blake3.blake3(data, max_threads=threads).hexdigest()
-
-
-def _digest_of(*pieces: bytes | memoryview) -> str:
-    """:func:`digest` of ``pieces`` one after the other, without joining them."""
-    threads = blake3.blake3.AUTO if len(pieces[0]) >= _PARALLEL_THRESHOLD else 1
-    hasher = blake3.blake3(max_threads=threads)
-    for piece in pieces:
+    hasher = blake3.blake3(data, max_threads=threads)
+    for piece in more:
         hasher.update(piece)
     return hasher.hexdigest()
-
-
-def digest_head(data: bytes) -> int:
-    """The first 8 bytes of ``data``'s blake3 digest, as an unsigned big-endian int: the
-    value of ``int(digest(data)[:16], 16)``, without making the hex text (a combine tree hashes
-    every label on every level: 123,000 times at 100,000 slices)."""
-    return int.from_bytes(blake3.blake3(data).digest(8), "big")
 
 
 def digest_file(path: str) -> tuple[str, int]:
@@ -151,7 +139,7 @@ def unseal(
         checksum = suffix[len(_SEAL_MARK) : len(_SEAL_MARK) + 64].decode("ascii")
         # the digest of the bytes before the checksum with the closing brace, hashed where
         # they lie: a copy of a 20 MB memo costs more than hashing it
-        if _digest_of(memoryview(data)[:end], b"}") == checksum:
+        if digest(memoryview(data)[:end], b"}") == checksum:
             document = json.loads(data)
             if not isinstance(document, dict):
                 raise ValueError("not a JSON object")

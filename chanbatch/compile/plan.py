@@ -64,7 +64,7 @@ from chanbatch.compile.columns import check_schemas, needed_columns
 from chanbatch.compile.keys import task_key
 from chanbatch.compile.operations import rules_of, runs_per_slice
 from chanbatch.compile.windows import Halo, window_halos
-from chanbatch.hashing import canonical_json, digest_head
+from chanbatch.hashing import canonical_json
 from chanbatch.snapshot.manifest import SliceEntry
 from chanbatch.snapshot.names import SliceKey, encode_key
 from chanbatch.snapshot.refs import Resolved
@@ -1013,13 +1013,14 @@ def _closes(salt: int, depth: int, label: bytes) -> bool:
     """Whether a group closes after a child whose last slice key has the canonical JSON
     ``label``: the bytes hashed are the canonical JSON of ``[salt, depth, key]``, so that every
     machine builds the same tree."""
-    return digest_head(b"[%d,%d,%s]" % (salt, depth, label)) % FANOUT == 0
+    return _closing([label], salt, depth) == [0]
 
 
 def _closing(labels: Sequence[bytes], salt: int, depth: int) -> list[int]:
     """The indices of ``labels`` after which a group closes (:func:`_closes` of each), for a
-    whole pass at once: 100,000 labels on the first pass at 100,000 slices. FANOUT divides
-    256, so the last of the digest's first 8 bytes (big-endian) decides its remainder."""
+    whole pass at once: 100,000 labels on the first pass at 100,000 slices. The rule is on
+    the digest's first 8 bytes as a big-endian int; FANOUT divides 256, so the last of them
+    decides its remainder."""
     head = b"[%d,%d," % (salt, depth)
     hasher = blake3.blake3
     return [

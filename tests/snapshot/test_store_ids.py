@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from storekit import HEX64, b3, canonical, files, flights, popen
 
 import chanbatch
@@ -145,8 +146,6 @@ def test_a_manifest_with_a_bad_slice_id_or_count_is_refused_whole(tmp_path: Path
     that is not 64 lowercase hex characters, or a count that is no number, is still refused,
     naming the damage, wherever it is among good ones; ints given as other numbers are read
     as ints, as before."""
-    import pytest
-
     from chanbatch.errors import IntegrityError
     from chanbatch.hashing import canonical_json, digest
     from chanbatch.ids import slice_ids
