@@ -7,6 +7,8 @@ they may appear; timestamps, authors and lineage never do (they live in the ref 
 from __future__ import annotations
 
 import builtins
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,47 +143,69 @@ def parse_manifest(data: bytes, expected_id: str) -> SliceManifest | SnapshotMan
             hint="run `chanbatch snapshot verify` to list every damaged file",
         )
     try:
-        doc = loads(data)
-        if doc.get("kind") == "slice":
-            kind: KeyType = doc["key_type"]
-            return SliceManifest(
-                key=decode_key(doc["key"], kind),
-                parts=tuple(
-                    Part(object=object_id(p["object"]), rows=int(p["rows"]), bytes=int(p["bytes"]))
-                    for p in doc["parts"]
-                ),
-            )
-        if doc.get("kind") == "snapshot":
-            kind = doc["key_type"]
-            slices = doc["slices"]
-            # column by column, each checked at once: a snapshot may list 100,000 slices
-            ids = slice_ids([s["id"] for s in slices])
-            keys = _keys([s["key"] for s in slices], kind)
-            rows = _counts([s["rows"] for s in slices])
-            sizes = _counts([s["bytes"] for s in slices])
-            return SnapshotManifest(
-                key_type=kind,
-                slice_by=doc.get("slice_by"),
-                schema=tuple(Column(name=c["name"], type=c["type"]) for c in doc["schema"]),
-                slices=tuple(map(_entry, keys, ids, rows, sizes)),
-            )
+        try:
+            return _parse(loads(data), _int)
+        except _Inexact:
+            # orjson read an integer beyond 64 bits as a float; json reads it exactly (and a
+            # float there is then a float written, read as an int as it always was)
+            return _parse(json.loads(data), int)
     except (KeyError, TypeError, ValueError) as exc:
         raise IntegrityError(f"manifest {expected_id[:12]} is malformed: {exc}") from exc
-    raise IntegrityError(f"manifest {expected_id[:12]} has an unknown kind")
 
 
-def _keys(values: list[Any], kind: KeyType) -> list[SliceKey]:
+class _Inexact(ValueError):
+    """A float where a manifest holds an integer: one beyond 64 bits, as orjson reads it."""
+
+
+def _int(value: Any) -> int:
+    """``value`` as an int; raises _Inexact for a float."""
+    if type(value) is float:
+        raise _Inexact(f"{value!r} is not an integer")
+    return int(value)
+
+
+def _parse(doc: Any, as_int: Callable[[Any], int]) -> SliceManifest | SnapshotManifest:
+    """The manifest ``doc``, its integers read by ``as_int``."""
+    if doc.get("kind") == "slice":
+        kind: KeyType = doc["key_type"]
+        return SliceManifest(
+            key=_keys([doc["key"]], kind, as_int)[0],
+            parts=tuple(
+                Part(
+                    object=object_id(p["object"]), rows=as_int(p["rows"]), bytes=as_int(p["bytes"])
+                )
+                for p in doc["parts"]
+            ),
+        )
+    if doc.get("kind") == "snapshot":
+        kind = doc["key_type"]
+        slices = doc["slices"]
+        # column by column, each checked at once: a snapshot may list 100,000 slices
+        ids = slice_ids([s["id"] for s in slices])
+        keys = _keys([s["key"] for s in slices], kind, as_int)
+        rows = _counts([s["rows"] for s in slices], as_int)
+        sizes = _counts([s["bytes"] for s in slices], as_int)
+        return SnapshotManifest(
+            key_type=kind,
+            slice_by=doc.get("slice_by"),
+            schema=tuple(Column(name=c["name"], type=c["type"]) for c in doc["schema"]),
+            slices=tuple(map(_entry, keys, ids, rows, sizes)),
+        )
+    raise ValueError("its kind is unknown")
+
+
+def _keys(values: list[Any], kind: KeyType, as_int: Callable[[Any], int]) -> list[SliceKey]:
     """The slice keys ``values`` (as a manifest writes them) decoded as ``kind``."""
     if kind == "int" and all(type(v) is int for v in values):
         return values
-    return [decode_key(v, kind) for v in values]
+    return [decode_key(as_int(v) if kind == "int" else v, kind) for v in values]
 
 
-def _counts(values: list[Any]) -> list[int]:
+def _counts(values: list[Any], as_int: Callable[[Any], int]) -> list[int]:
     """``values`` as ints: as they are when each is one (the common case, checked at once)."""
     if all(type(v) is int for v in values):
         return values
-    return [int(v) for v in values]
+    return [as_int(v) for v in values]
 
 
 _new = object.__new__

@@ -6,6 +6,8 @@ never reach a caller as data.
 
 from __future__ import annotations
 
+import json
+
 from chanbatch.errors import IntegrityError, StoreError
 from chanbatch.hashing import digest, digest_file, loads
 from chanbatch.ids import ObjectId, object_id
@@ -176,7 +178,11 @@ def get_slice_index(storage: Storage, sid: str) -> dict[int | str, str]:
         doc = loads(data)
         if doc.get("kind") != "snapshot":
             raise StoreError(f"{sid[:12]} is a slice, not a snapshot")
-        return {s["key"]: s["id"] for s in doc["slices"]}
+        index = {s["key"]: s["id"] for s in doc["slices"]}
+        if doc["key_type"] == "int" and any(type(key) is float for key in index):
+            # orjson reads an integer beyond 64 bits as a float; json reads it exactly
+            index = {s["key"]: s["id"] for s in json.loads(data)["slices"]}
+        return index
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise IntegrityError(f"manifest {sid[:12]} is malformed: {exc}") from exc
 
