@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
@@ -59,12 +60,16 @@ def _ask_without_pandas(lib: ModuleType) -> None:
     sys.meta_path.insert(
         0, _When("pandas", lambda loader: _Then(loader, lambda _: lib._pandas_api.pd))
     )
+    if "pandas" in sys.modules:  # another thread imported it meanwhile (it was hidden here only)
+        _ = lib._pandas_api.pd
 
 
 @contextlib.contextmanager
 def _hidden(name: str) -> Iterator[None]:
-    """Module ``name`` cannot be imported meanwhile (unless it is imported already): an
-    import of it raises ImportError, which pyarrow catches and records."""
+    """Module ``name`` cannot be imported meanwhile by this thread (unless it is imported
+    already): an import of it raises ImportError, which pyarrow catches and records. Another
+    thread (a run imports pyarrow on one while it plans: :mod:`chanbatch.run.runner`) imports
+    it as ever."""
     hide = _Hide(name)
     sys.meta_path.insert(0, hide)
     try:
@@ -76,9 +81,10 @@ def _hidden(name: str) -> Iterator[None]:
 class _Hide:
     def __init__(self, name: str) -> None:
         self.name = name
+        self.thread = threading.get_ident()
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
-        if fullname == self.name:
+        if fullname == self.name and threading.get_ident() == self.thread:
             raise ImportError(f"{fullname} is imported when it is used", name=fullname)
 
 

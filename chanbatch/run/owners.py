@@ -29,11 +29,13 @@ def check_outputs(
     store: SnapshotStore,
     inputs: Mapping[str, refs.Resolved],
     overwrite: Collection[str] | None = (),
+    known: refs.Heads | None = None,
 ) -> None:
     """Refuse a run that would write one of its inputs, or a dataset it did not write before.
 
     ``overwrite`` names datasets that this run may take over; None checks nothing (for a
-    picture of the plan, which writes nothing). Raises UsageError (exit 2).
+    picture of the plan, which writes nothing). ``known``: heads read already
+    (:func:`~chanbatch.snapshot.refs.heads`). Raises UsageError (exit 2).
     """
     if overwrite is None:
         return
@@ -57,7 +59,11 @@ def check_outputs(
     for dataset, stage in writers.items():
         if dataset in overwrite:
             continue
-        head = refs.head(store.storage, dataset)
+        head = (
+            known[dataset]
+            if known is not None and dataset in known
+            else refs.head(store.storage, dataset)
+        )
         if head is None:
             continue
         author = head.lineage.get("blueprint")

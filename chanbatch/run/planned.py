@@ -47,7 +47,7 @@ from chanbatch.run.owners import check_outputs
 from chanbatch.run.repeat import leave_outcome, outcome_record
 from chanbatch.run.results import PlanReport, RunResult
 from chanbatch.run.runner import resolve_inputs
-from chanbatch.snapshot import SnapshotStore, refs
+from chanbatch.snapshot import SnapshotStore, layout, refs
 from chanbatch.snapshot.names import encode_key
 from chanbatch.snapshot.storage import Storage
 
@@ -227,6 +227,7 @@ def run_planned(
     last run's, as read already; ``clock``: perf_counter when the run began."""
     run = _prepare(blueprint, store, inputs, allow_modules, executor, clock, outcome)
     # refused runs have stopped by now, before writing anything
+    _read_slices_ahead(run)
     write_record(store.storage, run.intent)
     try:
         parts = _execute(run, progress)
@@ -270,6 +271,35 @@ def _prepare(
         computed=computed,
         chains=chains,
     )
+
+
+#: At most this many slice manifests are read ahead (a thread each): a run that loads more is
+#: busy for long enough that round trips one after another hardly count.
+_READ_AHEAD = 32
+
+
+def _read_slices_ahead(run: _Run) -> None:
+    """On an object store, start reading the manifests of the slices the run will load, if
+    few (a new slice's: a round trip before its object can be asked for), while the intent
+    record is written: for the threads of this process that load them (a cluster's workers
+    read their own)."""
+    storage = run.store.storage
+    if storage.is_local or run.executor.name != "threads":
+        return
+    tasks = run.report.plan.tasks
+    loads = list(
+        dict.fromkeys(
+            tasks[dep].source
+            for key in run.computed
+            for dep in tasks[key].deps
+            if dep in tasks and tasks[dep].kind == "load"
+        )
+    )
+    if 0 < len(loads) <= _READ_AHEAD:
+        from chanbatch.engine.graph import storage_for  # the workers' Storage of this store
+
+        url = run.executor.worker_url(storage)
+        storage_for(url).read_ahead([layout.manifest_path(sid) for sid in loads if sid])
 
 
 def _execute(run: _Run, progress: Progress | None) -> dict[str, Any]:

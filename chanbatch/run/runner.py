@@ -14,6 +14,7 @@ The pieces: :mod:`~chanbatch.run.executor` (where the graph runs), :mod:`~chanba
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from chanbatch.errors import UsageError, did_you_mean
 from chanbatch.run.owners import check_outputs
 from chanbatch.run.repeat import repeat as repeated
 from chanbatch.snapshot import SnapshotStore, layout, refs
+from chanbatch.snapshot.names import parse_ref
 from chanbatch.snapshot.storage import remembering
 
 if TYPE_CHECKING:
@@ -40,13 +42,30 @@ __all__ = ["resolve_inputs", "run_blueprint"]
 
 
 def resolve_inputs(
-    blueprint: Blueprint, store: SnapshotStore, sets: Mapping[str, str] | None = None
+    blueprint: Blueprint,
+    store: SnapshotStore,
+    sets: Mapping[str, str] | None = None,
+    known: refs.Heads | None = None,
 ) -> dict[str, refs.Resolved]:
-    """Resolve every input REF, with ``sets`` rebinding some (``--set input=REF``).
+    """Resolve every input REF, with ``sets`` rebinding some (``--set input=REF``); ``known``:
+    heads read already (:func:`~chanbatch.snapshot.refs.heads`).
 
     Raises UsageError for a rebinding of an unknown input, and RefError for a REF that does not
     resolve.
     """
+    bindings = _bindings(blueprint, sets)
+    resolved = {}
+    for name, ref in bindings.items():
+        try:
+            # the manifests are read when planning asks for them: a repeat never does
+            resolved[name] = refs.resolve(store.storage, ref, lazy=True, known=known)
+        except UsageError as exc:
+            raise type(exc)(f"input {name!r}: {exc.message}", hint=exc.hint) from exc
+    return resolved
+
+
+def _bindings(blueprint: Blueprint, sets: Mapping[str, str] | None) -> dict[str, str]:
+    """Each input's REF, with ``sets`` rebinding some; raises UsageError for an unknown one."""
     bindings = dict(blueprint.inputs)
     for name, ref in (sets or {}).items():
         if name not in bindings:
@@ -56,14 +75,24 @@ def resolve_inputs(
                 hint=close or "inputs: " + ", ".join(bindings),
             )
         bindings[name] = ref
-    resolved = {}
-    for name, ref in bindings.items():
+    return bindings
+
+
+def _heads(
+    blueprint: Blueprint, store: SnapshotStore, sets: Mapping[str, str] | None
+) -> refs.Heads:
+    """The heads a run reads first, its inputs' and its outputs', read at once (on an object
+    store; see :func:`~chanbatch.snapshot.refs.heads`). A REF that does not parse is left to
+    :func:`resolve_inputs` to refuse."""
+    datasets = []
+    for ref in _bindings(blueprint, sets).values():
         try:
-            # the manifests are read when planning asks for them: a repeat never does
-            resolved[name] = store.resolve(ref, lazy=True)
-        except UsageError as exc:
-            raise type(exc)(f"input {name!r}: {exc.message}", hint=exc.hint) from exc
-    return resolved
+            parsed = parse_ref(ref)
+        except UsageError:
+            continue
+        if parsed.snapshot is None:
+            datasets.append(parsed.dataset)
+    return refs.heads(store.storage, [*datasets, *blueprint.outputs.values()])
 
 
 def _manifests_to_plan(
@@ -105,8 +134,9 @@ def run_blueprint(
     with remembering():
         clock = time.perf_counter()
         store.storage.read_ahead([outcome_path(blueprint.name)])  # read while the inputs resolve
-        inputs = resolve_inputs(blueprint, store, sets)
-        check_outputs(blueprint, store, inputs, overwrite)
+        known = _heads(blueprint, store, sets)
+        inputs = resolve_inputs(blueprint, store, sets, known)
+        check_outputs(blueprint, store, inputs, overwrite, known)
 
         def executor() -> Executor:
             from chanbatch.run.executor import choose_executor
@@ -118,6 +148,8 @@ def run_blueprint(
             result = repeated(store, blueprint, inputs, lambda: executor().name, clock, outcome)
             if result is not None:
                 return result
+        if not store.storage.is_local:
+            _import_ahead()
         # what planning reads first, together (on an object store: one round trip, not four)
         name = blueprint.name
         store.storage.read_ahead(
@@ -136,3 +168,20 @@ def run_blueprint(
             progress=progress,
             clock=clock,
         )
+
+
+def _import_ahead() -> None:
+    """Import what executing needs (pyarrow: 0.3 s) on a thread, while the run plans. On an
+    object store planning mostly waits on round trips (the memos, the manifests, the cache's
+    entries), so the import costs no time there; on a local disk planning is busy, and the two
+    would only take turns. Only libraries: the thread imports none of chanbatch's modules,
+    which the planner imports meanwhile. A failed import fails again, and is reported, where
+    the run imports it itself."""
+    import threading
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            import pyarrow.compute
+            import pyarrow.parquet  # noqa: F401
+
+    threading.Thread(target=load, name="chanbatch-import").start()

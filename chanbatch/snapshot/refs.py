@@ -14,12 +14,13 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from chanbatch.errors import (
     AmbiguousRefError,
+    ChanbatchError,
     ConcurrencyError,
     IntegrityError,
     InvalidNameError,
@@ -189,6 +190,31 @@ def head(storage: Storage, dataset: str) -> RefEntry | None:
     return read_entry(storage, dataset, found[-1]) if found else None
 
 
+#: Heads read already (:func:`heads`), by dataset.
+Heads = Mapping[str, "RefEntry | None"]
+
+
+def heads(storage: Storage, datasets: Iterable[str]) -> dict[str, RefEntry | None]:
+    """The heads of ``datasets`` (as :func:`head` reads each), read at once on an object store,
+    where each is a LIST and then a GET: a run's inputs and outputs then cost the round trips
+    of one. On a local disk, and for a single dataset, nothing is read here (the caller's own
+    :func:`head` is as fast). A head that cannot be read (a bad name, a damaged entry, an
+    unreachable store) is left out, for the caller's own read to raise its error."""
+    names = list(dict.fromkeys(datasets))
+    if storage.is_local or len(names) < 2:
+        return {}
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(name: str) -> tuple[str, RefEntry | None] | None:
+        try:
+            return name, head(storage, name)
+        except ChanbatchError:
+            return None
+
+    with ThreadPoolExecutor(len(names), thread_name_prefix="chanbatch-head") as pool:
+        return dict(found for found in pool.map(read, names) if found is not None)
+
+
 def commit(
     storage: Storage,
     dataset: str,
@@ -264,17 +290,20 @@ class Resolved:
         return dataclasses.replace(self, _manifest=[manifest])
 
 
-def resolve(storage: Storage, ref: str | Ref, *, lazy: bool = False) -> Resolved:
+def resolve(
+    storage: Storage, ref: str | Ref, *, lazy: bool = False, known: Heads | None = None
+) -> Resolved:
     """Resolve ``DATASET``, ``DATASET@prefix`` or ``DATASET[slice]`` to a snapshot.
 
     Raises RefNotFoundError when nothing matches, AmbiguousRefError when a prefix matches
     several snapshots, and IntegrityError when the snapshot's manifest is damaged. With
     ``lazy``, the manifest of a whole snapshot is read when it is first used, and its damage
     raised then: a run that finds nothing changed needs only the snapshot's id, and the
-    manifest at 100,000 slices is 11 MB to read and parse.
+    manifest at 100,000 slices is 11 MB to read and parse. ``known``: heads read already
+    (:func:`heads`), by dataset.
     """
     parsed = parse_ref(ref) if isinstance(ref, str) else ref
-    entry = resolve_entry(storage, parsed)
+    entry = resolve_entry(storage, parsed, known)
     if lazy and parsed.slice is None:
         return Resolved(dataset=parsed.dataset, entry=entry, _manifest=[storage])
     manifest = get_snapshot(storage, entry.snapshot)
@@ -296,25 +325,30 @@ def resolve(storage: Storage, ref: str | Ref, *, lazy: bool = False) -> Resolved
     return Resolved(dataset=parsed.dataset, entry=entry, slice_key=key, _manifest=[manifest])
 
 
-def resolve_entry(storage: Storage, ref: str | Ref) -> RefEntry:
+def resolve_entry(storage: Storage, ref: str | Ref, known: Heads | None = None) -> RefEntry:
     """The ref-log entry a REF names, without reading its manifest (which may be damaged).
+    ``known``: heads read already (:func:`heads`), by dataset.
 
     Raises RefNotFoundError and AmbiguousRefError as :func:`resolve` does.
     """
     parsed = parse_ref(ref) if isinstance(ref, str) else ref
     # the latest snapshot needs only the newest entry: damage further back in the log (which
     # verify reports) must not stop a dataset's current version from being read
-    entries = (
-        history(storage, parsed.dataset)
-        if parsed.snapshot is not None
-        else [e for e in [head(storage, parsed.dataset)] if e is not None]
-    )
+    if parsed.snapshot is not None:
+        entries = history(storage, parsed.dataset)
+    else:
+        latest = (
+            known[parsed.dataset]
+            if known is not None and parsed.dataset in known
+            else head(storage, parsed.dataset)
+        )
+        entries = [latest] if latest is not None else []
     if not entries:
-        known = list_datasets(storage)
+        names = list_datasets(storage)
         raise RefNotFoundError(
             f"dataset {parsed.dataset!r} not found in store {storage.location}",
-            hint=suggest(parsed.dataset, known, n=3)
-            or ("known datasets: " + ", ".join(known) if known else "the store has no datasets"),
+            hint=suggest(parsed.dataset, names, n=3)
+            or ("known datasets: " + ", ".join(names) if names else "the store has no datasets"),
         )
     if parsed.snapshot is None:
         entry = entries[-1]

@@ -130,6 +130,7 @@ class _Counting:
         self.app = app
         self.delay = 0.0
         self.log: list[Request] = []
+        self.spans: list[tuple[Request, float, float]] = []  # when each was received, answered
         self.lock = threading.Lock()
         self.writes = threading.Lock()
 
@@ -139,14 +140,22 @@ class _Counting:
             environ.get("PATH_INFO", ""),
             environ.get("QUERY_STRING", ""),
         )
+        received = time.monotonic()
         with self.lock:
             self.log.append(req)
         if self.delay:
             time.sleep(self.delay)
-        if environ.get("HTTP_IF_NONE_MATCH") and environ.get("REQUEST_METHOD") in ("PUT", "POST"):
-            with self.writes:
-                return list(self.app(environ, start_response))
-        return self.app(environ, start_response)
+        try:
+            if environ.get("HTTP_IF_NONE_MATCH") and environ.get("REQUEST_METHOD") in (
+                "PUT",
+                "POST",
+            ):
+                with self.writes:
+                    return list(self.app(environ, start_response))
+            return list(self.app(environ, start_response))
+        finally:
+            with self.lock:
+                self.spans.append((req, received, time.monotonic()))
 
 
 class CountingS3:
@@ -217,6 +226,15 @@ class CountingS3:
         assert self._counting is not None, "start() the server first"
         with self._counting.lock:
             self._counting.log = []
+            self._counting.spans = []
+
+    def spans(self) -> list[tuple[Request, float, float]]:
+        """Each request served since the last :meth:`reset`, with when (``time.monotonic``)
+        the server received it and answered it: two requests whose spans overlap were in
+        flight at once."""
+        assert self._counting is not None, "start() the server first"
+        with self._counting.lock:
+            return list(self._counting.spans)
 
     def counts(self) -> Counts:
         """The requests served since the last :meth:`reset`."""

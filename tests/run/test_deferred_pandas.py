@@ -108,3 +108,34 @@ def test_defer_is_a_no_op_once_pandas_is_imported() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_pyarrow_loading_on_a_thread_hides_pandas_from_that_thread_only() -> None:
+    """A run on an object store imports pyarrow on a thread while it plans. The pandas that
+    pyarrow's loading hides is hidden from that thread only: another thread that imports
+    pandas meanwhile gets it, and pyarrow then sees pandas objects as they are."""
+    code = (
+        "import sys, threading\n"
+        "from chanbatch import deferred\n"
+        "deferred.defer_pandas()\n"
+        "inside, seen = threading.Event(), {}\n"
+        "def other():\n"
+        "    inside.wait(10)\n"
+        "    import pandas\n"
+        "    seen['other'] = pandas.__name__\n"
+        "t = threading.Thread(target=other); t.start()\n"
+        "with deferred._hidden('pandas'):\n"
+        "    try:\n"
+        "        import pandas\n"
+        "        seen['this'] = 'imported'\n"
+        "    except ImportError:\n"
+        "        seen['this'] = 'hidden'\n"
+        "    inside.set(); t.join(10)\n"
+        "import pandas as pd, pyarrow as pa\n"
+        "arr = pa.array(pd.Series([1, None], dtype='Int64'))\n"
+        "print(seen['other'], seen['this'], arr.type, arr.null_count)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.split() == ["pandas", "hidden", "int64", "1"]

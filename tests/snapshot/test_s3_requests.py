@@ -32,6 +32,7 @@ from s3count import UNSET, CountingS3, Counts, classify
 from s3kit import clear_s3fs_cache
 
 import chanbatch as cb
+from chanbatch.snapshot.layout import manifest_path
 
 CHANBATCH = Path(sys.executable).with_name("chanbatch")
 SMALL, LARGE = 20, 200
@@ -279,6 +280,45 @@ def test_a_second_new_slice_finds_the_first_one_path_through_its_pack(
     first_path = {r.key for r in new_slice[LARGE]["run"].requests if "/cache/packs/" in r.key}
     assert first_path & set(indexes), f"the first new slice's pack was not read: {indexes}"
     assert len(indexes) == len(set(indexes)), indexes
+
+
+def test_a_run_asks_at_once_for_what_it_needs_together(
+    s3: CountingS3, warm: dict[int, Path], blueprint: Path, tmp_path: Path
+) -> None:
+    """With 50 ms added to every request, the run after one new slice has its input's and
+    its output's heads in flight at once (each a LIST, then a GET), and asks for the new
+    slice's manifest while it writes its intent record; the answer is still pandas'."""
+    new = tmp_path / "new.parquet"
+    pq.write_table(events(1, first=SMALL), new)
+    url = s3.url_of("at-once")
+    s3.upload(warm[SMALL], "at-once")
+    _, out = counted(
+        s3, url, "snapshot", "freeze", "events", str(new), "--slice-by", "day", "--json"
+    )
+    (added,) = json.loads(out)["slices"]
+    s3.delay = 0.05
+    try:
+        _, out = counted(s3, url, "run", str(blueprint), "--json")
+    finally:
+        s3.delay = 0.0
+    spans = s3.spans()
+    everything = pa.concat_tables([events(SMALL), events(1, first=SMALL)])
+    assert answer(url, json.loads(out)["outputs"]["per_kind"]["snapshot"]) == expected(everything)
+
+    def span(kind: str, key: str) -> tuple[float, float]:
+        (found,) = [(a, b) for r, a, b in spans if r.kind == kind and r.key.endswith(key)][:1]
+        return found
+
+    def together(one: tuple[float, float], other: tuple[float, float]) -> bool:
+        return one[0] < other[1] and other[0] < one[1]
+
+    assert together(span("LIST", "refs/events/"), span("LIST", "refs/per_kind/"))
+    assert together(
+        span("GET", "refs/events/000000000002.json"), span("GET", "refs/per_kind/000000000001.json")
+    )
+    manifest = manifest_path(added["id"])
+    intent = next(r.key for r, _, _ in spans if r.kind == "PUT" and "/runs/" in r.key)
+    assert together(span("GET", manifest), span("PUT", intent))
 
 
 def test_request_types_are_sorted_as_s3_defines_them() -> None:

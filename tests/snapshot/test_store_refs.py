@@ -128,6 +128,33 @@ def test_dataset_alone_is_the_head(store: chanbatch.Store) -> None:
     assert store.resolve("ds[2]").slice_key == 2
 
 
+def test_heads_read_at_once_are_the_heads_read_one_by_one(store: chanbatch.Store) -> None:
+    """On an object store ``refs.heads`` reads several datasets' heads at once (on a local
+    disk nothing: each caller reads its own). It gives what ``refs.head`` gives: the newest
+    version, None for a dataset never frozen; a name that is no dataset name, and a damaged
+    head, are left out, for the caller's own read to refuse."""
+    from chanbatch.errors import IntegrityError
+    from chanbatch.snapshot import layout, refs
+
+    store.freeze("a", keyed([1]), slice_by="key")
+    newest = store.freeze("a", keyed([2]), slice_by="key")
+    only = store.freeze("b", keyed([3]), slice_by="key")
+    store.freeze("c", keyed([4]), slice_by="key")
+    storage = store.storage
+    storage.write_atomic(layout.ref_path("c", 1), b"{not json")
+    got = refs.heads(storage, ["a", "b", "missing", "no such name!", "a", "c"])
+    if storage.is_local:
+        assert got == {}
+        return
+    assert set(got) == {"a", "b", "missing"}
+    assert (got["a"].version, got["a"].snapshot) == (2, newest.snapshot)
+    assert (got["b"].version, got["b"].snapshot) == (1, only.snapshot)
+    assert got["missing"] is None
+    assert got == {name: refs.head(storage, name) for name in ("a", "b", "missing")}
+    with pytest.raises(IntegrityError):
+        refs.head(storage, "c")
+
+
 @pytest.mark.parametrize("prefix", ["abc", "1234567", "zzzzzzzz", "12345678-"])
 def test_short_or_non_hex_prefix_is_rejected(store: chanbatch.Store, prefix: str) -> None:
     store.freeze("ds", keyed([1]), slice_by="key")
