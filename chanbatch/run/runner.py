@@ -156,6 +156,7 @@ def run_blueprint(
             [chains_path(name), chain_delta_path(name), memo_path(name)]
             + [layout.manifest_path(sid) for sid in _manifests_to_plan(inputs, outcome)]
         )
+        store.storage.list_ahead(layout.CACHE)  # which results have entry files (CacheView)
         from chanbatch.run.planned import run_planned  # the planner: only for a run to plan
 
         return run_planned(

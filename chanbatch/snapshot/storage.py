@@ -76,6 +76,7 @@ class Storage:
         self._fs: Any = None
         self._identity = (self.url, repr(sorted(self.options.items())))
         self._ahead: dict[str, Future[bytes]] = {}  # see read_ahead
+        self._listing: dict[str, Future[list[str]]] = {}  # see list_ahead
         local = _local_path(self.url)
         if local is not None:
             # A plain path needs no fsspec: importing it costs more than listing a store.
@@ -238,6 +239,25 @@ class Storage:
                 return sorted(os.listdir(self.full(rel)))
             except FileNotFoundError:
                 return []
+        ahead = self._listing.pop(rel, None)
+        if ahead is not None:
+            return ahead.result()
+        return self._list(rel)
+
+    def list_ahead(self, rel: str) -> None:
+        """Start listing ``rel`` on a thread, for the next :meth:`listdir` of it to take (once),
+        as :meth:`read_ahead` reads files: the listing then costs no round trip of its own.
+        Nothing on a local disk."""
+        if self.is_local or rel in self._listing:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="chanbatch-list")
+        self._listing[rel] = pool.submit(self._list, rel)
+        pool.shutdown(wait=False)
+
+    def _list(self, rel: str) -> list[str]:
+        """A remote store's listing of ``rel``, now (see :meth:`listdir`)."""
         try:
             with self.reaching():
                 entries = self.fs.ls(self._fresh(rel), detail=False)

@@ -32,6 +32,7 @@ from s3count import UNSET, CountingS3, Counts, classify
 from s3kit import clear_s3fs_cache
 
 import chanbatch as cb
+from chanbatch.cache.index import memo_path
 from chanbatch.snapshot.layout import manifest_path
 
 CHANBATCH = Path(sys.executable).with_name("chanbatch")
@@ -286,8 +287,9 @@ def test_a_run_asks_at_once_for_what_it_needs_together(
     s3: CountingS3, warm: dict[int, Path], blueprint: Path, tmp_path: Path
 ) -> None:
     """With 50 ms added to every request, the run after one new slice has its input's and
-    its output's heads in flight at once (each a LIST, then a GET), and asks for the new
-    slice's manifest while it writes its intent record; the answer is still pandas'."""
+    its output's heads in flight at once (each a LIST, then a GET), lists the cache while it
+    reads its memos, and asks for the new slice's manifest while it writes its intent record;
+    the answer is still pandas'."""
     new = tmp_path / "new.parquet"
     pq.write_table(events(1, first=SMALL), new)
     url = s3.url_of("at-once")
@@ -316,6 +318,7 @@ def test_a_run_asks_at_once_for_what_it_needs_together(
     assert together(
         span("GET", "refs/events/000000000002.json"), span("GET", "refs/per_kind/000000000001.json")
     )
+    assert together(span("LIST", "/cache/"), span("GET", memo_path("per_kind")))
     manifest = manifest_path(added["id"])
     intent = next(r.key for r, _, _ in spans if r.kind == "PUT" and "/runs/" in r.key)
     assert together(span("GET", manifest), span("PUT", intent))
