@@ -148,11 +148,13 @@ def repeat(
     scheduler: Callable[[], str],
     clock: float,
     last: dict[str, Any] | None,
+    known: refs.Heads | None = None,
 ) -> RunResult | None:
     """The result of a run that finds everything as the last computing run left it (see the
     module docstring), its short record written; None when anything differs. ``scheduler``
     names the scheduler the run was asked for (and raises UsageError for an unknown one).
-    ``last``: the outcome that run left (:func:`~chanbatch.cache.index.read_outcome`)."""
+    ``last``: the outcome that run left (:func:`~chanbatch.cache.index.read_outcome`);
+    ``known``: heads this command read already (:func:`~chanbatch.snapshot.refs.heads`)."""
     storage = store.storage
     if last is None or last.get("fingerprint") != fingerprint(blueprint, inputs):
         return None
@@ -169,7 +171,12 @@ def repeat(
         return None
     versions = {}
     for stage, info in outputs.items():
-        head = refs.head(storage, info["dataset"])
+        dataset = info["dataset"]
+        head = (
+            known[dataset]
+            if known is not None and dataset in known
+            else refs.head(storage, dataset)
+        )
         if head is None or head.snapshot != info["snapshot"]:
             return None
         versions[stage] = head.version

@@ -145,7 +145,9 @@ def run_blueprint(
 
         outcome = read_outcome(store.storage, blueprint.name)
         if repeat:
-            result = repeated(store, blueprint, inputs, lambda: executor().name, clock, outcome)
+            result = repeated(
+                store, blueprint, inputs, lambda: executor().name, clock, outcome, known
+            )
             if result is not None:
                 return result
         if not store.storage.is_local:

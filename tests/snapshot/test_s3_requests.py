@@ -305,7 +305,8 @@ def test_a_run_asks_at_once_for_what_it_needs_together(
         s3.delay = 0.0
     spans = s3.spans()
     everything = pa.concat_tables([events(SMALL), events(1, first=SMALL)])
-    assert answer(url, json.loads(out)["outputs"]["per_kind"]["snapshot"]) == expected(everything)
+    snapshot = json.loads(out)["outputs"]["per_kind"]["snapshot"]
+    assert answer(url, snapshot) == expected(everything)
 
     def span(kind: str, key: str) -> tuple[float, float]:
         (found,) = [(a, b) for r, a, b in spans if r.kind == kind and r.key.endswith(key)][:1]
@@ -322,6 +323,14 @@ def test_a_run_asks_at_once_for_what_it_needs_together(
     manifest = manifest_path(added["id"])
     intent = next(r.key for r, _, _ in spans if r.kind == "PUT" and "/runs/" in r.key)
     assert together(span("GET", manifest), span("PUT", intent))
+
+    # a no-op run reads its output's head once: to check it, and to find its run repeats
+    again, out = counted(s3, url, "run", str(blueprint), "--json")
+    doc = json.loads(out)
+    assert doc["stats"]["computed"] == 0
+    assert doc["outputs"]["per_kind"]["snapshot"] == snapshot
+    lists = [r for r in again.requests if r.kind == "LIST" and r.key.endswith("refs/per_kind/")]
+    assert len(lists) == 1
 
 
 def test_request_types_are_sorted_as_s3_defines_them() -> None:
