@@ -59,11 +59,7 @@ def check_outputs(
     for dataset, stage in writers.items():
         if dataset in overwrite:
             continue
-        head = (
-            known[dataset]
-            if known is not None and dataset in known
-            else refs.head(store.storage, dataset)
-        )
+        head = refs.head(store.storage, dataset, known)
         if head is None:
             continue
         author = head.lineage.get("blueprint")

@@ -41,7 +41,7 @@ from chanbatch.compile.explain import describe_key, explain, load_previous
 from chanbatch.compile.plan import Plan, build_plan
 from chanbatch.errors import UsageError, did_you_mean
 from chanbatch.run import recording
-from chanbatch.run.executor import Executor, Progress
+from chanbatch.run.executor import Executor, LocalExecutor, Progress
 from chanbatch.run.outputs import freeze_outputs
 from chanbatch.run.owners import check_outputs
 from chanbatch.run.repeat import leave_outcome, outcome_record
@@ -284,7 +284,7 @@ def _read_slices_ahead(run: _Run) -> None:
     record is written: for the threads of this process that load them (a cluster's workers
     read their own)."""
     storage = run.store.storage
-    if storage.is_local or run.executor.name != "threads":
+    if storage.is_local or not isinstance(run.executor, LocalExecutor):
         return
     tasks = run.report.plan.tasks
     loads = list(

@@ -171,12 +171,7 @@ def repeat(
         return None
     versions = {}
     for stage, info in outputs.items():
-        dataset = info["dataset"]
-        head = (
-            known[dataset]
-            if known is not None and dataset in known
-            else refs.head(storage, dataset)
-        )
+        head = refs.head(storage, info["dataset"], known)
         if head is None or head.snapshot != info["snapshot"]:
             return None
         versions[stage] = head.version

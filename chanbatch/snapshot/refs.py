@@ -184,8 +184,11 @@ def history(storage: Storage, dataset: str) -> list[RefEntry]:
     return [read_entry(storage, dataset, v) for v in versions(storage, dataset)]
 
 
-def head(storage: Storage, dataset: str) -> RefEntry | None:
-    """The latest version of ``dataset``, or None if it has none."""
+def head(storage: Storage, dataset: str, known: Heads | None = None) -> RefEntry | None:
+    """The latest version of ``dataset``, or None if it has none; as ``known`` holds it if it
+    does (heads this command read already: :func:`heads`)."""
+    if known is not None and dataset in known:
+        return known[dataset]
     found = versions(storage, check_dataset_name(dataset))
     return read_entry(storage, dataset, found[-1]) if found else None
 
@@ -211,7 +214,7 @@ def heads(storage: Storage, datasets: Iterable[str]) -> dict[str, RefEntry | Non
         except ChanbatchError:
             return None
 
-    with ThreadPoolExecutor(len(names), thread_name_prefix="chanbatch-head") as pool:
+    with ThreadPoolExecutor(min(len(names), 16), thread_name_prefix="chanbatch-head") as pool:
         return dict(found for found in pool.map(read, names) if found is not None)
 
 
@@ -337,11 +340,7 @@ def resolve_entry(storage: Storage, ref: str | Ref, known: Heads | None = None) 
     if parsed.snapshot is not None:
         entries = history(storage, parsed.dataset)
     else:
-        latest = (
-            known[parsed.dataset]
-            if known is not None and parsed.dataset in known
-            else head(storage, parsed.dataset)
-        )
+        latest = head(storage, parsed.dataset, known)
         entries = [latest] if latest is not None else []
     if not entries:
         names = list_datasets(storage)

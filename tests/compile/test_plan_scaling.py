@@ -10,7 +10,6 @@ by at most 8.
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -87,14 +86,17 @@ def plan_seconds(n: int, store_path: str) -> float:
     return elapsed
 
 
-def median_seconds(n: int, store_path: str, repeat: int = 3) -> float:
-    return statistics.median(plan_seconds(n, store_path) for _ in range(repeat))
+def best_seconds(n: int, store_path: str, repeat: int = 3) -> float:
+    """The least of ``repeat`` timings: a busy machine (the suite's other workers) only adds
+    time, so the least is the one it disturbed least (the median of three failed once in a
+    full suite run, at 25x, where a quiet machine gives 6x to 12x)."""
+    return min(plan_seconds(n, store_path) for _ in range(repeat))
 
 
 def test_plan_time_grows_linearly_with_chained_stages(store_path: str) -> None:
     plan_seconds(50, store_path)  # imports, caches
-    small = median_seconds(250, store_path)
-    large = median_seconds(2000, store_path)
+    small = best_seconds(250, store_path)
+    large = best_seconds(2000, store_path)
     # 8 times the stages: linear is at most 8x (less, with fixed costs); quadratic is 64x
     assert large < 3 * 8 * small, f"250 stages: {small:.2f} s, 2,000 stages: {large:.2f} s"
     assert large < 20, f"2,000 chained stages took {large:.1f} s to plan"
