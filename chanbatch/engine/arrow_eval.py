@@ -366,7 +366,13 @@ class ArrowEvaluator:
         if not is_array(operand):
             raise Unsupported("in on a constant")
         values = [_member(v, operand) for v in node.values if v is not None]
-        found = pc.is_in(operand, value_set=pa.array(values, type=operand.type))
+        value_set = pa.array(values, type=operand.type)
+        if pa.types.is_floating(operand.type):
+            # is_in looks a float up by its bits, so -0.0 would miss 0.0, which == (and pandas)
+            # find equal: both sides made +0.0 first (-0.0 + 0.0 is 0.0; nothing else changes)
+            zero = pa.scalar(0.0, operand.type)
+            operand, value_set = pc.add(operand, zero), pc.add(value_set, zero)
+        found = pc.is_in(operand, value_set=value_set)
         result: Array = found
         if len(values) < len(node.values):
             # `x in [1, null]` is true for 1 and unknown otherwise: x might equal the null.
