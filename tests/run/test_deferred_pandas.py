@@ -58,13 +58,17 @@ print(json.dumps(seen, default=str))
 """
 
 
+def python(code: str) -> str:
+    """What a fresh Python process running ``code`` prints (it must succeed)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+
+
 def probe(setup: str, path: Path) -> dict:
     setup += f"\nPATH = {str(path)!r}"
     code = PROBE.format(setup=setup, arrow=ARROW_WORK, pandas=PANDAS_WORK)
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(python(code).strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +108,7 @@ def test_defer_is_a_no_op_once_pandas_is_imported() -> None:
         "defer_pandas()\n"
         "print(sys.meta_path == before, pa.lib._pandas_api.have_pandas)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    assert out.stdout.split() == ["True", "True"]
+    assert python(code).split() == ["True", "True"]
 
 
 def test_pyarrow_loading_on_a_thread_hides_pandas_from_that_thread_only() -> None:
@@ -135,7 +136,4 @@ def test_pyarrow_loading_on_a_thread_hides_pandas_from_that_thread_only() -> Non
         "arr = pa.array(pd.Series([1, None], dtype='Int64'))\n"
         "print(seen['other'], seen['this'], arr.type, arr.null_count)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    assert out.stdout.split() == ["pandas", "hidden", "int64", "1"]
+    assert python(code).split() == ["pandas", "hidden", "int64", "1"]
