@@ -121,10 +121,16 @@ def classify(method: str, path: str, query: str) -> Request:
     return Request("POST", key)
 
 
+#: a request, named by its type and a part of its key
+Match = tuple[str, str]
+
+
 class _Counting:
     """WSGI middleware: records every request, sleeps ``delay`` seconds, then serves it; a
     conditional write (``If-None-Match``) alone, as S3 makes it one step (moto checks, then
-    writes: two racing creators could both win; tests/s3kit.py's AtomicConditionalWrites)."""
+    writes: two racing creators could both win; tests/s3kit.py's AtomicConditionalWrites).
+    A request one of ``pairs`` names is answered only once the pair's other request has
+    arrived, or ``hold`` seconds have passed (see :meth:`CountingS3.pair`)."""
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
@@ -132,7 +138,27 @@ class _Counting:
         self.log: list[Request] = []
         self.spans: list[tuple[Request, float, float]] = []  # when each was received, answered
         self.lock = threading.Lock()
+        self.arrived = threading.Condition(self.lock)
         self.writes = threading.Lock()
+        self.pairs: list[tuple[Match, Match]] = []
+        self.paired_from = 0  # the log's length when the pairs were set
+        self.hold = 0.0
+
+    def _other(self, req: Request) -> Match | None:
+        for one, other in self.pairs:
+            for mine, theirs in ((one, other), (other, one)):
+                if req.kind == mine[0] and mine[1] in req.key:
+                    return theirs
+        return None
+
+    def _wait_for(self, other: Match) -> None:
+        def seen() -> bool:
+            return any(
+                r.kind == other[0] and other[1] in r.key for r in self.log[self.paired_from :]
+            )
+
+        with self.arrived:
+            self.arrived.wait_for(seen, timeout=self.hold)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         req = classify(
@@ -141,8 +167,12 @@ class _Counting:
             environ.get("QUERY_STRING", ""),
         )
         received = time.monotonic()
-        with self.lock:
+        with self.arrived:
             self.log.append(req)
+            self.arrived.notify_all()
+            other = self._other(req) if self.pairs else None
+        if other is not None:
+            self._wait_for(other)
         if self.delay:
             time.sleep(self.delay)
         try:
@@ -227,6 +257,20 @@ class CountingS3:
         with self._counting.lock:
             self._counting.log = []
             self._counting.spans = []
+            self._counting.paired_from = 0
+
+    def pair(self, *pairs: tuple[Match, Match], hold: float = 10.0) -> None:
+        """From now on, answer a request that one of ``pairs`` names (its type, and a part of
+        its key) only once the pair's other request has arrived, or ``hold`` seconds have
+        passed. A client that sends the two at once is answered at once; one that sends the
+        second only after the first is answered waits ``hold``, and then their spans do not
+        overlap: how a test tells the two apart however slow the machine is. Call with no
+        pairs to stop."""
+        assert self._counting is not None, "start() the server first"
+        with self._counting.lock:
+            self._counting.pairs = list(pairs)
+            self._counting.paired_from = len(self._counting.log)
+            self._counting.hold = hold
 
     def spans(self) -> list[tuple[Request, float, float]]:
         """Each request served since the last :meth:`reset`, with when (``time.monotonic``)

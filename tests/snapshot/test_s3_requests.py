@@ -28,7 +28,7 @@ pytest.importorskip("s3fs")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmark"))
 
-from s3count import UNSET, CountingS3, Counts, classify
+from s3count import UNSET, CountingS3, Counts, Match, classify
 from s3kit import clear_s3fs_cache
 
 import chanbatch as cb
@@ -286,10 +286,14 @@ def test_a_second_new_slice_finds_the_first_one_path_through_its_pack(
 def test_a_run_asks_at_once_for_what_it_needs_together(
     s3: CountingS3, warm: dict[int, Path], blueprint: Path, tmp_path: Path
 ) -> None:
-    """With 50 ms added to every request, the run after one new slice has its input's and
-    its output's heads in flight at once (each a LIST, then a GET), lists the cache while it
-    reads its memos, and asks for the new slice's manifest while it writes its intent record;
-    the answer is still pandas'."""
+    """The run after one new slice has its input's and its output's heads in flight at once
+    (each a LIST, then a GET), lists the cache while it reads its memos, and asks for the new
+    slice's manifest while it writes its intent record; the answer is still pandas'.
+
+    The server answers each request of such a pair only once the other has arrived (or 10 s
+    have passed), and adds 50 ms to every request: a run that sends the second only after the
+    first is answered makes the first wait out those 10 s, and their spans then do not
+    overlap, however loaded the machine."""
     new = tmp_path / "new.parquet"
     pq.write_table(events(1, first=SMALL), new)
     url = s3.url_of("at-once")
@@ -298,31 +302,39 @@ def test_a_run_asks_at_once_for_what_it_needs_together(
         s3, url, "snapshot", "freeze", "events", str(new), "--slice-by", "day", "--json"
     )
     (added,) = json.loads(out)["slices"]
+    manifest = manifest_path(added["id"])
+    pairs: list[tuple[Match, Match]] = [
+        (("LIST", "refs/events/"), ("LIST", "refs/per_kind/")),
+        (("GET", "refs/events/000000000002.json"), ("GET", "refs/per_kind/000000000001.json")),
+        (("LIST", "/cache/"), ("GET", memo_path("per_kind"))),
+        (("GET", manifest), ("PUT", "/runs/")),
+    ]
+    s3.reset()
     s3.delay = 0.05
+    s3.pair(*pairs)
     try:
-        _, out = counted(s3, url, "run", str(blueprint), "--json")
+        done = subprocess.run(
+            [str(CHANBATCH), "run", str(blueprint), "--json", "--store", url],
+            env=s3.env(),
+            capture_output=True,
+            text=True,
+        )
     finally:
+        s3.pair()
         s3.delay = 0.0
+    assert done.returncode == 0, done.stderr
     spans = s3.spans()
     everything = pa.concat_tables([events(SMALL), events(1, first=SMALL)])
-    snapshot = json.loads(out)["outputs"]["per_kind"]["snapshot"]
+    snapshot = json.loads(done.stdout)["outputs"]["per_kind"]["snapshot"]
     assert answer(url, snapshot) == expected(everything)
 
     def span(kind: str, key: str) -> tuple[float, float]:
-        (found,) = [(a, b) for r, a, b in spans if r.kind == kind and r.key.endswith(key)][:1]
+        (found,) = [(a, b) for r, a, b in spans if r.kind == kind and key in r.key][:1]
         return found
 
-    def together(one: tuple[float, float], other: tuple[float, float]) -> bool:
-        return one[0] < other[1] and other[0] < one[1]
-
-    assert together(span("LIST", "refs/events/"), span("LIST", "refs/per_kind/"))
-    assert together(
-        span("GET", "refs/events/000000000002.json"), span("GET", "refs/per_kind/000000000001.json")
-    )
-    assert together(span("LIST", "/cache/"), span("GET", memo_path("per_kind")))
-    manifest = manifest_path(added["id"])
-    intent = next(r.key for r, _, _ in spans if r.kind == "PUT" and "/runs/" in r.key)
-    assert together(span("GET", manifest), span("PUT", intent))
+    for one, other in pairs:
+        (a0, a1), (b0, b1) = span(*one), span(*other)
+        assert a0 < b1 and b0 < a1, f"{one} and {other} were not in flight at once"
 
     # a no-op run reads its output's head once: to check it, and to find its run repeats
     again, out = counted(s3, url, "run", str(blueprint), "--json")
