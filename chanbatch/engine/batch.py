@@ -40,6 +40,7 @@ from chanbatch.engine.graph import (
     Ref,
     compute_part,
     load_slice,
+    load_slices,
     local_worker,
     report_outcomes,
     run_task,
@@ -271,7 +272,7 @@ def _batches(chains: list[Chain]) -> Iterator[tuple[Chain, ...]]:
 def run_batch(call: BatchCall) -> Batch:
     """Run every chain of ``call``: all at once on the Arrow path when it covers them, else
     task by task."""
-    loads = [load_slice(chain.load) for chain in call.chains]
+    loads = load_slices([chain.load for chain in call.chains])
     tables = [part.table for part in loads]
     batch = None
     if all(t is not None for t in tables) and _same_schema(tables):

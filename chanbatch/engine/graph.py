@@ -34,13 +34,17 @@ from chanbatch.compile.plan import CHECKPOINT_RATIO, Plan, Task
 from chanbatch.engine import columnar
 from chanbatch.engine.failures import StageFailed, describe_failure
 from chanbatch.errors import ChanbatchError, UsageError
-from chanbatch.snapshot.objects import get_slice
+from chanbatch.snapshot.objects import get_slice, read_objects_ahead, read_slices_ahead
 from chanbatch.snapshot.options import options_for, token
 from chanbatch.snapshot.read import canonical, load_object, to_pandas
 from chanbatch.snapshot.storage import Storage
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pandas as pd
+
+    from chanbatch.snapshot.manifest import SliceManifest
 
 _STORAGES: dict[tuple[str, str], Storage] = {}
 
@@ -253,7 +257,29 @@ def task_outcome(
 def load_slice(ref: Ref) -> Part:
     """An input slice, verified as read: an Arrow table, or pandas when its types need it."""
     storage = storage_for(ref.url)
-    manifest = get_slice(storage, ref.slice_id or ref.key)
+    return _slice_part(storage, ref, get_slice(storage, ref.slice_id or ref.key))
+
+
+def load_slices(refs: Sequence[Ref]) -> list[Part]:
+    """The input slices ``refs`` of one store, each as :func:`load_slice` gives it, for a task
+    that reads many (:mod:`chanbatch.engine.batch`): their manifests are asked for together,
+    then their objects, and read in order as they come. A cold run over a local disk waits on
+    the disk for all of a batch's files at once, not file by file (0.85 s -> 0.5 s for the 280 MB
+    of 2,526 day slices, measured with the page cache emptied); on an object store they cost
+    about a round trip together, where they were a round trip each."""
+    if not refs:
+        return []
+    storage = storage_for(refs[0].url)
+    ahead = read_slices_ahead(storage, [ref.slice_id or ref.key for ref in refs])
+    try:
+        manifests = [get_slice(storage, ref.slice_id or ref.key) for ref in refs]
+        ahead += read_objects_ahead(storage, [p for m in manifests for p in m.parts])
+        return [_slice_part(storage, ref, m) for ref, m in zip(refs, manifests, strict=True)]
+    finally:
+        storage.forget_ahead(ahead)  # what an error left unread
+
+
+def _slice_part(storage: Storage, ref: Ref, manifest: SliceManifest) -> Part:
     tables = [load_object(storage, p.object, ref.columns, p.bytes) for p in manifest.parts]
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
     arrow = columnar.arrow_input(table)

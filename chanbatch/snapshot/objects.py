@@ -12,7 +12,7 @@ from chanbatch.errors import IntegrityError, StoreError
 from chanbatch.hashing import digest, digest_file, loads
 from chanbatch.ids import ObjectId, object_id
 from chanbatch.snapshot.layout import manifest_path, object_path
-from chanbatch.snapshot.manifest import SliceManifest, SnapshotManifest, parse_manifest
+from chanbatch.snapshot.manifest import Part, SliceManifest, SnapshotManifest, parse_manifest
 from chanbatch.snapshot.storage import Storage
 
 
@@ -193,6 +193,26 @@ def get_snapshot(storage: Storage, sid: str) -> SnapshotManifest:
     if not isinstance(manifest, SnapshotManifest):
         raise StoreError(f"{sid[:12]} is a slice, not a snapshot")
     return manifest
+
+
+def read_slices_ahead(storage: Storage, sids: list[str]) -> list[str]:
+    """Start reading the manifests of slices ``sids`` at once (see
+    :meth:`~chanbatch.snapshot.storage.Storage.read_ahead`), for :func:`get_slice` to take;
+    returns their paths, for :meth:`~chanbatch.snapshot.storage.Storage.forget_ahead`."""
+    rels = [manifest_path(sid) for sid in sids]
+    storage.read_ahead(rels)
+    return rels
+
+
+def read_objects_ahead(storage: Storage, parts: list[Part]) -> list[str]:
+    """Start reading the objects of ``parts`` at once (see :func:`read_slices_ahead`), for
+    :func:`get_object` to take; each small one in one request, as :func:`get_object` reads
+    it. Returns their paths."""
+    small = [object_path(p.object) for p in parts if _small(p.bytes)]
+    large = [object_path(p.object) for p in parts if not _small(p.bytes)]
+    storage.read_ahead(small, small=True)
+    storage.read_ahead(large)
+    return small + large
 
 
 def get_slice(storage: Storage, sid: str) -> SliceManifest:

@@ -39,6 +39,8 @@ TMP_DIR = "tmp"
 #: written again (same bytes, one atomic put) when it is older than this, and left alone when
 #: younger: gc's grace period must exceed this plus the longest freeze or run (default 1h).
 REFRESH_AFTER = 60.0
+#: Reads :meth:`Storage.read_ahead` has in flight at once on an object store.
+_AHEAD_THREADS = 32
 
 #: The content-addressed files this process created on remote stores, with when (monotonic),
 #: while a command that writes some twice runs (:func:`remembering`): see
@@ -189,21 +191,36 @@ class Storage:
             return ahead.result()
         return self._cat(rel, small)
 
-    def read_ahead(self, rels: list[str]) -> None:
-        """Start reading the small files ``rels`` at once, on threads, for the next
-        :meth:`read_bytes` of each to take (once): on an object store, files a command reads
-        one after another then cost one round trip together. Nothing on a local disk."""
+    def read_ahead(self, rels: list[str], *, small: bool = False) -> None:
+        """Start reading the files ``rels`` at once, for the next :meth:`read_bytes` of each to
+        take (once), as a command that reads them one after another would wait on each.
+
+        On an object store they are read on threads (at most ``_AHEAD_THREADS`` at once), so
+        that they cost about one round trip together; ``small`` as for :meth:`read_bytes`. On a
+        local disk the kernel is asked to read them into its page cache
+        (``posix_fadvise(WILLNEED)``), which it does at once for all of them: files that are
+        not there already (a cold run over data frozen days ago) are then read from the disk
+        together, not one by one, and those that are cost a system call each."""
         if self.is_local:
+            _advise([self.full(rel) for rel in dict.fromkeys(rels)])
             return
         from concurrent.futures import ThreadPoolExecutor
 
         todo = [rel for rel in dict.fromkeys(rels) if rel not in self._ahead]
         if not todo:
             return
-        pool = ThreadPoolExecutor(len(todo), thread_name_prefix="chanbatch-read")
+        pool = ThreadPoolExecutor(
+            min(len(todo), _AHEAD_THREADS), thread_name_prefix="chanbatch-read"
+        )
         for rel in todo:
-            self._ahead[rel] = pool.submit(self._cat, rel, False)
+            self._ahead[rel] = pool.submit(self._cat, rel, small)
         pool.shutdown(wait=False)  # its threads end as their reads do; the futures keep them
+
+    def forget_ahead(self, rels: list[str]) -> None:
+        """Drop what :meth:`read_ahead` read of ``rels`` and nobody took (a caller that stopped
+        early, on an error): its bytes are not kept for the life of this Storage."""
+        for rel in rels:
+            self._ahead.pop(rel, None)
 
     def _cat(self, rel: str, small: bool) -> bytes:
         """A remote store's read of ``rel``, now (not through :meth:`read_ahead`)."""
@@ -634,6 +651,26 @@ def _in_folder(path: str, make: Callable[[], object]) -> None:
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         make()
+
+
+def _advise(paths: list[str]) -> None:
+    """Ask the kernel to read the files ``paths`` into its page cache now (see
+    :meth:`Storage.read_ahead`); a file that cannot be opened is left for its reader to fail
+    on. Nothing where ``posix_fadvise`` does not exist (macOS, Windows)."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def _write_file(path: str, data: bytes | memoryview) -> None:

@@ -33,7 +33,10 @@ from s3kit import clear_s3fs_cache
 
 import chanbatch as cb
 from chanbatch.cache.index import memo_path
-from chanbatch.snapshot.layout import manifest_path
+from chanbatch.snapshot.layout import manifest_path, object_path
+from chanbatch.snapshot.objects import get_slice, get_snapshot
+from chanbatch.snapshot.refs import resolve
+from chanbatch.snapshot.storage import Storage
 
 CHANBATCH = Path(sys.executable).with_name("chanbatch")
 SMALL, LARGE = 20, 200
@@ -281,6 +284,56 @@ def test_a_second_new_slice_finds_the_first_one_path_through_its_pack(
     first_path = {r.key for r in new_slice[LARGE]["run"].requests if "/cache/packs/" in r.key}
     assert first_path & set(indexes), f"the first new slice's pack was not read: {indexes}"
     assert len(indexes) == len(set(indexes)), indexes
+
+
+def test_a_cold_run_asks_for_its_slices_manifests_together_then_their_objects(
+    s3: CountingS3, warm: dict[int, Path], blueprint: Path
+) -> None:
+    """A cold run reads its slices in batches: a batch asks for all its slices' manifests at
+    once, then for all their objects, where it read them one after another (a round trip per
+    file: 18 s against 6 s for 243 day slices with 20 ms per request). The server answers
+    the first two slices' manifests, and then their objects, only once both are asked for
+    (10 s at most): a run that asks one by one waits that out, and the spans show it."""
+    url = s3.url_of("cold")
+    s3.upload(warm[SMALL], "cold", ["objects", "manifests", "refs"])
+    local = Storage(str(warm[SMALL]))
+    ids = _slice_ids(local)[:2]
+    first, second = (get_slice(local, sid) for sid in ids)
+    pairs: list[tuple[Match, Match]] = [
+        (("GET", manifest_path(ids[0])), ("GET", manifest_path(ids[1]))),
+        (
+            ("GET", object_path(first.parts[0].object)),
+            ("GET", object_path(second.parts[0].object)),
+        ),
+    ]
+    s3.reset()
+    s3.pair(*pairs)
+    try:
+        done = subprocess.run(
+            [str(CHANBATCH), "run", str(blueprint), "--json", "--store", url],
+            env=s3.env(),
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        s3.pair()
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["stats"]["computed"] > SMALL  # nothing was cached: every slice was read
+    assert answer(url, doc["outputs"]["per_kind"]["snapshot"]) == expected(events(SMALL))
+    spans = s3.spans()
+    for one, other in pairs:
+        (a0, a1), (b0, b1) = (
+            next((a, b) for r, a, b in spans if r.kind == kind and key in r.key)
+            for kind, key in (one, other)
+        )
+        assert a0 < b1 and b0 < a1, f"{one} and {other} were not in flight at once"
+
+
+def _slice_ids(storage: Storage) -> list[str]:
+    """The slice ids of the head of ``events``, in key order."""
+    snapshot = get_snapshot(storage, resolve(storage, "events").snapshot)
+    return [entry.id for entry in snapshot.slices]
 
 
 def test_a_run_asks_at_once_for_what_it_needs_together(
