@@ -488,6 +488,27 @@ def drop(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def copy_store(src: Path, dst: Path) -> Path:
+    """A new store holding copies (not links) of ``src``'s data: files of their own, whose
+    pages :func:`evict` can drop without touching ``src``'s."""
+    for name in ("objects", "manifests", "refs"):
+        shutil.copytree(src / name, dst / name)
+    return dst
+
+
+def evict(path: Path) -> None:
+    """Drop the file ``path``, or every file under it, from the page cache
+    (``posix_fadvise(DONTNEED)``; a clean page goes, and no privilege is needed): the next read
+    of it comes from the disk, as on a machine that has not read it lately."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    for file in files:
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 # -- answers ----------------------------------------------------------------------------------
 
 
@@ -935,7 +956,27 @@ def sliced_shape(ctx: Context, shape: str) -> None:
             raise CheckFailed(f"{shape}: a timed no-op computed {run.computed} tasks")
         return run.seconds
 
+    # From disk: a copy of the data, and of DuckDB's file, of their own, so that dropping
+    # their pages from the page cache leaves the other steps' reads as they are.
+    disk_store = copy_store(data.full, ctx.scratch.path(f"{shape}-disk-data"))
+    disk_file = ctx.scratch.path(f"{shape}-disk").with_suffix(".parquet")
+    shutil.copyfile(data.file, disk_file)
+
+    def cold_disk_once() -> float:
+        store = link_store(disk_store, ctx.scratch.path(f"{shape}-cold-disk"))
+        evict(store)
+        run = chanbatch_run(store)
+        if run.snapshot != cold.snapshot:
+            raise CheckFailed(f"{shape}: a timed cold run from disk gave another output")
+        drop(store)
+        return run.seconds
+
+    def duckdb_disk_once() -> float:
+        evict(disk_file)
+        return duckdb_seconds(disk_file)
+
     steps = {"cold": cold_once, "append": appender.timed, "noop": noop_once}
+    steps |= {"cold disk": cold_disk_once, "duckdb disk": duckdb_disk_once}
     steps |= ctx.baselines(data.file, "all") | ctx.baselines(w.upto, "upto")
     seed = {"cold": cold.seconds, "append": appender.checked.seconds, "noop": noop.seconds}
     s = ctx.rounds(
@@ -954,6 +995,18 @@ def sliced_shape(ctx: Context, shape: str) -> None:
             **base,
             goal=cold_goal,
             target=f"≤ {cold_goal:g}× DuckDB",
+        )
+    )
+    report.add(
+        Figure(
+            shape,
+            f"{data.slices:,} {shape} slices, cold, from disk (the page cache emptied of the "
+            "store's files, and of DuckDB's file, before each run)",
+            s["cold disk"],
+            per_round(s, "cold disk", "duckdb disk"),
+            "DuckDB",
+            duckdb=s["duckdb disk"],
+            short=f"{data.slices:,} {shape}s, cold from disk",
         )
     )
     goal = append_goal(args.sf)
