@@ -942,13 +942,18 @@ def sliced_shape(ctx: Context, shape: str) -> None:
     appender = ctx.appender(data, "append")
     imports = imports_of(noop_store)
 
-    def cold_once() -> float:
-        store = link_store(data.full, ctx.scratch.path(f"{shape}-cold"))
-        run = chanbatch_run(store)
-        if run.snapshot != cold.snapshot:
-            raise CheckFailed(f"{shape}: a timed cold run gave another output")
-        drop(store)
-        return run.seconds
+    def cold_from(src: Path, from_disk: bool = False) -> Callable[[], float]:
+        def once() -> float:
+            store = link_store(src, ctx.scratch.path(f"{shape}-cold"))
+            if from_disk:
+                evict(store)
+            run = chanbatch_run(store)
+            if run.snapshot != cold.snapshot:
+                raise CheckFailed(f"{shape}: a timed cold run gave another output")
+            drop(store)
+            return run.seconds
+
+        return once
 
     def noop_once() -> float:
         run = chanbatch_run(noop_store)
@@ -962,21 +967,12 @@ def sliced_shape(ctx: Context, shape: str) -> None:
     disk_file = ctx.scratch.path(f"{shape}-disk").with_suffix(".parquet")
     shutil.copyfile(data.file, disk_file)
 
-    def cold_disk_once() -> float:
-        store = link_store(disk_store, ctx.scratch.path(f"{shape}-cold-disk"))
-        evict(store)
-        run = chanbatch_run(store)
-        if run.snapshot != cold.snapshot:
-            raise CheckFailed(f"{shape}: a timed cold run from disk gave another output")
-        drop(store)
-        return run.seconds
-
     def duckdb_disk_once() -> float:
         evict(disk_file)
         return duckdb_seconds(disk_file)
 
-    steps = {"cold": cold_once, "append": appender.timed, "noop": noop_once}
-    steps |= {"cold disk": cold_disk_once, "duckdb disk": duckdb_disk_once}
+    steps = {"cold": cold_from(data.full), "append": appender.timed, "noop": noop_once}
+    steps |= {"cold disk": cold_from(disk_store, from_disk=True), "duckdb disk": duckdb_disk_once}
     steps |= ctx.baselines(data.file, "all") | ctx.baselines(w.upto, "upto")
     seed = {"cold": cold.seconds, "append": appender.checked.seconds, "noop": noop.seconds}
     s = ctx.rounds(

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -306,7 +307,19 @@ def test_a_cold_run_asks_for_its_slices_manifests_together_then_their_objects(
             ("GET", object_path(second.parts[0].object)),
         ),
     ]
+    doc = paired_run(s3, url, blueprint, pairs)
+    assert doc["stats"]["computed"] > SMALL  # nothing was cached: every slice was read
+    assert answer(url, doc["outputs"]["per_kind"]["snapshot"]) == expected(events(SMALL))
+
+
+def paired_run(
+    s3: CountingS3, url: str, blueprint: Path, pairs: list[tuple[Match, Match]], delay: float = 0.0
+) -> dict[str, Any]:
+    """``chanbatch run --json`` with each of ``pairs`` answered only once both are asked for
+    (:meth:`CountingS3.pair`) and ``delay`` added to every request; asserts that each pair
+    was in flight at once, and returns the run's document."""
     s3.reset()
+    s3.delay = delay
     s3.pair(*pairs)
     try:
         done = subprocess.run(
@@ -317,10 +330,8 @@ def test_a_cold_run_asks_for_its_slices_manifests_together_then_their_objects(
         )
     finally:
         s3.pair()
+        s3.delay = 0.0
     assert done.returncode == 0, done.stderr
-    doc = json.loads(done.stdout)
-    assert doc["stats"]["computed"] > SMALL  # nothing was cached: every slice was read
-    assert answer(url, doc["outputs"]["per_kind"]["snapshot"]) == expected(events(SMALL))
     spans = s3.spans()
     for one, other in pairs:
         (a0, a1), (b0, b1) = (
@@ -328,6 +339,8 @@ def test_a_cold_run_asks_for_its_slices_manifests_together_then_their_objects(
             for kind, key in (one, other)
         )
         assert a0 < b1 and b0 < a1, f"{one} and {other} were not in flight at once"
+    doc: dict[str, Any] = json.loads(done.stdout)
+    return doc
 
 
 def _slice_ids(storage: Storage) -> list[str]:
@@ -362,32 +375,10 @@ def test_a_run_asks_at_once_for_what_it_needs_together(
         (("LIST", "/cache/"), ("GET", memo_path("per_kind"))),
         (("GET", manifest), ("PUT", "/runs/")),
     ]
-    s3.reset()
-    s3.delay = 0.05
-    s3.pair(*pairs)
-    try:
-        done = subprocess.run(
-            [str(CHANBATCH), "run", str(blueprint), "--json", "--store", url],
-            env=s3.env(),
-            capture_output=True,
-            text=True,
-        )
-    finally:
-        s3.pair()
-        s3.delay = 0.0
-    assert done.returncode == 0, done.stderr
-    spans = s3.spans()
+    doc = paired_run(s3, url, blueprint, pairs, delay=0.05)
     everything = pa.concat_tables([events(SMALL), events(1, first=SMALL)])
-    snapshot = json.loads(done.stdout)["outputs"]["per_kind"]["snapshot"]
+    snapshot = doc["outputs"]["per_kind"]["snapshot"]
     assert answer(url, snapshot) == expected(everything)
-
-    def span(kind: str, key: str) -> tuple[float, float]:
-        (found,) = [(a, b) for r, a, b in spans if r.kind == kind and key in r.key][:1]
-        return found
-
-    for one, other in pairs:
-        (a0, a1), (b0, b1) = span(*one), span(*other)
-        assert a0 < b1 and b0 < a1, f"{one} and {other} were not in flight at once"
 
     # a no-op run reads its output's head once: to check it, and to find its run repeats
     again, out = counted(s3, url, "run", str(blueprint), "--json")
