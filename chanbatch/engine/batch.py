@@ -21,7 +21,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -56,6 +56,8 @@ from chanbatch.snapshot.storage import Storage
 # few enough to keep every worker busy and the rows in memory small.
 BATCH_ROWS = 500_000
 BATCH_SLICES = 1024
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,7 @@ class Fusion:
                     continue
                 name = self._replace(graph, plan, group, users, combines)
                 placed[name] = signature[0]
+        placed.update(_read_together(graph, plan, worker_of))
         return placed
 
     def _replace(
@@ -254,16 +257,73 @@ def _batches(chains: list[Chain]) -> Iterator[tuple[Chain, ...]]:
     """Consecutive chains, cut at BATCH_ROWS input rows or BATCH_SLICES slices. The cuts depend
     only on the chains' own rows, from the first: the same slices computed again (a damaged pack
     recomputed) form the same batch, and so the same pack."""
-    group: list[Chain] = []
-    rows = 0
-    for chain in chains:
-        group.append(chain)
-        rows += chain.rows
-        if rows >= BATCH_ROWS or len(group) >= BATCH_SLICES:
+    return _cut(chains, lambda chain: chain.rows)
+
+
+def _cut(items: list[_T], rows: Callable[[_T], int]) -> Iterator[tuple[_T, ...]]:
+    """``items`` in consecutive groups, cut at BATCH_ROWS rows or BATCH_SLICES items."""
+    group: list[_T] = []
+    total = 0
+    for item in items:
+        group.append(item)
+        total += rows(item)
+        if total >= BATCH_ROWS or len(group) >= BATCH_SLICES:
             yield tuple(group)
-            group, rows = [], 0
+            group, total = [], 0
     if group:
         yield tuple(group)
+
+
+# -- slices read together -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Loads:
+    """Slices one task reads together (:func:`read_together`); pickled into the graph."""
+
+    refs: tuple[Ref, ...]
+
+    def __dask_tokenize__(self) -> tuple[str, str]:
+        return (self.refs[0].url, self.refs[0].key)
+
+
+def read_together(loads: Loads) -> list[Part]:
+    """Every slice of ``loads``, their files asked for together (see
+    :func:`~chanbatch.engine.graph.load_slices`)."""
+    return load_slices(loads.refs)
+
+
+def loaded(parts: list[Part], index: int) -> Part:
+    """Slice ``index`` of a :func:`read_together` task: the graph's task for that load's key."""
+    return parts[index]
+
+
+def _read_together(
+    graph: dict[str, Any], plan: Plan, worker_of: Callable[[str], str] | None
+) -> dict[str, str]:
+    """Replace the loads no batch took (a slice read by a sort's top rows, a window, a union,
+    a join, each alone) by tasks that read consecutive slices together: on an object store a
+    slice read alone costs two round trips one after the other, a manifest and then an object,
+    and a group of them about two together. Each load's key then reads its group's result,
+    so the tasks that read it are unchanged. Returns each group's worker, as ``apply``."""
+    loose: dict[str, list[tuple[Ref, int]]] = {}
+    for key, task in plan.tasks.items():  # slices in key order
+        spec = graph.get(key)
+        if task.kind == "load" and spec is not None and spec[0] is load_slice:
+            ref: Ref = spec[1]
+            worker = worker_of(ref.slice_id or ref.key) if worker_of else ""
+            loose.setdefault(worker, []).append((ref, task.source_rows))
+    placed: dict[str, str] = {}
+    for worker, refs in loose.items():
+        for group in _cut(refs, lambda item: item[1]):
+            if len(group) < 2:
+                continue
+            name = "loads-" + digest("|".join(ref.key for ref, _ in group).encode())
+            graph[name] = (read_together, Loads(tuple(ref for ref, _ in group)))
+            for index, (ref, _) in enumerate(group):
+                graph[ref.key] = (loaded, name, index)
+            placed[name] = worker
+    return placed
 
 
 # -- on a worker ----------------------------------------------------------------------------------

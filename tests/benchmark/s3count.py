@@ -125,12 +125,16 @@ def classify(method: str, path: str, query: str) -> Request:
 Match = tuple[str, str]
 
 
+def _matches(req: Request, match: Match) -> bool:
+    return req.kind == match[0] and match[1] in req.key
+
+
 class _Counting:
     """WSGI middleware: records every request, sleeps ``delay`` seconds, then serves it; a
     conditional write (``If-None-Match``) alone, as S3 makes it one step (moto checks, then
     writes: two racing creators could both win; tests/s3kit.py's AtomicConditionalWrites).
-    A request one of ``pairs`` names is answered only once the pair's other request has
-    arrived, or ``hold`` seconds have passed (see :meth:`CountingS3.pair`)."""
+    A request one of ``groups`` names is answered only once every other request of its group
+    has arrived, or ``hold`` seconds have passed (see :meth:`CountingS3.together`)."""
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
@@ -140,22 +144,24 @@ class _Counting:
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
         self.writes = threading.Lock()
-        self.pairs: list[tuple[Match, Match]] = []
-        self.paired_from = 0  # the log's length when the pairs were set
+        self.groups: list[tuple[Match, ...]] = []
+        self.grouped_from = 0  # the log's length when the groups were set
         self.hold = 0.0
 
-    def _other(self, req: Request) -> Match | None:
-        for one, other in self.pairs:
-            for mine, theirs in ((one, other), (other, one)):
-                if req.kind == mine[0] and mine[1] in req.key:
-                    return theirs
-        return None
+    def _others(self, req: Request) -> list[Match]:
+        """The requests ``req`` waits for: the rest of every group that names it."""
+        return [
+            other
+            for group in self.groups
+            if any(_matches(req, match) for match in group)
+            for other in group
+            if not _matches(req, other)
+        ]
 
-    def _wait_for(self, other: Match) -> None:
+    def _wait_for(self, others: list[Match]) -> None:
         def seen() -> bool:
-            return any(
-                r.kind == other[0] and other[1] in r.key for r in self.log[self.paired_from :]
-            )
+            since = self.log[self.grouped_from :]
+            return all(any(_matches(r, other) for r in since) for other in others)
 
         with self.arrived:
             self.arrived.wait_for(seen, timeout=self.hold)
@@ -170,9 +176,9 @@ class _Counting:
         with self.arrived:
             self.log.append(req)
             self.arrived.notify_all()
-            other = self._other(req) if self.pairs else None
-        if other is not None:
-            self._wait_for(other)
+            others = self._others(req) if self.groups else []
+        if others:
+            self._wait_for(others)
         if self.delay:
             time.sleep(self.delay)
         try:
@@ -257,19 +263,19 @@ class CountingS3:
         with self._counting.lock:
             self._counting.log = []
             self._counting.spans = []
-            self._counting.paired_from = 0
+            self._counting.grouped_from = 0
 
-    def pair(self, *pairs: tuple[Match, Match], hold: float = 10.0) -> None:
-        """From now on, answer a request that one of ``pairs`` names (its type, and a part of
-        its key) only once the pair's other request has arrived, or ``hold`` seconds have
-        passed. A client that sends the two at once is answered at once; one that sends the
-        second only after the first is answered waits ``hold``, and then their spans do not
-        overlap: how a test tells the two apart however slow the machine is. Call with no
-        pairs to stop."""
+    def together(self, *groups: tuple[Match, ...], hold: float = 10.0) -> None:
+        """From now on, answer a request that one of ``groups`` names (its type, and a part
+        of its key) only once every other request of its group has arrived, or ``hold``
+        seconds have passed. A client that sends a group's requests at once is answered at
+        once; one that sends them one after another (or a few at a time, fewer than the
+        group) waits ``hold`` for each, and then their spans do not all overlap: how a test
+        tells the two apart however slow the machine is. Call with no groups to stop."""
         assert self._counting is not None, "start() the server first"
         with self._counting.lock:
-            self._counting.pairs = list(pairs)
-            self._counting.paired_from = len(self._counting.log)
+            self._counting.groups = list(groups)
+            self._counting.grouped_from = len(self._counting.log)
             self._counting.hold = hold
 
     def spans(self) -> list[tuple[Request, float, float]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -293,34 +294,80 @@ def test_a_cold_run_asks_for_its_slices_manifests_together_then_their_objects(
     """A cold run reads its slices in batches: a batch asks for all its slices' manifests at
     once, then for all their objects, where it read them one after another (a round trip per
     file: 18 s against 6 s for 243 day slices with 20 ms per request). The server answers
-    the first two slices' manifests, and then their objects, only once both are asked for
-    (10 s at most): a run that asks one by one waits that out, and the spans show it."""
+    the first AT_ONCE slices' manifests, and then their objects, only once all of them are
+    asked for (10 s at most): a run that asks one by one, or one per thread, waits that out,
+    and the spans show it."""
     url = s3.url_of("cold")
     s3.upload(warm[SMALL], "cold", ["objects", "manifests", "refs"])
     local = Storage(str(warm[SMALL]))
-    ids = _slice_ids(local)[:2]
-    first, second = (get_slice(local, sid) for sid in ids)
-    pairs: list[tuple[Match, Match]] = [
-        (("GET", manifest_path(ids[0])), ("GET", manifest_path(ids[1]))),
-        (
-            ("GET", object_path(first.parts[0].object)),
-            ("GET", object_path(second.parts[0].object)),
-        ),
-    ]
-    doc = paired_run(s3, url, blueprint, pairs)
+    doc = run_together(s3, url, blueprint, first_slices(local))
     assert doc["stats"]["computed"] > SMALL  # nothing was cached: every slice was read
     assert answer(url, doc["outputs"]["per_kind"]["snapshot"]) == expected(events(SMALL))
 
 
-def paired_run(
-    s3: CountingS3, url: str, blueprint: Path, pairs: list[tuple[Match, Match]], delay: float = 0.0
+TOP = """\
+name: top
+inputs:
+  events: events
+stages:
+  ranked:
+    from: events
+    sort: [-v, day, kind]
+  top:
+    from: ranked
+    limit: 5
+outputs:
+  top: top_events
+"""
+
+
+def test_slices_read_alone_are_asked_for_together_too(
+    s3: CountingS3, warm: dict[int, Path], tmp_path: Path
+) -> None:
+    """A slice that no batch computes on (here each slice's top rows, a task of its own) is
+    read with its neighbours all the same: the first AT_ONCE slices' manifests, and then their
+    objects, are in flight at once, where each load task read its manifest and then its
+    object alone, as many at once as there are threads. The answer is pandas' top rows."""
+    blueprint = tmp_path / "top.yaml"
+    blueprint.write_text(TOP)
+    url = s3.url_of("cold-top")
+    s3.upload(warm[SMALL], "cold-top", ["objects", "manifests", "refs"])
+    local = Storage(str(warm[SMALL]))
+    doc = run_together(s3, url, blueprint, first_slices(local))
+    got = cb.Store(url).read_pandas(f"top_events@{doc['outputs']['top']['snapshot']}")
+    want = (
+        events(SMALL).to_pandas().sort_values(["v", "day", "kind"], ascending=[False, True, True])
+    )
+    columns = ["day", "kind", "v"]
+    assert got[columns].values.tolist() == want[columns].head(5).values.tolist()
+
+
+#: slices whose files a cold run must have in flight at once: more than the threads that run
+#: tasks (one per core), so that tasks reading a slice each, side by side, cannot do it; and
+#: fewer than the S3 client's connections (botocore's 10), which the requests held by the
+#: server (:meth:`CountingS3.together`) keep busy while they wait
+AT_ONCE = min(8, (os.cpu_count() or 1) + 2)
+
+
+def first_slices(local: Storage) -> list[tuple[Match, ...]]:
+    """The first AT_ONCE slices' manifests, as one group, and their objects, as another."""
+    manifests = _slice_ids(local)[:AT_ONCE]
+    objects = [get_slice(local, sid).parts[0].object for sid in manifests]
+    return [
+        tuple(("GET", manifest_path(sid)) for sid in manifests),
+        tuple(("GET", object_path(oid)) for oid in objects),
+    ]
+
+
+def run_together(
+    s3: CountingS3, url: str, blueprint: Path, groups: list[tuple[Match, ...]], delay: float = 0.0
 ) -> dict[str, Any]:
-    """``chanbatch run --json`` with each of ``pairs`` answered only once both are asked for
-    (:meth:`CountingS3.pair`) and ``delay`` added to every request; asserts that each pair
-    was in flight at once, and returns the run's document."""
+    """``chanbatch run --json`` with each request of ``groups`` answered only once its whole
+    group is asked for (:meth:`CountingS3.together`) and ``delay`` added to every request;
+    asserts that each group was in flight at once, and returns the run's document."""
     s3.reset()
     s3.delay = delay
-    s3.pair(*pairs)
+    s3.together(*groups)
     try:
         done = subprocess.run(
             [str(CHANBATCH), "run", str(blueprint), "--json", "--store", url],
@@ -329,16 +376,17 @@ def paired_run(
             text=True,
         )
     finally:
-        s3.pair()
+        s3.together()
         s3.delay = 0.0
     assert done.returncode == 0, done.stderr
     spans = s3.spans()
-    for one, other in pairs:
-        (a0, a1), (b0, b1) = (
+    for group in groups:
+        found = [
             next((a, b) for r, a, b in spans if r.kind == kind and key in r.key)
-            for kind, key in (one, other)
-        )
-        assert a0 < b1 and b0 < a1, f"{one} and {other} were not in flight at once"
+            for kind, key in group
+        ]
+        last_asked, first_answered = max(a for a, _ in found), min(b for _, b in found)
+        assert last_asked < first_answered, f"{group} were not in flight at once"
     doc: dict[str, Any] = json.loads(done.stdout)
     return doc
 
@@ -369,13 +417,13 @@ def test_a_run_asks_at_once_for_what_it_needs_together(
     )
     (added,) = json.loads(out)["slices"]
     manifest = manifest_path(added["id"])
-    pairs: list[tuple[Match, Match]] = [
+    pairs: list[tuple[Match, ...]] = [
         (("LIST", "refs/events/"), ("LIST", "refs/per_kind/")),
         (("GET", "refs/events/000000000002.json"), ("GET", "refs/per_kind/000000000001.json")),
         (("LIST", "/cache/"), ("GET", memo_path("per_kind"))),
         (("GET", manifest), ("PUT", "/runs/")),
     ]
-    doc = paired_run(s3, url, blueprint, pairs, delay=0.05)
+    doc = run_together(s3, url, blueprint, pairs, delay=0.05)
     everything = pa.concat_tables([events(SMALL), events(1, first=SMALL)])
     snapshot = doc["outputs"]["per_kind"]["snapshot"]
     assert answer(url, snapshot) == expected(everything)
