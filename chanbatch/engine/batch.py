@@ -130,9 +130,10 @@ class Fusion:
     ) -> dict[str, str]:
         """Replace, in ``graph``, the chains of consecutive slices that run the same stages by
         batches: each partial's key then reads its batch's result, and the loads and applies
-        only the batch read are dropped. With ``worker_of`` (slice id -> worker), a batch
-        holds the slices of one worker only, so that the tasks of a slice still run where its
-        id says; returns each batch's worker ("" without ``worker_of``)."""
+        only the batch read are dropped; then the loads no batch took are read in groups of
+        consecutive slices (:func:`_read_together`). With ``worker_of`` (slice id -> worker),
+        a batch or group holds the slices of one worker only, so that the tasks of a slice
+        still run where its id says; returns each one's worker ("" without ``worker_of``)."""
         users: dict[str, int] = {}
         for spec in graph.values():
             for arg in spec[1:]:
