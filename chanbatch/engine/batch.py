@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from chanbatch.blueprint.model import Aggregate, Stage, Union
+from chanbatch.blueprint.model import Aggregate, Sort, Stage, Union
 from chanbatch.cache import behind
 from chanbatch.cache.index import CacheEntry, lookup
 from chanbatch.cache.packs import PACK_ROWS, content_id, content_ids, stage_pack
@@ -201,8 +201,8 @@ def _chain(
     through applies that nothing else reads; else None."""
     if task.kind != "partial" or not _computed_here(graph, task):
         return None
-    if not isinstance(plan.blueprint.stages[task.stage].operation, Aggregate):
-        return None  # a sort's top rows under a limit: a task of its own
+    if not isinstance(plan.blueprint.stages[task.stage].operation, Aggregate | Sort):
+        return None
     tasks = [task]
     dep = task.deps[0]
     while plan.tasks[dep].kind == "apply":
@@ -563,9 +563,14 @@ def _together(call: BatchCall, tables: list[pa.Table]) -> Batch:
         rows = np.bincount(numbers(tags), minlength=len(tables)).tolist()
         steps.append((began, time.time(), rows, table))
     spec = call.stages[-1].operation
-    assert isinstance(spec, Aggregate)
     began = time.time()
-    states = columnar.partials(spec, table, tags, rows)
+    states: list[pa.Table | None]
+    if isinstance(spec, Sort):  # each slice's top rows under a limit
+        top = call.chains[0].tasks[-1].key_spec["top"]
+        states = list(columnar.tops(spec, table, tags, rows, top))
+    else:
+        assert isinstance(spec, Aggregate)
+        states = columnar.partials(spec, table, tags, rows)
     # nothing was stored until here: an Unsupported above leaves the batch to _one_by_one
     parts: dict[str, Part] = {}
     for position, stage in enumerate(call.stages[:-1]):

@@ -66,8 +66,27 @@ def arrow_input(table: pa.Table) -> pa.Table | None:
     return table
 
 
-# binary: a serialized sketch; null: a column of them with no rows, as pandas types it
-_STORABLE = (pa.int64(), pa.float64(), pa.string(), pa.date32(), pa.bool_(), pa.binary(), pa.null())
+# binary: a serialized sketch; null: a column of them with no rows, as pandas types it. The
+# narrower ints come back from pandas as they went (a column with nulls as Int32, ...), and a
+# float32 as a float64 does, its NaN as null.
+_STORABLE = (
+    pa.int64(),
+    pa.float64(),
+    pa.string(),
+    pa.date32(),
+    pa.bool_(),
+    pa.binary(),
+    pa.null(),
+    pa.int8(),
+    pa.int16(),
+    pa.int32(),
+    pa.uint8(),
+    pa.uint16(),
+    pa.uint32(),
+    pa.uint64(),
+    pa.float32(),
+    pa.timestamp("us", tz="UTC"),
+)
 
 
 def storable(table: pa.Table) -> pa.Table | None:
@@ -75,13 +94,14 @@ def storable(table: pa.Table) -> pa.Table | None:
     that is not certain for one of its column types.
 
     ``Table.from_pandas`` stores a float NaN as null; the other types listed, and decimal128s
-    (which pandas holds Arrow-backed), round-trip as they are.
+    (which pandas holds Arrow-backed), round-trip as they are. (A timestamp is listed only in
+    microseconds: the cache keeps nanoseconds only where microseconds would lose digits.)
     """
     columns = []
     for field, column in zip(table.schema, table.columns, strict=True):
         if field.type not in _STORABLE and not pa.types.is_decimal128(field.type):
             return None
-        if field.type == pa.float64():
+        if pa.types.is_floating(field.type):
             column = nan_to_null(column)
         columns.append(column)
     fields = [pa.field(f.name, f.type, nullable=True) for f in table.schema]
@@ -177,19 +197,46 @@ def sort(spec: Sort, tables: list[pa.Table]) -> pa.Table:
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     if table.num_rows == 0:
         return table
+    order = pc.sort_indices(table, sort_keys=_sort_keys(spec, table))
+    return table.take(order).combine_chunks()
+
+
+def tops(spec: Sort, table: pa.Table, tags: Array, counts: list[int], n: int) -> list[pa.Table]:
+    """The first ``n`` rows of each slice of ``table`` in ``spec``'s order: ``table`` holds
+    the rows of many slices one after another, ``counts`` of each, ``tags`` the index of each
+    row's slice. Slice ``i``'s are the rows ``sort(spec, [its rows]).slice(0, n)`` gives, in
+    one sort for all: by slice first, then by ``spec``'s keys, stable (Arrow's sort is), so
+    rows that tie keep their order within their slice. Raises Unsupported as :func:`sort`."""
+    if table.num_rows == 0:
+        return [table] * len(counts)
+    keys = _sort_keys(spec, table)
+    tag = "\x1ftag"
+    while tag in table.column_names:
+        tag += "_"
+    order = pc.sort_indices(
+        table.append_column(tag, tags), sort_keys=[(tag, "ascending", "at_end"), *keys]
+    )
+    import numpy as np
+
+    sizes = np.minimum(np.asarray(counts, dtype=np.int64), n)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    # the first ``sizes[i]`` positions of each slice's run in ``order``
+    within = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    taken = table.take(numbers(order)[np.repeat(starts, sizes) + within]).combine_chunks()
+    firsts = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    return [taken.slice(firsts[i], int(sizes[i])) for i in range(len(counts))]
+
+
+def _sort_keys(spec: Sort, table: pa.Table) -> list[tuple[str, str, str]]:
+    """``spec``'s keys as Arrow sorts by them, nulls last; raises Unsupported for a key not in
+    ``table`` and a float key holding NaN (see :func:`sort`)."""
     for key in spec.by:
-        if key.column not in schema.names:
+        if key.column not in table.column_names:
             raise Unsupported(f"no column {key.column!r}")
         column = table.column(key.column)
         if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
             raise Unsupported("NaN in a sort key")
-    order = pc.sort_indices(
-        table,
-        sort_keys=[
-            (k.column, "ascending" if k.ascending else "descending", "at_end") for k in spec.by
-        ],
-    )
-    return table.take(order).combine_chunks()
+    return [(k.column, "ascending" if k.ascending else "descending", "at_end") for k in spec.by]
 
 
 def partial(spec: Aggregate, table: pa.Table) -> pa.Table:

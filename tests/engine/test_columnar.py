@@ -442,6 +442,42 @@ def test_sketches_are_taken_on_arrow() -> None:
         assert abs((group["i"] <= q90).mean() - 0.9) < 0.01
 
 
+_NARROW = [
+    (pa.int8(), [1, None, -3]),
+    (pa.int16(), [300, None, -3]),
+    (pa.int32(), [70_000, None, -3]),
+    (pa.uint8(), [1, None, 255]),
+    (pa.uint16(), [1, None, 65_535]),
+    (pa.uint32(), [1, None, 4_000_000_000]),
+    (pa.uint64(), [1, None, 2**64 - 1]),
+    (pa.float32(), [1.5, None, math.nan]),
+    (pa.timestamp("us", tz="UTC"), [1, None, 1_700_000_000_000_001]),
+]
+
+
+@pytest.mark.parametrize(("kind", "values"), _NARROW, ids=[str(t) for t, _ in _NARROW])
+@pytest.mark.parametrize("nulls", [True, False], ids=["nulls", "no-nulls"])
+def test_narrow_types_are_stored_from_arrow_as_pandas_stores_them(
+    kind: pa.DataType, values: list[Any], nulls: bool
+) -> None:
+    """A slice's rows as they stand (a top-N keeps every column: TPC-H's int32 line number, a
+    timestamp) are stored from Arrow as the pandas round trip stores them, with and without
+    nulls, a float32 NaN as null; and a timestamp in nanoseconds is left to pandas."""
+    kept = values if nulls else [v for v in values if v is not None]
+    for rows in (kept, []):
+        table = pa.table({"a": pa.array(rows, kind), "k": pa.array(range(len(rows)))})
+        stored = columnar.storable(table)
+        assert stored is not None
+        assert bytes(encode_parquet(stored)) == _stored_bytes(to_pandas(table))
+        assert stored.column("a").type == kind
+    if kind == pa.float32():
+        assert (
+            columnar.storable(pa.table({"a": pa.array(values, kind)})).column("a").null_count == 2
+        )
+    nanos = pa.table({"a": pa.array([1, None], pa.timestamp("ns", tz="UTC"))})
+    assert columnar.storable(nanos) is None
+
+
 def test_distinct_sets_of_an_empty_slice_are_text_on_both_paths() -> None:
     """No rows: the set column is still a text column (it was untyped on pandas' path)."""
     table = pa.table({"k": pa.array([], pa.string()), "f": pa.array([], pa.float64())})
@@ -596,6 +632,46 @@ def test_partials_of_many_slices_match_pandas_slice_by_slice(
     assert len(got) == len(cuts)
     for (a, b), part in zip(cuts, got, strict=True):
         _check_slice(spec, table.slice(a, b - a), part)
+
+
+@SETTINGS
+@given(st.data(), tables(), _sort_keys, st.integers(1, 6))
+def test_top_rows_of_many_slices_are_each_slices_own(
+    data: st.DataObject, table: pa.Table, keys: list[tuple[str, bool]], n: int
+) -> None:
+    """A batch's top rows (one sort for all its slices) are, slice by slice, the first ``n``
+    rows the pandas path's stable sort of that slice alone gives, stored as the same bytes;
+    NaN keys are declined, as a slice sorted alone declines them."""
+    spec = Sort(by=tuple(SortKey(column=c, ascending=a) for c, a in keys))
+    cuts = data.draw(_cuts(table.num_rows))
+    rows = [b - a for a, b in cuts]
+    tags = pa.array(np.repeat(np.arange(len(rows), dtype=np.int32), rows))
+    try:
+        got = columnar.tops(spec, table, tags, rows, n)
+    except columnar.Unsupported:
+        with pytest.raises(columnar.Unsupported):
+            columnar.sort(spec, [table])
+        return
+    assert len(got) == len(cuts)
+    for (a, b), top in zip(cuts, got, strict=True):
+        piece = table.slice(a, b - a)
+        whole = execute.apply_whole(_stage(spec), [to_pandas(piece)], [], frozenset())
+        want = canonical(whole.head(n).reset_index(drop=True))
+        pd.testing.assert_frame_equal(to_pandas(top), want, check_exact=True)
+        stored = columnar.storable(top)
+        assert stored is not None
+        assert bytes(encode_parquet(stored)) == _stored_bytes(want)
+
+
+def test_top_rows_of_many_slices_keep_ties_in_their_slice() -> None:
+    """Equal keys across slices: each slice keeps its own rows, ties in row order; an empty
+    slice and one shorter than ``n`` keep what they have."""
+    table = pa.table({"k": [1, 1, None, 1, 2, 2, 1, 3], "v": list("abcdefgh")})
+    rows = [3, 0, 1, 4]
+    tags = pa.array(np.repeat(np.arange(4, dtype=np.int32), rows))
+    spec = Sort(by=(SortKey(column="k", ascending=True),))
+    got = columnar.tops(spec, table, tags, rows, 2)
+    assert [t.column("v").to_pylist() for t in got] == [["a", "b"], [], ["d"], ["g", "e"]]
 
 
 def test_partials_of_many_slices_dense_and_sparse() -> None:

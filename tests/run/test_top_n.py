@@ -207,3 +207,69 @@ outputs: {both: both_out, top: top_out, head: head_out}
     )
     assert reasons[("head", None, "whole")] == "changed slice 1"
     assert not any("not in the cache" in r for r in reasons.values())
+
+
+def test_many_slices_top_rows_are_computed_together_as_each_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold run over many small slices computes their top rows in batches (one sort per
+    batch, one pack of results per batch), and stores, key by key, what each slice computed
+    alone stores; the answer is DuckDB's. The columns are those a top-N keeps and a generator
+    writes: an int32 with nulls, a timestamp, a date, text, and a price with ties and nulls."""
+    import numpy as np
+    import pyarrow as pa
+
+    from chanbatch.engine import batch
+
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 13, 120)
+    n = int(sizes.sum())
+    line = rng.integers(1, 8, n).astype(object)
+    line[rng.random(n) < 0.1] = None
+    price = rng.choice([10.0, 99.5, 250.0, 1e6], n).astype(object)
+    price[rng.random(n) < 0.05] = None
+    table = pa.table(
+        {
+            "day": pa.array(np.repeat(np.arange(120), sizes)),
+            "line": pa.array(line, pa.int32()),
+            "price": pa.array(price, pa.float64()),
+            "at": pa.array(rng.integers(0, 10**15, n), pa.timestamp("us", tz="UTC")),
+            "shipped": pa.array(rng.integers(8000, 9000, n).astype("int32"), pa.date32()),
+            "note": pa.array([f"n{i}" for i in range(n)]),
+        }
+    )
+    text = """
+name: priciest
+inputs: {t: t}
+stages:
+  ranked: {from: t, sort: [-price, line]}
+  first: {from: ranked, limit: 9}
+outputs: {first: top_rows}
+"""
+
+    def cold(root: Path) -> tuple[str, dict[str, tuple[str, int]], set[str]]:
+        store = cb.Store(str(root))
+        store.freeze("t", table, slice_by="day")
+        result = cb.Blueprint.from_yaml(text).run(store, scheduler="threads")
+        partials = [e for e in store.cache_entries(stage="ranked") if e.kind == "partial"]
+        assert len(partials) == 120
+        entries = {e.key: (e.ident, e.rows) for e in store.cache_entries()}
+        return str(result.snapshots["first"]["snapshot"]), entries, {e.object for e in partials}
+
+    together, entries, objects = cold(tmp_path / "together")
+    assert len(objects) < 10  # the partials of a batch share one pack
+    monkeypatch.setattr(batch, "BATCH_SLICES", 1)  # no batches: every task alone
+    alone, entries_alone, objects_alone = cold(tmp_path / "alone")
+    assert len(objects_alone) == 120
+    assert together == alone
+    assert entries == entries_alone
+
+    got = cb.Store(str(tmp_path / "together")).read_pandas("top_rows")
+    frame = table.to_pandas().assign(pos=lambda f: f.groupby("day").cumcount())
+    with duckdb.connect() as con:
+        con.register("frame", frame)
+        want = con.execute(
+            "SELECT note FROM frame ORDER BY price DESC NULLS LAST, line ASC NULLS LAST, day, pos"
+            " LIMIT 9"
+        ).fetchall()
+    assert got["note"].tolist() == [r[0] for r in want]
