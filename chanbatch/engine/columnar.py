@@ -34,7 +34,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from chanbatch.blueprint.model import Aggregate, Derive, Filter, Rename, Select, Sort, Stage
+from chanbatch.blueprint.model import Aggregate, Derive, Filter, Join, Rename, Select, Sort, Stage
 from chanbatch.blueprint.nodes import Column, Expr
 from chanbatch.engine import sketches
 from chanbatch.engine.aggregate_kernels import distinct_state
@@ -199,6 +199,54 @@ def sort(spec: Sort, tables: list[pa.Table]) -> pa.Table:
         return table
     order = pc.sort_indices(table, sort_keys=_sort_keys(spec, table))
     return table.take(order).combine_chunks()
+
+
+def join(spec: Join, left: pa.Table, right: pa.Table) -> pa.Table:
+    """An inner join as the pandas path gives it (:func:`chanbatch.engine.execute.join`): the
+    rows whose keys match, none with a null key, in left row order and then right row order,
+    the left columns (``on`` among them) and then the right's but ``on``, those both sides have
+    suffixed. Raises Unsupported for the other joins, and for keys whose matching pandas and
+    Arrow may not agree on: floats (-0.0 and 0.0, NaN), keys of different types, any but int,
+    text and date keys, and result names that clash."""
+    if spec.how != "inner":
+        raise Unsupported(f"a {spec.how} join")
+    on = list(spec.on)
+    for name in on:
+        if name not in left.column_names or name not in right.column_names:
+            raise Unsupported(f"no key column {name!r}")
+        kind = left.schema.field(name).type
+        if kind != right.schema.field(name).type or not (
+            pa.types.is_integer(kind) or kind in (pa.string(), pa.date32())
+        ):
+            raise Unsupported(f"a join on {kind}")
+    left_names, right_names = spec.output_names(left.column_names, right.column_names)
+    names = [left_names[c] for c in left.column_names] + [
+        right_names[c] for c in right.column_names if c not in on
+    ]
+    if len(set(names)) != len(names) or len(set(left.column_names)) != left.num_columns:
+        raise Unsupported("result columns of one name")
+    position = "\x1fpos"
+    while position in names:
+        position += "_"
+    sides: list[pa.Table] = []
+    for table, renamed in ((left, left_names), (right, {c: c for c in on} | right_names)):
+        table = table.select([c for c in table.column_names if c in renamed])
+        table = table.rename_columns([renamed[c] for c in table.column_names])
+        if any(table.column(c).null_count for c in on):  # a null key matches nothing
+            valid = pc.is_valid(table.column(on[0]))
+            for name in on[1:]:
+                valid = pc.and_(valid, pc.is_valid(table.column(name)))
+            table = table.filter(valid)
+        rows = pa.array(range(table.num_rows), pa.int64())
+        sides.append(table.append_column(f"{position}{len(sides)}", rows))
+    try:
+        joined = sides[0].join(sides[1], keys=on, join_type="inner", use_threads=False)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise Unsupported(f"Arrow's join: {exc}") from exc
+    order = pc.sort_indices(
+        joined, sort_keys=[(f"{position}0", "ascending"), (f"{position}1", "ascending")]
+    )
+    return joined.take(order).select(names).combine_chunks()
 
 
 def tops(spec: Sort, table: pa.Table, tags: Array, counts: list[int], n: int) -> list[pa.Table]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
-from chanbatch.blueprint.model import Aggregate, Sort, Stage, Union
+from chanbatch.blueprint.model import Aggregate, Join, Sort, Stage, Union
 from chanbatch.cache import CacheEntry, behind, lookup, read_result
 from chanbatch.cache.index import cached_table, frame_table, stage_table
 from chanbatch.cache.packs import PACK_ROWS, PACKED_KINDS, stage_pack
@@ -362,6 +362,10 @@ def _compute(
             return _pandas().window_slice(stage, [p.data for p in main], own)
         if task.kind in ("partial", "combine") and isinstance(stage.operation, Sort):
             return _top(stage, task.key_spec["top"], main)
+        if task.kind == "apply" and isinstance(stage.operation, Join) and len(broadcast) == 1:
+            joined = _join(stage.operation, main[0], broadcast[0], task.key_spec.get("missing"))
+            if joined is not None:
+                return joined
         if task.kind in ("apply", "partial") and not broadcast:
             table = main[0].arrow
             if table is not None:
@@ -408,6 +412,22 @@ def _compute(
         raise
     except Exception as exc:
         raise describe_failure(stage, task.slice, exc) from exc
+
+
+def _join(op: Join, left: Part, right: Part, missing: str | None) -> pa.Table | None:
+    """``left`` joined to ``right`` on Arrow, or None where the pandas path must do it. A side
+    a co-sliced join has no slice for (``missing``) has no rows."""
+    first, second = left.arrow, right.arrow
+    if first is None or second is None:
+        return None
+    if missing == "left":
+        first = first.slice(0, 0)
+    elif missing == "right":
+        second = second.slice(0, 0)
+    try:
+        return columnar.join(op, first, second)
+    except columnar.Unsupported:
+        return None
 
 
 def _no_rows(part: Part) -> pd.DataFrame:
