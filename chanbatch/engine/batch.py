@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from chanbatch.blueprint.model import Aggregate, Sort, Stage, Union
+from chanbatch.blueprint.model import Aggregate, Join, Sort, Stage, Union
 from chanbatch.cache import behind
 from chanbatch.cache.index import CacheEntry, lookup
 from chanbatch.cache.packs import PACK_ROWS, content_id, content_ids, stage_pack
@@ -62,11 +62,14 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True, slots=True)
 class Chain:
-    """One slice's load, then its tasks: row-wise ``apply`` tasks in order, then a partial."""
+    """One slice's load, then its tasks: row-wise ``apply`` tasks in order, then a partial.
+    A chain may start with a co-sliced join of its slice: ``right`` is then the load of the
+    right side's slice it reads."""
 
     load: Ref
     tasks: tuple[Task, ...]
     rows: int = 0  # of the input slice
+    right: Ref | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +142,14 @@ class Fusion:
             for arg in spec[1:]:
                 if isinstance(arg, str):
                     users[arg] = users.get(arg, 0) + 1
-        runs: dict[tuple[str, Any, tuple[str, ...]], list[Chain]] = {}
+        runs: dict[tuple[str, Any, Any, tuple[str, ...]], list[Chain]] = {}
         for key, task in plan.tasks.items():  # slices in key order
             chain = _chain(graph, plan, key, task, users)
             if chain is not None:
                 worker = worker_of(chain.load.slice_id or chain.load.key) if worker_of else ""
-                signature = (worker, chain.load.columns, tuple(t.stage for t in chain.tasks))
+                right = ("join", chain.right.columns) if chain.right is not None else None
+                stages = tuple(t.stage for t in chain.tasks)
+                signature = (worker, chain.load.columns, right, stages)
                 runs.setdefault(signature, []).append(chain)
         combines = [
             t for t in plan.tasks.values() if t.kind == "combine" and _fusable(graph, t)
@@ -183,8 +188,9 @@ class Fusion:
             graph[chain.tasks[-1].key] = (member, name, index)
             for task in chain.tasks[:-1]:
                 del graph[task.key]
-            if users.get(chain.load.key, 0) <= 1:
-                graph.pop(chain.load.key, None)
+            for load in (chain.load, chain.right):
+                if load is not None and users.get(load.key, 0) <= 1:
+                    graph.pop(load.key, None)
         for index, combine in enumerate(fused):
             graph[combine.task.key] = (combined, name, index)
         return name
@@ -205,11 +211,17 @@ def _chain(
         return None
     tasks = [task]
     dep = task.deps[0]
-    while plan.tasks[dep].kind == "apply":
+    right = None
+    while plan.tasks[dep].kind == "apply" and right is None:
         up = plan.tasks[dep]
-        if not _computed_here(graph, up) or up.stored or users.get(dep, 0) != 1:
+        if up.stored or users.get(dep, 0) != 1:
             return None
-        if isinstance(plan.blueprint.stages[up.stage].operation, Union):
+        operation = plan.blueprint.stages[up.stage].operation
+        if isinstance(operation, Join):  # the chain's head: its left side is the load
+            right = _partner(graph, plan, up)
+            if right is None:
+                return None
+        elif not _computed_here(graph, up) or isinstance(operation, Union):
             return None  # a slice of a union reads its inputs' parts, not one slice
         tasks.append(up)
         dep = up.deps[0]
@@ -217,7 +229,24 @@ def _chain(
     if spec is None or spec[0] is not load_slice:
         return None
     rows = plan.tasks[dep].source_rows  # the load's: its slice's rows
-    return Chain(load=spec[1], tasks=tuple(reversed(tasks)), rows=rows)
+    return Chain(load=spec[1], tasks=tuple(reversed(tasks)), rows=rows, right=right)
+
+
+def _partner(graph: dict[str, Any], plan: Plan, task: Task) -> Ref | None:
+    """The load of the right slice that co-sliced join ``task`` reads, if the graph computes
+    the join from two loads; None otherwise (a join against a whole right side: batched, its
+    rows would be read once per slice)."""
+    spec = graph.get(task.key)
+    if spec is None or spec[0] is not run_task or task.provisional:
+        return None
+    if len(task.broadcast) != 1 or task.deps[1:] != task.broadcast:  # (left, right)
+        return None
+    load = plan.tasks.get(task.broadcast[0])
+    right = graph.get(task.broadcast[0])
+    if load is None or right is None or right[0] is not load_slice:
+        return None
+    own = load.slice == task.slice or task.key_spec.get("missing") == "right"
+    return right[1] if own and load.slice is not None else None
 
 
 def _computed_here(graph: dict[str, Any], task: Task) -> bool:
@@ -333,14 +362,17 @@ def _read_together(
 def run_batch(call: BatchCall) -> Batch:
     """Run every chain of ``call``: all at once on the Arrow path when it covers them, else
     task by task."""
-    loads = load_slices([chain.load for chain in call.chains])
+    count = len(call.chains)
+    rights = [chain.right for chain in call.chains if chain.right is not None]
+    loads = load_slices([chain.load for chain in call.chains] + rights)
+    loads, partners = loads[:count], loads[count:] or None
     tables = [part.table for part in loads]
     batch = None
-    if all(t is not None for t in tables) and _same_schema(tables):
+    if _arrow_alike(tables) and (partners is None or _arrow_alike([p.table for p in partners])):
         with contextlib.suppress(columnar.Unsupported):  # then task by task
-            batch = _together(call, tables)
+            batch = _together(call, tables, partners)
     if batch is None:
-        batch = _one_by_one(call, loads)
+        batch = _one_by_one(call, loads, partners)
     if not call.combines:
         return batch
     return Batch(parts=batch.parts, partials=batch.partials, combined=_combines(call, batch))
@@ -511,13 +543,15 @@ def _store_small(
         part.entry = staged.entries[0]
 
 
-def _same_schema(tables: list[pa.Table | None]) -> bool:
+def _arrow_alike(tables: list[pa.Table | None]) -> bool:
+    """Whether every one of ``tables`` is on Arrow, all of one schema."""
     first = tables[0]
-    assert first is not None
-    return all(t is not None and t.schema.equals(first.schema) for t in tables)
+    return first is not None and all(
+        t is not None and t.schema.equals(first.schema) for t in tables
+    )
 
 
-def _one_by_one(call: BatchCall, loads: list[Part]) -> Batch:
+def _one_by_one(call: BatchCall, loads: list[Part], partners: list[Part] | None) -> Batch:
     """Each chain task by task, as the graph would run them alone, the partials then stored
     together. A chain that fails does not stop the others: they finish and are stored, as on
     a pool of workers, and then the first failure is raised."""
@@ -525,10 +559,11 @@ def _one_by_one(call: BatchCall, loads: list[Part]) -> Batch:
     ready: list[tuple[Task, Part]] = []
     failure: BaseException | None = None
     computing = 0.0  # the partials' own time
-    for chain, part in zip(call.chains, loads, strict=True):
+    for index, (chain, part) in enumerate(zip(call.chains, loads, strict=True)):
         try:
             for task, stage in zip(chain.tasks[:-1], call.stages[:-1], strict=True):
-                part = run_task(_call(call, task, stage), part)
+                right = (partners[index],) if partners is not None and task.broadcast else ()
+                part = run_task(_call(call, task, stage), part, *right)
                 parts[task.key] = part
             start = time.perf_counter()
             state = compute_part(_call(call, chain.tasks[-1], call.stages[-1]), part)
@@ -544,21 +579,33 @@ def _one_by_one(call: BatchCall, loads: list[Part]) -> Batch:
 
 
 def _call(call: BatchCall, task: Task, stage: Stage) -> Call:
-    return Call(url=call.url, run=call.run, task=task, stage=stage, allow=call.allow)
+    return Call(
+        url=call.url,
+        run=call.run,
+        task=task,
+        stage=stage,
+        n_broadcast=len(task.broadcast),
+        allow=call.allow,
+    )
 
 
-def _together(call: BatchCall, tables: list[pa.Table]) -> Batch:
-    """Every chain of ``call`` on the concatenated rows of its slices; raises Unsupported
-    where the Arrow path does not cover a stage, before anything is stored."""
+def _together(call: BatchCall, tables: list[pa.Table], partners: list[Part] | None) -> Batch:
+    """Every chain of ``call`` on the concatenated rows of its slices (a co-sliced join's
+    first, each slice's right rows tagged alike); raises Unsupported where the Arrow path does
+    not cover a stage, before anything is stored."""
     import numpy as np
 
     rows = [t.num_rows for t in tables]
     table = pa.concat_tables(tables)
     tags = arrow(np.repeat(np.arange(len(tables), dtype=np.int32), rows))
     steps: list[tuple[float, float, list[int], pa.Table]] = []  # began, ended, rows, table
-    for stage in call.stages[:-1]:
+    for position, stage in enumerate(call.stages[:-1]):
         began = time.time()
-        table, tags = columnar.apply_tagged(stage, table, tags)
+        if position == 0 and partners is not None:
+            assert isinstance(stage.operation, Join)
+            table, tags = _joined(call, stage.operation, table, tags, partners)
+        else:
+            table, tags = columnar.apply_tagged(stage, table, tags)
         assert tags is not None
         rows = np.bincount(numbers(tags), minlength=len(tables)).tolist()
         steps.append((began, time.time(), rows, table))
@@ -595,6 +642,31 @@ def _together(call: BatchCall, tables: list[pa.Table]) -> Batch:
     _store_partials(call, ready, parts, began)
     partials = tuple(parts[chain.tasks[-1].key] for chain in call.chains)
     return Batch(parts=parts, partials=partials)
+
+
+def _joined(
+    call: BatchCall, spec: Join, table: pa.Table, tags: Any, partners: list[Part]
+) -> tuple[pa.Table, Any]:
+    """The co-sliced joins that head the chains of ``call``, at once: each slice's left rows
+    (``table``, tagged) with its partner's right rows. A side a join has no slice for
+    (``missing``) has no rows, as when it runs alone."""
+    import numpy as np
+
+    lefts, rights, counts = [], [], []
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(numbers(tags), minlength=len(partners)))])
+    for index, (chain, partner) in enumerate(zip(call.chains, partners, strict=True)):
+        missing = chain.tasks[0].key_spec.get("missing")
+        left = table.slice(int(offsets[index]), int(offsets[index + 1] - offsets[index]))
+        right = partner.table
+        assert right is not None
+        lefts.append(left.slice(0, 0) if missing == "left" else left)
+        rights.append(right.slice(0, 0) if missing == "right" else right)
+        counts.append((lefts[-1].num_rows, rights[-1].num_rows))
+    left_tags = np.repeat(np.arange(len(partners), dtype=np.int32), [n for n, _ in counts])
+    right_tags = np.repeat(np.arange(len(partners), dtype=np.int32), [n for _, n in counts])
+    return columnar.join_tagged(
+        spec, pa.concat_tables(lefts), arrow(left_tags), pa.concat_tables(rights), arrow(right_tags)
+    )
 
 
 def _store_partials(

@@ -28,6 +28,7 @@ group's values in row order (``np.bincount``): Arrow's grouped sum does too, sin
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
@@ -247,6 +248,22 @@ def join(spec: Join, left: pa.Table, right: pa.Table) -> pa.Table:
         joined, sort_keys=[(f"{position}0", "ascending"), (f"{position}1", "ascending")]
     )
     return joined.take(order).select(names).combine_chunks()
+
+
+def join_tagged(
+    spec: Join, left: pa.Table, left_tags: Array, right: pa.Table, right_tags: Array
+) -> tuple[pa.Table, Array]:
+    """Many co-sliced joins at once: ``left`` and ``right`` hold the rows of many slices, one
+    after another, ``left_tags`` and ``right_tags`` each row's slice; a slice's left rows meet
+    only its own right rows. Returns the rows :func:`join` gives each slice alone, slice after
+    slice, and the slice of each. The tag is one more key: the rows come out in left row
+    order (so slice by slice) and then right row order, as one slice's do."""
+    tag = "\x1ftag"
+    while tag in left.column_names or tag in right.column_names:
+        tag += "_"
+    tagged = dataclasses.replace(spec, on=(tag, *spec.on))
+    joined = join(tagged, left.append_column(tag, left_tags), right.append_column(tag, right_tags))
+    return joined.drop_columns([tag]), joined.column(tag).combine_chunks()
 
 
 def tops(spec: Sort, table: pa.Table, tags: Array, counts: list[int], n: int) -> list[pa.Table]:

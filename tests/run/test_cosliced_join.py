@@ -159,3 +159,79 @@ def test_a_month_without_its_partner_joins_no_rows_of_weather(
     assert joins_computed(tmp_path / "store", again) == [1, MONTHS]
     weather = pd.concat([weather[weather.month != 1], fixed], ignore_index=True)
     same(ours(store), duck(flights, weather, "left"))
+
+
+def test_many_days_joined_in_batches_store_what_each_day_alone_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A co-sliced join over many small day slices runs in batches: each batch joins its days'
+    rows at once (a day's rows meeting only its own partner's) and stores their partials in
+    one pack. Every cache entry is what each day computed alone stores, days without a
+    partner included, and the answer is DuckDB's."""
+    import numpy as np
+
+    from chanbatch.engine import batch
+
+    rng = np.random.default_rng(11)
+    sizes = rng.integers(1, 9, 150)
+    n = int(sizes.sum())
+    orders = pd.DataFrame(
+        {
+            "day": np.repeat(np.arange(150), sizes),
+            "shop": rng.choice(["north", "south", "east"], n),
+            "amount": rng.choice([1e16, 1.0, -1e16, 0.25, 3.5], n),
+        }
+    )
+    # a rate per day and shop, for most days; some shops' rows twice (two rates)
+    days = [d for d in range(150) if d % 7 != 3]
+    rates = pd.DataFrame(
+        [
+            {"day": d, "shop": shop, "rate": 1 + (d % 5) / 10 + extra}
+            for d in days
+            for shop in ("north", "south")
+            for extra in ((0.0, 0.5) if (d + len(shop)) % 11 == 0 else (0.0,))
+        ]
+    )
+    text = """
+name: rated
+inputs: {orders: orders, rates: rates}
+stages:
+  joined: {from: orders, join: {right: rates, on: [day, shop]}}
+  big: {from: joined, filter: "amount > 0"}
+  per_shop:
+    from: big
+    group_by: [shop]
+    aggregate: {n: count(), value: sum(amount * rate)}
+outputs: {per_shop: rated_per_shop}
+"""
+
+    def cold(root: Path) -> tuple[str, dict[str, tuple[str, int]], int, int]:
+        store = cb.Store(str(root))
+        store.freeze("orders", orders, slice_by="day")
+        store.freeze("rates", rates, slice_by="day")
+        result = cb.Blueprint.from_yaml(text).run(store, scheduler="threads")
+        partials = [e for e in store.cache_entries(stage="per_shop") if e.kind == "partial"]
+        assert len(partials) == 150
+        entries = {e.key: (e.ident, e.rows) for e in store.cache_entries()}
+        objects, contents = {e.object for e in partials}, {e.ident for e in partials}
+        return str(result.snapshots["per_shop"]["snapshot"]), entries, len(objects), len(contents)
+
+    together, entries, objects, _ = cold(tmp_path / "together")
+    assert objects < 10  # the partials of a batch share one pack
+    monkeypatch.setattr(batch, "BATCH_SLICES", 1)  # no batches: every task alone
+    alone, entries_alone, objects_alone, contents = cold(tmp_path / "alone")
+    assert objects_alone == contents > 50  # a pack of its own for each result
+    assert together == alone
+    assert entries == entries_alone
+
+    got = cb.Store(str(tmp_path / "together")).read_pandas("rated_per_shop")
+    with duckdb.connect() as con:
+        con.register("orders", orders).register("rates", rates)
+        want = con.execute(
+            "SELECT shop, count(*), sum(amount * rate) FROM orders JOIN rates USING (day, shop)"
+            " WHERE amount > 0 GROUP BY shop ORDER BY shop"
+        ).fetchall()
+    rows = got.sort_values("shop")[["shop", "n", "value"]].itertuples(index=False)
+    for (shop, count, value), (want_shop, want_count, want_value) in zip(rows, want, strict=True):
+        assert (shop, count) == (want_shop, want_count)
+        assert value == pytest.approx(want_value, rel=1e-9)
