@@ -7,8 +7,10 @@ fixed costs (a task, a file read, a call into Arrow per stage) are most of a run
 keeps the plan's tasks, keys and results but runs such chains, for consecutive slices, as one
 task (:func:`run_batch`): it reads the slices, concatenates their rows, runs each stage once
 over all of them (every operation here works row by row) and computes every slice's partial in
-one grouped aggregate keyed by (slice, group keys). Each slice's partial is still its own
-result, stored under its own key, to the bit what the slice alone gives (see
+one grouped aggregate keyed by (slice, group keys), or a top-N's in one sort keyed by
+(slice, sort keys). A chain may start with a co-sliced join: the batch then reads each
+slice's partner too and joins them all at once, the slice one more key. Each slice's partial
+is still its own result, stored under its own key, to the bit what the slice alone gives (see
 :func:`chanbatch.engine.columnar.partials`), so nothing a run stores or reports depends on
 batching; a chain that the Arrow path cannot run in one go is run task by task, as
 :func:`chanbatch.engine.graph.run_task` runs it alone.
