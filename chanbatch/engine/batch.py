@@ -8,8 +8,8 @@ keeps the plan's tasks, keys and results but runs such chains, for consecutive s
 task (:func:`run_batch`): it reads the slices, concatenates their rows, runs each stage once
 over all of them (every operation here works row by row) and computes every slice's partial in
 one grouped aggregate keyed by (slice, group keys), or a top-N's in one sort keyed by
-(slice, sort keys). A chain may start with a co-sliced join: the batch then reads each
-slice's partner too and joins them all at once, the slice one more key. Each slice's partial
+(slice, sort keys). A chain may hold a co-sliced join: the batch then reads each slice's
+partner too and joins them all at once, the slice one more key. Each slice's partial
 is still its own result, stored under its own key, to the bit what the slice alone gives (see
 :func:`chanbatch.engine.columnar.partials`), so nothing a run stores or reports depends on
 batching; a chain that the Arrow path cannot run in one go is run task by task, as
@@ -65,8 +65,8 @@ _T = TypeVar("_T")
 @dataclass(frozen=True, slots=True)
 class Chain:
     """One slice's load, then its tasks: row-wise ``apply`` tasks in order, then a partial.
-    A chain may start with a co-sliced join of its slice: ``right`` is then the load of the
-    right side's slice it reads."""
+    One of the applies may be a co-sliced join of the slice's rows: ``right`` is then the
+    load of the right side's slice it reads."""
 
     load: Ref
     tasks: tuple[Task, ...]
@@ -214,13 +214,13 @@ def _chain(
     tasks = [task]
     dep = task.deps[0]
     right = None
-    while plan.tasks[dep].kind == "apply" and right is None:
+    while plan.tasks[dep].kind == "apply":
         up = plan.tasks[dep]
         if up.stored or users.get(dep, 0) != 1:
             return None
         operation = plan.blueprint.stages[up.stage].operation
-        if isinstance(operation, Join):  # the chain's head: its left side is the load
-            right = _partner(graph, plan, up)
+        if isinstance(operation, Join):  # its left side is the chain's, its right a partner
+            right = _partner(graph, plan, up) if right is None else None
             if right is None:
                 return None
         elif not _computed_here(graph, up) or isinstance(operation, Union):
@@ -603,9 +603,9 @@ def _together(call: BatchCall, tables: list[pa.Table], partners: list[Part] | No
     steps: list[tuple[float, float, list[int], pa.Table]] = []  # began, ended, rows, table
     for position, stage in enumerate(call.stages[:-1]):
         began = time.time()
-        if position == 0 and partners is not None:
-            assert isinstance(stage.operation, Join)
-            table, tags = _joined(call, stage.operation, table, tags, partners)
+        if isinstance(stage.operation, Join):
+            assert partners is not None
+            table, tags = _joined(call, position, stage.operation, table, tags, partners)
         else:
             table, tags = columnar.apply_tagged(stage, table, tags)
         assert tags is not None
@@ -647,17 +647,17 @@ def _together(call: BatchCall, tables: list[pa.Table], partners: list[Part] | No
 
 
 def _joined(
-    call: BatchCall, spec: Join, table: pa.Table, tags: Any, partners: list[Part]
+    call: BatchCall, position: int, spec: Join, table: pa.Table, tags: Any, partners: list[Part]
 ) -> tuple[pa.Table, Any]:
-    """The co-sliced joins that head the chains of ``call``, at once: each slice's left rows
-    (``table``, tagged) with its partner's right rows. A side a join has no slice for
-    (``missing``) has no rows, as when it runs alone."""
+    """The co-sliced joins of the chains of ``call`` (their task ``position``), at once: each
+    slice's left rows (``table``, tagged) with its partner's right rows. A side a join has no
+    slice for (``missing``) has no rows, as when it runs alone."""
     import numpy as np
 
     lefts, rights, counts = [], [], []
     offsets = np.concatenate([[0], np.cumsum(np.bincount(numbers(tags), minlength=len(partners)))])
     for index, (chain, partner) in enumerate(zip(call.chains, partners, strict=True)):
-        missing = chain.tasks[0].key_spec.get("missing")
+        missing = chain.tasks[position].key_spec.get("missing")
         left = table.slice(int(offsets[index]), int(offsets[index + 1] - offsets[index]))
         right = partner.table
         assert right is not None

@@ -209,6 +209,8 @@ def join(spec: Join, left: pa.Table, right: pa.Table) -> pa.Table:
     suffixed. Raises Unsupported for the other joins, and for keys whose matching pandas and
     Arrow may not agree on: floats (-0.0 and 0.0, NaN), keys of different types, any but int,
     text and date keys, and result names that clash."""
+    import numpy as np
+
     if spec.how != "inner":
         raise Unsupported(f"a {spec.how} join")
     on = list(spec.on)
@@ -238,7 +240,7 @@ def join(spec: Join, left: pa.Table, right: pa.Table) -> pa.Table:
             for name in on[1:]:
                 valid = pc.and_(valid, pc.is_valid(table.column(name)))
             table = table.filter(valid)
-        rows = pa.array(range(table.num_rows), pa.int64())
+        rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
         sides.append(table.append_column(f"{position}{len(sides)}", rows))
     try:
         joined = sides[0].join(sides[1], keys=on, join_type="inner", use_threads=False)

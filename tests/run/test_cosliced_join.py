@@ -164,8 +164,8 @@ def test_a_month_without_its_partner_joins_no_rows_of_weather(
 def test_many_days_joined_in_batches_store_what_each_day_alone_stores(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A co-sliced join over many small day slices runs in batches: each batch joins its days'
-    rows at once (a day's rows meeting only its own partner's) and stores their partials in
+    """A co-sliced join over many small day slices runs in batches, with the stages before and
+    after it: each batch joins its days' rows at once (a day's rows meeting only its own partner's) and stores their partials in
     one pack. Every cache entry is what each day computed alone stores, days without a
     partner included, and the answer is DuckDB's."""
     import numpy as np
@@ -196,12 +196,13 @@ def test_many_days_joined_in_batches_store_what_each_day_alone_stores(
 name: rated
 inputs: {orders: orders, rates: rates}
 stages:
-  joined: {from: orders, join: {right: rates, on: [day, shop]}}
+  gross: {from: orders, derive: {twice: "amount * 2"}}
+  joined: {from: gross, join: {right: rates, on: [day, shop]}}
   big: {from: joined, filter: "amount > 0"}
   per_shop:
     from: big
     group_by: [shop]
-    aggregate: {n: count(), value: sum(amount * rate)}
+    aggregate: {n: count(), value: sum(twice * rate)}
 outputs: {per_shop: rated_per_shop}
 """
 
@@ -228,7 +229,7 @@ outputs: {per_shop: rated_per_shop}
     with duckdb.connect() as con:
         con.register("orders", orders).register("rates", rates)
         want = con.execute(
-            "SELECT shop, count(*), sum(amount * rate) FROM orders JOIN rates USING (day, shop)"
+            "SELECT shop, count(*), sum(amount * 2 * rate) FROM orders JOIN rates USING (day, shop)"
             " WHERE amount > 0 GROUP BY shop ORDER BY shop"
         ).fetchall()
     rows = got.sort_values("shop")[["shop", "n", "value"]].itertuples(index=False)
