@@ -203,16 +203,22 @@ def sort(spec: Sort, tables: list[pa.Table]) -> pa.Table:
 
 
 def join(spec: Join, left: pa.Table, right: pa.Table) -> pa.Table:
-    """An inner join as the pandas path gives it (:func:`chanbatch.engine.execute.join`): the
-    rows whose keys match, none with a null key, in left row order and then right row order,
-    the left columns (``on`` among them) and then the right's but ``on``, those both sides have
-    suffixed. Raises Unsupported for the other joins, and for keys whose matching pandas and
-    Arrow may not agree on: floats (-0.0 and 0.0, NaN), keys of different types, any but int,
-    text and date keys, and result names that clash."""
+    """An inner or left join as the pandas path gives it (:func:`chanbatch.engine.execute.join`):
+    the rows whose keys match, none with a null key, in left row order and then right row
+    order, the left columns (``on`` among them) and then the right's but ``on``, those both
+    sides have suffixed; a left join keeps each unmatched left row in its place, its right
+    columns null. Raises Unsupported for right and outer joins, a left join with a null left
+    key (pandas moves those rows last), a result pandas would hold as its nullable bool, and
+    keys whose matching pandas and Arrow may not agree on: floats (-0.0 and 0.0, NaN), keys of
+    different types, any but int, text and date keys; and for result names that clash."""
     import numpy as np
 
-    if spec.how != "inner":
+    if spec.how not in ("inner", "left"):
         raise Unsupported(f"a {spec.how} join")
+    if spec.how == "left" and any(
+        left.column(c).null_count for c in spec.on if c in left.column_names
+    ):
+        raise Unsupported("a left join with null left keys")
     on = list(spec.on)
     for name in on:
         if name not in left.column_names or name not in right.column_names:
@@ -242,14 +248,18 @@ def join(spec: Join, left: pa.Table, right: pa.Table) -> pa.Table:
             table = table.filter(valid)
         rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
         sides.append(table.append_column(f"{position}{len(sides)}", rows))
+    kind = "inner" if spec.how == "inner" else "left outer"
     try:
-        joined = sides[0].join(sides[1], keys=on, join_type="inner", use_threads=False)
+        joined = sides[0].join(sides[1], keys=on, join_type=kind, use_threads=False)
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise Unsupported(f"Arrow's join: {exc}") from exc
     order = pc.sort_indices(
-        joined, sort_keys=[(f"{position}0", "ascending"), (f"{position}1", "ascending")]
+        joined, sort_keys=[(f"{position}0", "ascending"), (f"{position}1", "ascending", "at_end")]
     )
-    return joined.take(order).select(names).combine_chunks()
+    result = joined.take(order).select(names).combine_chunks()
+    if arrow_input(result) is None:  # a bool column given nulls: pandas' three-valued kind
+        raise Unsupported("a bool column with nulls")
+    return result
 
 
 def join_tagged(
