@@ -351,6 +351,15 @@ def _spec(keys: list[str], aggregates: list[str]) -> Aggregate:
     )
 
 
+def _same_as_pandas(got: pa.Table, want: pd.DataFrame) -> None:
+    """``got`` is ``want`` (the pandas path's result, canonical) as a frame, and is stored as
+    the same bytes."""
+    pd.testing.assert_frame_equal(to_pandas(got), want, check_exact=True)
+    stored = columnar.storable(got)
+    assert stored is not None
+    assert bytes(encode_parquet(stored)) == _stored_bytes(want)
+
+
 def _stored_bytes(frame: pd.DataFrame) -> bytes:
     """What ``cache.write_result`` writes for ``frame``."""
     return bytes(encode_parquet(normalize_table(pa.Table.from_pandas(frame, preserve_index=False))))
@@ -370,10 +379,7 @@ def test_partial_matches_pandas_to_the_bit(
     except columnar.Unsupported:
         assume(False)
         return
-    pd.testing.assert_frame_equal(to_pandas(got), want, check_exact=True)
-    stored = columnar.storable(got)
-    assert stored is not None
-    assert bytes(encode_parquet(stored)) == _stored_bytes(want)
+    _same_as_pandas(got, want)
 
 
 def test_distinct_sets_are_taken_on_arrow() -> None:
@@ -574,10 +580,7 @@ def test_sort_matches_pandas_to_the_bit(
         )
         assert nan_key  # declined for that reason only
         return
-    pd.testing.assert_frame_equal(to_pandas(got), want, check_exact=True)
-    stored = columnar.storable(got)
-    assert stored is not None
-    assert bytes(encode_parquet(stored)) == _stored_bytes(want)
+    _same_as_pandas(got, want)
 
 
 def test_sort_keeps_ties_in_input_order() -> None:
@@ -624,10 +627,7 @@ def test_inner_join_matches_pandas_to_the_bit(
         return
     assert how != "right"
     want = canonical(execute.join(op, to_pandas(left), to_pandas(right)))
-    pd.testing.assert_frame_equal(to_pandas(got), want, check_exact=True)
-    stored = columnar.storable(got)
-    assert stored is not None
-    assert bytes(encode_parquet(stored)) == _stored_bytes(want)
+    _same_as_pandas(got, want)
 
 
 def test_inner_join_keeps_left_order_then_right_order() -> None:
@@ -663,10 +663,7 @@ def _check_slice(spec: Aggregate, piece: pa.Table, got: pa.Table | None) -> None
             columnar.partial(spec, piece)
         return
     want = canonical(aggregate.partial(spec, to_pandas(piece)))
-    pd.testing.assert_frame_equal(to_pandas(got), want, check_exact=True)
-    stored = columnar.storable(got)
-    assert stored is not None
-    assert bytes(encode_parquet(stored)) == _stored_bytes(want)
+    _same_as_pandas(got, want)
 
 
 @SETTINGS
@@ -710,10 +707,7 @@ def test_top_rows_of_many_slices_are_each_slices_own(
         piece = table.slice(a, b - a)
         whole = execute.apply_whole(_stage(spec), [to_pandas(piece)], [], frozenset())
         want = canonical(whole.head(n).reset_index(drop=True))
-        pd.testing.assert_frame_equal(to_pandas(top), want, check_exact=True)
-        stored = columnar.storable(top)
-        assert stored is not None
-        assert bytes(encode_parquet(stored)) == _stored_bytes(want)
+        _same_as_pandas(top, want)
 
 
 def test_top_rows_of_many_slices_keep_ties_in_their_slice() -> None:
