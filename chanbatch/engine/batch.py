@@ -44,6 +44,7 @@ from chanbatch.engine.graph import (
     load_slice,
     load_slices,
     local_worker,
+    partnered,
     report_outcomes,
     run_task,
     storable_table,
@@ -220,7 +221,9 @@ def _chain(
             return None
         operation = plan.blueprint.stages[up.stage].operation
         if isinstance(operation, Join):  # its left side is the chain's, its right a partner
-            right = _partner(graph, plan, up) if right is None else None
+            if right is not None:
+                return None  # one join per chain
+            right = _partner(graph, plan, up)
             if right is None:
                 return None
         elif not _computed_here(graph, up) or isinstance(operation, Union):
@@ -657,13 +660,15 @@ def _joined(
     lefts, rights, counts = [], [], []
     offsets = np.concatenate([[0], np.cumsum(np.bincount(numbers(tags), minlength=len(partners)))])
     for index, (chain, partner) in enumerate(zip(call.chains, partners, strict=True)):
-        missing = chain.tasks[position].key_spec.get("missing")
-        left = table.slice(int(offsets[index]), int(offsets[index + 1] - offsets[index]))
-        right = partner.table
-        assert right is not None
-        lefts.append(left.slice(0, 0) if missing == "left" else left)
-        rights.append(right.slice(0, 0) if missing == "right" else right)
-        counts.append((lefts[-1].num_rows, rights[-1].num_rows))
+        assert partner.table is not None
+        left, right = partnered(
+            table.slice(int(offsets[index]), int(offsets[index + 1] - offsets[index])),
+            partner.table,
+            chain.tasks[position].key_spec.get("missing"),
+        )
+        lefts.append(left)
+        rights.append(right)
+        counts.append((left.num_rows, right.num_rows))
     left_tags = np.repeat(np.arange(len(partners), dtype=np.int32), [n for n, _ in counts])
     right_tags = np.repeat(np.arange(len(partners), dtype=np.int32), [n for _, n in counts])
     return columnar.join_tagged(

@@ -215,10 +215,6 @@ def join(spec: Join, left: pa.Table, right: pa.Table) -> pa.Table:
 
     if spec.how not in ("inner", "left"):
         raise Unsupported(f"a {spec.how} join")
-    if spec.how == "left" and any(
-        left.column(c).null_count for c in spec.on if c in left.column_names
-    ):
-        raise Unsupported("a left join with null left keys")
     on = list(spec.on)
     for name in on:
         if name not in left.column_names or name not in right.column_names:
@@ -228,6 +224,8 @@ def join(spec: Join, left: pa.Table, right: pa.Table) -> pa.Table:
             pa.types.is_integer(kind) or kind in (pa.string(), pa.date32())
         ):
             raise Unsupported(f"a join on {kind}")
+        if spec.how == "left" and left.column(name).null_count:
+            raise Unsupported("a left join with null left keys")
     left_names, right_names = spec.output_names(left.column_names, right.column_names)
     names = [left_names[c] for c in left.column_names] + [
         right_names[c] for c in right.column_names if c not in on

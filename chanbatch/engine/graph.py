@@ -420,14 +420,20 @@ def _join(op: Join, left: Part, right: Part, missing: str | None) -> pa.Table | 
     first, second = left.arrow, right.arrow
     if first is None or second is None:
         return None
-    if missing == "left":
-        first = first.slice(0, 0)
-    elif missing == "right":
-        second = second.slice(0, 0)
     try:
-        return columnar.join(op, first, second)
+        return columnar.join(op, *partnered(first, second, missing))
     except columnar.Unsupported:
         return None
+
+
+def partnered(left: pa.Table, right: pa.Table, missing: str | None) -> tuple[pa.Table, pa.Table]:
+    """A co-sliced join's two sides as it reads them: the side it has no slice for
+    (``missing``, see :class:`chanbatch.compile.plan.Partners`) with no rows."""
+    if missing == "left":
+        return left.slice(0, 0), right
+    if missing == "right":
+        return left, right.slice(0, 0)
+    return left, right
 
 
 def _no_rows(part: Part) -> pd.DataFrame:
