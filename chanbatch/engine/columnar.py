@@ -341,6 +341,17 @@ def partial(spec: Aggregate, table: pa.Table) -> pa.Table:
         raise Unsupported(str(exc)) from exc
 
 
+def aggregated(spec: Aggregate, table: pa.Table) -> pa.Table:
+    """A ``per_slice`` aggregate of one slice: its :func:`partial`, finished, as the pandas path
+    computes it (``finish(partial(slice))``) and stores it; raises Unsupported where either
+    step does not reproduce that to the bit."""
+    if not spec.decomposable:
+        raise Unsupported("not decomposable: aggregated whole, on pandas")
+    from chanbatch.engine.arrow_combine import finish
+
+    return finish(spec, partial(spec, table))
+
+
 def partials(
     spec: Aggregate, table: pa.Table, tags: Array, rows: list[int]
 ) -> list[pa.Table | None]:

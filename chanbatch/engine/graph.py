@@ -373,6 +373,8 @@ def _compute(
                     if task.kind == "partial":
                         assert isinstance(stage.operation, Aggregate)
                         return columnar.partial(stage.operation, table)
+                    if isinstance(stage.operation, Aggregate):  # per slice: finished here
+                        return columnar.aggregated(stage.operation, table)
                     return columnar.apply_rowwise(stage, table)
                 except columnar.Unsupported:
                     pass  # the pandas path below computes it, or raises its error
