@@ -164,6 +164,8 @@ class Fusion:
                     continue
                 name = self._replace(graph, plan, group, users, combines)
                 placed[name] = signature[0]
+        if worker_of is None:  # with placement, each slice's window runs where its id says
+            placed.update(_windows(graph, plan, self.url, self.run))
         placed.update(_read_together(graph, plan, worker_of))
         return placed
 
@@ -307,6 +309,84 @@ def _cut(items: list[_T], rows: Callable[[_T], int]) -> Iterator[tuple[_T, ...]]
             group, total = [], 0
     if group:
         yield tuple(group)
+
+
+# -- windows run slice by slice, many at once ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WindowsCall:
+    """Consecutive slices of a window run by halo (:mod:`chanbatch.compile.windows`), run as
+    one task: each slice's own call, and its halo among the task's inputs, ``(first, end,
+    own)``; pickled into the graph."""
+
+    stage: Stage
+    calls: tuple[Call, ...]
+    halos: tuple[tuple[int, int, int], ...]
+
+    def __dask_tokenize__(self) -> tuple[str, str, str]:
+        first = self.calls[0]
+        return (first.url, first.task.key, first.run)
+
+
+def _windows(graph: dict[str, Any], plan: Plan, url: str, run: str) -> dict[str, str]:
+    """Replace, in ``graph``, the tasks of consecutive slices of a window run by halo by tasks
+    that run many at once (:func:`run_windows`): a slice alone costs a task and a pandas
+    window over a few rows, at 2,525 day slices most of a cold run. Each slice's key then
+    reads its batch's result. Returns each batch's worker ("": any)."""
+    runs: dict[str, list[tuple[Task, tuple[str, ...]]]] = {}
+    for key, task in plan.tasks.items():  # slices in key order
+        spec = graph.get(key)
+        if task.kind != "apply" or "halo" not in task.key_spec or spec is None:
+            continue
+        if spec[0] is not run_task or task.broadcast:
+            continue
+        deps = spec[2:]
+        if len(deps) == len(task.deps) and all(isinstance(d, str) for d in deps):
+            runs.setdefault(task.stage, []).append((task, deps))
+    placed: dict[str, str] = {}
+    for stage, tasks in runs.items():
+        # a slice's halo rows are read once per slice that reads them
+        for group in _cut(tasks, lambda item: item[0].source_rows * len(item[1])):
+            if len(group) < 2:
+                continue
+            inputs = list(dict.fromkeys(d for _, deps in group for d in deps))
+            where = {d: i for i, d in enumerate(inputs)}
+            halos = tuple(
+                (where[deps[0]], where[deps[0]] + len(deps), task.key_spec["halo"][0])
+                for task, deps in group
+            )
+            call = WindowsCall(
+                stage=plan.blueprint.stages[stage],
+                calls=tuple(graph[task.key][1] for task, _ in group),
+                halos=halos,
+            )
+            name = "windows-" + digest("|".join(task.key for task, _ in group).encode())
+            graph[name] = (run_windows, call, *inputs)
+            for index, (task, _) in enumerate(group):
+                graph[task.key] = (member, name, index)
+            placed[name] = ""
+    return placed
+
+
+def run_windows(call: WindowsCall, *parts: Part) -> Batch:
+    """Run the window slices of ``call``, computed at once where that gives each slice's own
+    result to the bit (:func:`~chanbatch.engine.execute.window_slices`), each then keyed,
+    stored and reported as :func:`~chanbatch.engine.graph.run_task` does alone, or run
+    alone."""
+    from chanbatch.engine import execute
+
+    try:
+        frames = [part.data for part in parts]
+        results = execute.window_slices(call.stage, frames, call.halos)
+    except Exception:  # each slice alone raises its own error, naming its slice
+        results = [None] * len(call.calls)
+    done = tuple(
+        run_task(one, *parts[first:end], result=result)
+        for one, (first, end, _own), result in zip(call.calls, call.halos, results, strict=True)
+    )
+    parts_of = {one.task.key: part for one, part in zip(call.calls, done, strict=True)}
+    return Batch(parts=parts_of, partials=done)
 
 
 # -- slices read together -------------------------------------------------------------------------
@@ -801,6 +881,8 @@ def reporting(graph: dict[str, Any]) -> set[str]:
     for key, spec in graph.items():
         if spec[0] is run_task:
             keys.add(key)
+        elif spec[0] is run_windows:
+            keys.update(one.task.key for one in spec[1].calls)
         elif spec[0] is run_batch:
             keys.update(task.key for chain in spec[1].chains for task in chain.tasks)
             keys.update(fused.task.key for fused in spec[1].combines)

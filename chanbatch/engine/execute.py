@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, assert_never
 
 from chanbatch.blueprint.model import (
@@ -122,6 +123,75 @@ def window_slice(stage: Stage, parts: Sequence[pd.DataFrame], own: int) -> pd.Da
     assert isinstance(stage.operation, Window)
     start = sum(len(p) for p in parts[:own])
     return window(stage.operation, concat(parts), slice(start, start + len(parts[own])))
+
+
+#: the column that tells the slices of :func:`window_slices` apart: not a name a stage can give
+_SEGMENT = "\x00slice"
+
+
+def window_slices(
+    stage: Stage, parts: Sequence[pd.DataFrame], halos: Sequence[tuple[int, int, int]]
+) -> list[pd.DataFrame | None]:
+    """:func:`window_slice` for many slices at once: slice ``i``'s halo is ``parts[a:b]`` and
+    its own part ``parts[a + own]``, for ``(a, b, own) = halos[i]``. Each slice's halo rows
+    are stacked, marked as its segment, and the window computed once with that mark as the
+    first partition column: a frame reads its own slice's halo only, in the same order, and
+    its sum is taken as that slice alone takes it, so each result is the slice's own to the
+    bit. None for a slice left to :func:`window_slice`: one with no rows; and all of them
+    where the frames' ``min`` or ``max`` of floats would pick one of two equal values
+    (-0.0 and 0.0) from another slice's rows, or the parts' columns differ."""
+    op = stage.operation
+    assert isinstance(op, Window)
+    out: list[pd.DataFrame | None] = [None] * len(halos)
+    first = parts[0] if parts else None
+    if first is None or _SEGMENT in first.columns:
+        return out
+    kinds = list(first.dtypes.items())
+    if any(list(p.dtypes.items()) != kinds for p in parts):
+        return out
+    todo = [i for i, (a, _, own) in enumerate(halos) if len(parts[a + own])]
+    if len(todo) < 2:
+        return out
+    import numpy as np
+    import pandas as pd
+
+    pieces: list[pd.DataFrame] = []
+    tags, keep = [], []
+    offset = 0
+    for index in todo:
+        a, b, own = halos[index]
+        halo = parts[a:b]
+        rows = [len(p) for p in halo]
+        before = sum(rows[:own])
+        keep.append((offset + before, offset + before + rows[own]))
+        pieces.extend(halo)
+        tags.append(np.full(sum(rows), index, dtype=np.int64))
+        offset += sum(rows)
+    stacked = pd.concat(pieces, ignore_index=True)
+    stacked[_SEGMENT] = np.concatenate(tags)
+    if _extremes_of_zeros(op, stacked):
+        return out
+    segmented = replace(op, partition_by=(_SEGMENT, *op.partition_by))
+    result = window(segmented, stacked, segment=_SEGMENT).drop(columns=[_SEGMENT])
+    for index, (start, end) in zip(todo, keep, strict=True):
+        out[index] = result.iloc[start:end].reset_index(drop=True)
+    return out
+
+
+def _extremes_of_zeros(op: Window, frame: pd.DataFrame) -> bool:
+    """Whether a ``min`` or ``max`` of ``op`` reads floats holding a zero: which of two equal
+    values (-0.0, 0.0) it gives depends on every row of the task, not only the frame's."""
+    import pandas as pd
+
+    for call in op.columns.values():
+        if call.func not in ("min", "max") or call.arg is None:
+            continue
+        values = evaluate(call.arg, frame)
+        if not isinstance(values, pd.Series):
+            continue
+        if pd.api.types.is_float_dtype(values.dtype) and bool((values == 0).any()):
+            return True
+    return False
 
 
 def join(op: Join, left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:

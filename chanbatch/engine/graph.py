@@ -294,12 +294,14 @@ def load_cached(ref: Ref) -> Part:
     return Part(key=ref.key, ident=ident, url=ref.url, outcome="cached", entry=entry)
 
 
-def run_task(call: Call, *deps: Part) -> Part:
+def run_task(call: Call, *deps: Part, result: pd.DataFrame | None = None) -> Part:
     """Run one task on its inputs, and record it in the cache if it is stored.
 
     The cache key is computed here from the identities of the inputs that arrived. For a
     provisional task whose inputs came out as in an earlier run, that key is already cached:
-    the task is cut off and returns the cached result unread.
+    the task is cut off and returns the cached result unread. ``result``: what the task
+    computes on ``deps``, computed already (together with other tasks, by a caller that
+    proves it the same), to be keyed, stored and reported as if computed here.
     """
     start = time.perf_counter()
     task = call.task
@@ -313,7 +315,7 @@ def run_task(call: Call, *deps: Part) -> Part:
             ident = entry.ident if task.stored else key
             report_outcome(call.run, task_outcome(task, key, "cutoff", start, stored=entry.ident))
             return Part(key=key, ident=ident, url=call.url, outcome="cutoff", entry=entry)
-    part = _computed(call, key, main, broadcast)
+    part = _computed(call, key, main, broadcast, result)
     rows = part.rows
     written = None
     if task.stored or (task.checkpoint and rows <= CHECKPOINT_RATIO * max(task.source_rows, 1)):
@@ -335,8 +337,14 @@ def compute_part(call: Call, *deps: Part, key: str | None = None) -> Part:
     return _computed(call, key or call.task.key, deps[:split], deps[split:])
 
 
-def _computed(call: Call, key: str, main: tuple[Part, ...], broadcast: tuple[Part, ...]) -> Part:
-    result = _compute(call.task, call.stage, main, broadcast, call)
+def _computed(
+    call: Call,
+    key: str,
+    main: tuple[Part, ...],
+    broadcast: tuple[Part, ...],
+    done: pd.DataFrame | None = None,
+) -> Part:
+    result = _compute(call.task, call.stage, main, broadcast, call) if done is None else done
     if isinstance(result, pa.Table):
         return Part(key=key, ident=key, url=call.url, outcome="computed", table=result)
     # as a consumer reading it back from the cache would see it: a result's types must not

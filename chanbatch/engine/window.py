@@ -39,16 +39,33 @@ _SUM_BY_FRAME = 64
 _NS_PER_SECOND = 1_000_000_000
 
 
-def window(op: Window, frame: pd.DataFrame, keep: slice | None = None) -> pd.DataFrame:
+def window(
+    op: Window, frame: pd.DataFrame, keep: slice | None = None, *, segment: str | None = None
+) -> pd.DataFrame:
     """``frame`` with ``op``'s columns added (or replaced), its rows in their order; with
-    ``keep``, only those rows are returned (the others were read for their frames only)."""
+    ``keep``, only those rows are returned (the others were read for their frames only).
+
+    With ``segment``, the name of a column of ``frame`` that is the first of ``op``'s
+    partition columns, each of its values marks a segment computed as if alone: a frame sum
+    takes the way it would over the segment's rows alone (see :func:`_sum`), so that many
+    slices' windows computed at once give each one's values to the bit
+    (:func:`chanbatch.engine.execute.window_slices`)."""
     order = _Order.of(op, frame)
+    segments = _segments(frame[segment], order) if segment is not None else None
     out = frame.copy(deep=False)
     for name, call in op.columns.items():
-        out[name] = _column(call, op.frame, frame, order)
+        out[name] = _column(call, op.frame, frame, order, segments)
     if keep is not None:
         out = out.iloc[keep]
     return out.reset_index(drop=True)
+
+
+def _segments(tags: pd.Series, order: _Order) -> np.ndarray:
+    """Where each segment's rows begin in window order, and the end: its values
+    (``tags``) lead the partition columns, so each segment's rows are together."""
+    ordered = tags.to_numpy(dtype=np.int64)[order.rows]
+    starts = np.flatnonzero(np.diff(ordered, prepend=ordered[:1] - 1))
+    return np.append(starts.astype(np.int64), len(ordered))
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +202,13 @@ def _as_numbers(column: pd.Series) -> tuple[np.ndarray, str]:
     return column.to_numpy(dtype=np.float64, na_value=np.nan), "number"
 
 
-def _column(call: WindowCall, frame_spec: Frame, frame: pd.DataFrame, order: _Order) -> Any:
+def _column(
+    call: WindowCall,
+    frame_spec: Frame,
+    frame: pd.DataFrame,
+    order: _Order,
+    segments: np.ndarray | None = None,
+) -> Any:
     """One window function's values, one per row of ``frame`` in its order."""
     import pandas as pd
 
@@ -206,7 +229,7 @@ def _column(call: WindowCall, frame_spec: Frame, frame: pd.DataFrame, order: _Or
             result = _shifted(in_order, here + step, order)
         case _:
             start, end = order.bounds(frame_spec)
-            result = _framed(call.func, in_order, start, end)
+            result = _framed(call.func, in_order, start, end, segments)
     # back from window order to the frame's
     back = np.empty(n, dtype=np.int64)
     back[order.rows] = here
@@ -219,7 +242,13 @@ def _shifted(values: pd.Series, at: np.ndarray, order: _Order) -> pd.Series:
     return taken.reset_index(drop=True).where(inside)
 
 
-def _framed(func: str, values: pd.Series | None, start: np.ndarray, end: np.ndarray) -> pd.Series:
+def _framed(
+    func: str,
+    values: pd.Series | None,
+    start: np.ndarray,
+    end: np.ndarray,
+    segments: np.ndarray | None = None,
+) -> pd.Series:
     import pandas as pd
 
     size = end - start
@@ -231,7 +260,7 @@ def _framed(func: str, values: pd.Series | None, start: np.ndarray, end: np.ndar
         return pd.Series(counts, dtype="int64")
     if func in ("min", "max"):
         return _extreme(func, values, valid, start, end, counts)
-    total = _sum(values, valid, start, end)
+    total = _sum(values, valid, start, end, segments)
     if func == "sum":
         return total.where(counts > 0)
     numbers = total.astype("float64") if not is_decimal(values) else _decimal_floats(total)
@@ -244,8 +273,17 @@ def _prefix(values: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarra
     return sums[end] - sums[start]
 
 
-def _sum(values: pd.Series, valid: np.ndarray, start: np.ndarray, end: np.ndarray) -> pd.Series:
-    """Each frame's sum of ``values`` (nulls skipped), in the type SQL sums them to."""
+def _sum(
+    values: pd.Series,
+    valid: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    segments: np.ndarray | None = None,
+) -> pd.Series:
+    """Each frame's sum of ``values`` (nulls skipped), in the type SQL sums them to. Float
+    sums are taken frame by frame, or from prefix sums where the frames are long: decided,
+    and the prefix summed, per segment (``segments``: their bounds in window order), as if
+    each were alone."""
     import pandas as pd
     import pyarrow as pa
 
@@ -260,10 +298,17 @@ def _sum(values: pd.Series, valid: np.ndarray, start: np.ndarray, end: np.ndarra
         return pd.Series(_prefix(numbers, start, end), dtype="Int64")
     floats = values.to_numpy(dtype=np.float64, na_value=0.0)
     floats = np.where(valid, floats, 0.0)
-    if int((end - start).sum()) <= _SUM_BY_FRAME * max(n, 1):
-        return pd.Series(_each_frame(floats, start, end, zero=0.0), dtype="float64")
-    sums = np.concatenate(([0.0], np.cumsum(floats)))
-    return pd.Series(sums[end] - sums[start], dtype="float64")
+    bounds = np.array([0, n]) if segments is None else segments
+    out = np.empty(n, dtype=np.float64)
+    for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        own = floats[first:last]
+        begin, stop = start[first:last] - first, end[first:last] - first
+        if int((stop - begin).sum()) <= _SUM_BY_FRAME * max(last - first, 1):
+            out[first:last] = _each_frame(own, begin, stop, zero=0.0)
+        else:
+            sums = np.concatenate(([0.0], np.cumsum(own)))
+            out[first:last] = sums[stop] - sums[begin]
+    return pd.Series(out, dtype="float64")
 
 
 def _each_frame(values: np.ndarray, start: np.ndarray, end: np.ndarray, zero: Any) -> np.ndarray:

@@ -439,3 +439,91 @@ def test_a_sliced_output_freezes_only_its_changed_slices(tmp_path: Path, monkeyp
     fresh = cb.Store(tmp_path / "fresh")
     fresh.freeze("t", kept, slice_by="day")
     assert _run(fresh, ROLLING).snapshots == removed.snapshots
+
+
+DAILY_ROLLING = """
+name: daily_rolling
+inputs: {t: t}
+stages:
+  daily:
+    from: t
+    per_slice: true
+    group_by: [day, g]
+    aggregate: {qty: sum(x), value: sum(y), n: count()}
+  weekly:
+    from: daily
+    window:
+      partition_by: g
+      order_by: day
+      range: {preceding: 6, following: 0}
+      columns: {week_qty: sum(qty), week_value: sum(value), week_n: sum(n), low: min(qty)}
+outputs: {weekly: weekly}
+"""
+SQL_DAILY_ROLLING = """
+WITH daily AS (
+    SELECT day, g, sum(x) AS qty, sum(y) AS value, count(*) AS n FROM frame GROUP BY day, g
+)
+SELECT day, g, sum(qty) OVER w AS week_qty, sum(value) OVER w AS week_value,
+       sum(n) OVER w AS week_n, min(qty) OVER w AS low
+FROM daily WINDOW w AS (PARTITION BY g ORDER BY day RANGE BETWEEN 6 PRECEDING AND CURRENT ROW)
+ORDER BY day, g
+"""
+
+
+def test_many_days_rolled_in_batches_store_what_each_day_alone_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling window over a per-day aggregate of many small day slices: the days' windows
+    are computed many at once, and every cache entry (each day's aggregate, each day's window)
+    is what each day computed alone stores; the answer is DuckDB's."""
+    from chanbatch.engine import batch, execute
+
+    rng = np.random.default_rng(3)
+    days = [d for d in range(60) if d % 9 != 4]  # some days missing: halos of other sizes
+    sizes = rng.integers(1, 12, len(days))
+    n = int(sizes.sum())
+    frame = pd.DataFrame(
+        {
+            "day": np.repeat(days, sizes).astype("int64"),
+            "g": rng.choice(["a", "b", "c"], n),
+            "x": rng.integers(-50, 50, n),
+            "y": rng.choice([1e16, -1e16, 0.1, 2.5, -3.75], n),
+        }
+    )
+    alone_calls = []
+    slice_alone = execute.window_slice
+
+    def counted(*args: object, **kwargs: object) -> pd.DataFrame:
+        alone_calls.append(1)
+        return slice_alone(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(execute, "window_slice", counted)
+
+    def cold(root: Path) -> tuple[dict, dict[str, tuple[str, int]], int]:
+        alone_calls.clear()
+        store = cb.Store(root)
+        store.freeze("t", frame, slice_by="day")
+        result = cb.Blueprint.from_yaml(DAILY_ROLLING).run(store, scheduler="threads")
+        entries = {e.key: (e.ident, e.rows) for e in store.cache_entries()}
+        got = store.read_pandas("weekly").sort_values(["day", "g"]).reset_index(drop=True)
+        con = duckdb.connect()
+        con.register("frame", frame)
+        want = con.execute(SQL_DAILY_ROLLING).df()
+        assert (
+            got[["day", "g"]].astype(object).values.tolist()
+            == want[["day", "g"]].astype(object).values.tolist()
+        )
+        assert got["week_qty"].tolist() == want["week_qty"].tolist()
+        assert got["week_n"].tolist() == want["week_n"].tolist()
+        assert got["low"].tolist() == want["low"].tolist()
+        # float sums in another order: within 64 units in the last place of 1e16
+        assert np.allclose(got["week_value"], want["week_value"], rtol=0, atol=64 * 2.0)
+        return result.snapshots, entries, len(alone_calls)
+
+    together, entries, windows_alone = cold(tmp_path / "together")
+    assert windows_alone == 0  # every day's window computed with others
+    monkeypatch.setattr(batch, "BATCH_SLICES", 1)  # no batches: every task alone
+    alone, entries_alone, windows_alone = cold(tmp_path / "alone")
+    assert windows_alone == len(days)
+    assert entries == entries_alone
+    assert together == alone
