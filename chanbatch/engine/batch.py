@@ -64,15 +64,26 @@ _T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
+class Side:
+    """Another input of a union by slice in a chain: the load of its slice, then its row-wise
+    ``apply`` tasks, whose last one the union reads."""
+
+    load: Ref
+    tasks: tuple[Task, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Chain:
     """One slice's load, then its tasks: row-wise ``apply`` tasks in order, then a partial.
     One of the applies may be a co-sliced join of the slice's rows: ``right`` is then the
-    load of the right side's slice it reads."""
+    load of the right side's slice it reads. One may be a union by slice: its other inputs'
+    slices, each through its own row-wise stages, are ``sides``, in the union's order."""
 
     load: Ref
     tasks: tuple[Task, ...]
     rows: int = 0  # of the input slice
     right: Ref | None = None
+    sides: tuple[Side, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +103,7 @@ class BatchCall:
     run: str
     stages: tuple[Stage, ...]  # the stage of each task of a chain, in order
     chains: tuple[Chain, ...]
+    sides: tuple[tuple[Stage, ...], ...] = ()  # the stages of each side's tasks, in order
     combines: tuple[Fused, ...] = ()  # bottom up: a combine's inputs come before it
     allow: frozenset[str] = frozenset()
 
@@ -145,14 +157,17 @@ class Fusion:
             for arg in spec[1:]:
                 if isinstance(arg, str):
                     users[arg] = users.get(arg, 0) + 1
-        runs: dict[tuple[str, Any, Any, tuple[str, ...]], list[Chain]] = {}
+        runs: dict[tuple[str, Any, Any, tuple[str, ...], Any], list[Chain]] = {}
         for key, task in plan.tasks.items():  # slices in key order
             chain = _chain(graph, plan, key, task, users)
             if chain is not None:
                 worker = worker_of(chain.load.slice_id or chain.load.key) if worker_of else ""
                 right = ("join", chain.right.columns) if chain.right is not None else None
                 stages = tuple(t.stage for t in chain.tasks)
-                signature = (worker, chain.load.columns, right, stages)
+                sides = tuple(
+                    (d.load.columns, tuple(t.stage for t in d.tasks)) for d in chain.sides
+                )
+                signature = (worker, chain.load.columns, right, stages, sides)
                 runs.setdefault(signature, []).append(chain)
         combines = [
             t for t in plan.tasks.values() if t.kind == "combine" and _fusable(graph, t)
@@ -178,12 +193,16 @@ class Fusion:
         combines: list[Task],
     ) -> str:
         stages = tuple(plan.blueprint.stages[t.stage] for t in group[0].tasks)
+        sides = tuple(
+            tuple(plan.blueprint.stages[t.stage] for t in side.tasks) for side in group[0].sides
+        )
         fused = _fused(group, combines)
         call = BatchCall(
             url=self.url,
             run=self.run,
             stages=stages,
             chains=group,
+            sides=sides,
             combines=fused,
             allow=self.allow,
         )
@@ -191,9 +210,9 @@ class Fusion:
         graph[name] = (run_batch, call)
         for index, chain in enumerate(group):
             graph[chain.tasks[-1].key] = (member, name, index)
-            for task in chain.tasks[:-1]:
+            for task in (*chain.tasks[:-1], *(t for side in chain.sides for t in side.tasks)):
                 del graph[task.key]
-            for load in (chain.load, chain.right):
+            for load in (chain.load, chain.right, *(side.load for side in chain.sides)):
                 if load is not None and users.get(load.key, 0) <= 1:
                     graph.pop(load.key, None)
         for index, combine in enumerate(fused):
@@ -217,6 +236,7 @@ def _chain(
     tasks = [task]
     dep = task.deps[0]
     right = None
+    sides: tuple[Side, ...] | None = None
     while plan.tasks[dep].kind == "apply":
         up = plan.tasks[dep]
         if up.stored or users.get(dep, 0) != 1:
@@ -228,15 +248,50 @@ def _chain(
             right = _partner(graph, plan, up)
             if right is None:
                 return None
-        elif not _computed_here(graph, up) or isinstance(operation, Union):
-            return None  # a slice of a union reads its inputs' parts, not one slice
+        elif isinstance(operation, Union):  # its first input's slice is the chain's
+            if sides is not None:
+                return None  # one union per chain
+            sides = _sides(graph, plan, up, users)
+            if sides is None:
+                return None
+        elif not _computed_here(graph, up):
+            return None
         tasks.append(up)
         dep = up.deps[0]
     spec = graph.get(dep)
     if spec is None or spec[0] is not load_slice:
         return None
     rows = plan.tasks[dep].source_rows  # the load's: its slice's rows
-    return Chain(load=spec[1], tasks=tuple(reversed(tasks)), rows=rows, right=right)
+    return Chain(
+        load=spec[1], tasks=tuple(reversed(tasks)), rows=rows, right=right, sides=sides or ()
+    )
+
+
+def _sides(
+    graph: dict[str, Any], plan: Plan, task: Task, users: dict[str, int]
+) -> tuple[Side, ...] | None:
+    """The other inputs of union-by-slice ``task`` (its first is the chain's), each a load
+    through row-wise applies that only the union reads; None if one is anything else."""
+    spec = graph.get(task.key)
+    if spec is None or spec[0] is not run_task or task.provisional or task.broadcast:
+        return None
+    sides = []
+    for tip in task.deps[1:]:
+        applies, dep = [], tip
+        while plan.tasks[dep].kind == "apply":
+            up = plan.tasks[dep]
+            operation = plan.blueprint.stages[up.stage].operation
+            if up.stored or users.get(dep, 0) != 1 or not _computed_here(graph, up):
+                return None
+            if isinstance(operation, Join | Union):
+                return None
+            applies.append(up)
+            dep = up.deps[0]
+        load = graph.get(dep)
+        if load is None or load[0] is not load_slice or users.get(dep, 0) != 1:
+            return None
+        sides.append(Side(load=load[1], tasks=tuple(reversed(applies))))
+    return tuple(sides)
 
 
 def _partner(graph: dict[str, Any], plan: Plan, task: Task) -> Ref | None:
@@ -449,15 +504,19 @@ def run_batch(call: BatchCall) -> Batch:
     task by task."""
     count = len(call.chains)
     rights = [chain.right for chain in call.chains if chain.right is not None]
-    loads = load_slices([chain.load for chain in call.chains] + rights)
+    sides = [chain.sides[j].load for j in range(len(call.sides)) for chain in call.chains]
+    loads = load_slices([chain.load for chain in call.chains] + rights + sides)
+    others = [loads[-len(sides) :][j * count : (j + 1) * count] for j in range(len(call.sides))]
+    loads = loads[: len(loads) - len(sides)]
     loads, partners = loads[:count], loads[count:] or None
     tables = [part.table for part in loads]
     batch = None
-    if _arrow_alike(tables) and (partners is None or _arrow_alike([p.table for p in partners])):
+    alike = _arrow_alike(tables) and all(_arrow_alike([p.table for p in o]) for o in others)
+    if alike and (partners is None or _arrow_alike([p.table for p in partners])):
         with contextlib.suppress(columnar.Unsupported):  # then task by task
-            batch = _together(call, tables, partners)
+            batch = _together(call, tables, partners, [[p.table for p in o] for o in others])
     if batch is None:
-        batch = _one_by_one(call, loads, partners)
+        batch = _one_by_one(call, loads, partners, others)
     if not call.combines:
         return batch
     return Batch(parts=batch.parts, partials=batch.partials, combined=_combines(call, batch))
@@ -636,10 +695,16 @@ def _arrow_alike(tables: list[pa.Table | None]) -> bool:
     )
 
 
-def _one_by_one(call: BatchCall, loads: list[Part], partners: list[Part] | None) -> Batch:
+def _one_by_one(
+    call: BatchCall,
+    loads: list[Part],
+    partners: list[Part] | None,
+    others: list[list[Part]] | None = None,
+) -> Batch:
     """Each chain task by task, as the graph would run them alone, the partials then stored
     together. A chain that fails does not stop the others: they finish and are stored, as on
-    a pool of workers, and then the first failure is raised."""
+    a pool of workers, and then the first failure is raised. ``others``: per side of a
+    union, each chain's load of it."""
     parts: dict[str, Part] = {}
     ready: list[tuple[Task, Part]] = []
     failure: BaseException | None = None
@@ -647,7 +712,14 @@ def _one_by_one(call: BatchCall, loads: list[Part], partners: list[Part] | None)
     for index, (chain, part) in enumerate(zip(call.chains, loads, strict=True)):
         try:
             for task, stage in zip(chain.tasks[:-1], call.stages[:-1], strict=True):
-                right = (partners[index],) if partners is not None and task.broadcast else ()
+                right: tuple[Part, ...] = ()
+                if partners is not None and task.broadcast:
+                    right = (partners[index],)
+                if isinstance(stage.operation, Union):  # its other inputs' slices, each alone
+                    right = tuple(
+                        _side_alone(call, chain.sides[j], stages, (others or [])[j][index], parts)
+                        for j, stages in enumerate(call.sides)
+                    )
                 part = run_task(_call(call, task, stage), part, *right)
                 parts[task.key] = part
             start = time.perf_counter()
@@ -663,6 +735,16 @@ def _one_by_one(call: BatchCall, loads: list[Part], partners: list[Part] | None)
     return Batch(parts=parts, partials=partials)
 
 
+def _side_alone(
+    call: BatchCall, side: Side, stages: tuple[Stage, ...], part: Part, parts: dict[str, Part]
+) -> Part:
+    """One slice of a union's other input, through its row-wise tasks one by one."""
+    for task, stage in zip(side.tasks, stages, strict=True):
+        part = run_task(_call(call, task, stage), part)
+        parts[task.key] = part
+    return part
+
+
 def _call(call: BatchCall, task: Task, stage: Stage) -> Call:
     return Call(
         url=call.url,
@@ -674,21 +756,30 @@ def _call(call: BatchCall, task: Task, stage: Stage) -> Call:
     )
 
 
-def _together(call: BatchCall, tables: list[pa.Table], partners: list[Part] | None) -> Batch:
+def _together(
+    call: BatchCall,
+    tables: list[pa.Table],
+    partners: list[Part] | None,
+    others: list[list[pa.Table]] | None = None,
+) -> Batch:
     """Every chain of ``call`` on the concatenated rows of its slices (a co-sliced join's
-    first, each slice's right rows tagged alike); raises Unsupported where the Arrow path does
-    not cover a stage, before anything is stored."""
+    first, each slice's right rows tagged alike; a union's other inputs' slices likewise);
+    raises Unsupported where the Arrow path does not cover a stage, before anything is
+    stored."""
     import numpy as np
 
     rows = [t.num_rows for t in tables]
     table = pa.concat_tables(tables)
     tags = arrow(np.repeat(np.arange(len(tables), dtype=np.int32), rows))
     steps: list[tuple[float, float, list[int], pa.Table]] = []  # began, ended, rows, table
+    side_steps: list[tuple[list[Task], Stage, tuple[float, float, list[int], pa.Table]]] = []
     for position, stage in enumerate(call.stages[:-1]):
         began = time.time()
         if isinstance(stage.operation, Join):
             assert partners is not None
             table, tags = _joined(call, position, stage.operation, table, tags, partners)
+        elif isinstance(stage.operation, Union):
+            table, tags = _unioned(call, position, table, tags, others or [], side_steps)
         else:
             table, tags = columnar.apply_tagged(stage, table, tags)
         assert tags is not None
@@ -705,8 +796,10 @@ def _together(call: BatchCall, tables: list[pa.Table], partners: list[Part] | No
         states = columnar.partials(spec, table, tags, rows)
     # nothing was stored until here: an Unsupported above leaves the batch to _one_by_one
     parts: dict[str, Part] = {}
+    for tasks, stage, step in side_steps:
+        _applied(call, tasks, stage, step, parts)
     for position, stage in enumerate(call.stages[:-1]):
-        _applied(call, position, stage, steps[position], parts)
+        _applied(call, [c.tasks[position] for c in call.chains], stage, steps[position], parts)
     ready: list[tuple[Task, Part]] = []
     offsets = np.concatenate([[0], np.cumsum(rows)]).tolist()
     for index, chain in enumerate(call.chains):
@@ -754,6 +847,48 @@ def _joined(
     return columnar.join_tagged(
         spec, pa.concat_tables(lefts), arrow(left_tags), pa.concat_tables(rights), arrow(right_tags)
     )
+
+
+def _unioned(
+    call: BatchCall,
+    position: int,
+    table: pa.Table,
+    tags: Any,
+    others: list[list[pa.Table]],
+    steps: list[tuple[list[Task], Stage, tuple[float, float, list[int], pa.Table]]],
+) -> tuple[pa.Table, Any]:
+    """The unions by slice of the chains of ``call`` (their task ``position``), at once: each
+    slice's rows (``table``, tagged), then its rows of each other input (``others``, per side
+    each chain's slice) through that side's own stages, whose steps are added to ``steps``.
+    A slice's rows come out as its union alone gives them: its first input's, then each other
+    one's in order, their columns in the first input's order. Raises Unsupported where the
+    inputs' types differ (the union alone then takes pandas' way)."""
+    import numpy as np
+
+    count = len(call.chains)
+    pieces, marks = [table], [numbers(tags)]
+    for j, stages in enumerate(call.sides):
+        side = pa.concat_tables(others[j])
+        side_tags = arrow(
+            np.repeat(np.arange(count, dtype=np.int32), [t.num_rows for t in others[j]])
+        )
+        for k, stage in enumerate(stages):
+            began = time.time()
+            side, side_tags = columnar.apply_tagged(stage, side, side_tags)
+            assert side_tags is not None
+            counts = np.bincount(numbers(side_tags), minlength=count).tolist()
+            tasks = [chain.sides[j].tasks[k] for chain in call.chains]
+            steps.append((tasks, stage, (began, time.time(), counts, side)))
+        pieces.append(side)
+        marks.append(numbers(side_tags))
+    columns = call.chains[0].tasks[position].key_spec["columns"]
+    order = [c for c in columns if all(c in piece.column_names for piece in pieces)]
+    selected = [piece.select(order) for piece in pieces]
+    if not all(t.schema.equals(selected[0].schema) for t in selected):
+        raise columnar.Unsupported("a union's inputs of different types")
+    marked = np.concatenate(marks)
+    at = np.argsort(marked, kind="stable")  # each slice's rows together, in input order
+    return pa.concat_tables(selected).take(arrow(at)), arrow(marked[at])
 
 
 def _store_partials(
@@ -807,21 +942,20 @@ def _store_partials(
 
 def _applied(
     call: BatchCall,
-    position: int,
+    tasks: list[Task],
     stage: Stage,
     step: tuple[float, float, list[int], pa.Table],
     parts: dict[str, Part],
 ) -> None:
-    """Report each slice's apply of ``stage`` (the step's wall time shared out in slice
-    order), and keep those results a checkpoint keeps."""
+    """Report each slice's apply of ``stage`` (``tasks``, one per chain; the step's wall time
+    shared out in slice order), and keep those results a checkpoint keeps."""
     import numpy as np
 
     began, ended, counts, table = step
     offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
     share = (ended - began) / max(len(call.chains), 1)
     outcomes = []
-    for index, chain in enumerate(call.chains):
-        task = chain.tasks[position]
+    for index, task in enumerate(tasks):
         rows = counts[index]
         keep = task.checkpoint and rows <= CHECKPOINT_RATIO * max(task.source_rows, 1)
         part = Part(
@@ -885,5 +1019,8 @@ def reporting(graph: dict[str, Any]) -> set[str]:
             keys.update(one.task.key for one in spec[1].calls)
         elif spec[0] is run_batch:
             keys.update(task.key for chain in spec[1].chains for task in chain.tasks)
+            keys.update(
+                t.key for chain in spec[1].chains for side in chain.sides for t in side.tasks
+            )
             keys.update(fused.task.key for fused in spec[1].combines)
     return keys

@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pytest
 
 import chanbatch as cb
 
@@ -139,3 +140,75 @@ outputs: {totals: union_totals}
         " GROUP BY carrier ORDER BY carrier"
     ).fetchall()
     assert [tuple(r) for r in got[["carrier", "n", "total"]].itertuples(index=False)] == want
+
+
+MANY_DAYS = """
+name: shops
+inputs: {a: shop_a, b: shop_b}
+stages:
+  a_cols: {from: a, select: [day, shop, amount]}
+  b_twice: {from: b, derive: {amount: "amount * 2"}}
+  b_cols: {from: b_twice, select: [amount, shop, day]}
+  both: {from: a_cols, union: [b_cols]}
+  big: {from: both, filter: "amount > 0"}
+  per_shop: {from: big, group_by: [shop], aggregate: {n: count(), value: sum(amount)}}
+outputs: {per_shop: shop_totals}
+"""
+
+
+@pytest.mark.parametrize("b_amounts", ["float64", "int64"])
+def test_many_days_unioned_in_batches_store_what_each_day_alone_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, b_amounts: str
+) -> None:
+    """A union by slice over many small day slices runs in batches with the stages before and
+    after it: each batch reads its days of both inputs, puts each side through its own stages
+    and each day's rows of ``a`` before its rows of ``b``. Days of one input only, columns in
+    another order in ``b``. Every cache entry is what each day computed alone stores, and the
+    answer is DuckDB's. With amounts of another type in ``b`` the union takes pandas' way,
+    day by day inside the batch, and still stores the same."""
+    from chanbatch.engine import batch
+
+    rng = np.random.default_rng(7)
+
+    def days_of(days: list[int]) -> pd.DataFrame:
+        sizes = rng.integers(1, 7, len(days))
+        n = int(sizes.sum())
+        return pd.DataFrame(
+            {
+                "day": np.repeat(days, sizes).astype("int64"),
+                "shop": rng.choice(["north", "south", "east"], n),
+                "amount": rng.choice([1e16, 1.0, -1e16, 0.25, 3.5, -2.0], n),
+                "note": rng.choice(["x", "y"], n),
+            }
+        )
+
+    a = days_of([d for d in range(120) if d % 10 != 3])
+    b = days_of(list(range(40, 150)))[["amount", "note", "shop", "day"]]
+    b["amount"] = b["amount"].round().astype(b_amounts) if b_amounts == "int64" else b["amount"]
+
+    def cold(root: Path) -> tuple[dict, dict[str, tuple[str, int]], int]:
+        store = cb.Store(root)
+        store.freeze("shop_a", a, slice_by="day")
+        store.freeze("shop_b", b, slice_by="day")
+        result = cb.Blueprint.from_yaml(MANY_DAYS).run(store, scheduler="threads")
+        entries = {e.key: (e.ident, e.rows) for e in store.cache_entries()}
+        partials = {e.object for e in store.cache_entries(stage="per_shop") if e.kind == "partial"}
+        con = duckdb.connect()
+        con.register("a", a).register("b", b)
+        want = con.execute(
+            "SELECT shop, count(*), sum(amount) FROM (SELECT day, shop, amount FROM a UNION ALL"
+            " SELECT day, shop, amount * 2 FROM b) WHERE amount > 0 GROUP BY shop ORDER BY shop"
+        ).fetchall()
+        got = store.read_pandas("shop_totals").sort_values("shop")
+        assert [(s, int(n)) for s, n, _ in want] == list(zip(got["shop"], got["n"], strict=True))
+        # float sums of positive amounts in another order
+        assert np.allclose(got["value"], [float(v) for *_, v in want], rtol=1e-12, atol=0)
+        return result.snapshots, entries, len(partials)
+
+    together, entries, packs = cold(tmp_path / "together")
+    assert packs < 10  # the days' partials share a few packs
+    monkeypatch.setattr(batch, "BATCH_SLICES", 1)  # no batches: every task alone
+    alone, entries_alone, packs_alone = cold(tmp_path / "alone")
+    assert packs_alone > 100  # one per day (days whose partials are equal share one)
+    assert entries == entries_alone
+    assert together == alone
