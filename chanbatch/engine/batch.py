@@ -180,7 +180,7 @@ class Fusion:
                 name = self._replace(graph, plan, group, users, combines)
                 placed[name] = signature[0]
         if worker_of is None:  # with placement, each slice's window runs where its id says
-            placed.update(_windows(graph, plan, self.url, self.run))
+            placed.update(_windows(graph, plan))
         placed.update(_read_together(graph, plan, worker_of))
         return placed
 
@@ -384,7 +384,7 @@ class WindowsCall:
         return (first.url, first.task.key, first.run)
 
 
-def _windows(graph: dict[str, Any], plan: Plan, url: str, run: str) -> dict[str, str]:
+def _windows(graph: dict[str, Any], plan: Plan) -> dict[str, str]:
     """Replace, in ``graph``, the tasks of consecutive slices of a window run by halo by tasks
     that run many at once (:func:`run_windows`): a slice alone costs a task and a pandas
     window over a few rows, at 2,525 day slices most of a cold run. Each slice's key then
@@ -411,6 +411,9 @@ def _windows(graph: dict[str, Any], plan: Plan, url: str, run: str) -> dict[str,
                 (where[deps[0]], where[deps[0]] + len(deps), task.key_spec["halo"][0])
                 for task, deps in group
             )
+            spans = zip(halos, group, strict=True)
+            if any(tuple(inputs[a:b]) != deps for (a, b, _), (_, deps) in spans):
+                continue  # halos run in key order, so each is a run of the inputs: else alone
             call = WindowsCall(
                 stage=plan.blueprint.stages[stage],
                 calls=tuple(graph[task.key][1] for task, _ in group),
@@ -436,12 +439,16 @@ def run_windows(call: WindowsCall, *parts: Part) -> Batch:
         results = execute.window_slices(call.stage, frames, call.halos)
     except Exception:  # each slice alone raises its own error, naming its slice
         results = [None] * len(call.calls)
-    done = tuple(
-        run_task(one, *parts[first:end], result=result)
-        for one, (first, end, _own), result in zip(call.calls, call.halos, results, strict=True)
-    )
-    parts_of = {one.task.key: part for one, part in zip(call.calls, done, strict=True)}
-    return Batch(parts=parts_of, partials=done)
+    done: dict[str, Part] = {}
+    failure: BaseException | None = None
+    for one, (first, end, _own), result in zip(call.calls, call.halos, results, strict=True):
+        try:
+            done[one.task.key] = run_task(one, *parts[first:end], result=result)
+        except Exception as exc:  # the others still finish and are stored, as on a pool
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return Batch(parts=done, partials=tuple(done.values()))
 
 
 # -- slices read together -------------------------------------------------------------------------
