@@ -58,13 +58,20 @@ def expected(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple
         ],
         ignore_index=True,
     )
+    per_month = duck(
+        a,
+        b,
+        "SELECT month, count(*), sum(delay) FROM (SELECT * FROM a UNION ALL SELECT * FROM b"
+        " UNION ALL SELECT * FROM b WHERE delay > 30) GROUP BY month ORDER BY month",
+    )
+    return rows, per_month
+
+
+def duck(a: pd.DataFrame, b: pd.DataFrame, sql: str) -> list[tuple]:
+    """DuckDB's answer to ``sql`` over the frames ``a`` and ``b``."""
     con = duckdb.connect()
     con.register("a", a).register("b", b)
-    per_month = con.execute(
-        "SELECT month, count(*), sum(delay) FROM (SELECT * FROM a UNION ALL SELECT * FROM b"
-        " UNION ALL SELECT * FROM b WHERE delay > 30) GROUP BY month ORDER BY month"
-    ).fetchall()
-    return rows, per_month
+    return con.execute(sql).fetchall()
 
 
 def check(store: cb.Store, a: pd.DataFrame, b: pd.DataFrame) -> None:
@@ -193,12 +200,12 @@ def test_many_days_unioned_in_batches_store_what_each_day_alone_stores(
         result = cb.Blueprint.from_yaml(MANY_DAYS).run(store, scheduler="threads")
         entries = {e.key: (e.ident, e.rows) for e in store.cache_entries()}
         partials = {e.object for e in store.cache_entries(stage="per_shop") if e.kind == "partial"}
-        con = duckdb.connect()
-        con.register("a", a).register("b", b)
-        want = con.execute(
+        want = duck(
+            a,
+            b,
             "SELECT shop, count(*), sum(amount) FROM (SELECT day, shop, amount FROM a UNION ALL"
-            " SELECT day, shop, amount * 2 FROM b) WHERE amount > 0 GROUP BY shop ORDER BY shop"
-        ).fetchall()
+            " SELECT day, shop, amount * 2 FROM b) WHERE amount > 0 GROUP BY shop ORDER BY shop",
+        )
         got = store.read_pandas("shop_totals").sort_values("shop")
         assert [(s, int(n)) for s, n, _ in want] == list(zip(got["shop"], got["n"], strict=True))
         # float sums of positive amounts in another order
