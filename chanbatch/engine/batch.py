@@ -51,6 +51,7 @@ from chanbatch.engine.graph import (
     storage_for,
     store_part,
     task_outcome,
+    union_tables,
 )
 from chanbatch.hashing import digest
 from chanbatch.snapshot.storage import Storage
@@ -888,10 +889,8 @@ def _unioned(
             steps.append((tasks, stage, (began, time.time(), counts, side)))
         pieces.append(side)
         marks.append(numbers(side_tags))
-    columns = call.chains[0].tasks[position].key_spec["columns"]
-    order = [c for c in columns if all(c in piece.column_names for piece in pieces)]
-    selected = [piece.select(order) for piece in pieces]
-    if not all(t.schema.equals(selected[0].schema) for t in selected):
+    selected = union_tables(call.chains[0].tasks[position], pieces)
+    if selected is None:
         raise columnar.Unsupported("a union's inputs of different types")
     marked = np.concatenate(marks)
     at = np.argsort(marked, kind="stable")  # each slice's rows together, in input order

@@ -460,17 +460,34 @@ def _union_slice(task: Task, main: tuple[Part, ...]) -> pd.DataFrame | pa.Table:
     union's inputs, their columns in ``from``'s order. On Arrow when the parts' types agree,
     else as the whole-input union concatenates them."""
     tables = [p.arrow for p in main]
-    # in ``from``'s order, the columns a later stage reads (the plan loads only those)
+    if all(t is not None for t in tables):
+        selected = union_tables(task, [t for t in tables if t is not None])
+        if selected is not None:
+            return pa.concat_tables(selected).combine_chunks()
     present = [
-        set(t.column_names) if t is not None else set(p.data.columns)
+        t.column_names if t is not None else list(p.data.columns)
         for t, p in zip(tables, main, strict=True)
     ]
-    order = [c for c in task.key_spec["columns"] if all(c in names for names in present)]
-    if all(t is not None for t in tables):
-        selected = [t.select(order) for t in tables if t is not None]
-        if all(t.schema.equals(selected[0].schema) for t in selected):
-            return pa.concat_tables(selected).combine_chunks()
+    order = union_columns(task, present)
     return _pandas().concat([p.data[order] for p in main])
+
+
+def union_columns(task: Task, present: Sequence[Sequence[str]]) -> list[str]:
+    """The columns of union-by-slice ``task``'s slice, whose parts have the columns
+    ``present``: in ``from``'s order, those a later stage reads (the plan loads only those)."""
+    names = [set(p) for p in present]
+    return [c for c in task.key_spec["columns"] if all(c in n for n in names)]
+
+
+def union_tables(task: Task, tables: Sequence[pa.Table]) -> list[pa.Table] | None:
+    """The parts ``tables`` of union-by-slice ``task``, each with :func:`union_columns` in
+    order, ready to be stacked; None where their types differ (pandas' concatenation decides
+    those)."""
+    order = union_columns(task, [t.column_names for t in tables])
+    selected = [t.select(order) for t in tables]
+    if all(t.schema.equals(selected[0].schema) for t in selected):
+        return selected
+    return None
 
 
 def _top(stage: Stage, n: int, main: tuple[Part, ...]) -> pd.DataFrame | pa.Table:
