@@ -224,6 +224,13 @@ _PACKS = _Objects(64 << 20, 16 << 20, lambda table: table.nbytes)  # parsed pack
 _VERIFIED = _Objects(64 << 20, 8 << 20, len)  # bytes planning verified: see keep_verified
 
 
+def cached_object(storage: Storage, entry: CacheEntry) -> tuple[pa.Table, bytes]:
+    """A result stored as an object of its own (``entry.range`` is None): its rows, and the
+    object's verified bytes."""
+    data = _object_bytes(storage, entry)
+    return parse_parquet(data), data
+
+
 def _object_bytes(storage: Storage, entry: CacheEntry) -> bytes:
     """The verified bytes of ``entry``'s object: as planning kept them, else read."""
     data = _VERIFIED.get(storage.url, entry.object, take=True)

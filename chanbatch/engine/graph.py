@@ -152,6 +152,14 @@ def stored_table(part: Part) -> pa.Table:
     return pa.Table.from_pandas(part.data, preserve_index=False)
 
 
+def stored_entry(part: Part) -> CacheEntry | None:
+    """Where ``part``'s rows are stored: the entry a computed part was stored under in this
+    run (None if it was not stored), or a cached result's."""
+    if part.frame is not None or part.table is not None:
+        return part.entry
+    return part.entry or _cached(storage_for(part.url), part.key)
+
+
 def _cached(storage: Storage, key: str) -> CacheEntry:
     """The entry of a result the plan found cached; raises if it is gone since."""
     entry = lookup(storage, key)
@@ -323,6 +331,7 @@ def run_task(call: Call, *deps: Part, result: pd.DataFrame | None = None) -> Par
             storage_for(call.url), key, part, kind=task.kind, stage=task.stage, run=call.run
         )
         written = entry.ident
+        part.entry = entry  # where an output freeze finds the object that holds these rows
         if task.stored:
             part.ident = entry.ident
     report_outcome(call.run, task_outcome(task, key, "computed", start, rows=rows, stored=written))

@@ -11,8 +11,9 @@ from chanbatch.cache.runs import RunRecord, TaskOutcome
 from chanbatch.compile.keys import blueprint_digest
 from chanbatch.compile.plan import Plan
 from chanbatch.errors import ChanbatchError, UsageError
+from chanbatch.ids import object_id
 from chanbatch.snapshot import SnapshotStore, refs
-from chanbatch.snapshot.freeze import freeze
+from chanbatch.snapshot.freeze import Held, freeze
 from chanbatch.snapshot.manifest import SnapshotManifest
 from chanbatch.snapshot.objects import get_snapshot
 
@@ -47,13 +48,10 @@ def freeze_outputs(
         if unchanged is not None:  # same keys as the last run, whose snapshot is still the head
             snapshots[stage], versions[stage] = unchanged
             continue
-        from chanbatch.engine.graph import Part, stored_table
+        held: dict[Any, Held] = {}
 
-        def table_of(key: str) -> Any:
-            part = parts.get(key)
-            if part is None:
-                part = Part(key=key, ident="", url=storage.url, outcome="cached")
-            return stored_table(part)
+        def table_of(slice_key: Any, key: str, held: dict[Any, Held] = held) -> Any:
+            return _output_table(parts.get(key), key, storage.url, slice_key, held)
 
         # When the head is the last run's output, only the slices whose keys changed are
         # frozen, merged into it: the same slices, so the same snapshot id, as a whole freeze.
@@ -61,12 +59,12 @@ def freeze_outputs(
         data = None
         if found is not None:
             changed, head = found
-            data = _typed_like_head(head, {s: table_of(k) for s, k in changed})
+            data = _typed_like_head(head, {s: table_of(s, k) for s, k in changed})
         merge = data is not None
         if data is None and result.sliced is not None:
-            data = unify_types({slice_key: table_of(k) for slice_key, k in result.sliced})
+            data = unify_types({s: table_of(s, k) for s, k in result.sliced})
         elif data is None:
-            data = {"all": table_of(result.whole or "")}
+            data = {"all": table_of("all", result.whole or "")}
         if not data and not merge:
             raise UsageError(f"output {stage!r} has no slices to freeze: its input is empty")
         info = freeze(
@@ -76,6 +74,7 @@ def freeze_outputs(
             lineage={**lineage_base, "stage": stage},
             operation="run",
             replace=not merge,
+            held=held,
         )
         rows = (
             sum(e.rows for e in get_snapshot(storage, info.snapshot).slices)
@@ -85,6 +84,37 @@ def freeze_outputs(
         snapshots[stage] = {"dataset": dataset, "snapshot": info.snapshot, "rows": rows}
         versions[stage] = info.version
     return output_keys, snapshots, versions
+
+
+def _output_table(part: Any, key: str, url: str, slice_key: Any, held: dict[Any, Held]) -> Any:
+    """The Arrow rows of the result ``key`` (``part``, or cached when None) for the output
+    slice ``slice_key``, noted in ``held`` when an object of the store holds them alone."""
+    from chanbatch.engine.graph import Part, stored_table
+
+    if part is None:
+        part = Part(key=key, ident="", url=url, outcome="cached")
+    rows = _held(part)
+    if rows is None:
+        return stored_table(part)
+    held[slice_key] = rows
+    return rows.table
+
+
+def _held(part: Any) -> Held | None:
+    """``part``'s rows as the object the cache stores them in alone (not in a pack), to be
+    named by the output slice they make instead of encoded again: the rows that object was
+    encoded from, for a result computed in this run, or those read from it."""
+    from chanbatch.cache.index import cached_object
+    from chanbatch.engine.graph import storable_table, storage_for, stored_entry
+
+    entry = stored_entry(part)
+    if entry is None or entry.range is not None:
+        return None
+    if part.frame is not None or part.table is not None:
+        table = storable_table(part)
+        return Held(table=table, object=object_id(entry.object), size=entry.bytes)
+    table, data = cached_object(storage_for(part.url), entry)
+    return Held(table=table, object=object_id(entry.object), size=entry.bytes, data=data)
 
 
 def unify_types(tables: dict[Any, Any]) -> dict[Any, Any]:

@@ -425,6 +425,26 @@ class Storage:
         """Forget that this process made ``rel``: a read found it missing or damaged since."""
         _MADE.pop((*self._identity, rel), None)
 
+    def touch(self, rel: str) -> bool | None:
+        """:meth:`refresh` where it needs no bytes: True if the content-addressed file ``rel``
+        is there and now young for gc, False if it is missing, None where making it young
+        means writing it again (another user's file on a local disk, or on an object store
+        one that this process did not just create)."""
+        if self.made_here(rel):
+            return True
+        if not self.is_local:
+            return None
+        try:
+            with self.writing(rel):
+                os.utime(self.full(rel))
+        except FileNotFoundError:
+            return False
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, PermissionError):
+                raise  # a read-only filesystem: replacing the file fails the same way
+            return None
+        return True
+
     def refresh(self, rel: str, data: bytes | memoryview) -> bool:
         """Whether ``rel`` exists; if it does, it is made young again for gc.
 
@@ -436,19 +456,11 @@ class Storage:
         mtime cannot be set, the file is written again instead. When this returns False the
         caller writes the file.
         """
-        if self.is_local:
-            try:
-                with self.writing(rel):
-                    os.utime(self.full(rel))
-            except FileNotFoundError:
-                return False
-            except StoreError as exc:
-                if not isinstance(exc.__cause__, PermissionError):
-                    raise  # a read-only filesystem: replacing the file fails the same way
-                # another user's file: replacing it needs only the folder
-                self.write_atomic(rel, data)
-            return True
-        if self.made_here(rel):
+        touched = self.touch(rel)
+        if touched is not None:
+            return touched
+        if self.is_local:  # another user's file: replacing it needs only the folder
+            self.write_atomic(rel, data)
             return True
         # fsspec's touch(truncate=False) is NotImplemented on most object stores: rewrite.
         mtime = self.mtime(rel)

@@ -44,3 +44,12 @@ def text_on_slice_two(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     out["v"] = out["s"].astype(str) if (frame["s"] == 2).any() else out["s"]
     return out
+
+
+def whole_or_fractions(frame: pd.DataFrame) -> pd.DataFrame:
+    """Column ``v``: ``part`` as int64 on a slice whose values are all whole, as float64 on the
+    others: the output's slices disagree on int64 and double, and its freeze makes all double."""
+    out = frame[["day"]].copy()
+    part = frame["part"]
+    out["v"] = part.astype("int64") if bool((part == part.round()).all()) else part
+    return out

@@ -12,6 +12,7 @@ objects and manifests, and ``commit`` the snapshot manifest and ref.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from chanbatch.errors import UsageError
@@ -27,7 +28,7 @@ from chanbatch.snapshot.freeze.schema import (
     _check_key_types,
     _unify_inputs,
 )
-from chanbatch.snapshot.freeze.write import _write_slices, encode_parquet
+from chanbatch.snapshot.freeze.write import Held, _write_slices, encode_parquet
 from chanbatch.snapshot.manifest import SnapshotManifest
 from chanbatch.snapshot.names import SliceKey, check_dataset_name, key_type, sort_token
 from chanbatch.snapshot.objects import get_snapshot
@@ -36,6 +37,7 @@ from chanbatch.snapshot.storage import Storage
 __all__ = [
     "FreezeResult",
     "FrozenSlice",
+    "Held",
     "KeyFunction",
     "Progress",
     "SliceCount",
@@ -59,6 +61,7 @@ def freeze(
     replace: bool = False,
     encoding: str = "utf-8",
     key_of: KeyFunction | None = None,
+    held: Mapping[SliceKey, Held] | None = None,
 ) -> FreezeResult:
     """Freeze ``data`` into ``dataset`` and commit a new version if anything changed.
 
@@ -77,7 +80,9 @@ def freeze(
     column), or, for files with neither, one slice per file keyed by its stem. ``encoding`` is
     the text encoding of CSV files (Parquet strings are always UTF-8). ``key_of`` computes the
     slice key of each row instead of reading column ``slice_by`` (then ``slice_by`` is its text,
-    as the snapshot records it).
+    as the snapshot records it). ``held``: slices whose rows an object in the store holds
+    already (a run's outputs, :class:`~chanbatch.snapshot.freeze.write.Held`); a slice that
+    comes out of the freeze's checks and casts as exactly those rows names that object.
 
     Raises InvalidNameError, InputError (unreadable file, missing column, bad key column),
     SchemaConflictError (a slice whose types disagree with the dataset's) and UsageError.
@@ -103,7 +108,7 @@ def freeze(
 
     keys = sorted(pieces, key=sort_token)
     healed: set[SliceKey] = set()
-    written = _write_slices(storage, keys, pieces, target, reporter, healed)
+    written = _write_slices(storage, keys, pieces, target, reporter, healed, held)
 
     proposal = _Proposal(
         storage=storage,

@@ -10,6 +10,7 @@ import contextlib
 import os
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, assert_never
 
 from chanbatch.hashing import digest_file
@@ -36,6 +37,20 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A slice's rows that an object in the store holds already: ``table`` is what that object
+    was encoded from (or decodes to), ``size`` that object's bytes. A run's output slice is most often a result
+    the cache stores as an object of its own, in the bytes freezing it would write; the writer
+    then names that object instead of encoding the rows again. ``data``: the object's bytes,
+    when the caller read them (a store that cannot make a file young rewrites it)."""
+
+    table: pa.Table
+    object: ObjectId
+    size: int
+    data: bytes | None = None
+
+
 class _SliceWriter:
     """Writes one slice at a time (from any thread) as objects of ``PART_ROWS`` rows and a
     slice manifest, noting in ``healed`` the keys of slices whose files it found damaged, and
@@ -47,15 +62,21 @@ class _SliceWriter:
         schema: pa.Schema,
         healed: set[SliceKey] | None,
         reporter: _Reporter | None = None,
+        held: Mapping[SliceKey, Held] | None = None,
     ) -> None:
         self.storage, self.schema, self.healed = storage, schema, healed
-        self.reporter = reporter
+        self.reporter, self.held = reporter, held or {}
 
     def write(self, key: SliceKey, table: pa.Table) -> SliceManifest:
         table = table.combine_chunks()
         parts = []
         mended = False
-        for start in range(0, max(table.num_rows, 1), PART_ROWS):
+        held = self.held.get(key)
+        if held is not None and _holds(self.storage, held, table):
+            parts.append(Part(object=held.object, rows=table.num_rows, bytes=held.size))
+            if self.reporter is not None:
+                self.reporter.wrote(table.num_rows, held.size)
+        for start in range(0, max(table.num_rows, 1) if not parts else 0, PART_ROWS):
             chunk = table.slice(start, PART_ROWS)
             oid, size, damaged = _write_object(self.storage, chunk)
             parts.append(Part(object=oid, rows=chunk.num_rows, bytes=size))
@@ -86,6 +107,24 @@ class _SliceWriter:
         return self.write(key, pa.Table.from_batches(batches, schema=self.schema))
 
 
+def _holds(storage: Storage, held: Held, table: pa.Table) -> bool:
+    """Whether ``held``'s object is the one object freezing ``table`` would write, and is in
+    the store (made young for gc, as a write finding it there would).
+
+    Freezing encodes a slice of at most ``PART_ROWS`` rows in one chunk as it is; equal rows
+    with an equal schema in one chunk encode to the same bytes, so those of ``held``."""
+    if table.num_rows > PART_ROWS or any(c.num_chunks > 1 for c in held.table.columns):
+        return False
+    same = table.schema.equals(held.table.schema, check_metadata=True)
+    if not (same and table.equals(held.table)):
+        return False
+    rel = object_path(held.object)
+    touched = storage.touch(rel)
+    if touched is None and held.data is not None:
+        touched = storage.refresh(rel, held.data)
+    return bool(touched)
+
+
 def _waves(keys: list[SliceKey], split: Mapping[SliceKey, SplitPiece]) -> list[list[SliceKey]]:
     """``keys`` in order, grouped into runs of about ``_WAVE_BYTES`` (a bigger slice alone)."""
     limit = _cut_module._WAVE_BYTES  # read when called: tests make waves small
@@ -108,6 +147,7 @@ def _write_slices(
     schema: pa.Schema,
     progress: Progress | _Reporter | None,
     healed: set[SliceKey] | None = None,
+    held: Mapping[SliceKey, Held] | None = None,
 ) -> list[SliceManifest]:
     """Write every slice's objects and manifest; returns the manifests in ``keys`` order.
     The keys of slices whose objects or manifest were there but damaged, and were rewritten,
@@ -119,7 +159,7 @@ def _write_slices(
     (one copy), then encoded.
     """
     reporter = progress if isinstance(progress, _Reporter) else _Reporter(progress)
-    writer = _SliceWriter(storage, schema, healed, reporter if reporter.watching else None)
+    writer = _SliceWriter(storage, schema, healed, reporter if reporter.watching else None, held)
     whole: dict[SliceKey, WholePiece] = {}
     split: dict[SliceKey, SplitPiece] = {}
     rows = 0
