@@ -213,8 +213,10 @@ def _read_file(path: Path, encoding: str = "utf-8", on_read: _OnRead | None = No
     suffixes = [s.lower() for s in path.suffixes]
     try:
         if ".parquet" in suffixes or ".pq" in suffixes:
+            import pyarrow.parquet as pq
+
             with _source(path, on_read) as source:
-                table = _read_parquet(source, path.stat().st_size)
+                table = pq.read_table(source)
             pandas_meta = table.schema.pandas_metadata or {}
             index = [c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)]
             return table.drop_columns(index) if index else table
@@ -234,24 +236,6 @@ def _read_file(path: Path, encoding: str = "utf-8", on_read: _OnRead | None = No
         f"cannot freeze {path}: unknown file type {path.suffix or '(none)'}",
         hint="chanbatch freezes Parquet (.parquet, .pq) and CSV (.csv, .tsv, optionally .gz)",
     )
-
-
-# A Parquet file of at most this many bytes is read by ``ParquetFile``; a larger one by
-# ``read_table``, whose dataset scan gives the table in batches that the cut groups in parallel.
-_SMALL_PARQUET = 8 << 20
-
-
-def _read_parquet(source: Any, size: int) -> pa.Table:
-    """The table in a Parquet file: for a small file (a day's slice, most freezes) through
-    ``ParquetFile``, which gives what ``pq.read_table`` gives (the same columns, values and
-    schema metadata, in one chunk), without importing ``pyarrow.dataset``: a fifth of freezing
-    a day of TPC-H's lineitem as a process."""
-    import pyarrow.parquet as pq
-
-    if size > _SMALL_PARQUET:
-        return pq.read_table(source)
-    with pq.ParquetFile(source, pre_buffer=True) as parquet:
-        return parquet.read(use_threads=True)
 
 
 def _read_csv(path: Path, delimiter: str, encoding: str, source: Any) -> pa.Table:
