@@ -107,7 +107,7 @@ class Part:
     outcome: Outcome
     frame: pd.DataFrame | None = None
     table: pa.Table | None = None
-    entry: CacheEntry | None = None  # where a cached result is, once looked up
+    entry: CacheEntry | None = None  # where it is stored: once looked up, or once written
 
     @property
     def rows(self) -> int:

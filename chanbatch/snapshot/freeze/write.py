@@ -39,11 +39,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """A slice's rows that an object in the store holds already: ``table`` is what that object
-    was encoded from (or decodes to), ``size`` that object's bytes. A run's output slice is most often a result
-    the cache stores as an object of its own, in the bytes freezing it would write; the writer
-    then names that object instead of encoding the rows again. ``data``: the object's bytes,
-    when the caller read them (a store that cannot make a file young rewrites it)."""
+    """A slice's rows that an object in the store holds already: ``table`` is what the object
+    was encoded from (or decodes to), ``size`` its size in bytes, and ``data`` its bytes when
+    the caller read them (a store that cannot make a file young writes it again).
+
+    A run's output slice is most often a result that the cache stores as an object of its own,
+    in the bytes freezing it would write; the writer then names that object instead of
+    encoding the same rows again."""
 
     table: pa.Table
     object: ObjectId
@@ -76,13 +78,14 @@ class _SliceWriter:
             parts.append(Part(object=held.object, rows=table.num_rows, bytes=held.size))
             if self.reporter is not None:
                 self.reporter.wrote(table.num_rows, held.size)
-        for start in range(0, max(table.num_rows, 1) if not parts else 0, PART_ROWS):
-            chunk = table.slice(start, PART_ROWS)
-            oid, size, damaged = _write_object(self.storage, chunk)
-            parts.append(Part(object=oid, rows=chunk.num_rows, bytes=size))
-            mended |= damaged
-            if self.reporter is not None:
-                self.reporter.wrote(chunk.num_rows, size)
+        else:
+            for start in range(0, max(table.num_rows, 1), PART_ROWS):
+                chunk = table.slice(start, PART_ROWS)
+                oid, size, damaged = _write_object(self.storage, chunk)
+                parts.append(Part(object=oid, rows=chunk.num_rows, bytes=size))
+                mended |= damaged
+                if self.reporter is not None:
+                    self.reporter.wrote(chunk.num_rows, size)
         manifest = SliceManifest(key=key, parts=tuple(parts))
         mended |= write_manifest(self.storage, manifest)[1]
         if self.reporter is not None:
