@@ -122,10 +122,9 @@ def _holds(storage: Storage, held: Held, table: pa.Table) -> bool:
     if not (same and table.equals(held.table)):
         return False
     rel = object_path(held.object)
-    touched = storage.touch(rel)
-    if touched is None and held.data is not None:
-        touched = storage.refresh(rel, held.data)
-    return bool(touched)
+    if held.data is not None:
+        return storage.refresh(rel, held.data)
+    return bool(storage.touch(rel))
 
 
 def _waves(keys: list[SliceKey], split: Mapping[SliceKey, SplitPiece]) -> list[list[SliceKey]]:
