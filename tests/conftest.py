@@ -1,13 +1,17 @@
 """Fixtures shared by every test package, and the ``--runslow`` switch.
 
-Tests marked ``@pytest.mark.slow`` are skipped unless pytest is given ``--runslow``.
+Tests marked ``@pytest.mark.slow`` are skipped unless pytest is given ``--runslow``, and property
+tests draw all their examples only then (see hypokit).
 """
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
+import hypokit
 import pytest
 from s3kit import s3_bucket, s3_fault_proxy, s3_server, s3_store_url  # noqa: F401 (fixtures)
 
@@ -16,6 +20,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--runslow", action="store_true", default=False, help="also run tests marked slow"
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # before any test module is collected: its module-level settings read it (see hypokit)
+    hypokit.THOROUGH = bool(config.getoption("--runslow"))
+    if not hasattr(config, "workerinput"):  # once, before pytest-xdist starts its workers
+        compile_chanbatch()
+
+
+def compile_chanbatch() -> None:
+    """Write chanbatch's bytecode once, where Python is told not to write it itself.
+
+    An editable install leaves chanbatch's modules uncompiled (pip compiles a regular install),
+    and with ``PYTHONDONTWRITEBYTECODE`` set (as on the machines CI runs on) every process the
+    tests start (a ``chanbatch`` command, a Dask worker) would compile all of them again:
+    about 0.1 s each, 200 s of a whole run. Python still reads bytecode written here."""
+    if not sys.dont_write_bytecode:
+        return
+    import compileall
+
+    import chanbatch
+
+    compileall.compile_dir(Path(chanbatch.__file__).parent, quiet=2)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypokit import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -88,7 +89,7 @@ def test_repository_documents_read_the_same(path: Path) -> None:
     assert outcome(reader.read_yaml, text) == outcome(pyyaml_only, text)
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(3000), deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.sampled_from(PIECES), max_size=30).map("".join))
 def test_random_documents_read_the_same(text: str) -> None:
     assert outcome(reader.read_yaml, text) == outcome(pyyaml_only, text)

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from enginekit import tables_of
+from hypokit import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +28,9 @@ from chanbatch.snapshot.freeze import encode_parquet
 from chanbatch.snapshot.normalize import normalize_table
 from chanbatch.snapshot.read import canonical, to_pandas
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 _floats = st.one_of(
     st.none(),

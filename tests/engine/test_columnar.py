@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 from blueprintkit import expressions_over
 from enginekit import tables_of
+from hypokit import examples
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -51,7 +52,9 @@ from chanbatch.snapshot.freeze import encode_parquet
 from chanbatch.snapshot.normalize import normalize_table
 from chanbatch.snapshot.read import canonical, to_pandas
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 # -- tables -------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from blueprintkit import expressions_over
+from hypokit import examples
 from hypothesis import HealthCheck, given, settings
 
 from chanbatch.blueprint import ExprEvalError, parse_expr
@@ -367,7 +368,7 @@ def test_evaluation_never_calls_eval(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- generated expressions: a result or an ExprEvalError, nothing else ------------------------
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(250), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(expressions_over(list(FRAME.columns)))
 def test_any_expression_evaluates_or_raises_expr_eval_error(expr: Expr) -> None:
     with warnings.catch_warnings():

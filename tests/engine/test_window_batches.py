@@ -10,6 +10,7 @@ import decimal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from hypokit import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -102,7 +103,7 @@ def _stored(frame: pd.DataFrame) -> bytes:
     return bytes(encode_parquet(normalize_table(table)))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     slices(),
     st.integers(0, 3),

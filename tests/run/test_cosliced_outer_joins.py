@@ -21,6 +21,7 @@ import duckdb
 import fsspec
 import pandas as pd
 import pytest
+from hypokit import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -142,7 +143,7 @@ shipment_slicings = st.dictionaries(st.integers(0, 6), shipment_rows, min_size=1
 
 
 @settings(
-    max_examples=30,
+    max_examples=examples(30),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+from hypokit import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -79,7 +80,7 @@ def run(store: cb.Store, tmp_path: Path) -> cb.run.runner.RunResult:
     return cb.Blueprint.from_yaml(path).run(store, scheduler="sync")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(rows, min_size=1, max_size=60), st.randoms(use_true_random=False))
 def test_any_slicing_and_arrival_order_gives_duckdbs_counts_and_the_cold_id(
     tmp_path_factory: pytest.TempPathFactory, records: list[dict], rng: object

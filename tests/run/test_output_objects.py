@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypokit import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -266,7 +267,7 @@ def tables(draw: st.DrawFn) -> pa.Table:
     return pa.table({n: pa.array(v, type=TYPES[n]) for n, v in columns.items()})
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tables())
 def test_an_object_read_back_encodes_to_its_own_bytes(table: pa.Table) -> None:
     """What naming a cached object as an output slice relies on: the rows read from an object

@@ -19,7 +19,8 @@ import pandas as pd
 #: While the file this names exists, ``fail_on_slice`` raises on slice FAIL_SLICE.
 FAIL_FLAG = "CHANBATCH_TEST_FAIL_FLAG"
 #: The store's cache directory, and how many partials of stage ``totals`` must be recorded
-#: there before ``fail_on_slice`` raises (so the rest of the run has finished by then).
+#: there before ``fail_on_slice`` raises (so the rest of the run has finished by then; in
+#: batches, fewer: see ``_wait_for_the_others``).
 WAIT_CACHE = "CHANBATCH_TEST_WAIT_CACHE"
 WAIT_FOR = "CHANBATCH_TEST_WAIT_FOR"
 FAIL_SLICE = 5
@@ -40,14 +41,37 @@ def slow(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _partials(cache: Path, stage: str) -> int:
-    count = 0
-    for path in cache.glob("*.json"):
+    """How many partials of ``stage`` the cache records: in entry files of their own
+    (``cache/<key>.json``) and as members of packs (``cache/packs/<name>.json``)."""
+    keys: set[str] = set()
+    for path in [*cache.glob("*.json"), *cache.glob("packs/*.json")]:
         try:
-            entry = json.loads(path.read_bytes())
+            doc = json.loads(path.read_bytes())
         except (OSError, ValueError):
             continue
-        count += entry.get("stage") == stage and entry.get("kind") == "partial"
-    return count
+        if doc.get("stage") != stage or doc.get("kind") != "partial":
+            continue
+        if "members" in doc:
+            keys.update(member[0] for member in doc["members"])
+        elif "key" in doc:
+            keys.add(doc["key"])
+    return len(keys)
+
+
+def _wait_for_the_others(cache: Path, want: int) -> None:
+    """Until ``want`` partials of ``totals`` are recorded, or (the slices computed in batches)
+    as many as will be before this one fails: those of the other batches, each recorded whole
+    when it ends (this batch's others are recorded after this one fails), so the count has
+    been the same, and above zero, for a second. At most 20 s."""
+    deadline = time.monotonic() + 20
+    seen, since = 0, time.monotonic()
+    while time.monotonic() < deadline:
+        count = _partials(cache, "totals")
+        if count >= want or (count and count == seen and time.monotonic() - since >= 1):
+            return
+        if count != seen:
+            seen, since = count, time.monotonic()
+        time.sleep(0.02)
 
 
 def fail_on_slice(frame: pd.DataFrame) -> pd.DataFrame:
@@ -55,9 +79,8 @@ def fail_on_slice(frame: pd.DataFrame) -> pd.DataFrame:
     exists, after waiting (at most 20 s) until the other slices' partials are recorded."""
     flag = os.environ.get(FAIL_FLAG)
     if flag and Path(flag).exists() and (frame["day"] == FAIL_SLICE).any():
-        cache, want = os.environ.get(WAIT_CACHE), int(os.environ.get(WAIT_FOR, "0"))
-        deadline = time.monotonic() + 20
-        while cache and _partials(Path(cache), "totals") < want and time.monotonic() < deadline:
-            time.sleep(0.02)
+        cache = os.environ.get(WAIT_CACHE)
+        if cache:
+            _wait_for_the_others(Path(cache), int(os.environ.get(WAIT_FOR, "0")))
         raise ValueError(f"cannot handle day {FAIL_SLICE}")
     return frame
