@@ -605,11 +605,12 @@ _join_keys = st.lists(
 def test_inner_join_matches_pandas_to_the_bit(
     left: pa.Table, right: pa.Table, on: list[str], data: st.DataObject
 ) -> None:
-    """An inner or left join on Arrow gives the rows, order, names and types the pandas path
-    gives (left row order, then right; null keys match nothing; an unmatched left row in its
-    place; shared columns suffixed), for int, text and date keys with nulls and duplicates on
-    both sides; float and bool keys are declined, and so is a left join with a null left key
-    or a bool column on the right (which pandas would make nullable)."""
+    """An inner, left or right join on Arrow gives the rows, order, names and types the pandas
+    path gives (left row order, then right, or for a right join right row order, then left;
+    null keys match nothing; an unmatched row of the kept side in its place; shared columns
+    suffixed), for int, text and date keys with nulls and duplicates on both sides; float and
+    bool keys are declined, and so is a left (right) join with a null left (right) key or a
+    bool column on the other side (which pandas would make nullable)."""
     assume(columnar.arrow_input(left) is not None and columnar.arrow_input(right) is not None)
     kept = data.draw(st.lists(st.sampled_from(right.column_names), unique=True, max_size=4))
     right = right.select([*on, *(c for c in kept if c not in on)])
@@ -620,16 +621,30 @@ def test_inner_join_matches_pandas_to_the_bit(
         got = columnar.join(op, left, right)
     except columnar.Unsupported:
         kinds = {left.schema.field(c).type for c in on}
-        null_keys = any(left.column(c).null_count for c in on)
-        bools = any(right.schema.field(c).type == pa.bool_() for c in kept if c not in on)
-        assert (
-            how == "right"
-            or kinds & {pa.float64(), pa.bool_()}
-            or (how == "left" and (null_keys or bools))
-        )
+        sides = {"left": (left, right), "right": (right, left)}
+        if how in sides:
+            own, other = sides[how]
+            null_keys = any(own.column(c).null_count for c in on)
+            bools = any(
+                other.schema.field(c).type == pa.bool_() for c in other.column_names if c not in on
+            )
+        assert kinds & {pa.float64(), pa.bool_()} or (how in sides and (null_keys or bools))
         return
-    assert how != "right"
     want = canonical(execute.join(op, to_pandas(left), to_pandas(right)))
+    _same_as_pandas(got, want)
+
+
+def test_right_join_keeps_right_order_then_left_order() -> None:
+    left = pa.table({"k": [2, 1, 2, None, 3], "a": ["p", "q", "r", "s", "t"], "n": [1, 2, 3, 4, 5]})
+    right = pa.table({"k": [1, 2, 1, 4, 2], "a": ["A", "B", "C", "D", "E"]})
+    spec = Join(right="r", on=("k",), how="right", suffixes=("_l", "_r"))
+    got = columnar.join(spec, left, right)
+    assert got.column_names == ["k", "a_l", "n", "a_r"]
+    assert got.column("k").to_pylist() == [1, 2, 2, 1, 4, 2, 2]
+    assert got.column("a_l").to_pylist() == ["q", "p", "r", "q", None, "p", "r"]
+    assert got.column("n").to_pylist() == [2, 1, 3, 2, None, 1, 3]
+    assert got.column("a_r").to_pylist() == ["A", "B", "B", "C", "D", "E", "E"]
+    want = canonical(execute.join(spec, to_pandas(left), to_pandas(right)))
     _same_as_pandas(got, want)
 
 
