@@ -203,20 +203,25 @@ def sort(spec: Sort, tables: list[pa.Table]) -> pa.Table:
 
 
 def join(spec: Join, left: pa.Table, right: pa.Table) -> pa.Table:
-    """An inner, left or right join as the pandas path gives it
-    (:func:`chanbatch.engine.execute.join`): the rows whose keys match, none with a null key,
-    in left row order and then right row order (a right join: right row order, then left),
-    the left columns (``on`` among them) and then the right's but ``on``, those both sides
-    have suffixed; a left join keeps each unmatched left row in its place, its right columns
-    null, and a right join each unmatched right row, its left columns null and its keys its
-    own. Raises Unsupported for outer joins, a left join with a null left key or a right join
-    with a null right key (pandas moves those rows last), a result pandas would hold as its
-    nullable bool, and keys whose matching pandas and Arrow may not agree on: floats (-0.0 and
-    0.0, NaN), keys of different types, any but int, text and date keys; and for result names
-    that clash."""
+    """A join as the pandas path gives it (:func:`chanbatch.engine.execute.join`): the rows
+    whose keys match, none with a null key, the left columns (``on`` among them) and then the
+    right's but ``on``, those both sides have suffixed.
+
+    - inner and left: in left row order, then right; a left join keeps each unmatched left
+      row in its place, its right columns null;
+    - right: in right row order, then left; each unmatched right row in its place, its left
+      columns null and its keys its own;
+    - outer: in the order of their keys (pandas sorts them, whatever ``sort`` says), then
+      left row order, then right.
+
+    Raises Unsupported for a null key on a side whose every row stays (the left of a left
+    join, the right of a right join, either of an outer one: pandas moves those rows last), a
+    result pandas would hold as its nullable bool, and keys whose matching pandas and Arrow
+    may not agree on: floats (-0.0 and 0.0, NaN), keys of different types, any but int, text
+    and date keys; and for result names that clash."""
     import numpy as np
 
-    if spec.how not in ("inner", "left", "right"):
+    if spec.how not in ("inner", "left", "right", "outer"):
         raise Unsupported(f"a {spec.how} join")
     on = list(spec.on)
     for name in on:
@@ -227,9 +232,9 @@ def join(spec: Join, left: pa.Table, right: pa.Table) -> pa.Table:
             pa.types.is_integer(kind) or kind in (pa.string(), pa.date32())
         ):
             raise Unsupported(f"a join on {kind}")
-        kept = {"left": left, "right": right}.get(spec.how)  # the side whose rows all stay
-        if kept is not None and kept.column(name).null_count:
-            raise Unsupported(f"a {spec.how} join with null {spec.how} keys")
+        kept = {"left": [left], "right": [right], "outer": [left, right]}.get(spec.how, [])
+        if any(side.column(name).null_count for side in kept):  # sides whose rows all stay
+            raise Unsupported(f"a {spec.how} join with null keys on a side it keeps")
     left_names, right_names = spec.output_names(left.column_names, right.column_names)
     names = [left_names[c] for c in left.column_names] + [
         right_names[c] for c in right.column_names if c not in on
@@ -250,18 +255,19 @@ def join(spec: Join, left: pa.Table, right: pa.Table) -> pa.Table:
             table = table.filter(valid)
         rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
         sides.append(table.append_column(f"{position}{len(sides)}", rows))
-    # a right join is the left join of the right side (its keys are the right's), its rows
-    # in right row order and then left
+    # a right join is the left join of the right side (its keys are the right's)
     first, second = (1, 0) if spec.how == "right" else (0, 1)
-    kind = "inner" if spec.how == "inner" else "left outer"
+    kind = {"inner": "inner", "outer": "full outer"}.get(spec.how, "left outer")
     try:
         joined = sides[first].join(sides[second], keys=on, join_type=kind, use_threads=False)
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise Unsupported(f"Arrow's join: {exc}") from exc
+    by_key = [(name, "ascending") for name in on] if spec.how == "outer" else []
     order = pc.sort_indices(
         joined,
         sort_keys=[
-            (f"{position}{first}", "ascending"),
+            *by_key,
+            (f"{position}{first}", "ascending", "at_end"),
             (f"{position}{second}", "ascending", "at_end"),
         ],
     )
