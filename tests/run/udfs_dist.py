@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from chanbatch.cache.packs import read_packs
+from chanbatch.engine.graph import storage_for
+
 #: While the file this names exists, ``fail_on_slice`` raises on slice FAIL_SLICE.
 FAIL_FLAG = "CHANBATCH_TEST_FAIL_FLAG"
 #: The store's cache directory, and how many partials of stage ``totals`` must be recorded
@@ -42,19 +45,17 @@ def slow(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _partials(cache: Path, stage: str) -> int:
     """How many partials of ``stage`` the cache records: in entry files of their own
-    (``cache/<key>.json``) and as members of packs (``cache/packs/<name>.json``)."""
-    keys: set[str] = set()
-    for path in [*cache.glob("*.json"), *cache.glob("packs/*.json")]:
+    (``cache/<key>.json``) and as members of packs (read as a plan reads them)."""
+    keys = set()
+    for path in cache.glob("*.json"):
         try:
-            doc = json.loads(path.read_bytes())
+            entry = json.loads(path.read_bytes())
         except (OSError, ValueError):
             continue
-        if doc.get("stage") != stage or doc.get("kind") != "partial":
-            continue
-        if "members" in doc:
-            keys.update(member[0] for member in doc["members"])
-        elif "key" in doc:
-            keys.add(doc["key"])
+        if entry.get("stage") == stage and entry.get("kind") == "partial":
+            keys.add(entry.get("key"))
+    packed = read_packs(storage_for(str(cache.parent)))
+    keys.update(k for k, e in packed.items() if e.stage == stage and e.kind == "partial")
     return len(keys)
 
 
